@@ -1,0 +1,421 @@
+/**
+ * The Majordomo broker's state machine: services, idle workers (oldest idle
+ * first), request queues, heartbeats, expiry and the broker's own services
+ * (`mmi.*`, `org.plantd.Broker`). It performs no I/O: messages come in through
+ * {@link Broker.handle}, go out through the injected `send`, and time comes
+ * from the injected clock, so every rule is testable without sockets or timers.
+ *
+ * @module
+ */
+import {
+  decodePeerMessage,
+  type Dialect,
+  encodeClientReply,
+  encodeWorkerControl,
+  encodeWorkerRequest,
+  equalBytes,
+  frame,
+  type PeerMessage,
+  text,
+} from "../mdp/protocol.ts";
+import type { Frames } from "../transport/socket.ts";
+import { brokerErrorBody, type BrokerErrorCode } from "./errors.ts";
+import { Fifo } from "./fifo.ts";
+
+/** Options of the broker. */
+export interface BrokerOptions {
+  /** Interval between heartbeats to idle workers. @default 2500 */
+  heartbeatIntervalMs?: number;
+  /** Heartbeats a worker may miss before it is purged. @default 3 */
+  heartbeatLiveness?: number;
+  /** How long a request may wait in a queue for a worker. @default 30000 */
+  requestTimeoutMs?: number;
+  /** Requests queued per service before new ones are refused. @default 100000 */
+  maxQueuePerService?: number;
+  /** Largest message, all frames together, in bytes; larger ones are dropped. @default 16 MiB */
+  maxMessageBytes?: number;
+  /** Re-queue (once) a request whose worker died, instead of failing it. @default false */
+  requeueLost?: boolean;
+  /** Version reported by `mmi.broker`. @default "0.1.0" */
+  version?: string;
+}
+
+/** What the broker reports about itself; the telemetry layer turns these into metrics. */
+export interface BrokerObserver {
+  request?(service: string): void;
+  reply?(service: string, seconds: number): void;
+  error?(service: string, code: BrokerErrorCode): void;
+  drop?(reason: string): void;
+  workerJoined?(service: string, dialect: Dialect): void;
+  workerLeft?(service: string, reason: string): void;
+}
+
+/** Service name the broker answers itself with real data. */
+export const BROKER_SERVICE = "org.plantd.Broker";
+
+interface Request {
+  client: Uint8Array;
+  dialect: Dialect;
+  stack: Frames;
+  service: string;
+  body: Frames;
+  /** The single frame workers see as the client address. */
+  address: Uint8Array;
+  received: number;
+  deadline: number;
+  attempts: number;
+}
+
+interface Worker {
+  key: string;
+  identity: Uint8Array;
+  dialect: Dialect;
+  service: Service;
+  expiry: number;
+  current: Request | undefined;
+}
+
+interface Service {
+  name: string;
+  requests: Fifo<Request>;
+  idle: Set<Worker>;
+  workers: Set<Worker>;
+}
+
+/** A snapshot of one service, as `org.plantd.Broker` and the gateway report it. */
+export interface ServiceInfo {
+  name: string;
+  workers: number;
+  idle: number;
+  busy: number;
+  queued: number;
+}
+
+function keyOf(identity: Uint8Array): string {
+  let key = "";
+  for (const byte of identity) key += byte.toString(16).padStart(2, "0");
+  return key;
+}
+
+function addressOf(client: Uint8Array, stack: Frames): Uint8Array {
+  if (stack.length === 0) return client;
+  // Length-prefixed parts: opaque to workers, unique per client and request id.
+  const parts = [client, ...stack];
+  const size = parts.reduce((n, p) => n + 1 + p.length, 0);
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) {
+    out[at++] = Math.min(p.length, 255);
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** The broker. Feed it messages; it answers through `send`. */
+export class Broker {
+  readonly #send: (identity: Uint8Array, frames: Frames) => void;
+  readonly #now: () => number;
+  readonly #observer: BrokerObserver;
+  readonly #heartbeatMs: number;
+  readonly #expiryMs: number;
+  readonly #requestTimeoutMs: number;
+  readonly #maxQueue: number;
+  readonly #maxBytes: number;
+  readonly #requeueLost: boolean;
+  readonly #version: string;
+  readonly #started: number;
+  #services = new Map<string, Service>();
+  #workers = new Map<string, Worker>();
+  #nextHeartbeat: number;
+
+  constructor(
+    send: (identity: Uint8Array, frames: Frames) => void,
+    options: BrokerOptions = {},
+    observer: BrokerObserver = {},
+    now: () => number = Date.now,
+  ) {
+    this.#send = send;
+    this.#now = now;
+    this.#observer = observer;
+    this.#heartbeatMs = options.heartbeatIntervalMs ?? 2500;
+    this.#expiryMs = this.#heartbeatMs * (options.heartbeatLiveness ?? 3);
+    this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.#maxQueue = options.maxQueuePerService ?? 100_000;
+    this.#maxBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
+    this.#requeueLost = options.requeueLost ?? false;
+    this.#version = options.version ?? "0.1.0";
+    this.#started = now();
+    this.#nextHeartbeat = this.#started + this.#heartbeatMs;
+  }
+
+  /** Handles one message from the ROUTER socket: identity frame first. */
+  handle(message: Frames): void {
+    const identity = message[0];
+    if (!identity || message.length < 2) return this.#drop("empty message");
+    let size = 0;
+    for (const f of message) size += f.length;
+    if (size > this.#maxBytes) return this.#drop("message too large");
+    const decoded = decodePeerMessage(message.slice(1));
+    if (decoded.kind === "malformed") return this.#drop(decoded.reason);
+    if (decoded.kind === "request") return this.#onRequest(identity, decoded);
+    this.#onWorker(identity, decoded);
+  }
+
+  /** Runs heartbeats, worker purge and request expiry; call it often (every ~100-500 ms). */
+  tick(): void {
+    const now = this.#now();
+    for (const worker of [...this.#workers.values()]) {
+      if (worker.expiry <= now) this.#removeWorker(worker, false, "expired");
+    }
+    for (const service of this.#services.values()) {
+      if (service.requests.length === 0) continue;
+      for (const request of service.requests.removeWhere((r) => r.deadline <= now)) {
+        this.#fail(
+          request,
+          "SERVICE_UNAVAILABLE",
+          `No worker for service '${request.service}' answered within ${this.#requestTimeoutMs} ms`,
+        );
+      }
+    }
+    if (now >= this.#nextHeartbeat) {
+      this.#nextHeartbeat = now + this.#heartbeatMs;
+      for (const service of this.#services.values()) {
+        for (const worker of service.idle) {
+          this.#send(worker.identity, encodeWorkerControl(worker.dialect, "HEARTBEAT"));
+        }
+      }
+    }
+  }
+
+  /** Tells every worker to go away and fails every queued request: for shutdown. */
+  shutdown(): void {
+    for (const worker of [...this.#workers.values()]) {
+      this.#removeWorker(worker, true, "broker shutdown");
+    }
+    for (const service of this.#services.values()) {
+      for (const request of service.requests.removeWhere(() => true)) {
+        this.#fail(request, "SHUTTING_DOWN", "The broker is shutting down");
+      }
+    }
+  }
+
+  /** A snapshot of every service with at least one worker or queued request. */
+  services(): ServiceInfo[] {
+    return [...this.#services.values()]
+      .filter((s) => s.workers.size > 0 || s.requests.length > 0)
+      .map((s) => this.#info(s))
+      .sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  get workerCount(): number {
+    return this.#workers.size;
+  }
+
+  #info(s: Service): ServiceInfo {
+    return {
+      name: s.name,
+      workers: s.workers.size,
+      idle: s.idle.size,
+      busy: s.workers.size - s.idle.size,
+      queued: s.requests.length,
+    };
+  }
+
+  #drop(reason: string): void {
+    this.#observer.drop?.(reason);
+  }
+
+  #service(name: string): Service {
+    let service = this.#services.get(name);
+    if (!service) {
+      service = { name, requests: new Fifo(), idle: new Set(), workers: new Set() };
+      this.#services.set(name, service);
+    }
+    return service;
+  }
+
+  #onRequest(client: Uint8Array, m: Extract<PeerMessage, { kind: "request" }>): void {
+    const now = this.#now();
+    const request: Request = {
+      client,
+      dialect: m.dialect,
+      stack: m.stack,
+      service: m.service,
+      body: m.body,
+      address: addressOf(client, m.stack),
+      received: now,
+      deadline: now + this.#requestTimeoutMs,
+      attempts: 0,
+    };
+    this.#observer.request?.(m.service);
+    if (m.service.startsWith("mmi.")) return this.#mmi(request);
+    if (m.body.length === 0) {
+      return this.#fail(request, "EMPTY_REQUEST", "A request needs at least one body frame");
+    }
+    if (m.service === BROKER_SERVICE) return this.#brokerService(request);
+    const service = this.#service(m.service);
+    if (service.requests.length >= this.#maxQueue) {
+      return this.#fail(request, "QUEUE_FULL", `The queue of service '${m.service}' is full`);
+    }
+    service.requests.push(request);
+    this.#dispatch(service);
+  }
+
+  #onWorker(identity: Uint8Array, m: Exclude<PeerMessage, { kind: "request" }>): void {
+    const key = keyOf(identity);
+    const worker = this.#workers.get(key);
+    switch (m.kind) {
+      case "ready": {
+        if (worker || m.service.startsWith("mmi.") || m.service === BROKER_SERVICE) {
+          // A second READY, or a worker claiming a reserved name: not allowed.
+          if (worker) this.#removeWorker(worker, false, "second READY");
+          this.#send(identity, encodeWorkerControl(m.dialect, "DISCONNECT"));
+          return this.#drop("invalid READY");
+        }
+        const service = this.#service(m.service);
+        const created: Worker = {
+          key,
+          identity,
+          dialect: m.dialect,
+          service,
+          expiry: this.#now() + this.#expiryMs,
+          current: undefined,
+        };
+        this.#workers.set(key, created);
+        service.workers.add(created);
+        service.idle.add(created);
+        this.#observer.workerJoined?.(service.name, m.dialect);
+        return this.#dispatch(service);
+      }
+      case "disconnect":
+        if (worker) this.#removeWorker(worker, false, "disconnect");
+        return;
+      case "heartbeat":
+      case "reply": {
+        if (!worker) {
+          this.#send(identity, encodeWorkerControl(m.dialect, "DISCONNECT"));
+          return this.#drop("message from unknown worker");
+        }
+        worker.expiry = this.#now() + this.#expiryMs;
+        if (m.kind === "reply") this.#onReply(worker, m);
+      }
+    }
+  }
+
+  #onReply(worker: Worker, m: Extract<PeerMessage, { kind: "reply" }>): void {
+    const request = worker.current;
+    if (!request || !equalBytes(request.address, m.client)) {
+      return this.#drop("reply for no pending request");
+    }
+    this.#reply(request, m.final, m.body);
+    if (!m.final) return;
+    worker.current = undefined;
+    this.#observer.reply?.(request.service, (this.#now() - request.received) / 1000);
+    worker.service.idle.add(worker);
+    this.#dispatch(worker.service);
+  }
+
+  #reply(request: Request, final: boolean, body: Frames): void {
+    // RFC 7 clients have no partial replies: they get the final one only.
+    if (!final && request.dialect === "mdp01") return;
+    this.#send(
+      request.client,
+      encodeClientReply(request.dialect, request.stack, final, request.service, body),
+    );
+  }
+
+  #fail(request: Request, code: BrokerErrorCode, message: string): void {
+    this.#observer.error?.(request.service, code);
+    this.#reply(request, true, [brokerErrorBody(code, request.service, message)]);
+  }
+
+  #dispatch(service: Service): void {
+    while (service.idle.size > 0 && service.requests.length > 0) {
+      const worker = service.idle.values().next().value as Worker;
+      service.idle.delete(worker);
+      const request = service.requests.shift()!;
+      request.attempts++;
+      worker.current = request;
+      this.#send(
+        worker.identity,
+        encodeWorkerRequest(worker.dialect, request.address, request.body),
+      );
+    }
+  }
+
+  #removeWorker(worker: Worker, disconnect: boolean, reason: string): void {
+    if (disconnect) this.#send(worker.identity, encodeWorkerControl(worker.dialect, "DISCONNECT"));
+    this.#workers.delete(worker.key);
+    const service = worker.service;
+    service.workers.delete(worker);
+    service.idle.delete(worker);
+    this.#observer.workerLeft?.(service.name, reason);
+    const lost = worker.current;
+    worker.current = undefined;
+    if (!lost) return;
+    if (this.#requeueLost && lost.attempts < 2 && reason !== "broker shutdown") {
+      service.requests.unshift(lost);
+      return this.#dispatch(service);
+    }
+    this.#fail(
+      lost,
+      "WORKER_LOST",
+      `The worker handling the request for '${service.name}' was lost (${reason})`,
+    );
+  }
+
+  #mmi(request: Request): void {
+    const body = request.body;
+    const last = body.length > 0 ? text(body[body.length - 1]!) : "";
+    const answer = (value: string): void => {
+      const reply = body.length > 0 ? [...body.slice(0, -1), frame(value)] : [frame(value)];
+      this.#reply(request, true, reply);
+    };
+    switch (request.service) {
+      case "mmi.service": {
+        const name = last;
+        const known = name === BROKER_SERVICE || (this.#services.get(name)?.workers.size ?? 0) > 0;
+        return answer(known ? "200" : "404");
+      }
+      case "mmi.workers":
+        return answer(String(this.#services.get(last)?.workers.size ?? 0));
+      case "mmi.heartbeat":
+        return this.#reply(request, true, body.length > 0 ? body : [frame("200")]);
+      case "mmi.broker":
+        return answer(JSON.stringify({
+          version: this.#version,
+          uptime_s: Math.round((this.#now() - this.#started) / 1000),
+          services: this.#services.size,
+          workers: this.#workers.size,
+        }));
+      default:
+        return answer("501");
+    }
+  }
+
+  #brokerService(request: Request): void {
+    const operation = text(request.body[0]!);
+    let reply: unknown;
+    if (operation === "services") {
+      const services = this.services();
+      reply = { success: true, data: { count: services.length, services } };
+    } else if (operation === "service") {
+      let name: unknown;
+      try {
+        name = JSON.parse(text(request.body[1] ?? frame("{}"))).service;
+      } catch {
+        name = undefined;
+      }
+      const service = typeof name === "string" ? this.#services.get(name) : undefined;
+      reply = typeof name !== "string"
+        ? { success: false, error: "Operation failed: service parameter missing" }
+        : service
+        ? { success: true, data: this.#info(service) }
+        : { success: false, error: `Service '${name}' does not exist` };
+    } else {
+      reply = { success: false, error: "Invalid operation" };
+    }
+    this.#reply(request, true, [frame(JSON.stringify(reply))]);
+  }
+}

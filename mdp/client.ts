@@ -1,0 +1,256 @@
+/**
+ * Majordomo client: many requests in flight on one DEALER socket.
+ *
+ * Each request carries a 4-byte request id as an envelope frame before the
+ * empty delimiter (`id | "" | MDPC02 | REQUEST | service | body…`), the way
+ * ROUTER chains carry return addresses; the plantd-ts broker hands it back
+ * with every reply, so replies are matched to requests whatever order workers
+ * answer in. Late replies of timed-out attempts are discarded.
+ *
+ * @module
+ */
+import * as zmq from "zeromq";
+import { ZmqSocket } from "../transport/socket.ts";
+import type { Frames } from "../transport/socket.ts";
+import { decodeClientReply, type Dialect, encodeClientRequest, frame, text } from "./protocol.ts";
+import {
+  MdpBrokerError,
+  MdpClosedError,
+  MdpServiceUnavailableError,
+  MdpTimeoutError,
+} from "./errors.ts";
+
+/** A request or reply body: strings are sent as UTF-8 frames. */
+export type Body = ReadonlyArray<string | Uint8Array>;
+
+/** Options of {@link MdpClient}. */
+export interface ClientOptions {
+  /** Per-attempt timeout. @default 5000 */
+  timeoutMs?: number;
+  /** Further attempts after a timeout or a lost worker. @default 0 */
+  retries?: number;
+  /** First backoff between attempts, doubled each time. @default 100 */
+  backoffMs?: number;
+  /** Longest backoff. @default 2000 */
+  maxBackoffMs?: number;
+  /** Dialect to speak. @default "plantd" */
+  dialect?: Dialect;
+}
+
+/** Per-request overrides. */
+export interface RequestOptions {
+  timeoutMs?: number;
+  retries?: number;
+  signal?: AbortSignal;
+}
+
+/** One reply of a (possibly streamed) request. */
+export interface Reply {
+  final: boolean;
+  body: Frames;
+}
+
+interface Pending {
+  service: string;
+  onPartial?: (body: Frames) => void;
+  resolve: (body: Frames) => void;
+  reject: (error: Error) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+const ERROR_PREFIX = frame('{"success":false,');
+
+function toFrames(body: Body): Frames {
+  return body.map((part) => typeof part === "string" ? frame(part) : part);
+}
+
+/** Reads a broker-made error out of a final reply, if it is one. */
+export function brokerErrorOf(service: string, body: Frames): MdpBrokerError | undefined {
+  const only = body[0];
+  if (body.length !== 1 || !only || only.length < ERROR_PREFIX.length) return undefined;
+  for (let i = 0; i < ERROR_PREFIX.length; i++) if (only[i] !== ERROR_PREFIX[i]) return undefined;
+  try {
+    const parsed = JSON.parse(text(only));
+    const code = parsed?.mdp?.code;
+    if (typeof code !== "string") return undefined;
+    const message = String(parsed.error);
+    return code === "SERVICE_UNAVAILABLE"
+      ? new MdpServiceUnavailableError(service, message)
+      : new MdpBrokerError(service, code, message);
+  } catch {
+    return undefined;
+  }
+}
+
+function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    }, { once: true });
+  });
+}
+
+/** A Majordomo client connected to one broker. */
+export class MdpClient {
+  readonly endpoint: string;
+  #socket: ZmqSocket<zmq.Dealer>;
+  #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #timeoutMs: number;
+  #retries: number;
+  #backoffMs: number;
+  #maxBackoffMs: number;
+  #dialect: Dialect;
+  #loop: Promise<void>;
+  #closed = false;
+
+  constructor(endpoint: string, options: ClientOptions = {}) {
+    this.endpoint = endpoint.startsWith(">") ? endpoint.slice(1) : endpoint;
+    this.#timeoutMs = options.timeoutMs ?? 5000;
+    this.#retries = options.retries ?? 0;
+    this.#backoffMs = options.backoffMs ?? 100;
+    this.#maxBackoffMs = options.maxBackoffMs ?? 2000;
+    this.#dialect = options.dialect ?? "plantd";
+    this.#socket = new ZmqSocket(
+      new zmq.Dealer({ linger: 0, sendHighWaterMark: 100_000, receiveHighWaterMark: 100_000 }),
+    );
+    this.#socket.raw.connect(this.endpoint);
+    this.#loop = this.#run();
+  }
+
+  /** Number of requests waiting for their final reply. */
+  get inFlight(): number {
+    return this.#pending.size;
+  }
+
+  /** Sends a request and resolves with the FINAL reply's body (PARTIAL replies are skipped). */
+  request(service: string, body: Body, options: RequestOptions = {}): Promise<Frames> {
+    return this.#withRetries(service, toFrames(body), options);
+  }
+
+  /** Sends a request and yields every PARTIAL reply, then the FINAL one. */
+  async *stream(service: string, body: Body, options: RequestOptions = {}): AsyncGenerator<Reply> {
+    const queue: Reply[] = [];
+    let wake: (() => void) | undefined;
+    let failure: Error | undefined;
+    let done = false;
+    const onPartial = (partial: Frames) => {
+      queue.push({ final: false, body: partial });
+      wake?.();
+    };
+    // Once a partial reply has arrived a retry would repeat it: stream without retries.
+    this.#attempt(service, toFrames(body), options.timeoutMs ?? this.#timeoutMs, 1, onPartial)
+      .then((final) => queue.push({ final: true, body: final }), (error) => failure = error)
+      .finally(() => {
+        done = true;
+        wake?.();
+      });
+    while (true) {
+      const next = queue.shift();
+      if (next) {
+        yield next;
+        if (next.final) return;
+        continue;
+      }
+      if (failure) throw failure;
+      if (done) return;
+      await new Promise<void>((resolve) => wake = resolve);
+      wake = undefined;
+    }
+  }
+
+  async #withRetries(service: string, frames: Frames, options: RequestOptions): Promise<Frames> {
+    const retries = options.retries ?? this.#retries;
+    const timeoutMs = options.timeoutMs ?? this.#timeoutMs;
+    for (let attempt = 1;; attempt++) {
+      options.signal?.throwIfAborted();
+      try {
+        return await this.#attempt(service, frames, timeoutMs, attempt, undefined, options.signal);
+      } catch (error) {
+        const retryable = error instanceof MdpTimeoutError ||
+          (error instanceof MdpBrokerError && error.code === "WORKER_LOST");
+        if (!retryable || attempt > retries || this.#closed) throw error;
+        const backoff = Math.min(this.#maxBackoffMs, this.#backoffMs * 2 ** (attempt - 1));
+        await delay(backoff * (0.5 + Math.random() / 2), options.signal);
+      }
+    }
+  }
+
+  #attempt(
+    service: string,
+    frames: Frames,
+    timeoutMs: number,
+    attempt: number,
+    onPartial?: (body: Frames) => void,
+    signal?: AbortSignal,
+  ): Promise<Frames> {
+    if (this.#closed) return Promise.reject(new MdpClosedError(service));
+    const id = this.#nextId;
+    this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1;
+    const idFrame = new Uint8Array(4);
+    new DataView(idFrame.buffer).setUint32(0, id);
+    return new Promise<Frames>((resolve, reject) => {
+      const settle = () => {
+        this.#pending.delete(id);
+        clearTimeout(pending.timer);
+        signal?.removeEventListener("abort", onAbort);
+      };
+      const onAbort = () => {
+        settle();
+        reject(signal?.reason);
+      };
+      const pending: Pending = {
+        service,
+        onPartial,
+        resolve: (body) => {
+          settle();
+          resolve(body);
+        },
+        reject: (error) => {
+          settle();
+          reject(error);
+        },
+        timer: setTimeout(
+          () => pending.reject(new MdpTimeoutError(service, timeoutMs, attempt)),
+          timeoutMs,
+        ),
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#pending.set(id, pending);
+      this.#socket.send(encodeClientRequest(this.#dialect, service, frames, [idFrame]))
+        .catch((error) => pending.reject(error));
+    });
+  }
+
+  async #run(): Promise<void> {
+    for await (const message of this.#socket) {
+      const reply = decodeClientReply(message);
+      if (reply.kind === "malformed") continue;
+      const idFrame = reply.stack[0];
+      if (!idFrame || idFrame.length !== 4) continue;
+      const id = new DataView(idFrame.buffer, idFrame.byteOffset, 4).getUint32(0);
+      const pending = this.#pending.get(id);
+      if (!pending) continue; // a late reply of an attempt that timed out
+      if (!reply.final) {
+        pending.onPartial?.(reply.body);
+        continue;
+      }
+      const error = brokerErrorOf(pending.service, reply.body);
+      if (error) pending.reject(error);
+      else pending.resolve(reply.body);
+    }
+  }
+
+  /** Fails pending requests with {@link MdpClosedError} and closes the socket. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const pending of [...this.#pending.values()]) {
+      pending.reject(new MdpClosedError(pending.service));
+    }
+    this.#socket.close();
+    await this.#loop;
+  }
+}

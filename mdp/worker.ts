@@ -1,0 +1,219 @@
+/**
+ * Majordomo worker: READY, heartbeats (also while a long handler runs),
+ * reconnect with a fresh socket when the broker goes silent or says
+ * DISCONNECT, DISCONNECT on clean shutdown, and optional concurrency (several
+ * connections, each one MDP worker serving one request at a time).
+ *
+ * @module
+ */
+import * as zmq from "zeromq";
+import { ZmqSocket } from "../transport/socket.ts";
+import type { Frames } from "../transport/socket.ts";
+import {
+  decodeBrokerToWorker,
+  type Dialect,
+  encodeWorkerReply,
+  encodeWorkerSignal,
+  frame,
+} from "./protocol.ts";
+import type { Body } from "./client.ts";
+
+/** What a handler gets besides the request body. */
+export interface RequestContext {
+  /** The client address frame, opaque. */
+  client: Uint8Array;
+  /** Sends a PARTIAL reply ahead of the final one. */
+  partial(body: Body): Promise<void>;
+  /** Aborted when the connection the request came on is dropped. */
+  signal: AbortSignal;
+}
+
+/** Serves one request: returns the FINAL reply body. */
+export type Handler = (body: Frames, context: RequestContext) => Body | Promise<Body>;
+
+/** Options of {@link MdpWorker}. */
+export interface WorkerOptions {
+  /** Heartbeat interval, the same as the broker's. @default 2500 */
+  heartbeatIntervalMs?: number;
+  /** Silent heartbeat intervals before reconnecting. @default 3 */
+  heartbeatLiveness?: number;
+  /** Wait before reconnecting. @default 1000 */
+  reconnectMs?: number;
+  /** Dialect to speak. @default "plantd" */
+  dialect?: Dialect;
+  /** Requests served in parallel (one broker connection each). @default 1 */
+  concurrency?: number;
+}
+
+/** Events a worker reports; the application decides what to log. */
+export type WorkerEvent =
+  | { type: "ready"; service: string }
+  | { type: "reconnect"; service: string; reason: string }
+  | { type: "handler-error"; service: string; error: unknown };
+
+/** A worker for one service. */
+export class MdpWorker {
+  readonly service: string;
+  #sessions: Session[] = [];
+
+  constructor(
+    endpoint: string,
+    service: string,
+    handler: Handler,
+    options: WorkerOptions = {},
+    onEvent: (event: WorkerEvent) => void = () => {},
+  ) {
+    this.service = service;
+    const target = endpoint.startsWith(">") ? endpoint.slice(1) : endpoint;
+    const count = Math.max(1, options.concurrency ?? 1);
+    for (let i = 0; i < count; i++) {
+      this.#sessions.push(new Session(target, service, handler, options, onEvent));
+    }
+  }
+
+  /** Requests being handled right now. */
+  get busy(): number {
+    return this.#sessions.filter((s) => s.busy).length;
+  }
+
+  /** Sends DISCONNECT on every connection and closes them. */
+  async close(): Promise<void> {
+    await Promise.all(this.#sessions.map((s) => s.close()));
+  }
+}
+
+class Session {
+  busy = false;
+  #endpoint: string;
+  #service: string;
+  #handler: Handler;
+  #dialect: Dialect;
+  #heartbeatMs: number;
+  #liveness: number;
+  #maxLiveness: number;
+  #reconnectMs: number;
+  #onEvent: (event: WorkerEvent) => void;
+  #socket!: ZmqSocket<zmq.Dealer>;
+  #abort!: AbortController;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  #loop: Promise<void> = Promise.resolve();
+  #closed = false;
+
+  constructor(
+    endpoint: string,
+    service: string,
+    handler: Handler,
+    options: WorkerOptions,
+    onEvent: (event: WorkerEvent) => void,
+  ) {
+    this.#endpoint = endpoint;
+    this.#service = service;
+    this.#handler = handler;
+    this.#dialect = options.dialect ?? "plantd";
+    this.#heartbeatMs = options.heartbeatIntervalMs ?? 2500;
+    this.#maxLiveness = options.heartbeatLiveness ?? 3;
+    this.#liveness = this.#maxLiveness;
+    this.#reconnectMs = options.reconnectMs ?? 1000;
+    this.#onEvent = onEvent;
+    this.#connect();
+  }
+
+  #connect(): void {
+    this.#abort = new AbortController();
+    this.#socket = new ZmqSocket(new zmq.Dealer({ linger: 200 }));
+    this.#socket.raw.connect(this.#endpoint);
+    this.#liveness = this.#maxLiveness;
+    this.#send(encodeWorkerSignal(this.#dialect, "READY", this.#service));
+    this.#onEvent({ type: "ready", service: this.#service });
+    this.#timer = setInterval(() => this.#heartbeat(), this.#heartbeatMs);
+    const socket = this.#socket;
+    const signal = this.#abort.signal;
+    this.#loop = (async () => {
+      for await (const message of socket) this.#onMessage(message, socket, signal);
+    })();
+  }
+
+  #send(frames: Frames, socket: ZmqSocket<zmq.Dealer> = this.#socket): Promise<void> {
+    return socket.send(frames).catch(() => {});
+  }
+
+  #heartbeat(): void {
+    this.#send(encodeWorkerSignal(this.#dialect, "HEARTBEAT"));
+    // The broker heartbeats idle workers only, so silence while busy is expected.
+    if (this.busy) return;
+    if (--this.#liveness <= 0) this.#reconnect("broker silent");
+  }
+
+  #onMessage(message: Frames, socket: ZmqSocket<zmq.Dealer>, signal: AbortSignal): void {
+    this.#liveness = this.#maxLiveness;
+    const decoded = decodeBrokerToWorker(message);
+    if (decoded.kind === "disconnect") return this.#reconnect("broker sent DISCONNECT");
+    if (decoded.kind !== "request") return;
+    this.#serve(decoded.client, decoded.body, socket, signal);
+  }
+
+  async #serve(
+    client: Uint8Array,
+    body: Frames,
+    socket: ZmqSocket<zmq.Dealer>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    this.busy = true;
+    const toFrames = (b: Body) => b.map((p) => typeof p === "string" ? frame(p) : p);
+    const context: RequestContext = {
+      client,
+      signal,
+      partial: (partial) => {
+        if (signal.aborted || this.#dialect === "mdp01") return Promise.resolve();
+        return this.#send(
+          encodeWorkerReply(this.#dialect, false, client, toFrames(partial)),
+          socket,
+        );
+      },
+    };
+    let reply: Frames;
+    try {
+      reply = toFrames(await this.#handler(body, context));
+    } catch (error) {
+      this.#onEvent({ type: "handler-error", service: this.#service, error });
+      const message = error instanceof Error ? error.message : String(error);
+      reply = [frame(JSON.stringify({ success: false, error: `Internal error: ${message}` }))];
+    } finally {
+      this.busy = false;
+    }
+    // A reply for a dropped connection would reach a broker that no longer knows us.
+    if (signal.aborted) return;
+    this.#liveness = this.#maxLiveness;
+    await this.#send(encodeWorkerReply(this.#dialect, true, client, reply), socket);
+  }
+
+  #teardown(): void {
+    clearInterval(this.#timer);
+    this.#abort.abort();
+    this.#socket.close();
+  }
+
+  #reconnect(reason: string): void {
+    if (this.#closed || this.#reconnectTimer !== undefined) return;
+    this.#teardown();
+    this.#onEvent({ type: "reconnect", service: this.#service, reason });
+    this.#reconnectTimer = setTimeout(() => {
+      this.#reconnectTimer = undefined;
+      if (!this.#closed) this.#connect();
+    }, this.#reconnectMs);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#reconnectTimer);
+    if (this.#reconnectTimer === undefined) {
+      await this.#send(encodeWorkerSignal(this.#dialect, "DISCONNECT"));
+      await this.#socket.flush();
+      this.#teardown();
+    }
+    this.#reconnectTimer = undefined;
+    await this.#loop;
+  }
+}
