@@ -178,6 +178,10 @@ export class Broker {
         );
       }
     }
+    // Forget services nobody serves or waits for: client-chosen names must not pile up.
+    for (const [name, service] of this.#services) {
+      if (service.workers.size === 0 && service.requests.length === 0) this.#services.delete(name);
+    }
     if (now >= this.#nextHeartbeat) {
       this.#nextHeartbeat = now + this.#heartbeatMs;
       for (const service of this.#services.values()) {

@@ -71,6 +71,11 @@ export class MdpWorker {
     }
   }
 
+  /** True when every connection has heard from the broker within its liveness window. */
+  get connected(): boolean {
+    return this.#sessions.every((s) => s.connected);
+  }
+
   /** Requests being handled right now. */
   get busy(): number {
     return this.#sessions.filter((s) => s.busy).length;
@@ -84,6 +89,8 @@ export class MdpWorker {
 
 class Session {
   busy = false;
+  /** Whether the broker has spoken on the current connection and has not gone silent. */
+  connected = false;
   #endpoint: string;
   #service: string;
   #handler: Handler;
@@ -147,6 +154,7 @@ class Session {
 
   #onMessage(message: Frames, socket: ZmqSocket<zmq.Dealer>, signal: AbortSignal): void {
     this.#liveness = this.#maxLiveness;
+    this.connected = true;
     const decoded = decodeBrokerToWorker(message);
     if (decoded.kind === "disconnect") return this.#reconnect("broker sent DISCONNECT");
     if (decoded.kind !== "request") return;
@@ -189,6 +197,7 @@ class Session {
   }
 
   #teardown(): void {
+    this.connected = false;
     clearInterval(this.#timer);
     this.#abort.abort();
     this.#socket.close();

@@ -1,0 +1,542 @@
+/**
+ * `deno task bench:broker`: echo round trips through the plantd-ts broker,
+ * against raw ZeroMQ (no broker, our ceiling) and NATS request-reply, with
+ * 1, 16 and 256 requests in flight; then the broker's idle CPU. Prints
+ * markdown tables and the targets of issue 2 as PASS/FAIL.
+ *
+ * Layout (loopback only, this machine has 2 cores):
+ * - brokered: broker child process, echo worker child process with
+ *   {@link WORKER_CONCURRENCY} connections (MDP workers), MdpClient here;
+ * - raw zeromq: ROUTER echo server child process, DEALER (ZmqSocket) here;
+ * - NATS: nats-server at 127.0.0.1:4222 (system service), responder
+ *   subscription in a child process, client here (@nats-io/transport-node).
+ *
+ * Each measurement: {@link WARMUP_MS} warm-up, then {@link MEASURE_MS} or
+ * {@link MAX_REQUESTS} round trips, whichever ends first; closed loop with
+ * N requests in flight. Environment overrides for investigations:
+ * BENCH_WORKER_CONCURRENCY, BENCH_MEASURE_MS, BENCH_SYSTEMS (comma list of
+ * broker,zmq,nats).
+ *
+ * @module
+ */
+import * as zmq from "zeromq";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { MdpClient } from "../mdp/client.ts";
+import { ZmqSocket } from "../transport/socket.ts";
+import { ECHO_SERVICE } from "../workers/echo.ts";
+import {
+  CpuMeter,
+  findPid,
+  num,
+  summarize,
+  type Summary,
+  table,
+  ticksPerSecond,
+} from "./_stats.ts";
+
+const IN_FLIGHT = [1, 16, 256] as const;
+/** Echo worker connections (MDP workers) in the one worker process. */
+const WORKER_CONCURRENCY = Number(Deno.env.get("BENCH_WORKER_CONCURRENCY") ?? "16");
+const WARMUP_MS = 500;
+const MEASURE_MS = Number(Deno.env.get("BENCH_MEASURE_MS") ?? "3000");
+const MAX_REQUESTS = 400_000;
+const REQUEST_TIMEOUT_MS = 5000;
+const IDLE_SETTLE_MS = 1000;
+const IDLE_SAMPLE_MS = 5000;
+const PAYLOAD_BYTES = 64;
+const NATS_SERVER = "127.0.0.1:4222";
+/** Whole run bounded: children are killed and the process exits past this. */
+const WATCHDOG_MS = 300_000;
+const SYSTEMS = new Set(
+  (Deno.env.get("BENCH_SYSTEMS") ?? "broker,zmq,nats").split(",").map((s) => s.trim()),
+);
+
+const PAYLOAD = new Uint8Array(PAYLOAD_BYTES).map((_, i) => 97 + (i % 26));
+const REPO = new URL("../", import.meta.url).pathname;
+
+// ---------------------------------------------------------------------------
+// Child processes
+
+/** Every child still running, so an error or a signal can kill them all. */
+const processes = new Set<Deno.ChildProcess>();
+
+/** A child Deno process running one of bench/procs/*.ts. */
+class Child {
+  readonly name: string;
+  readonly pid: number;
+  readonly ready: string;
+  #process: Deno.ChildProcess;
+
+  private constructor(name: string, process: Deno.ChildProcess, ready: string) {
+    this.name = name;
+    this.#process = process;
+    this.pid = process.pid;
+    this.ready = ready;
+  }
+
+  /** Starts `bench/procs/<script>` and waits for its `READY…` line. */
+  static async spawn(name: string, script: string, args: string[]): Promise<Child> {
+    const process = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--config", `${REPO}deno.json`, `${REPO}bench/procs/${script}`, ...args],
+      cwd: REPO,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    processes.add(process);
+    try {
+      const lines = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      let buffered = "";
+      const deadline = Date.now() + 20_000;
+      let ready: string | undefined;
+      while (ready === undefined) {
+        const timer = new Promise<"timeout">((resolve) => {
+          const id = setTimeout(() => resolve("timeout"), Math.max(0, deadline - Date.now()));
+          Deno.unrefTimer(id);
+        });
+        const next = await Promise.race([lines.read(), timer]);
+        if (next === "timeout") throw new Error(`${name}: no READY within 20 s`);
+        if (next.done) throw new Error(`${name}: exited before READY`);
+        buffered += next.value;
+        const at = buffered.indexOf("\n");
+        if (at >= 0 && buffered.startsWith("READY")) ready = buffered.slice(0, at).trim();
+        else if (at >= 0) {
+          console.error(`[${name}] ${buffered.slice(0, at)}`);
+          buffered = buffered.slice(at + 1);
+        }
+      }
+      // Keep draining stdout so the child never blocks on a full pipe.
+      (async () => {
+        try {
+          while (!(await lines.read()).done) { /* discard */ }
+        } catch { /* closed */ }
+      })();
+      return new Child(name, process, ready);
+    } catch (error) {
+      kill(process);
+      await process.status;
+      processes.delete(process);
+      throw error;
+    }
+  }
+
+  /** Closes its stdin (the child cleans up and exits), SIGKILL after 3 s. */
+  async stop(): Promise<void> {
+    try {
+      await this.#process.stdin.close();
+    } catch { /* already closed */ }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const exited = await Promise.race([
+      this.#process.status.then(() => true),
+      new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), 3000)),
+    ]);
+    clearTimeout(timer);
+    if (!exited) kill(this.#process);
+    await this.#process.status;
+    processes.delete(this.#process);
+  }
+}
+
+function kill(process: Deno.ChildProcess): void {
+  try {
+    process.kill("SIGKILL");
+  } catch { /* already gone */ }
+}
+
+function killAll(): void {
+  for (const process of processes) kill(process);
+}
+
+// ---------------------------------------------------------------------------
+// Load driver
+
+type Call = () => Promise<void>;
+
+interface Run {
+  count: number;
+  errors: number;
+  seconds: number;
+}
+
+/** N lanes, each issuing one call after the other until time or count runs out. */
+async function drive(
+  inFlight: number,
+  call: Call,
+  durationMs: number,
+  samples?: Float64Array,
+): Promise<Run> {
+  const limit = samples ? Math.min(samples.length, MAX_REQUESTS) : MAX_REQUESTS;
+  let issued = 0;
+  let count = 0;
+  let errors = 0;
+  const start = performance.now();
+  const stopAt = start + durationMs;
+  const lane = async () => {
+    while (issued < limit && performance.now() < stopAt) {
+      issued++;
+      const t0 = performance.now();
+      try {
+        await call();
+        if (samples) samples[count] = performance.now() - t0;
+        count++;
+      } catch {
+        errors++;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, lane));
+  return { count, errors, seconds: (performance.now() - start) / 1000 };
+}
+
+interface Row {
+  system: string;
+  inFlight: number;
+  summary?: Summary;
+  note?: string;
+  cpu?: string;
+}
+
+const samples = new Float64Array(MAX_REQUESTS);
+
+/** Warm-up, then one measured run; CPU of `meter`'s processes during the measured run. */
+async function measure(
+  system: string,
+  inFlight: number,
+  call: Call,
+  meter: CpuMeter,
+  cpuLabels: string[],
+): Promise<Row> {
+  await drive(inFlight, call, WARMUP_MS);
+  meter.start();
+  const run = await drive(inFlight, call, MEASURE_MS, samples);
+  const cpu = meter.percent().map((p, i) => `${cpuLabels[i]} ${num(p)}%`).join(", ");
+  const summary = summarize(samples, run.count, run.errors, run.seconds);
+  console.error(
+    `  ${system} @${inFlight}: ${num(summary.perSecond)} req/s, p50 ${num(summary.p50Ms, 3)} ms, ` +
+      `p99 ${num(summary.p99Ms, 3)} ms, errors ${run.errors} (${cpu})`,
+  );
+  return { system, inFlight, summary, cpu };
+}
+
+function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
+  return a !== undefined && a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+// ---------------------------------------------------------------------------
+// Raw ZeroMQ client: DEALER with a request id frame, many requests in flight.
+
+class RawEchoClient {
+  #socket = new ZmqSocket(
+    new zmq.Dealer({ linger: 0, sendHighWaterMark: 100_000, receiveHighWaterMark: 100_000 }),
+  );
+  #pending = new Map<
+    number,
+    { resolve: (body: Uint8Array) => void; reject: (e: Error) => void; sent: number }
+  >();
+  #next = 1;
+  #loop: Promise<void>;
+  #sweep: ReturnType<typeof setInterval>;
+
+  constructor(endpoint: string) {
+    this.#socket.raw.connect(endpoint);
+    this.#loop = (async () => {
+      for await (const message of this.#socket) {
+        const idFrame = message[0];
+        if (!idFrame || idFrame.length !== 4) continue;
+        const id = new DataView(idFrame.buffer, idFrame.byteOffset, 4).getUint32(0);
+        const pending = this.#pending.get(id);
+        if (!pending) continue;
+        this.#pending.delete(id);
+        pending.resolve(message[1] ?? new Uint8Array());
+      }
+    })();
+    this.#sweep = setInterval(() => {
+      const now = performance.now();
+      for (const [id, p] of this.#pending) {
+        if (now - p.sent > REQUEST_TIMEOUT_MS) {
+          this.#pending.delete(id);
+          p.reject(new Error("raw echo timed out"));
+        }
+      }
+    }, 500);
+  }
+
+  request(body: Uint8Array): Promise<Uint8Array> {
+    const id = this.#next;
+    this.#next = this.#next >= 0xffffffff ? 1 : this.#next + 1;
+    const idFrame = new Uint8Array(4);
+    new DataView(idFrame.buffer).setUint32(0, id);
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject, sent: performance.now() });
+      this.#socket.send([idFrame, body]).catch(reject);
+    });
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#sweep);
+    for (const p of this.#pending.values()) p.reject(new Error("closed"));
+    this.#pending.clear();
+    this.#socket.close();
+    await this.#loop;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The three systems
+
+const BROKER_LABEL = `plantd-ts broker (1 echo proc x ${WORKER_CONCURRENCY} conns)`;
+const ZMQ_LABEL = "zeromq DEALER-ROUTER echo, no broker";
+let natsLabel = "NATS request-reply";
+
+function timeoutAfter<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+interface BrokerResult {
+  rows: Row[];
+  idleBrokerPercent: number;
+  idleWorkerPercent: number;
+}
+
+async function benchBroker(ticks: number): Promise<BrokerResult> {
+  console.error(`broker: starting broker and echo worker (${WORKER_CONCURRENCY} connections)`);
+  const broker = await Child.spawn("broker", "broker.ts", ["tcp://127.0.0.1:0"]);
+  const endpoint = broker.ready.split(" ")[1]!;
+  const worker = await Child.spawn("echo-worker", "echo_worker.ts", [
+    endpoint,
+    String(WORKER_CONCURRENCY),
+  ]);
+  const client = new MdpClient(endpoint, { timeoutMs: REQUEST_TIMEOUT_MS });
+  try {
+    // Wait until the broker has every worker connection registered.
+    const deadline = Date.now() + 15_000;
+    while (true) {
+      const [count] = await client.request("mmi.workers", [ECHO_SERVICE]);
+      if (Number(new TextDecoder().decode(count)) >= WORKER_CONCURRENCY) break;
+      if (Date.now() > deadline) throw new Error("echo worker connections did not register");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const check = await client.request(ECHO_SERVICE, ["echo", PAYLOAD]);
+    if (!sameBytes(check[0], PAYLOAD)) throw new Error("brokered echo returned other bytes");
+
+    const call: Call = async () => {
+      await client.request(ECHO_SERVICE, ["echo", PAYLOAD]);
+    };
+    const meter = new CpuMeter(["self", broker.pid, worker.pid], ticks);
+    const rows: Row[] = [];
+    for (const n of IN_FLIGHT) {
+      rows.push(await measure(BROKER_LABEL, n, call, meter, ["bench", "broker", "worker"]));
+    }
+
+    await client.close();
+    console.error(`broker: idle CPU over ${IDLE_SAMPLE_MS / 1000} s (broker + idle worker)`);
+    await new Promise((r) => setTimeout(r, IDLE_SETTLE_MS));
+    const idle = new CpuMeter([broker.pid, worker.pid], ticks);
+    idle.start();
+    await new Promise((r) => setTimeout(r, IDLE_SAMPLE_MS));
+    const [idleBrokerPercent, idleWorkerPercent] = idle.percent() as [number, number];
+    return { rows, idleBrokerPercent, idleWorkerPercent };
+  } finally {
+    await client.close();
+    await worker.stop();
+    await broker.stop();
+  }
+}
+
+async function benchZmq(ticks: number): Promise<Row[]> {
+  console.error("zmq: starting raw ROUTER echo server");
+  const server = await Child.spawn("zmq-echo", "zmq_echo.ts", ["tcp://127.0.0.1:0"]);
+  const client = new RawEchoClient(server.ready.split(" ")[1]!);
+  try {
+    const echoed = await timeoutAfter(5000, "raw echo", client.request(PAYLOAD));
+    if (!sameBytes(echoed, PAYLOAD)) throw new Error("raw echo returned other bytes");
+    const call: Call = async () => {
+      await client.request(PAYLOAD);
+    };
+    const meter = new CpuMeter(["self", server.pid], ticks);
+    const rows: Row[] = [];
+    for (const n of IN_FLIGHT) {
+      rows.push(await measure(ZMQ_LABEL, n, call, meter, ["bench", "server"]));
+    }
+    return rows;
+  } finally {
+    await client.close();
+    await server.stop();
+  }
+}
+
+async function benchNats(ticks: number): Promise<{ rows: Row[]; available: boolean }> {
+  let nc: NatsConnection;
+  try {
+    nc = await connect({ servers: NATS_SERVER, timeout: 2000, reconnect: false });
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    console.log(`NATS is not running at ${NATS_SERVER} (${reason}): NATS rows are unavailable.`);
+    return {
+      available: false,
+      rows: IN_FLIGHT.map((n) => ({ system: natsLabel, inFlight: n, note: "unavailable" })),
+    };
+  }
+  natsLabel = `NATS request-reply (nats-server ${nc.info?.version ?? "?"})`;
+  const subject = `plantd.bench.echo.${crypto.randomUUID()}`;
+  console.error("nats: starting responder");
+  let responder: Child | undefined;
+  try {
+    responder = await Child.spawn("nats-responder", "nats_responder.ts", [NATS_SERVER, subject]);
+    const echoed = await nc.request(subject, PAYLOAD, { timeout: 5000 });
+    if (!sameBytes(echoed.data, PAYLOAD)) throw new Error("NATS echo returned other bytes");
+    const call: Call = async () => {
+      await nc.request(subject, PAYLOAD, { timeout: REQUEST_TIMEOUT_MS });
+    };
+    const serverPid = findPid("nats-server");
+    const pids: Array<number | "self"> = ["self", responder.pid];
+    const labels = ["bench", "responder"];
+    if (serverPid !== undefined) {
+      pids.push(serverPid);
+      labels.push("nats-server");
+    }
+    const meter = new CpuMeter(pids, ticks);
+    const rows: Row[] = [];
+    for (const n of IN_FLIGHT) rows.push(await measure(natsLabel, n, call, meter, labels));
+    return { rows, available: true };
+  } finally {
+    await nc.close();
+    await responder?.stop();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Main
+
+function cells(row: Row): string[] {
+  const s = row.summary;
+  if (!s) return [row.system, String(row.inFlight), row.note ?? "n/a", "n/a", "n/a"];
+  return [
+    row.system,
+    String(row.inFlight),
+    num(s.perSecond),
+    num(s.p50Ms, 3),
+    num(s.p99Ms, 3),
+  ];
+}
+
+function verdict(ok: boolean | undefined): string {
+  return ok === undefined ? "N/A" : ok ? "PASS" : "FAIL";
+}
+
+async function main(): Promise<void> {
+  const ticks = await ticksPerSecond();
+  const started = new Date();
+  let broker: BrokerResult | undefined;
+  let zmqRows: Row[] = [];
+  let nats: { rows: Row[]; available: boolean } | undefined;
+  if (SYSTEMS.has("broker")) broker = await benchBroker(ticks);
+  if (SYSTEMS.has("zmq")) zmqRows = await benchZmq(ticks);
+  if (SYSTEMS.has("nats")) nats = await benchNats(ticks);
+
+  const rows = [...(broker?.rows ?? []), ...zmqRows, ...(nats?.rows ?? [])];
+  const cores = navigator.hardwareConcurrency;
+  console.log(
+    `## Broker echo round trips (${started.toISOString()}, ${cores} cores, Deno ${Deno.version.deno}, ` +
+      `loopback, ${PAYLOAD_BYTES}-byte payload, ${WARMUP_MS} ms warm-up + ${MEASURE_MS} ms or ` +
+      `${num(MAX_REQUESTS)} requests per row)`,
+  );
+  console.log("");
+  console.log(table(["system", "in flight", "req/s", "p50 ms", "p99 ms"], rows.map(cells)));
+  console.log("");
+  const errors = rows.filter((r) => (r.summary?.errors ?? 0) > 0);
+  for (const r of errors) {
+    console.log(`Errors: ${r.system} @${r.inFlight}: ${r.summary!.errors} failed requests`);
+  }
+  console.log(
+    "Layout: broker, echo worker and raw zeromq server each in their own child process; " +
+      `echo worker concurrency ${WORKER_CONCURRENCY} (one worker process, ${WORKER_CONCURRENCY} ` +
+      "MDP connections); NATS responder subscription in a child process; all clients in the " +
+      "bench process.",
+  );
+  console.log("");
+  console.log("CPU during each measured run (% of one core):");
+  console.log("");
+  console.log(
+    table(
+      ["system", "in flight", "CPU"],
+      rows.filter((r) => r.cpu).map((r) => [r.system, String(r.inFlight), r.cpu!]),
+    ),
+  );
+  console.log("");
+  if (broker) {
+    console.log(
+      `Idle CPU over ${IDLE_SAMPLE_MS / 1000} s after the load (broker with an idle worker ` +
+        `connected): broker ${num(broker.idleBrokerPercent, 2)}% of a core, worker ` +
+        `${num(broker.idleWorkerPercent, 2)}%.`,
+    );
+    console.log("");
+  }
+
+  // Targets of issue 2, computed from the rows above.
+  const brokerAt = (n: number) => broker?.rows.find((r) => r.inFlight === n)?.summary;
+  const natsAt = (n: number) => nats?.rows.find((r) => r.inFlight === n)?.summary;
+  const at256 = brokerAt(256)?.perSecond;
+  const unloaded = brokerAt(1)?.p50Ms;
+  const comparisons = IN_FLIGHT.map((n) => ({ n, b: brokerAt(n), s: natsAt(n) }));
+  const natsKnown = comparisons.every((c) => c.b && c.s);
+  const natsOk = natsKnown ? comparisons.every((c) => c.b!.perSecond >= c.s!.perSecond) : undefined;
+  const natsText = natsKnown
+    ? comparisons.map((c) => `${c.n}: ${num(c.b!.perSecond)} vs ${num(c.s!.perSecond)}`).join(
+      ", ",
+    )
+    : "NATS unavailable";
+  console.log("Targets (issue 2):");
+  console.log("");
+  console.log(
+    `- ${verdict(at256 === undefined ? undefined : at256 >= 25_000)} >= 25,000 brokered req/s ` +
+      `at 256 in flight: ${num(at256 ?? NaN)} req/s`,
+  );
+  console.log(
+    `- ${verdict(natsOk)} not slower than NATS in the same run (brokered vs NATS req/s, per ` +
+      `in-flight level): ${natsText}`,
+  );
+  console.log(
+    `- ${verdict(unloaded === undefined ? undefined : unloaded < 0.5)} unloaded p50 < 0.5 ms ` +
+      `(brokered, 1 in flight): ${num(unloaded ?? NaN, 3)} ms`,
+  );
+  const idle = broker?.idleBrokerPercent;
+  console.log(
+    `- ${verdict(idle === undefined || Number.isNaN(idle) ? undefined : idle < 2)} broker idle ` +
+      `CPU < 2% of a core: ${num(idle ?? NaN, 2)}%`,
+  );
+}
+
+const watchdog = setTimeout(() => {
+  console.error(`bench: still running after ${WATCHDOG_MS / 1000} s, giving up`);
+  killAll();
+  Deno.exit(2);
+}, WATCHDOG_MS);
+Deno.unrefTimer(watchdog);
+const onSignal = () => {
+  killAll();
+  Deno.exit(130);
+};
+Deno.addSignalListener("SIGINT", onSignal);
+Deno.addSignalListener("SIGTERM", onSignal);
+
+let exitCode = 0;
+try {
+  await main();
+} catch (error) {
+  console.error("bench failed:", error);
+  exitCode = 1;
+} finally {
+  killAll();
+  clearTimeout(watchdog);
+  Deno.removeSignalListener("SIGINT", onSignal);
+  Deno.removeSignalListener("SIGTERM", onSignal);
+}
+// Everything is closed; exit explicitly so a lingering native handle cannot keep us alive.
+Deno.exit(exitCode);

@@ -1,0 +1,15 @@
+/**
+ * Benchmark child: the `org.plantd.module.Echo` worker. Args: endpoint, concurrency.
+ * Prints `READY` once its connections are opened (the bench then asks the broker
+ * through `mmi.workers` until all of them are registered).
+ *
+ * @module
+ */
+import { startEchoWorker } from "../../workers/echo.ts";
+import { serveUntilParentExits } from "./_child.ts";
+
+const endpoint = Deno.args[0];
+if (!endpoint) throw new Error("usage: echo_worker.ts <endpoint> [concurrency]");
+const concurrency = Number(Deno.args[1] ?? "1");
+const worker = startEchoWorker(endpoint, { concurrency });
+await serveUntilParentExits("READY", () => worker.close());

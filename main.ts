@@ -1,0 +1,100 @@
+/**
+ * plantd-ts entry point: `deno run -A main.ts <component> [--flags]`.
+ * Resolves configuration, starts the component, stops it on SIGINT/SIGTERM.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { brokerConfig, echoConfig } from "./config/components.ts";
+import { ConfigError, loadConfig } from "./config/load.ts";
+import { startBroker } from "./roles/broker.ts";
+import { startEcho } from "./roles/echo.ts";
+import { connectableEndpoint, type Running, runningAll } from "./roles/running.ts";
+import { type ConfigLogLevel, type LogFormat, logger, setupLogging } from "./telemetry/log.ts";
+
+const USAGE = `usage: main.ts <component> [--config FILE] [--key value ...]
+
+components:
+  dev      broker and echo worker in one process, on embedded defaults
+  broker   Majordomo broker (tcp://*:9797)
+  echo     org.plantd.module.Echo worker
+
+Every key of a component's configuration is a flag (--log-level debug), an
+environment variable (PLANTD_BROKER_LOG_LEVEL=debug) and a YAML key (log_level).`;
+
+function devFlags(args: string[]): string[] {
+  try {
+    const { values } = parseArgs({
+      args,
+      options: { "log-level": { type: "string" }, "log-format": { type: "string" } },
+      strict: true,
+    });
+    return Object.entries(values).flatMap(([flag, value]) => [`--${flag}`, String(value)]);
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
+}
+
+async function start(component: string, args: string[]): Promise<Running> {
+  switch (component) {
+    case "broker": {
+      const config = loadConfig(brokerConfig, { args });
+      await setupLogging(config.log_level, config.log_format);
+      return await startBroker(config);
+    }
+    case "echo": {
+      const config = loadConfig(echoConfig, { args });
+      await setupLogging(config.log_level, config.log_format);
+      return startEcho(config);
+    }
+    case "dev": {
+      // Components read their own environment; dev's flags set only what they share.
+      const shared = devFlags(args);
+      const broker = loadConfig(brokerConfig, { args: shared });
+      const echo = loadConfig(echoConfig, { args: shared });
+      await setupLogging(broker.log_level as ConfigLogLevel, broker.log_format as LogFormat);
+      const parts: Running[] = [];
+      const started = await startBroker(broker);
+      parts.push(started);
+      parts.push(
+        startEcho({ ...echo, broker_endpoint: connectableEndpoint(started.server.endpoint) }),
+      );
+      logger("dev").info("plantd dev system up: broker {endpoint}, health {health}", {
+        endpoint: started.server.endpoint,
+        health: started.healthPort
+          ? `http://${broker.health_host}:${started.healthPort}/healthz`
+          : "off",
+      });
+      return runningAll(parts);
+    }
+    default:
+      throw new ConfigError(`unknown component '${component}'\n${USAGE}`);
+  }
+}
+
+async function main(): Promise<void> {
+  const [component, ...args] = Deno.args;
+  if (!component || component === "help" || component === "--help" || component === "-h") {
+    console.log(USAGE);
+    return;
+  }
+  let running: Running;
+  try {
+    running = await start(component, args);
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    console.error(`plantd ${component}: ${message}`);
+    Deno.exit(error instanceof ConfigError ? 2 : 1);
+  }
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    await running.close();
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+}
+
+if (import.meta.main) await main();

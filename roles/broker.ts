@@ -1,0 +1,60 @@
+/**
+ * `main.ts broker`: the Majordomo broker with its health and metrics server.
+ *
+ * @module
+ */
+import { collectDefaultMetrics, Registry } from "prom-client";
+import { BrokerServer } from "../broker/server.ts";
+import type { BrokerConfig } from "../config/components.ts";
+import { brokerMetrics } from "../telemetry/broker_metrics.ts";
+import { logger } from "../telemetry/log.ts";
+import { startHealthServer } from "./health_server.ts";
+import type { Running } from "./running.ts";
+
+/** Starts the broker from its resolved configuration. */
+export async function startBroker(
+  config: BrokerConfig,
+  registry: Registry = new Registry(),
+): Promise<Running & { server: BrokerServer; healthPort: number }> {
+  const log = logger("broker");
+  collectDefaultMetrics({ register: registry });
+  let server: BrokerServer | undefined;
+  const metrics = brokerMetrics(registry, () => server?.broker);
+  server = await BrokerServer.start({
+    endpoint: config.endpoint,
+    heartbeatIntervalMs: config.heartbeat_interval_ms,
+    heartbeatLiveness: config.heartbeat_liveness,
+    requestTimeoutMs: config.request_timeout_ms,
+    maxMessageBytes: config.max_message_bytes,
+    maxQueuePerService: config.max_queue,
+    requeueLost: config.requeue_lost,
+  }, {
+    ...metrics,
+    drop: (reason) => {
+      metrics.drop?.(reason);
+      log.with({ context: "protocol" }).debug("dropped message: {reason}", { reason });
+    },
+    workerJoined: (service, dialect) =>
+      logger("broker", "worker", "registration").info("worker registered", { service, dialect }),
+    workerLeft: (service, reason) =>
+      logger("broker", "worker", "registration").info("worker removed", { service, reason }),
+  });
+  const started = new Date().toISOString();
+  const health = startHealthServer("broker", config.health_host, config.health_port, () => [
+    { name: "broker_socket", status: server!.endpoint ? "UP" : "DOWN", lastUpdated: started },
+  ], registry);
+  log.info("broker listening on {endpoint}", {
+    endpoint: server.endpoint,
+    health: health.port ? `http://${config.health_host}:${health.port}/healthz` : "off",
+  });
+  const running = server;
+  return {
+    server: running,
+    healthPort: health.port,
+    async close() {
+      await health.close();
+      await running.close();
+      log.info("broker stopped");
+    },
+  };
+}

@@ -1,0 +1,39 @@
+/**
+ * `main.ts echo`: the `org.plantd.module.Echo` worker.
+ *
+ * @module
+ */
+import type { EchoConfig } from "../config/components.ts";
+import { logger } from "../telemetry/log.ts";
+import { ECHO_SERVICE, startEchoWorker } from "../workers/echo.ts";
+import { startHealthServer } from "./health_server.ts";
+import type { Running } from "./running.ts";
+
+/** Starts the echo worker from its resolved configuration. */
+export function startEcho(config: EchoConfig): Running {
+  const log = logger("echo");
+  const worker = startEchoWorker(config.broker_endpoint, {
+    dialect: config.dialect,
+    concurrency: config.concurrency,
+    heartbeatIntervalMs: config.heartbeat_interval_ms,
+    heartbeatLiveness: config.heartbeat_liveness,
+  }, (event) => {
+    if (event.type === "reconnect") log.warn("reconnecting: {reason}", { reason: event.reason });
+    if (event.type === "handler-error") log.error("handler failed", { error: String(event.error) });
+  });
+  const health = startHealthServer("echo", config.health_host, config.health_port, () => [{
+    name: "broker_connection",
+    status: worker.connected ? "UP" : "DOWN",
+    lastUpdated: new Date().toISOString(),
+  }]);
+  log.info("echo worker for {service} connecting to {endpoint}", {
+    service: ECHO_SERVICE,
+    endpoint: config.broker_endpoint,
+  });
+  return {
+    async close() {
+      await health.close();
+      await worker.close();
+    },
+  };
+}

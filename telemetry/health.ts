@@ -1,0 +1,91 @@
+/**
+ * The per-process health and metrics HTTP server: `/healthz` in the seed's
+ * format (`application/health+json`, 503 when a required check is down),
+ * `/livez`, `/readyz` and Prometheus `/metrics`.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import type { Registry } from "prom-client";
+
+/** One health check result. */
+export interface Check {
+  name: string;
+  status: "UP" | "DOWN";
+  lastUpdated: string;
+  /** A required check that is DOWN makes the whole process DOWN. @default true */
+  required?: boolean;
+  /** A short reason, shown when DOWN. */
+  output?: string;
+}
+
+/** The health document of the seed. */
+export interface Health {
+  version: string;
+  releaseId: string;
+  status: "UP" | "DOWN";
+  checks: Check[];
+}
+
+export const HEALTH_VERSION = "1";
+export const RELEASE_ID = "0.1.0";
+
+/** Builds the health document from check results. */
+export function healthOf(checks: Check[]): Health {
+  const down = checks.some((c) => c.status === "DOWN" && c.required !== false);
+  return { version: HEALTH_VERSION, releaseId: RELEASE_ID, status: down ? "DOWN" : "UP", checks };
+}
+
+/** Routes of the health server, mountable in any Hono app (the gateway reuses them). */
+export function healthRoutes(
+  checks: () => Check[] | Promise<Check[]>,
+  registry?: Registry,
+): Hono {
+  const app = new Hono();
+  const health = async () => healthOf(await checks());
+  app.get("/healthz", async (c) => {
+    const body = await health();
+    c.header("content-type", "application/health+json");
+    c.header("cache-control", "no-store");
+    return c.body(JSON.stringify(body), body.status === "UP" ? 200 : 503);
+  });
+  app.get("/livez", (c) => c.json({ status: "UP" }));
+  app.get("/readyz", async (c) => {
+    const body = await health();
+    return c.json({ status: body.status }, body.status === "UP" ? 200 : 503);
+  });
+  if (registry) {
+    app.get("/metrics", async (c) => {
+      c.header("content-type", registry.contentType);
+      return c.body(await registry.metrics());
+    });
+  }
+  return app;
+}
+
+/** Raised when an HTTP server cannot listen. */
+export class ListenError extends Error {
+  constructor(what: string, host: string, port: number, reason: string, options?: ErrorOptions) {
+    super(`${what}: cannot listen on ${host}:${port}: ${reason}`, options);
+    this.name = "ListenError";
+  }
+}
+
+/** Serves `app` with Deno.serve and turns listen failures into a {@link ListenError}. */
+export function serveOrExplain(
+  app: { fetch: (request: Request) => Response | Promise<Response> },
+  what: string,
+  hostname: string,
+  port: number,
+): Deno.HttpServer<Deno.NetAddr> {
+  try {
+    return Deno.serve({ hostname, port, onListen: () => {} }, app.fetch);
+  } catch (error) {
+    const reason = error instanceof Deno.errors.AddrInUse
+      ? "address already in use"
+      : error instanceof Deno.errors.PermissionDenied
+      ? "permission denied"
+      : (error as Error).message;
+    throw new ListenError(what, hostname, port, reason, { cause: error });
+  }
+}

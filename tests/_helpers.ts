@@ -1,0 +1,220 @@
+/**
+ * Shared helpers for tests that talk to a real broker over ZeroMQ: frame
+ * builders, a readable byte-exact frame description, a bounded polling wait,
+ * a raw DEALER test peer and a broker fixture. Every socket goes through
+ * transport/socket.ts (see docs on the Deno receive defect).
+ *
+ * @module
+ */
+import * as zmq from "zeromq";
+import { type Frames, ZmqSocket } from "../transport/socket.ts";
+import { sharedPoller } from "../transport/fd_poller.ts";
+import { BrokerServer, type BrokerServerOptions } from "../broker/server.ts";
+import type { BrokerObserver } from "../broker/broker.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Something a frame can be written as: text (UTF-8), bytes, or a list of byte values. */
+export type FrameLike = string | Uint8Array | readonly number[];
+
+/** One frame from text, bytes or byte values. */
+export function toFrame(part: FrameLike): Uint8Array {
+  if (typeof part === "string") return encoder.encode(part);
+  if (part instanceof Uint8Array) return part;
+  return Uint8Array.from(part);
+}
+
+/** A multipart message from parts. */
+export function toFrames(parts: readonly FrameLike[]): Frames {
+  return parts.map(toFrame);
+}
+
+/** A single byte frame, e.g. an RFC 7 / RFC 18 command. */
+export function byte(value: number): Uint8Array {
+  return Uint8Array.of(value);
+}
+
+/** Decodes a frame as UTF-8. */
+export function str(bytes: Uint8Array | undefined): string {
+  return bytes ? decoder.decode(bytes) : "<missing>";
+}
+
+/**
+ * Describes a frame exactly and readably: printable ASCII as a JSON string,
+ * anything else as hex bytes in angle brackets. Two frames are equal byte for
+ * byte if and only if their descriptions are equal.
+ */
+export function describeFrame(bytes: Uint8Array): string {
+  let printable = true;
+  for (const b of bytes) {
+    if (b < 0x20 || b > 0x7e) {
+      printable = false;
+      break;
+    }
+  }
+  if (printable) return JSON.stringify(decoder.decode(bytes));
+  return `<${[...bytes].map((b) => b.toString(16).padStart(2, "0")).join(" ")}>`;
+}
+
+/** Describes a message frame by frame; see {@link describeFrame}. */
+export function describe(frames: readonly Uint8Array[]): string[] {
+  return frames.map(describeFrame);
+}
+
+/** Sleeps; prefer {@link waitFor} when waiting for a condition. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Options of {@link waitFor}. */
+export interface WaitOptions {
+  /** Give up after this long. @default 5000 */
+  timeoutMs?: number;
+  /** Re-check interval. @default 10 */
+  intervalMs?: number;
+  /** What is waited for, for the error message. */
+  what?: string;
+}
+
+/** Polls `condition` until it holds, failing after a bounded time. */
+export async function waitFor(
+  condition: () => boolean | Promise<boolean>,
+  options: WaitOptions = {},
+): Promise<void> {
+  const timeoutMs = options.timeoutMs ?? 5000;
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() >= deadline) {
+      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${options.what ?? "condition"}`);
+    }
+    await sleep(options.intervalMs ?? 10);
+  }
+}
+
+/** Options of {@link Peer}. */
+export interface PeerOptions {
+  /** Routing id the broker's ROUTER will see (libzmq makes a 5-byte one otherwise). */
+  routingId?: string;
+  /** Name used in failure messages. */
+  name?: string;
+}
+
+/**
+ * A raw DEALER connected to an endpoint. A background loop reads every message
+ * into a queue so a test can wait for the next one with a bound, without ever
+ * leaving a native receive pending.
+ */
+export class Peer {
+  readonly name: string;
+  readonly socket: ZmqSocket<zmq.Dealer>;
+  readonly received: Frames[] = [];
+  #waiters: Array<() => void> = [];
+  #loop: Promise<void>;
+  #failure: unknown;
+
+  constructor(endpoint: string, options: PeerOptions = {}) {
+    this.name = options.name ?? options.routingId ?? "peer";
+    const raw = new zmq.Dealer({
+      linger: 0,
+      ...(options.routingId ? { routingId: options.routingId } : {}),
+    });
+    this.socket = new ZmqSocket(raw);
+    raw.connect(endpoint);
+    this.#loop = this.#run();
+  }
+
+  async #run(): Promise<void> {
+    try {
+      for await (const message of this.socket) {
+        this.received.push(message);
+        for (const wake of this.#waiters.splice(0)) wake();
+      }
+    } catch (error) {
+      this.#failure = error;
+    } finally {
+      for (const wake of this.#waiters.splice(0)) wake();
+    }
+  }
+
+  /** Sends one message built from parts. */
+  send(parts: readonly FrameLike[]): Promise<void> {
+    return this.socket.send(toFrames(parts));
+  }
+
+  /**
+   * Resolves with the next message for which `skip` is false (skipped ones are
+   * discarded), or fails after `timeoutMs`.
+   */
+  async next(
+    options: { timeoutMs?: number; skip?: (frames: Frames) => boolean } = {},
+  ): Promise<Frames> {
+    const timeoutMs = options.timeoutMs ?? 5000;
+    const deadline = Date.now() + timeoutMs;
+    while (true) {
+      while (this.received.length > 0) {
+        const message = this.received.shift()!;
+        if (!options.skip?.(message)) return message;
+      }
+      if (this.#failure) throw this.#failure;
+      if (this.socket.closed) throw new Error(`${this.name}: socket closed while waiting`);
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new Error(`${this.name}: no message within ${timeoutMs} ms`);
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#waiters.push(resolve);
+        timer = setTimeout(resolve, left);
+      });
+      clearTimeout(timer);
+    }
+  }
+
+  /** Closes the socket and waits for the reading loop to end. */
+  async close(): Promise<void> {
+    this.socket.close();
+    await this.#loop;
+  }
+}
+
+/** Waits until the shared poller has no poll in flight, so a test ends with no pending op. */
+export async function settleTransport(): Promise<void> {
+  await sharedPoller().idle();
+}
+
+/**
+ * Starts a broker on a random loopback port, runs `body`, then closes the
+ * broker and every peer registered through `track`, whatever happened.
+ */
+export async function withBroker(
+  options: BrokerServerOptions,
+  body: (
+    server: BrokerServer,
+    track: <T extends { close(): unknown }>(closable: T) => T,
+  ) => Promise<void>,
+  observer: BrokerObserver = {},
+): Promise<void> {
+  const server = await BrokerServer.start(
+    { endpoint: "tcp://127.0.0.1:*", ...options },
+    observer,
+  );
+  const closables: Array<{ close(): unknown }> = [];
+  const track = <T extends { close(): unknown }>(closable: T): T => {
+    closables.push(closable);
+    return closable;
+  };
+  try {
+    await body(server, track);
+  } finally {
+    for (const closable of closables.reverse()) {
+      try {
+        await closable.close();
+      } catch {
+        // keep closing the rest
+      }
+    }
+    await server.close();
+    await settleTransport();
+  }
+}
