@@ -1,0 +1,212 @@
+/** Client and worker library behaviour against a real broker over TCP. */
+import assert from "node:assert/strict";
+import { BrokerServer } from "../broker/server.ts";
+import { MdpClient } from "../mdp/client.ts";
+import { MdpBrokerError, MdpServiceUnavailableError, MdpTimeoutError } from "../mdp/errors.ts";
+import { frame, text } from "../mdp/protocol.ts";
+import { MdpWorker } from "../mdp/worker.ts";
+import { sharedPoller } from "../transport/fd_poller.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `condition` every 20 ms until it holds; fails after `ms`. */
+async function until(condition: () => boolean, ms = 5000, what = "condition"): Promise<void> {
+  const end = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+interface World {
+  server: BrokerServer;
+  client: MdpClient;
+  closers: Array<() => Promise<void>>;
+}
+
+async function withWorld(
+  options: Parameters<typeof BrokerServer.start>[0],
+  body: (world: World) => Promise<void>,
+): Promise<void> {
+  const server = await BrokerServer.start({ endpoint: "tcp://127.0.0.1:*", ...options });
+  const client = new MdpClient(server.endpoint, { timeoutMs: 5000 });
+  const world: World = { server, client, closers: [] };
+  try {
+    await body(world);
+  } finally {
+    for (const close of world.closers.reverse()) await close();
+    await client.close();
+    await world.server.close();
+    await sharedPoller().idle();
+  }
+}
+
+function addWorker(world: World, worker: MdpWorker): MdpWorker {
+  world.closers.push(() => worker.close());
+  return worker;
+}
+
+Deno.test("client matches 200 concurrent replies to their requests when workers answer out of order", async () => {
+  await withWorld({}, async (world) => {
+    addWorker(
+      world,
+      new MdpWorker(world.server.endpoint, "slow", async (body) => {
+        await sleep(Number(text(body[0]!)) % 7);
+        return body;
+      }, { concurrency: 4 }),
+    );
+    const replies = await Promise.all(
+      Array.from(
+        { length: 200 },
+        (_, i) => world.client.request("slow", [String(i), `payload-${i}`]),
+      ),
+    );
+    replies.forEach((reply, i) => assert.deepEqual(reply.map(text), [String(i), `payload-${i}`]));
+  });
+});
+
+Deno.test("client times out a request with a typed error and discards its late reply", async () => {
+  await withWorld({}, async (world) => {
+    addWorker(
+      world,
+      new MdpWorker(world.server.endpoint, "lazy", async (body) => {
+        if (text(body[0]!) === "slow") await sleep(400);
+        return body;
+      }),
+    );
+    await assert.rejects(
+      world.client.request("lazy", ["slow"], { timeoutMs: 100 }),
+      (e: Error) => e instanceof MdpTimeoutError && e.service === "lazy",
+    );
+    // The late reply to "slow" arrives while this request waits: it must not be taken for this one.
+    const reply = await world.client.request("lazy", ["fast"]);
+    assert.deepEqual(reply.map(text), ["fast"]);
+  });
+});
+
+Deno.test("client retries with backoff until a worker comes up", async () => {
+  await withWorld({}, async (world) => {
+    setTimeout(() => {
+      addWorker(world, new MdpWorker(world.server.endpoint, "late", (body) => body));
+    }, 250);
+    // The first attempt's request stays queued at the broker and is answered by the worker once it
+    // joins; either that attempt or a retry succeeds — what matters is the caller gets the reply.
+    const reply = await world.client.request("late", ["hi"], { timeoutMs: 150, retries: 10 });
+    assert.deepEqual(reply.map(text), ["hi"]);
+  });
+});
+
+Deno.test("client streams PARTIAL replies before the FINAL one", async () => {
+  await withWorld({}, async (world) => {
+    addWorker(
+      world,
+      new MdpWorker(world.server.endpoint, "count", async (body, ctx) => {
+        const n = Number(text(body[0]!));
+        for (let i = 1; i < n; i++) await ctx.partial([String(i)]);
+        return [String(n)];
+      }),
+    );
+    const seen: Array<[boolean, string]> = [];
+    for await (const reply of world.client.stream("count", ["4"])) {
+      seen.push([reply.final, text(reply.body[0]!)]);
+    }
+    assert.deepEqual(seen, [[false, "1"], [false, "2"], [false, "3"], [true, "4"]]);
+    // request() skips the partials and returns the final body.
+    assert.deepEqual((await world.client.request("count", ["3"])).map(text), ["3"]);
+  });
+});
+
+Deno.test("broker fails a request nobody serves with SERVICE_UNAVAILABLE after its expiry", async () => {
+  await withWorld({ requestTimeoutMs: 200, tickMs: 20 }, async (world) => {
+    await assert.rejects(
+      world.client.request("nobody", ["x"]),
+      (e: Error) => e instanceof MdpServiceUnavailableError && e.code === "SERVICE_UNAVAILABLE",
+    );
+  });
+});
+
+Deno.test("worker keeps heartbeating while a long handler runs and is not purged", async () => {
+  const timing = { heartbeatIntervalMs: 50, heartbeatLiveness: 3 };
+  await withWorld({ ...timing, tickMs: 10 }, async (world) => {
+    addWorker(
+      world,
+      new MdpWorker(world.server.endpoint, "long", async () => {
+        await sleep(600); // four times the broker's 150 ms expiry
+        return ["done"];
+      }, timing),
+    );
+    assert.deepEqual((await world.client.request("long", ["go"])).map(text), ["done"]);
+  });
+});
+
+Deno.test("worker handler errors become an error reply and the worker keeps serving", async () => {
+  await withWorld({}, async (world) => {
+    addWorker(
+      world,
+      new MdpWorker(world.server.endpoint, "fragile", (body) => {
+        if (text(body[0]!) === "boom") throw new Error("kaboom");
+        return body;
+      }),
+    );
+    const [reply] = await world.client.request("fragile", ["boom"]);
+    assert.deepEqual(JSON.parse(text(reply!)), { success: false, error: "Internal error: kaboom" });
+    assert.deepEqual((await world.client.request("fragile", ["ok"])).map(text), ["ok"]);
+  });
+});
+
+Deno.test("worker sends DISCONNECT on close and the broker forgets it at once", async () => {
+  await withWorld({}, async (world) => {
+    const worker = new MdpWorker(world.server.endpoint, "brief", (body) => body);
+    await until(
+      () => world.server.broker.services().some((s) => s.name === "brief"),
+      5000,
+      "READY",
+    );
+    await worker.close();
+    await until(() => world.server.broker.workerCount === 0, 5000, "DISCONNECT");
+  });
+});
+
+Deno.test("worker reconnects to a broker that restarted on the same endpoint", async () => {
+  const timing = { heartbeatIntervalMs: 50, heartbeatLiveness: 3 };
+  const first = await BrokerServer.start({ endpoint: "tcp://127.0.0.1:*", ...timing, tickMs: 10 });
+  const endpoint = first.endpoint;
+  const worker = new MdpWorker(endpoint, "phoenix", (body) => body, { ...timing, reconnectMs: 50 });
+  let second: BrokerServer | undefined;
+  let client: MdpClient | undefined;
+  try {
+    await until(() => first.broker.workerCount === 1, 5000, "first registration");
+    await first.close();
+    second = await BrokerServer.start({ endpoint, ...timing, tickMs: 10 });
+    const broker = second.broker;
+    await until(() => broker.workerCount === 1, 5000, "registration with the new broker");
+    client = new MdpClient(endpoint);
+    assert.deepEqual((await client.request("phoenix", ["back"])).map(text), ["back"]);
+  } finally {
+    await client?.close();
+    await worker.close();
+    await second?.close();
+    await sharedPoller().idle();
+  }
+});
+
+Deno.test("a worker lost mid-request fails the request with WORKER_LOST", async () => {
+  const timing = { heartbeatIntervalMs: 50, heartbeatLiveness: 2 };
+  await withWorld({ ...timing, tickMs: 10 }, async (world) => {
+    let release!: () => void;
+    const worker = new MdpWorker(world.server.endpoint, "doomed", async () => {
+      await new Promise<void>((r) => release = r);
+      return [frame("never")];
+    }, timing);
+    const pending = world.client.request("doomed", ["x"]);
+    await until(() => world.server.broker.services()[0]?.busy === 1, 5000, "dispatch");
+    // Close the worker without letting the handler finish: DISCONNECT mid-request.
+    const closing = worker.close();
+    await assert.rejects(
+      pending,
+      (e: Error) => e instanceof MdpBrokerError && e.code === "WORKER_LOST",
+    );
+    release();
+    await closing;
+  });
+});
