@@ -5,19 +5,21 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { brokerConfig, echoConfig } from "./config/components.ts";
+import { brokerConfig, echoConfig, stateConfig } from "./config/components.ts";
 import { ConfigError, loadConfig } from "./config/load.ts";
 import { startBroker } from "./roles/broker.ts";
 import { startEcho } from "./roles/echo.ts";
+import { startState } from "./roles/state.ts";
 import { connectableEndpoint, type Running, runningAll } from "./roles/running.ts";
 import { type ConfigLogLevel, type LogFormat, logger, setupLogging } from "./telemetry/log.ts";
 
 const USAGE = `usage: main.ts <component> [--config FILE] [--key value ...]
 
 components:
-  dev      broker and echo worker in one process, on embedded defaults
+  dev      broker, echo and state workers in one process, on embedded defaults
   broker   Majordomo broker (tcp://*:9797)
   echo     org.plantd.module.Echo worker
+  state    org.plantd.State key/value service (libSQL)
 
 Every key of a component's configuration is a flag (--log-level debug), an
 environment variable (PLANTD_BROKER_LOG_LEVEL=debug) and a YAML key (log_level).`;
@@ -47,11 +49,17 @@ async function start(component: string, args: string[]): Promise<Running> {
       await setupLogging(config.log_level, config.log_format);
       return startEcho(config);
     }
+    case "state": {
+      const config = loadConfig(stateConfig, { args });
+      await setupLogging(config.log_level, config.log_format);
+      return await startState(config);
+    }
     case "dev": {
       // Components read their own environment; dev's flags set only what they share.
       const shared = devFlags(args);
       const broker = loadConfig(brokerConfig, { args: shared });
       const echo = loadConfig(echoConfig, { args: shared });
+      const state = loadConfig(stateConfig, { args: shared });
       await setupLogging(broker.log_level as ConfigLogLevel, broker.log_format as LogFormat);
       const parts: Running[] = [];
       const started = await startBroker(broker);

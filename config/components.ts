@@ -57,3 +57,28 @@ export const echoConfig = {
 
 export type BrokerConfig = z.infer<typeof brokerConfig.schema>;
 export type EchoConfig = z.infer<typeof echoConfig.schema>;
+
+export const stateConfig = {
+  name: "state",
+  envPrefix: "PLANTD_STATE",
+  schema: z.object({
+    ...common,
+    broker_endpoint: endpoint.default("tcp://127.0.0.1:9797"),
+    /** A file path, or a libsql://, http(s):// or ws(s):// server URL. */
+    db: z.string().min(1).default("plantd-state.db"),
+    /** Token for a remote libSQL server. */
+    db_auth_token: z.string().optional(),
+    /** "full": commits survive power loss; "normal": they survive process crashes. */
+    synchronous: z.enum(["full", "normal"]).default("full"),
+    health_port: port.default(8082),
+    /** Broker connections serving requests in parallel; concurrent writes share a commit. */
+    concurrency: z.number().int().min(1).max(1024).default(32),
+    max_value_bytes: z.number().int().min(1).default(1024 * 1024),
+    /** Frontend of the state bus where changes are published; empty turns publishing off. */
+    bus_endpoint: z.union([endpoint, z.literal("")]).default("tcp://127.0.0.1:11000"),
+    heartbeat_interval_ms: positiveMs.default(2500),
+    heartbeat_liveness: z.number().int().min(1).default(3),
+  }),
+} satisfies ComponentConfig<z.ZodObject>;
+
+export type StateConfig = z.infer<typeof stateConfig.schema>;

@@ -1,0 +1,77 @@
+/**
+ * `main.ts state`: the `org.plantd.State` worker over its libSQL store.
+ *
+ * @module
+ */
+import { collectDefaultMetrics, Registry } from "prom-client";
+import type { StateConfig } from "../config/components.ts";
+import { type ChangeSink, publishChanges } from "../state/changes.ts";
+import { openStateDatabase } from "../state/db.ts";
+import { StateOperations } from "../state/operations.ts";
+import { StateStore } from "../state/store.ts";
+import { startStateWorker } from "../state/worker.ts";
+import { logger } from "../telemetry/log.ts";
+import { stateMetrics } from "../telemetry/state_metrics.ts";
+import { startHealthServer } from "./health_server.ts";
+import type { Running } from "./running.ts";
+
+/** Starts the state service; `changes` receives committed changes (the state bus). */
+export async function startState(
+  config: StateConfig,
+  changes?: ChangeSink,
+  registry: Registry = new Registry(),
+): Promise<Running & { store: StateStore }> {
+  const log = logger("state");
+  collectDefaultMetrics({ register: registry });
+  const metrics = stateMetrics(registry);
+  const open = await openStateDatabase({
+    location: config.db,
+    authToken: config.db_auth_token,
+    synchronous: config.synchronous,
+  });
+  const store = await StateStore.load(open, {
+    onCommit: metrics.commit,
+    onChanges: changes ? (list) => publishChanges(changes, list) : undefined,
+  });
+  const operations = new StateOperations(store, { maxValueBytes: config.max_value_bytes }, metrics);
+  const worker = startStateWorker(config.broker_endpoint, operations, {
+    concurrency: config.concurrency,
+    heartbeatIntervalMs: config.heartbeat_interval_ms,
+    heartbeatLiveness: config.heartbeat_liveness,
+  }, (event) => {
+    if (event.type === "reconnect") log.warn("reconnecting: {reason}", { reason: event.reason });
+    if (event.type === "handler-error") log.error("handler failed", { error: String(event.error) });
+  });
+  let storeStatus: { ok: boolean; at: string } = { ok: true, at: new Date().toISOString() };
+  const health = startHealthServer("state", config.health_host, config.health_port, async () => {
+    try {
+      await store.ping();
+      storeStatus = { ok: true, at: new Date().toISOString() };
+    } catch {
+      storeStatus = { ok: false, at: new Date().toISOString() };
+    }
+    return [
+      { name: "store", status: storeStatus.ok ? "UP" : "DOWN", lastUpdated: storeStatus.at },
+      {
+        name: "broker_connection",
+        status: worker.connected ? "UP" : "DOWN",
+        lastUpdated: new Date().toISOString(),
+      },
+    ];
+  }, registry);
+  log.info("state service on {db} serving via {endpoint}", {
+    db: open.url,
+    endpoint: config.broker_endpoint,
+    scopes: store.scopes().length,
+    health: health.port ? `http://${config.health_host}:${health.port}/healthz` : "off",
+  });
+  return {
+    store,
+    async close() {
+      await health.close();
+      await worker.close();
+      await store.close();
+      log.info("state service stopped");
+    },
+  };
+}

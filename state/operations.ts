@@ -1,0 +1,267 @@
+/**
+ * The `org.plantd.State` wire protocol: request body `[operation, json]`, one
+ * JSON reply frame, byte-compatible with Go plantd (its key order, its error
+ * texts, including the hand-written `{"error": "…"}` replies with a space),
+ * plus batch and compare-and-set operations. Reference: docs/state.md.
+ *
+ * @module
+ */
+import { text } from "../mdp/protocol.ts";
+import type { Frames } from "../transport/socket.ts";
+import type { StateStore, WriteResult } from "./store.ts";
+
+export const STATE_SERVICE = "org.plantd.State";
+
+/** Options of {@link StateOperations}. */
+export interface OperationsOptions {
+  /** Largest value in bytes (UTF-8). @default 1 MiB */
+  maxValueBytes?: number;
+  /** Largest scope or key name in bytes. @default 1024 */
+  maxNameBytes?: number;
+  /** Keys per batch operation at most. @default 10000 */
+  maxBatch?: number;
+}
+
+/** What the operations report, for metrics. */
+export interface OperationsObserver {
+  operation?(operation: string, ok: boolean): void;
+  badRequest?(reason: string): void;
+}
+
+/** A reply that is an error of the Go service wrapper: `{"error": "…"}`. */
+class WrapperError extends Error {}
+/** A reply in the callbacks' shape: `{"success":false,"error":"…"}`. */
+class CallbackError extends Error {
+  constructor(message: string, readonly data?: Record<string, unknown>) {
+    super(message);
+  }
+}
+
+const encoder = new TextEncoder();
+
+/** Go's hand-formatted wrapper error (note the spaces Go plantd puts there). */
+function wrapperError(message: string): string {
+  return `{"error": ${JSON.stringify(message)}}`;
+}
+
+/** Go encodes map[string]… with sorted keys; build objects the same way. */
+function sorted(object: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(object).sort()) out[key] = object[key];
+  return out;
+}
+
+function success(data: Record<string, unknown>): string {
+  return JSON.stringify({ success: true, data: sorted(data) });
+}
+
+type Request = Record<string, unknown>;
+
+/** Serves state operations against a {@link StateStore}. */
+export class StateOperations {
+  #store: StateStore;
+  #maxValueBytes: number;
+  #maxNameBytes: number;
+  #maxBatch: number;
+  #observer: OperationsObserver;
+
+  constructor(
+    store: StateStore,
+    options: OperationsOptions = {},
+    observer: OperationsObserver = {},
+  ) {
+    this.#store = store;
+    this.#maxValueBytes = options.maxValueBytes ?? 1024 * 1024;
+    this.#maxNameBytes = options.maxNameBytes ?? 1024;
+    this.#maxBatch = options.maxBatch ?? 10_000;
+    this.#observer = observer;
+  }
+
+  /** Handles one request body and returns the reply frame's text. */
+  async handle(body: Frames): Promise<string> {
+    if (body.length < 2) {
+      this.#observer.badRequest?.("invalid message format");
+      return wrapperError("Invalid message format");
+    }
+    const operation = text(body[0]!);
+    const run = this.#operations[operation];
+    if (!run) {
+      this.#observer.badRequest?.("invalid operation");
+      return wrapperError("Invalid operation");
+    }
+    try {
+      const request = this.#parse(text(body[1]!));
+      const reply = await run(request);
+      this.#observer.operation?.(operation, true);
+      return reply;
+    } catch (error) {
+      this.#observer.operation?.(operation, false);
+      if (error instanceof WrapperError) {
+        this.#observer.badRequest?.(error.message);
+        return wrapperError(`Operation failed: ${error.message}`);
+      }
+      if (error instanceof CallbackError) {
+        const reply: Record<string, unknown> = { success: false, error: error.message };
+        if (error.data) reply.data = sorted(error.data);
+        return JSON.stringify(reply);
+      }
+      const message = error instanceof Error ? error.message : String(error);
+      return JSON.stringify({ success: false, error: `Store failure: ${message}` });
+    }
+  }
+
+  #parse(json: string): Request {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(json);
+    } catch (error) {
+      throw new WrapperError(`invalid request JSON: ${(error as Error).message}`);
+    }
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+      throw new WrapperError("request must be a JSON object");
+    }
+    return parsed as Request;
+  }
+
+  #name(request: Request, field: "service" | "key"): string {
+    const value = request[field];
+    if (typeof value !== "string") throw new WrapperError(`${field} parameter missing`);
+    if (value === "") {
+      throw new WrapperError(field === "service" ? "empty service scope" : "empty key");
+    }
+    if (encoder.encode(value).length > this.#maxNameBytes) {
+      throw new WrapperError(`${field} is longer than ${this.#maxNameBytes} bytes`);
+    }
+    return value;
+  }
+
+  #value(request: Request, key: string, value: unknown = request.value): string {
+    if (typeof value !== "string") throw new WrapperError("value parameter missing");
+    // Cheap bound first: a UTF-8 byte is at least a third of a UTF-16 unit's worth.
+    if (value.length * 3 > this.#maxValueBytes) {
+      const bytes = encoder.encode(value).length;
+      if (bytes > this.#maxValueBytes) {
+        this.#observer.badRequest?.("value too large");
+        throw new CallbackError(
+          `Value for key '${key}' is ${bytes} bytes, more than the limit of ${this.#maxValueBytes}`,
+        );
+      }
+    }
+    return value;
+  }
+
+  #existingScope(scope: string): void {
+    if (!this.#store.hasScope(scope)) throw new CallbackError(`Scope '${scope}' does not exist`);
+  }
+
+  #write = (write: Parameters<StateStore["write"]>[0]): Promise<WriteResult> =>
+    this.#store.write(write);
+
+  #operations: Record<string, (request: Request) => Promise<string> | string> = {
+    "create-scope": async (request) => {
+      const scope = this.#name(request, "service");
+      const result = await this.#write({ kind: "create-scope", scope });
+      if (result.kind === "scope" && !result.changed) {
+        throw new CallbackError(`Scope '${scope}' already exists`);
+      }
+      return success({ scope, status: "created" });
+    },
+    "delete-scope": async (request) => {
+      const scope = this.#name(request, "service");
+      const result = await this.#write({ kind: "delete-scope", scope });
+      if (result.kind === "scope" && !result.changed) {
+        throw new CallbackError(`Scope '${scope}' does not exist`);
+      }
+      return success({ scope, status: "deleted" });
+    },
+    "state-set": async (request) => {
+      const scope = this.#name(request, "service");
+      const key = this.#name(request, "key");
+      const value = this.#value(request, key);
+      await this.#write({ kind: "set", scope, entries: [[key, value]] });
+      return success({ key, scope, status: "set", value });
+    },
+    "state-get": (request) => {
+      const scope = this.#name(request, "service");
+      const key = this.#name(request, "key");
+      return success({ key, scope, value: this.#store.get(scope, key)?.value ?? "" });
+    },
+    "delete": async (request) => {
+      const scope = this.#name(request, "service");
+      const key = this.#name(request, "key");
+      await this.#write({ kind: "delete", scope, key });
+      return success({ key, scope, status: "deleted" });
+    },
+    "list-scopes": () => {
+      const scopes = this.#store.scopes();
+      return success({ count: scopes.length, scopes });
+    },
+    "list-keys": (request) => {
+      const scope = this.#name(request, "service");
+      const keys = this.#store.keys(scope);
+      if (!keys) throw new CallbackError(`Scope '${scope}' does not exist`);
+      return success({ count: keys.length, keys, scope });
+    },
+    "health": async () => {
+      await this.#store.ping();
+      return success({ service: STATE_SERVICE, status: "healthy", store_available: true });
+    },
+    "state-get-many": (request) => {
+      const scope = this.#name(request, "service");
+      const keys = request.keys;
+      if (!Array.isArray(keys) || !keys.every((k) => typeof k === "string" && k !== "")) {
+        throw new WrapperError("keys parameter missing (an array of non-empty strings)");
+      }
+      if (keys.length > this.#maxBatch) throw new WrapperError(`more than ${this.#maxBatch} keys`);
+      this.#existingScope(scope);
+      const found: Record<string, unknown> = {};
+      for (const key of keys as string[]) {
+        const entry = this.#store.get(scope, key);
+        found[key] = entry
+          ? { revision: entry.revision, updated_at: entry.updatedAt, value: entry.value }
+          : null;
+      }
+      return success({ entries: sorted(found), scope });
+    },
+    "state-set-many": async (request) => {
+      const scope = this.#name(request, "service");
+      const given = request.entries;
+      if (typeof given !== "object" || given === null || Array.isArray(given)) {
+        throw new WrapperError("entries parameter missing (an object of key: string value)");
+      }
+      const pairs = Object.entries(given as Record<string, unknown>);
+      if (pairs.length === 0) throw new WrapperError("entries parameter is empty");
+      if (pairs.length > this.#maxBatch) {
+        throw new WrapperError(`more than ${this.#maxBatch} entries`);
+      }
+      const checked = pairs.map(([key, value]) => {
+        if (key === "") throw new WrapperError("empty key");
+        return [key, this.#value(request, key, value)] as const;
+      });
+      const result = await this.#write({ kind: "set", scope, entries: checked });
+      const revisions: Record<string, number> = {};
+      if (result.kind === "set") {
+        checked.forEach(([key], i) => revisions[key] = result.revisions[i]!);
+      }
+      return success({ revisions: sorted(revisions), scope, status: "set" });
+    },
+    "state-cas": async (request) => {
+      const scope = this.#name(request, "service");
+      const key = this.#name(request, "key");
+      const value = this.#value(request, key);
+      const expected = request.revision;
+      if (typeof expected !== "number" || !Number.isInteger(expected) || expected < 0) {
+        throw new WrapperError("revision parameter missing (0 for a key that must not exist)");
+      }
+      const result = await this.#write({ kind: "set", scope, entries: [[key, value]], expected });
+      if (result.kind === "conflict") {
+        throw new CallbackError(
+          `Revision mismatch for key '${key}': expected ${expected}, current ${result.current}`,
+          { current_revision: result.current, key, scope },
+        );
+      }
+      const revision = result.kind === "set" ? result.revisions[0]! : 0;
+      return success({ key, revision, scope, status: "set", value });
+    },
+  };
+}

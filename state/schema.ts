@@ -1,0 +1,22 @@
+/**
+ * The state store's tables: the single source of truth for drizzle-kit, which
+ * generates migrations/state from this file.
+ *
+ * @module
+ */
+import { integer, primaryKey, sqliteTable, text } from "drizzle-orm/sqlite-core";
+
+/** A scope (plantd calls it "service"): a named set of keys. */
+export const scopes = sqliteTable("scopes", {
+  name: text("name").primaryKey(),
+  createdAt: integer("created_at").notNull(),
+});
+
+/** One key of a scope with its value, revision (1 on creation, +1 per write) and update time. */
+export const entries = sqliteTable("entries", {
+  scope: text("scope").notNull().references(() => scopes.name, { onDelete: "cascade" }),
+  key: text("key").notNull(),
+  value: text("value").notNull(),
+  revision: integer("revision").notNull(),
+  updatedAt: integer("updated_at").notNull(),
+}, (table) => [primaryKey({ columns: [table.scope, table.key] })]);

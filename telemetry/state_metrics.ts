@@ -1,0 +1,50 @@
+/**
+ * Prometheus metrics of the state service.
+ *
+ * @module
+ */
+import { Counter, Histogram, type Registry } from "prom-client";
+import type { OperationsObserver } from "../state/operations.ts";
+
+/** Metrics fed by the operations observer and the store's commit callback. */
+export interface StateMetrics extends OperationsObserver {
+  commit(writes: number, seconds: number): void;
+}
+
+/** Creates the state service's metrics in `registry`. */
+export function stateMetrics(registry: Registry): StateMetrics {
+  const registers = [registry];
+  const operations = new Counter({
+    name: "state_operations_total",
+    help: "State operations served, per operation and result",
+    labelNames: ["operation", "result"],
+    registers,
+  });
+  const bad = new Counter({
+    name: "state_bad_requests_total",
+    help: "Malformed or refused state requests, per reason",
+    labelNames: ["reason"],
+    registers,
+  });
+  const groupSize = new Histogram({
+    name: "state_commit_writes",
+    help: "Writes grouped into one transaction",
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096],
+    registers,
+  });
+  const commitSeconds = new Histogram({
+    name: "state_commit_duration_seconds",
+    help: "Time to commit one group of writes",
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers,
+  });
+  return {
+    operation: (operation, ok) => operations.inc({ operation, result: ok ? "ok" : "error" }),
+    // Reasons are a fixed set of texts, except parse errors: keep the label bounded.
+    badRequest: (reason) => bad.inc({ reason: reason.split(":")[0]!.slice(0, 60) }),
+    commit: (writes, seconds) => {
+      groupSize.observe(writes);
+      commitSeconds.observe(seconds);
+    },
+  };
+}
