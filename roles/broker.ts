@@ -18,9 +18,10 @@ export async function startBroker(
 ): Promise<Running & { server: BrokerServer; healthPort: number }> {
   const log = logger("broker");
   collectDefaultMetrics({ register: registry });
-  let server: BrokerServer | undefined;
-  const metrics = brokerMetrics(registry, () => server?.broker);
-  server = await BrokerServer.start({
+  // The metrics read the broker once it exists; it is created after them.
+  const holder: { server?: BrokerServer } = {};
+  const metrics = brokerMetrics(registry, () => holder.server?.broker);
+  const server = holder.server = await BrokerServer.start({
     endpoint: config.endpoint,
     heartbeatIntervalMs: config.heartbeat_interval_ms,
     heartbeatLiveness: config.heartbeat_liveness,
@@ -41,19 +42,18 @@ export async function startBroker(
   });
   const started = new Date().toISOString();
   const health = startHealthServer("broker", config.health_host, config.health_port, () => [
-    { name: "broker_socket", status: server!.endpoint ? "UP" : "DOWN", lastUpdated: started },
+    { name: "broker_socket", status: server.endpoint ? "UP" : "DOWN", lastUpdated: started },
   ], registry);
   log.info("broker listening on {endpoint}", {
     endpoint: server.endpoint,
     health: health.port ? `http://${config.health_host}:${health.port}/healthz` : "off",
   });
-  const running = server;
   return {
-    server: running,
+    server,
     healthPort: health.port,
     async close() {
       await health.close();
-      await running.close();
+      await server.close();
       log.info("broker stopped");
     },
   };

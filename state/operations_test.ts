@@ -251,12 +251,13 @@ Deno.test("state survives a restart: every acknowledged write is read back from 
       await call(ops, "delete-scope", '{"service":"s2"}');
       await call(ops, "delete", '{"service":"s0","key":"k0"}');
     }, { location });
-    await withOps(async (_ops, store) => {
+    await withOps((_ops, store) => {
       assert.deepEqual(store.scopes(), ["s0", "s1"]);
       assert.equal(store.get("s0", "k0"), undefined);
       assert.equal(store.get("s0", "k3")?.value, "v3");
       assert.equal(store.get("s1", "k4")?.revision, 1);
       assert.equal(store.keys("s1")?.length, 33);
+      return Promise.resolve();
     }, { location });
   } finally {
     await Deno.remove(dir, { recursive: true });
