@@ -1,0 +1,378 @@
+/**
+ * A ZeroMQ socket driven through {@link libzmq} FFI bindings instead of
+ * zeromq.js: every send and receive is a synchronous, non-blocking call
+ * (`ZMQ_DONTWAIT`), so nothing native is ever left pending (the Deno defect
+ * that transport/socket.ts works around cannot occur), and waits go through
+ * the same {@link FdPoller} on the socket's `ZMQ_FD`.
+ *
+ * Used where per-message cost matters (pub/sub buses). Received frames are
+ * views into 64 KiB slabs: one allocation per slab rather than per frame, so a
+ * frame that is kept keeps its slab alive (copy it with `slice()` to let go).
+ *
+ * @module
+ */
+import { BindError } from "./bind.ts";
+import { type FdPoller, sharedPoller } from "./fd_poller.ts";
+import {
+  cString,
+  EAGAIN,
+  EINTR,
+  lastErrno,
+  libcMemcpy,
+  libzmq,
+  nativeContext,
+  strerror,
+  ZMQ_DONTWAIT,
+  ZMQ_EVENTS,
+  ZMQ_FD,
+  ZMQ_LAST_ENDPOINT,
+  ZMQ_LINGER,
+  ZMQ_MSG_T_SIZE,
+  ZMQ_POLLIN,
+  ZMQ_POLLOUT,
+  ZMQ_RCVHWM,
+  ZMQ_SNDHWM,
+  ZMQ_SNDMORE,
+  ZMQ_SUBSCRIBE,
+  ZMQ_UNSUBSCRIBE,
+  ZmqError,
+} from "./libzmq.ts";
+import type { Frames } from "./socket.ts";
+
+/** Whether an endpoint is bound or connected. */
+export type AttachMode = "bind" | "connect";
+
+/**
+ * Splits czmq's prefixes off an endpoint: `@` binds, `>` connects, no prefix
+ * means `fallback`.
+ */
+export function splitEndpoint(
+  endpoint: string,
+  fallback: AttachMode,
+): { mode: AttachMode; address: string } {
+  if (endpoint.startsWith("@")) return { mode: "bind", address: endpoint.slice(1) };
+  if (endpoint.startsWith(">")) return { mode: "connect", address: endpoint.slice(1) };
+  return { mode: fallback, address: endpoint };
+}
+
+/** Options applied when a {@link NativeSocket} is created. */
+export interface NativeSocketOptions {
+  /** ZMQ_SNDHWM; 0 means no limit. @default 1000 (libzmq's) */
+  sendHighWaterMark?: number;
+  /** ZMQ_RCVHWM; 0 means no limit. @default 1000 (libzmq's) */
+  receiveHighWaterMark?: number;
+  /** ZMQ_LINGER in ms, applied at close. @default 0 */
+  linger?: number;
+}
+
+const SLAB_BYTES = 64 * 1024;
+
+/** Raised by operations on a socket after {@link NativeSocket.close}. */
+export class NativeSocketClosedError extends Error {
+  constructor() {
+    super("Native socket is closed");
+    this.name = "NativeSocketClosedError";
+  }
+}
+
+function bindReason(error: ZmqError): string {
+  switch (error.code) {
+    case "EADDRINUSE":
+      return "address already in use";
+    case "EINVAL":
+    case "EPROTONOSUPPORT":
+    case "ENODEV":
+      return "invalid endpoint";
+    case "EADDRNOTAVAIL":
+      return "address not available on this host";
+    default:
+      return strerror(error.errno);
+  }
+}
+
+/** One libzmq socket in the {@link nativeContext}, used from the main thread only. */
+export class NativeSocket {
+  readonly type: number;
+  #socket: NonNullable<Deno.PointerValue>;
+  #fd: number;
+  #poller: FdPoller;
+  #linger: number;
+  #closed = false;
+  /** A zmq_msg_t, off the V8 heap so it never moves. */
+  #msg = new Uint8Array(new ArrayBuffer(ZMQ_MSG_T_SIZE));
+  #slab = new Uint8Array(SLAB_BYTES);
+  #slabUsed = 0;
+  #int = new Int32Array(2);
+  #intBytes = new Uint8Array(this.#int.buffer);
+  #size = new BigUint64Array(1);
+  #sizeBytes = new Uint8Array(this.#size.buffer);
+  #summary: MessageSummary = { frames: 0, bytes: 0, headLength: 0, firstFrameBytes: 0 };
+
+  constructor(type: number, options: NativeSocketOptions = {}, poller: FdPoller = sharedPoller()) {
+    const zmq = libzmq();
+    const socket = zmq.zmq_socket(nativeContext(), type);
+    if (!socket) throw new ZmqError("zmq_socket", lastErrno());
+    this.type = type;
+    this.#socket = socket;
+    this.#poller = poller;
+    this.#linger = options.linger ?? 0;
+    if (options.sendHighWaterMark !== undefined) {
+      this.setInt(ZMQ_SNDHWM, options.sendHighWaterMark);
+    }
+    if (options.receiveHighWaterMark !== undefined) {
+      this.setInt(ZMQ_RCVHWM, options.receiveHighWaterMark);
+    }
+    this.setInt(ZMQ_LINGER, this.#linger);
+    this.#fd = this.getInt(ZMQ_FD);
+    zmq.zmq_msg_init(this.#msg);
+  }
+
+  /** The libzmq socket, for zmq_proxy; nothing else may use it meanwhile. */
+  get pointer(): NonNullable<Deno.PointerValue> {
+    return this.#socket;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  #check(): void {
+    if (this.#closed) throw new NativeSocketClosedError();
+  }
+
+  /** Sets an integer option. */
+  setInt(option: number, value: number): void {
+    this.#check();
+    this.#int[0] = value;
+    if (libzmq().zmq_setsockopt(this.#socket, option, this.#intBytes, 4n) !== 0) {
+      throw new ZmqError(`zmq_setsockopt(${option})`, lastErrno());
+    }
+  }
+
+  /** Reads an integer option. */
+  getInt(option: number): number {
+    this.#check();
+    this.#size[0] = 4n;
+    if (libzmq().zmq_getsockopt(this.#socket, option, this.#intBytes, this.#sizeBytes) !== 0) {
+      throw new ZmqError(`zmq_getsockopt(${option})`, lastErrno());
+    }
+    return this.#int[0]!;
+  }
+
+  /** The endpoint last bound, with the real port when `*` or 0 was asked for. */
+  get lastEndpoint(): string {
+    this.#check();
+    const buffer = new Uint8Array(512);
+    this.#size[0] = BigInt(buffer.length);
+    if (libzmq().zmq_getsockopt(this.#socket, ZMQ_LAST_ENDPOINT, buffer, this.#sizeBytes) !== 0) {
+      throw new ZmqError("zmq_getsockopt(ZMQ_LAST_ENDPOINT)", lastErrno());
+    }
+    const end = buffer.indexOf(0);
+    return new TextDecoder().decode(buffer.subarray(0, end < 0 ? Number(this.#size[0]) : end));
+  }
+
+  /** Binds; a failure is a {@link BindError} naming `component` and the endpoint. */
+  bind(address: string, component: string): string {
+    this.#check();
+    if (libzmq().zmq_bind(this.#socket, cString(address)) !== 0) {
+      const error = new ZmqError(`zmq_bind(${address})`, lastErrno());
+      throw new BindError(component, address, bindReason(error), { cause: error });
+    }
+    return this.lastEndpoint;
+  }
+
+  /** Connects (the peer need not be there yet). */
+  connect(address: string): void {
+    this.#check();
+    if (libzmq().zmq_connect(this.#socket, cString(address)) !== 0) {
+      throw new ZmqError(`zmq_connect(${address})`, lastErrno());
+    }
+  }
+
+  /**
+   * Binds or connects per the endpoint's `@`/`>` prefix, else `fallback`.
+   * Returns the endpoint as bound (real port) or as connected.
+   */
+  attach(endpoint: string, fallback: AttachMode, component: string): string {
+    const { mode, address } = splitEndpoint(endpoint, fallback);
+    if (mode === "bind") return this.bind(address, component);
+    this.connect(address);
+    return address;
+  }
+
+  /** Adds a SUB prefix filter. */
+  subscribe(prefix: Uint8Array): void {
+    this.#setBytes(ZMQ_SUBSCRIBE, prefix);
+  }
+
+  /** Removes a SUB prefix filter. */
+  unsubscribe(prefix: Uint8Array): void {
+    this.#setBytes(ZMQ_UNSUBSCRIBE, prefix);
+  }
+
+  #setBytes(option: number, value: Uint8Array): void {
+    this.#check();
+    if (libzmq().zmq_setsockopt(this.#socket, option, value, BigInt(value.length)) !== 0) {
+      throw new ZmqError(`zmq_setsockopt(${option})`, lastErrno());
+    }
+    // Processing the option may have consumed the descriptor's edge.
+    this.#poller.touch(this.#fd);
+  }
+
+  /** ZMQ_EVENTS: bit 1 readable, bit 2 writable. */
+  get events(): number {
+    return this.getInt(ZMQ_EVENTS);
+  }
+
+  /**
+   * Sends one frame without waiting. Returns false when the socket cannot
+   * take it now (EAGAIN). PUB and XPUB sockets never refuse: at their
+   * high-water mark they drop the message. Only the first `length` bytes of
+   * `data` are sent.
+   */
+  sendFrame(data: Uint8Array, more: boolean, length: number = data.length): boolean {
+    this.#check();
+    const flags = more ? ZMQ_DONTWAIT | ZMQ_SNDMORE : ZMQ_DONTWAIT;
+    while (true) {
+      if (libzmq().zmq_send(this.#socket, data, BigInt(length), flags) >= 0) return true;
+      const errno = lastErrno();
+      if (errno === EAGAIN) return false;
+      if (errno !== EINTR) throw new ZmqError("zmq_send", errno);
+    }
+  }
+
+  /**
+   * Sends a multipart message without waiting; false when the socket could
+   * not take its first frame. Once the first frame is taken libzmq takes the
+   * rest (messages are atomic).
+   */
+  trySend(frames: Frames): boolean {
+    const last = frames.length - 1;
+    for (let i = 0; i <= last; i++) {
+      if (!this.sendFrame(frames[i]!, i < last)) {
+        if (i === 0) return false;
+        throw new ZmqError("zmq_send (later frame)", EAGAIN);
+      }
+    }
+    this.#poller.touch(this.#fd);
+    return true;
+  }
+
+  /** Sends a multipart message, waiting while the socket is full. */
+  async send(frames: Frames): Promise<void> {
+    while (!this.trySend(frames)) await this.#waitFor(ZMQ_POLLOUT);
+  }
+
+  /** Receives one message if one is queued, else undefined. Never waits. */
+  tryReceive(): Frames | undefined {
+    this.#check();
+    const zmq = libzmq();
+    const frames: Frames = [];
+    while (true) {
+      const size = zmq.zmq_msg_recv(this.#msg, this.#socket, ZMQ_DONTWAIT);
+      if (size < 0) {
+        const errno = lastErrno();
+        if (errno === EINTR) continue;
+        if (errno === EAGAIN && frames.length === 0) return undefined;
+        throw new ZmqError("zmq_msg_recv", errno);
+      }
+      frames.push(this.#copyOut(size));
+      if (zmq.zmq_msg_more(this.#msg) === 0) return frames;
+    }
+  }
+
+  /**
+   * Receives one message if one is queued and reports only its shape: frame
+   * count, total bytes, and the first `head.length` bytes of its first frame
+   * copied into `head`. Nothing is allocated. Returns undefined when nothing is
+   * queued. The returned object is reused by the next call.
+   */
+  tryReceiveSummary(head: Uint8Array): MessageSummary | undefined {
+    this.#check();
+    const zmq = libzmq();
+    const summary = this.#summary;
+    summary.frames = 0;
+    summary.bytes = 0;
+    summary.headLength = 0;
+    summary.firstFrameBytes = 0;
+    while (true) {
+      const size = zmq.zmq_msg_recv(this.#msg, this.#socket, ZMQ_DONTWAIT);
+      if (size < 0) {
+        const errno = lastErrno();
+        if (errno === EINTR) continue;
+        if (errno === EAGAIN && summary.frames === 0) return undefined;
+        throw new ZmqError("zmq_msg_recv", errno);
+      }
+      if (summary.frames === 0) {
+        summary.firstFrameBytes = size;
+        const n = Math.min(size, head.length);
+        if (n > 0) libcMemcpy().memcpy(head, zmq.zmq_msg_data(this.#msg) as bigint, BigInt(n));
+        summary.headLength = n;
+      }
+      summary.frames++;
+      summary.bytes += size;
+      if (zmq.zmq_msg_more(this.#msg) === 0) return summary;
+    }
+  }
+
+  #copyOut(size: number): Uint8Array {
+    let frame: Uint8Array;
+    if (size > SLAB_BYTES / 4) {
+      // Large frames get their own buffer rather than pinning a slab.
+      frame = new Uint8Array(size);
+    } else {
+      if (SLAB_BYTES - this.#slabUsed < size) {
+        this.#slab = new Uint8Array(SLAB_BYTES);
+        this.#slabUsed = 0;
+      }
+      frame = this.#slab.subarray(this.#slabUsed, this.#slabUsed + size);
+      this.#slabUsed += size;
+    }
+    if (size > 0) {
+      libcMemcpy().memcpy(frame, libzmq().zmq_msg_data(this.#msg) as bigint, BigInt(size));
+    }
+    return frame;
+  }
+
+  /** Receives one message, waiting without a pending native call. */
+  async receive(): Promise<Frames> {
+    while (true) {
+      const frames = this.tryReceive();
+      if (frames) return frames;
+      await this.waitReadable();
+    }
+  }
+
+  /** Resolves once a message may be read (re-check with {@link tryReceive}). */
+  waitReadable(): Promise<void> {
+    return this.#waitFor(ZMQ_POLLIN);
+  }
+
+  async #waitFor(event: number): Promise<void> {
+    while (true) {
+      this.#check();
+      if ((this.events & event) !== 0) return;
+      await this.#poller.wait(this.#fd);
+    }
+  }
+
+  /** Closes the socket; waits in progress end with {@link NativeSocketClosedError}. */
+  close(linger?: number): void {
+    if (this.#closed) return;
+    if (linger !== undefined && linger !== this.#linger) this.setInt(ZMQ_LINGER, linger);
+    this.#closed = true;
+    this.#poller.forget(this.#fd);
+    const zmq = libzmq();
+    zmq.zmq_msg_close(this.#msg);
+    zmq.zmq_close(this.#socket);
+  }
+}
+
+/** What {@link NativeSocket.tryReceiveSummary} reports about a message. */
+export interface MessageSummary {
+  frames: number;
+  bytes: number;
+  /** Bytes of the first frame copied into the caller's head buffer. */
+  headLength: number;
+  firstFrameBytes: number;
+}
