@@ -5,9 +5,10 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { brokerConfig, echoConfig, stateConfig } from "./config/components.ts";
+import { brokerConfig, busConfig, echoConfig, stateConfig } from "./config/components.ts";
 import { ConfigError, loadConfig } from "./config/load.ts";
 import { startBroker } from "./roles/broker.ts";
+import { startBusComponent } from "./roles/bus.ts";
 import { startEcho } from "./roles/echo.ts";
 import { startState } from "./roles/state.ts";
 import { connectableEndpoint, type Running, runningAll } from "./roles/running.ts";
@@ -17,7 +18,8 @@ const USAGE = `usage: main.ts <component> [--config FILE] [--key value ...]
 
 components:
   dev      broker, echo and state workers in one process, on embedded defaults
-  broker   Majordomo broker (tcp://*:9797)
+  broker   Majordomo broker (tcp://*:9797) and the pub/sub buses of its config
+  bus      pub/sub buses alone: state 11000/11001, event 12000/12001, metric 13000/13001
   echo     org.plantd.module.Echo worker
   state    org.plantd.State key/value service (libSQL)
 
@@ -43,6 +45,11 @@ async function start(component: string, args: string[]): Promise<Running> {
       const config = loadConfig(brokerConfig, { args });
       await setupLogging(config.log_level, config.log_format);
       return await startBroker(config);
+    }
+    case "bus": {
+      const config = loadConfig(busConfig, { args });
+      await setupLogging(config.log_level, config.log_format);
+      return await startBusComponent(config);
     }
     case "echo": {
       const config = loadConfig(echoConfig, { args });

@@ -17,6 +17,76 @@ const endpoint = z.string().regex(
 const port = z.number().int().min(0).max(65535);
 const positiveMs = z.number().int().positive();
 
+/** A high-water mark: messages queued per peer before ZeroMQ drops; 0 = no limit. */
+const hwm = z.number().int().min(0);
+
+/** One pub/sub bus (see bus/bus.ts). Unknown keys are errors. */
+export const busSchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9_.-]+$/, "expected a name of letters, digits, . _ -"),
+  /** Where publishers connect (XSUB); bound, or connected with a `>` prefix. */
+  frontend: endpoint,
+  /** Where subscribers connect (XPUB); bound, or connected with a `>` prefix. */
+  backend: endpoint,
+  /** Capture endpoint (PUB): turns on per-topic counting; `inproc://…` for counting only. */
+  capture: endpoint.optional(),
+  /** Backend send high-water mark, per subscriber. */
+  send_hwm: hwm.default(1000),
+  /** Frontend receive high-water mark, per publisher. */
+  receive_hwm: hwm.default(1000),
+  /** Capture high-water mark: beyond it capture copies are dropped (and counted). */
+  capture_hwm: hwm.default(10_000),
+  /** Topic prefixes counted separately on /metrics (with capture). */
+  topics: z.array(z.string().min(1)).default([]),
+});
+
+export type BusConfig = z.infer<typeof busSchema>;
+
+function defaultBus(name: string, port: number): BusConfig {
+  return {
+    name,
+    frontend: `tcp://127.0.0.1:${port}`,
+    backend: `tcp://127.0.0.1:${port + 1}`,
+    send_hwm: 1000,
+    receive_hwm: 1000,
+    capture_hwm: 10_000,
+    topics: [],
+  };
+}
+
+/** The buses of plantd (plantd-wire.md section 3), bound on loopback. */
+export const DEFAULT_BUSES: readonly BusConfig[] = [
+  defaultBus("state", 11000),
+  defaultBus("event", 12000),
+  defaultBus("metric", 13000),
+];
+
+const buses = z.array(busSchema).superRefine((list, context) => {
+  const names = new Set<string>();
+  const endpoints = new Set<string>();
+  list.forEach((bus, i) => {
+    if (names.has(bus.name)) {
+      context.addIssue({
+        code: "custom",
+        path: [i, "name"],
+        message: `duplicate bus '${bus.name}'`,
+      });
+    }
+    names.add(bus.name);
+    for (const key of ["frontend", "backend", "capture"] as const) {
+      const value = bus[key]?.replace(/^[@>]/, "");
+      if (value === undefined) continue;
+      if (endpoints.has(value)) {
+        context.addIssue({
+          code: "custom",
+          path: [i, key],
+          message: `endpoint ${value} used twice`,
+        });
+      }
+      endpoints.add(value);
+    }
+  });
+}).default(() => DEFAULT_BUSES.map((bus) => ({ ...bus, topics: [...bus.topics] })));
+
 const common = {
   log_level: z.enum(LOG_LEVELS).default("info"),
   log_format: z.enum(["json", "pretty"]).default("json"),
@@ -38,8 +108,23 @@ export const brokerConfig = {
     max_message_bytes: z.number().int().min(1024).default(16 * 1024 * 1024),
     max_queue: z.number().int().min(1).default(100_000),
     requeue_lost: z.boolean().default(false),
+    /** Pub/sub buses this process runs; [] for none. */
+    buses,
   }),
 } satisfies ComponentConfig<z.ZodObject>;
+
+export const busConfig = {
+  name: "bus",
+  envPrefix: "PLANTD_BUS",
+  schema: z.object({
+    ...common,
+    /** 0 turns the health server off. */
+    health_port: port.default(8083),
+    buses,
+  }),
+} satisfies ComponentConfig<z.ZodObject>;
+
+export type BusComponentConfig = z.infer<typeof busConfig.schema>;
 
 export const echoConfig = {
   name: "echo",

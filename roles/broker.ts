@@ -1,5 +1,6 @@
 /**
- * `main.ts broker`: the Majordomo broker with its health and metrics server.
+ * `main.ts broker`: the Majordomo broker with its health and metrics server,
+ * and the pub/sub buses listed in its configuration.
  *
  * @module
  */
@@ -8,6 +9,7 @@ import { BrokerServer } from "../broker/server.ts";
 import type { BrokerConfig } from "../config/components.ts";
 import { brokerMetrics } from "../telemetry/broker_metrics.ts";
 import { logger } from "../telemetry/log.ts";
+import { type RunningBuses, startBuses } from "./bus.ts";
 import { startHealthServer } from "./health_server.ts";
 import type { Running } from "./running.ts";
 
@@ -40,9 +42,17 @@ export async function startBroker(
     workerLeft: (service, reason) =>
       logger("broker", "worker", "registration").info("worker removed", { service, reason }),
   });
+  let buses: RunningBuses;
+  try {
+    buses = await startBuses(config.buses, registry);
+  } catch (error) {
+    await server.close();
+    throw error;
+  }
   const started = new Date().toISOString();
   const health = startHealthServer("broker", config.health_host, config.health_port, () => [
     { name: "broker_socket", status: server.endpoint ? "UP" : "DOWN", lastUpdated: started },
+    ...buses.checks(),
   ], registry);
   log.info("broker listening on {endpoint}", {
     endpoint: server.endpoint,
@@ -53,6 +63,7 @@ export async function startBroker(
     healthPort: health.port,
     async close() {
       await health.close();
+      await buses.close();
       await server.close();
       log.info("broker stopped");
     },

@@ -1,0 +1,158 @@
+/**
+ * Subscribing to a bus: a SUB socket connected to the bus backend, driven
+ * through the native socket layer, with prefix filters that can change at
+ * run time and an async iterator of {@link BusMessage}s in either form.
+ *
+ * For single-frame messages the topic is the longest known prefix the frame
+ * starts with; known prefixes are the configured envelopes plus the current
+ * subscriptions. Subscribing to `org.plantd.Metric` therefore reads
+ * `org.plantd.Metric{"time":…}` as topic `org.plantd.Metric` and the JSON as
+ * payload; someone subscribing to `org.plantd.` who wants the same split
+ * lists the envelopes (`org.plantd.Metric`, …) in `envelopes`.
+ *
+ * @module
+ */
+import { ZMQ_SUB } from "../transport/libzmq.ts";
+import { NativeSocket, NativeSocketClosedError } from "../transport/native_socket.ts";
+import { type BusMessage, decodeMessage, PrefixSet, toBytes } from "./envelope.ts";
+
+/** Options of {@link Subscriber}. */
+export interface SubscriberOptions {
+  /** Name of the bus, reported in every message. @default "bus" */
+  bus?: string;
+  /** Prefix filters to start with; "" is everything. @default [] (nothing until subscribe()) */
+  topics?: Iterable<string>;
+  /** Known envelopes, for splitting single-frame messages. @default [] */
+  envelopes?: Iterable<string>;
+  /** ZMQ_RCVHWM; 0 = none. @default 1000 */
+  receiveHighWaterMark?: number;
+}
+
+/** Reads messages from a bus backend. */
+export class Subscriber {
+  readonly bus: string;
+  /** Where it connected (or bound, with a `@` prefix). */
+  readonly endpoint: string;
+  #socket: NativeSocket;
+  #prefixes: PrefixSet;
+  #subscriptions = new Map<string, number>();
+  #received = 0;
+
+  /**
+   * Connects to `endpoint` (a bus backend). `@endpoint` binds instead, for
+   * publishers that connect directly, without a bus.
+   */
+  constructor(endpoint: string, options: SubscriberOptions = {}) {
+    this.bus = options.bus ?? "bus";
+    this.#prefixes = new PrefixSet(options.envelopes ?? []);
+    this.#socket = new NativeSocket(ZMQ_SUB, {
+      ...(options.receiveHighWaterMark !== undefined
+        ? { receiveHighWaterMark: options.receiveHighWaterMark }
+        : {}),
+    });
+    try {
+      for (const topic of options.topics ?? []) this.subscribe(topic);
+      this.endpoint = this.#socket.attach(endpoint, "connect", "subscriber");
+    } catch (error) {
+      this.#socket.close();
+      throw error;
+    }
+  }
+
+  /** Messages read so far. */
+  get received(): number {
+    return this.#received;
+  }
+
+  get closed(): boolean {
+    return this.#socket.closed;
+  }
+
+  /** Current prefix filters. */
+  get subscriptions(): string[] {
+    return [...this.#subscriptions.keys()];
+  }
+
+  /**
+   * Adds a prefix filter; "" receives everything. The bus learns of it
+   * asynchronously: messages published before it arrives are not delivered.
+   * Subscribing twice needs unsubscribing twice (as in ZeroMQ).
+   */
+  subscribe(prefix: string): void {
+    this.#socket.subscribe(toBytes(prefix));
+    this.#subscriptions.set(prefix, (this.#subscriptions.get(prefix) ?? 0) + 1);
+    this.#prefixes.add(prefix);
+  }
+
+  /** Removes a prefix filter added by {@link subscribe}. */
+  unsubscribe(prefix: string): void {
+    const uses = this.#subscriptions.get(prefix);
+    if (!uses) return;
+    this.#socket.unsubscribe(toBytes(prefix));
+    if (uses === 1) this.#subscriptions.delete(prefix);
+    else this.#subscriptions.set(prefix, uses - 1);
+    this.#prefixes.remove(prefix);
+  }
+
+  /** One message if one is queued, else undefined. */
+  tryReceive(): BusMessage | undefined {
+    const frames = this.#socket.tryReceive();
+    if (!frames) return undefined;
+    this.#received++;
+    return decodeMessage(frames, this.#prefixes, this.bus);
+  }
+
+  /**
+   * Resolves once a message may be queued (re-check with {@link tryReceive}).
+   * Waiting does not consume anything, so it can be raced against a timer.
+   */
+  waitReadable(): Promise<void> {
+    return this.#socket.waitReadable();
+  }
+
+  /** The next message; rejects with NativeSocketClosedError once closed. */
+  async receive(): Promise<BusMessage> {
+    while (true) {
+      const message = this.tryReceive();
+      if (message) return message;
+      await this.#socket.waitReadable();
+    }
+  }
+
+  /**
+   * Waits for at least one message, then returns every queued one, up to
+   * `max`: the cheapest way to read a busy bus.
+   */
+  async receiveBatch(max = 1024): Promise<BusMessage[]> {
+    const batch: BusMessage[] = [];
+    while (true) {
+      while (batch.length < max) {
+        const message = this.tryReceive();
+        if (!message) break;
+        batch.push(message);
+      }
+      if (batch.length > 0) return batch;
+      await this.#socket.waitReadable();
+    }
+  }
+
+  /** Messages until {@link close}. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<BusMessage> {
+    try {
+      while (!this.closed) {
+        const message = this.tryReceive();
+        if (message) yield message;
+        else await this.#socket.waitReadable();
+      }
+    } catch (error) {
+      if (error instanceof NativeSocketClosedError) return;
+      throw error;
+    }
+  }
+
+  /** Closes the socket; a pending receive or iteration ends. */
+  close(): Promise<void> {
+    this.#socket.close();
+    return Promise.resolve();
+  }
+}

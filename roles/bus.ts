@@ -1,0 +1,127 @@
+/**
+ * Starting configured buses: alone (`main.ts bus`, with its own health and
+ * metrics server) or inside another role (the broker and dev start theirs
+ * from the broker configuration's `buses` list).
+ *
+ * @module
+ */
+import { collectDefaultMetrics, Registry } from "prom-client";
+import { type BusOptions, BusSet } from "../bus/bus.ts";
+import type { BusComponentConfig, BusConfig } from "../config/components.ts";
+import { busMetrics } from "../telemetry/bus_metrics.ts";
+import type { Check } from "../telemetry/health.ts";
+import { logger } from "../telemetry/log.ts";
+import { startHealthServer } from "./health_server.ts";
+import type { Running } from "./running.ts";
+
+/** Buses started by a role. */
+export interface RunningBuses extends Running {
+  set: BusSet;
+  /** One health check per bus: UP while its proxy forwards. */
+  checks(): Check[];
+}
+
+/** The bus options of a configured bus. */
+export function busOptions(config: BusConfig): BusOptions {
+  return {
+    name: config.name,
+    frontend: config.frontend,
+    backend: config.backend,
+    ...(config.capture ? { capture: config.capture } : {}),
+    sendHighWaterMark: config.send_hwm,
+    receiveHighWaterMark: config.receive_hwm,
+    captureHighWaterMark: config.capture_hwm,
+    topics: config.topics,
+  };
+}
+
+/**
+ * Starts `configs` (all or none) and registers their metrics in `registry`.
+ * A port in use is a BindError naming the bus and the endpoint.
+ */
+export async function startBuses(
+  configs: readonly BusConfig[],
+  registry?: Registry,
+): Promise<RunningBuses> {
+  const log = logger("bus");
+  const set = await BusSet.start(configs.map(busOptions), (event) => {
+    if (event.type === "exited") {
+      log.error("bus {bus}: proxy exited with {code}", {
+        bus: event.bus,
+        code: event.code,
+        restarting: event.restarting,
+      });
+    } else {
+      log.error("bus {bus}: capture counter failed", {
+        bus: event.bus,
+        error: String(event.error),
+      });
+    }
+  });
+  if (registry) busMetrics(registry, () => set.buses);
+  const since = new Map(set.buses.map((bus) => [bus.name, new Date().toISOString()]));
+  const was = new Map(set.buses.map((bus) => [bus.name, true]));
+  for (const bus of set.buses) {
+    log.info("bus {bus}: publishers to {frontend}, subscribers to {backend}", {
+      bus: bus.name,
+      frontend: bus.frontend,
+      backend: bus.backend,
+      ...(bus.capture ? { capture: bus.capture } : {}),
+    });
+  }
+  return {
+    set,
+    checks() {
+      return set.buses.map((bus) => {
+        if (was.get(bus.name) !== bus.running) {
+          was.set(bus.name, bus.running);
+          since.set(bus.name, new Date().toISOString());
+        }
+        return {
+          name: `bus_${bus.name}`,
+          status: bus.running ? "UP" : "DOWN",
+          lastUpdated: since.get(bus.name)!,
+          ...(bus.running ? {} : { output: "proxy not running" }),
+        };
+      });
+    },
+    async close() {
+      await set.close();
+      if (set.buses.length > 0) log.info("buses stopped");
+    },
+  };
+}
+
+/** `main.ts bus`: the configured buses with a health and metrics server. */
+export async function startBusComponent(
+  config: BusComponentConfig,
+  registry: Registry = new Registry(),
+): Promise<RunningBuses & { healthPort: number }> {
+  collectDefaultMetrics({ register: registry });
+  const buses = await startBuses(config.buses, registry);
+  let health: Running & { port: number };
+  try {
+    health = startHealthServer(
+      "bus",
+      config.health_host,
+      config.health_port,
+      () => buses.checks(),
+      registry,
+    );
+  } catch (error) {
+    await buses.close();
+    throw error;
+  }
+  logger("bus").info("{count} buses up", {
+    count: buses.set.buses.length,
+    health: health.port ? `http://${config.health_host}:${health.port}/healthz` : "off",
+  });
+  return {
+    ...buses,
+    healthPort: health.port,
+    async close() {
+      await health.close();
+      await buses.close();
+    },
+  };
+}
