@@ -11,6 +11,7 @@ import { startBroker } from "./roles/broker.ts";
 import { startBusComponent } from "./roles/bus.ts";
 import { startEcho } from "./roles/echo.ts";
 import { startState } from "./roles/state.ts";
+import { backupState } from "./state/backup.ts";
 import { connectableEndpoint, type Running, runningAll } from "./roles/running.ts";
 import { type ConfigLogLevel, type LogFormat, logger, setupLogging } from "./telemetry/log.ts";
 
@@ -22,6 +23,7 @@ components:
   bus      pub/sub buses alone: state 11000/11001, event 12000/12001, metric 13000/13001
   echo     org.plantd.module.Echo worker
   state    org.plantd.State key/value service (libSQL)
+  state-backup FILE   consistent copy of the state database while it runs
 
 Every key of a component's configuration is a flag (--log-level debug), an
 environment variable (PLANTD_BROKER_LOG_LEVEL=debug) and a YAML key (log_level).`;
@@ -39,7 +41,8 @@ function devFlags(args: string[]): string[] {
   }
 }
 
-async function start(component: string, args: string[]): Promise<Running> {
+/** Starts a component; one-shot commands return undefined once done. */
+async function start(component: string, args: string[]): Promise<Running | undefined> {
   switch (component) {
     case "broker": {
       const config = loadConfig(brokerConfig, { args });
@@ -61,6 +64,17 @@ async function start(component: string, args: string[]): Promise<Running> {
       await setupLogging(config.log_level, config.log_format);
       return await startState(config);
     }
+    case "state-backup": {
+      // The positional FILE is the target; the rest are the state config's flags (--db).
+      const [target, ...rest] = args;
+      if (!target || target.startsWith("--")) {
+        throw new ConfigError("usage: main.ts state-backup FILE [--db PATH]");
+      }
+      const config = loadConfig(stateConfig, { args: rest });
+      await backupState(config.db, target);
+      console.log(`backup of ${config.db} written to ${target}`);
+      return undefined;
+    }
     case "dev": {
       // Components read their own environment; dev's flags set only what they share.
       const shared = devFlags(args);
@@ -71,8 +85,12 @@ async function start(component: string, args: string[]): Promise<Running> {
       const parts: Running[] = [];
       const started = await startBroker(broker);
       parts.push(started);
+      const brokerEndpoint = connectableEndpoint(started.server.endpoint);
+      parts.push(startEcho({ ...echo, broker_endpoint: brokerEndpoint }));
+      // Embedded default: the state database lives in ./data unless PLANTD_STATE_DB says otherwise.
+      const db = Deno.env.get("PLANTD_STATE_DB") ?? "data/plantd-state.db";
       parts.push(
-        startEcho({ ...echo, broker_endpoint: connectableEndpoint(started.server.endpoint) }),
+        await startState({ ...state, db, broker_endpoint: brokerEndpoint, health_port: 0 }),
       );
       logger("dev").info("plantd dev system up: broker {endpoint}, health {health}", {
         endpoint: started.server.endpoint,
@@ -93,7 +111,7 @@ async function main(): Promise<void> {
     console.log(USAGE);
     return;
   }
-  let running: Running;
+  let running: Running | undefined;
   try {
     running = await start(component, args);
   } catch (error) {
@@ -101,11 +119,13 @@ async function main(): Promise<void> {
     console.error(`plantd ${component}: ${message}`);
     Deno.exit(error instanceof ConfigError ? 2 : 1);
   }
+  if (!running) return;
+  const started = running;
   let stopping = false;
   const stop = async () => {
     if (stopping) return;
     stopping = true;
-    await running.close();
+    await started.close();
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGINT", stop);

@@ -390,7 +390,7 @@ export class Broker {
         return answer(JSON.stringify({
           version: this.#version,
           uptime_s: Math.round((this.#now() - this.#started) / 1000),
-          services: this.#services.size,
+          services: this.services().length,
           workers: this.#workers.size,
         }));
       default:

@@ -38,9 +38,9 @@ export async function startBroker(
       log.with({ context: "protocol" }).debug("dropped message: {reason}", { reason });
     },
     workerJoined: (service, dialect) =>
-      logger("broker", "worker", "registration").info("worker registered", { service, dialect }),
+      logger("broker", "worker", "registration").debug("worker registered", { service, dialect }),
     workerLeft: (service, reason) =>
-      logger("broker", "worker", "registration").info("worker removed", { service, reason }),
+      logger("broker", "worker", "registration").debug("worker removed", { service, reason }),
   });
   let buses: RunningBuses;
   try {

@@ -6,6 +6,7 @@ import { MdpBrokerError, MdpServiceUnavailableError, MdpTimeoutError } from "../
 import { frame, text } from "../mdp/protocol.ts";
 import { MdpWorker } from "../mdp/worker.ts";
 import { sharedPoller } from "../transport/fd_poller.ts";
+import { BindError } from "../transport/bind.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -177,7 +178,15 @@ Deno.test("worker reconnects to a broker that restarted on the same endpoint", a
   try {
     await until(() => first.broker.workerCount === 1, 5000, "first registration");
     await first.close();
-    second = await BrokerServer.start({ endpoint, ...timing, tickMs: 10 });
+    // ZeroMQ releases a closed socket's port asynchronously: retry the bind briefly.
+    for (let attempt = 0; !second; attempt++) {
+      try {
+        second = await BrokerServer.start({ endpoint, ...timing, tickMs: 10 });
+      } catch (error) {
+        if (!(error instanceof BindError) || attempt >= 50) throw error;
+        await sleep(100);
+      }
+    }
     const broker = second.broker;
     await until(() => broker.workerCount === 1, 5000, "registration with the new broker");
     client = new MdpClient(endpoint);

@@ -111,7 +111,10 @@ const worker = {
 // ------------------------------------------------------------ assertion helpers
 
 function assertFrames(actual: Frames, expected: readonly FrameLike[], message?: string): void {
-  assert.deepEqual(describe(actual), describe(toFrames(expected)), message);
+  const a = describe(actual);
+  const e = describe(toFrames(expected));
+  if (message === undefined) assert.deepEqual(a, e);
+  else assert.deepEqual(a, e, message);
 }
 
 function same(a: Frames, expected: readonly FrameLike[]): boolean {
@@ -284,12 +287,21 @@ Deno.test("broker answers requests with the longest-idle worker first and in FIF
     for (const n of ["1", "2", "3"]) await c.send(client.request("plantd", service, [n]));
     await waitFor(() => serviceInfo(server, service)?.queued === 3, { what: "3 queued requests" });
     const a = await readyWorker(server, track, "plantd", service, "worker-a");
-    assertFrames(await a.next(), worker.request("plantd", "client-1", ["1"]));
+    assertFrames(
+      await a.next({ skip: heartbeats("plantd") }),
+      worker.request("plantd", "client-1", ["1"]),
+    );
     const b = await readyWorker(server, track, "plantd", service, "worker-b");
-    assertFrames(await b.next(), worker.request("plantd", "client-1", ["2"]));
+    assertFrames(
+      await b.next({ skip: heartbeats("plantd") }),
+      worker.request("plantd", "client-1", ["2"]),
+    );
     await a.send(worker.final("plantd", "client-1", ["r1"]));
     assertFrames(await c.next(), client.reply("plantd", true, service, ["r1"]));
-    assertFrames(await a.next(), worker.request("plantd", "client-1", ["3"]));
+    assertFrames(
+      await a.next({ skip: heartbeats("plantd") }),
+      worker.request("plantd", "client-1", ["3"]),
+    );
     await b.send(worker.final("plantd", "client-1", ["r2"]));
     assertFrames(await c.next(), client.reply("plantd", true, service, ["r2"]));
     // b has now been idle longer than a, which is still busy, then both idle: b, then a.
@@ -297,9 +309,15 @@ Deno.test("broker answers requests with the longest-idle worker first and in FIF
     assertFrames(await c.next(), client.reply("plantd", true, service, ["r3"]));
     await waitFor(() => serviceInfo(server, service)?.idle === 2, { what: "both idle" });
     await c.send(client.request("plantd", service, ["4"]));
-    assertFrames(await b.next(), worker.request("plantd", "client-1", ["4"]));
+    assertFrames(
+      await b.next({ skip: heartbeats("plantd") }),
+      worker.request("plantd", "client-1", ["4"]),
+    );
     await c.send(client.request("plantd", service, ["5"]));
-    assertFrames(await a.next(), worker.request("plantd", "client-1", ["5"]));
+    assertFrames(
+      await a.next({ skip: heartbeats("plantd") }),
+      worker.request("plantd", "client-1", ["5"]),
+    );
   });
 });
 
@@ -374,7 +392,7 @@ for (const d of DIALECTS) {
       await waitFor(() => server.broker.workerCount === 0, { what: "worker removed" });
       // The broker sent nothing back: the next message is the DISCONNECT for an unknown HEARTBEAT.
       await w.send(worker.heartbeat(d));
-      assertFrames(await w.next(), worker.brokerDisconnect(d));
+      assertFrames(await w.next({ skip: heartbeats(d) }), worker.brokerDisconnect(d));
     });
   });
 }
@@ -406,8 +424,7 @@ Deno.test("broker answers only idle workers with HEARTBEAT, not a busy one, unti
         await busy.next({ skip: heartbeats("plantd") }),
         worker.request("plantd", "client-1", ["work"]),
       );
-      // Heartbeats that were queued before the request arrived are gone now.
-      busy.received.splice(0);
+      // Heartbeats sent before the request were skipped above; none may follow it.
       const idle = await readyWorker(server, track, "plantd", "test.idle", "worker-idle");
       for (let i = 0; i < 4; i++) assertFrames(await idle.next(), worker.brokerHeartbeat("plantd"));
       assert.deepEqual(busy.received.map(describe), [], "the busy worker got no heartbeat");
@@ -461,7 +478,10 @@ Deno.test("broker answers mmi.service with 200 even when the only worker is busy
     const w = await readyWorker(server, track, "plantd", "test.busy", "worker-1");
     const c = track(new Peer(server.endpoint, { routingId: "client-1" }));
     await c.send(client.request("plantd", "test.busy", ["hold"]));
-    assertFrames(await w.next(), worker.request("plantd", "client-1", ["hold"]));
+    assertFrames(
+      await w.next({ skip: heartbeats("plantd") }),
+      worker.request("plantd", "client-1", ["hold"]),
+    );
     assert.equal(serviceInfo(server, "test.busy")?.idle, 0);
     const m = track(new Peer(server.endpoint, { routingId: "client-2" }));
     assertFrames(
@@ -544,7 +564,10 @@ Deno.test("broker answers org.plantd.Broker services and service with real worke
     await readyWorker(server, track, "mdp02", "svc.b", "worker-b1");
     const busyClient = track(new Peer(server.endpoint, { routingId: "client-busy" }));
     await busyClient.send(client.request("plantd", "svc.a", ["hold"]));
-    assertFrames(await a1.next(), worker.request("plantd", "client-busy", ["hold"]));
+    assertFrames(
+      await a1.next({ skip: heartbeats("plantd") }),
+      worker.request("plantd", "client-busy", ["hold"]),
+    );
     const waiting = track(new Peer(server.endpoint, { routingId: "client-wait" }));
     await waiting.send(client.request("plantd", "svc.c", ["queued"]));
     await waitFor(() => serviceInfo(server, "svc.c")?.queued === 1, { what: "queued request" });
@@ -620,7 +643,7 @@ Deno.test("broker answers a request for a service with no worker with SERVICE_UN
 for (const d of DIALECTS) {
   Deno.test(`broker answers a request whose ${NAME[d]} worker dies mid-request with WORKER_LOST`, async () => {
     await withBroker(
-      { heartbeatIntervalMs: 100, heartbeatLiveness: 3, tickMs: 20 },
+      { heartbeatIntervalMs: 100, heartbeatLiveness: 5, tickMs: 20 },
       async (server, track) => {
         const w = await readyWorker(server, track, d, "test.dies", "worker-1");
         // Stay alive (heartbeats) until the request arrives, then go silent.
@@ -686,4 +709,100 @@ Deno.test("broker answers malformed messages with nothing, counts them, and keep
     assert.equal(drops, garbage.length);
     assert.equal(server.broker.workerCount, 0);
   }, { drop: () => drops++ });
+});
+
+Deno.test("broker answers mmi.broker with a services count that leaves out names nobody serves", async () => {
+  await withBroker({ requestTimeoutMs: 50, tickMs: 20 }, async (server, track) => {
+    await readyWorker(server, track, "plantd", "test.a", "worker-1");
+    const c = track(new Peer(server.endpoint, { routingId: "client-1" }));
+    for (const name of ["test.gone-1", "test.gone-2", "test.gone-3"]) {
+      assertErrorReply("plantd", await ask(c, "plantd", name, ["x"]), name, "SERVICE_UNAVAILABLE");
+    }
+    const reply = await ask(c, "plantd", "mmi.broker", ["info"]);
+    const info = JSON.parse(str(reply[3]));
+    assert.equal(info.services, server.broker.services().length);
+    assert.equal(info.services, 1);
+    assert.equal(info.workers, 1);
+  });
+});
+
+Deno.test("broker answers a request whose worker died with the next worker's reply when requeueLost is on", async () => {
+  await withBroker({ requeueLost: true }, async (server, track) => {
+    const a = await readyWorker(server, track, "plantd", "test.requeue", "worker-a");
+    const b = await readyWorker(server, track, "mdp02", "test.requeue", "worker-b");
+    const c = track(new Peer(server.endpoint, { routingId: "client-1" }));
+    await c.send(client.request("mdp01", "test.requeue", ["work"]));
+    assertFrames(
+      await a.next({ skip: heartbeats("plantd") }),
+      worker.request("plantd", "client-1", ["work"]),
+    );
+    await a.send(worker.disconnect("plantd"));
+    assertFrames(
+      await b.next({ skip: heartbeats("mdp02") }),
+      worker.request("mdp02", "client-1", ["work"]),
+    );
+    await b.send(worker.final("mdp02", "client-1", ["done"]));
+    assertFrames(await c.next(), client.reply("mdp01", true, "test.requeue", ["done"]));
+  });
+});
+
+Deno.test("broker answers a request beyond maxQueuePerService with a QUEUE_FULL error", async () => {
+  await withBroker({ maxQueuePerService: 2 }, async (server, track) => {
+    const c = track(new Peer(server.endpoint, { routingId: "client-1" }));
+    await c.send(client.request("plantd", "test.full", ["1"]));
+    await c.send(client.request("plantd", "test.full", ["2"]));
+    await c.send(client.request("mdp02", "test.full", ["3"]));
+    assertErrorReply("mdp02", await c.next(), "test.full", "QUEUE_FULL");
+    assert.equal(serviceInfo(server, "test.full")?.queued, 2);
+  });
+});
+
+Deno.test("broker answers a busy worker that keeps sending HEARTBEATs past the expiry by keeping it and forwarding its reply", async () => {
+  await withBroker(
+    { heartbeatIntervalMs: 100, heartbeatLiveness: 5, tickMs: 20 },
+    async (server, track) => {
+      const w = await readyWorker(server, track, "mdp02", "test.long", "worker-1");
+      // An idle worker whose broker heartbeats serve as the clock; it stays alive too.
+      const clock = await readyWorker(server, track, "plantd", "test.clock", "worker-clock");
+      const alive = setInterval(() => {
+        w.send(worker.heartbeat("mdp02")).catch(() => {});
+        clock.send(worker.heartbeat("plantd")).catch(() => {});
+      }, 30);
+      try {
+        const c = track(new Peer(server.endpoint, { routingId: "client-1" }));
+        await c.send(client.request("plantd", "test.long", ["slow"]));
+        assertFrames(
+          await w.next({ skip: heartbeats("mdp02") }),
+          worker.request("mdp02", "client-1", ["slow"]),
+        );
+        clock.received.splice(0);
+        // 8 broker heartbeat rounds outlast the 500 ms expiry.
+        for (let i = 0; i < 8; i++) {
+          assertFrames(await clock.next(), worker.brokerHeartbeat("plantd"));
+        }
+        assert.equal(serviceInfo(server, "test.long")?.busy, 1, "the busy worker is still known");
+        await w.send(worker.final("mdp02", "client-1", ["done"]));
+        assertFrames(await c.next(), client.reply("plantd", true, "test.long", ["done"]));
+      } finally {
+        clearInterval(alive);
+      }
+    },
+  );
+});
+
+Deno.test("broker answers mmi.broker with the same services count as org.plantd.Broker right after the last worker leaves", async () => {
+  // A long tick: the count must not depend on when idle services are pruned.
+  await withBroker({ tickMs: 60_000 }, async (server, track) => {
+    const w = await readyWorker(server, track, "plantd", "test.leaving", "worker-1");
+    await w.send(worker.disconnect("plantd"));
+    await waitFor(() => server.broker.workerCount === 0, { what: "worker gone" });
+    const c = track(new Peer(server.endpoint, { routingId: "client-1" }));
+    const info = JSON.parse(str((await ask(c, "plantd", "mmi.broker", ["info"]))[3]));
+    const listed = JSON.parse(
+      str((await ask(c, "plantd", "org.plantd.Broker", ["services", "{}"]))[3]),
+    );
+    assert.equal(listed.data.count, 0);
+    assert.equal(info.services, listed.data.count);
+    assert.equal(info.workers, 0);
+  });
 });

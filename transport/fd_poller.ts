@@ -49,6 +49,8 @@ export class FdPoller {
   #eventFd: number;
   #waiters = new Map<number, Array<() => void>>();
   #polled = new Set<number>();
+  /** Descriptors operated on while a waiter was registered: their edge may be gone. */
+  #dirty = new Set<number>();
   #running = false;
   #inFlight = false;
   #wakePending = false;
@@ -81,6 +83,8 @@ export class FdPoller {
    * watches it, that poll may have lost its edge, so it is woken to re-check.
    */
   touch(fd: number): void {
+    if (!this.#waiters.has(fd)) return;
+    this.#dirty.add(fd);
     if (this.#inFlight && this.#polled.has(fd)) this.#wake();
   }
 
@@ -109,6 +113,16 @@ export class FdPoller {
     this.#running = true;
     try {
       while (this.#waiters.size > 0) {
+        if (this.#dirty.size > 0) {
+          // Operated on since they registered: re-check before sleeping on them.
+          const woken = [...this.#dirty].flatMap((fd) => this.#waiters.get(fd) ?? []);
+          for (const fd of this.#dirty) this.#waiters.delete(fd);
+          this.#dirty.clear();
+          for (const resolve of woken) resolve();
+          await Promise.resolve();
+          await new Promise<void>((r) => queueMicrotask(r));
+          continue;
+        }
         const fds = [this.#eventFd, ...this.#waiters.keys()];
         const buffer = new ArrayBuffer(fds.length * POLLFD_SIZE);
         const view = new DataView(buffer);
@@ -118,17 +132,33 @@ export class FdPoller {
         });
         this.#polled = new Set(fds);
         this.#inFlight = true;
-        await this.#libc.poll(new Uint8Array(buffer), BigInt(fds.length), SAFETY_TIMEOUT_MS);
+        const ready = await this.#libc.poll(
+          new Uint8Array(buffer),
+          BigInt(fds.length),
+          SAFETY_TIMEOUT_MS,
+        );
         this.#inFlight = false;
         this.#polled.clear();
         if (this.#wakePending || view.getInt16(6, true) !== 0) {
           this.#libc.read(this.#eventFd, this.#drain, 8n);
           this.#wakePending = false;
         }
-        // Every waiter re-checks its socket: a wake may stand for any of them.
-        const woken = this.#waiters;
-        this.#waiters = new Map();
-        for (const list of woken.values()) for (const resolve of list) resolve();
+        // Wake the waiters whose descriptor signaled or was operated on; on the
+        // safety timeout wake everyone to re-check.
+        const woken: Array<() => void> = [];
+        for (let i = 1; i < fds.length; i++) {
+          const fd = fds[i]!;
+          const signaled = view.getInt16(i * POLLFD_SIZE + 6, true) !== 0;
+          if (ready > 0 && !signaled && !this.#dirty.has(fd)) continue;
+          // Only this poll's descriptors are settled here; a descriptor that
+          // registered and was operated on during the poll stays dirty.
+          this.#dirty.delete(fd);
+          const list = this.#waiters.get(fd);
+          if (!list) continue;
+          this.#waiters.delete(fd);
+          woken.push(...list);
+        }
+        for (const resolve of woken) resolve();
         // Let the woken receivers run and re-register before the next poll.
         await Promise.resolve();
         await new Promise<void>((r) => queueMicrotask(r));

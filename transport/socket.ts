@@ -7,22 +7,11 @@
  */
 import type * as zmq from "zeromq";
 import { type FdPoller, sharedPoller } from "./fd_poller.ts";
-import { releaseYield, yieldToEventLoop } from "./yield.ts";
 
 /** A multipart message. Frames stay bytes: identities are binary. */
 export type Frames = Uint8Array[];
 
 const ZMQ_FD = 14;
-
-/**
- * Event-loop turns a receive spends re-checking before it blocks in poll(2).
- * A blocking poll costs a thread hand-off (~28 µs here) per wake; a message
- * that is already on its way is found sooner by spinning ~100 µs, and an idle
- * socket still ends up blocked, using no CPU.
- */
-const SPIN_TURNS = 8;
-
-let openSockets = 0;
 
 /** Raised by operations on a socket after {@link ZmqSocket.close}. */
 export class SocketClosedError extends Error {
@@ -60,7 +49,6 @@ export class ZmqSocket<S extends zmq.Socket = zmq.Socket> {
     this.#fd = (raw as unknown as { getInt32Option(option: number): number }).getInt32Option(
       ZMQ_FD,
     );
-    openSockets++;
   }
 
   get closed(): boolean {
@@ -73,12 +61,10 @@ export class ZmqSocket<S extends zmq.Socket = zmq.Socket> {
     this.#receiving = true;
     try {
       const raw = this.raw as unknown as RawSocket;
-      let turns = 0;
       while (true) {
         if (this.#closed) throw new SocketClosedError();
         if (raw.readable) return await raw.receive();
-        if (turns++ < SPIN_TURNS) await yieldToEventLoop();
-        else await this.#poller.wait(this.#fd);
+        await this.#poller.wait(this.#fd);
       }
     } finally {
       this.#receiving = false;
@@ -149,6 +135,5 @@ export class ZmqSocket<S extends zmq.Socket = zmq.Socket> {
     this.#closed = true;
     this.#poller.forget(this.#fd);
     this.raw.close();
-    if (--openSockets === 0) releaseYield();
   }
 }

@@ -1,0 +1,371 @@
+/**
+ * Interop with an independent Majordomo peer outside TypeScript: a Python
+ * program on Debian's python3-zmq (tests/peers/mdp_peer.py) acting as RFC 7,
+ * RFC 18 and plantd clients and workers against a real BrokerServer.
+ *
+ * python3-zmq is required: without it these tests fail, they do not skip.
+ */
+import assert from "node:assert/strict";
+import type { BrokerServer } from "../broker/server.ts";
+import { MdpClient } from "../mdp/client.ts";
+import { type Dialect, text } from "../mdp/protocol.ts";
+import { ECHO_SERVICE, startEchoWorker } from "../workers/echo.ts";
+import { waitFor, withBroker } from "./_helpers.ts";
+
+const PYTHON = "/usr/bin/python3";
+const PEER = new URL("./peers/mdp_peer.py", import.meta.url).pathname;
+const DIALECTS: readonly Dialect[] = ["plantd", "mdp01", "mdp02"];
+const NAME: Record<Dialect, string> = {
+  plantd: "plantd",
+  mdp01: "RFC 7 (MDP/0.1)",
+  mdp02: "RFC 18 (MDP/0.2)",
+};
+
+/** One JSON line the Python peer printed. */
+interface PeerEvent {
+  event: string;
+  [key: string]: unknown;
+}
+
+function hex(bytes: Uint8Array | string): string {
+  const b = typeof bytes === "string" ? new TextEncoder().encode(bytes) : bytes;
+  return [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+let pythonChecked: Promise<void> | undefined;
+
+/** Fails (never skips) when /usr/bin/python3 cannot import zmq. */
+function requirePythonZmq(): Promise<void> {
+  pythonChecked ??= (async () => {
+    let output: Deno.CommandOutput;
+    try {
+      output = await new Deno.Command(PYTHON, {
+        args: ["-c", "import zmq; print(zmq.zmq_version())"],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+    } catch (error) {
+      throw new Error(`${PYTHON} cannot be run (${error}); install python3 and python3-zmq`);
+    }
+    if (!output.success) {
+      throw new Error(
+        `${PYTHON} cannot import zmq: install it with 'apt-get update && apt-get install -y python3-zmq'\n` +
+          new TextDecoder().decode(output.stderr),
+      );
+    }
+  })();
+  return pythonChecked;
+}
+
+/** Runs a Python client to completion and returns its events. */
+async function runPythonClient(
+  endpoint: string,
+  dialect: Dialect,
+  service: string,
+  body: string[],
+): Promise<PeerEvent[]> {
+  await requirePythonZmq();
+  const abort = new AbortController();
+  const guard = setTimeout(() => abort.abort(), 20_000);
+  try {
+    const output = await new Deno.Command(PYTHON, {
+      args: [
+        PEER,
+        "client",
+        "--endpoint",
+        endpoint,
+        "--dialect",
+        dialect,
+        "--service",
+        service,
+        "--timeout-ms",
+        "5000",
+        "--",
+        ...body,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+      signal: abort.signal,
+    }).output();
+    const stdout = new TextDecoder().decode(output.stdout);
+    const stderr = new TextDecoder().decode(output.stderr);
+    const events = stdout.split("\n").filter((l) => l.trim() !== "").map((l) =>
+      JSON.parse(l) as PeerEvent
+    );
+    assert.equal(output.code, 0, `python ${dialect} client failed: ${stdout}${stderr}`);
+    return events;
+  } finally {
+    clearTimeout(guard);
+  }
+}
+
+/** A long-running Python worker process. */
+class PythonWorker {
+  readonly events: PeerEvent[] = [];
+  readonly #child: Deno.ChildProcess;
+  readonly #stdout: Promise<void>;
+  readonly #stderr: Promise<string>;
+  #status: Deno.CommandStatus | undefined;
+
+  private constructor(child: Deno.ChildProcess) {
+    this.#child = child;
+    this.#stdout = (async () => {
+      let pending = "";
+      for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+        pending += chunk;
+        let at: number;
+        while ((at = pending.indexOf("\n")) >= 0) {
+          const line = pending.slice(0, at).trim();
+          pending = pending.slice(at + 1);
+          if (line) this.events.push(JSON.parse(line));
+        }
+      }
+    })();
+    this.#stderr = new Response(child.stderr).text();
+  }
+
+  static async start(
+    endpoint: string,
+    dialect: Dialect,
+    service: string,
+    extra: string[] = [],
+  ): Promise<PythonWorker> {
+    await requirePythonZmq();
+    const child = new Deno.Command(PYTHON, {
+      args: [
+        PEER,
+        "worker",
+        "--endpoint",
+        endpoint,
+        "--dialect",
+        dialect,
+        "--service",
+        service,
+        ...extra,
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    return new PythonWorker(child);
+  }
+
+  /** Events that report a broken contract. */
+  errors(): PeerEvent[] {
+    return this.events.filter((e) => e.event === "error");
+  }
+
+  /** Stops the worker (SIGTERM: it sends DISCONNECT) and waits for it; idempotent. */
+  async stop(): Promise<{ status: Deno.CommandStatus; stderr: string }> {
+    if (!this.#status) {
+      try {
+        this.#child.kill("SIGTERM");
+      } catch {
+        // already gone
+      }
+      const killer = setTimeout(() => {
+        try {
+          this.#child.kill("SIGKILL");
+        } catch {
+          // already gone
+        }
+      }, 5000);
+      try {
+        this.#status = await this.#child.status;
+      } finally {
+        clearTimeout(killer);
+      }
+    }
+    await this.#stdout;
+    return { status: this.#status, stderr: await this.#stderr };
+  }
+
+  close(): Promise<unknown> {
+    return this.stop();
+  }
+}
+
+function workersOf(server: BrokerServer, service: string): number {
+  return server.broker.services().find((s) => s.name === service)?.workers ?? 0;
+}
+
+/** Checks a Python worker stopped cleanly, broke no rule, and the broker heard its DISCONNECT. */
+async function stopCleanly(server: BrokerServer, worker: PythonWorker, service: string) {
+  const { status, stderr } = await worker.stop();
+  assert.equal(status.code, 0, `python worker exit: ${stderr}`);
+  assert.deepEqual(worker.errors(), [], "the python worker saw no contract violation");
+  assert.ok(worker.events.some((e) => e.event === "stopped"));
+  await waitFor(() => workersOf(server, service) === 0, {
+    what: `the broker to drop the python worker of ${service} after its DISCONNECT`,
+  });
+}
+
+const ECHO_BODY = ["echo", "hello", "wörld", "", "hex:00ff10"];
+const ECHO_REPLY_HEX = [hex("hello"), hex("wörld"), "", "00ff10"];
+
+Deno.test("interop: /usr/bin/python3 can import zmq (python3-zmq installed)", async () => {
+  await requirePythonZmq();
+});
+
+// ------------------------------------------------------------ Python clients, TS worker
+
+for (const cd of DIALECTS) {
+  Deno.test(`broker answers a Python ${NAME[cd]} client with the TS echo worker's reply in every worker dialect`, async () => {
+    await requirePythonZmq();
+    await withBroker({}, async (server, track) => {
+      for (const wd of DIALECTS) {
+        const echo = track(startEchoWorker(server.endpoint, { dialect: wd }));
+        await waitFor(() => workersOf(server, ECHO_SERVICE) === 1, { what: `${wd} echo worker` });
+        const events = await runPythonClient(server.endpoint, cd, ECHO_SERVICE, ECHO_BODY);
+        assert.equal(events.length, 1, `one final reply, no partials: ${JSON.stringify(events)}`);
+        const reply = events[0]!;
+        assert.equal(reply.event, "reply", JSON.stringify(reply));
+        assert.equal(reply.command, "FINAL");
+        assert.equal(reply.service, ECHO_SERVICE);
+        assert.deepEqual(reply.body_hex, ECHO_REPLY_HEX, `echo via a ${wd} TS worker`);
+        await echo.close();
+        await waitFor(() => workersOf(server, ECHO_SERVICE) === 0, { what: "echo worker gone" });
+      }
+    });
+  });
+}
+
+Deno.test("broker answers Python clients of every dialect asking mmi.service and a missing service", async () => {
+  await requirePythonZmq();
+  await withBroker({ requestTimeoutMs: 100, tickMs: 20 }, async (server, track) => {
+    track(startEchoWorker(server.endpoint));
+    await waitFor(() => workersOf(server, ECHO_SERVICE) === 1, { what: "echo worker" });
+    for (const cd of DIALECTS) {
+      const [found] = await runPythonClient(server.endpoint, cd, "mmi.service", [ECHO_SERVICE]);
+      assert.deepEqual(found?.body, ["200"]);
+      assert.equal(found?.service, "mmi.service");
+      const [missing] = await runPythonClient(server.endpoint, cd, "mmi.service", ["nope"]);
+      assert.deepEqual(missing?.body, ["404"]);
+      const [unavailable] = await runPythonClient(server.endpoint, cd, "test.nobody", ["x"]);
+      assert.equal(unavailable?.event, "reply");
+      const error = JSON.parse((unavailable?.body as string[])[0]!);
+      assert.equal(error.success, false);
+      assert.equal(error.mdp.code, "SERVICE_UNAVAILABLE");
+    }
+  });
+});
+
+// ------------------------------------------------------------ TS clients, Python workers
+
+for (const wd of DIALECTS) {
+  Deno.test(`broker answers the TS MdpClient in every dialect with replies from a Python ${NAME[wd]} worker`, async () => {
+    await requirePythonZmq();
+    await withBroker({}, async (server, track) => {
+      const service = `py.upper.${wd}`;
+      const partials = wd === "mdp01" ? 0 : 2;
+      const worker = track(
+        await PythonWorker.start(server.endpoint, wd, service, [
+          "--mode",
+          "upper",
+          "--partials",
+          String(partials),
+        ]),
+      );
+      await waitFor(() => workersOf(server, service) === 1, { what: `python ${wd} worker` });
+      for (const cd of DIALECTS) {
+        const client = track(new MdpClient(server.endpoint, { dialect: cd, timeoutMs: 5000 }));
+        const binary = Uint8Array.of(0x00, 0x61, 0xff);
+        const reply = await client.request(service, ["hello", "Wörld", "", binary]);
+        assert.deepEqual(reply.map(hex), [
+          hex("HELLO"),
+          hex("WöRLD"),
+          "",
+          hex(Uint8Array.of(0x00, 0x41, 0xff)),
+        ], `${cd} client, ${wd} python worker`);
+
+        const streamed: Array<{ final: boolean; body: string[] }> = [];
+        for await (const r of client.stream(service, ["abc"])) {
+          streamed.push({ final: r.final, body: r.body.map(text) });
+        }
+        // An RFC 7 client gets the final reply only.
+        const expectedPartials = cd === "mdp01" ? 0 : partials;
+        assert.deepEqual(streamed, [
+          ...Array.from({ length: expectedPartials }, (_, i) => ({
+            final: false,
+            body: [`partial-${i + 1}`],
+          })),
+          { final: true, body: ["ABC"] },
+        ], `stream: ${cd} client, ${wd} python worker`);
+        await client.close();
+      }
+      // The peer prints a request before answering it; its stdout is read asynchronously.
+      const requests = () => worker.events.filter((e) => e.event === "request");
+      await waitFor(() => requests().length === 2 * DIALECTS.length, {
+        what: "the python worker to report every request",
+      });
+      assert.deepEqual(requests()[0]?.body, ["hello", "Wörld", "", "\u0000a\ufffd"]);
+      await stopCleanly(server, worker, service);
+    });
+  });
+}
+
+// ------------------------------------------------------------ Python on both sides
+
+Deno.test("broker carries requests between Python clients and Python workers of every dialect pair", async () => {
+  await requirePythonZmq();
+  await withBroker({}, async (server, track) => {
+    const workers = new Map<Dialect, PythonWorker>();
+    for (const wd of DIALECTS) {
+      workers.set(
+        wd,
+        track(await PythonWorker.start(server.endpoint, wd, `py.echo.${wd}`, ["--partials", "1"])),
+      );
+    }
+    for (const wd of DIALECTS) {
+      await waitFor(() => workersOf(server, `py.echo.${wd}`) === 1, { what: `python ${wd}` });
+    }
+    for (const cd of DIALECTS) {
+      for (const wd of DIALECTS) {
+        const service = `py.echo.${wd}`;
+        const events = await runPythonClient(server.endpoint, cd, service, ["ping", "hex:00"]);
+        const expected: PeerEvent[] = [];
+        if (cd !== "mdp01" && wd !== "mdp01") {
+          expected.push({ event: "partial", command: "PARTIAL", body_hex: [hex("partial-1")] });
+        }
+        expected.push({ event: "reply", command: "FINAL", body_hex: [hex("ping"), "00"] });
+        assert.deepEqual(
+          events.map((e) => ({ event: e.event, command: e.command, body_hex: e.body_hex })),
+          expected,
+          `${cd} python client, ${wd} python worker`,
+        );
+        assert.ok(events.every((e) => e.service === service && e.dialect === cd));
+      }
+    }
+    for (const wd of DIALECTS) await stopCleanly(server, workers.get(wd)!, `py.echo.${wd}`);
+  });
+});
+
+Deno.test("broker answers a Python worker of every dialect with HEARTBEATs it accepts while idle", async () => {
+  await requirePythonZmq();
+  await withBroker(
+    { heartbeatIntervalMs: 100, heartbeatLiveness: 50, tickMs: 20 },
+    async (server, track) => {
+      const workers = [];
+      for (const wd of DIALECTS) {
+        workers.push(track(
+          await PythonWorker.start(server.endpoint, wd, `py.hb.${wd}`, [
+            "--heartbeat-ms",
+            "100",
+            "--liveness",
+            "50",
+          ]),
+        ));
+      }
+      for (const w of workers) {
+        await waitFor(() => w.events.filter((e) => e.event === "heartbeat").length >= 3, {
+          what: "three broker heartbeats at a python worker",
+        });
+        assert.deepEqual(w.errors(), []);
+      }
+      assert.equal(server.broker.workerCount, DIALECTS.length);
+      for (const [i, wd] of DIALECTS.entries()) {
+        await stopCleanly(server, workers[i]!, `py.hb.${wd}`);
+      }
+    },
+  );
+});
