@@ -59,6 +59,14 @@ export class Subscriber {
     }
   }
 
+  /**
+   * Also reads from `endpoint` (`@` binds): for direct PUB-SUB with several
+   * publishers. Messages from all endpoints are reported with this bus name.
+   */
+  connect(endpoint: string): string {
+    return this.#socket.attach(endpoint, "connect", "subscriber");
+  }
+
   /** Messages read so far. */
   get received(): number {
     return this.#received;

@@ -107,7 +107,7 @@ const symbols = {
 } as const;
 
 const libcSymbols = {
-  memcpy: { parameters: ["buffer", "usize", "usize"], result: "usize" },
+  memcpy: { parameters: ["buffer", "usize", "usize"], result: "void" },
 } as const;
 
 /** The libzmq functions bound here. */

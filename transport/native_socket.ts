@@ -67,6 +67,15 @@ export interface NativeSocketOptions {
 
 const SLAB_BYTES = 64 * 1024;
 
+/** Frame lengths as bigint (the FFI fast path wants bigint), cached for small sizes. */
+const LENGTHS: bigint[] = [];
+const CACHED_LENGTHS = 4096;
+
+function bigLength(n: number): bigint {
+  if (n >= CACHED_LENGTHS) return BigInt(n);
+  return LENGTHS[n] ??= BigInt(n);
+}
+
 /** Raised by operations on a socket after {@link NativeSocket.close}. */
 export class NativeSocketClosedError extends Error {
   constructor() {
@@ -107,6 +116,8 @@ export class NativeSocket {
   #size = new BigUint64Array(1);
   #sizeBytes = new Uint8Array(this.#size.buffer);
   #summary: MessageSummary = { frames: 0, bytes: 0, headLength: 0, firstFrameBytes: 0 };
+  /** Ends the wait in progress, if any (see #operated). */
+  #kick: (() => void) | undefined;
 
   constructor(type: number, options: NativeSocketOptions = {}, poller: FdPoller = sharedPoller()) {
     const zmq = libzmq();
@@ -215,8 +226,7 @@ export class NativeSocket {
     if (libzmq().zmq_setsockopt(this.#socket, option, value, BigInt(value.length)) !== 0) {
       throw new ZmqError(`zmq_setsockopt(${option})`, lastErrno());
     }
-    // Processing the option may have consumed the descriptor's edge.
-    this.#poller.touch(this.#fd);
+    this.#operated();
   }
 
   /** ZMQ_EVENTS: bit 1 readable, bit 2 writable. */
@@ -234,7 +244,7 @@ export class NativeSocket {
     this.#check();
     const flags = more ? ZMQ_DONTWAIT | ZMQ_SNDMORE : ZMQ_DONTWAIT;
     while (true) {
-      if (libzmq().zmq_send(this.#socket, data, BigInt(length), flags) >= 0) return true;
+      if (libzmq().zmq_send(this.#socket, data, bigLength(length), flags) >= 0) return true;
       const errno = lastErrno();
       if (errno === EAGAIN) return false;
       if (errno !== EINTR) throw new ZmqError("zmq_send", errno);
@@ -254,7 +264,7 @@ export class NativeSocket {
         throw new ZmqError("zmq_send (later frame)", EAGAIN);
       }
     }
-    this.#poller.touch(this.#fd);
+    this.#operated();
     return true;
   }
 
@@ -306,7 +316,7 @@ export class NativeSocket {
       if (summary.frames === 0) {
         summary.firstFrameBytes = size;
         const n = Math.min(size, head.length);
-        if (n > 0) libcMemcpy().memcpy(head, zmq.zmq_msg_data(this.#msg) as bigint, BigInt(n));
+        if (n > 0) libcMemcpy().memcpy(head, zmq.zmq_msg_data(this.#msg) as bigint, bigLength(n));
         summary.headLength = n;
       }
       summary.frames++;
@@ -329,7 +339,7 @@ export class NativeSocket {
       this.#slabUsed += size;
     }
     if (size > 0) {
-      libcMemcpy().memcpy(frame, libzmq().zmq_msg_data(this.#msg) as bigint, BigInt(size));
+      libcMemcpy().memcpy(frame, libzmq().zmq_msg_data(this.#msg) as bigint, bigLength(size));
     }
     return frame;
   }
@@ -352,7 +362,24 @@ export class NativeSocket {
     while (true) {
       this.#check();
       if ((this.events & event) !== 0) return;
-      await this.#poller.wait(this.#fd);
+      await new Promise<void>((resolve) => {
+        this.#kick = resolve;
+        this.#poller.wait(this.#fd).then(resolve);
+      });
+      this.#kick = undefined;
+    }
+  }
+
+  /**
+   * After an operation on this socket: a wait in progress may have lost
+   * ZeroMQ's edge signal to it (libzmq processes pending commands on send),
+   * so it re-checks now rather than on the poller's safety timeout.
+   */
+  #operated(): void {
+    const kick = this.#kick;
+    if (kick) {
+      this.#kick = undefined;
+      kick();
     }
   }
 
