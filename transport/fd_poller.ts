@@ -10,8 +10,10 @@
  *
  * ZMQ_FD is edge-like: any `getsockopt(ZMQ_EVENTS)` or send on a socket can
  * drain its signal. Callers therefore re-check the socket state after every
- * wake, and call {@link FdPoller.touch} after operating on a socket so an
- * in-flight poll that includes it is woken through an eventfd and re-armed.
+ * wake, and after operating on a socket that has a waiter they check whether
+ * it became ready and {@link FdPoller.release} the waiter if so. A new waiter
+ * for a descriptor the in-flight poll does not watch wakes it through an
+ * eventfd so the next poll includes it.
  *
  * @module
  */
@@ -49,8 +51,6 @@ export class FdPoller {
   #eventFd: number;
   #waiters = new Map<number, Array<() => void>>();
   #polled = new Set<number>();
-  /** Descriptors operated on while a waiter was registered: their edge may be gone. */
-  #dirty = new Set<number>();
   #running = false;
   #inFlight = false;
   #wakePending = false;
@@ -78,14 +78,30 @@ export class FdPoller {
     });
   }
 
+  /** True when something waits on `fd`. */
+  waiting(fd: number): boolean {
+    return this.#waiters.has(fd);
+  }
+
   /**
-   * Tells the poller that `fd`'s socket was operated on. If an in-flight poll
-   * watches it, that poll may have lost its edge, so it is woken to re-check.
+   * Resolves the waiters of `fd` now. A socket calls this when it finds itself
+   * ready after an operation that may have consumed ZeroMQ's edge signal (a
+   * send processes pending commands): the poll would not wake for that edge.
+   */
+  release(fd: number): void {
+    const list = this.#waiters.get(fd);
+    if (!list) return;
+    this.#waiters.delete(fd);
+    for (const resolve of list) resolve();
+  }
+
+  /**
+   * After operating on `fd`'s socket: lets its waiters re-check, since the
+   * operation may have consumed the edge their poll waits for. Sockets that can
+   * check their own readiness cheaply should prefer {@link release} when ready.
    */
   touch(fd: number): void {
-    if (!this.#waiters.has(fd)) return;
-    this.#dirty.add(fd);
-    if (this.#inFlight && this.#polled.has(fd)) this.#wake();
+    this.release(fd);
   }
 
   /** Drops every waiter of `fd` (resolving them) before its socket closes. */
@@ -113,16 +129,6 @@ export class FdPoller {
     this.#running = true;
     try {
       while (this.#waiters.size > 0) {
-        if (this.#dirty.size > 0) {
-          // Operated on since they registered: re-check before sleeping on them.
-          const woken = [...this.#dirty].flatMap((fd) => this.#waiters.get(fd) ?? []);
-          for (const fd of this.#dirty) this.#waiters.delete(fd);
-          this.#dirty.clear();
-          for (const resolve of woken) resolve();
-          await Promise.resolve();
-          await new Promise<void>((r) => queueMicrotask(r));
-          continue;
-        }
         const fds = [this.#eventFd, ...this.#waiters.keys()];
         const buffer = new ArrayBuffer(fds.length * POLLFD_SIZE);
         const view = new DataView(buffer);
@@ -143,16 +149,13 @@ export class FdPoller {
           this.#libc.read(this.#eventFd, this.#drain, 8n);
           this.#wakePending = false;
         }
-        // Wake the waiters whose descriptor signaled or was operated on; on the
-        // safety timeout wake everyone to re-check.
+        // Wake the waiters whose descriptor signaled; on the safety timeout
+        // wake everyone to re-check.
         const woken: Array<() => void> = [];
         for (let i = 1; i < fds.length; i++) {
           const fd = fds[i]!;
           const signaled = view.getInt16(i * POLLFD_SIZE + 6, true) !== 0;
-          if (ready > 0 && !signaled && !this.#dirty.has(fd)) continue;
-          // Only this poll's descriptors are settled here; a descriptor that
-          // registered and was operated on during the poll stays dirty.
-          this.#dirty.delete(fd);
+          if (ready > 0 && !signaled) continue;
           const list = this.#waiters.get(fd);
           if (!list) continue;
           this.#waiters.delete(fd);

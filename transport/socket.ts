@@ -115,7 +115,9 @@ export class ZmqSocket<S extends zmq.Socket = zmq.Socket> {
         } catch (error) {
           pending.reject(error);
         }
-        this.#poller.touch(this.#fd);
+        // The send processed pending commands and may have eaten the edge the
+        // poll waits for: if a message is there now, hand it to the receiver.
+        if (this.#poller.waiting(this.#fd) && raw.readable) this.#poller.release(this.#fd);
       }
     } finally {
       this.#sending = false;
