@@ -5,24 +5,34 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { brokerConfig, busConfig, echoConfig, stateConfig } from "./config/components.ts";
+import {
+  brokerConfig,
+  busConfig,
+  echoConfig,
+  gatewayConfig,
+  stateConfig,
+} from "./config/components.ts";
 import { ConfigError, loadConfig } from "./config/load.ts";
 import { startBroker } from "./roles/broker.ts";
 import { startBusComponent } from "./roles/bus.ts";
 import { startEcho } from "./roles/echo.ts";
+import { startGateway } from "./roles/gateway.ts";
 import { startState } from "./roles/state.ts";
 import { backupState } from "./state/backup.ts";
 import { connectableEndpoint, type Running, runningAll } from "./roles/running.ts";
+import { Registry } from "prom-client";
+import type { BrokerConfig, EchoConfig, GatewayConfig, StateConfig } from "./config/components.ts";
 import { type ConfigLogLevel, type LogFormat, logger, setupLogging } from "./telemetry/log.ts";
 
 const USAGE = `usage: main.ts <component> [--config FILE] [--key value ...]
 
 components:
-  dev      broker, echo and state workers in one process, on embedded defaults
+  dev      broker, buses, echo and state workers, gateway in one process, on embedded defaults
   broker   Majordomo broker (tcp://*:9797) and the pub/sub buses of its config
   bus      pub/sub buses alone: state 11000/11001, event 12000/12001, metric 13000/13001
   echo     org.plantd.module.Echo worker
   state    org.plantd.State key/value service (libSQL)
+  gateway  HTTP/WebSocket gateway (http://127.0.0.1:8080)
   state-backup FILE   consistent copy of the state database while it runs
 
 Every key of a component's configuration is a flag (--log-level debug), an
@@ -38,6 +48,57 @@ function devFlags(args: string[]): string[] {
     return Object.entries(values).flatMap(([flag, value]) => [`--${flag}`, String(value)]);
   } catch (error) {
     throw new ConfigError((error as Error).message);
+  }
+}
+
+/** Everything in one process on embedded defaults, sharing one metrics registry. */
+async function startDev(
+  broker: BrokerConfig,
+  echo: EchoConfig,
+  state: StateConfig,
+  gateway: GatewayConfig,
+): Promise<Running> {
+  const registry = new Registry();
+  const parts: Running[] = [];
+  try {
+    const started = await startBroker(broker, registry);
+    parts.push(started);
+    const brokerEndpoint = connectableEndpoint(started.server.endpoint);
+    parts.push(startEcho({ ...echo, broker_endpoint: brokerEndpoint }));
+    // Embedded default: the state database lives in ./data unless PLANTD_STATE_DB says otherwise.
+    const db = Deno.env.get("PLANTD_STATE_DB") ?? "data/plantd-state.db";
+    const stateBus = started.buses.set.get("state");
+    const stateRole = await startState(
+      {
+        ...state,
+        db,
+        broker_endpoint: brokerEndpoint,
+        health_port: 0,
+        bus_endpoint: stateBus ? connectableEndpoint(stateBus.frontend) : "",
+      },
+      undefined,
+      registry,
+    );
+    parts.push(stateRole);
+    const buses = Object.fromEntries(
+      started.buses.set.buses.map((bus) => [bus.name, connectableEndpoint(bus.backend)]),
+    );
+    const web = await startGateway(
+      { ...gateway, broker_endpoint: brokerEndpoint, buses },
+      () => started.buses.checks(),
+      registry,
+    );
+    parts.push(web);
+    logger("dev").info("plantd dev system up: gateway {url}, broker {endpoint}", {
+      url: web.url,
+      endpoint: started.server.endpoint,
+      buses: started.buses.set.buses.map((bus) => `${bus.name} ${bus.frontend} -> ${bus.backend}`),
+      state: db,
+    });
+    return runningAll(parts);
+  } catch (error) {
+    await runningAll(parts).close();
+    throw error;
   }
 }
 
@@ -64,6 +125,11 @@ async function start(component: string, args: string[]): Promise<Running | undef
       await setupLogging(config.log_level, config.log_format);
       return await startState(config);
     }
+    case "gateway": {
+      const config = loadConfig(gatewayConfig, { args });
+      await setupLogging(config.log_level, config.log_format);
+      return await startGateway(config);
+    }
     case "state-backup": {
       // The positional FILE is the target; the rest are the state config's flags (--db).
       const [target, ...rest] = args;
@@ -81,24 +147,9 @@ async function start(component: string, args: string[]): Promise<Running | undef
       const broker = loadConfig(brokerConfig, { args: shared });
       const echo = loadConfig(echoConfig, { args: shared });
       const state = loadConfig(stateConfig, { args: shared });
+      const gateway = loadConfig(gatewayConfig, { args: shared });
       await setupLogging(broker.log_level as ConfigLogLevel, broker.log_format as LogFormat);
-      const parts: Running[] = [];
-      const started = await startBroker(broker);
-      parts.push(started);
-      const brokerEndpoint = connectableEndpoint(started.server.endpoint);
-      parts.push(startEcho({ ...echo, broker_endpoint: brokerEndpoint }));
-      // Embedded default: the state database lives in ./data unless PLANTD_STATE_DB says otherwise.
-      const db = Deno.env.get("PLANTD_STATE_DB") ?? "data/plantd-state.db";
-      parts.push(
-        await startState({ ...state, db, broker_endpoint: brokerEndpoint, health_port: 0 }),
-      );
-      logger("dev").info("plantd dev system up: broker {endpoint}, health {health}", {
-        endpoint: started.server.endpoint,
-        health: started.healthPort
-          ? `http://${broker.health_host}:${started.healthPort}/healthz`
-          : "off",
-      });
-      return runningAll(parts);
+      return await startDev(broker, echo, state, gateway);
     }
     default:
       throw new ConfigError(`unknown component '${component}'\n${USAGE}`);

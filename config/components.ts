@@ -167,3 +167,37 @@ export const stateConfig = {
 } satisfies ComponentConfig<z.ZodObject>;
 
 export type StateConfig = z.infer<typeof stateConfig.schema>;
+
+const DEFAULT_GATEWAY_BUSES = {
+  state: "tcp://127.0.0.1:11001",
+  event: "tcp://127.0.0.1:12001",
+  metric: "tcp://127.0.0.1:13001",
+};
+
+export const gatewayConfig = {
+  name: "gateway",
+  envPrefix: "PLANTD_GATEWAY",
+  schema: z.object({
+    ...common,
+    host: z.string().min(1).default("127.0.0.1"),
+    port: port.default(8080),
+    broker_endpoint: endpoint.default("tcp://127.0.0.1:9797"),
+    /** Bus name to backend endpoint (where subscribers connect). */
+    buses: z.record(z.string().min(1), endpoint).default(() => ({ ...DEFAULT_GATEWAY_BUSES })),
+    /** Envelopes that split single-frame bus messages into topic and payload. */
+    envelopes: z.array(z.string().min(1)).default(() => [
+      "org.plantd.Metric",
+      "org.plantd.Event",
+      "org.plantd.State",
+    ]),
+    request_timeout_ms: positiveMs.default(5000),
+    max_body_bytes: z.number().int().min(1024).default(4 * 1024 * 1024),
+    /** Origins allowed to open WebSockets besides the gateway's own; "*" for any. */
+    allowed_origins: z.array(z.string().min(1)).default(() => []),
+    ws_max_buffered_bytes: z.number().int().min(1024).default(4 * 1024 * 1024),
+    ws_max_message_bytes: z.number().int().min(256).default(64 * 1024),
+    ws_max_subscriptions: z.number().int().min(1).default(256),
+  }),
+} satisfies ComponentConfig<z.ZodObject>;
+
+export type GatewayConfig = z.infer<typeof gatewayConfig.schema>;

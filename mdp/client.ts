@@ -141,7 +141,14 @@ export class MdpClient {
       wake?.();
     };
     // Once a partial reply has arrived a retry would repeat it: stream without retries.
-    this.#attempt(service, toFrames(body), options.timeoutMs ?? this.#timeoutMs, 1, onPartial)
+    this.#attempt(
+      service,
+      toFrames(body),
+      options.timeoutMs ?? this.#timeoutMs,
+      1,
+      onPartial,
+      options.signal,
+    )
       .then((final) => queue.push({ final: true, body: final }), (error) => failure = error)
       .finally(() => {
         done = true;

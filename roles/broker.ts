@@ -4,7 +4,8 @@
  *
  * @module
  */
-import { collectDefaultMetrics, Registry } from "prom-client";
+import { Registry } from "prom-client";
+import { processMetrics } from "../telemetry/process_metrics.ts";
 import { BrokerServer } from "../broker/server.ts";
 import type { BrokerConfig } from "../config/components.ts";
 import { brokerMetrics } from "../telemetry/broker_metrics.ts";
@@ -17,9 +18,9 @@ import type { Running } from "./running.ts";
 export async function startBroker(
   config: BrokerConfig,
   registry: Registry = new Registry(),
-): Promise<Running & { server: BrokerServer; healthPort: number }> {
+): Promise<Running & { server: BrokerServer; buses: RunningBuses; healthPort: number }> {
   const log = logger("broker");
-  collectDefaultMetrics({ register: registry });
+  processMetrics(registry);
   // The metrics read the broker once it exists; it is created after them.
   const holder: { server?: BrokerServer } = {};
   const metrics = brokerMetrics(registry, () => holder.server?.broker);
@@ -60,6 +61,7 @@ export async function startBroker(
   });
   return {
     server,
+    buses,
     healthPort: health.port,
     async close() {
       await health.close();

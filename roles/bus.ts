@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { collectDefaultMetrics, Registry } from "prom-client";
+import { Registry } from "prom-client";
+import { processMetrics } from "../telemetry/process_metrics.ts";
 import { type BusOptions, BusSet } from "../bus/bus.ts";
 import type { BusComponentConfig, BusConfig } from "../config/components.ts";
 import { busMetrics } from "../telemetry/bus_metrics.ts";
@@ -97,7 +98,7 @@ export async function startBusComponent(
   config: BusComponentConfig,
   registry: Registry = new Registry(),
 ): Promise<RunningBuses & { healthPort: number }> {
-  collectDefaultMetrics({ register: registry });
+  processMetrics(registry);
   const buses = await startBuses(config.buses, registry);
   let health: Running & { port: number };
   try {

@@ -3,8 +3,10 @@
  *
  * @module
  */
-import { collectDefaultMetrics, Registry } from "prom-client";
+import { Registry } from "prom-client";
+import { processMetrics } from "../telemetry/process_metrics.ts";
 import type { StateConfig } from "../config/components.ts";
+import { Publisher } from "../bus/publisher.ts";
 import { type ChangeSink, publishChanges } from "../state/changes.ts";
 import { openStateDatabase } from "../state/db.ts";
 import { StateOperations } from "../state/operations.ts";
@@ -22,16 +24,21 @@ export async function startState(
   registry: Registry = new Registry(),
 ): Promise<Running & { store: StateStore }> {
   const log = logger("state");
-  collectDefaultMetrics({ register: registry });
+  processMetrics(registry);
   const metrics = stateMetrics(registry);
   const open = await openStateDatabase({
     location: config.db,
     authToken: config.db_auth_token,
     synchronous: config.synchronous,
   });
+  // Changes go to the state bus as [scope, json] unless the caller takes them.
+  const publisher = !changes && config.bus_endpoint !== ""
+    ? new Publisher(config.bus_endpoint, { form: "frames", sendHighWaterMark: 100_000 })
+    : undefined;
+  const sink = changes ?? publisher;
   const store = await StateStore.load(open, {
     onCommit: metrics.commit,
-    onChanges: changes ? (list) => publishChanges(changes, list) : undefined,
+    onChanges: sink ? (list) => publishChanges(sink, list) : undefined,
   });
   const operations = new StateOperations(store, { maxValueBytes: config.max_value_bytes }, metrics);
   const worker = startStateWorker(config.broker_endpoint, operations, {
@@ -63,6 +70,7 @@ export async function startState(
     db: open.url,
     endpoint: config.broker_endpoint,
     scopes: store.scopes().length,
+    changes: publisher ? publisher.endpoint : changes ? "in process" : "off",
     health: health.port ? `http://${config.health_host}:${health.port}/healthz` : "off",
   });
   return {
@@ -71,6 +79,7 @@ export async function startState(
       await health.close();
       await worker.close();
       await store.close();
+      await publisher?.close();
       log.info("state service stopped");
     },
   };

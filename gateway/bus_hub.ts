@@ -1,0 +1,126 @@
+/**
+ * One subscriber per bus for the whole gateway, shared by every WebSocket:
+ * the first listener of a (bus, prefix) subscribes upstream, the last one to
+ * leave unsubscribes, and each message is handed to every listener whose
+ * prefix it matches.
+ *
+ * @module
+ */
+import type { BusMessage } from "../bus/envelope.ts";
+import { Subscriber } from "../bus/subscriber.ts";
+
+/** Receives the messages of one subscription. */
+export type Listener = (message: BusMessage) => void;
+
+const encoder = new TextEncoder();
+
+function startsWith(bytes: Uint8Array, prefix: Uint8Array, offset = 0): boolean {
+  if (bytes.length - offset < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (bytes[offset + i] !== prefix[i]) return false;
+  return true;
+}
+
+interface Route {
+  bytes: Uint8Array;
+  listeners: Set<Listener>;
+}
+
+class BusFeed {
+  readonly subscriber: Subscriber;
+  readonly routes = new Map<string, Route>();
+  #pump: Promise<void>;
+
+  constructor(readonly name: string, endpoint: string, envelopes: string[]) {
+    this.subscriber = new Subscriber(endpoint, {
+      bus: name,
+      envelopes,
+      receiveHighWaterMark: 100_000,
+    });
+    this.#pump = this.#run();
+  }
+
+  async #run(): Promise<void> {
+    while (!this.subscriber.closed) {
+      let batch: BusMessage[];
+      try {
+        batch = await this.subscriber.receiveBatch(1024);
+      } catch {
+        return; // closed
+      }
+      for (const message of batch) this.#dispatch(message);
+    }
+  }
+
+  #dispatch(message: BusMessage): void {
+    // The message matches a prefix when its first frame starts with it: topic
+    // (and, in the single-frame form, the payload after it) as sent.
+    const topic = encoder.encode(message.topic);
+    for (const route of this.routes.values()) {
+      const prefix = route.bytes;
+      let matches: boolean;
+      if (prefix.length <= topic.length) matches = startsWith(topic, prefix);
+      else {
+        matches = message.form === "single" &&
+          startsWith(topic, prefix.subarray(0, topic.length)) &&
+          startsWith(message.payload, prefix.subarray(topic.length));
+      }
+      if (!matches) continue;
+      for (const listener of route.listeners) listener(message);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.subscriber.close();
+    await this.#pump;
+  }
+}
+
+/** The gateway's bus subscriptions. */
+export class BusHub {
+  #feeds = new Map<string, BusFeed>();
+
+  /** `buses`: name to backend endpoint. `envelopes` help split single-frame messages. */
+  constructor(buses: Record<string, string>, envelopes: string[] = []) {
+    for (const [name, endpoint] of Object.entries(buses)) {
+      this.#feeds.set(name, new BusFeed(name, endpoint, envelopes));
+    }
+  }
+
+  get buses(): string[] {
+    return [...this.#feeds.keys()];
+  }
+
+  /** Listens to `prefix` on `bus`; returns the function that stops listening. */
+  listen(bus: string, prefix: string, listener: Listener): () => void {
+    const feed = this.#feeds.get(bus);
+    if (!feed) throw new RangeError(`Unknown bus '${bus}'`);
+    let route = feed.routes.get(prefix);
+    if (!route) {
+      route = { bytes: encoder.encode(prefix), listeners: new Set() };
+      feed.routes.set(prefix, route);
+      feed.subscriber.subscribe(prefix);
+    }
+    route.listeners.add(listener);
+    const current = route;
+    return () => {
+      if (!current.listeners.delete(listener)) return;
+      if (current.listeners.size === 0) {
+        feed.routes.delete(prefix);
+        feed.subscriber.unsubscribe(prefix);
+      }
+    };
+  }
+
+  /** Listeners across all buses, for metrics. */
+  get listeners(): number {
+    let n = 0;
+    for (const feed of this.#feeds.values()) {
+      for (const route of feed.routes.values()) n += route.listeners.size;
+    }
+    return n;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.#feeds.values()].map((f) => f.close()));
+  }
+}

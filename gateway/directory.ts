@@ -1,0 +1,102 @@
+/**
+ * What the broker says about its services, refreshed in the background, so
+ * the gateway can answer 503 at once for a service nobody serves and report
+ * the broker's and workers' health without a round trip per request.
+ *
+ * @module
+ */
+import type { ServiceInfo } from "../broker/broker.ts";
+import { text } from "../mdp/protocol.ts";
+import type { Frames } from "../transport/socket.ts";
+import { ApiError } from "./errors.ts";
+
+/** Sends one Majordomo request and returns the final body. */
+export type Call = (service: string, body: string[], timeoutMs?: number) => Promise<Frames>;
+
+/** Options of {@link ServiceDirectory}. */
+export interface DirectoryOptions {
+  /** How often to ask the broker. @default 1000 */
+  refreshMs?: number;
+  /** Timeout of one refresh. @default 1000 */
+  timeoutMs?: number;
+}
+
+/** The broker's list of services, kept fresh. */
+export class ServiceDirectory {
+  #call: Call;
+  #refreshMs: number;
+  #timeoutMs: number;
+  #services = new Map<string, ServiceInfo>();
+  #lastOk = 0;
+  #lastError = "not asked yet";
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #refreshing: Promise<void> | undefined;
+
+  constructor(call: Call, options: DirectoryOptions = {}) {
+    this.#call = call;
+    this.#refreshMs = options.refreshMs ?? 1000;
+    this.#timeoutMs = options.timeoutMs ?? 1000;
+  }
+
+  /** Starts refreshing; resolves after the first answer (or its failure). */
+  async start(): Promise<void> {
+    this.#timer = setInterval(() => this.refresh(), this.#refreshMs);
+    await this.refresh();
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+
+  /** Asks the broker now (one request at a time). */
+  refresh(): Promise<void> {
+    this.#refreshing ??= this.#ask().finally(() => this.#refreshing = undefined);
+    return this.#refreshing;
+  }
+
+  async #ask(): Promise<void> {
+    try {
+      const [reply] = await this.#call("org.plantd.Broker", ["services", "{}"], this.#timeoutMs);
+      const parsed = JSON.parse(text(reply!));
+      if (!parsed.success) throw new Error(String(parsed.error));
+      this.#services = new Map(
+        (parsed.data.services as ServiceInfo[]).map((s) => [s.name, s]),
+      );
+      this.#lastOk = Date.now();
+    } catch (error) {
+      this.#lastError = error instanceof Error ? error.message : String(error);
+    }
+  }
+
+  /** True when the broker answered within three refresh periods. */
+  get brokerReachable(): boolean {
+    return Date.now() - this.#lastOk < this.#refreshMs * 3 + this.#timeoutMs;
+  }
+
+  get lastError(): string {
+    return this.#lastError;
+  }
+
+  get lastOk(): number {
+    return this.#lastOk;
+  }
+
+  services(): ServiceInfo[] {
+    return [...this.#services.values()];
+  }
+
+  workers(service: string): number {
+    return this.#services.get(service)?.workers ?? 0;
+  }
+
+  /**
+   * Fails fast with 503 when the broker is reachable and knows no worker for
+   * `service`. When the broker is not reachable the request is tried anyway
+   * and its own timeout decides.
+   */
+  require(service: string): void {
+    if (this.brokerReachable && this.workers(service) === 0) {
+      throw new ApiError("SERVICE_UNAVAILABLE", `No worker serves '${service}'`, { service });
+    }
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * The gateway's one error type and its mapping from Majordomo errors: every
+ * error reaches clients as JSON `{"error":{"code","message"}}` with an HTTP
+ * status that means something.
+ *
+ * @module
+ */
+import { HTTPException } from "hono/http-exception";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import {
+  MdpBrokerError,
+  MdpClosedError,
+  MdpServiceUnavailableError,
+  MdpTimeoutError,
+} from "../mdp/errors.ts";
+
+/** Stable error codes of the REST and WebSocket API. */
+export type ApiErrorCode =
+  | "BAD_REQUEST"
+  | "NOT_FOUND"
+  | "SCOPE_NOT_FOUND"
+  | "KEY_NOT_FOUND"
+  | "SCOPE_EXISTS"
+  | "REVISION_CONFLICT"
+  | "PAYLOAD_TOO_LARGE"
+  | "SERVICE_UNAVAILABLE"
+  | "TIMEOUT"
+  | "UPSTREAM_ERROR"
+  | "INTERNAL";
+
+const STATUS: Record<ApiErrorCode, ContentfulStatusCode> = {
+  BAD_REQUEST: 400,
+  NOT_FOUND: 404,
+  SCOPE_NOT_FOUND: 404,
+  KEY_NOT_FOUND: 404,
+  SCOPE_EXISTS: 409,
+  REVISION_CONFLICT: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  SERVICE_UNAVAILABLE: 503,
+  TIMEOUT: 504,
+  UPSTREAM_ERROR: 502,
+  INTERNAL: 500,
+};
+
+/** An error with a stable code, rendered as JSON by the app's error handler. */
+export class ApiError extends HTTPException {
+  readonly code: ApiErrorCode;
+  readonly details?: Record<string, unknown>;
+  constructor(code: ApiErrorCode, message: string, details?: Record<string, unknown>) {
+    super(STATUS[code], { message });
+    this.name = "ApiError";
+    this.code = code;
+    this.details = details;
+  }
+
+  body(): { error: { code: ApiErrorCode; message: string } & Record<string, unknown> } {
+    return { error: { code: this.code, message: this.message, ...this.details } };
+  }
+}
+
+/** Turns anything thrown while serving a request into an {@link ApiError}. */
+export function toApiError(error: unknown): ApiError {
+  if (error instanceof ApiError) return error;
+  if (error instanceof MdpTimeoutError) {
+    return new ApiError("TIMEOUT", error.message, { service: error.service });
+  }
+  if (error instanceof MdpServiceUnavailableError) {
+    return new ApiError("SERVICE_UNAVAILABLE", error.message, { service: error.service });
+  }
+  if (error instanceof MdpBrokerError) {
+    return new ApiError(
+      error.code === "QUEUE_FULL" || error.code === "SHUTTING_DOWN"
+        ? "SERVICE_UNAVAILABLE"
+        : "UPSTREAM_ERROR",
+      error.message,
+      { service: error.service, upstream_code: error.code },
+    );
+  }
+  if (error instanceof MdpClosedError) return new ApiError("SERVICE_UNAVAILABLE", error.message);
+  if (error instanceof HTTPException) {
+    const status = error.status;
+    const code: ApiErrorCode = status === 413
+      ? "PAYLOAD_TOO_LARGE"
+      : status === 404
+      ? "NOT_FOUND"
+      : status >= 500
+      ? "INTERNAL"
+      : "BAD_REQUEST";
+    return new ApiError(code, error.message || "Bad request");
+  }
+  return new ApiError("INTERNAL", "Internal error");
+}

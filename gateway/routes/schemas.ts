@@ -1,0 +1,35 @@
+/**
+ * Schemas shared by the REST routes.
+ *
+ * @module
+ */
+import { z } from "@hono/zod-openapi";
+
+/** Every error body: `{"error":{"code","message",…}}`. */
+export const ErrorSchema = z.object({
+  error: z.object({
+    code: z.string().openapi({ example: "SCOPE_NOT_FOUND" }),
+    message: z.string(),
+  }).passthrough(),
+}).openapi("Error");
+
+const MEANING: Record<number, string> = {
+  400: "Bad input",
+  404: "Scope or key not found",
+  409: "Scope exists already, or revision conflict",
+  413: "Value or body too large",
+  429: "Rate limited",
+  502: "The service answered with an error",
+  503: "No worker serves the service",
+  504: "The service did not answer in time",
+};
+
+/** OpenAPI entries for the given error statuses. */
+export function errorResponses(...statuses: number[]) {
+  return Object.fromEntries(
+    statuses.map((status) => [status, {
+      description: MEANING[status] ?? "Error",
+      content: { "application/json": { schema: ErrorSchema } },
+    }]),
+  );
+}

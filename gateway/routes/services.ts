@@ -1,0 +1,117 @@
+/**
+ * `/api/services`: the broker's services, and a generic bridge that sends any
+ * Majordomo request: the JSON body becomes the request frame after the
+ * operation; reply frames come back as text, parsed JSON when they are JSON,
+ * and base64 when they are not UTF-8.
+ *
+ * @module
+ */
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import type { Frames } from "../../transport/socket.ts";
+import type { Call, ServiceDirectory } from "../directory.ts";
+import { ApiError } from "../errors.ts";
+import { errorResponses } from "./schemas.ts";
+
+const ServiceInfoSchema = z.object({
+  name: z.string(),
+  workers: z.number().int(),
+  idle: z.number().int(),
+  busy: z.number().int(),
+  queued: z.number().int(),
+}).openapi("ServiceInfo");
+
+const FrameSchema = z.object({
+  text: z.string().optional(),
+  json: z.unknown().optional(),
+  base64: z.string().optional(),
+}).openapi("Frame");
+
+const listServices = createRoute({
+  method: "get",
+  path: "/api/services",
+  summary: "Services known to the broker, with worker counts and queue depths",
+  responses: {
+    200: {
+      description: "Services",
+      content: {
+        "application/json": {
+          schema: z.object({ count: z.number().int(), services: z.array(ServiceInfoSchema) }),
+        },
+      },
+    },
+    ...errorResponses(503, 504),
+  },
+});
+
+const callService = createRoute({
+  method: "post",
+  path: "/api/services/{service}/{operation}",
+  summary: "Send a Majordomo request: body frames [operation, JSON body]",
+  request: {
+    params: z.object({
+      service: z.string().min(1).max(255).openapi({ param: { name: "service", in: "path" } }),
+      operation: z.string().min(1).max(255).openapi({ param: { name: "operation", in: "path" } }),
+    }),
+    query: z.object({
+      timeout_ms: z.coerce.number().int().min(1).max(300_000).optional(),
+    }),
+  },
+  responses: {
+    200: {
+      description: "The final reply's frames",
+      content: {
+        "application/json": {
+          schema: z.object({ service: z.string(), frames: z.array(FrameSchema) }),
+        },
+      },
+    },
+    ...errorResponses(400, 502, 503, 504),
+  },
+});
+
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** A reply frame as JSON: text when UTF-8 (plus the parsed value when JSON), else base64. */
+export function frameToJson(frame: Uint8Array): z.infer<typeof FrameSchema> {
+  let text: string;
+  try {
+    text = decoder.decode(frame);
+  } catch {
+    let binary = "";
+    for (const byte of frame) binary += String.fromCharCode(byte);
+    return { base64: btoa(binary) };
+  }
+  try {
+    return { text, json: JSON.parse(text) };
+  } catch {
+    return { text };
+  }
+}
+
+/** Adds the services routes to `app`. */
+export function servicesRoutes(app: OpenAPIHono, call: Call, directory: ServiceDirectory): void {
+  app.openapi(listServices, async (c) => {
+    await directory.refresh();
+    if (!directory.brokerReachable) {
+      throw new ApiError("SERVICE_UNAVAILABLE", `Broker not reachable: ${directory.lastError}`);
+    }
+    const services = directory.services().sort((a, b) => a.name.localeCompare(b.name));
+    return c.json({ count: services.length, services }, 200);
+  });
+
+  app.openapi(callService, async (c) => {
+    const { service, operation } = c.req.valid("param");
+    const { timeout_ms } = c.req.valid("query");
+    const raw = await c.req.text();
+    if (raw !== "") {
+      try {
+        JSON.parse(raw);
+      } catch {
+        throw new ApiError("BAD_REQUEST", "Body is not valid JSON");
+      }
+    }
+    if (!service.startsWith("mmi.") && service !== "org.plantd.Broker") directory.require(service);
+    const frames: Frames = await call(service, [operation, raw === "" ? "{}" : raw], timeout_ms);
+    return c.json({ service, frames: frames.map(frameToJson) }, 200);
+  });
+}

@@ -1,0 +1,264 @@
+/**
+ * `/api/state`: the state store over REST. Scopes and keys are path segments
+ * (URL-encoded as needed); values are strings, sent as JSON `{"value": "…"}`
+ * or as a `text/plain` body. `If-Match: <revision>` makes a PUT a
+ * compare-and-set; revisions also come back as ETags.
+ *
+ * @module
+ */
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import type { HonoRequest } from "hono";
+import { ApiError } from "../errors.ts";
+import type { StateApi } from "../state_api.ts";
+import { errorResponses } from "./schemas.ts";
+
+const name = (what: string) =>
+  z.string().min(1).max(1024).regex(
+    // deno-lint-ignore no-control-regex
+    /^[^\u0000-\u001f]+$/,
+    `${what} must not contain control characters`,
+  );
+const Scope = name("scope").openapi({ param: { name: "scope", in: "path" }, example: "plant" });
+const Key = name("key").openapi({ param: { name: "key", in: "path" }, example: "setpoint" });
+
+const EntrySchema = z.object({
+  scope: z.string(),
+  key: z.string(),
+  value: z.string(),
+  revision: z.number().int(),
+  updated_at: z.number().int().openapi({ description: "ms since the epoch" }),
+}).openapi("Entry");
+
+const ValueBody = z.object({ value: z.string() }).openapi("ValueBody");
+const IfMatch = z.object({
+  "if-match": z.string().regex(/^"?\d+"?$/, "If-Match must be a revision number").optional()
+    .openapi({ description: "Revision the key must have now (0: must not exist)" }),
+});
+
+const json = <T extends z.ZodType>(schema: T, description: string) => ({
+  description,
+  content: { "application/json": { schema } },
+});
+
+const listScopes = createRoute({
+  method: "get",
+  path: "/api/state",
+  summary: "List scopes",
+  responses: {
+    200: json(z.object({ count: z.number().int(), scopes: z.array(z.string()) }), "Scopes"),
+    ...errorResponses(503, 504),
+  },
+});
+
+const listKeys = createRoute({
+  method: "get",
+  path: "/api/state/{scope}",
+  summary: "List the keys of a scope, or read several keys with ?keys=a,b",
+  request: {
+    params: z.object({ scope: Scope }),
+    query: z.object({
+      keys: z.string().optional().openapi({ description: "Comma-separated keys to read" }),
+    }),
+  },
+  responses: {
+    200: json(
+      z.object({
+        scope: z.string(),
+        count: z.number().int().optional(),
+        keys: z.array(z.string()).optional(),
+        entries: z.record(z.string(), EntrySchema.nullable()).optional(),
+      }),
+      "Keys, or entries when ?keys= is given",
+    ),
+    ...errorResponses(400, 404, 503, 504),
+  },
+});
+
+const createScope = createRoute({
+  method: "put",
+  path: "/api/state/{scope}",
+  summary: "Create a scope",
+  request: { params: z.object({ scope: Scope }) },
+  responses: {
+    201: json(z.object({ scope: z.string(), status: z.literal("created") }), "Created"),
+    ...errorResponses(400, 409, 503, 504),
+  },
+});
+
+const setMany = createRoute({
+  method: "post",
+  path: "/api/state/{scope}",
+  summary: "Set several keys at once (atomic)",
+  request: {
+    params: z.object({ scope: Scope }),
+    body: {
+      content: {
+        "application/json": {
+          schema: z.object({ entries: z.record(name("key"), z.string()) }).openapi("SetMany"),
+        },
+      },
+      required: true,
+    },
+  },
+  responses: {
+    200: json(
+      z.object({ scope: z.string(), revisions: z.record(z.string(), z.number().int()) }),
+      "New revisions",
+    ),
+    ...errorResponses(400, 413, 503, 504),
+  },
+});
+
+const deleteScope = createRoute({
+  method: "delete",
+  path: "/api/state/{scope}",
+  summary: "Delete a scope and its keys",
+  request: { params: z.object({ scope: Scope }) },
+  responses: {
+    200: json(z.object({ scope: z.string(), status: z.literal("deleted") }), "Deleted"),
+    ...errorResponses(400, 404, 503, 504),
+  },
+});
+
+const getKey = createRoute({
+  method: "get",
+  path: "/api/state/{scope}/{key}",
+  summary: "Read a key",
+  request: { params: z.object({ scope: Scope, key: Key }) },
+  responses: {
+    200: json(EntrySchema, "The value with its revision (also in ETag)"),
+    ...errorResponses(400, 404, 503, 504),
+  },
+});
+
+const putKey = createRoute({
+  method: "put",
+  path: "/api/state/{scope}/{key}",
+  summary: "Write a key (creates the scope if needed); If-Match makes it compare-and-set",
+  request: {
+    params: z.object({ scope: Scope, key: Key }),
+    headers: IfMatch,
+    body: {
+      description: 'The value: JSON `{"value": "…"}` or the text itself',
+      content: {
+        "application/json": { schema: ValueBody },
+        "text/plain": { schema: z.string() },
+      },
+      // Not marked required: the validator would then demand JSON of text bodies.
+      required: false,
+    },
+  },
+  responses: {
+    200: json(EntrySchema.omit({ updated_at: true }), "Written"),
+    ...errorResponses(400, 409, 413, 503, 504),
+  },
+});
+
+const deleteKey = createRoute({
+  method: "delete",
+  path: "/api/state/{scope}/{key}",
+  summary: "Delete a key",
+  request: { params: z.object({ scope: Scope, key: Key }) },
+  responses: {
+    200: json(
+      z.object({ scope: z.string(), key: z.string(), status: z.literal("deleted") }),
+      "Deleted",
+    ),
+    ...errorResponses(400, 404, 503, 504),
+  },
+});
+
+/**
+ * The value of a PUT: `{"value": "…"}` for JSON (already validated by the
+ * route), else the body as text. Hono caches the body, so reading it again
+ * after validation is fine.
+ */
+async function readValue(request: HonoRequest): Promise<string> {
+  const type = request.header("content-type") ?? "";
+  if (type.startsWith("application/json")) {
+    const parsed = ValueBody.safeParse(await request.json().catch(() => undefined));
+    if (!parsed.success) throw new ApiError("BAD_REQUEST", 'Body must be {"value": "<string>"}');
+    return parsed.data.value;
+  }
+  if (type === "" || type.startsWith("text/plain")) return await request.text();
+  throw new ApiError(
+    "BAD_REQUEST",
+    `Unsupported content type '${type}': use application/json or text/plain`,
+  );
+}
+
+/** Adds the state routes to `app`. */
+export function stateRoutes(app: OpenAPIHono, state: StateApi): void {
+  app.openapi(listScopes, async (c) => {
+    const scopes = await state.listScopes();
+    return c.json({ count: scopes.length, scopes }, 200);
+  });
+
+  app.openapi(listKeys, async (c) => {
+    const { scope } = c.req.valid("param");
+    const { keys } = c.req.valid("query");
+    if (keys !== undefined) {
+      const wanted = keys.split(",").filter((k) => k !== "");
+      if (wanted.length === 0) throw new ApiError("BAD_REQUEST", "?keys= names no key");
+      const found = await state.getMany(scope, wanted);
+      const entries: Record<string, z.infer<typeof EntrySchema> | null> = {};
+      for (const [key, entry] of Object.entries(found)) {
+        entries[key] = entry ? { scope, key, ...entry } : null;
+      }
+      return c.json({ scope, entries }, 200);
+    }
+    const list = await state.listKeys(scope);
+    return c.json({ scope, count: list.length, keys: list }, 200);
+  });
+
+  app.openapi(createScope, async (c) => {
+    const { scope } = c.req.valid("param");
+    await state.createScope(scope);
+    return c.json({ scope, status: "created" as const }, 201);
+  });
+
+  app.openapi(setMany, async (c) => {
+    const { scope } = c.req.valid("param");
+    const { entries } = c.req.valid("json");
+    if (Object.keys(entries).length === 0) throw new ApiError("BAD_REQUEST", "entries is empty");
+    const revisions = await state.setMany(scope, entries);
+    return c.json({ scope, revisions }, 200);
+  });
+
+  app.openapi(deleteScope, async (c) => {
+    const { scope } = c.req.valid("param");
+    await state.deleteScope(scope);
+    return c.json({ scope, status: "deleted" as const }, 200);
+  });
+
+  app.openapi(getKey, async (c) => {
+    const { scope, key } = c.req.valid("param");
+    const entry = (await state.getMany(scope, [key]))[key];
+    if (!entry) {
+      throw new ApiError("KEY_NOT_FOUND", `Key '${key}' does not exist in scope '${scope}'`);
+    }
+    c.header("etag", `"${entry.revision}"`);
+    return c.json({ scope, key, ...entry }, 200);
+  });
+
+  app.openapi(putKey, async (c) => {
+    const { scope, key } = c.req.valid("param");
+    const ifMatch = c.req.valid("header")["if-match"];
+    const expected = ifMatch === undefined ? undefined : Number(ifMatch.replaceAll('"', ""));
+    const value = await readValue(c.req);
+    const revision = await state.set(scope, key, value, expected);
+    c.header("etag", `"${revision}"`);
+    return c.json({ scope, key, value, revision }, 200);
+  });
+
+  app.openapi(deleteKey, async (c) => {
+    const { scope, key } = c.req.valid("param");
+    // Go plantd's delete answers "deleted" for a missing key; REST says 404.
+    const entry = (await state.getMany(scope, [key]))[key];
+    if (!entry) {
+      throw new ApiError("KEY_NOT_FOUND", `Key '${key}' does not exist in scope '${scope}'`);
+    }
+    await state.delete(scope, key);
+    return c.json({ scope, key, status: "deleted" as const }, 200);
+  });
+}

@@ -1,0 +1,109 @@
+/**
+ * org.plantd.State over Majordomo, for the gateway: each method sends one
+ * state operation and turns the service's reply (Go plantd's texts) into data
+ * or an {@link ApiError}.
+ *
+ * @module
+ */
+import { text } from "../mdp/protocol.ts";
+import { STATE_SERVICE } from "../state/operations.ts";
+import type { Call, ServiceDirectory } from "./directory.ts";
+import { ApiError } from "./errors.ts";
+
+/** A key's value with its revision and update time (ms since the epoch). */
+export interface StateEntry {
+  value: string;
+  revision: number;
+  updated_at: number;
+}
+
+interface Reply {
+  success?: boolean;
+  error?: string;
+  data?: Record<string, unknown>;
+}
+
+function failure(error: string, data?: Record<string, unknown>): ApiError {
+  if (/^Scope '.*' does not exist$/s.test(error)) return new ApiError("SCOPE_NOT_FOUND", error);
+  if (/^Scope '.*' already exists$/s.test(error)) return new ApiError("SCOPE_EXISTS", error);
+  if (error.startsWith("Revision mismatch")) {
+    return new ApiError("REVISION_CONFLICT", error, {
+      current_revision: data?.current_revision,
+    });
+  }
+  if (/^Value for key '.*' is \d+ bytes/s.test(error)) {
+    return new ApiError("PAYLOAD_TOO_LARGE", error);
+  }
+  if (error.startsWith("Operation failed:")) {
+    return new ApiError("BAD_REQUEST", error.slice("Operation failed: ".length));
+  }
+  return new ApiError("UPSTREAM_ERROR", error);
+}
+
+/** State operations for the REST routes. */
+export class StateApi {
+  #call: Call;
+  #directory: ServiceDirectory;
+
+  constructor(call: Call, directory: ServiceDirectory) {
+    this.#call = call;
+    this.#directory = directory;
+  }
+
+  async #op(operation: string, request: Record<string, unknown>): Promise<Record<string, unknown>> {
+    this.#directory.require(STATE_SERVICE);
+    const [frame] = await this.#call(STATE_SERVICE, [operation, JSON.stringify(request)]);
+    let reply: Reply;
+    try {
+      reply = JSON.parse(text(frame ?? new Uint8Array()));
+    } catch {
+      throw new ApiError("UPSTREAM_ERROR", "The state service sent a reply that is not JSON");
+    }
+    if (reply.success === true) return reply.data ?? {};
+    throw failure(String(reply.error ?? "unknown state error"), reply.data);
+  }
+
+  async listScopes(): Promise<string[]> {
+    return (await this.#op("list-scopes", {})).scopes as string[];
+  }
+
+  async listKeys(scope: string): Promise<string[]> {
+    return (await this.#op("list-keys", { service: scope })).keys as string[];
+  }
+
+  async createScope(scope: string): Promise<void> {
+    await this.#op("create-scope", { service: scope });
+  }
+
+  async deleteScope(scope: string): Promise<void> {
+    await this.#op("delete-scope", { service: scope });
+  }
+
+  async getMany(scope: string, keys: string[]): Promise<Record<string, StateEntry | null>> {
+    return (await this.#op("state-get-many", { service: scope, keys })).entries as Record<
+      string,
+      StateEntry | null
+    >;
+  }
+
+  /** Sets one key; with `expected`, only if its revision is that now. Returns the new revision. */
+  async set(scope: string, key: string, value: string, expected?: number): Promise<number> {
+    if (expected !== undefined) {
+      const data = await this.#op("state-cas", { service: scope, key, value, revision: expected });
+      return data.revision as number;
+    }
+    const data = await this.#op("state-set-many", { service: scope, entries: { [key]: value } });
+    return (data.revisions as Record<string, number>)[key]!;
+  }
+
+  async setMany(scope: string, entries: Record<string, string>): Promise<Record<string, number>> {
+    return (await this.#op("state-set-many", { service: scope, entries })).revisions as Record<
+      string,
+      number
+    >;
+  }
+
+  async delete(scope: string, key: string): Promise<void> {
+    await this.#op("delete", { service: scope, key });
+  }
+}

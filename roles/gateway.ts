@@ -1,0 +1,138 @@
+/**
+ * `main.ts gateway`: the HTTP/WebSocket gateway in front of the broker and
+ * the buses.
+ *
+ * @module
+ */
+import { Registry } from "prom-client";
+import { processMetrics } from "../telemetry/process_metrics.ts";
+import type { GatewayConfig } from "../config/components.ts";
+import { createApp } from "../gateway/app.ts";
+import { BusHub } from "../gateway/bus_hub.ts";
+import { ServiceDirectory } from "../gateway/directory.ts";
+import { CLOSE, type WsSession } from "../gateway/ws.ts";
+import { MdpClient } from "../mdp/client.ts";
+import { text } from "../mdp/protocol.ts";
+import { STATE_SERVICE } from "../state/operations.ts";
+import { gatewayMetrics } from "../telemetry/gateway_metrics.ts";
+import { type Check, serveOrExplain } from "../telemetry/health.ts";
+import { logger } from "../telemetry/log.ts";
+import type { Running } from "./running.ts";
+
+/** Health checks the gateway's host process adds (buses it runs, the state store in dev). */
+export type ExtraChecks = () => Check[] | Promise<Check[]>;
+
+/** Tracks when a check last changed, for `lastUpdated`. */
+function checkTracker() {
+  const since = new Map<string, { up: boolean; at: string }>();
+  return (name: string, up: boolean, output?: string, required = true): Check => {
+    const previous = since.get(name);
+    if (!previous || previous.up !== up) since.set(name, { up, at: new Date().toISOString() });
+    return {
+      name,
+      status: up ? "UP" : "DOWN",
+      lastUpdated: since.get(name)!.at,
+      ...(required ? {} : { required }),
+      ...(!up && output ? { output } : {}),
+    };
+  };
+}
+
+/** Starts the gateway; waits for the broker with a visible retry. */
+export async function startGateway(
+  config: GatewayConfig,
+  extraChecks: ExtraChecks = () => [],
+  registry: Registry = new Registry(),
+): Promise<Running & { port: number; url: string }> {
+  const log = logger("gateway");
+  if (!registry.getSingleMetric("process_cpu_seconds_total")) {
+    processMetrics(registry);
+  }
+  const metrics = gatewayMetrics(registry);
+  const client = new MdpClient(config.broker_endpoint, { timeoutMs: config.request_timeout_ms });
+  const directory = new ServiceDirectory((service, body, timeoutMs) =>
+    client.request(service, body, { timeoutMs: timeoutMs ?? config.request_timeout_ms })
+  );
+  await directory.start();
+  if (!directory.brokerReachable) {
+    log.warn("broker at {endpoint} not answering yet ({error}); retrying every second", {
+      endpoint: config.broker_endpoint,
+      error: directory.lastError,
+    });
+  }
+  const hub = new BusHub(config.buses, config.envelopes);
+  const check = checkTracker();
+  let storeCheck = { ok: false, output: "not checked yet", at: 0 };
+  const stateStore = async (): Promise<void> => {
+    if (Date.now() - storeCheck.at < 2000) return;
+    try {
+      const [reply] = await client.request(STATE_SERVICE, ["health", "{}"], { timeoutMs: 1000 });
+      const parsed = JSON.parse(text(reply!));
+      storeCheck = {
+        ok: parsed?.data?.store_available === true,
+        output: "store not available",
+        at: Date.now(),
+      };
+    } catch (error) {
+      storeCheck = { ok: false, output: (error as Error).message, at: Date.now() };
+    }
+  };
+  const checks = async (): Promise<Check[]> => {
+    const stateWorkers = directory.workers(STATE_SERVICE);
+    if (stateWorkers > 0) await stateStore();
+    return [
+      check("broker_connection", directory.brokerReachable, directory.lastError),
+      check("state_worker", stateWorkers > 0, "no org.plantd.State worker registered"),
+      check("state_store", stateWorkers > 0 && storeCheck.ok, storeCheck.output),
+      ...await extraChecks(),
+    ];
+  };
+  const sessions = new Set<WsSession>();
+  const app = createApp({
+    client,
+    directory,
+    hub,
+    registry,
+    metrics,
+    checks,
+    options: {
+      requestTimeoutMs: config.request_timeout_ms,
+      maxBodyBytes: config.max_body_bytes,
+      allowedOrigins: config.allowed_origins,
+      ws: {
+        maxBufferedBytes: config.ws_max_buffered_bytes,
+        maxMessageBytes: config.ws_max_message_bytes,
+        maxSubscriptions: config.ws_max_subscriptions,
+      },
+    },
+  }, sessions);
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = serveOrExplain(app, "gateway", config.host, config.port);
+  } catch (error) {
+    directory.stop();
+    await hub.close();
+    await client.close();
+    throw error;
+  }
+  const url = `http://${
+    config.host.includes(":") ? `[${config.host}]` : config.host
+  }:${server.addr.port}`;
+  log.info("gateway listening on {url}", {
+    url,
+    broker: config.broker_endpoint,
+    buses: config.buses,
+  });
+  return {
+    port: server.addr.port,
+    url,
+    async close() {
+      for (const session of [...sessions]) session.close(CLOSE.GOING_AWAY, "gateway shutting down");
+      await server.shutdown();
+      directory.stop();
+      await hub.close();
+      await client.close();
+      log.info("gateway stopped");
+    },
+  };
+}

@@ -1,0 +1,66 @@
+/**
+ * Prometheus metrics of the gateway: HTTP requests and latency per route,
+ * WebSocket connections and traffic.
+ *
+ * @module
+ */
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import type { WsObserver } from "../gateway/ws.ts";
+
+/** The gateway's metrics. */
+export interface GatewayMetrics {
+  request(method: string, route: string, status: number, seconds: number): void;
+  ws: WsObserver;
+}
+
+/** Creates the gateway's metrics in `registry`. */
+export function gatewayMetrics(registry: Registry): GatewayMetrics {
+  const registers = [registry];
+  const requests = new Counter({
+    name: "http_requests_total",
+    help: "HTTP requests served, per method, route and status",
+    labelNames: ["method", "route", "status"],
+    registers,
+  });
+  const duration = new Histogram({
+    name: "http_request_duration_seconds",
+    help: "HTTP request latency, per method and route",
+    labelNames: ["method", "route"],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
+    registers,
+  });
+  const connections = new Gauge({
+    name: "ws_connections",
+    help: "Open WebSocket connections",
+    registers,
+  });
+  const sent = new Counter({
+    name: "ws_messages_sent_total",
+    help: "Messages sent to WebSocket clients",
+    registers,
+  });
+  const slow = new Counter({
+    name: "ws_slow_consumer_disconnects_total",
+    help: "WebSockets closed because they did not read fast enough (close code 4008)",
+    registers,
+  });
+  const errors = new Counter({
+    name: "ws_protocol_errors_total",
+    help: "Error messages sent to WebSocket clients, per code",
+    labelNames: ["code"],
+    registers,
+  });
+  return {
+    request(method, route, status, seconds) {
+      requests.inc({ method, route, status: String(status) });
+      duration.observe({ method, route }, seconds);
+    },
+    ws: {
+      opened: () => connections.inc(),
+      closed: () => connections.dec(),
+      sent: (count) => sent.inc(count),
+      slowConsumer: () => slow.inc(),
+      protocolError: (code) => errors.inc({ code }),
+    },
+  };
+}
