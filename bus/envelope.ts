@@ -27,23 +27,30 @@ export interface BusMessage {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+/** A prefix {@link PrefixSet.match} found. */
+export interface KnownPrefix {
+  readonly text: string;
+  /** Its length in bytes. */
+  readonly length: number;
+}
+
 /** A known prefix, as text and bytes. */
-interface Prefix {
-  text: string;
+interface Prefix extends KnownPrefix {
   bytes: Uint8Array;
   /** How many reasons it is known for (envelope, subscription). */
   uses: number;
 }
 
-/** Whether `data` starts with `prefix`. */
+/** Whether `data` (its `dataLength` bytes from `offset`) starts with `prefix`. */
 export function startsWith(
   data: Uint8Array,
   prefix: Uint8Array,
   dataLength = data.length,
+  offset = 0,
 ): boolean {
   const n = prefix.length;
   if (n > dataLength) return false;
-  for (let i = 0; i < n; i++) if (data[i] !== prefix[i]) return false;
+  for (let i = 0; i < n; i++) if (data[offset + i] !== prefix[i]) return false;
   return true;
 }
 
@@ -76,7 +83,8 @@ export class PrefixSet {
       known.uses++;
       return;
     }
-    const prefix = { text, bytes: encoder.encode(text), uses: 1 };
+    const bytes = encoder.encode(text);
+    const prefix = { text, bytes, length: bytes.length, uses: 1 };
     this.#byText.set(text, prefix);
     this.#ordered.push(prefix);
     this.#ordered.sort((a, b) => b.bytes.length - a.bytes.length);
@@ -92,12 +100,13 @@ export class PrefixSet {
     return true;
   }
 
-  /** The longest prefix `data` (its first `length` bytes) starts with, or undefined. */
-  match(data: Uint8Array, length = data.length): { text: string; length: number } | undefined {
+  /**
+   * The longest prefix that `data` (its `length` bytes from `offset`) starts
+   * with, or undefined.
+   */
+  match(data: Uint8Array, length = data.length, offset = 0): KnownPrefix | undefined {
     for (const prefix of this.#ordered) {
-      if (startsWith(data, prefix.bytes, length)) {
-        return { text: prefix.text, length: prefix.bytes.length };
-      }
+      if (startsWith(data, prefix.bytes, length, offset)) return prefix;
     }
     return undefined;
   }

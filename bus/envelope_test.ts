@@ -6,18 +6,27 @@ const dec = new TextDecoder();
 
 Deno.test("PrefixSet.match() finds the longest prefix", () => {
   const set = new PrefixSet(["org.plantd.", "org.plantd.Metric", "org"]);
+  const match = (data: Uint8Array, length?: number, offset?: number) => {
+    const found = set.match(data, length, offset);
+    return found && { text: found.text, length: found.length };
+  };
   assert.deepEqual(set.list(), ["org.plantd.Metric", "org.plantd.", "org"]);
-  assert.deepEqual(set.match(enc.encode('org.plantd.Metric{"v":1}')), {
+  assert.deepEqual(match(enc.encode('org.plantd.Metric{"v":1}')), {
     text: "org.plantd.Metric",
     length: 17,
   });
-  assert.deepEqual(set.match(enc.encode("org.plantd.Event{}")), {
+  assert.deepEqual(match(enc.encode("org.plantd.Event{}")), {
     text: "org.plantd.",
     length: 11,
   });
-  assert.equal(set.match(enc.encode("net.other")), undefined);
+  assert.equal(match(enc.encode("net.other")), undefined);
   // Only the first `length` bytes count.
-  assert.deepEqual(set.match(enc.encode("org.plantd.Metric"), 5), { text: "org", length: 3 });
+  assert.deepEqual(match(enc.encode("org.plantd.Metric"), 5), { text: "org", length: 3 });
+  // Matching can start at an offset.
+  assert.deepEqual(match(enc.encode("xxorg.plantd.Metric"), 17, 2), {
+    text: "org.plantd.Metric",
+    length: 17,
+  });
 });
 
 Deno.test("PrefixSet.remove() keeps a prefix still known for another reason", () => {

@@ -14,7 +14,9 @@
  */
 import { ZMQ_SUB } from "../transport/libzmq.ts";
 import { NativeSocket, NativeSocketClosedError } from "../transport/native_socket.ts";
-import { type BusMessage, decodeMessage, PrefixSet, toBytes } from "./envelope.ts";
+import { type BusMessage, PrefixSet, startsWith, toBytes } from "./envelope.ts";
+
+const decoder = new TextDecoder();
 
 /** Options of {@link Subscriber}. */
 export interface SubscriberOptions {
@@ -102,12 +104,47 @@ export class Subscriber {
     this.#prefixes.remove(prefix);
   }
 
-  /** One message if one is queued, else undefined. */
+  /**
+   * One message if one is queued, else undefined. Same reading as
+   * `decodeMessage` (envelope.ts), without intermediate arrays: this is the hot path.
+   */
   tryReceive(): BusMessage | undefined {
-    const frames = this.#socket.tryReceive();
-    if (!frames) return undefined;
+    const socket = this.#socket;
+    const first = socket.tryReceiveFrame();
+    if (!first) return undefined;
     this.#received++;
-    return decodeMessage(frames, this.#prefixes, this.bus);
+    const { bytes, offset, length } = first;
+    if (!first.more) {
+      const match = this.#prefixes.match(bytes, length, offset);
+      const skip = match ? match.length : 0;
+      return {
+        bus: this.bus,
+        topic: match ? match.text : "",
+        payload: bytes.subarray(offset + skip, offset + length),
+        form: "single",
+      };
+    }
+    const topic = this.#topicText(bytes, offset, length);
+    const second = socket.tryReceiveFrame();
+    const payload = second
+      ? second.bytes.subarray(second.offset, second.offset + second.length)
+      : new Uint8Array(0);
+    // Frames beyond the second are not part of the plantd forms: skip them.
+    for (let more = second?.more ?? false; more;) more = socket.tryReceiveFrame()?.more ?? false;
+    return { bus: this.bus, topic, payload, form: "frames" };
+  }
+
+  #lastTopic = { bytes: new Uint8Array(0), text: "" };
+
+  /** A topic frame as text; consecutive messages usually share it, so the last is kept. */
+  #topicText(bytes: Uint8Array, offset: number, length: number): string {
+    const last = this.#lastTopic;
+    if (last.bytes.length === length && startsWith(bytes, last.bytes, length, offset)) {
+      return last.text;
+    }
+    const copy = bytes.slice(offset, offset + length);
+    this.#lastTopic = { bytes: copy, text: decoder.decode(copy) };
+    return this.#lastTopic.text;
   }
 
   /**

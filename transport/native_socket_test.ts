@@ -7,7 +7,12 @@ import assert from "node:assert/strict";
 import { BindError } from "./bind.ts";
 import { sharedPoller } from "./fd_poller.ts";
 import { ZMQ_PAIR, ZMQ_PUB, ZMQ_PULL, ZMQ_PUSH, ZMQ_SUB, zmqVersion } from "./libzmq.ts";
-import { NativeSocket, NativeSocketClosedError, splitEndpoint } from "./native_socket.ts";
+import {
+  msgLayoutVerified,
+  NativeSocket,
+  NativeSocketClosedError,
+  splitEndpoint,
+} from "./native_socket.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -104,5 +109,26 @@ Deno.test("NativeSocket.bind() on a port in use is a BindError naming the endpoi
       (error: Error) => error instanceof BindError && error.message.includes("invalid endpoint"),
     );
     return Promise.resolve();
+  });
+});
+
+Deno.test("zmq_msg_t is laid out as the inline small-frame read expects", () => {
+  // If this fails the FFI calls are used instead: slower, still correct.
+  assert.equal(msgLayoutVerified(), true);
+});
+
+Deno.test("frames of every size around the inline limit arrive intact", async () => {
+  await withSockets(async (make) => {
+    const pull = make(ZMQ_PULL);
+    const push = make(ZMQ_PUSH);
+    push.connect(pull.bind("inproc://native-sizes-test", "test"));
+    for (let size = 0; size <= 70; size++) {
+      const frame = new Uint8Array(size).map((_, i) => (i * 7 + size) % 256);
+      await push.send([frame, Uint8Array.of(size), frame]);
+      const [a, b, c] = await pull.receive();
+      assert.deepEqual(a, frame);
+      assert.deepEqual([...b!], [size]);
+      assert.deepEqual(c, frame);
+    }
   });
 });
