@@ -74,7 +74,8 @@ const buses = z.array(busSchema).superRefine((list, context) => {
     names.add(bus.name);
     for (const key of ["frontend", "backend", "capture"] as const) {
       const value = bus[key]?.replace(/^[@>]/, "");
-      if (value === undefined) continue;
+      // A wildcard port ("*" or 0) is chosen at bind time: never a duplicate.
+      if (value === undefined || /:(\*|0)$/.test(value)) continue;
       if (endpoints.has(value)) {
         context.addIssue({
           code: "custom",

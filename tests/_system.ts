@@ -1,0 +1,128 @@
+/**
+ * The whole system in the test process on random ports: broker with its
+ * buses, state and echo workers, gateway. Every part is closed by stop().
+ *
+ * @module
+ */
+import { Registry } from "prom-client";
+import {
+  brokerConfig,
+  echoConfig,
+  type GatewayConfig,
+  gatewayConfig,
+  type StateConfig,
+  stateConfig,
+} from "../config/components.ts";
+import { loadConfig } from "../config/load.ts";
+import { startBroker } from "../roles/broker.ts";
+import { startEcho } from "../roles/echo.ts";
+import { startGateway } from "../roles/gateway.ts";
+import { connectableEndpoint, type Running } from "../roles/running.ts";
+import { startState } from "../roles/state.ts";
+import { sharedPoller } from "../transport/fd_poller.ts";
+
+/** A running system. */
+export interface System {
+  url: string;
+  brokerEndpoint: string;
+  /** Bus name to frontend (publishers) endpoint. */
+  frontends: Record<string, string>;
+  registry: Registry;
+  /** Stops the state worker (to test 503 and health), and starts it again. */
+  stopState(): Promise<void>;
+  startState(): Promise<void>;
+  stopEcho(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const random = (name: string) => ({
+  name,
+  frontend: "tcp://127.0.0.1:*",
+  backend: "tcp://127.0.0.1:*",
+});
+
+/** Starts everything; `gateway` and `state` override configuration keys. */
+export async function startSystem(
+  overrides: { gateway?: Partial<GatewayConfig>; state?: Partial<StateConfig> } = {},
+): Promise<System> {
+  const env = {};
+  const dir = await Deno.makeTempDir();
+  const registry = new Registry();
+  const broker = await startBroker(
+    loadConfig(brokerConfig, {
+      args: [
+        "--endpoint",
+        "tcp://127.0.0.1:*",
+        "--health-port",
+        "0",
+        "--log-level",
+        "error",
+        "--heartbeat-interval-ms",
+        "200",
+      ],
+      env: { PLANTD_BROKER_BUSES: JSON.stringify(["state", "event", "metric"].map(random)) },
+    }),
+    registry,
+  );
+  const endpoint = connectableEndpoint(broker.server.endpoint);
+  const frontends = Object.fromEntries(
+    broker.buses.set.buses.map((bus) => [bus.name, connectableEndpoint(bus.frontend)]),
+  );
+  const backends = Object.fromEntries(
+    broker.buses.set.buses.map((bus) => [bus.name, connectableEndpoint(bus.backend)]),
+  );
+  const stateSettings: StateConfig = {
+    ...loadConfig(stateConfig, { args: [], env }),
+    db: `${dir}/state.db`,
+    broker_endpoint: endpoint,
+    health_port: 0,
+    concurrency: 8,
+    heartbeat_interval_ms: 200,
+    bus_endpoint: frontends.state!,
+    ...overrides.state,
+  };
+  let state: Running | undefined = await startState(stateSettings, undefined, registry);
+  let echo: Running | undefined = startEcho({
+    ...loadConfig(echoConfig, { args: [], env }),
+    broker_endpoint: endpoint,
+    heartbeat_interval_ms: 200,
+  });
+  const gateway = await startGateway(
+    {
+      ...loadConfig(gatewayConfig, { args: [], env }),
+      port: 0,
+      broker_endpoint: endpoint,
+      buses: backends,
+      request_timeout_ms: 2000,
+      ...overrides.gateway,
+    },
+    () => broker.buses.checks(),
+    registry,
+  );
+  return {
+    url: gateway.url,
+    brokerEndpoint: endpoint,
+    frontends,
+    registry,
+    async stopState() {
+      await state?.close();
+      state = undefined;
+    },
+    async startState() {
+      // A fresh registry: the first state service's metrics are still registered.
+      state ??= await startState(stateSettings, undefined, new Registry());
+    },
+    async stopEcho() {
+      await echo?.close();
+      echo = undefined;
+    },
+    async stop() {
+      await gateway.close();
+      await echo?.close();
+      await state?.close();
+      await broker.close();
+      await sharedPoller().idle();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
