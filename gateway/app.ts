@@ -16,6 +16,7 @@ import type { Call, ServiceDirectory } from "./directory.ts";
 import { ApiError, toApiError } from "./errors.ts";
 import { servicesRoutes } from "./routes/services.ts";
 import { stateRoutes } from "./routes/state.ts";
+import { dashboardRoutes } from "./static.ts";
 import { StateApi } from "./state_api.ts";
 import { type WsLimits, WsSession } from "./ws.ts";
 
@@ -125,5 +126,6 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
   });
 
   app.route("/", healthRoutes(deps.checks, deps.registry));
+  app.route("/", dashboardRoutes());
   return app;
 }

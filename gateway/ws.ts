@@ -165,6 +165,7 @@ export class WsSession {
             id: message.id,
             bus: m.bus,
             topic: m.topic,
+            form: m.form,
             ...payloadJson(m.payload),
           });
         });

@@ -320,6 +320,7 @@ Deno.test("a WebSocket receives what a publisher sends on a bus, by prefix", asy
           id: "m",
           bus: "metric",
           topic: "org.plantd.Metric",
+          form: "single",
           payload: JSON.parse(payload),
           encoding: "text",
         },

@@ -1,0 +1,328 @@
+// The plantd dashboard: plain ES modules, no build step. It speaks only the
+// gateway's public API: REST under /api, /healthz, and the /ws protocol
+// (docs/websocket.md).
+import uPlot from "/vendor/uPlot.esm.js";
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+/** fetch with JSON errors turned into exceptions carrying the gateway's error code. */
+async function api(path, init) {
+  const response = await fetch(path, init);
+  const text = await response.text();
+  const body = text ? JSON.parse(text) : {};
+  if (!response.ok) {
+    const error = new Error(body?.error?.message ?? `${response.status} ${response.statusText}`);
+    error.code = body?.error?.code;
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+// ---------------------------------------------------------------- WebSocket
+
+/**
+ * One WebSocket for the page. It reconnects by itself with backoff and
+ * re-sends every subscription it holds, so panels need not care.
+ */
+class Live {
+  #socket;
+  #wanted = new Map(); // id -> subscribe/watch message
+  #handlers = new Map(); // id -> (message) => void
+  #backoff = 250;
+  buses = [];
+  onBuses = () => {};
+
+  constructor() {
+    this.#connect();
+  }
+
+  #connect() {
+    const url = new URL("/ws", location.href);
+    url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+    const socket = new WebSocket(url);
+    this.#socket = socket;
+    socket.onopen = () => {
+      this.#backoff = 250;
+      setStatus("ws-status", "open", "WebSocket: live");
+      for (const message of this.#wanted.values()) socket.send(JSON.stringify(message));
+    };
+    socket.onmessage = (event) => {
+      const message = JSON.parse(event.data);
+      if (message.type === "welcome") {
+        this.buses = message.buses;
+        this.onBuses(message.buses);
+        return;
+      }
+      if (message.id) this.#handlers.get(message.id)?.(message);
+    };
+    socket.onclose = (event) => {
+      setStatus("ws-status", "closed", `WebSocket: reconnecting (${event.code})`);
+      setTimeout(() => this.#connect(), this.#backoff);
+      this.#backoff = Math.min(this.#backoff * 2, 5000);
+    };
+  }
+
+  /** Subscribes (or watches) under `id`, replacing what `id` had. */
+  hold(id, message, handler) {
+    this.release(id);
+    const full = { ...message, id };
+    this.#wanted.set(id, full);
+    this.#handlers.set(id, handler);
+    if (this.#socket.readyState === WebSocket.OPEN) this.#socket.send(JSON.stringify(full));
+  }
+
+  release(id) {
+    if (!this.#wanted.delete(id)) return;
+    this.#handlers.delete(id);
+    if (this.#socket.readyState === WebSocket.OPEN) {
+      this.#socket.send(JSON.stringify({ type: "unsubscribe", id }));
+    }
+  }
+}
+
+function setStatus(id, status, text) {
+  const node = $(id);
+  node.dataset.status = status;
+  node.textContent = text;
+}
+
+const live = new Live();
+
+// ---------------------------------------------------------------- health and services
+
+async function refreshHealth() {
+  try {
+    const response = await fetch("/healthz");
+    const health = await response.json();
+    setStatus("health-summary", health.status, `system ${health.status}`);
+    $("health-checks").replaceChildren(
+      ...health.checks.map((check) =>
+        el(
+          "tr",
+          {},
+          el("td", {}, check.name),
+          el("td", { class: check.status }, check.status),
+          el("td", {}, new Date(check.lastUpdated).toLocaleTimeString()),
+        )
+      ),
+    );
+  } catch {
+    setStatus("health-summary", "DOWN", "gateway unreachable");
+  }
+}
+
+async function refreshServices() {
+  try {
+    const { services } = await api("/api/services");
+    $("services").replaceChildren(
+      ...services.map((s) =>
+        el(
+          "tr",
+          { "data-service": s.name },
+          el("td", {}, s.name),
+          el("td", { class: "num" }, String(s.workers)),
+          el("td", { class: "num" }, String(s.idle)),
+          el("td", { class: "num" }, String(s.busy)),
+          el("td", { class: "num" }, String(s.queued)),
+        )
+      ),
+    );
+  } catch (error) {
+    $("services").replaceChildren(el("tr", {}, el("td", { colspan: "5" }, error.message)));
+  }
+}
+
+// ---------------------------------------------------------------- state
+
+let currentScope = "";
+const enc = encodeURIComponent;
+
+function entryRow(key, entry) {
+  return el(
+    "tr",
+    { "data-key": key },
+    el("td", {}, key),
+    el("td", { class: "value" }, entry.value),
+    el("td", { class: "num" }, String(entry.revision)),
+    el("td", {}, entry.updated_at ? new Date(entry.updated_at).toLocaleTimeString() : ""),
+  );
+}
+
+async function loadScopes() {
+  const { scopes } = await api("/api/state");
+  const select = $("scope-select");
+  select.replaceChildren(...scopes.map((scope) => el("option", { value: scope }, scope)));
+  if (scopes.includes(currentScope)) select.value = currentScope;
+  else if (scopes.length > 0) await showScope(scopes[0]);
+}
+
+async function showScope(scope) {
+  currentScope = scope;
+  $("scope-select").value = scope;
+  const { keys } = await api(`/api/state/${enc(scope)}`);
+  const rows = [];
+  if (keys.length > 0) {
+    const { entries } = await api(`/api/state/${enc(scope)}?keys=${keys.map(enc).join(",")}`);
+    for (const key of keys) if (entries[key]) rows.push(entryRow(key, entries[key]));
+  }
+  $("entries").replaceChildren(...rows);
+  live.hold("state-watch", { type: "watch", scope }, (message) => {
+    if (message.type === "change") applyChange(message.change);
+  });
+}
+
+function applyChange(change) {
+  if (change.scope !== currentScope) return;
+  if (change.op === "delete-scope") return loadScopes();
+  const existing = document.querySelector(
+    `#entries tr[data-key="${CSS.escape(change.key ?? "")}"]`,
+  );
+  if (change.op === "delete") return existing?.remove();
+  if (change.op !== "set") return;
+  const row = entryRow(change.key, {
+    value: change.value,
+    revision: change.revision,
+    updated_at: Date.parse(change.timestamp),
+  });
+  row.classList.add("flash");
+  if (existing) existing.replaceWith(row);
+  else $("entries").append(row);
+}
+
+$("scope-select").addEventListener("change", (e) => showScope(e.target.value));
+$("scope-refresh").addEventListener("click", () => loadScopes());
+$("entry-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const scope = $("entry-scope").value.trim();
+  const key = $("entry-key").value.trim();
+  try {
+    await api(`/api/state/${enc(scope)}/${enc(key)}`, {
+      method: "PUT",
+      headers: { "content-type": "text/plain" },
+      body: $("entry-value").value,
+    });
+    $("state-error").hidden = true;
+    if (scope !== currentScope) {
+      await loadScopes();
+      await showScope(scope);
+    }
+  } catch (error) {
+    $("state-error").textContent = error.message;
+    $("state-error").hidden = false;
+  }
+});
+
+// ---------------------------------------------------------------- bus stream
+
+const MAX_MESSAGES = 200;
+live.onBuses = (buses) => {
+  const select = $("bus-name");
+  const previous = select.value;
+  select.replaceChildren(...buses.map((bus) => el("option", { value: bus }, bus)));
+  if (buses.includes(previous)) select.value = previous;
+};
+$("bus-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const bus = $("bus-name").value;
+  const prefix = $("bus-prefix").value;
+  $("bus-messages").replaceChildren();
+  live.hold("bus-stream", { type: "subscribe", bus, prefix }, (message) => {
+    if (message.type !== "message") return;
+    const list = $("bus-messages");
+    const time = new Date().toLocaleTimeString();
+    // Go plantd's single-frame messages are the envelope immediately followed by the payload.
+    const text = message.form === "single"
+      ? `${message.topic}${message.payload}`
+      : `${message.topic} ${message.payload}`;
+    list.prepend(el("li", {}, `${time} ${text}`));
+    while (list.children.length > MAX_MESSAGES) list.lastElementChild.remove();
+  });
+});
+
+// ---------------------------------------------------------------- metrics
+
+let chart;
+const WINDOWS = { "15m": [15 * 60e3, "10s"], "1h": [3600e3, "1m"], "24h": [86400e3, "15m"] };
+
+function drawChart(times, values) {
+  const data = [times, values];
+  if (chart) return chart.setData(data);
+  chart = new uPlot(
+    {
+      width: Math.max(320, $("metric-chart").clientWidth),
+      height: 220,
+      series: [{}, { label: "avg", stroke: "#2c6fbb", width: 1.5 }],
+    },
+    data,
+    $("metric-chart"),
+  );
+}
+
+$("metrics-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const device = $("metric-device").value.trim();
+  const channel = $("metric-channel").value.trim();
+  const [span, bucket] = WINDOWS[$("metric-window").value];
+  const to = new Date();
+  const from = new Date(to.getTime() - span);
+  const note = $("metrics-note");
+  const times = [];
+  const values = [];
+  try {
+    const query = new URLSearchParams({
+      device,
+      channel,
+      from: from.toISOString(),
+      to: to.toISOString(),
+      bucket,
+    });
+    const body = await api(`/api/metrics?${query}`);
+    for (const point of body.buckets ?? body.points ?? body.data ?? []) {
+      times.push(Date.parse(point.time ?? point.bucket) / 1000);
+      values.push(point.avg);
+    }
+    note.hidden = true;
+  } catch (error) {
+    note.textContent = `History unavailable (${error.message}); showing live points only.`;
+    note.hidden = false;
+  }
+  drawChart(times, values);
+  // Live points from the metric bus are appended as they arrive.
+  live.hold("metric-live", { type: "subscribe", bus: "metric", prefix: "" }, (message) => {
+    if (message.type !== "message") return;
+    let point;
+    try {
+      point = JSON.parse(message.payload);
+    } catch {
+      return;
+    }
+    const pointDevice = point.device ?? point.service_name;
+    const pointChannel = point.channel ?? point.metric_name;
+    if (pointDevice !== device || pointChannel !== channel) return;
+    times.push(Date.parse(point.time ?? point.timestamp) / 1000);
+    values.push(Number(point.value));
+    drawChart(times, values);
+  });
+});
+
+// ---------------------------------------------------------------- start
+
+refreshHealth();
+refreshServices();
+loadScopes().catch((error) => {
+  $("state-error").textContent = error.message;
+  $("state-error").hidden = false;
+});
+setInterval(refreshHealth, 2000);
+setInterval(refreshServices, 2000);

@@ -1,0 +1,36 @@
+/**
+ * The dashboard (dashboard/, plain ES modules: no build step on the user's
+ * side) and its one library, uPlot from npm, served by the gateway. Files are
+ * text imports, so they are part of the module graph: locked, cached, and
+ * inside a `deno compile` binary.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import uplotCss from "uplot/dist/uPlot.min.css" with { type: "text" };
+import uplotJs from "uplot/dist/uPlot.esm.js" with { type: "text" };
+import indexHtml from "../dashboard/index.html" with { type: "text" };
+import appJs from "../dashboard/app.js" with { type: "text" };
+import styleCss from "../dashboard/style.css" with { type: "text" };
+
+const FILES: Record<string, [string, string]> = {
+  "/": [indexHtml, "text/html; charset=utf-8"],
+  "/app.js": [appJs, "text/javascript; charset=utf-8"],
+  "/style.css": [styleCss, "text/css; charset=utf-8"],
+  "/vendor/uPlot.esm.js": [uplotJs, "text/javascript; charset=utf-8"],
+  "/vendor/uPlot.min.css": [uplotCss, "text/css; charset=utf-8"],
+};
+
+/** Routes serving the dashboard. */
+export function dashboardRoutes(): Hono {
+  const app = new Hono();
+  for (const [path, [body, type]] of Object.entries(FILES)) {
+    app.get(path, (c) => {
+      c.header("content-type", type);
+      c.header("cache-control", "no-cache");
+      c.header("x-content-type-options", "nosniff");
+      return c.body(body);
+    });
+  }
+  return app;
+}

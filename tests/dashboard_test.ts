@@ -1,0 +1,87 @@
+/**
+ * The dashboard in real headless Chromium (Debian's, driven by playwright-core)
+ * against the whole system: services appear, a key edited in the page shows up
+ * over REST and back through the state watch, a bus message arrives. A
+ * screenshot is saved to test-artifacts/dashboard.png for reviewers.
+ */
+import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
+import { Publisher } from "../bus/publisher.ts";
+import { waitFor } from "./_helpers.ts";
+import { startSystem } from "./_system.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+const ARTIFACTS = new URL("../test-artifacts/", import.meta.url).pathname;
+
+Deno.test("dashboard shows services, edits state live, and streams a bus topic", async () => {
+  const system = await startSystem();
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+  const publisher = new Publisher(system.frontends.event!, { sendHighWaterMark: 0 });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    const errors: string[] = [];
+    page.on("pageerror", (error) => errors.push(String(error)));
+    await page.goto(system.url + "/");
+
+    // Services from /api/services.
+    await page.waitForSelector('#services tr[data-service="org.plantd.State"]', {
+      timeout: 15_000,
+    });
+    await page.waitForSelector('#health-summary[data-status="UP"]', { timeout: 15_000 });
+    await page.waitForSelector('#ws-status[data-status="open"]', { timeout: 15_000 });
+
+    // Edit a key in the page: it is written over REST and comes back through the watch.
+    await page.fill("#entry-scope", "plant");
+    await page.fill("#entry-key", "setpoint");
+    await page.fill("#entry-value", "42");
+    await page.click("#entry-form button[type=submit]");
+    await page.waitForSelector('#entries tr[data-key="setpoint"]', { timeout: 15_000 });
+    const rest = await (await fetch(system.url + "/api/state/plant/setpoint")).json();
+    assert.equal(rest.value, "42");
+
+    // A change made over REST by someone else appears live.
+    await fetch(system.url + "/api/state/plant/setpoint", {
+      method: "PUT",
+      headers: { "content-type": "text/plain" },
+      body: "43",
+    });
+    await waitFor(
+      async () =>
+        (await page.locator('#entries tr[data-key="setpoint"] td.value').textContent()) === "43",
+      { timeoutMs: 15_000, intervalMs: 50, what: "the REST change in the page" },
+    );
+
+    // Stream a bus topic.
+    await page.selectOption("#bus-name", "event");
+    await page.fill("#bus-prefix", "alarm");
+    await page.click("#bus-form button[type=submit]");
+    await waitFor(async () => {
+      publisher.publish("alarm.boiler", '{"level":"high"}');
+      return (await page.locator("#bus-messages li").count()) > 0;
+    }, { timeoutMs: 15_000, intervalMs: 100, what: "a bus message in the page" });
+    assert.match(
+      await page.locator("#bus-messages li").first().textContent() ?? "",
+      /alarm\.boiler\{"level":"high"\}/,
+    );
+
+    await Deno.mkdir(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: `${ARTIFACTS}dashboard.png`, fullPage: true });
+    assert.deepEqual(errors, []);
+  } finally {
+    await publisher.close();
+    await browser.close();
+    await system.stop();
+  }
+});
