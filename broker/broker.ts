@@ -18,7 +18,7 @@ import {
   type PeerMessage,
   text,
 } from "../mdp/protocol.ts";
-import type { Frames } from "../transport/socket.ts";
+import type { Frames } from "../transport/frames.ts";
 import { brokerErrorBody, type BrokerErrorCode } from "./errors.ts";
 import { Fifo } from "./fifo.ts";
 

@@ -3,14 +3,13 @@
  *
  * @module
  */
-import * as zmq from "zeromq";
-import { bindOrExplain } from "../transport/bind.ts";
-import { ZmqSocket } from "../transport/socket.ts";
+import { ZMQ_ROUTER } from "../transport/libzmq.ts";
+import { NativeSocket } from "../transport/native_socket.ts";
 import { Broker, type BrokerObserver, type BrokerOptions } from "./broker.ts";
 
 /** Options of {@link BrokerServer.start}. */
 export interface BrokerServerOptions extends BrokerOptions {
-  /** Where to bind. @default "tcp://*:9797" */
+  /** Where to bind (czmq's `@` prefix accepted). @default "tcp://*:9797" */
   endpoint?: string;
   /** How often heartbeats, purge and request expiry run. @default 250 */
   tickMs?: number;
@@ -21,40 +20,49 @@ export class BrokerServer {
   readonly broker: Broker;
   /** The endpoint actually bound (port resolved when `*` or 0 was asked). */
   readonly endpoint: string;
-  #socket: ZmqSocket<zmq.Router>;
+  #socket: NativeSocket;
   #timer: ReturnType<typeof setInterval>;
   #loop: Promise<void>;
 
-  private constructor(socket: ZmqSocket<zmq.Router>, broker: Broker, tickMs: number) {
+  private constructor(socket: NativeSocket, endpoint: string, broker: Broker, tickMs: number) {
     this.#socket = socket;
     this.broker = broker;
-    this.endpoint = socket.raw.lastEndpoint ?? "";
+    this.endpoint = endpoint;
     this.#timer = setInterval(() => broker.tick(), tickMs);
     this.#loop = this.#run();
   }
 
-  /** Binds and starts serving. Throws a clear error when the endpoint is taken. */
-  static async start(
+  /** Binds and starts serving. Throws a BindError when the endpoint is taken or invalid. */
+  static start(
     options: BrokerServerOptions = {},
     observer: BrokerObserver = {},
   ): Promise<BrokerServer> {
     const maxBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
-    const raw = new zmq.Router({
+    const socket = new NativeSocket(ZMQ_ROUTER, {
       linger: 200,
+      // libzmq drops the connection of a peer that sends a larger frame.
       maxMessageSize: maxBytes,
       sendHighWaterMark: 100_000,
       receiveHighWaterMark: 100_000,
     });
-    const socket = new ZmqSocket(raw);
-    await bindOrExplain(raw, options.endpoint ?? "tcp://*:9797", "broker");
+    let endpoint: string;
+    try {
+      endpoint = socket.attach(options.endpoint ?? "tcp://*:9797", "bind", "broker");
+    } catch (error) {
+      socket.close();
+      return Promise.reject(error);
+    }
     const broker = new Broker(
       (identity, frames) => {
-        socket.send([identity, ...frames]).catch(() => observer.drop?.("send failed"));
+        // A ROUTER never blocks: a message to a peer that is gone or full is dropped.
+        if (!socket.closed && !socket.trySend([identity, ...frames])) {
+          observer.drop?.("send failed");
+        }
       },
       { ...options, maxMessageBytes: maxBytes },
       observer,
     );
-    return new BrokerServer(socket, broker, options.tickMs ?? 250);
+    return Promise.resolve(new BrokerServer(socket, endpoint, broker, options.tickMs ?? 250));
   }
 
   async #run(): Promise<void> {
@@ -65,8 +73,7 @@ export class BrokerServer {
   async close(): Promise<void> {
     clearInterval(this.#timer);
     this.broker.shutdown();
-    // Let the queued DISCONNECTs and error replies reach ZeroMQ before closing.
-    await this.#socket.flush();
+    // Linger (200 ms) lets the DISCONNECTs and error replies already handed to ZeroMQ go out.
     this.#socket.close();
     await this.#loop;
   }

@@ -7,7 +7,7 @@
  */
 import type { ServiceInfo } from "../broker/broker.ts";
 import { text } from "../mdp/protocol.ts";
-import type { Frames } from "../transport/socket.ts";
+import type { Frames } from "../transport/frames.ts";
 import { ApiError } from "./errors.ts";
 
 /** Sends one Majordomo request and returns the final body. */

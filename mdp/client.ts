@@ -9,9 +9,9 @@
  *
  * @module
  */
-import * as zmq from "zeromq";
-import { ZmqSocket } from "../transport/socket.ts";
-import type { Frames } from "../transport/socket.ts";
+import type { Frames } from "../transport/frames.ts";
+import { ZMQ_DEALER } from "../transport/libzmq.ts";
+import { NativeSocket } from "../transport/native_socket.ts";
 import { decodeClientReply, type Dialect, encodeClientRequest, frame, text } from "./protocol.ts";
 import {
   MdpBrokerError,
@@ -95,7 +95,7 @@ function delay(ms: number, signal?: AbortSignal): Promise<void> {
 /** A Majordomo client connected to one broker. */
 export class MdpClient {
   readonly endpoint: string;
-  #socket: ZmqSocket<zmq.Dealer>;
+  #socket: NativeSocket;
   #pending = new Map<number, Pending>();
   #nextId = 1;
   #timeoutMs: number;
@@ -113,10 +113,12 @@ export class MdpClient {
     this.#backoffMs = options.backoffMs ?? 100;
     this.#maxBackoffMs = options.maxBackoffMs ?? 2000;
     this.#dialect = options.dialect ?? "plantd";
-    this.#socket = new ZmqSocket(
-      new zmq.Dealer({ linger: 0, sendHighWaterMark: 100_000, receiveHighWaterMark: 100_000 }),
-    );
-    this.#socket.raw.connect(this.endpoint);
+    this.#socket = new NativeSocket(ZMQ_DEALER, {
+      linger: 0,
+      sendHighWaterMark: 100_000,
+      receiveHighWaterMark: 100_000,
+    });
+    this.#socket.connect(this.endpoint);
     this.#loop = this.#run();
   }
 

@@ -6,9 +6,9 @@
  *
  * @module
  */
-import * as zmq from "zeromq";
-import { ZmqSocket } from "../transport/socket.ts";
-import type { Frames } from "../transport/socket.ts";
+import type { Frames } from "../transport/frames.ts";
+import { ZMQ_DEALER } from "../transport/libzmq.ts";
+import { NativeSocket } from "../transport/native_socket.ts";
 import {
   decodeBrokerToWorker,
   type Dialect,
@@ -100,7 +100,7 @@ class Session {
   #maxLiveness: number;
   #reconnectMs: number;
   #onEvent: (event: WorkerEvent) => void;
-  #socket!: ZmqSocket<zmq.Dealer>;
+  #socket!: NativeSocket;
   #abort!: AbortController;
   #timer: ReturnType<typeof setInterval> | undefined;
   #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
@@ -128,8 +128,9 @@ class Session {
 
   #connect(): void {
     this.#abort = new AbortController();
-    this.#socket = new ZmqSocket(new zmq.Dealer({ linger: 200 }));
-    this.#socket.raw.connect(this.#endpoint);
+    // Linger lets a DISCONNECT sent just before close() reach the broker.
+    this.#socket = new NativeSocket(ZMQ_DEALER, { linger: 200 });
+    this.#socket.connect(this.#endpoint);
     this.#liveness = this.#maxLiveness;
     this.#send(encodeWorkerSignal(this.#dialect, "READY", this.#service));
     this.#onEvent({ type: "ready", service: this.#service });
@@ -141,7 +142,7 @@ class Session {
     })();
   }
 
-  #send(frames: Frames, socket: ZmqSocket<zmq.Dealer> = this.#socket): Promise<void> {
+  #send(frames: Frames, socket: NativeSocket = this.#socket): Promise<void> {
     return socket.send(frames).catch(() => {});
   }
 
@@ -152,7 +153,7 @@ class Session {
     if (--this.#liveness <= 0) this.#reconnect("broker silent");
   }
 
-  #onMessage(message: Frames, socket: ZmqSocket<zmq.Dealer>, signal: AbortSignal): void {
+  #onMessage(message: Frames, socket: NativeSocket, signal: AbortSignal): void {
     this.#liveness = this.#maxLiveness;
     this.connected = true;
     const decoded = decodeBrokerToWorker(message);
@@ -164,7 +165,7 @@ class Session {
   async #serve(
     client: Uint8Array,
     body: Frames,
-    socket: ZmqSocket<zmq.Dealer>,
+    socket: NativeSocket,
     signal: AbortSignal,
   ): Promise<void> {
     this.busy = true;
@@ -219,7 +220,6 @@ class Session {
     clearTimeout(this.#reconnectTimer);
     if (this.#reconnectTimer === undefined) {
       await this.#send(encodeWorkerSignal(this.#dialect, "DISCONNECT"));
-      await this.#socket.flush();
       this.#teardown();
     }
     this.#reconnectTimer = undefined;

@@ -7,7 +7,7 @@
  * @module
  */
 import { text } from "../mdp/protocol.ts";
-import type { Frames } from "../transport/socket.ts";
+import type { Frames } from "../transport/frames.ts";
 import type { StateStore, WriteResult } from "./store.ts";
 
 export const STATE_SERVICE = "org.plantd.State";

@@ -2,12 +2,13 @@
  * Shared helpers for tests that talk to a real broker over ZeroMQ: frame
  * builders, a readable byte-exact frame description, a bounded polling wait,
  * a raw DEALER test peer and a broker fixture. Every socket goes through
- * transport/socket.ts (see docs on the Deno receive defect).
+ * transport/native_socket.ts (see docs on the Deno receive defect).
  *
  * @module
  */
-import * as zmq from "zeromq";
-import { type Frames, ZmqSocket } from "../transport/socket.ts";
+import type { Frames } from "../transport/frames.ts";
+import { ZMQ_DEALER } from "../transport/libzmq.ts";
+import { NativeSocket } from "../transport/native_socket.ts";
 import { sharedPoller } from "../transport/fd_poller.ts";
 import { BrokerServer, type BrokerServerOptions } from "../broker/server.ts";
 import type { BrokerObserver } from "../broker/broker.ts";
@@ -107,7 +108,7 @@ export interface PeerOptions {
  */
 export class Peer {
   readonly name: string;
-  readonly socket: ZmqSocket<zmq.Dealer>;
+  readonly socket: NativeSocket;
   readonly received: Frames[] = [];
   #waiters: Array<() => void> = [];
   #loop: Promise<void>;
@@ -115,12 +116,11 @@ export class Peer {
 
   constructor(endpoint: string, options: PeerOptions = {}) {
     this.name = options.name ?? options.routingId ?? "peer";
-    const raw = new zmq.Dealer({
+    this.socket = new NativeSocket(ZMQ_DEALER, {
       linger: 0,
       ...(options.routingId ? { routingId: options.routingId } : {}),
     });
-    this.socket = new ZmqSocket(raw);
-    raw.connect(endpoint);
+    this.socket.connect(endpoint);
     this.#loop = this.#run();
   }
 

@@ -181,7 +181,13 @@ Deno.test("worker reconnects to a broker that restarted on the same endpoint", a
     // ZeroMQ releases a closed socket's port asynchronously: retry the bind briefly.
     for (let attempt = 0; !second; attempt++) {
       try {
-        second = await BrokerServer.start({ endpoint, ...timing, tickMs: 10 });
+        // A generous expiry: under a loaded CI machine a 150 ms one can purge a live worker.
+        second = await BrokerServer.start({
+          endpoint,
+          ...timing,
+          heartbeatLiveness: 40,
+          tickMs: 10,
+        });
       } catch (error) {
         if (!(error instanceof BindError) || attempt >= 50) throw error;
         await sleep(100);

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import type { BrokerServer } from "../broker/server.ts";
-import type { Frames } from "../transport/socket.ts";
+import type { Frames } from "../transport/frames.ts";
 import {
   byte,
   describe,

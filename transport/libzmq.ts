@@ -25,18 +25,22 @@ import "zeromq";
 export const ZMQ_PAIR = 0;
 export const ZMQ_PUB = 1;
 export const ZMQ_SUB = 2;
+export const ZMQ_DEALER = 5;
+export const ZMQ_ROUTER = 6;
 export const ZMQ_PULL = 7;
 export const ZMQ_PUSH = 8;
 export const ZMQ_XPUB = 9;
 export const ZMQ_XSUB = 10;
 
 /** Socket options (zmq.h). */
+export const ZMQ_ROUTING_ID = 5;
 export const ZMQ_SUBSCRIBE = 6;
 export const ZMQ_UNSUBSCRIBE = 7;
 export const ZMQ_RCVMORE = 13;
 export const ZMQ_FD = 14;
 export const ZMQ_EVENTS = 15;
 export const ZMQ_LINGER = 17;
+export const ZMQ_MAXMSGSIZE = 22;
 export const ZMQ_SNDHWM = 23;
 export const ZMQ_RCVHWM = 24;
 export const ZMQ_LAST_ENDPOINT = 32;

@@ -27,17 +27,19 @@ import {
   ZMQ_FD,
   ZMQ_LAST_ENDPOINT,
   ZMQ_LINGER,
+  ZMQ_MAXMSGSIZE,
   ZMQ_MSG_T_SIZE,
   ZMQ_POLLIN,
   ZMQ_POLLOUT,
   ZMQ_RCVHWM,
+  ZMQ_ROUTING_ID,
   ZMQ_SNDHWM,
   ZMQ_SNDMORE,
   ZMQ_SUBSCRIBE,
   ZMQ_UNSUBSCRIBE,
   ZmqError,
 } from "./libzmq.ts";
-import type { Frames } from "./socket.ts";
+import type { Frames } from "./frames.ts";
 
 /** Whether an endpoint is bound or connected. */
 export type AttachMode = "bind" | "connect";
@@ -63,6 +65,10 @@ export interface NativeSocketOptions {
   receiveHighWaterMark?: number;
   /** ZMQ_LINGER in ms, applied at close. @default 0 */
   linger?: number;
+  /** ZMQ_ROUTING_ID: the identity a ROUTER peer sees (libzmq makes a 5-byte one otherwise). */
+  routingId?: string | Uint8Array;
+  /** ZMQ_MAXMSGSIZE: a peer sending a larger frame is disconnected. @default no limit */
+  maxMessageSize?: number;
 }
 
 const SLAB_BYTES = 64 * 1024;
@@ -189,6 +195,16 @@ export class NativeSocket {
       this.setInt(ZMQ_RCVHWM, options.receiveHighWaterMark);
     }
     this.setInt(ZMQ_LINGER, this.#linger);
+    if (options.routingId !== undefined) {
+      const id = options.routingId;
+      this.#setBytes(ZMQ_ROUTING_ID, typeof id === "string" ? new TextEncoder().encode(id) : id);
+    }
+    if (options.maxMessageSize !== undefined) {
+      const value = new BigInt64Array([BigInt(options.maxMessageSize)]);
+      if (zmq.zmq_setsockopt(socket, ZMQ_MAXMSGSIZE, new Uint8Array(value.buffer), 8n) !== 0) {
+        throw new ZmqError("zmq_setsockopt(ZMQ_MAXMSGSIZE)", lastErrno());
+      }
+    }
     this.#fd = this.getInt(ZMQ_FD);
     zmq.zmq_msg_init(this.#msg);
   }
@@ -460,6 +476,18 @@ export class NativeSocket {
       const frames = this.tryReceive();
       if (frames) return frames;
       await this.waitReadable();
+    }
+  }
+
+  /** Messages until the socket closes. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<Frames> {
+    while (!this.#closed) {
+      try {
+        yield await this.receive();
+      } catch (error) {
+        if (error instanceof NativeSocketClosedError || this.#closed) return;
+        throw error;
+      }
     }
   }
 

@@ -1,3 +1,4 @@
+// TEMPORARY: kept only until bench/broker.ts moves to NativeSocket; nothing in the product uses it.
 /**
  * The one way this project uses a ZeroMQ socket: a wrapper that never leaves a
  * native `receive()` or `send()` pending (see fd_poller.ts for why), serialises

@@ -7,7 +7,7 @@
  * @module
  */
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import type { Frames } from "../../transport/socket.ts";
+import type { Frames } from "../../transport/frames.ts";
 import type { Call, ServiceDirectory } from "../directory.ts";
 import { ApiError } from "../errors.ts";
 import { errorResponses } from "./schemas.ts";
