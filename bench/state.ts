@@ -1,0 +1,169 @@
+/**
+ * `deno task bench:state`: state-set and state-get through the broker with
+ * many requests in flight, next to Redis SET/GET through ioredis in the same
+ * run. The broker and the state service are the real components (`main.ts
+ * broker`, `main.ts state`) in child processes; the client is here.
+ *
+ * Durability differs and is printed with the results: plantd-ts replies after
+ * its group commit is synced (SQLite WAL, synchronous=FULL by default);
+ * Redis on this machine keeps nothing on disk (`--save "" --appendonly no`).
+ *
+ * Environment: BENCH_MEASURE_MS (default 3000), BENCH_IN_FLIGHT (default 256),
+ * BENCH_SYNCHRONOUS (full|normal, default full), BENCH_REDIS (127.0.0.1:6379).
+ *
+ * @module
+ */
+import { Redis } from "ioredis";
+import { MdpClient } from "../mdp/client.ts";
+import { text } from "../mdp/protocol.ts";
+import { STATE_SERVICE } from "../state/operations.ts";
+import { num, summarize, type Summary, table } from "./_stats.ts";
+import { closedLoop, freePort, startComponent, stopAll, until } from "./_components.ts";
+
+const MEASURE_MS = Number(Deno.env.get("BENCH_MEASURE_MS") ?? "3000");
+const IN_FLIGHT = Number(Deno.env.get("BENCH_IN_FLIGHT") ?? "256");
+const SYNCHRONOUS = Deno.env.get("BENCH_SYNCHRONOUS") ?? "full";
+const REDIS = Deno.env.get("BENCH_REDIS") ?? "127.0.0.1:6379";
+const KEYS = 100_000;
+const VALUE = "v".repeat(32);
+const LOOP = { warmupMs: 500, measureMs: MEASURE_MS, maxOps: 2_000_000 };
+const TARGET_WRITES = 25_000;
+const TARGET_READS = 50_000;
+
+const watchdog = setTimeout(async () => {
+  console.error("bench:state: watchdog expired, stopping");
+  await stopAll();
+  Deno.exit(2);
+}, 180_000);
+
+async function plantd(): Promise<{ set: Summary; get: Summary }> {
+  const dir = await Deno.makeTempDir({ prefix: "bench-state-" });
+  const endpoint = `tcp://127.0.0.1:${freePort()}`;
+  const broker = startComponent("broker", ["--endpoint", endpoint, "--health-port", "0"], {
+    PLANTD_BROKER_BUSES: "[]",
+  });
+  const state = startComponent("state", [
+    "--db",
+    `${dir}/state.db`,
+    "--broker-endpoint",
+    endpoint,
+    "--health-port",
+    "0",
+    "--bus-endpoint",
+    "",
+    "--concurrency",
+    "128",
+    "--synchronous",
+    SYNCHRONOUS,
+  ]);
+  const client = new MdpClient(endpoint, { timeoutMs: 10_000 });
+  try {
+    await until(
+      async () => {
+        const [reply] = await client.request(STATE_SERVICE, ["health", "{}"], { timeoutMs: 500 });
+        return JSON.parse(text(reply!)).success === true;
+      },
+      20_000,
+      "state service",
+    );
+    const call = (operation: string, i: number) =>
+      client.request(STATE_SERVICE, [
+        operation,
+        JSON.stringify({ service: "bench", key: `k${i % KEYS}`, value: VALUE }),
+      ]).then(([reply]) => {
+        if (!text(reply!).startsWith('{"success":true')) throw new Error(text(reply!));
+      });
+    const setRun = await closedLoop(IN_FLIGHT, (i) => call("state-set", i), LOOP);
+    const getRun = await closedLoop(IN_FLIGHT, (i) => call("state-get", i), LOOP);
+    return {
+      set: summarize(setRun.latencies, setRun.count, setRun.errors, setRun.seconds),
+      get: summarize(getRun.latencies, getRun.count, getRun.errors, getRun.seconds),
+    };
+  } finally {
+    await client.close();
+    await state.stop();
+    await broker.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+async function redis(): Promise<{ set: Summary; get: Summary } | string> {
+  const [host, port] = REDIS.split(":");
+  const client = new Redis({
+    host,
+    port: Number(port),
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  try {
+    await client.connect();
+  } catch (error) {
+    client.disconnect();
+    return `Redis at ${REDIS} not reachable: ${(error as Error).message}`;
+  }
+  try {
+    const setRun = await closedLoop(
+      IN_FLIGHT,
+      (i) => client.set(`bench:k${i % KEYS}`, VALUE),
+      LOOP,
+    );
+    const getRun = await closedLoop(IN_FLIGHT, (i) => client.get(`bench:k${i % KEYS}`), LOOP);
+    return {
+      set: summarize(setRun.latencies, setRun.count, setRun.errors, setRun.seconds),
+      get: summarize(getRun.latencies, getRun.count, getRun.errors, getRun.seconds),
+    };
+  } finally {
+    client.disconnect();
+  }
+}
+
+function row(system: string, op: string, s: Summary): string[] {
+  return [
+    system,
+    op,
+    String(IN_FLIGHT),
+    num(s.perSecond),
+    num(s.p50Ms, 2),
+    num(s.p99Ms, 2),
+    String(s.errors),
+  ];
+}
+
+try {
+  console.log(
+    `# bench:state (${new Date().toISOString()}, ${navigator.hardwareConcurrency} cores)\n`,
+  );
+  const ours = await plantd();
+  const theirs = await redis();
+  const rows = [
+    row(`plantd-ts via broker (synchronous=${SYNCHRONOUS})`, "state-set", ours.set),
+    row(`plantd-ts via broker (synchronous=${SYNCHRONOUS})`, "state-get", ours.get),
+  ];
+  if (typeof theirs === "string") console.log(theirs);
+  else {rows.push(
+      row("Redis via ioredis (no persistence)", "SET", theirs.set),
+      row("Redis via ioredis (no persistence)", "GET", theirs.get),
+    );}
+  console.log(
+    table(["system", "operation", "in flight", "ops/s", "p50 ms", "p99 ms", "errors"], rows),
+  );
+  console.log();
+  const verdict = (ok: boolean) => ok ? "PASS" : "FAIL";
+  console.log(
+    `- durable writes >= ${num(TARGET_WRITES)}/s: ${num(ours.set.perSecond)}/s ${
+      verdict(ours.set.perSecond >= TARGET_WRITES)
+    }`,
+  );
+  console.log(
+    `- reads >= ${num(TARGET_READS)}/s: ${num(ours.get.perSecond)}/s ${
+      verdict(ours.get.perSecond >= TARGET_READS)
+    }`,
+  );
+  console.log(
+    `- durability: plantd-ts acknowledges a write after its group commit is synced (WAL, synchronous=${SYNCHRONOUS}); Redis here keeps nothing on disk.`,
+  );
+} finally {
+  clearTimeout(watchdog);
+  await stopAll();
+}
