@@ -10,6 +10,7 @@ import {
   busConfig,
   echoConfig,
   gatewayConfig,
+  metricsConfig,
   stateConfig,
 } from "./config/components.ts";
 import { ConfigError, loadConfig } from "./config/load.ts";
@@ -17,11 +18,18 @@ import { startBroker } from "./roles/broker.ts";
 import { startBusComponent } from "./roles/bus.ts";
 import { startEcho } from "./roles/echo.ts";
 import { startGateway } from "./roles/gateway.ts";
+import { startMetrics } from "./roles/metrics.ts";
 import { startState } from "./roles/state.ts";
 import { backupState } from "./state/backup.ts";
 import { connectableEndpoint, type Running, runningAll } from "./roles/running.ts";
 import { Registry } from "prom-client";
-import type { BrokerConfig, EchoConfig, GatewayConfig, StateConfig } from "./config/components.ts";
+import type {
+  BrokerConfig,
+  EchoConfig,
+  GatewayConfig,
+  MetricsConfig,
+  StateConfig,
+} from "./config/components.ts";
 import { type ConfigLogLevel, type LogFormat, logger, setupLogging } from "./telemetry/log.ts";
 
 const USAGE = `usage: main.ts <component> [--config FILE] [--key value ...]
@@ -33,6 +41,7 @@ components:
   echo     org.plantd.module.Echo worker
   state    org.plantd.State key/value service (libSQL)
   gateway  HTTP/WebSocket gateway (http://127.0.0.1:8080)
+  metrics  metrics ingester: metric bus into PostgreSQL/TimescaleDB or libSQL
   state-backup FILE   consistent copy of the state database while it runs
 
 Every key of a component's configuration is a flag (--log-level debug), an
@@ -57,6 +66,7 @@ async function startDev(
   echo: EchoConfig,
   state: StateConfig,
   gateway: GatewayConfig,
+  metrics: MetricsConfig,
 ): Promise<Running> {
   const registry = new Registry();
   const parts: Running[] = [];
@@ -83,9 +93,30 @@ async function startDev(
     const buses = Object.fromEntries(
       started.buses.set.buses.map((bus) => [bus.name, connectableEndpoint(bus.backend)]),
     );
+    // Metrics go to data/plantd-metrics.db unless PLANTD_METRICS_DB or _DATABASE_URL say otherwise.
+    const metricsDb = Deno.env.get("PLANTD_METRICS_DB") ?? "data/plantd-metrics.db";
+    const metricBus = started.buses.set.get("metric");
+    const metricsRole = metricBus
+      ? startMetrics(
+        {
+          ...metrics,
+          db: metricsDb,
+          bus_endpoint: connectableEndpoint(metricBus.backend),
+          health_port: 0,
+        },
+        registry,
+      )
+      : undefined;
+    if (metricsRole) parts.push(metricsRole);
     const web = await startGateway(
-      { ...gateway, broker_endpoint: brokerEndpoint, buses },
-      () => started.buses.checks(),
+      {
+        ...gateway,
+        broker_endpoint: brokerEndpoint,
+        buses,
+        metrics_database_url: metrics.database_url,
+        metrics_db: metricsDb,
+      },
+      async () => [...(await started.buses.checks()), ...(metricsRole?.checks() ?? [])],
       registry,
     );
     parts.push(web);
@@ -94,6 +125,7 @@ async function startDev(
       endpoint: started.server.endpoint,
       buses: started.buses.set.buses.map((bus) => `${bus.name} ${bus.frontend} -> ${bus.backend}`),
       state: db,
+      metrics: metricsRole?.database ?? "off (no metric bus)",
     });
     return runningAll(parts);
   } catch (error) {
@@ -130,6 +162,11 @@ async function start(component: string, args: string[]): Promise<Running | undef
       await setupLogging(config.log_level, config.log_format);
       return await startGateway(config);
     }
+    case "metrics": {
+      const config = loadConfig(metricsConfig, { args });
+      await setupLogging(config.log_level, config.log_format);
+      return startMetrics(config);
+    }
     case "state-backup": {
       // The positional FILE is the target; the rest are the state config's flags (--db).
       const [target, ...rest] = args;
@@ -148,8 +185,9 @@ async function start(component: string, args: string[]): Promise<Running | undef
       const echo = loadConfig(echoConfig, { args: shared });
       const state = loadConfig(stateConfig, { args: shared });
       const gateway = loadConfig(gatewayConfig, { args: shared });
+      const metrics = loadConfig(metricsConfig, { args: shared });
       await setupLogging(broker.log_level as ConfigLogLevel, broker.log_format as LogFormat);
-      return await startDev(broker, echo, state, gateway);
+      return await startDev(broker, echo, state, gateway, metrics);
     }
     default:
       throw new ConfigError(`unknown component '${component}'\n${USAGE}`);

@@ -198,7 +198,66 @@ export const gatewayConfig = {
     ws_max_buffered_bytes: z.number().int().min(1024).default(4 * 1024 * 1024),
     ws_max_message_bytes: z.number().int().min(256).default(64 * 1024),
     ws_max_subscriptions: z.number().int().min(1).default(256),
+    /** PostgreSQL URL of the metrics store read by GET /api/metrics; empty: `metrics_db`. */
+    metrics_database_url: z.string().regex(
+      /^(postgres(ql)?:\/\/.*)?$/,
+      "expected a postgres:// URL or nothing (embedded libSQL)",
+    ).default(""),
+    /** libSQL file of the metrics store (read only); empty turns /api/metrics off. */
+    metrics_db: z.string().default("plantd-metrics.db"),
   }),
 } satisfies ComponentConfig<z.ZodObject>;
 
 export type GatewayConfig = z.infer<typeof gatewayConfig.schema>;
+
+export const metricsConfig = {
+  name: "metrics",
+  envPrefix: "PLANTD_METRICS",
+  schema: z.object({
+    ...common,
+    /**
+     * PostgreSQL URL (`postgres://user@host:5432/db`); TimescaleDB is used when
+     * the server has it. Empty: the embedded libSQL database `db`.
+     */
+    database_url: z.string().regex(
+      /^(postgres(ql)?:\/\/.*)?$/,
+      "expected a postgres:// URL or nothing (embedded libSQL)",
+    ).default(""),
+    /** libSQL file (or libsql:// URL) used when database_url is empty. */
+    db: z.string().min(1).default("plantd-metrics.db"),
+    /** Token for a remote libSQL server. */
+    db_auth_token: z.string().optional(),
+    /** Backend of the metric bus (where subscribers connect). */
+    bus_endpoint: endpoint.default("tcp://127.0.0.1:13001"),
+    /** Prefix subscribed on the metric bus; "" is everything. */
+    subscribe: z.string().default(""),
+    /** Envelopes that split Go plantd's single-frame messages into topic and JSON. */
+    envelopes: z.array(z.string().min(1)).default(() => ["org.plantd.Metric"]),
+    /** ZMQ_RCVHWM of the subscription; 0 = no limit. */
+    receive_hwm: hwm.default(100_000),
+    /** Most points per INSERT. */
+    batch_size: z.number().int().min(1).max(100_000).default(5000),
+    /** Points held in memory while waiting for the database; beyond it points are dropped (counted). */
+    buffer_points: z.number().int().min(1).default(500_000),
+    /** A partial batch is written once its oldest point is this old. */
+    flush_interval_ms: positiveMs.default(200),
+    /** Batches written at the same time (PostgreSQL; libSQL writes one at a time). */
+    write_concurrency: z.number().int().min(1).max(16).default(2),
+    /** Longest wait between retries while the database is down. */
+    retry_max_ms: positiveMs.default(10_000),
+    /** Points older than this are deleted; 0 keeps everything. */
+    retention_days: z.number().min(0).default(30),
+    /** How often the scheduled delete runs (plain PostgreSQL and libSQL). */
+    retention_interval_ms: positiveMs.default(3_600_000),
+    /** TimescaleDB: chunks older than this are compressed; 0 = no compression policy. */
+    compression_after_days: z.number().min(0).default(7),
+    /** TimescaleDB: chunk interval of the hypertable. */
+    chunk_interval_hours: z.number().positive().default(24),
+    /** "auto": use TimescaleDB when the server has it; "off": plain PostgreSQL tables. */
+    timescaledb: z.enum(["auto", "off"]).default("auto"),
+    /** 0 turns the health server off. */
+    health_port: port.default(8084),
+  }),
+} satisfies ComponentConfig<z.ZodObject>;
+
+export type MetricsConfig = z.infer<typeof metricsConfig.schema>;

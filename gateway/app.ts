@@ -9,11 +9,13 @@ import { OpenAPIHono } from "@hono/zod-openapi";
 import { bodyLimit } from "hono/body-limit";
 import type { Registry } from "prom-client";
 import type { MdpClient } from "../mdp/client.ts";
+import type { MetricsReader } from "../metrics/store.ts";
 import { type Check, healthRoutes } from "../telemetry/health.ts";
 import type { GatewayMetrics } from "../telemetry/gateway_metrics.ts";
 import type { BusHub } from "./bus_hub.ts";
 import type { Call, ServiceDirectory } from "./directory.ts";
 import { ApiError, toApiError } from "./errors.ts";
+import { metricsRoutes } from "./routes/metrics.ts";
 import { servicesRoutes } from "./routes/services.ts";
 import { stateRoutes } from "./routes/state.ts";
 import { dashboardRoutes } from "./static.ts";
@@ -29,6 +31,8 @@ export interface GatewayDeps {
   metrics: GatewayMetrics;
   checks: () => Check[] | Promise<Check[]>;
   options: GatewayAppOptions;
+  /** The metrics store behind GET /api/metrics; without it the route answers 503. */
+  metricsStore?: MetricsReader;
 }
 
 /** Limits and policies of the app. */
@@ -96,6 +100,7 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
 
   stateRoutes(app, new StateApi(call, directory));
   servicesRoutes(app, call, directory);
+  metricsRoutes(app, deps.metricsStore);
   app.doc31("/api/openapi.json", {
     openapi: "3.1.0",
     info: {

@@ -12,6 +12,7 @@ import { BusHub } from "../gateway/bus_hub.ts";
 import { ServiceDirectory } from "../gateway/directory.ts";
 import { CLOSE, type WsSession } from "../gateway/ws.ts";
 import { MdpClient } from "../mdp/client.ts";
+import { openMetricsReader } from "../metrics/open.ts";
 import { text } from "../mdp/protocol.ts";
 import { STATE_SERVICE } from "../state/operations.ts";
 import { gatewayMetrics } from "../telemetry/gateway_metrics.ts";
@@ -88,6 +89,11 @@ export async function startGateway(
     ];
   };
   const sessions = new Set<WsSession>();
+  // GET /api/metrics reads the metrics store directly (read only, opened on first use).
+  const metricsStore = openMetricsReader({
+    databaseUrl: config.metrics_database_url,
+    db: config.metrics_db,
+  });
   const app = createApp({
     client,
     directory,
@@ -95,6 +101,7 @@ export async function startGateway(
     registry,
     metrics,
     checks,
+    metricsStore,
     options: {
       requestTimeoutMs: config.request_timeout_ms,
       maxBodyBytes: config.max_body_bytes,
@@ -113,6 +120,7 @@ export async function startGateway(
     directory.stop();
     await hub.close();
     await client.close();
+    await metricsStore?.close();
     throw error;
   }
   const url = `http://${
@@ -132,6 +140,7 @@ export async function startGateway(
       directory.stop();
       await hub.close();
       await client.close();
+      await metricsStore?.close();
       log.info("gateway stopped");
     },
   };

@@ -1,0 +1,192 @@
+/**
+ * The embedded metrics store: a libSQL file (or libSQL server) with the same
+ * columns as on PostgreSQL, migrated from migrations/metrics-sqlite. `time` is
+ * an integer in milliseconds since the epoch; buckets are integer arithmetic
+ * aligned to the epoch, which is what `date_bin(…, 'epoch')` and
+ * `time_bucket(…, origin => 'epoch')` compute on PostgreSQL.
+ *
+ * A batch is one statement: the points travel as one JSON array parameter
+ * read back with `json_each`, so there is no bound on parameters per batch.
+ *
+ * @module
+ */
+import { type Client, createClient, LibsqlError } from "@libsql/client";
+import { sql } from "drizzle-orm";
+import { drizzle, type LibSQLDatabase } from "drizzle-orm/libsql";
+import { migrate } from "drizzle-orm/libsql/migrator";
+import type { Point } from "./point.ts";
+import { metrics } from "./schema_sqlite.ts";
+import {
+  type BucketQuery,
+  type BucketRow,
+  type MetricsEngine,
+  type MetricsReader,
+  MetricsUnavailableError,
+  type MetricsWriter,
+} from "./store.ts";
+
+const MIGRATIONS = new URL("../migrations/metrics-sqlite", import.meta.url).pathname;
+
+/** Turns a configured location into a libSQL URL. */
+export function libsqlUrl(location: string): string {
+  if (/^(file|libsql|https?|wss?):/.test(location) || location === ":memory:") return location;
+  return `file:${location}`;
+}
+
+function localPath(url: string): string | undefined {
+  return url.startsWith("file:") ? url.slice("file:".length) : undefined;
+}
+
+/** The writing side on libSQL. */
+export class LibsqlMetricsWriter implements MetricsWriter {
+  readonly kind = "libsql" as const;
+  readonly managesRetention = false;
+  /** SQLite has one writer. */
+  readonly concurrency = 1;
+  readonly #client: Client;
+  readonly #db: LibSQLDatabase;
+
+  constructor(client: Client) {
+    this.#client = client;
+    this.#db = drizzle(client);
+  }
+
+  async write(points: readonly Point[]): Promise<void> {
+    if (points.length === 0) return;
+    const rows = new Array<unknown[]>(points.length);
+    for (let i = 0; i < points.length; i++) {
+      const p = points[i]!;
+      rows[i] = [p.time, p.device, p.channel, p.value, p.tags];
+    }
+    await this.#client.execute({
+      sql: `insert into metrics (time, device, channel, value, tags)
+        select value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 from json_each(?)`,
+      args: [JSON.stringify(rows)],
+    });
+  }
+
+  async deleteOlderThan(cutoffMs: number): Promise<number> {
+    const result = await this.#db.run(
+      sql`delete from ${metrics} where ${metrics.time} < ${cutoffMs}`,
+    );
+    return result.rowsAffected;
+  }
+
+  isDataError(error: unknown): boolean {
+    const code = error instanceof LibsqlError ? error.code : "";
+    return /^SQLITE_(CONSTRAINT|MISMATCH|TOOBIG|RANGE)/.test(code);
+  }
+
+  close(): Promise<void> {
+    this.#client.close();
+    return Promise.resolve();
+  }
+}
+
+/** Opens (creating the file and its directory) and migrates the libSQL metrics database. */
+export async function openLibsqlWriter(
+  location: string,
+  authToken?: string,
+): Promise<LibsqlMetricsWriter> {
+  const url = libsqlUrl(location);
+  const path = localPath(url);
+  if (path?.includes("/")) {
+    await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+  }
+  const client = createClient({ url, authToken });
+  try {
+    if (path !== undefined || url === ":memory:") {
+      await client.execute("PRAGMA journal_mode = WAL");
+      // Telemetry: a crash of the process loses nothing committed; power loss may lose the last commits.
+      await client.execute("PRAGMA synchronous = NORMAL");
+      await client.execute("PRAGMA busy_timeout = 5000");
+    }
+    await migrate(drizzle(client), { migrationsFolder: MIGRATIONS });
+    return new LibsqlMetricsWriter(client);
+  } catch (error) {
+    client.close();
+    throw error;
+  }
+}
+
+/** The reading side on libSQL; opens the database on first use, never creates it. */
+export class LibsqlMetricsReader implements MetricsReader {
+  readonly #url: string;
+  readonly #authToken?: string;
+  #client?: Client;
+
+  constructor(location: string, authToken?: string) {
+    this.#url = libsqlUrl(location);
+    this.#authToken = authToken;
+  }
+
+  engine(): Promise<MetricsEngine> {
+    return Promise.resolve("libsql");
+  }
+
+  async #open(): Promise<Client> {
+    if (this.#client) return this.#client;
+    const path = localPath(this.#url);
+    if (path !== undefined) {
+      try {
+        await Deno.stat(path);
+      } catch {
+        throw new MetricsUnavailableError(
+          `metrics database ${path} does not exist (is the metrics ingester running?)`,
+        );
+      }
+    }
+    const client = createClient({ url: this.#url, authToken: this.#authToken });
+    if (path !== undefined) await client.execute("PRAGMA busy_timeout = 5000");
+    this.#client = client;
+    return client;
+  }
+
+  async query(query: BucketQuery): Promise<BucketRow[]> {
+    const client = await this.#open();
+    const db = drizzle(client);
+    const b = query.bucketMs;
+    if (!Number.isSafeInteger(b) || b <= 0) throw new RangeError(`Bad bucket ${b}`);
+    // Floor to the bucket also before the epoch (SQLite's % truncates toward zero).
+    const bucket = sql`(${metrics.time} - ((${metrics.time} % ${sql.raw(String(b))}) + ${
+      sql.raw(String(b))
+    }) % ${sql.raw(String(b))})`;
+    try {
+      const rows = await db.all<
+        [number, number | null, number | null, number | null, number, number | null]
+      >(sql`
+        select bucket, min(value), max(value), avg(value), count(value),
+          max(case when latest = 1 then value end)
+        from (
+          select ${bucket} as bucket, ${metrics.value} as value,
+            row_number() over (partition by ${bucket} order by ${metrics.time} desc) as latest
+          from ${metrics}
+          where ${metrics.device} = ${query.device} and ${metrics.channel} = ${query.channel}
+            and ${metrics.time} >= ${query.from} and ${metrics.time} < ${query.to}
+        )
+        group by bucket order by bucket`);
+      return rows.map((r) => {
+        const row = Array.isArray(r) ? r : Object.values(r as Record<string, unknown>);
+        return {
+          time: Number(row[0]),
+          min: row[1] as number | null,
+          max: row[2] as number | null,
+          avg: row[3] as number | null,
+          count: Number(row[4]),
+          last: row[5] as number | null,
+        };
+      });
+    } catch (error) {
+      if (error instanceof LibsqlError && /no such table/.test(error.message)) {
+        throw new MetricsUnavailableError("metrics table does not exist yet", { cause: error });
+      }
+      throw error;
+    }
+  }
+
+  close(): Promise<void> {
+    this.#client?.close();
+    this.#client = undefined;
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,205 @@
+/**
+ * `main.ts metrics`: the metrics ingester, from the metric bus into
+ * PostgreSQL/TimescaleDB or the embedded libSQL file.
+ *
+ * @module
+ */
+import { Registry } from "prom-client";
+import { Subscriber } from "../bus/subscriber.ts";
+import type { MetricsConfig } from "../config/components.ts";
+import { MetricsIngester } from "../metrics/ingester.ts";
+import { libsqlUrl } from "../metrics/libsql.ts";
+import { metricsWriterOpener, redactUrl } from "../metrics/open.ts";
+import type { Check } from "../telemetry/health.ts";
+import { ingesterMetrics } from "../telemetry/ingester_metrics.ts";
+import { logger } from "../telemetry/log.ts";
+import { processMetrics } from "../telemetry/process_metrics.ts";
+import { startHealthServer } from "./health_server.ts";
+import type { Running } from "./running.ts";
+
+/** Logs at most one line per key and interval, with the number of lines held back. */
+function rateLimiter(intervalMs: number) {
+  const last = new Map<string, { at: number; suppressed: number }>();
+  return (key: string, log: (suppressed: number) => void): void => {
+    const now = Date.now();
+    const entry = last.get(key);
+    if (entry && now - entry.at < intervalMs) {
+      entry.suppressed++;
+      return;
+    }
+    log(entry?.suppressed ?? 0);
+    last.set(key, { at: now, suppressed: 0 });
+  };
+}
+
+/** A running ingester with its health checks (dev adds them to the gateway's). */
+export interface RunningMetrics extends Running {
+  ingester: MetricsIngester;
+  checks(): Check[];
+  healthPort: number;
+  /** Where the points go, for people (password hidden). */
+  database: string;
+}
+
+/** Starts the ingester; it buffers until the database can be opened. */
+export function startMetrics(
+  config: MetricsConfig,
+  registry: Registry = new Registry(),
+): RunningMetrics {
+  const log = logger("metrics");
+  if (!registry.getSingleMetric("process_cpu_seconds_total")) processMetrics(registry);
+  const metrics = ingesterMetrics(registry, config.buffer_points);
+  const limited = rateLimiter(10_000);
+  const database = config.database_url !== ""
+    ? redactUrl(config.database_url)
+    : libsqlUrl(config.db);
+  const open = metricsWriterOpener({
+    databaseUrl: config.database_url,
+    db: config.db,
+    dbAuthToken: config.db_auth_token,
+    connections: config.write_concurrency,
+    timescaledb: config.timescaledb,
+    retentionDays: config.retention_days,
+    compressionAfterDays: config.compression_after_days,
+    chunkIntervalHours: config.chunk_interval_hours,
+    onSetup: (report) => {
+      if (report.kind === "timescaledb") {
+        log.info("TimescaleDB: metrics is a hypertable with compression and retention policies", {
+          compression_after_days: config.compression_after_days,
+          retention_days: config.retention_days,
+        });
+      } else {
+        log.info("plain PostgreSQL: BRIN index on time, retention by scheduled delete", {
+          timescale_available: report.timescaleAvailable,
+          ...(report.fallbackReason ? { reason: report.fallbackReason } : {}),
+        });
+      }
+    },
+  });
+  const subscriber = new Subscriber(config.bus_endpoint, {
+    bus: "metric",
+    envelopes: config.envelopes,
+    receiveHighWaterMark: config.receive_hwm,
+  });
+  subscriber.subscribe(config.subscribe);
+  const ingester = new MetricsIngester(subscriber, open, {
+    batchSize: config.batch_size,
+    bufferPoints: config.buffer_points,
+    flushIntervalMs: config.flush_interval_ms,
+    retryMaxMs: config.retry_max_ms,
+    retentionDays: config.retention_days,
+    retentionIntervalMs: config.retention_interval_ms,
+  }, {
+    ...metrics,
+    rejected: (reason, detail) => {
+      metrics.rejected?.(reason, detail);
+      limited(
+        `rejected:${reason}`,
+        (suppressed) =>
+          log.warn("rejected a point: {reason}", {
+            reason,
+            detail,
+            suppressed_since_last: suppressed,
+          }),
+      );
+    },
+    dropped: (reason, count, detail) => {
+      metrics.dropped?.(reason, count, detail);
+      limited(
+        `dropped:${reason}`,
+        (suppressed) =>
+          log.error("dropped {count} points: {reason}", {
+            count,
+            reason,
+            detail,
+            suppressed_since_last: suppressed,
+          }),
+      );
+    },
+    connected: (writer) => {
+      metrics.databaseUp(true);
+      log.info("metrics database open ({kind})", { kind: writer.kind, database });
+    },
+    connectFailed: (error, retryMs) => {
+      metrics.connectFailed?.(error, retryMs);
+      metrics.databaseUp(false);
+      limited(
+        "connect",
+        (suppressed) =>
+          log.warn("cannot open the metrics database: {error}; retrying", {
+            error: (error as Error).message ?? String(error),
+            retry_ms: retryMs,
+            database,
+            suppressed_since_last: suppressed,
+          }),
+      );
+    },
+    writeFailed: (error, retryMs, points) => {
+      metrics.writeFailed?.(error, retryMs, points);
+      metrics.databaseUp(false);
+      limited("write", (suppressed) =>
+        log.warn("write failed: {error}; buffering and retrying", {
+          error: (error as Error).message ?? String(error),
+          retry_ms: retryMs,
+          buffered: ingester.status().buffered,
+          suppressed_since_last: suppressed,
+        }));
+    },
+    recovered: (downMs) => {
+      metrics.databaseUp(true);
+      log.info("metrics database back after {seconds} s", {
+        seconds: Math.round(downMs / 100) / 10,
+        buffered: ingester.status().buffered,
+      });
+    },
+    retention: (deleted, cutoffMs) => {
+      metrics.retention?.(deleted, cutoffMs);
+      if (deleted > 0) {
+        log.info("retention deleted {deleted} points older than {cutoff}", {
+          deleted,
+          cutoff: new Date(cutoffMs).toISOString(),
+        });
+      }
+    },
+    retentionFailed: (error) =>
+      log.warn("retention delete failed: {error}", { error: (error as Error).message }),
+  });
+  const checks = (): Check[] => {
+    const status = ingester.status();
+    const up = status.database === "up";
+    return [{
+      name: "metrics_database",
+      status: up ? "UP" : "DOWN",
+      lastUpdated: new Date(status.since).toISOString(),
+      ...(up ? {} : {
+        output: `${
+          status.lastError ?? "not open yet"
+        }; ${status.buffered}/${status.capacity} points buffered`,
+      }),
+    }];
+  };
+  const health = startHealthServer(
+    "metrics",
+    config.health_host,
+    config.health_port,
+    checks,
+    registry,
+  );
+  log.info("metrics ingester reading {bus} into {database}", {
+    bus: config.bus_endpoint,
+    database,
+    subscribe: config.subscribe,
+    health: health.port ? `http://${config.health_host}:${health.port}/healthz` : "off",
+  });
+  return {
+    ingester,
+    checks,
+    healthPort: health.port,
+    database,
+    async close() {
+      await health.close();
+      await ingester.close();
+      log.info("metrics ingester stopped");
+    },
+  };
+}
