@@ -415,5 +415,10 @@ function errorText(error: unknown): string {
   if (error instanceof AggregateError && error.errors.length > 0) {
     return `${error.message || "errors"}: ${error.errors.map(errorText).join("; ")}`;
   }
-  return error instanceof Error ? error.message || error.name : String(error);
+  if (!(error instanceof Error)) return String(error);
+  // Drizzle wraps driver errors in "Failed query: <sql>": the cause says what went wrong.
+  if (error.cause instanceof Error && error.message.startsWith("Failed query")) {
+    return errorText(error.cause);
+  }
+  return error.message || error.name;
 }

@@ -1,0 +1,105 @@
+import assert from "node:assert/strict";
+import { parseDuration } from "./duration.ts";
+import { parsePoint, parseRfc3339 } from "./point.ts";
+
+const NOW = Date.UTC(2024, 0, 2);
+
+Deno.test("parsePoint() reads Go plantd's logger payload", () => {
+  const result = parsePoint(
+    '{"time":"2024-01-01T00:00:00.123456789Z","device":"d","channel":"c","value":1.5}',
+    NOW,
+  );
+  assert.deepEqual(result, {
+    ok: true,
+    point: {
+      time: Date.UTC(2024, 0, 1, 0, 0, 0, 123),
+      device: "d",
+      channel: "c",
+      value: 1.5,
+      tags: null,
+    },
+  });
+});
+
+Deno.test("parsePoint() maps the seed's service_name/metric_name to device/channel with tags", () => {
+  const result = parsePoint(
+    new TextEncoder().encode(
+      '{"timestamp":"2024-01-01T01:00:00+01:00","service_name":"org.plantd.State","metric_name":"ops","value":-3,"tags":{"host":"a"}}',
+    ),
+    NOW,
+  );
+  assert.deepEqual(result, {
+    ok: true,
+    point: {
+      time: Date.UTC(2024, 0, 1),
+      device: "org.plantd.State",
+      channel: "ops",
+      value: -3,
+      tags: '{"host":"a"}',
+    },
+  });
+});
+
+Deno.test("parsePoint() takes the reception time when the point has none", () => {
+  const result = parsePoint('{"device":"d","channel":"c","value":0}', NOW);
+  assert.ok(result.ok);
+  assert.equal(result.point.time, NOW);
+});
+
+Deno.test("parsePoint() rejects malformed points with a reason", () => {
+  const cases: Array<[string, string]> = [
+    ["not json", "not_json"],
+    ["[1,2]", "not_object"],
+    ["42", "not_object"],
+    ['{"channel":"c","value":1}', "device"],
+    ['{"device":"","channel":"c","value":1}', "device"],
+    ['{"device":"d\\u0000","channel":"c","value":1}', "device"],
+    ['{"device":"d","value":1}', "channel"],
+    ['{"service_name":"s","value":1}', "channel"],
+    ['{"device":"d","channel":"c"}', "value"],
+    ['{"device":"d","channel":"c","value":"1.5"}', "value"],
+    ['{"device":"d","channel":"c","value":null}', "value"],
+    ['{"device":"d","channel":"c","value":1,"time":"yesterday"}', "time"],
+    ['{"device":"d","channel":"c","value":1,"time":1704067200}', "time"],
+    ['{"device":"d","channel":"c","value":1,"time":"2024-02-30T00:00:00Z"}', "time"],
+    ['{"device":"d","channel":"c","value":1,"tags":[1]}', "tags"],
+    ['{"device":"d","channel":"c","value":1,"tags":"x"}', "tags"],
+    ['{"device":"d","channel":"c","value":1,"tags":{"a":"\\u0000"}}', "tags"],
+    [`{"device":"${"x".repeat(70_000)}","channel":"c","value":1}`, "too_large"],
+  ];
+  for (const [payload, reason] of cases) {
+    const result = parsePoint(payload, NOW);
+    assert.equal(result.ok, false, payload.slice(0, 80));
+    if (!result.ok) assert.equal(result.reason, reason, payload.slice(0, 80));
+  }
+});
+
+Deno.test("parseRfc3339() accepts RFC 3339 and nothing looser", () => {
+  assert.equal(parseRfc3339("2024-01-01T00:00:00Z"), Date.UTC(2024, 0, 1));
+  assert.equal(parseRfc3339("2024-01-01t00:00:00.5z"), Date.UTC(2024, 0, 1, 0, 0, 0, 500));
+  assert.equal(parseRfc3339("2024-01-01 02:00:00+02:00"), Date.UTC(2024, 0, 1));
+  assert.equal(parseRfc3339("2024-02-29T00:00:00Z"), Date.UTC(2024, 1, 29));
+  for (
+    const bad of [
+      "2024-01-01",
+      "2024-01-01T00:00Z",
+      "2023-02-29T00:00:00Z",
+      "2024-01-01T24:00:00Z",
+      "now",
+    ]
+  ) {
+    assert.ok(Number.isNaN(parseRfc3339(bad)), bad);
+  }
+});
+
+Deno.test("parseDuration() reads integer durations with a unit", () => {
+  assert.equal(parseDuration("500ms"), 500);
+  assert.equal(parseDuration("10s"), 10_000);
+  assert.equal(parseDuration("1m"), 60_000);
+  assert.equal(parseDuration("2h"), 7_200_000);
+  assert.equal(parseDuration("1d"), 86_400_000);
+  assert.equal(parseDuration("1w"), 604_800_000);
+  for (const bad of ["", "0s", "10", "1.5s", "-1s", "1y", "1M", "s", "01s"]) {
+    assert.equal(parseDuration(bad), undefined, bad);
+  }
+});
