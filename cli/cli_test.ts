@@ -1,0 +1,614 @@
+/**
+ * `plant` end to end: the real CLI in a subprocess (`deno run -A
+ * cli/main.ts`) against a real system on random ports (tests/_system.ts),
+ * through the gateway and straight to the broker and the buses. Every
+ * command's output, `--json` and exit codes, success and failure.
+ */
+import assert from "node:assert/strict";
+import { Bus } from "../bus/bus.ts";
+import { MdpWorker } from "../mdp/worker.ts";
+import { sharedPoller } from "../transport/fd_poller.ts";
+import { waitFor } from "../tests/_helpers.ts";
+import { startSystem, type System } from "../tests/_system.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const MAIN = new URL("./main.ts", import.meta.url).pathname;
+
+/** The child's environment: the parent's, without PLANTD_CLI_* (tests set their own). */
+function childEnv(extra: Record<string, string> = {}): Record<string, string> {
+  const env = Object.fromEntries(
+    Object.entries(Deno.env.toObject()).filter(([name]) => !name.startsWith("PLANTD_CLI_")),
+  );
+  return { ...env, NO_COLOR: "1", ...extra };
+}
+
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `plant args…` to completion. */
+async function run(args: string[], env: Record<string, string> = {}): Promise<Result> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    cwd: ROOT,
+    env: childEnv(env),
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+/** Asserts a failure: exit code, one line on stderr matching `message`, nothing on stdout. */
+const plant = run;
+
+function assertFails(result: Result, code: number, message: RegExp): void {
+  assert.equal(result.code, code, `exit code; stderr: ${result.stderr}`);
+  assert.match(result.stderr, message);
+  assert.equal(result.stderr.trimEnd().split("\n").length, 1, `one line: ${result.stderr}`);
+  assert.match(result.stderr, /^plant: /);
+}
+
+function assertOk(result: Result): void {
+  assert.equal(result.code, 0, `exit code; stderr: ${result.stderr}`);
+}
+
+/** Parses the one JSON document of stdout. */
+// deno-lint-ignore no-explicit-any
+function json(result: Result): any {
+  assertOk(result);
+  return JSON.parse(result.stdout);
+}
+
+/** A TCP port nothing listens on (bound, then released). */
+function closedPort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+async function withSystem(body: (system: System) => Promise<void>): Promise<void> {
+  const system = await startSystem();
+  try {
+    await body(system);
+  } finally {
+    await system.stop();
+  }
+}
+
+/** A streaming `plant sub` child whose stdout and stderr are collected as they come. */
+class Streaming {
+  readonly child: Deno.ChildProcess;
+  stdout = "";
+  stderr = "";
+  #done: Promise<void>;
+
+  constructor(args: string[], env: Record<string, string> = {}) {
+    this.child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", MAIN, ...args],
+      cwd: ROOT,
+      env: childEnv(env),
+      clearEnv: true,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const collect = async (stream: ReadableStream<Uint8Array>, into: "stdout" | "stderr") => {
+      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) this[into] += chunk;
+    };
+    this.#done = Promise.all([
+      collect(this.child.stdout, "stdout"),
+      collect(this.child.stderr, "stderr"),
+    ]).then(() => {});
+  }
+
+  async subscribed(): Promise<void> {
+    await waitFor(() => /subscribed to bus/.test(this.stderr), {
+      timeoutMs: 10_000,
+      what: `'subscribed' from plant sub (stderr: ${this.stderr})`,
+    });
+  }
+
+  async result(): Promise<Result> {
+    const { code } = await this.child.status;
+    await this.#done;
+    return { code, stdout: this.stdout, stderr: this.stderr };
+  }
+}
+
+Deno.test("plant: help, version and bad command lines exit 2 with one line", async () => {
+  const help = await plant(["--help"]);
+  assertOk(help);
+  for (const command of ["echo", "services", "call", "health", "sub", "pub", "state get"]) {
+    assert.match(help.stdout, new RegExp(`\\n  ${command}`));
+  }
+  const stateHelp = await plant(["state", "set", "--help"]);
+  assertOk(stateHelp);
+  assert.match(stateHelp.stdout, /usage: plant state set KEY VALUE/);
+  assert.match(stateHelp.stdout, /--service SCOPE/);
+  const version = json(await plant(["--version", "--json"]));
+  assert.equal(version.deno, Deno.version.deno);
+
+  assertFails(await plant([]), 2, /no command given/);
+  assertFails(await plant(["frobnicate"]), 2, /unknown command 'frobnicate'/);
+  assertFails(await plant(["state"]), 2, /'state' needs a subcommand: get, set/);
+  assertFails(await plant(["state", "fetch"]), 2, /unknown command 'state fetch'/);
+  assertFails(await plant(["state", "get"]), 2, /state get: expects KEY, got none/);
+  assertFails(await plant(["echo", "a", "b"]), 2, /echo: expects MESSAGE, got 'a' 'b'/);
+  assertFails(await plant(["services", "--count", "3"]), 2, /'--count' does not apply/);
+  assertFails(await plant(["services", "--nope"]), 2, /Unknown option '--nope'/);
+  assertFails(await plant(["--timeout", "soon", "services"]), 2, /--timeout expects a positive/);
+  assertFails(
+    await plant(["services"], { PLANTD_CLI_TIMEOUT_MS: "-1" }),
+    2,
+    /PLANTD_CLI_TIMEOUT_MS expects a positive/,
+  );
+  assertFails(
+    await plant(["--gateway", "http://a", "--broker", "tcp://b:1", "services"]),
+    2,
+    /--gateway or --broker, not both/,
+  );
+  assertFails(await plant(["--broker", "localhost:9797", "services"]), 2, /bad --broker/);
+  assertFails(await plant(["--gateway", "ftp://x", "services"]), 2, /bad gateway URL/);
+  assertFails(await plant(["call", "svc", "op", "{nope"]), 2, /JSON argument is not valid JSON/);
+  assertFails(
+    await plant(["--broker", "tcp://127.0.0.1:1", "sub", "custom"]),
+    2,
+    /no default endpoint for bus 'custom': give --endpoint/,
+  );
+  // --json changes nothing about errors: stderr, one line, no stdout.
+  const failed = await plant(["--json", "state", "get"]);
+  assertFails(failed, 2, /expects KEY/);
+  assert.equal(failed.stdout, "");
+});
+
+Deno.test("plant: an unreachable gateway, broker or bus exits 3", async () => {
+  const port = closedPort();
+  const gateway = `http://127.0.0.1:${port}`;
+  for (const args of [["services"], ["health"], ["state", "list-scopes"], ["echo", "x"]]) {
+    assertFails(
+      await plant(["--gateway", gateway, ...args]),
+      3,
+      new RegExp(`cannot reach the gateway at ${gateway}: connection refused`),
+    );
+  }
+  // The environment names the gateway too.
+  assertFails(await plant(["services"], { PLANTD_CLI_GATEWAY: gateway }), 3, /connection refused/);
+  assertFails(await plant(["sub", "metric", "--gateway", gateway]), 3, /cannot reach the gateway/);
+  const broker = `tcp://127.0.0.1:${port}`;
+  for (const args of [["services"], ["state", "get", "k"], ["call", "x", "y"], ["health"]]) {
+    assertFails(
+      await plant(["--broker", broker, ...args]),
+      3,
+      new RegExp(`cannot reach the broker at ${broker}: connection refused`),
+    );
+  }
+  assertFails(await plant(["services"], { PLANTD_CLI_BROKER: broker }), 3, /reach the broker/);
+  assertFails(
+    await plant(["pub", "metric", "t", "p", "--endpoint", broker]),
+    3,
+    /cannot reach the bus 'metric' frontend/,
+  );
+  assertFails(
+    await plant(["sub", "metric", "--endpoint", broker]),
+    3,
+    /cannot reach the bus 'metric' backend/,
+  );
+  assertFails(
+    await plant(["health", "--url", gateway]),
+    3,
+    /cannot reach the health server at/,
+  );
+});
+
+/** How a scenario reaches the system: flags, or the environment. */
+interface Via {
+  args: string[];
+  env: Record<string, string>;
+}
+
+/** The same scenario through the gateway and straight to the broker. */
+async function stateScenario(system: System, via: Via): Promise<void> {
+  const mode = via.args;
+  const plant = (args: string[]) => run(args, via.env);
+  const scope = ["--service", "plant"];
+  let r = await plant([...mode, "state", "set", "setpoint", "42", ...scope]);
+  assertOk(r);
+  assert.match(r.stdout, /^set plant setpoint \(revision 1\)\n$/);
+  const set = json(await plant([...mode, "--json", "state", "set", "mode", "auto", ...scope]));
+  assert.deepEqual(set, { scope: "plant", key: "mode", value: "auto", revision: 1 });
+  // A value starting with "-" after "--".
+  assertOk(await plant([...mode, "state", "set", "--scope", "plant", "offset", "--", "-5"]));
+
+  r = await plant([...mode, "state", "get", "setpoint", "-s", "plant"]);
+  assertOk(r);
+  const [header, row] = r.stdout.trimEnd().split("\n");
+  assert.match(header!, /^SCOPE\s+KEY\s+VALUE\s+REVISION\s+UPDATED$/);
+  assert.match(row!, /^plant\s+setpoint\s+42\s+1\s+\d{4}-\d\d-\d\dT/);
+  const entry = json(await plant([...mode, "state", "get", "offset", ...scope, "--json"]));
+  assert.equal(entry.value, "-5");
+  assert.equal(entry.revision, 1);
+  assert.equal(typeof entry.updated_at, "number");
+
+  r = await plant([...mode, "state", "list", ...scope]);
+  assertOk(r);
+  assert.deepEqual(r.stdout.trimEnd().split("\n"), ["KEY", "mode", "offset", "setpoint"]);
+  assert.deepEqual(json(await plant([...mode, "--json", "state", "list", "plant"])).keys, [
+    "mode",
+    "offset",
+    "setpoint",
+  ]);
+
+  assertOk(await plant([...mode, "state", "create-scope", "empty"]));
+  r = await plant([...mode, "state", "list-scopes"]);
+  assertOk(r);
+  assert.deepEqual(r.stdout.trimEnd().split("\n"), ["SCOPE", "empty", "plant"]);
+  r = await plant([...mode, "state", "list", "--service", "empty"]);
+  assert.equal(r.stdout, "no keys in scope 'empty'\n");
+  assert.deepEqual(json(await plant([...mode, "state", "list-scopes", "--json"])), {
+    count: 2,
+    scopes: ["empty", "plant"],
+  });
+
+  // Errors: missing key or scope, existing scope (exit 1).
+  assertFails(
+    await plant([...mode, "state", "get", "nope", ...scope]),
+    1,
+    /^plant: state get: Key 'nope' does not exist in scope 'plant'\n$/,
+  );
+  assertFails(
+    await plant([...mode, "state", "list", "ghost"]),
+    1,
+    /state list: Scope 'ghost' does not exist/,
+  );
+  assertFails(
+    await plant([...mode, "state", "create-scope", "plant"]),
+    1,
+    /Scope 'plant' already exists/,
+  );
+  assertFails(
+    await plant([...mode, "state", "delete-scope", "--service", "ghost"]),
+    1,
+    /Scope 'ghost' does not exist/,
+  );
+
+  assert.deepEqual(json(await plant([...mode, "--json", "state", "delete", "mode", ...scope])), {
+    scope: "plant",
+    key: "mode",
+    status: "deleted",
+  });
+  assertFails(
+    await plant([...mode, "state", "delete", "mode", ...scope]),
+    1,
+    /state delete: Key 'mode' does not exist in scope 'plant'/,
+  );
+  r = await plant([...mode, "state", "delete-scope", "plant"]);
+  assertOk(r);
+  assert.equal(r.stdout, "deleted scope plant\n");
+  assertOk(await plant([...mode, "state", "delete-scope", "empty"]));
+  assert.equal((await plant([...mode, "state", "list-scopes"])).stdout, "no scopes\n");
+  // Go plantd's default scope.
+  assertOk(await plant([...mode, "state", "set", "k", "v"]));
+  assert.equal(
+    json(await plant([...mode, "state", "get", "k", "--json"])).scope,
+    "org.plantd.Client",
+  );
+  assertOk(await plant([...mode, "state", "delete-scope", "org.plantd.Client"]));
+
+  // No state worker: exit 3, whatever the command.
+  await system.stopState();
+  try {
+    for (
+      const args of [["state", "get", "k"], ["state", "list-scopes"], ["state", "set", "a", "b"]]
+    ) {
+      assertFails(
+        await plant([...mode, ...args]),
+        3,
+        /No worker serves 'org.plantd.State'|no reply|did not answer/,
+      );
+    }
+  } finally {
+    await system.startState();
+  }
+}
+
+/** services, echo, call and health through either way in. */
+async function servicesScenario(system: System, via: Via): Promise<void> {
+  const mode = via.args;
+  const plant = (args: string[]) => run(args, via.env);
+  await waitFor(async () => (await plant([...mode, "services"])).stdout.includes("State"), {
+    what: "the state service listed",
+  });
+  let r = await plant([...mode, "services"]);
+  const lines = r.stdout.trimEnd().split("\n");
+  assert.match(lines[0]!, /^SERVICE\s+WORKERS\s+IDLE\s+BUSY\s+QUEUED$/);
+  assert.ok(lines.some((l) => /^org\.plantd\.module\.Echo\s+1\s+\d+\s+\d+\s+0$/.test(l)), r.stdout);
+  assert.ok(lines.some((l) => /^org\.plantd\.State\s+8\s+/.test(l)), r.stdout);
+  const services = json(await plant([...mode, "--json", "services"]));
+  assert.deepEqual(
+    services.services.map((s: { name: string }) => s.name),
+    ["org.plantd.module.Echo", "org.plantd.State"],
+  );
+
+  r = await plant([...mode, "echo", "hello plant"]);
+  assertOk(r);
+  assert.match(r.stdout, /^hello plant {2}\(\d+(\.\d)? ms\)\n$/);
+  const echo = json(await plant([...mode, "echo", "hi", "--json"]));
+  assert.deepEqual(echo.reply, { service: "org.plantd.Client", message: "hi" });
+  assert.equal(echo.service, "org.plantd.module.Echo");
+
+  r = await plant([...mode, "call", "org.plantd.State", "list-scopes", "{}"]);
+  assertOk(r);
+  assert.deepEqual(JSON.parse(r.stdout), { success: true, data: { count: 0, scopes: [] } });
+  const called = json(await plant([...mode, "--json", "call", "org.plantd.module.Echo", "echo"]));
+  assert.deepEqual(called, {
+    service: "org.plantd.module.Echo",
+    frames: [{ text: "{}", json: {} }],
+  });
+  // The service's own error reply: printed, and exit 1.
+  r = await plant([...mode, "call", "org.plantd.State", "list-keys", '{"service":"ghost"}']);
+  assert.equal(r.code, 1);
+  assert.match(r.stdout, /"success": false/);
+  assert.match(r.stderr, /call: org.plantd.State answered with an error: Scope 'ghost' does not/);
+  assertFails(
+    await plant([...mode, "call", "org.plantd.Nobody", "op", "{}"]),
+    3,
+    /No worker serves 'org.plantd.Nobody'/,
+  );
+
+  r = await plant([...mode, "health"]);
+  assertOk(r);
+  assert.match(r.stdout, /^CHECK\s+STATUS\s+SINCE\s+OUTPUT\n/);
+  assert.match(r.stdout, /\nstate_store\s+UP\s+/);
+  assert.match(r.stdout, /status: UP\n$/);
+  const health = json(await plant([...mode, "health", "--json"]));
+  assert.equal(health.status, "UP");
+  assert.ok(health.checks.some((c: { name: string }) => c.name === "broker_connection"));
+
+  await system.stopState();
+  try {
+    await waitFor(async () => (await plant([...mode, "health"])).code === 1, {
+      timeoutMs: 10_000,
+      what: "health DOWN without the state worker",
+    });
+    r = await plant([...mode, "health", "--json"]);
+    assert.equal(r.code, 1);
+    assert.equal(JSON.parse(r.stdout).status, "DOWN");
+    assert.match(r.stderr, /health: system is DOWN: state_worker \(no org.plantd.State worker/);
+  } finally {
+    await system.startState();
+  }
+}
+
+Deno.test("plant through the gateway (--gateway): services, echo, call, health", async () => {
+  await withSystem((system) =>
+    servicesScenario(system, { args: ["--gateway", system.url], env: {} })
+  );
+});
+
+Deno.test("plant straight to the broker (PLANTD_CLI_BROKER): services, echo, call, health", async () => {
+  await withSystem((system) =>
+    servicesScenario(system, { args: [], env: { PLANTD_CLI_BROKER: system.brokerEndpoint } })
+  );
+});
+
+Deno.test("plant state through the gateway (PLANTD_CLI_GATEWAY)", async () => {
+  await withSystem((system) =>
+    stateScenario(system, { args: [], env: { PLANTD_CLI_GATEWAY: system.url } })
+  );
+});
+
+Deno.test("plant state straight to the broker (--broker, over PLANTD_CLI_GATEWAY)", async () => {
+  await withSystem((system) =>
+    // The flag wins over the environment.
+    stateScenario(system, {
+      args: ["--broker", system.brokerEndpoint],
+      env: { PLANTD_CLI_GATEWAY: "http://127.0.0.1:1" },
+    })
+  );
+});
+
+Deno.test("plant call times out with exit 3 both ways", async () => {
+  await withSystem(async (system) => {
+    const stuck = new MdpWorker(system.brokerEndpoint, "stuck", () => new Promise(() => {}), {
+      heartbeatIntervalMs: 200,
+    });
+    try {
+      await waitFor(
+        async () => (await plant(["--gateway", system.url, "services"])).stdout.includes("stuck"),
+        { what: "stuck worker" },
+      );
+      assertFails(
+        await plant(["--gateway", system.url, "--timeout", "300", "call", "stuck", "op"]),
+        3,
+        /call: Request to 'stuck' got no reply within 300 ms/,
+      );
+      assertFails(
+        await plant(["--broker", system.brokerEndpoint, "--timeout", "300", "call", "stuck", "op"]),
+        3,
+        /call: Request to 'stuck' got no reply within 300 ms/,
+      );
+    } finally {
+      await stuck.close();
+    }
+  });
+});
+
+Deno.test("plant sub through the gateway prints what plant pub publishes", async () => {
+  const system = await startSystem();
+  let stopped = false;
+  try {
+    const metric = system.frontends.metric!;
+    const sub = new Streaming(["--gateway", system.url, "sub", "metric", "org.plantd.", "-n", "2"]);
+    await sub.subscribed();
+    let r = await plant([
+      "pub",
+      "metric",
+      "org.plantd.Metric",
+      '{"value":1.5}',
+      "--endpoint",
+      metric,
+    ]);
+    assertOk(r);
+    assert.match(r.stdout, /^published 30 bytes on bus 'metric' topic 'org.plantd.Metric' at tcp/);
+    const published = json(
+      await plant([
+        "--json",
+        "pub",
+        "metric",
+        "org.plantd.Other",
+        "two",
+        "--frames",
+        "--endpoint",
+        metric,
+      ]),
+    );
+    assert.equal(published.subscribed, true);
+    assert.equal(published.bytes, "org.plantd.Other".length + 3);
+    r = await sub.result();
+    assertOk(r);
+    // Go plantd's single frame is split at its envelope; [topic, payload] keeps its topic.
+    assert.equal(r.stdout, 'org.plantd.Metric {"value":1.5}\norg.plantd.Other two\n');
+
+    const jsonSub = new Streaming([
+      "--gateway",
+      system.url,
+      "--json",
+      "sub",
+      "event",
+      "",
+      "-n",
+      "1",
+    ]);
+    await jsonSub.subscribed();
+    // [topic, payload]: a single frame would be split only at a known envelope or prefix.
+    const event = system.frontends.event!;
+    assertOk(await plant(["pub", "event", "alarm", "\u00ff", "--frames", "--endpoint", event]));
+    r = await jsonSub.result();
+    assert.deepEqual(JSON.parse(r.stdout), {
+      bus: "event",
+      topic: "alarm",
+      payload: "\u00ff",
+      encoding: "text",
+    });
+
+    assertFails(
+      await plant(["--gateway", system.url, "sub", "nobus"]),
+      1,
+      /sub: Unknown bus 'nobus' \(known: state, event, metric\)/,
+    );
+
+    // Ctrl-C ends a subscription normally.
+    const forever = new Streaming(["--gateway", system.url, "sub", "state"]);
+    await forever.subscribed();
+    forever.child.kill("SIGINT");
+    assert.equal((await forever.result()).code, 0);
+
+    // The gateway going away ends it with exit 3.
+    const orphan = new Streaming(["--gateway", system.url, "sub", "metric"]);
+    await orphan.subscribed();
+    stopped = true;
+    await system.stop();
+    r = await orphan.result();
+    assert.equal(r.code, 3, r.stderr);
+    assert.match(
+      r.stderr,
+      /\nplant: sub: the gateway closed the connection: .*shutting down \(1001\)\n$/,
+    );
+  } finally {
+    if (!stopped) await system.stop();
+  }
+});
+
+Deno.test("plant sub and pub straight on a bus, with and without subscribers", async () => {
+  const bus = Bus.start({
+    name: "metric",
+    frontend: "tcp://127.0.0.1:*",
+    backend: "tcp://127.0.0.1:*",
+  });
+  try {
+    const sub = new Streaming([
+      "--broker",
+      "tcp://127.0.0.1:1",
+      "--json",
+      "sub",
+      "metric",
+      "org.plantd.Metric",
+      "--count",
+      "1",
+      "--endpoint",
+      bus.backend,
+    ]);
+    await sub.subscribed();
+    assert.match(
+      sub.stderr,
+      new RegExp(`subscribed to bus 'metric' prefix 'org.plantd.Metric' at ${bus.backend}`),
+    );
+    // Not matching the prefix: no subscriber, so ZeroMQ drops it (exit 0, a note).
+    let r = await plant([
+      "pub",
+      "metric",
+      "other",
+      "x",
+      "--endpoint",
+      bus.frontend,
+      "--wait",
+      "200",
+    ]);
+    assertOk(r);
+    assert.match(
+      r.stderr,
+      /no subscriber for 'other' on bus 'metric' within 200 ms: the message was dropped/,
+    );
+    const dropped = json(
+      await plant([
+        "pub",
+        "metric",
+        "other",
+        "x",
+        "--endpoint",
+        bus.frontend,
+        "--wait",
+        "100",
+        "--json",
+      ]),
+    );
+    assert.equal(dropped.subscribed, false);
+    r = await plant(["pub", "metric", "org.plantd.Metric", '{"v":2}', "--endpoint", bus.frontend]);
+    assertOk(r);
+    assert.equal(r.stderr, "");
+    r = await sub.result();
+    assertOk(r);
+    assert.deepEqual(JSON.parse(r.stdout), {
+      bus: "metric",
+      topic: "org.plantd.Metric",
+      payload: '{"v":2}',
+      encoding: "text",
+    });
+  } finally {
+    await bus.close();
+    await sharedPoller().idle();
+  }
+});
+
+Deno.test("deno task cli runs plant", async () => {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["task", "--quiet", "cli", "--version"],
+    cwd: ROOT,
+    env: childEnv(),
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
+  assert.match(new TextDecoder().decode(output.stdout), /^plant \d+\.\d+\.\d+ \(deno /);
+});

@@ -1,0 +1,297 @@
+/**
+ * The commands of `plant`, mirroring Go plantd's client (`echo`, `state …`)
+ * plus `services`, `call`, `sub`, `pub` and `health`. Each prints a table or
+ * a line for people and one JSON document per result with `--json`.
+ *
+ * @module
+ */
+import type { Backend, BusLine, Frame } from "./backend.ts";
+import { GatewayBackend } from "./gateway_backend.ts";
+import { CliError, EXIT, type ExitCode, UsageError } from "./errors.ts";
+import { isoTime, type Output } from "./output.ts";
+
+/** What a command gets from the command line. */
+export interface Context {
+  out: Output;
+  /** The backend, created on first use (pub does not need one). */
+  backend(): Promise<Backend>;
+  positionals: string[];
+  /** The state scope: `--service`/`--scope`, as in Go plantd. */
+  scope: string;
+  timeoutMs: number;
+  /** `sub`: stop after this many messages. */
+  count?: number;
+  /** `sub`/`pub`: the bus endpoint given with `--endpoint`. */
+  endpoint?: string;
+  /** `pub`: default endpoint of a bus's frontend. */
+  frontendOf(bus: string): string;
+  /** `sub`: direct subscription endpoint when `--endpoint` or broker mode says so. */
+  directBackendOf(bus: string): string | undefined;
+  /** `pub`: send `[topic, payload]` rather than Go plantd's single frame. */
+  frames: boolean;
+  /** `pub`: how long to wait for a subscriber. */
+  waitMs: number;
+  /** `health --url`: a component's own health server. */
+  healthUrl?: string;
+  /** Aborted on Ctrl-C (SIGINT) and SIGTERM. */
+  signal: AbortSignal;
+}
+
+/** One command: its words, arguments, options and what it does. */
+export interface Command {
+  /** e.g. ["state", "get"] */
+  words: string[];
+  /** Positional arguments as shown in help; `[X]` is optional. */
+  args: string[];
+  /** Options it accepts besides the global ones. */
+  options: string[];
+  summary: string;
+  run(context: Context): Promise<ExitCode | void>;
+}
+
+/** Go plantd's default state scope. */
+export const DEFAULT_SCOPE = "org.plantd.Client";
+export const ECHO_SERVICE = "org.plantd.module.Echo";
+
+function frameText(frame: Frame): string {
+  if (frame.base64 !== undefined) return `<base64:${frame.base64}>`;
+  if (frame.json !== undefined && typeof frame.json === "object" && frame.json !== null) {
+    return JSON.stringify(frame.json, null, 2);
+  }
+  return frame.text ?? "";
+}
+
+/** A plantd reply that says it failed: `{"success":false,"error":"…"}`. */
+function replyError(frames: Frame[]): string | undefined {
+  for (const frame of frames) {
+    const json = frame.json as { success?: unknown; error?: unknown } | undefined;
+    if (json && typeof json === "object" && json.success === false) {
+      return String(json.error ?? "the service reported a failure");
+    }
+  }
+  return undefined;
+}
+
+function parseJsonArg(raw: string, what: string): string {
+  try {
+    JSON.parse(raw);
+  } catch (error) {
+    throw new UsageError(`${what} is not valid JSON: ${(error as Error).message}`);
+  }
+  return raw;
+}
+
+/** The scope of `state create-scope|delete-scope|list`: the positional or --service. */
+function scopeArg(context: Context): string {
+  return context.positionals[0] ?? context.scope;
+}
+
+function printLine(out: Output, line: BusLine): void {
+  out.data(line);
+  out.line(
+    `${line.topic} ${line.encoding === "base64" ? `<base64:${line.payload}>` : line.payload}`,
+  );
+}
+
+const state = (name: string, args: string[], summary: string, run: Command["run"]): Command => ({
+  words: ["state", name],
+  args,
+  options: ["service"],
+  summary,
+  run,
+});
+
+export const COMMANDS: Command[] = [
+  {
+    words: ["echo"],
+    args: ["MESSAGE"],
+    options: [],
+    summary: "round trip through the broker to org.plantd.module.Echo",
+    async run({ out, backend, positionals }) {
+      const message = positionals[0]!;
+      const body = JSON.stringify({ service: DEFAULT_SCOPE, message });
+      const started = performance.now();
+      const frames = await (await backend()).call(ECHO_SERVICE, "echo", body);
+      const ms = Math.round((performance.now() - started) * 10) / 10;
+      const reply = frames[0]?.json as { message?: unknown } | undefined;
+      out.data({ service: ECHO_SERVICE, reply: reply ?? frames, elapsed_ms: ms });
+      out.line(
+        `${
+          typeof reply?.message === "string" ? reply.message : frames.map(frameText).join(" ")
+        }  (${ms} ms)`,
+      );
+    },
+  },
+  {
+    words: ["services"],
+    args: [],
+    options: [],
+    summary: "services known to the broker, with workers and queue depths",
+    async run({ out, backend }) {
+      const services = await (await backend()).services();
+      out.data({ count: services.length, services });
+      if (services.length === 0) return out.line("no services");
+      out.table(
+        ["SERVICE", "WORKERS", "IDLE", "BUSY", "QUEUED"],
+        services.map((s) => [s.name, s.workers, s.idle, s.busy, s.queued]),
+      );
+    },
+  },
+  {
+    words: ["call"],
+    args: ["SERVICE", "OPERATION", "[JSON]"],
+    options: [],
+    summary: "send any Majordomo request [OPERATION, JSON] and print the reply frames",
+    async run({ out, backend, positionals }) {
+      const [service, operation, raw = "{}"] = positionals as [string, string, string?];
+      const frames = await (await backend()).call(
+        service,
+        operation,
+        parseJsonArg(raw, "the JSON argument"),
+      );
+      out.data({ service, frames });
+      for (const frame of frames) out.line(frameText(frame));
+      const failed = replyError(frames);
+      if (failed !== undefined) {
+        throw new CliError(`${service} answered with an error: ${failed}`, "REPLY_ERROR");
+      }
+    },
+  },
+  {
+    words: ["health"],
+    args: [],
+    options: ["url"],
+    summary: "health of the gateway's view of the system (or of any component with --url)",
+    async run({ out, backend, healthUrl, timeoutMs }) {
+      const health = healthUrl
+        ? await new GatewayBackend(healthUrl, timeoutMs, "health server").health()
+        : await (await backend()).health();
+      out.data(health);
+      out.table(
+        ["CHECK", "STATUS", "SINCE", "OUTPUT"],
+        health.checks.map((c) => [c.name, c.status, c.lastUpdated, c.output ?? ""]),
+      );
+      out.line(`status: ${health.status}`);
+      if (health.status !== "UP") {
+        const down = health.checks.filter((c) => c.status === "DOWN" && c.required !== false);
+        throw new CliError(
+          `system is DOWN: ${
+            down.map((c) => `${c.name}${c.output ? ` (${c.output})` : ""}`).join(", ")
+          }`,
+          "DOWN",
+        );
+      }
+    },
+  },
+  {
+    words: ["sub"],
+    args: ["BUS", "[PREFIX]"],
+    options: ["endpoint", "count"],
+    summary: "print the messages of a bus whose topic starts with PREFIX, until Ctrl-C",
+    async run(context) {
+      const { out, positionals, count, signal } = context;
+      const [bus, prefix = ""] = positionals as [string, string?];
+      const stop = new AbortController();
+      const onStop = () => stop.abort();
+      signal.addEventListener("abort", onStop, { once: true });
+      let received = 0;
+      const options = {
+        signal: stop.signal,
+        onReady: (where: string) =>
+          out.note(`subscribed to bus '${bus}' prefix '${prefix}' at ${where}`),
+        onMessage: (line: BusLine) => {
+          if (stop.signal.aborted) return;
+          printLine(out, line);
+          if (count !== undefined && ++received >= count) stop.abort();
+        },
+      };
+      try {
+        const direct = context.directBackendOf(bus);
+        if (direct) {
+          const { subscribeDirect } = await import("./bus_direct.ts");
+          await subscribeDirect(direct, bus, prefix, context.timeoutMs, options);
+        } else {
+          await (await context.backend()).subscribe(bus, prefix, options);
+        }
+      } finally {
+        signal.removeEventListener("abort", onStop);
+      }
+    },
+  },
+  {
+    words: ["pub"],
+    args: ["BUS", "TOPIC", "PAYLOAD"],
+    options: ["endpoint", "frames", "wait"],
+    summary: "publish one message on a bus (straight to its frontend)",
+    async run({ out, positionals, frontendOf, frames, waitMs, timeoutMs }) {
+      const [bus, topic, payload] = positionals as [string, string, string];
+      const endpoint = frontendOf(bus);
+      const { flushNativeSockets, publishDirect } = await import("./bus_direct.ts");
+      const published = await publishDirect(endpoint, bus, topic, payload, {
+        form: frames ? "frames" : "single",
+        waitMs,
+        timeoutMs,
+      });
+      await flushNativeSockets();
+      out.data(published);
+      out.line(
+        `published ${published.bytes} bytes on bus '${bus}' topic '${topic}' at ${endpoint}`,
+      );
+      if (!published.subscribed) {
+        out.note(
+          `no subscriber for '${topic}' on bus '${bus}' within ${waitMs} ms: the message was dropped`,
+        );
+      }
+    },
+  },
+  state("get", ["KEY"], "read a key of the scope", async ({ out, backend, scope, positionals }) => {
+    const entry = await (await backend()).get(scope, positionals[0]!);
+    out.data(entry);
+    out.table(
+      ["SCOPE", "KEY", "VALUE", "REVISION", "UPDATED"],
+      [[entry.scope, entry.key, entry.value, entry.revision, isoTime(entry.updated_at)]],
+    );
+  }),
+  state("set", ["KEY", "VALUE"], "write a key (creates the scope if needed)", async (c) => {
+    const [key, value] = c.positionals as [string, string];
+    const revision = await (await c.backend()).set(c.scope, key, value);
+    c.out.data({ scope: c.scope, key, value, revision });
+    c.out.line(`set ${c.scope} ${key} (revision ${revision})`);
+  }),
+  state("delete", ["KEY"], "delete a key", async ({ out, backend, scope, positionals }) => {
+    const key = positionals[0]!;
+    await (await backend()).delete(scope, key);
+    out.data({ scope, key, status: "deleted" });
+    out.line(`deleted ${scope} ${key}`);
+  }),
+  state("list", ["[SCOPE]"], "list the keys of the scope", async (context) => {
+    const scope = scopeArg(context);
+    const keys = await (await context.backend()).listKeys(scope);
+    context.out.data({ scope, count: keys.length, keys });
+    if (keys.length === 0) return context.out.line(`no keys in scope '${scope}'`);
+    context.out.table(["KEY"], keys.map((k) => [k]));
+  }),
+  state("create-scope", ["[SCOPE]"], "create a scope", async (context) => {
+    const scope = scopeArg(context);
+    await (await context.backend()).createScope(scope);
+    context.out.data({ scope, status: "created" });
+    context.out.line(`created scope ${scope}`);
+  }),
+  state("delete-scope", ["[SCOPE]"], "delete a scope and all its keys", async (context) => {
+    const scope = scopeArg(context);
+    await (await context.backend()).deleteScope(scope);
+    context.out.data({ scope, status: "deleted" });
+    context.out.line(`deleted scope ${scope}`);
+  }),
+  state("list-scopes", [], "list the scopes", async ({ out, backend }) => {
+    const scopes = await (await backend()).listScopes();
+    out.data({ count: scopes.length, scopes });
+    if (scopes.length === 0) return out.line("no scopes");
+    out.table(["SCOPE"], scopes.map((s) => [s]));
+  }),
+];
+
+/** The exit code of a command that returned normally. */
+export function exitOf(result: ExitCode | void): ExitCode {
+  return result ?? EXIT.OK;
+}

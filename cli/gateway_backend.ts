@@ -1,0 +1,242 @@
+/**
+ * The gateway's REST API and WebSocket (docs/websocket.md) as a
+ * {@link Backend}. Errors keep the gateway's codes; a gateway that cannot be
+ * reached or does not answer in time is UNREACHABLE or TIMEOUT.
+ *
+ * @module
+ */
+import type { Health } from "../telemetry/health.ts";
+import type { Backend, BusLine, Entry, Frame, ServiceRow, SubscribeOptions } from "./backend.ts";
+import { apiFailure, CliError, EXIT, unreachable } from "./errors.ts";
+
+/** Extra time given to the HTTP exchange beyond the request's own timeout. */
+const HTTP_MARGIN_MS = 1000;
+
+function reasonOf(error: unknown): string {
+  // Deno's fetch says "fetch failed" and puts the reason in `cause`.
+  const cause = error instanceof Error && error.cause instanceof Error ? error.cause : undefined;
+  const message = cause?.message ?? (error instanceof Error ? error.message : String(error));
+  if (/connection refused/i.test(message)) return "connection refused";
+  if (/tcp connect error|failed to connect/i.test(message)) return "connection failed";
+  if (/dns error|failed to lookup|name or service not known/i.test(message)) {
+    return "unknown host";
+  }
+  return message.split("\n")[0]!;
+}
+
+/** The gateway at `url` (e.g. http://127.0.0.1:8080). */
+export class GatewayBackend implements Backend {
+  readonly target: string;
+  #url: URL;
+  #timeoutMs: number;
+  #what: string;
+
+  /** `what` names the peer in messages. */
+  constructor(url: string, timeoutMs: number, what = "gateway") {
+    this.#what = what;
+    try {
+      this.#url = new URL(url);
+    } catch {
+      throw new CliError(`bad ${what} URL '${url}'`, "USAGE", EXIT.USAGE);
+    }
+    if (this.#url.protocol !== "http:" && this.#url.protocol !== "https:") {
+      throw new CliError(`bad ${what} URL '${url}': expected http:// or https://`, "USAGE", 2);
+    }
+    this.target = this.#url.origin + this.#url.pathname.replace(/\/$/, "");
+    this.#timeoutMs = timeoutMs;
+  }
+
+  /** One HTTP exchange; resolves with the parsed JSON of a 2xx, else throws the API error. */
+  async #http(
+    method: string,
+    path: string,
+    body?: string,
+    headers: Record<string, string> = {},
+    accept: (status: number) => boolean = (status) => status >= 200 && status < 300,
+  ): Promise<{ status: number; json: unknown }> {
+    const url = this.target + path;
+    let response: Response;
+    try {
+      response = await fetch(url, {
+        method,
+        body,
+        headers,
+        signal: AbortSignal.timeout(this.#timeoutMs + HTTP_MARGIN_MS),
+      });
+    } catch (error) {
+      if (error instanceof DOMException && error.name === "TimeoutError") {
+        throw apiFailure(
+          "TIMEOUT",
+          `the ${this.#what} at ${this.target} did not answer within ${
+            this.#timeoutMs + HTTP_MARGIN_MS
+          } ms`,
+        );
+      }
+      throw unreachable(this.#what, this.target, reasonOf(error));
+    }
+    const text = await response.text();
+    let json: unknown;
+    try {
+      json = text === "" ? undefined : JSON.parse(text);
+    } catch {
+      throw new CliError(
+        `unexpected answer from ${url}: HTTP ${response.status}, not JSON (is it a plantd ${this.#what}?)`,
+        "UNEXPECTED",
+      );
+    }
+    if (accept(response.status)) return { status: response.status, json };
+    const error = (json as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
+    if (typeof error?.code === "string" && typeof error.message === "string") {
+      throw apiFailure(error.code, error.message);
+    }
+    throw new CliError(`unexpected answer from ${url}: HTTP ${response.status}`, "UNEXPECTED");
+  }
+
+  #scopePath(scope: string, key?: string): string {
+    const base = `/api/state/${encodeURIComponent(scope)}`;
+    return key === undefined ? base : `${base}/${encodeURIComponent(key)}`;
+  }
+
+  async services(): Promise<ServiceRow[]> {
+    const { json } = await this.#http("GET", "/api/services");
+    return (json as { services: ServiceRow[] }).services;
+  }
+
+  async call(service: string, operation: string, body: string): Promise<Frame[]> {
+    const path = `/api/services/${encodeURIComponent(service)}/${
+      encodeURIComponent(operation)
+    }?timeout_ms=${this.#timeoutMs}`;
+    const { json } = await this.#http("POST", path, body, { "content-type": "application/json" });
+    return (json as { frames: Frame[] }).frames;
+  }
+
+  async health(): Promise<Health> {
+    // 503 carries the document too: DOWN is an answer, not a transport failure.
+    const { json } = await this.#http(
+      "GET",
+      "/healthz",
+      undefined,
+      {},
+      (s) => s === 200 || s === 503,
+    );
+    const health = json as Health | undefined;
+    if (!health || !Array.isArray(health.checks)) {
+      throw new CliError(`unexpected answer from ${this.target}/healthz`, "UNEXPECTED");
+    }
+    return health;
+  }
+
+  async listScopes(): Promise<string[]> {
+    const { json } = await this.#http("GET", "/api/state");
+    return (json as { scopes: string[] }).scopes;
+  }
+
+  async listKeys(scope: string): Promise<string[]> {
+    const { json } = await this.#http("GET", this.#scopePath(scope));
+    return (json as { keys: string[] }).keys;
+  }
+
+  async createScope(scope: string): Promise<void> {
+    await this.#http("PUT", this.#scopePath(scope));
+  }
+
+  async deleteScope(scope: string): Promise<void> {
+    await this.#http("DELETE", this.#scopePath(scope));
+  }
+
+  async get(scope: string, key: string): Promise<Entry> {
+    const { json } = await this.#http("GET", this.#scopePath(scope, key));
+    return json as Entry;
+  }
+
+  async set(scope: string, key: string, value: string): Promise<number> {
+    const { json } = await this.#http(
+      "PUT",
+      this.#scopePath(scope, key),
+      JSON.stringify({ value }),
+      { "content-type": "application/json" },
+    );
+    return (json as { revision: number }).revision;
+  }
+
+  async delete(scope: string, key: string): Promise<void> {
+    await this.#http("DELETE", this.#scopePath(scope, key));
+  }
+
+  subscribe(bus: string, prefix: string, options: SubscribeOptions): Promise<void> {
+    const url = this.target.replace(/^http/, "ws") + "/ws";
+    return new Promise<void>((resolve, reject) => {
+      const socket = new WebSocket(url);
+      let opened = false;
+      let done = false;
+      const finish = (error?: CliError) => {
+        if (done) return;
+        done = true;
+        clearTimeout(openTimer);
+        options.signal.removeEventListener("abort", onAbort);
+        if (socket.readyState === WebSocket.OPEN || socket.readyState === WebSocket.CONNECTING) {
+          socket.close(1000, "bye");
+        }
+        if (error) reject(error);
+        else resolve();
+      };
+      const onAbort = () => finish();
+      options.signal.addEventListener("abort", onAbort, { once: true });
+      const openTimer = setTimeout(() => {
+        if (!opened) {
+          finish(
+            apiFailure("TIMEOUT", `no WebSocket welcome from ${url} within ${this.#timeoutMs} ms`),
+          );
+        }
+      }, this.#timeoutMs);
+      socket.onerror = (event) => {
+        if (!opened) {
+          const message = (event as ErrorEvent).message ?? "WebSocket failed";
+          finish(unreachable("gateway", url, reasonOf(message)));
+        }
+      };
+      socket.onclose = (event) => {
+        if (done) return;
+        const why = `${event.reason || "no reason given"} (${event.code})`;
+        if (!opened) return finish(unreachable("gateway", url, why));
+        finish(
+          event.code === 1001 || event.code === 1006
+            ? apiFailure("UNREACHABLE", `the gateway closed the connection: ${why}`)
+            : new CliError(`the gateway closed the connection: ${why}`, "CLOSED"),
+        );
+      };
+      socket.onmessage = (event) => {
+        let message: Record<string, unknown>;
+        try {
+          message = JSON.parse(String(event.data));
+        } catch {
+          return finish(new CliError(`the gateway sent a message that is not JSON`, "UNEXPECTED"));
+        }
+        switch (message.type) {
+          case "welcome":
+            opened = true;
+            clearTimeout(openTimer);
+            socket.send(JSON.stringify({ type: "subscribe", id: "sub", bus, prefix }));
+            return;
+          case "subscribed":
+            return options.onReady(url);
+          case "message":
+            return options.onMessage(
+              {
+                bus: String(message.bus),
+                topic: String(message.topic),
+                payload: String(message.payload),
+                encoding: message.encoding === "base64" ? "base64" : "text",
+              } satisfies BusLine,
+            );
+          case "error":
+            return finish(apiFailure(String(message.code), String(message.message)));
+        }
+      };
+    });
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}

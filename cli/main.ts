@@ -1,0 +1,254 @@
+/**
+ * `plant`: the command-line client of plantd-ts.
+ *
+ * `deno task cli -- <command> …`, or `deno task cli:compile` for a `plant`
+ * binary. Talks to the gateway (`--gateway URL`, `PLANTD_CLI_GATEWAY`,
+ * default http://127.0.0.1:8080) or straight to the broker and the buses
+ * (`--broker tcp://…`, `PLANTD_CLI_BROKER`). Exit codes: 0 ok, 1 the request
+ * failed, 2 bad command line, 3 unreachable, unavailable or timed out.
+ *
+ * Arguments are parsed with node:util's parseArgs, as main.ts and the config
+ * loader do: the client needs flags and positionals only, and a command
+ * table gives the help text, so no CLI library is added to the dependencies.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { RELEASE_ID } from "../telemetry/health.ts";
+import type { Backend } from "./backend.ts";
+import { type Command, COMMANDS, type Context, DEFAULT_SCOPE, exitOf } from "./commands.ts";
+import { CliError, EXIT, type ExitCode, UsageError } from "./errors.ts";
+import { GatewayBackend } from "./gateway_backend.ts";
+import { checkEndpoint, defaultBusEndpoint, hostOf } from "./net.ts";
+import { consoleOutput, oneLine } from "./output.ts";
+
+export const DEFAULT_GATEWAY = "http://127.0.0.1:8080";
+export const DEFAULT_TIMEOUT_MS = 5000;
+const DEFAULT_WAIT_MS = 1000;
+
+const OPTIONS = {
+  gateway: { type: "string" },
+  broker: { type: "string" },
+  json: { type: "boolean" },
+  timeout: { type: "string" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean" },
+  service: { type: "string", short: "s" },
+  scope: { type: "string" },
+  endpoint: { type: "string" },
+  count: { type: "string", short: "n" },
+  frames: { type: "boolean" },
+  wait: { type: "string" },
+  url: { type: "string" },
+} as const;
+
+const GLOBAL = new Set(["gateway", "broker", "json", "timeout", "help", "version"]);
+
+const OPTION_HELP: Record<string, string> = {
+  service: "-s, --service SCOPE  state scope (alias --scope; default org.plantd.Client)",
+  endpoint: "--endpoint ENDPOINT  the bus's ZeroMQ endpoint (sub: backend, pub: frontend)",
+  count: "-n, --count N        stop after N messages",
+  frames: "--frames             send [topic, payload] instead of Go plantd's single frame",
+  wait: "--wait MS            wait this long for a subscriber before sending (default 1000)",
+  url: "--url URL            a component's health server, e.g. http://127.0.0.1:8081",
+};
+
+function usage(): string {
+  const lines = COMMANDS.map((c) =>
+    `  ${[...c.words, ...c.args].join(" ").padEnd(36)} ${c.summary}`
+  );
+  return `usage: plant [options] <command> [arguments]
+
+commands:
+${lines.join("\n")}
+
+options:
+  --gateway URL        gateway to use (PLANTD_CLI_GATEWAY, default ${DEFAULT_GATEWAY})
+  --broker ENDPOINT    talk to the broker over Majordomo and to the buses directly
+                       instead (PLANTD_CLI_BROKER), e.g. tcp://127.0.0.1:9797
+  --timeout MS         per-request timeout (PLANTD_CLI_TIMEOUT_MS, default ${DEFAULT_TIMEOUT_MS})
+  --json               print JSON (one document per line) instead of tables
+  -h, --help           help; \`plant <command> --help\` for a command's options
+  --version
+
+exit codes: 0 ok, 1 the request failed, 2 bad command line,
+            3 unreachable, no worker or timed out
+A value that starts with "-" goes after "--": plant state set k -- -5`;
+}
+
+function commandUsage(command: Command): string {
+  const options = command.options.map((o) => `  ${OPTION_HELP[o]}`);
+  return `usage: plant ${[...command.words, ...command.args].join(" ")}${
+    command.options.length ? " [options]" : ""
+  }\n\n${command.summary}${options.length ? `\n\noptions:\n${options.join("\n")}` : ""}
+Global options: plant --help`;
+}
+
+function positiveInt(raw: string | undefined, flag: string): number | undefined {
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0) {
+    throw new UsageError(`${flag} expects a positive whole number, got '${raw}'`);
+  }
+  return n;
+}
+
+function findCommand(positionals: string[]): { command: Command; rest: string[] } {
+  const [first, second] = positionals;
+  if (first === undefined) throw new UsageError("no command given (plant --help lists them)");
+  const group = COMMANDS.filter((c) => c.words[0] === first);
+  if (group.length === 0) {
+    throw new UsageError(
+      `unknown command '${first}' (commands: ${
+        [...new Set(COMMANDS.map((c) => c.words[0]))].join(", ")
+      })`,
+    );
+  }
+  const single = group.find((c) => c.words.length === 1);
+  if (single) return { command: single, rest: positionals.slice(1) };
+  const command = group.find((c) => c.words[1] === second);
+  if (!command) {
+    const names = group.map((c) => c.words[1]).join(", ");
+    throw new UsageError(
+      second === undefined
+        ? `'${first}' needs a subcommand: ${names}`
+        : `unknown command '${first} ${second}' (${first} commands: ${names})`,
+    );
+  }
+  return { command, rest: positionals.slice(2) };
+}
+
+/** Runs `plant` with `args`; returns the exit code. */
+export async function run(
+  args: string[],
+  env: Record<string, string> = Deno.env.toObject(),
+): Promise<ExitCode> {
+  let json = args.includes("--json");
+  let label = "";
+  let backend: Backend | undefined;
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  try {
+    let parsed;
+    try {
+      parsed = parseArgs({
+        args,
+        options: OPTIONS,
+        allowPositionals: true,
+        strict: true,
+        tokens: true,
+      });
+    } catch (error) {
+      throw new UsageError((error as Error).message);
+    }
+    const { values, positionals, tokens } = parsed;
+    json = values.json === true;
+    const out = consoleOutput(json);
+    if (values.version) {
+      out.data({ version: RELEASE_ID, deno: Deno.version.deno });
+      out.line(`plant ${RELEASE_ID} (deno ${Deno.version.deno})`);
+      return EXIT.OK;
+    }
+    if (positionals.length === 0 || positionals[0] === "help") {
+      if (!values.help && positionals.length === 0) {
+        throw new UsageError("no command given (plant --help lists them)");
+      }
+      console.log(usage());
+      return EXIT.OK;
+    }
+    const { command, rest } = findCommand(positionals);
+    label = command.words.join(" ");
+    if (values.help) {
+      console.log(commandUsage(command));
+      return EXIT.OK;
+    }
+    for (const token of tokens) {
+      if (token.kind !== "option") continue;
+      const name = token.name === "scope" ? "service" : token.name;
+      if (!GLOBAL.has(name) && !command.options.includes(name)) {
+        throw new UsageError(`option '${token.rawName}' does not apply to '${label}'`);
+      }
+    }
+    const required = command.args.filter((a) => !a.startsWith("[")).length;
+    if (rest.length < required || rest.length > command.args.length) {
+      throw new UsageError(
+        `expects ${command.args.join(" ") || "no arguments"}, got ${
+          rest.length ? rest.map((r) => `'${r}'`).join(" ") : "none"
+        } (usage: plant ${[...command.words, ...command.args].join(" ")})`,
+      );
+    }
+    if (
+      values.service !== undefined && values.scope !== undefined && values.service !== values.scope
+    ) {
+      throw new UsageError("--service and --scope name the same thing: give one");
+    }
+    if (values.gateway !== undefined && values.broker !== undefined) {
+      throw new UsageError("give --gateway or --broker, not both");
+    }
+    const timeoutMs = positiveInt(values.timeout, "--timeout") ??
+      positiveInt(env.PLANTD_CLI_TIMEOUT_MS, "PLANTD_CLI_TIMEOUT_MS") ?? DEFAULT_TIMEOUT_MS;
+    const broker = values.gateway !== undefined
+      ? undefined
+      : values.broker ?? (env.PLANTD_CLI_BROKER || undefined);
+    if (broker !== undefined) checkEndpoint(broker, "--broker");
+    const gateway = values.gateway ?? (env.PLANTD_CLI_GATEWAY || DEFAULT_GATEWAY);
+    const endpoint = values.endpoint === undefined
+      ? undefined
+      : checkEndpoint(values.endpoint, "--endpoint");
+    const busHost = hostOf(broker);
+    const busEndpoint = (bus: string, side: "frontend" | "backend") => {
+      if (endpoint) return endpoint;
+      const known = defaultBusEndpoint(bus, side, busHost);
+      if (!known) {
+        throw new UsageError(
+          `no default endpoint for bus '${bus}': give --endpoint tcp://HOST:PORT`,
+        );
+      }
+      return known;
+    };
+
+    const context: Context = {
+      out,
+      positionals: rest,
+      scope: values.service ?? values.scope ?? DEFAULT_SCOPE,
+      timeoutMs,
+      count: positiveInt(values.count, "--count"),
+      endpoint,
+      frames: values.frames === true,
+      waitMs: values.wait === undefined ? DEFAULT_WAIT_MS : positiveInt(values.wait, "--wait")!,
+      healthUrl: values.url,
+      signal: stop.signal,
+      frontendOf: (bus) => busEndpoint(bus, "frontend"),
+      directBackendOf: (bus) =>
+        endpoint ?? (broker !== undefined ? busEndpoint(bus, "backend") : undefined),
+      async backend() {
+        if (backend) return backend;
+        if (broker !== undefined) {
+          const { BrokerBackend } = await import("./broker_backend.ts");
+          backend = new BrokerBackend(broker, timeoutMs, (bus) => busEndpoint(bus, "backend"));
+        } else {
+          backend = new GatewayBackend(gateway, timeoutMs);
+        }
+        return backend;
+      },
+    };
+    return exitOf(await command.run(context));
+  } catch (error) {
+    const prefix = label ? `${label}: ` : "";
+    const message = error instanceof Error ? error.message : String(error);
+    consoleOutput(json).note(prefix + oneLine(message));
+    return error instanceof CliError ? error.exitCode : EXIT.FAILED;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+    await backend?.close().catch(() => {});
+  }
+}
+
+if (import.meta.main) {
+  // `deno task cli -- state get k` passes the "--" on: it is not a value separator there.
+  const args = Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args;
+  Deno.exit(await run(args));
+}
