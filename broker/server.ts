@@ -23,9 +23,17 @@ export class BrokerServer {
   #socket: NativeSocket;
   #timer: ReturnType<typeof setInterval>;
   #loop: Promise<void>;
+  #onError: (error: unknown) => void;
 
-  private constructor(socket: NativeSocket, endpoint: string, broker: Broker, tickMs: number) {
+  private constructor(
+    socket: NativeSocket,
+    endpoint: string,
+    broker: Broker,
+    tickMs: number,
+    onError: (error: unknown) => void,
+  ) {
     this.#socket = socket;
+    this.#onError = onError;
     this.broker = broker;
     this.endpoint = endpoint;
     this.#timer = setInterval(() => broker.tick(), tickMs);
@@ -62,11 +70,22 @@ export class BrokerServer {
       { ...options, maxMessageBytes: maxBytes },
       observer,
     );
-    return Promise.resolve(new BrokerServer(socket, endpoint, broker, options.tickMs ?? 250));
+    const onError = (error: unknown) =>
+      observer.drop?.(`socket error: ${(error as Error).message}`);
+    return Promise.resolve(
+      new BrokerServer(socket, endpoint, broker, options.tickMs ?? 250, onError),
+    );
   }
 
   async #run(): Promise<void> {
-    for await (const message of this.#socket) this.broker.handle(message);
+    while (!this.#socket.closed) {
+      try {
+        for await (const message of this.#socket) this.broker.handle(message);
+      } catch (error) {
+        // A socket error must not take the broker down: report it and read on.
+        this.#onError(error);
+      }
+    }
   }
 
   /** Sends DISCONNECT to every worker, fails queued requests, closes the socket. */

@@ -105,6 +105,8 @@ export class MdpClient {
   #dialect: Dialect;
   #loop: Promise<void>;
   #closed = false;
+  /** The last socket error the reading loop survived, for diagnosis. */
+  #lastError: unknown;
 
   constructor(endpoint: string, options: ClientOptions = {}) {
     this.endpoint = endpoint.startsWith(">") ? endpoint.slice(1) : endpoint;
@@ -234,6 +236,17 @@ export class MdpClient {
   }
 
   async #run(): Promise<void> {
+    while (!this.#closed) {
+      try {
+        await this.#read();
+      } catch (error) {
+        // Keep reading: pending requests still have their timeouts.
+        this.#lastError = error;
+      }
+    }
+  }
+
+  async #read(): Promise<void> {
     for await (const message of this.#socket) {
       const reply = decodeClientReply(message);
       if (reply.kind === "malformed") continue;

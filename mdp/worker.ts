@@ -138,7 +138,12 @@ class Session {
     const socket = this.#socket;
     const signal = this.#abort.signal;
     this.#loop = (async () => {
-      for await (const message of socket) this.#onMessage(message, socket, signal);
+      try {
+        for await (const message of socket) this.#onMessage(message, socket, signal);
+      } catch (error) {
+        // A socket failure ends this connection; a fresh one replaces it.
+        this.#reconnect(`socket error: ${(error as Error).message}`);
+      }
     })();
   }
 
@@ -206,6 +211,11 @@ class Session {
 
   #reconnect(reason: string): void {
     if (this.#closed || this.#reconnectTimer !== undefined) return;
+    // If the broker is only slow, not gone, DISCONNECT spares it a stale registration
+    // that would keep receiving requests until it expires.
+    if (reason !== "broker sent DISCONNECT" && !this.#socket.closed) {
+      this.#socket.trySend(encodeWorkerSignal(this.#dialect, "DISCONNECT"));
+    }
     this.#teardown();
     this.#onEvent({ type: "reconnect", service: this.#service, reason });
     this.#reconnectTimer = setTimeout(() => {

@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-explicit-any -- the tests read JSON bodies of many shapes
 /**
  * The gateway with the whole system behind it: real HTTP requests and real
  * WebSocket clients on random ports.

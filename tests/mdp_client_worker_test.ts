@@ -172,7 +172,12 @@ Deno.test("worker reconnects to a broker that restarted on the same endpoint", a
   const timing = { heartbeatIntervalMs: 50, heartbeatLiveness: 3 };
   const first = await BrokerServer.start({ endpoint: "tcp://127.0.0.1:*", ...timing, tickMs: 10 });
   const endpoint = first.endpoint;
-  const worker = new MdpWorker(endpoint, "phoenix", (body) => body, { ...timing, reconnectMs: 50 });
+  // The worker notices the silence after 10 heartbeats: fewer can trip on a loaded machine.
+  const worker = new MdpWorker(endpoint, "phoenix", (body) => body, {
+    ...timing,
+    heartbeatLiveness: 10,
+    reconnectMs: 50,
+  });
   let second: BrokerServer | undefined;
   let client: MdpClient | undefined;
   try {

@@ -226,8 +226,10 @@ export class NativeSocket {
   setInt(option: number, value: number): void {
     this.#check();
     this.#int[0] = value;
-    if (libzmq().zmq_setsockopt(this.#socket, option, this.#intBytes, 4n) !== 0) {
-      throw new ZmqError(`zmq_setsockopt(${option})`, lastErrno());
+    // libzmq returns EINTR when a signal lands mid-call (a profiler, SIGCHLD): retry.
+    while (libzmq().zmq_setsockopt(this.#socket, option, this.#intBytes, 4n) !== 0) {
+      const errno = lastErrno();
+      if (errno !== EINTR) throw new ZmqError(`zmq_setsockopt(${option})`, errno);
     }
   }
 
@@ -235,8 +237,11 @@ export class NativeSocket {
   getInt(option: number): number {
     this.#check();
     this.#size[0] = 4n;
-    if (libzmq().zmq_getsockopt(this.#socket, option, this.#intBytes, this.#sizeBytes) !== 0) {
-      throw new ZmqError(`zmq_getsockopt(${option})`, lastErrno());
+    // ZMQ_EVENTS processes pending commands and can be interrupted by a signal: retry.
+    while (libzmq().zmq_getsockopt(this.#socket, option, this.#intBytes, this.#sizeBytes) !== 0) {
+      const errno = lastErrno();
+      if (errno !== EINTR) throw new ZmqError(`zmq_getsockopt(${option})`, errno);
+      this.#size[0] = 4n;
     }
     return this.#int[0]!;
   }
@@ -294,8 +299,9 @@ export class NativeSocket {
 
   #setBytes(option: number, value: Uint8Array): void {
     this.#check();
-    if (libzmq().zmq_setsockopt(this.#socket, option, value, BigInt(value.length)) !== 0) {
-      throw new ZmqError(`zmq_setsockopt(${option})`, lastErrno());
+    while (libzmq().zmq_setsockopt(this.#socket, option, value, BigInt(value.length)) !== 0) {
+      const errno = lastErrno();
+      if (errno !== EINTR) throw new ZmqError(`zmq_setsockopt(${option})`, errno);
     }
     this.#operated();
   }
