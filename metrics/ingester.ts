@@ -28,6 +28,9 @@ import { parsePoint, type Point, type RejectReason } from "./point.ts";
 import { PointQueue } from "./point_queue.ts";
 import { type MetricsWriter, retentionCutoff } from "./store.ts";
 
+/** Longest run of reading without a timer turn while writes wait for replies. */
+const YIELD_EVERY_MS = 5;
+
 /** Where messages come from: a bus Subscriber, or anything that reads like one. */
 export interface MessageSource {
   receiveBatch(max?: number): Promise<BusMessage[]>;
@@ -174,6 +177,7 @@ export class MetricsIngester {
   async #read(): Promise<void> {
     const observer = this.#observer;
     const queue = this.#queue;
+    let lastTurn = performance.now();
     while (!this.#stopping) {
       let messages: BusMessage[];
       try {
@@ -198,6 +202,15 @@ export class MetricsIngester {
       if (wasEmpty && queue.pending > 0) this.#oldestAt = now;
       if (queue.pending >= this.#batchSize || (wasEmpty && queue.pending > 0)) this.#wake();
       observer.buffered?.(queue.size);
+      // A busy bus keeps receiveBatch() resolving at once, and network replies
+      // are only read when the event loop gets to its timers and I/O (here,
+      // neither setImmediate nor a MessageChannel gets there): give it a timer
+      // turn every few milliseconds, so the database's replies are not held
+      // until the bus is drained.
+      if (performance.now() - lastTurn >= YIELD_EVERY_MS) {
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        lastTurn = performance.now();
+      }
     }
   }
 

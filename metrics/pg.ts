@@ -76,6 +76,11 @@ function interval(seconds: number): string {
   return `INTERVAL '${Math.round(seconds)} seconds'`;
 }
 
+/** A string as an element of a PostgreSQL array literal: quoted, `\\` and `"` escaped. */
+export function arrayElement(text: string): string {
+  return `"${text.replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"`;
+}
+
 /** True when the server could install TimescaleDB. */
 export async function timescaleAvailable(sql: Sql): Promise<boolean> {
   const rows = await sql`select 1 from pg_available_extensions where name = 'timescaledb'`;
@@ -150,24 +155,37 @@ export class PgMetricsWriter implements MetricsWriter {
   async write(points: readonly Point[]): Promise<void> {
     const n = points.length;
     if (n === 0) return;
+    // Array literals built here rather than by the driver: numbers join natively
+    // and the few distinct device and channel names are quoted once.
     const times = new Array<number>(n);
+    const values = new Array<number>(n);
     const devices = new Array<string>(n);
     const channels = new Array<string>(n);
-    const values = new Array<number>(n);
-    const tags = new Array<string | null>(n);
+    const tags = new Array<string>(n);
+    const quoted = this.#quoted;
     for (let i = 0; i < n; i++) {
       const p = points[i]!;
       times[i] = p.time;
-      devices[i] = p.device;
-      channels[i] = p.channel;
       values[i] = p.value;
-      tags[i] = p.tags;
+      devices[i] = quoted.get(p.device) ?? this.#quote(p.device);
+      channels[i] = quoted.get(p.channel) ?? this.#quote(p.channel);
+      tags[i] = p.tags === null ? "NULL" : arrayElement(p.tags);
     }
     await this.#sql`
       insert into metrics (time, device, channel, value, tags)
       select to_timestamp(t / 1000.0), d, c, v, g::jsonb
-      from unnest(${times}::float8[], ${devices}::text[], ${channels}::text[], ${values}::float8[], ${tags}::text[])
-        as u(t, d, c, v, g)`;
+      from unnest(${`{${times.join(",")}}`}::float8[], ${`{${devices.join(",")}}`}::text[],
+        ${`{${channels.join(",")}}`}::text[], ${`{${values.join(",")}}`}::float8[],
+        ${`{${tags.join(",")}}`}::text[]) as u(t, d, c, v, g)`;
+  }
+
+  readonly #quoted = new Map<string, string>();
+
+  #quote(name: string): string {
+    const element = arrayElement(name);
+    if (this.#quoted.size >= 100_000) this.#quoted.clear();
+    this.#quoted.set(name, element);
+    return element;
   }
 
   async deleteOlderThan(cutoffMs: number): Promise<number> {

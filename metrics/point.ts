@@ -59,37 +59,94 @@ export const MAX_PAYLOAD_BYTES = 64 * 1024;
 /** Longest device or channel name. */
 export const MAX_NAME_LENGTH = 1024;
 
-const RFC3339 =
-  /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-](\d{2}):(\d{2}))$/;
 const decoder = new TextDecoder();
 
 function reject(reason: RejectReason, detail: string): ParseResult {
   return { ok: false, reason, detail };
 }
 
-/** Milliseconds since the epoch of an RFC 3339 time (fractions cut to ms), or NaN. */
-export function parseRfc3339(text: string): number {
-  const match = RFC3339.exec(text);
-  if (!match) return NaN;
-  const [, y, mo, d, h, mi, s, , , oh, om] = match;
-  const year = Number(y), month = Number(mo), day = Number(d);
-  // Date.parse rolls 2024-02-30 over into March: check the fields first.
-  if (month < 1 || month > 12 || day < 1) return NaN;
-  if (day > new Date(Date.UTC(year, month, 0)).getUTCDate()) return NaN;
-  if (Number(h) > 23 || Number(mi) > 59 || Number(s) > 60) return NaN;
-  if (oh !== undefined && (Number(oh) > 23 || Number(om) > 59)) return NaN;
-  return Date.parse(text.replace(" ", "T"));
+/** The number in `text[from, from + length)`, or -1 when those are not all digits. */
+function digits(text: string, from: number, length: number): number {
+  let value = 0;
+  for (let i = from; i < from + length; i++) {
+    const c = text.charCodeAt(i) - 48;
+    if (c < 0 || c > 9) return -1;
+    value = value * 10 + c;
+  }
+  return value;
 }
 
-// deno-lint-ignore no-control-regex
-const NUL = /\u0000/;
+/** `YYYY-MM-DDTHH:MM:SS` read as UTC, in ms, or NaN. */
+function dateTimePrefix(text: string): number {
+  const year = digits(text, 0, 4);
+  const month = digits(text, 5, 2);
+  const day = digits(text, 8, 2);
+  const hour = digits(text, 11, 2);
+  const minute = digits(text, 14, 2);
+  const second = digits(text, 17, 2);
+  const separator = text.charCodeAt(10);
+  if (
+    year < 0 || text.charCodeAt(4) !== 45 || text.charCodeAt(7) !== 45 ||
+    (separator !== 84 && separator !== 116 && separator !== 32) ||
+    text.charCodeAt(13) !== 58 || text.charCodeAt(16) !== 58 ||
+    month < 1 || month > 12 || day < 1 || hour < 0 || hour > 23 || minute < 0 || minute > 59 ||
+    second < 0 || second > 60
+  ) return NaN;
+  // Day 31 of a 30-day month (or Feb 30) is no date, not the next month's first.
+  if (day > new Date(Date.UTC(year, month, 0)).getUTCDate()) return NaN;
+  const date = new Date(0);
+  date.setUTCFullYear(year, month - 1, day);
+  date.setUTCHours(hour, minute, second, 0);
+  return date.getTime();
+}
+
+// Points usually come in runs within the same second: remember the last prefix.
+let lastPrefix = "";
+let lastPrefixMs = NaN;
+
+/**
+ * Milliseconds since the epoch of an RFC 3339 time (`2024-01-01T00:00:00.5Z`,
+ * `…+02:00`; `t`/`z` and a space separator too), fractions cut to the
+ * millisecond; NaN for anything else.
+ */
+export function parseRfc3339(text: string): number {
+  const length = text.length;
+  if (length < 20) return NaN;
+  let base: number;
+  if (lastPrefix !== "" && text.startsWith(lastPrefix)) {
+    base = lastPrefixMs;
+  } else {
+    base = dateTimePrefix(text);
+    if (Number.isNaN(base)) return NaN;
+    lastPrefix = text.slice(0, 19);
+    lastPrefixMs = base;
+  }
+  let i = 19;
+  let ms = 0;
+  if (text.charCodeAt(i) === 46) {
+    const start = ++i;
+    while (i < length && text.charCodeAt(i) >= 48 && text.charCodeAt(i) <= 57) i++;
+    if (i === start) return NaN;
+    for (let k = 0; k < 3; k++) {
+      ms = ms * 10 + (start + k < i ? text.charCodeAt(start + k) - 48 : 0);
+    }
+  }
+  const zone = text.charCodeAt(i);
+  if (zone === 90 || zone === 122) return i + 1 === length ? base + ms : NaN;
+  if ((zone !== 43 && zone !== 45) || i + 6 !== length || text.charCodeAt(i + 3) !== 58) return NaN;
+  const hours = digits(text, i + 1, 2);
+  const minutes = digits(text, i + 4, 2);
+  if (hours < 0 || hours > 23 || minutes < 0 || minutes > 59) return NaN;
+  const offset = (hours * 60 + minutes) * 60_000;
+  return zone === 43 ? base + ms - offset : base + ms + offset;
+}
 
 function name(value: unknown): string | undefined {
   if (typeof value !== "string" || value.length === 0 || value.length > MAX_NAME_LENGTH) {
     return undefined;
   }
   // PostgreSQL text cannot hold NUL.
-  return NUL.test(value) ? undefined : value;
+  return value.includes("\u0000") ? undefined : value;
 }
 
 /**

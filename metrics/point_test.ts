@@ -79,6 +79,11 @@ Deno.test("parseRfc3339() accepts RFC 3339 and nothing looser", () => {
   assert.equal(parseRfc3339("2024-01-01t00:00:00.5z"), Date.UTC(2024, 0, 1, 0, 0, 0, 500));
   assert.equal(parseRfc3339("2024-01-01 02:00:00+02:00"), Date.UTC(2024, 0, 1));
   assert.equal(parseRfc3339("2024-02-29T00:00:00Z"), Date.UTC(2024, 1, 29));
+  // The same date and time with different endings (the parser remembers the last prefix).
+  assert.equal(parseRfc3339("2024-02-29T00:00:00+01:30"), Date.UTC(2024, 1, 28, 22, 30));
+  assert.equal(parseRfc3339("2024-02-29T00:00:00-00:30"), Date.UTC(2024, 1, 29, 0, 30));
+  assert.equal(parseRfc3339("2024-02-29T00:00:00.123456789Z"), Date.UTC(2024, 1, 29, 0, 0, 0, 123));
+  assert.equal(parseRfc3339("0099-12-31T23:59:59Z"), new Date("0099-12-31T23:59:59Z").getTime());
   for (
     const bad of [
       "2024-01-01",

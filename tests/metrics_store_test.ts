@@ -62,6 +62,8 @@ async function withIngester(
     flush_interval_ms: 20,
     retry_max_ms: 200,
     timescaledb: "off",
+    // Test points are from 2024: a retention delete would race with their inserts.
+    retention_days: 0,
     ...overrides,
   }, registry);
   const single = new Publisher(connectableEndpoint(bus.frontend), { sendHighWaterMark: 0 });
@@ -160,7 +162,18 @@ Deno.test("ingester stores Go and seed payloads from a real bus in PostgreSQL an
             '{"service_name":"s","metric_name":"m","value":1,"tags":[1]}',
           ]
         ) single.publish("org.plantd.Metric", bad);
-        await waitFor(async () => await countRows(db) === 2, { what: "two rows" });
+        // Names that need quoting in a PostgreSQL array literal, and a channel called NULL.
+        single.publish(
+          "org.plantd.Metric",
+          JSON.stringify({
+            time: "2024-01-01T00:00:01Z",
+            device: 'a "b", {c} \\ d',
+            channel: "NULL",
+            value: -0.125,
+            tags: { note: 'say "hi", \\o/ {}' },
+          }),
+        );
+        await waitFor(async () => await countRows(db) === 3, { what: "three rows" });
         await waitFor(async () => await counter("metrics_points_rejected_total") === 5, {
           what: "five rejections",
         });
@@ -180,6 +193,13 @@ Deno.test("ingester stores Go and seed payloads from a real bus in PostgreSQL an
             channel: "temperature",
             value: 21.5,
             tags: null,
+          },
+          {
+            time: new Date(T0 + 1000),
+            device: 'a "b", {c} \\ d',
+            channel: "NULL",
+            value: -0.125,
+            tags: { note: 'say "hi", \\o/ {}' },
           },
         ]);
         for (const reason of ["not_json", "channel", "value", "time", "tags"]) {
@@ -392,7 +412,12 @@ Deno.test("retention deletes points older than retention_days on PostgreSQL and 
   const dir = await Deno.makeTempDir();
   try {
     await withDatabase(async (db) => {
-      for (const overrides of [{ database_url: db.url }, { db: `${dir}/metrics.db` }]) {
+      for (
+        const overrides of [
+          { database_url: db.url, retention_days: 30 },
+          { db: `${dir}/metrics.db`, retention_days: 30 },
+        ]
+      ) {
         await withIngester(overrides, async ({ metrics }) => {
           await waitFor(() => metrics.ingester.writer !== undefined, { what: "open" });
           const writer = metrics.ingester.writer!;
