@@ -9,10 +9,42 @@
 import type { BusMessage } from "../bus/envelope.ts";
 import { Subscriber } from "../bus/subscriber.ts";
 
+/**
+ * One message as handed to listeners. `json()` is the message's fields after
+ * the subscription id, serialised once however many sockets receive it.
+ */
+export interface Delivery {
+  message: BusMessage;
+  json(): string;
+}
+
 /** Receives the messages of one subscription. */
-export type Listener = (message: BusMessage) => void;
+export type Listener = (delivery: Delivery) => void;
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** `"bus":…,"topic":…,"form":…,"payload":…,"encoding":…}` (see docs/websocket.md). */
+function messageJson(m: BusMessage): string {
+  let payload: string;
+  let encoding: "text" | "base64";
+  try {
+    payload = utf8.decode(m.payload);
+    encoding = "text";
+  } catch {
+    let binary = "";
+    for (const byte of m.payload) binary += String.fromCharCode(byte);
+    payload = btoa(binary);
+    encoding = "base64";
+  }
+  const rest = JSON.stringify({ bus: m.bus, topic: m.topic, form: m.form, payload, encoding });
+  return rest.slice(1);
+}
+
+/** Listener calls between yields to the event loop, so fan-out cannot starve HTTP. */
+const CALLS_PER_TURN = 20_000;
 
 const encoder = new TextEncoder();
+const BATCH = 1024;
 
 function startsWith(bytes: Uint8Array, prefix: Uint8Array, offset = 0): boolean {
   if (bytes.length - offset < prefix.length) return false;
@@ -34,24 +66,37 @@ class BusFeed {
     this.subscriber = new Subscriber(endpoint, {
       bus: name,
       envelopes,
-      receiveHighWaterMark: 100_000,
+      // A bounded backlog: past it the bus drops for this gateway rather than
+      // letting fan-out fall minutes behind.
+      receiveHighWaterMark: 10_000,
     });
     this.#pump = this.#run();
   }
 
   async #run(): Promise<void> {
+    let calls = 0;
     while (!this.subscriber.closed) {
       let batch: BusMessage[];
       try {
-        batch = await this.subscriber.receiveBatch(1024);
+        batch = await this.subscriber.receiveBatch(BATCH);
       } catch {
         return; // closed
       }
-      for (const message of batch) this.#dispatch(message);
+      for (const message of batch) {
+        calls += this.#dispatch(message);
+        if (calls >= CALLS_PER_TURN) {
+          calls = 0;
+          await new Promise((resolve) => setTimeout(resolve, 0));
+        }
+      }
     }
   }
 
-  #dispatch(message: BusMessage): void {
+  /** Hands `message` to every matching listener; returns how many were called. */
+  #dispatch(message: BusMessage): number {
+    let calls = 0;
+    let json: string | undefined;
+    const delivery: Delivery = { message, json: () => json ??= messageJson(message) };
     // The message matches a prefix when its first frame starts with it: topic
     // (and, in the single-frame form, the payload after it) as sent.
     const topic = encoder.encode(message.topic);
@@ -65,8 +110,10 @@ class BusFeed {
           startsWith(message.payload, prefix.subarray(topic.length));
       }
       if (!matches) continue;
-      for (const listener of route.listeners) listener(message);
+      for (const listener of route.listeners) listener(delivery);
+      calls += route.listeners.size;
     }
+    return calls;
   }
 
   async close(): Promise<void> {

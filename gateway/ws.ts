@@ -7,10 +7,9 @@
  * @module
  */
 import { z } from "zod";
-import type { BusMessage } from "../bus/envelope.ts";
 import type { Body, MdpClient } from "../mdp/client.ts";
 import { text } from "../mdp/protocol.ts";
-import type { BusHub } from "./bus_hub.ts";
+import type { BusHub, Listener } from "./bus_hub.ts";
 import { toApiError } from "./errors.ts";
 import { frameToJson } from "./routes/services.ts";
 
@@ -67,17 +66,6 @@ const Inbound = z.discriminatedUnion("type", [
 type Inbound = z.infer<typeof Inbound>;
 
 const STATE_BUS = "state";
-const decoder = new TextDecoder("utf-8", { fatal: true });
-
-function payloadJson(payload: Uint8Array): { payload: string; encoding: "text" | "base64" } {
-  try {
-    return { payload: decoder.decode(payload), encoding: "text" };
-  } catch {
-    let binary = "";
-    for (const byte of payload) binary += String.fromCharCode(byte);
-    return { payload: btoa(binary), encoding: "base64" };
-  }
-}
 
 /** One WebSocket connection's state. */
 export class WsSession {
@@ -89,6 +77,7 @@ export class WsSession {
   #subscriptions = new Map<string, () => void>();
   #requests = new Map<string, AbortController>();
   #closed = false;
+  #early: string[] = [];
 
   constructor(
     socket: WebSocket,
@@ -105,6 +94,7 @@ export class WsSession {
     socket.onopen = () => {
       observer.opened?.();
       this.#send({ type: "welcome", protocol: 1, buses: hub.buses });
+      for (const text of this.#early.splice(0)) this.#sendText(text);
     };
     socket.onmessage = (event) => this.#onMessage(event.data);
     socket.onclose = () => this.#teardown();
@@ -112,13 +102,23 @@ export class WsSession {
   }
 
   #send(message: Record<string, unknown>): void {
-    if (this.#closed || this.#socket.readyState !== WebSocket.OPEN) return;
+    this.#sendText(JSON.stringify(message));
+  }
+
+  #sendText(text: string): void {
+    if (this.#closed) return;
+    if (this.#socket.readyState === WebSocket.CONNECTING) {
+      // A client may speak before the server side has seen `open`: keep the reply.
+      this.#early.push(text);
+      return;
+    }
+    if (this.#socket.readyState !== WebSocket.OPEN) return;
     if (this.#socket.bufferedAmount > this.#limits.maxBufferedBytes) {
       this.#observer.slowConsumer?.();
       this.close(CLOSE.SLOW_CONSUMER, "slow consumer: send buffer over the limit");
       return;
     }
-    this.#socket.send(JSON.stringify(message));
+    this.#socket.send(text);
     this.#observer.sent?.(1);
   }
 
@@ -158,19 +158,14 @@ export class WsSession {
     switch (message.type) {
       case "ping":
         return this.#send({ type: "pong", ...(message.id ? { id: message.id } : {}) });
-      case "subscribe":
-        return this.#subscribe(message.id, message.bus, message.prefix, (m) => {
-          this.#send({
-            type: "message",
-            id: message.id,
-            bus: m.bus,
-            topic: m.topic,
-            form: m.form,
-            ...payloadJson(m.payload),
-          });
+      case "subscribe": {
+        const head = `{"type":"message","id":${JSON.stringify(message.id)},`;
+        return this.#subscribe(message.id, message.bus, message.prefix, (delivery) => {
+          this.#sendText(head + delivery.json());
         });
+      }
       case "watch":
-        return this.#subscribe(message.id, STATE_BUS, message.scope, (m) => {
+        return this.#subscribe(message.id, STATE_BUS, message.scope, ({ message: m }) => {
           // The bus matches by prefix: scope "plant" would also see "plant2".
           let change: { scope?: string };
           try {
@@ -193,7 +188,7 @@ export class WsSession {
     }
   }
 
-  #subscribe(id: string, bus: string, prefix: string, listener: (m: BusMessage) => void): void {
+  #subscribe(id: string, bus: string, prefix: string, listener: Listener): void {
     if (this.#subscriptions.has(id)) {
       return this.#error(id, "BAD_REQUEST", `Subscription id '${id}' is in use`);
     }

@@ -1,0 +1,311 @@
+/**
+ * `deno task bench:gateway`: the gateway under load, next to its ceiling in
+ * the same run.
+ *
+ * - HTTP: GET of a state key through gateway, broker and state worker (real
+ *   components in child processes), and a bare Hono handler returning a
+ *   constant; load from `wrk` (Debian package `wrk`), 64 connections.
+ * - WebSocket fan-out: messages/s delivered from one bus topic to 1, 100 and
+ *   1,000 subscribed sockets through the gateway, and from a bare Deno
+ *   WebSocket broadcast to as many sockets. The sockets live in one child
+ *   process (bench/procs/ws_clients.ts) for both, so the client side costs
+ *   the same.
+ *
+ * Environment: BENCH_MEASURE_MS (default 3000), BENCH_HTTP_SECONDS (default 5).
+ *
+ * @module
+ */
+import { Publisher } from "../bus/publisher.ts";
+import { num, table } from "./_stats.ts";
+import { freePort, startComponent, stopAll, until } from "./_components.ts";
+
+const MEASURE_MS = Number(Deno.env.get("BENCH_MEASURE_MS") ?? "3000");
+const HTTP_SECONDS = Number(Deno.env.get("BENCH_HTTP_SECONDS") ?? "5");
+const FAN_OUT = [1, 100, 1000];
+const CONFIG = new URL("../deno.json", import.meta.url).pathname;
+const PROCS = new URL("./procs/", import.meta.url).pathname;
+
+const children = new Set<Deno.ChildProcess>();
+const watchdog = setTimeout(async () => {
+  console.error("bench:gateway: watchdog expired, stopping");
+  await cleanup();
+  Deno.exit(2);
+}, 300_000);
+
+async function cleanup(): Promise<void> {
+  for (const child of children) {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+    await child.status.catch(() => {});
+  }
+  children.clear();
+  await stopAll();
+}
+
+/** A bench/procs child whose stdout lines are read as they come. */
+async function spawnProc(script: string, args: string[]) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--config", CONFIG, PROCS + script, ...args],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  children.add(child);
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = "";
+  let latest = "";
+  let readyLine: string | undefined;
+  const pump = (async () => {
+    while (true) {
+      const { value, done } = await lines.read();
+      if (done) return;
+      buffered += value;
+      let at: number;
+      while ((at = buffered.indexOf("\n")) >= 0) {
+        const line = buffered.slice(0, at);
+        buffered = buffered.slice(at + 1);
+        if (Deno.env.get("BENCH_DEBUG")) console.error(`[${script}] ${line}`);
+        if (line.startsWith("READY")) readyLine = line;
+        else latest = line;
+      }
+    }
+  })();
+  await until(() => Promise.resolve(readyLine !== undefined), 60_000, script);
+  return {
+    ready: readyLine!,
+    latest: () => latest,
+    async stop() {
+      await child.stdin.close().catch(() => {});
+      const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+      await child.status;
+      clearTimeout(timer);
+      await pump.catch(() => {});
+      children.delete(child);
+    },
+  };
+}
+
+interface WrkResult {
+  requestsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: string;
+}
+
+function toMs(value: string): number {
+  const match = /^([\d.]+)(us|ms|s)$/.exec(value.trim());
+  if (!match) return NaN;
+  const n = Number(match[1]);
+  return match[2] === "us" ? n / 1000 : match[2] === "s" ? n * 1000 : n;
+}
+
+async function wrk(url: string): Promise<WrkResult | string> {
+  let output: Deno.CommandOutput;
+  try {
+    output = await new Deno.Command("wrk", {
+      args: ["-t2", "-c64", `-d${HTTP_SECONDS}s`, "--latency", url],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  } catch {
+    return "wrk not installed (apt-get install wrk)";
+  }
+  const text = new TextDecoder().decode(output.stdout);
+  const rps = /Requests\/sec:\s+([\d.]+)/.exec(text);
+  const p50 = /\s50%\s+(\S+)/.exec(text);
+  const p99 = /\s99%\s+(\S+)/.exec(text);
+  const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(text);
+  const socketErrors = /Socket errors: (.*)/.exec(text);
+  return {
+    requestsPerSecond: rps ? Number(rps[1]) : NaN,
+    p50Ms: p50 ? toMs(p50[1]!) : NaN,
+    p99Ms: p99 ? toMs(p99[1]!) : NaN,
+    errors:
+      [non2xx ? `${non2xx[1]} non-2xx` : "", socketErrors?.[1] ?? ""].filter(Boolean).join("; ") ||
+      "0",
+  };
+}
+
+/** Counts deliveries per second at the clients while `drive` keeps sending for MEASURE_MS. */
+async function fanOut(
+  url: string,
+  sockets: number,
+  mode: "gateway" | "bare",
+  drive: (until: number) => Promise<void>,
+): Promise<{ perSecond: number; open: number }> {
+  const clients = await spawnProc("ws_clients.ts", [url, String(sockets), mode]);
+  try {
+    const parse = () => clients.latest().split(" ").slice(1).map(Number) as [number, number];
+    await drive(performance.now() + 300); // warm-up
+    await new Promise((r) => setTimeout(r, 200));
+    const [before] = parse();
+    const start = performance.now();
+    await drive(start + MEASURE_MS);
+    await new Promise((r) => setTimeout(r, 200)); // let the last COUNT line in
+    const [after, open] = parse();
+    return { perSecond: (after - before) / ((performance.now() - start) / 1000), open };
+  } finally {
+    await clients.stop();
+  }
+}
+
+try {
+  console.log(
+    `# bench:gateway (${new Date().toISOString()}, ${navigator.hardwareConcurrency} cores)\n`,
+  );
+  const dir = await Deno.makeTempDir({ prefix: "bench-gateway-" });
+  const brokerEndpoint = `tcp://127.0.0.1:${freePort()}`;
+  const eventFrontend = `tcp://127.0.0.1:${freePort()}`;
+  const eventBackend = `tcp://127.0.0.1:${freePort()}`;
+  const gatewayPort = freePort();
+  startComponent("broker", ["--endpoint", brokerEndpoint, "--health-port", "0"], {
+    PLANTD_BROKER_BUSES: JSON.stringify([{
+      name: "event",
+      frontend: eventFrontend,
+      backend: eventBackend,
+      send_hwm: 100_000,
+      receive_hwm: 100_000,
+    }]),
+  });
+  startComponent("state", [
+    "--db",
+    `${dir}/state.db`,
+    "--broker-endpoint",
+    brokerEndpoint,
+    "--health-port",
+    "0",
+    "--bus-endpoint",
+    "",
+  ]);
+  startComponent("gateway", [
+    "--port",
+    String(gatewayPort),
+    "--broker-endpoint",
+    brokerEndpoint,
+    "--buses",
+    JSON.stringify({ event: eventBackend }),
+    "--ws-max-buffered-bytes",
+    String(64 * 1024 * 1024),
+  ]);
+  const gateway = `http://127.0.0.1:${gatewayPort}`;
+  await until(
+    async () => {
+      const response = await fetch(`${gateway}/api/state/bench/key`, {
+        method: "PUT",
+        headers: { "content-type": "text/plain" },
+        body: "value-of-the-benchmark-key",
+      });
+      await response.body?.cancel();
+      return response.ok;
+    },
+    30_000,
+    "gateway with state",
+  );
+  const bare = await spawnProc("bare_hono.ts", [String(freePort())]);
+  const barePort = bare.ready.split(" ")[1];
+
+  // HTTP.
+  const httpRows: string[][] = [];
+  const ours = await wrk(`${gateway}/api/state/bench/key`);
+  const ceiling = await wrk(`http://127.0.0.1:${barePort}/`);
+  for (
+    const [system, result] of [["gateway GET /api/state/:scope/:key", ours], [
+      "bare Hono constant",
+      ceiling,
+    ]] as const
+  ) {
+    if (typeof result === "string") httpRows.push([system, result, "", "", ""]);
+    else {
+      httpRows.push([
+        system,
+        num(result.requestsPerSecond),
+        num(result.p50Ms, 2),
+        num(result.p99Ms, 2),
+        result.errors,
+      ]);
+    }
+  }
+  console.log("## HTTP (wrk, 64 connections)\n");
+  console.log(table(["system", "req/s", "p50 ms", "p99 ms", "errors"], httpRows));
+
+  // WebSocket fan-out.
+  const publisher = new Publisher(eventFrontend, { form: "frames", sendHighWaterMark: 10_000 });
+  const payload = "0123456789abcdef";
+  const publishUntil = async (end: number) => {
+    while (performance.now() < end) {
+      for (let i = 0; i < 200; i++) publisher.publish("fan", payload);
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  };
+  const broadcastUntil = async (end: number) => {
+    while (performance.now() < end) {
+      const response = await fetch(`http://127.0.0.1:${barePort}/broadcast?count=20&bytes=16`, {
+        method: "POST",
+      });
+      await response.body?.cancel();
+    }
+  };
+  const wsRows: string[][] = [];
+  const results = new Map<number, number>();
+  for (const sockets of FAN_OUT) {
+    const through = await fanOut(
+      `ws://127.0.0.1:${gatewayPort}/ws`,
+      sockets,
+      "gateway",
+      publishUntil,
+    );
+    const direct = await fanOut(`ws://127.0.0.1:${barePort}/ws`, sockets, "bare", broadcastUntil);
+    results.set(sockets, through.perSecond);
+    // Let the gateway drain what it still holds before the next round.
+    await until(
+      async () => {
+        const t0 = performance.now();
+        const response = await fetch(`${gateway}/livez`);
+        await response.body?.cancel();
+        return performance.now() - t0 < 50;
+      },
+      60_000,
+      "gateway drained",
+    );
+    wsRows.push([
+      String(sockets),
+      num(through.perSecond),
+      `${through.open}/${sockets}`,
+      num(direct.perSecond),
+      `${direct.open}/${sockets}`,
+    ]);
+  }
+  await publisher.close();
+  console.log("\n## WebSocket fan-out (16-byte messages, delivered to all sockets in total)\n");
+  console.log(
+    table([
+      "sockets",
+      "gateway msgs/s",
+      "gateway sockets open",
+      "bare Deno WS msgs/s",
+      "bare sockets open",
+    ], wsRows),
+  );
+
+  console.log();
+  const verdict = (ok: boolean) => ok ? "PASS" : "FAIL";
+  if (typeof ours !== "string") {
+    console.log(
+      `- state GET over HTTP >= 20,000 req/s without a cache: ${num(ours.requestsPerSecond)} ${
+        verdict(ours.requestsPerSecond >= 20_000)
+      }`,
+    );
+  }
+  const at1000 = results.get(1000) ?? 0;
+  console.log(
+    `- WebSocket fan-out >= 200,000 msgs/s at 1,000 sockets: ${num(at1000)} ${
+      verdict(at1000 >= 200_000)
+    }`,
+  );
+  await bare.stop();
+  await Deno.remove(dir, { recursive: true });
+} finally {
+  clearTimeout(watchdog);
+  await cleanup();
+}
