@@ -417,11 +417,13 @@ Deno.test("plant state straight to the broker (--broker, over PLANTD_CLI_GATEWAY
   );
 });
 
-Deno.test("plant call times out with exit 3 both ways", async () => {
+Deno.test("plant call times out with exit 3 both ways; Ctrl-C interrupts it with 130", async () => {
   await withSystem(async (system) => {
-    const stuck = new MdpWorker(system.brokerEndpoint, "stuck", () => new Promise(() => {}), {
-      heartbeatIntervalMs: 200,
-    });
+    let calls = 0;
+    const stuck = new MdpWorker(system.brokerEndpoint, "stuck", () => {
+      calls++;
+      return new Promise(() => {});
+    }, { heartbeatIntervalMs: 200, concurrency: 8 });
     try {
       await waitFor(
         async () => (await plant(["--gateway", system.url, "services"])).stdout.includes("stuck"),
@@ -437,6 +439,14 @@ Deno.test("plant call times out with exit 3 both ways", async () => {
         3,
         /call: Request to 'stuck' got no reply within 300 ms/,
       );
+      // Ctrl-C while waiting interrupts the command: exit 130.
+      const waiting = new Streaming(["--broker", system.brokerEndpoint, "call", "stuck", "op"]);
+      const before = calls;
+      await waitFor(() => calls > before, { timeoutMs: 10_000, what: "the request in flight" });
+      waiting.child.kill("SIGINT");
+      const r = await waiting.result();
+      assert.equal(r.code, 130);
+      assert.equal(r.stderr, "plant: call: interrupted\n");
     } finally {
       await stuck.close();
     }

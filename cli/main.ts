@@ -127,7 +127,13 @@ export async function run(
   let label = "";
   let backend: Backend | undefined;
   const stop = new AbortController();
-  const onSignal = () => stop.abort();
+  let streaming = false;
+  // Ctrl-C ends `sub` normally (exit 0); any other command is interrupted (exit 130).
+  const onSignal = () => {
+    if (streaming) return stop.abort();
+    consoleOutput(json).note(`${label ? `${label}: ` : ""}interrupted`);
+    Deno.exit(130);
+  };
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
   try {
@@ -160,6 +166,7 @@ export async function run(
     }
     const { command, rest } = findCommand(positionals);
     label = command.words.join(" ");
+    streaming = command.words[0] === "sub";
     if (values.help) {
       console.log(commandUsage(command));
       return EXIT.OK;
