@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Frames } from "../transport/socket.ts";
+import type { Frames } from "../transport/frames.ts";
 
 /** Which Majordomo variant a peer speaks. */
 export type Dialect = "plantd" | "mdp01" | "mdp02";
