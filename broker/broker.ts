@@ -13,7 +13,6 @@ import {
   encodeClientReply,
   encodeWorkerControl,
   encodeWorkerRequest,
-  equalBytes,
   frame,
   type PeerMessage,
   text,
@@ -72,12 +71,16 @@ interface Worker {
   dialect: Dialect;
   service: Service;
   expiry: number;
-  current: Request | undefined;
+  /** Requests the worker may hold at once: 1 in MDP, more when READY announced a capacity. */
+  capacity: number;
+  /** Requests sent and not yet answered with FINAL, by address. */
+  inFlight: Map<string, Request>;
 }
 
 interface Service {
   name: string;
   requests: Fifo<Request>;
+  /** Workers with spare capacity, the one that waited longest first. */
   idle: Set<Worker>;
   workers: Set<Worker>;
 }
@@ -95,6 +98,11 @@ function keyOf(identity: Uint8Array): string {
   let key = "";
   for (const byte of identity) key += byte.toString(16).padStart(2, "0");
   return key;
+}
+
+/** Key of an address frame (latin-1: one char per byte, cheap and exact). */
+function addressKey(address: Uint8Array): string {
+  return String.fromCharCode(...address);
 }
 
 function addressOf(client: Uint8Array, stack: Frames): Uint8Array {
@@ -185,7 +193,8 @@ export class Broker {
     if (now >= this.#nextHeartbeat) {
       this.#nextHeartbeat = now + this.#heartbeatMs;
       for (const service of this.#services.values()) {
-        for (const worker of service.idle) {
+        for (const worker of service.workers) {
+          if (worker.inFlight.size > 0) continue; // busy workers heartbeat us
           this.#send(worker.identity, encodeWorkerControl(worker.dialect, "HEARTBEAT"));
         }
       }
@@ -220,8 +229,8 @@ export class Broker {
     return {
       name: s.name,
       workers: s.workers.size,
-      idle: s.idle.size,
-      busy: s.workers.size - s.idle.size,
+      idle: [...s.workers].filter((w) => w.inFlight.size === 0).length,
+      busy: [...s.workers].filter((w) => w.inFlight.size > 0).length,
       queued: s.requests.length,
     };
   }
@@ -284,7 +293,8 @@ export class Broker {
           dialect: m.dialect,
           service,
           expiry: this.#now() + this.#expiryMs,
-          current: undefined,
+          capacity: m.capacity ?? 1,
+          inFlight: new Map(),
         };
         this.#workers.set(key, created);
         service.workers.add(created);
@@ -308,13 +318,12 @@ export class Broker {
   }
 
   #onReply(worker: Worker, m: Extract<PeerMessage, { kind: "reply" }>): void {
-    const request = worker.current;
-    if (!request || !equalBytes(request.address, m.client)) {
-      return this.#drop("reply for no pending request");
-    }
+    const key = addressKey(m.client);
+    const request = worker.inFlight.get(key);
+    if (!request) return this.#drop("reply for no pending request");
     this.#reply(request, m.final, m.body);
     if (!m.final) return;
-    worker.current = undefined;
+    worker.inFlight.delete(key);
     this.#observer.reply?.(request.service, (this.#now() - request.received) / 1000);
     worker.service.idle.add(worker);
     this.#dispatch(worker.service);
@@ -334,13 +343,32 @@ export class Broker {
     this.#reply(request, true, [brokerErrorBody(code, request.service, message)]);
   }
 
+  /** The idle worker that waited longest and was heard from recently, if any. */
+  #freshIdle(service: Service): Worker | undefined {
+    // A worker silent for two heartbeats may be dead (killed, cut off): new
+    // requests wait for a live one rather than die with it at expiry.
+    const heardSince = this.#now() + this.#expiryMs - 2 * this.#heartbeatMs;
+    for (const worker of service.idle) if (worker.expiry >= heardSince) return worker;
+    return undefined;
+  }
+
   #dispatch(service: Service): void {
     while (service.idle.size > 0 && service.requests.length > 0) {
-      const worker = service.idle.values().next().value as Worker;
+      const worker = this.#freshIdle(service);
+      if (!worker) return;
+      // Re-queued at the back while it has room: workers with capacity share the load.
       service.idle.delete(worker);
       const request = service.requests.shift()!;
       request.attempts++;
-      worker.current = request;
+      const key = addressKey(request.address);
+      if (worker.inFlight.has(key)) {
+        // The same client address twice at one worker cannot be told apart: wait.
+        service.requests.unshift(request);
+        request.attempts--;
+        continue;
+      }
+      worker.inFlight.set(key, request);
+      if (worker.inFlight.size < worker.capacity) service.idle.add(worker);
       this.#send(
         worker.identity,
         encodeWorkerRequest(worker.dialect, request.address, request.body),
@@ -355,18 +383,22 @@ export class Broker {
     service.workers.delete(worker);
     service.idle.delete(worker);
     this.#observer.workerLeft?.(service.name, reason);
-    const lost = worker.current;
-    worker.current = undefined;
-    if (!lost) return;
-    if (this.#requeueLost && lost.attempts < 2 && reason !== "broker shutdown") {
-      service.requests.unshift(lost);
-      return this.#dispatch(service);
+    const lost = [...worker.inFlight.values()];
+    worker.inFlight.clear();
+    let requeued = false;
+    for (const request of lost.reverse()) {
+      if (this.#requeueLost && request.attempts < 2 && reason !== "broker shutdown") {
+        service.requests.unshift(request);
+        requeued = true;
+      } else {
+        this.#fail(
+          request,
+          "WORKER_LOST",
+          `The worker handling the request for '${service.name}' was lost (${reason})`,
+        );
+      }
     }
-    this.#fail(
-      lost,
-      "WORKER_LOST",
-      `The worker handling the request for '${service.name}' was lost (${reason})`,
-    );
+    if (requeued) this.#dispatch(service);
   }
 
   #mmi(request: Request): void {

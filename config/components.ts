@@ -136,6 +136,8 @@ export const echoConfig = {
     health_port: port.default(0),
     dialect: z.enum(DIALECTS).default("plantd"),
     concurrency: z.number().int().min(1).max(1024).default(1),
+    /** Requests one connection takes at once (plantd-ts brokers; docs/wire.md). */
+    capacity: z.number().int().min(1).max(4096).default(1),
     heartbeat_interval_ms: positiveMs.default(2500),
     heartbeat_liveness: z.number().int().min(1).default(3),
   }),
@@ -157,8 +159,10 @@ export const stateConfig = {
     /** "full": commits survive power loss; "normal": they survive process crashes. */
     synchronous: z.enum(["full", "normal"]).default("full"),
     health_port: port.default(8082),
-    /** Broker connections serving requests in parallel; concurrent writes share a commit. */
-    concurrency: z.number().int().min(1).max(1024).default(32),
+    /** Broker connections; each takes `capacity` requests at once. Concurrent writes share a commit. */
+    concurrency: z.number().int().min(1).max(1024).default(4),
+    /** Requests one connection takes at once (plantd-ts brokers; a Go broker sends one at a time). */
+    capacity: z.number().int().min(1).max(4096).default(64),
     max_value_bytes: z.number().int().min(1).default(1024 * 1024),
     /** Frontend of the state bus where changes are published; empty turns publishing off. */
     bus_endpoint: z.union([endpoint, z.literal("")]).default("tcp://127.0.0.1:11000"),

@@ -49,6 +49,9 @@ const WORKER_WORDS = new Set<string>([
   "DISCONNECT",
 ]);
 
+/** Largest capacity a worker may announce in READY. */
+export const MAX_CAPACITY = 4096;
+
 /** Longest envelope stack (frames before the empty delimiter) the broker accepts. */
 export const MAX_STACK = 8;
 
@@ -62,7 +65,16 @@ export type PeerMessage =
     service: string;
     body: Frames;
   }
-  | { kind: "ready"; dialect: Dialect; service: string }
+  | {
+    kind: "ready";
+    dialect: Dialect;
+    service: string;
+    /**
+     * Extension: requests the worker takes at once, from an optional frame
+     * after the service name (decimal). Plain MDP workers send none: 1.
+     */
+    capacity?: number;
+  }
   | { kind: "heartbeat"; dialect: Dialect }
   | { kind: "disconnect"; dialect: Dialect }
   | { kind: "reply"; dialect: Dialect; final: boolean; client: Uint8Array; body: Frames };
@@ -149,7 +161,12 @@ function decodeWorker(header: "W01" | "W02", rest: Frames): PeerMessage | Malfor
     case "READY": {
       const service = rest[0];
       if (!service || service.length === 0) return malformed("READY without a service name");
-      return { kind: "ready", dialect, service: text(service) };
+      if (rest.length < 2) return { kind: "ready", dialect, service: text(service) };
+      const capacity = Number(text(rest[1]!));
+      if (!Number.isInteger(capacity) || capacity < 1 || capacity > MAX_CAPACITY) {
+        return malformed("READY with a bad capacity");
+      }
+      return { kind: "ready", dialect, service: text(service), capacity };
     }
     case "HEARTBEAT":
       return { kind: "heartbeat", dialect };
@@ -286,9 +303,14 @@ export function encodeWorkerSignal(
   dialect: Dialect,
   command: "READY" | "HEARTBEAT" | "DISCONNECT",
   service?: string,
+  capacity = 1,
 ): Frames {
   const head = [workerHeader(dialect), workerCommandFrame(dialect, command)];
-  if (command === "READY") head.push(frame(service ?? ""));
+  if (command === "READY") {
+    head.push(frame(service ?? ""));
+    // Only a worker that takes several requests at once says so: plain MDP otherwise.
+    if (capacity > 1) head.push(frame(String(capacity)));
+  }
   return dialect === "mdp02" ? head : [EMPTY, ...head];
 }
 

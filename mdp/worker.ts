@@ -41,8 +41,15 @@ export interface WorkerOptions {
   reconnectMs?: number;
   /** Dialect to speak. @default "plantd" */
   dialect?: Dialect;
-  /** Requests served in parallel (one broker connection each). @default 1 */
+  /** Broker connections, each one MDP worker. @default 1 */
   concurrency?: number;
+  /**
+   * Requests one connection takes at once. Above 1 the worker announces it in
+   * READY (a plantd-ts extension, docs/wire.md) and a plantd-ts broker sends
+   * that many before the first FINAL; other brokers ignore it and send one at
+   * a time. @default 1
+   */
+  capacity?: number;
 }
 
 /** Events a worker reports; the application decides what to log. */
@@ -78,7 +85,7 @@ export class MdpWorker {
 
   /** Requests being handled right now. */
   get busy(): number {
-    return this.#sessions.filter((s) => s.busy).length;
+    return this.#sessions.reduce((n, s) => n + s.active, 0);
   }
 
   /** Sends DISCONNECT on every connection and closes them. */
@@ -88,7 +95,8 @@ export class MdpWorker {
 }
 
 class Session {
-  busy = false;
+  /** Requests being handled on this connection. */
+  active = 0;
   /** Whether the broker has spoken on the current connection and has not gone silent. */
   connected = false;
   #endpoint: string;
@@ -99,6 +107,7 @@ class Session {
   #liveness: number;
   #maxLiveness: number;
   #reconnectMs: number;
+  #capacity: number;
   #onEvent: (event: WorkerEvent) => void;
   #socket!: NativeSocket;
   #abort!: AbortController;
@@ -122,6 +131,7 @@ class Session {
     this.#maxLiveness = options.heartbeatLiveness ?? 3;
     this.#liveness = this.#maxLiveness;
     this.#reconnectMs = options.reconnectMs ?? 1000;
+    this.#capacity = Math.max(1, options.capacity ?? 1);
     this.#onEvent = onEvent;
     this.#connect();
   }
@@ -132,7 +142,7 @@ class Session {
     this.#socket = new NativeSocket(ZMQ_DEALER, { linger: 200 });
     this.#socket.connect(this.#endpoint);
     this.#liveness = this.#maxLiveness;
-    this.#send(encodeWorkerSignal(this.#dialect, "READY", this.#service));
+    this.#send(encodeWorkerSignal(this.#dialect, "READY", this.#service, this.#capacity));
     this.#onEvent({ type: "ready", service: this.#service });
     this.#timer = setInterval(() => this.#heartbeat(), this.#heartbeatMs);
     const socket = this.#socket;
@@ -154,7 +164,7 @@ class Session {
   #heartbeat(): void {
     this.#send(encodeWorkerSignal(this.#dialect, "HEARTBEAT"));
     // The broker heartbeats idle workers only, so silence while busy is expected.
-    if (this.busy) return;
+    if (this.active > 0) return;
     if (--this.#liveness <= 0) this.#reconnect("broker silent");
   }
 
@@ -173,7 +183,7 @@ class Session {
     socket: NativeSocket,
     signal: AbortSignal,
   ): Promise<void> {
-    this.busy = true;
+    this.active++;
     const toFrames = (b: Body) => b.map((p) => typeof p === "string" ? frame(p) : p);
     const context: RequestContext = {
       client,
@@ -194,7 +204,7 @@ class Session {
       const message = error instanceof Error ? error.message : String(error);
       reply = [frame(JSON.stringify({ success: false, error: `Internal error: ${message}` }))];
     } finally {
-      this.busy = false;
+      this.active--;
     }
     // A reply for a dropped connection would reach a broker that no longer knows us.
     if (signal.aborted) return;

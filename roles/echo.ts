@@ -15,6 +15,7 @@ export function startEcho(config: EchoConfig): Running {
   const worker = startEchoWorker(config.broker_endpoint, {
     dialect: config.dialect,
     concurrency: config.concurrency,
+    capacity: config.capacity,
     heartbeatIntervalMs: config.heartbeat_interval_ms,
     heartbeatLiveness: config.heartbeat_liveness,
   }, (event) => {

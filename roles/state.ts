@@ -43,6 +43,7 @@ export async function startState(
   const operations = new StateOperations(store, { maxValueBytes: config.max_value_bytes }, metrics);
   const worker = startStateWorker(config.broker_endpoint, operations, {
     concurrency: config.concurrency,
+    capacity: config.capacity,
     heartbeatIntervalMs: config.heartbeat_interval_ms,
     heartbeatLiveness: config.heartbeat_liveness,
   }, (event) => {

@@ -21,7 +21,7 @@ export function startStateWorker(
     endpoint,
     STATE_SERVICE,
     async (body) => [frame(await operations.handle(body))],
-    { concurrency: 32, ...options },
+    { concurrency: 4, capacity: 64, ...options },
     onEvent,
   );
 }

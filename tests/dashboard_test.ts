@@ -37,17 +37,17 @@ Deno.test("dashboard shows services, edits state live, and streams a bus topic",
 
     // Services from /api/services.
     await page.waitForSelector('#services tr[data-service="org.plantd.State"]', {
-      timeout: 15_000,
+      timeout: 30_000,
     });
-    await page.waitForSelector('#health-summary[data-status="UP"]', { timeout: 15_000 });
-    await page.waitForSelector('#ws-status[data-status="open"]', { timeout: 15_000 });
+    await page.waitForSelector('#health-summary[data-status="UP"]', { timeout: 30_000 });
+    await page.waitForSelector('#ws-status[data-status="open"]', { timeout: 30_000 });
 
     // Edit a key in the page: it is written over REST and comes back through the watch.
     await page.fill("#entry-scope", "plant");
     await page.fill("#entry-key", "setpoint");
     await page.fill("#entry-value", "42");
     await page.click("#entry-form button[type=submit]");
-    await page.waitForSelector('#entries tr[data-key="setpoint"]', { timeout: 15_000 });
+    await page.waitForSelector('#entries tr[data-key="setpoint"]', { timeout: 30_000 });
     const rest = await (await fetch(system.url + "/api/state/plant/setpoint")).json();
     assert.equal(rest.value, "42");
 
@@ -60,7 +60,7 @@ Deno.test("dashboard shows services, edits state live, and streams a bus topic",
     await waitFor(
       async () =>
         (await page.locator('#entries tr[data-key="setpoint"] td.value').textContent()) === "43",
-      { timeoutMs: 15_000, intervalMs: 50, what: "the REST change in the page" },
+      { timeoutMs: 30_000, intervalMs: 50, what: "the REST change in the page" },
     );
 
     // Stream a bus topic.
@@ -70,7 +70,7 @@ Deno.test("dashboard shows services, edits state live, and streams a bus topic",
     await waitFor(async () => {
       publisher.publish("alarm.boiler", '{"level":"high"}');
       return (await page.locator("#bus-messages li").count()) > 0;
-    }, { timeoutMs: 15_000, intervalMs: 100, what: "a bus message in the page" });
+    }, { timeoutMs: 30_000, intervalMs: 100, what: "a bus message in the page" });
     assert.match(
       await page.locator("#bus-messages li").first().textContent() ?? "",
       /alarm\.boiler\{"level":"high"\}/,

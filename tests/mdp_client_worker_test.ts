@@ -230,3 +230,40 @@ Deno.test("a worker lost mid-request fails the request with WORKER_LOST", async 
     await closing;
   });
 });
+
+Deno.test("a worker with capacity serves many requests at once on one connection", async () => {
+  await withWorld({}, async (world) => {
+    let active = 0;
+    let most = 0;
+    addWorker(
+      world,
+      new MdpWorker(world.server.endpoint, "wide", async (body) => {
+        most = Math.max(most, ++active);
+        await sleep(20 + (Number(text(body[0]!)) % 5) * 5);
+        active--;
+        return body;
+      }, { capacity: 8 }),
+    );
+    const replies = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => world.client.request("wide", [String(i)])),
+    );
+    replies.forEach((reply, i) => assert.deepEqual(reply.map(text), [String(i)]));
+    assert.equal(world.server.broker.workerCount, 1);
+    assert.equal(most, 8, "eight requests were in the one worker at once");
+  });
+});
+
+Deno.test("a lost worker with capacity fails every request it held", async () => {
+  await withWorld({}, async (world) => {
+    const worker = new MdpWorker(world.server.endpoint, "held", () => new Promise(() => {}), {
+      capacity: 3,
+    });
+    const pending = Array.from(
+      { length: 3 },
+      () => world.client.request("held", ["x"]).then(() => "ok", (e) => (e as MdpBrokerError).code),
+    );
+    await until(() => world.server.broker.services()[0]?.busy === 1, 5000, "dispatch");
+    await worker.close();
+    assert.deepEqual(await Promise.all(pending), ["WORKER_LOST", "WORKER_LOST", "WORKER_LOST"]);
+  });
+});

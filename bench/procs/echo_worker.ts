@@ -1,5 +1,5 @@
 /**
- * Benchmark child: the `org.plantd.module.Echo` worker. Args: endpoint, concurrency.
+ * Benchmark child: the `org.plantd.module.Echo` worker. Args: endpoint, concurrency, capacity.
  * Prints `READY` once its connections are opened (the bench then asks the broker
  * through `mmi.workers` until all of them are registered).
  *
@@ -11,5 +11,6 @@ import { serveUntilParentExits } from "./_child.ts";
 const endpoint = Deno.args[0];
 if (!endpoint) throw new Error("usage: echo_worker.ts <endpoint> [concurrency]");
 const concurrency = Number(Deno.args[1] ?? "1");
-const worker = startEchoWorker(endpoint, { concurrency });
+const capacity = Number(Deno.args[2] ?? "1");
+const worker = startEchoWorker(endpoint, { concurrency, capacity });
 await serveUntilParentExits("READY", () => worker.close());
