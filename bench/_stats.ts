@@ -78,12 +78,54 @@ export function findPid(name: string): number | undefined {
   return undefined;
 }
 
+/** Busy clock ticks of the whole machine (all cores) from /proc/stat, or undefined. */
+export function machineBusyTicks(): number | undefined {
+  try {
+    const line = Deno.readTextFileSync("/proc/stat").split("\n")[0]!;
+    // cpu user nice system idle iowait irq softirq steal ...
+    const f = line.trim().split(/\s+/).slice(1).map(Number);
+    return f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Fraction of the machine's CPU time that was idle over `ms`. */
+export async function idleFraction(ms: number): Promise<number> {
+  const read = () => {
+    const f = Deno.readTextFileSync("/proc/stat").split("\n")[0]!.trim().split(/\s+/).slice(1)
+      .map(Number);
+    const idle = f[3]! + f[4]!;
+    return { idle, total: f.reduce((a, b) => a + b, 0) };
+  };
+  try {
+    const a = read();
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    const b = read();
+    return b.total > a.total ? (b.idle - a.idle) / (b.total - a.total) : 1;
+  } catch {
+    return 1;
+  }
+}
+
+/** Waits, at most `maxWaitMs`, until at least `minIdle` of the machine is idle. */
+export async function quiet(minIdle: number, maxWaitMs: number): Promise<number> {
+  const deadline = Date.now() + maxWaitMs;
+  let idle = await idleFraction(500);
+  while (idle < minIdle && Date.now() < deadline) idle = await idleFraction(1000);
+  return idle;
+}
+
 /** Measures CPU of several processes between {@link CpuMeter.start} and {@link CpuMeter.percent}. */
 export class CpuMeter {
   #pids: Array<number | "self">;
   #ticks: number;
   #start: Array<number | undefined> = [];
+  #machine: number | undefined;
   #t0 = 0;
+  #seconds = 0;
+  #used = 0;
+  #machineUsed: number | undefined;
 
   constructor(pids: Array<number | "self">, ticksPerSecond: number) {
     this.#pids = pids;
@@ -92,18 +134,37 @@ export class CpuMeter {
 
   start(): void {
     this.#start = this.#pids.map((pid) => cpuTicks(pid));
+    this.#machine = machineBusyTicks();
     this.#t0 = performance.now();
   }
 
   /** Percent of one core used by each process since start. */
   percent(): number[] {
     const seconds = (performance.now() - this.#t0) / 1000;
-    return this.#pids.map((pid, i) => {
+    const machine = machineBusyTicks();
+    this.#seconds = seconds;
+    this.#used = 0;
+    const result = this.#pids.map((pid, i) => {
       const before = this.#start[i];
       const after = cpuTicks(pid);
       if (before === undefined || after === undefined || seconds <= 0) return NaN;
+      this.#used += after - before;
       return ((after - before) / this.#ticks / seconds) * 100;
     });
+    this.#machineUsed = machine !== undefined && this.#machine !== undefined
+      ? machine - this.#machine
+      : undefined;
+    return result;
+  }
+
+  /**
+   * Percent of one core used by everything else on the machine (other
+   * processes, kernel work not charged to ours) over the last
+   * {@link CpuMeter.percent} interval: a sign of interference.
+   */
+  otherPercent(): number {
+    if (this.#machineUsed === undefined || this.#seconds <= 0) return NaN;
+    return (Math.max(0, this.#machineUsed - this.#used) / this.#ticks / this.#seconds) * 100;
   }
 }
 

@@ -40,6 +40,19 @@ const WORKER_BYTES: Record<"mdp01" | "mdp02", Partial<Record<WorkerCommand, numb
   mdp02: { READY: 1, REQUEST: 2, PARTIAL: 3, FINAL: 4, HEARTBEAT: 5, DISCONNECT: 6 },
 };
 const CLIENT_BYTES = { REQUEST: 1, PARTIAL: 2, FINAL: 3 } as const;
+const REQUEST_WORD = frame("REQUEST");
+const REQUEST_BYTE = Uint8Array.of(CLIENT_BYTES.REQUEST);
+
+/** Service names are few and sent often: encode each once (bounded cache). */
+const serviceFrames = new Map<string, Uint8Array>();
+function serviceFrame(service: string): Uint8Array {
+  let encoded = serviceFrames.get(service);
+  if (!encoded) {
+    encoded = frame(service);
+    if (serviceFrames.size < 1024) serviceFrames.set(service, encoded);
+  }
+  return encoded;
+}
 const WORKER_WORDS = new Set<string>([
   "READY",
   "REQUEST",
@@ -245,8 +258,8 @@ export function encodeClientRequest(
 ): Frames {
   const lead = stack.length > 0 || dialect !== "mdp02" ? [...stack, EMPTY] : [];
   if (dialect === "mdp01") return [...lead, MDPC01, frame(service), ...body];
-  const command = dialect === "plantd" ? frame("REQUEST") : Uint8Array.of(CLIENT_BYTES.REQUEST);
-  return [...lead, MDPC02, command, frame(service), ...body];
+  const command = dialect === "plantd" ? REQUEST_WORD : REQUEST_BYTE;
+  return [...lead, MDPC02, command, serviceFrame(service), ...body];
 }
 
 /** A reply as a client reads it. */

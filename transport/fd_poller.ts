@@ -31,6 +31,8 @@ const SAFETY_TIMEOUT_MS = 250;
 
 const symbols = {
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  /** The same poll(2), called on the main thread with timeout 0: a check, never a wait. */
+  pollNow: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32" },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   write: { parameters: ["i32", "buffer", "u64"], result: "i64" },
   read: { parameters: ["i32", "buffer", "u64"], result: "i64" },
@@ -136,15 +138,17 @@ export class FdPoller {
           view.setInt32(i * POLLFD_SIZE, fd, true);
           view.setInt16(i * POLLFD_SIZE + 4, POLLIN, true);
         });
-        this.#polled = new Set(fds);
-        this.#inFlight = true;
-        const ready = await this.#libc.poll(
-          new Uint8Array(buffer),
-          BigInt(fds.length),
-          SAFETY_TIMEOUT_MS,
-        );
-        this.#inFlight = false;
-        this.#polled.clear();
+        const pollfds = new Uint8Array(buffer);
+        // Under load something is usually ready already: a direct zero-timeout
+        // poll (~1 µs) finds it without the helper-thread round trip (~25 µs).
+        let ready = this.#libc.pollNow(pollfds, BigInt(fds.length), 0);
+        if (ready === 0) {
+          this.#polled = new Set(fds);
+          this.#inFlight = true;
+          ready = await this.#libc.poll(pollfds, BigInt(fds.length), SAFETY_TIMEOUT_MS);
+          this.#inFlight = false;
+          this.#polled.clear();
+        }
         if (this.#wakePending || view.getInt16(6, true) !== 0) {
           this.#libc.read(this.#eventFd, this.#drain, 8n);
           this.#wakePending = false;
