@@ -1,11 +1,12 @@
 /**
- * A ZeroMQ socket driven through {@link libzmq} FFI bindings instead of
- * zeromq.js: every send and receive is a synchronous, non-blocking call
- * (`ZMQ_DONTWAIT`), so nothing native is ever left pending (the Deno defect
- * that transport/socket.ts works around cannot occur), and waits go through
- * the same {@link FdPoller} on the socket's `ZMQ_FD`.
+ * The one way this project uses a ZeroMQ socket: libzmq driven through
+ * {@link libzmq} FFI bindings instead of zeromq.js's N-API layer. Every send
+ * and receive is a synchronous, non-blocking call (`ZMQ_DONTWAIT`), so nothing
+ * native is ever left pending (the Deno defect of denoland/deno#36317, where a
+ * pending zeromq.js receive can miss messages forever, cannot occur), and
+ * waits go through the {@link FdPoller} on the socket's `ZMQ_FD`.
  *
- * Used where per-message cost matters (pub/sub buses). Received frames are
+ * Every socket of the broker, clients, workers and buses is one of these. Received frames are
  * views into 64 KiB slabs: one allocation per slab rather than per frame, so a
  * frame that is kept keeps its slab alive (copy it with `slice()` to let go).
  *
