@@ -136,7 +136,7 @@ export const echoConfig = {
     health_port: port.default(0),
     dialect: z.enum(DIALECTS).default("plantd"),
     concurrency: z.number().int().min(1).max(1024).default(1),
-    /** Requests one connection takes at once (plantd-ts brokers; docs/wire.md). */
+    /** Requests one connection takes at once (plantd-ts brokers; README "Wire extensions"). */
     capacity: z.number().int().min(1).max(4096).default(1),
     heartbeat_interval_ms: positiveMs.default(2500),
     heartbeat_liveness: z.number().int().min(1).default(3),

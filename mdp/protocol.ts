@@ -1,7 +1,7 @@
 /**
  * Majordomo frames, pure: bytes to typed messages and back, for the three
  * dialects the broker speaks (plantd's word commands, RFC 7 MDP/0.1 and
- * RFC 18 MDP/0.2). No I/O here. Frame tables: docs/wire.md.
+ * RFC 18 MDP/0.2). No I/O here. Frame tables: plantd-wire.md (shared docs); extensions: README.
  *
  * @module
  */

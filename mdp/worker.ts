@@ -45,7 +45,7 @@ export interface WorkerOptions {
   concurrency?: number;
   /**
    * Requests one connection takes at once. Above 1 the worker announces it in
-   * READY (a plantd-ts extension, docs/wire.md) and a plantd-ts broker sends
+   * READY (a plantd-ts extension, README "Wire extensions") and a plantd-ts broker sends
    * that many before the first FINAL; other brokers ignore it and send one at
    * a time. @default 1
    */
