@@ -156,7 +156,7 @@ export class PgMetricsWriter implements MetricsWriter {
     const n = points.length;
     if (n === 0) return;
     // Array literals built here rather than by the driver: numbers join natively
-    // and the few distinct device and channel names are quoted once.
+    // and the few distinct device and channel names (and tags) are quoted once.
     const times = new Array<number>(n);
     const values = new Array<number>(n);
     const devices = new Array<string>(n);
@@ -169,7 +169,7 @@ export class PgMetricsWriter implements MetricsWriter {
       values[i] = p.value;
       devices[i] = quoted.get(p.device) ?? this.#quote(p.device);
       channels[i] = quoted.get(p.channel) ?? this.#quote(p.channel);
-      tags[i] = p.tags === null ? "NULL" : arrayElement(p.tags);
+      tags[i] = p.tags === null ? "NULL" : quoted.get(p.tags) ?? this.#quote(p.tags);
     }
     await this.#sql`
       insert into metrics (time, device, channel, value, tags)

@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { fastPoint } from "./fast_point.ts";
 
 /** One point, ready to store. */
 export interface Point {
@@ -76,21 +77,47 @@ function digits(text: string, from: number, length: number): number {
   return value;
 }
 
+/** The number in `bytes[from, from + length)`, or -1 when those are not all digits. */
+function byteDigits(bytes: Uint8Array, from: number, length: number): number {
+  let value = 0;
+  for (let i = from; i < from + length; i++) {
+    const c = bytes[i]! - 48;
+    if (c < 0 || c > 9) return -1;
+    value = value * 10 + c;
+  }
+  return value;
+}
+
 /** `YYYY-MM-DDTHH:MM:SS` read as UTC, in ms, or NaN. */
 function dateTimePrefix(text: string): number {
-  const year = digits(text, 0, 4);
-  const month = digits(text, 5, 2);
-  const day = digits(text, 8, 2);
-  const hour = digits(text, 11, 2);
-  const minute = digits(text, 14, 2);
-  const second = digits(text, 17, 2);
   const separator = text.charCodeAt(10);
   if (
-    year < 0 || text.charCodeAt(4) !== 45 || text.charCodeAt(7) !== 45 ||
+    text.charCodeAt(4) !== 45 || text.charCodeAt(7) !== 45 ||
     (separator !== 84 && separator !== 116 && separator !== 32) ||
-    text.charCodeAt(13) !== 58 || text.charCodeAt(16) !== 58 ||
-    month < 1 || month > 12 || day < 1 || hour < 0 || hour > 23 || minute < 0 || minute > 59 ||
-    second < 0 || second > 60
+    text.charCodeAt(13) !== 58 || text.charCodeAt(16) !== 58
+  ) return NaN;
+  return utcOf(
+    digits(text, 0, 4),
+    digits(text, 5, 2),
+    digits(text, 8, 2),
+    digits(text, 11, 2),
+    digits(text, 14, 2),
+    digits(text, 17, 2),
+  );
+}
+
+/** Milliseconds of a UTC date and time given as fields (-1: not digits), or NaN. */
+function utcOf(
+  year: number,
+  month: number,
+  day: number,
+  hour: number,
+  minute: number,
+  second: number,
+): number {
+  if (
+    year < 0 || month < 1 || month > 12 || day < 1 || hour < 0 || hour > 23 || minute < 0 ||
+    minute > 59 || second < 0 || second > 60
   ) return NaN;
   // Day 31 of a 30-day month (or Feb 30) is no date, not the next month's first.
   if (day > new Date(Date.UTC(year, month, 0)).getUTCDate()) return NaN;
@@ -98,6 +125,57 @@ function dateTimePrefix(text: string): number {
   date.setUTCFullYear(year, month - 1, day);
   date.setUTCHours(hour, minute, second, 0);
   return date.getTime();
+}
+
+let lastBytesPrefix = new Uint8Array(19);
+let lastBytesPrefixMs = NaN;
+
+/** {@link parseRfc3339} of the UTF-8 text `bytes[start, end)`, without decoding it. */
+export function parseRfc3339Bytes(bytes: Uint8Array, start: number, end: number): number {
+  const length = end - start;
+  if (length < 20) return NaN;
+  let base = lastBytesPrefixMs;
+  for (let k = 0; k < 19; k++) {
+    if (bytes[start + k] !== lastBytesPrefix[k]) {
+      base = NaN;
+      break;
+    }
+  }
+  if (Number.isNaN(base)) {
+    const separator = bytes[start + 10];
+    if (
+      bytes[start + 4] !== 45 || bytes[start + 7] !== 45 ||
+      (separator !== 84 && separator !== 116 && separator !== 32) ||
+      bytes[start + 13] !== 58 || bytes[start + 16] !== 58
+    ) return NaN;
+    base = utcOf(
+      byteDigits(bytes, start, 4),
+      byteDigits(bytes, start + 5, 2),
+      byteDigits(bytes, start + 8, 2),
+      byteDigits(bytes, start + 11, 2),
+      byteDigits(bytes, start + 14, 2),
+      byteDigits(bytes, start + 17, 2),
+    );
+    if (Number.isNaN(base)) return NaN;
+    lastBytesPrefix = bytes.slice(start, start + 19);
+    lastBytesPrefixMs = base;
+  }
+  let i = start + 19;
+  let ms = 0;
+  if (bytes[i] === 46) {
+    const fraction = ++i;
+    while (i < end && bytes[i]! >= 48 && bytes[i]! <= 57) i++;
+    if (i === fraction) return NaN;
+    for (let k = 0; k < 3; k++) ms = ms * 10 + (fraction + k < i ? bytes[fraction + k]! - 48 : 0);
+  }
+  const zone = bytes[i];
+  if (zone === 90 || zone === 122) return i + 1 === end ? base + ms : NaN;
+  if ((zone !== 43 && zone !== 45) || i + 6 !== end || bytes[i + 3] !== 58) return NaN;
+  const hours = byteDigits(bytes, i + 1, 2);
+  const minutes = byteDigits(bytes, i + 4, 2);
+  if (hours < 0 || hours > 23 || minutes < 0 || minutes > 59) return NaN;
+  const offset = (hours * 60 + minutes) * 60_000;
+  return zone === 43 ? base + ms - offset : base + ms + offset;
 }
 
 // Points usually come in runs within the same second: remember the last prefix.
@@ -156,6 +234,10 @@ function name(value: unknown): string | undefined {
 export function parsePoint(payload: Uint8Array | string, now: number = Date.now()): ParseResult {
   const size = typeof payload === "string" ? payload.length : payload.byteLength;
   if (size > MAX_PAYLOAD_BYTES) return reject("too_large", `${size} bytes`);
+  if (typeof payload !== "string") {
+    const point = fastPoint(payload, now, parseRfc3339Bytes);
+    if (point) return { ok: true, point };
+  }
   let data: unknown;
   try {
     data = JSON.parse(typeof payload === "string" ? payload : decoder.decode(payload));

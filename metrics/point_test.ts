@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { parseDuration } from "./duration.ts";
-import { parsePoint, parseRfc3339 } from "./point.ts";
+import { fastPoint } from "./fast_point.ts";
+import { parsePoint, parseRfc3339, parseRfc3339Bytes } from "./point.ts";
 
 const NOW = Date.UTC(2024, 0, 2);
 
@@ -107,4 +108,122 @@ Deno.test("parseDuration() reads integer durations with a unit", () => {
   for (const bad of ["", "0s", "10", "1.5s", "-1s", "1y", "1M", "s", "01s"]) {
     assert.equal(parseDuration(bad), undefined, bad);
   }
+});
+
+/** A small deterministic PRNG (mulberry32). */
+function prng(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+Deno.test("parsePoint() reads bytes (fast path) exactly as text (general path)", () => {
+  const random = prng(6);
+  // Mostly the first (usual) entries of a list, sometimes any.
+  const pick = <T>(list: readonly T[]): T =>
+    list[Math.floor(random() * (random() < 0.7 ? Math.min(3, list.length) : list.length))]!;
+  const strings = [
+    '"d"',
+    '"press-1"',
+    '"Ünïcødé ✓"',
+    '""',
+    '"a\\"b"',
+    '"tab\\there"',
+    '"x y"',
+    '"\\u0064"',
+    `"${"x".repeat(1025)}"`,
+    "12",
+    "null",
+    "true",
+    '["a"]',
+    '{"a":1}',
+  ];
+  const numbers = [
+    "1.5",
+    "-1",
+    "0",
+    "-0",
+    "1",
+    "-0.125",
+    "0.1",
+    "123456789012345",
+    "1234567890123456",
+    "9007199254740993",
+    "3.141592653589793",
+    "1e3",
+    "1E-2",
+    "01",
+    "1.",
+    ".5",
+    "-",
+    "1.0",
+    "0.30000000000000004",
+    "99999.99999",
+    '"7"',
+    "null",
+  ];
+  const times = [
+    '"2024-01-01T00:00:00Z"',
+    '"2024-01-01T00:00:00.123456Z"',
+    '"2024-06-30T23:59:59.9+02:00"',
+    '"2024-06-30t23:59:59z"',
+    '"2024-06-31T00:00:00Z"',
+    '"2024-01-01T00:00:00"',
+    '"2024-01-01 00:00:00-05:30"',
+    "1704067200",
+    "null",
+    '"soon"',
+  ];
+  const tags = [
+    '{"host":"a"}',
+    "{}",
+    '{"n":1.50,"deep":{"x":[1,2]}}',
+    '{"s":"a\\"}"}',
+    "[1]",
+    "null",
+    '"t"',
+  ];
+  const space = () => pick(["", "", "", " ", "\n", "\t ", "\r\n"]);
+  let fast = 0;
+  let valid = 0;
+  for (let n = 0; n < 20_000; n++) {
+    const fields: string[] = [];
+    const goForm = random() < 0.6;
+    const add = (key: string, value: string) => {
+      if (random() < 0.93) fields.push(`${space()}"${key}"${space()}:${space()}${value}${space()}`);
+    };
+    if (random() < 0.8) add(random() < 0.7 ? "time" : "timestamp", pick(times));
+    if (goForm) {
+      add("device", pick(strings));
+      add("channel", pick(strings));
+    } else {
+      add("service_name", pick(strings));
+      add("metric_name", pick(strings));
+    }
+    add("value", pick(numbers));
+    if (random() < 0.3) add("tags", pick(tags));
+    if (random() < 0.1) add("extra", pick([...strings, ...numbers]));
+    if (random() < 0.05) add("value", pick(numbers));
+    for (let k = fields.length - 1; k > 0 && random() < 0.3; k--) {
+      const j = Math.floor(random() * (k + 1));
+      [fields[k], fields[j]] = [fields[j]!, fields[k]!];
+    }
+    let text = `${space()}{${fields.join(",")}}${space()}`;
+    const damage = random();
+    if (damage < 0.02) text = text.slice(0, -2);
+    else if (damage < 0.04) text += "}";
+    else if (damage < 0.06) text = text.replace(",", ",,");
+    else if (damage < 0.08) text = text.replace("{", "{,");
+    const bytes = new TextEncoder().encode(text);
+    const fromBytes = parsePoint(bytes, NOW);
+    const fromText = parsePoint(text, NOW);
+    assert.deepEqual(fromBytes, fromText, text);
+    if (fastPoint(bytes, NOW, parseRfc3339Bytes)) fast++;
+    if (fromText.ok) valid++;
+  }
+  // Not vacuous: most valid payloads took the fast path.
+  assert.ok(valid > 4000 && fast > valid * 0.6, `${fast} fast of ${valid} valid`);
 });
