@@ -51,8 +51,6 @@ async function plantd(): Promise<{ set: Summary; get: Summary }> {
     "0",
     "--bus-endpoint",
     "",
-    "--concurrency",
-    "128",
     "--synchronous",
     SYNCHRONOUS,
   ]);

@@ -250,6 +250,11 @@ export class StateStore {
   async #commitLoop(): Promise<void> {
     try {
       while (this.#queue.length > 0) {
+        // libSQL runs a local commit synchronously, holding the event loop through
+        // the fsync: requests that arrive meanwhile are read only after it. One
+        // turn of the loop before each commit lets them in, so they join this
+        // group instead of each waiting for a commit of its own.
+        await new Promise((resolve) => setTimeout(resolve, 0));
         const group = this.#queue.splice(0, this.#maxGroup);
         const started = performance.now();
         const overlay = new Overlay(this.#mirror, this.#now());
