@@ -135,8 +135,10 @@ Deno.test("ingester stores Go and seed payloads from a real bus in PostgreSQL an
   await withDatabase(async (db) => {
     await withIngester(
       { database_url: db.url },
-      async ({ single, frames, counter, warmUp, healthUrl }) => {
+      async ({ single, frames, counter, warmUp, healthUrl, metrics }) => {
         await warmUp();
+        // The table exists once the ingester has opened (and migrated) the database.
+        await waitFor(() => metrics.ingester.status().database === "up", { what: "database open" });
         // Go plantd: one frame, envelope immediately followed by the JSON.
         single.publish(
           "org.plantd.Metric",
@@ -421,6 +423,8 @@ Deno.test("retention deletes points older than retention_days on PostgreSQL and 
         await withIngester(overrides, async ({ metrics }) => {
           await waitFor(() => metrics.ingester.writer !== undefined, { what: "open" });
           const writer = metrics.ingester.writer!;
+          // Let the delete the ingester runs at open finish before the points go in.
+          await metrics.ingester.runRetention();
           await writer.write(points);
           // The ingester already ran its first scheduled delete at open; run one now.
           assert.equal(await metrics.ingester.runRetention(), 1);
