@@ -327,7 +327,8 @@ async function writeSection(section: string): Promise<void> {
     next = current.replace(/\n*$/, "\n\n") + section;
   } else {
     const after = current.indexOf("\n## ", start + SECTION.length);
-    next = current.slice(0, start) + section + (after < 0 ? "" : current.slice(after + 1));
+    next = current.slice(0, start) +
+      (after < 0 ? section : section.replace(/\n*$/, "\n\n") + current.slice(after + 1));
   }
   await Deno.writeTextFile(path, next);
 }
@@ -412,6 +413,26 @@ async function main(): Promise<void> {
     const pass = (ok: boolean) => ok ? "PASS" : "FAIL";
     const range = (runs: Run[]) =>
       `${num(Math.min(...runs.map((r) => r.rate)))} – ${num(Math.max(...runs.map((r) => r.rate)))}`;
+    const med = (runs: Run[], key: "mainUs" | "publisherUs" | "postgresUs") =>
+      median(runs.map((r) => r[key]));
+    /** Where the CPU goes, and what that allows on this machine's cores. */
+    const budget = (form: string, ingest: Run[], direct: Run[]) => {
+      const cores = navigator.hardwareConcurrency;
+      const ingestUs = med(ingest, "mainUs") + med(ingest, "publisherUs") +
+        med(ingest, "postgresUs");
+      const directUs = med(direct, "mainUs") + med(direct, "postgresUs");
+      return `${form}, CPU per point: ingest ${ingestUs.toFixed(1)} µs in all (ingester ${
+        med(ingest, "mainUs").toFixed(1)
+      }, publisher + bus ${med(ingest, "publisherUs").toFixed(1)}, PostgreSQL ${
+        med(ingest, "postgresUs").toFixed(1)
+      }), the ceiling ${directUs.toFixed(1)} µs (client ${med(direct, "mainUs").toFixed(1)}, ` +
+        `PostgreSQL ${med(direct, "postgresUs").toFixed(1)}). With every party sharing ${cores} ` +
+        `cores, that alone puts ingest at about ${
+          (directUs / ingestUs * 100).toFixed(0)
+        }% of the ceiling; the ingester's own cost allows about ${
+          num(1e6 / med(ingest, "mainUs"))
+        } points/s on a core of its own.`;
+    };
     const line = (path: string, runs: Run[], ingest: boolean) => [
       path,
       num(rate(runs)),
@@ -487,6 +508,10 @@ async function main(): Promise<void> {
       "",
       `Every run checked: the database held all ${POINTS.toLocaleString("en")} points; ` +
       `the ingester dropped ${dropped} and rejected ${rejected} over the whole benchmark.`,
+      "",
+      budget("Go form", results.go, results.ceilingGo),
+      "",
+      budget("Seed form", results.seed, results.ceilingSeed),
       "",
     ].join("\n");
     console.log(section);
