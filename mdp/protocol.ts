@@ -118,20 +118,26 @@ function malformed(reason: string): Malformed {
 }
 
 /**
+ * Where the header is: first, or after an envelope stack and its empty
+ * delimiter (`id… | "" | header …`; a lone leading `""` is an empty stack).
+ */
+function splitEnvelope(frames: Frames): { stack: Frames; at: number } | undefined {
+  if (headerOf(frames[0]) !== undefined) return { stack: [], at: 0 };
+  const delimiter = frames.findIndex((f) => f.length === 0);
+  if (delimiter < 0 || delimiter > MAX_STACK) return undefined;
+  return { stack: frames.slice(0, delimiter), at: delimiter + 1 };
+}
+
+/**
  * Reads a message that arrived on the broker's ROUTER socket, identity frame
  * removed. Accepts an optional leading empty frame in every dialect, and for
  * clients an envelope stack (`id… | "" | header …`) as ROUTER chains produce.
  */
 export function decodePeerMessage(frames: Frames): PeerMessage | Malformed {
   if (frames.length === 0) return malformed("empty message");
-  let at = 0;
-  let stack: Frames = [];
-  if (headerOf(frames[0]) === undefined) {
-    const delimiter = frames.findIndex((f) => f.length === 0);
-    if (delimiter < 0 || delimiter > MAX_STACK) return malformed("unknown header");
-    stack = frames.slice(0, delimiter);
-    at = delimiter + 1;
-  }
+  const envelope = splitEnvelope(frames);
+  if (!envelope) return malformed("unknown header");
+  const { stack, at } = envelope;
   const header = headerOf(frames[at]);
   if (header === undefined) return malformed("unknown header");
   const rest = frames.slice(at + 1);
@@ -273,14 +279,9 @@ export interface ClientReply {
 
 /** Reads a broker reply on a client's DEALER socket. */
 export function decodeClientReply(frames: Frames): ClientReply | Malformed {
-  let at = 0;
-  let stack: Frames = [];
-  if (headerOf(frames[0]) === undefined) {
-    const delimiter = frames.findIndex((f) => f.length === 0);
-    if (delimiter < 0 || delimiter > MAX_STACK) return malformed("unknown header");
-    stack = frames.slice(0, delimiter);
-    at = delimiter + 1;
-  }
+  const envelope = splitEnvelope(frames);
+  if (!envelope) return malformed("unknown header");
+  const { stack, at } = envelope;
   const header = headerOf(frames[at]);
   if (header === "C01") {
     const service = frames[at + 1];

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { parseDuration } from "./duration.ts";
 import { fastPoint } from "./fast_point.ts";
 import { parsePoint, parseRfc3339, parseRfc3339Bytes } from "./point.ts";
+import { prng } from "../tests/_helpers.ts";
 
 const NOW = Date.UTC(2024, 0, 2);
 
@@ -109,16 +110,6 @@ Deno.test("parseDuration() reads integer durations with a unit", () => {
     assert.equal(parseDuration(bad), undefined, bad);
   }
 });
-
-/** A small deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 Deno.test("parsePoint() reads bytes (fast path) exactly as text (general path)", () => {
   const random = prng(6);

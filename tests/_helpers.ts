@@ -218,3 +218,13 @@ export async function withBroker(
     await settleTransport();
   }
 }
+
+/** A small deterministic PRNG (mulberry32) so a failure can be replayed from its seed. */
+export function prng(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -11,16 +11,7 @@ import { ZMQ_DEALER } from "../transport/libzmq.ts";
 import { NativeSocket } from "../transport/native_socket.ts";
 import { sharedPoller } from "../transport/fd_poller.ts";
 import { ECHO_SERVICE, startEchoWorker } from "../workers/echo.ts";
-
-/** A small deterministic PRNG (mulberry32) so a failure can be replayed from its seed. */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from "./_helpers.ts";
 
 const HEADERS = ["MDPC01", "MDPC02", "MDPW01", "MDPW02", "", "MDPX99"].map(frame);
 const WORDS = ["REQUEST", "READY", "PARTIAL", "FINAL", "HEARTBEAT", "DISCONNECT", "mmi.service"]
