@@ -196,6 +196,8 @@ export const gatewayConfig = {
       "org.plantd.State",
     ]),
     request_timeout_ms: positiveMs.default(5000),
+    /** Longest time a cached state read is served (change events refresh it sooner); 0: no cache. */
+    state_cache_ttl_ms: z.number().int().min(0).default(2000),
     max_body_bytes: z.number().int().min(1024).default(4 * 1024 * 1024),
     /** Origins allowed to open WebSockets besides the gateway's own; "*" for any. */
     allowed_origins: z.array(z.string().min(1)).default(() => []),

@@ -20,6 +20,7 @@ import { servicesRoutes } from "./routes/services.ts";
 import { stateRoutes } from "./routes/state.ts";
 import { dashboardRoutes } from "./static.ts";
 import { StateApi } from "./state_api.ts";
+import type { StateCache } from "./state_cache.ts";
 import { type WsLimits, WsSession } from "./ws.ts";
 
 /** What the app needs. */
@@ -33,6 +34,8 @@ export interface GatewayDeps {
   options: GatewayAppOptions;
   /** The metrics store behind GET /api/metrics; without it the route answers 503. */
   metricsStore?: MetricsReader;
+  /** Cache of state reads, kept fresh by the state bus; none: every read asks the service. */
+  stateCache?: StateCache;
 }
 
 /** Limits and policies of the app. */
@@ -98,7 +101,7 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
     c.json(new ApiError("NOT_FOUND", `No route for ${c.req.method} ${c.req.path}`).body(), 404)
   );
 
-  stateRoutes(app, new StateApi(call, directory));
+  stateRoutes(app, new StateApi(call, directory, deps.stateCache));
   servicesRoutes(app, call, directory);
   metricsRoutes(app, deps.metricsStore);
   app.doc31("/api/openapi.json", {

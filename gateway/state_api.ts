@@ -9,6 +9,7 @@ import { text } from "../mdp/protocol.ts";
 import { STATE_SERVICE } from "../state/operations.ts";
 import type { Call, ServiceDirectory } from "./directory.ts";
 import { ApiError } from "./errors.ts";
+import type { StateCache } from "./state_cache.ts";
 
 /** A key's value with its revision and update time (ms since the epoch). */
 export interface StateEntry {
@@ -44,10 +45,12 @@ function failure(error: string, data?: Record<string, unknown>): ApiError {
 export class StateApi {
   #call: Call;
   #directory: ServiceDirectory;
+  #cache: StateCache | undefined;
 
-  constructor(call: Call, directory: ServiceDirectory) {
+  constructor(call: Call, directory: ServiceDirectory, cache?: StateCache) {
     this.#call = call;
     this.#directory = directory;
+    this.#cache = cache;
   }
 
   async #op(operation: string, request: Record<string, unknown>): Promise<Record<string, unknown>> {
@@ -76,18 +79,48 @@ export class StateApi {
   }
 
   async deleteScope(scope: string): Promise<void> {
-    await this.#op("delete-scope", { service: scope });
+    try {
+      await this.#op("delete-scope", { service: scope });
+    } finally {
+      this.#cache?.forgetScope(scope);
+    }
   }
 
   async getMany(scope: string, keys: string[]): Promise<Record<string, StateEntry | null>> {
-    return (await this.#op("state-get-many", { service: scope, keys })).entries as Record<
-      string,
-      StateEntry | null
-    >;
+    const cache = this.#cache;
+    const found: Record<string, StateEntry | null> = {};
+    const missing: string[] = [];
+    for (const key of keys) {
+      const cached = cache?.get(scope, key);
+      if (cached === undefined) missing.push(key);
+      else found[key] = cached;
+    }
+    if (missing.length === 0) return found;
+    const fetched = (await this.#op("state-get-many", { service: scope, keys: missing }))
+      .entries as Record<string, StateEntry | null>;
+    for (const key of missing) {
+      const entry = fetched[key] ?? null;
+      cache?.put(scope, key, entry);
+      found[key] = entry;
+    }
+    return found;
   }
 
   /** Sets one key; with `expected`, only if its revision is that now. Returns the new revision. */
   async set(scope: string, key: string, value: string, expected?: number): Promise<number> {
+    // A client reads its own writes: the cache takes the written value with its
+    // revision, so a late change event of an older write cannot bring that back.
+    try {
+      const revision = await this.#set(scope, key, value, expected);
+      this.#cache?.put(scope, key, { value, revision, updated_at: Date.now() });
+      return revision;
+    } catch (error) {
+      this.#cache?.forget(scope, key);
+      throw error;
+    }
+  }
+
+  async #set(scope: string, key: string, value: string, expected?: number): Promise<number> {
     if (expected !== undefined) {
       const data = await this.#op("state-cas", { service: scope, key, value, revision: expected });
       return data.revision as number;
@@ -97,13 +130,25 @@ export class StateApi {
   }
 
   async setMany(scope: string, entries: Record<string, string>): Promise<Record<string, number>> {
-    return (await this.#op("state-set-many", { service: scope, entries })).revisions as Record<
-      string,
-      number
-    >;
+    try {
+      const revisions = (await this.#op("state-set-many", { service: scope, entries }))
+        .revisions as Record<string, number>;
+      const now = Date.now();
+      for (const [key, value] of Object.entries(entries)) {
+        this.#cache?.put(scope, key, { value, revision: revisions[key]!, updated_at: now });
+      }
+      return revisions;
+    } catch (error) {
+      for (const key of Object.keys(entries)) this.#cache?.forget(scope, key);
+      throw error;
+    }
   }
 
   async delete(scope: string, key: string): Promise<void> {
-    await this.#op("delete", { service: scope, key });
+    try {
+      await this.#op("delete", { service: scope, key });
+    } finally {
+      this.#cache?.forget(scope, key);
+    }
   }
 }

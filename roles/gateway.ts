@@ -10,6 +10,7 @@ import type { GatewayConfig } from "../config/components.ts";
 import { createApp } from "../gateway/app.ts";
 import { BusHub } from "../gateway/bus_hub.ts";
 import { ServiceDirectory } from "../gateway/directory.ts";
+import { StateCache } from "../gateway/state_cache.ts";
 import { CLOSE, type WsSession } from "../gateway/ws.ts";
 import { MdpClient } from "../mdp/client.ts";
 import { openMetricsReader } from "../metrics/open.ts";
@@ -62,6 +63,19 @@ export async function startGateway(
     });
   }
   const hub = new BusHub(config.buses, config.envelopes);
+  // The read cache needs the state bus: without its change events it stays off.
+  const stateCache = config.state_cache_ttl_ms > 0 && config.buses.state
+    ? new StateCache({ ttlMs: config.state_cache_ttl_ms })
+    : undefined;
+  const stopCacheFeed = stateCache
+    ? hub.listen("state", "", ({ message }) => {
+      try {
+        stateCache.apply(JSON.parse(text(message.payload)));
+      } catch {
+        // not a change event: ignore
+      }
+    })
+    : undefined;
   const check = checkTracker();
   let storeCheck = { ok: false, output: "not checked yet", at: 0 };
   const stateStore = async (): Promise<void> => {

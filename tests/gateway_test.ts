@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { Publisher } from "../bus/publisher.ts";
+import { MdpClient } from "../mdp/client.ts";
 import { MdpWorker } from "../mdp/worker.ts";
 import { waitFor } from "./_helpers.ts";
 import { startSystem, type System } from "./_system.ts";
@@ -510,3 +511,31 @@ function maskedFrame(text: string): Uint8Array {
   payload.forEach((b, i) => frame[header.length + 4 + i] = b ^ mask[i % 4]!);
   return frame;
 }
+
+Deno.test("the state read cache serves own writes at once and others' writes by their change events", async () => {
+  await withSystem(async (system) => {
+    const put = (value: string) =>
+      http(system, "PUT", "/api/state/plant/k", value, { "content-type": "text/plain" });
+    await put("one");
+    assert.equal((await http(system, "GET", "/api/state/plant/k")).json.value, "one");
+    await put("two"); // through the gateway: the next read must not be the cached "one"
+    assert.equal((await http(system, "GET", "/api/state/plant/k")).json.value, "two");
+    // Another writer, straight through the broker: the change event refreshes the cache
+    // long before the 60 s TTL this test sets.
+    const client = new MdpClient(system.brokerEndpoint);
+    try {
+      await client.request("org.plantd.State", [
+        "state-set",
+        JSON.stringify({ service: "plant", key: "k", value: "three" }),
+      ]);
+      await waitFor(
+        async () => (await http(system, "GET", "/api/state/plant/k")).json.value === "three",
+        {
+          what: "the other writer's value through the cache",
+        },
+      );
+    } finally {
+      await client.close();
+    }
+  }, { gateway: { state_cache_ttl_ms: 60_000 } });
+});

@@ -1,0 +1,51 @@
+import assert from "node:assert/strict";
+import { StateCache } from "./state_cache.ts";
+
+function clock(start = 1000) {
+  const time = { now: start };
+  return { time, now: () => time.now };
+}
+
+Deno.test("StateCache serves an entry until its TTL, then misses", () => {
+  const { time, now } = clock();
+  const cache = new StateCache({ ttlMs: 100, now });
+  cache.put("s", "k", { value: "v", revision: 1, updated_at: 1 });
+  assert.equal(cache.get("s", "k")?.value, "v");
+  time.now += 100;
+  assert.equal(cache.get("s", "k"), undefined);
+});
+
+Deno.test("StateCache applies change events and ignores reads older than what it knows", () => {
+  const cache = new StateCache({ ttlMs: 10_000 });
+  const at = new Date().toISOString();
+  cache.apply({ op: "set", scope: "s", key: "k", value: "new", revision: 3, timestamp: at });
+  // A read that left the service before the change must not bring the old value back.
+  cache.put("s", "k", { value: "old", revision: 2, updated_at: 0 });
+  assert.equal(cache.get("s", "k")?.value, "new");
+  cache.apply({ op: "delete", scope: "s", key: "k", value: null, revision: null, timestamp: at });
+  assert.equal(cache.get("s", "k"), undefined);
+  cache.put("s", "a", null);
+  cache.put("s", "b", { value: "x", revision: 1, updated_at: 0 });
+  cache.put("s2", "a", { value: "y", revision: 1, updated_at: 0 });
+  assert.equal(cache.get("s", "a"), null, "absence is cached too");
+  cache.apply({
+    op: "delete-scope",
+    scope: "s",
+    key: null,
+    value: null,
+    revision: null,
+    timestamp: at,
+  });
+  assert.equal(cache.get("s", "b"), undefined);
+  assert.equal(cache.get("s2", "a")?.value, "y", "other scopes stay");
+});
+
+Deno.test("StateCache keeps at most maxEntries, dropping the oldest", () => {
+  const cache = new StateCache({ maxEntries: 2 });
+  for (const key of ["a", "b", "c"]) {
+    cache.put("s", key, { value: key, revision: 1, updated_at: 0 });
+  }
+  assert.equal(cache.size, 2);
+  assert.equal(cache.get("s", "a"), undefined);
+  assert.equal(cache.get("s", "c")?.value, "c");
+});
