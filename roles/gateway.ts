@@ -116,6 +116,7 @@ export async function startGateway(
     metrics,
     checks,
     metricsStore,
+    ...(stateCache ? { stateCache } : {}),
     options: {
       requestTimeoutMs: config.request_timeout_ms,
       maxBodyBytes: config.max_body_bytes,

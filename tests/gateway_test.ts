@@ -518,6 +518,16 @@ Deno.test("the state read cache serves own writes at once and others' writes by 
       http(system, "PUT", "/api/state/plant/k", value, { "content-type": "text/plain" });
     await put("one");
     assert.equal((await http(system, "GET", "/api/state/plant/k")).json.value, "one");
+    // Served from the cache: repeated reads send no request to the state service.
+    const stateRequests = async () => {
+      const text = await (await fetch(system.url + "/metrics")).text();
+      return Number(/^mdp_requests_total\{service="org.plantd.State"\} (\d+)/m.exec(text)?.[1]);
+    };
+    const before = await stateRequests();
+    for (let i = 0; i < 5; i++) {
+      assert.equal((await http(system, "GET", "/api/state/plant/k")).json.value, "one");
+    }
+    assert.equal(await stateRequests(), before);
     await put("two"); // through the gateway: the next read must not be the cached "one"
     assert.equal((await http(system, "GET", "/api/state/plant/k")).json.value, "two");
     // Another writer, straight through the broker: the change event refreshes the cache
