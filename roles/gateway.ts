@@ -153,6 +153,7 @@ export async function startGateway(
       for (const session of [...sessions]) session.close(CLOSE.GOING_AWAY, "gateway shutting down");
       await server.shutdown();
       directory.stop();
+      stopCacheFeed?.();
       await hub.close();
       await client.close();
       await metricsStore?.close();

@@ -59,6 +59,9 @@ export async function startSystem(
         "error",
         "--heartbeat-interval-ms",
         "200",
+        // Ten missed heartbeats (2 s): a loaded CI machine can delay a timer past three.
+        "--heartbeat-liveness",
+        "10",
       ],
       env: { PLANTD_BROKER_BUSES: JSON.stringify(["state", "event", "metric"].map(random)) },
     }),
@@ -78,6 +81,7 @@ export async function startSystem(
     health_port: 0,
     concurrency: 8,
     heartbeat_interval_ms: 200,
+    heartbeat_liveness: 10,
     bus_endpoint: frontends.state!,
     ...overrides.state,
   };
@@ -86,6 +90,7 @@ export async function startSystem(
     ...loadConfig(echoConfig, { args: [], env }),
     broker_endpoint: endpoint,
     heartbeat_interval_ms: 200,
+    heartbeat_liveness: 10,
   });
   const gateway = await startGateway(
     {
