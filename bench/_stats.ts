@@ -182,3 +182,31 @@ export function table(header: string[], rows: string[][]): string {
   const line = (cells: string[]) => `| ${cells.join(" | ")} |`;
   return [line(header), line(header.map(() => "---")), ...rows.map(line)].join("\n");
 }
+
+const BENCHMARKS = new URL("../BENCHMARKS.md", import.meta.url).pathname;
+
+/**
+ * Replaces (or appends) the section of BENCHMARKS.md whose first line is
+ * `heading`, then formats the file so `deno fmt --check` stays green.
+ * The file is re-read right before writing: other benches own other sections.
+ */
+export async function writeBenchmarksSection(heading: string, section: string): Promise<void> {
+  let current: string;
+  try {
+    current = await Deno.readTextFile(BENCHMARKS);
+  } catch {
+    current = "# Benchmarks\n\n";
+  }
+  const body = section.replace(/\n*$/, "\n");
+  const start = current.indexOf(heading);
+  let next: string;
+  if (start < 0) {
+    next = current.replace(/\n*$/, "\n\n") + body;
+  } else {
+    const after = current.indexOf("\n## ", start + heading.length);
+    const rest = after < 0 ? "" : current.slice(after + 1);
+    next = current.slice(0, start) + (rest ? body + "\n" + rest : body);
+  }
+  await Deno.writeTextFile(BENCHMARKS, next);
+  await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", BENCHMARKS] }).output();
+}

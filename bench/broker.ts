@@ -42,6 +42,7 @@ import {
   type Summary,
   table,
   ticksPerSecond,
+  writeBenchmarksSection,
 } from "./_stats.ts";
 
 const IN_FLIGHT = [1, 16, 256] as const;
@@ -502,27 +503,6 @@ function verdict(ok: boolean | undefined): string {
 }
 
 /** Replaces (or appends) this benchmark's section of BENCHMARKS.md. */
-async function writeSection(section: string): Promise<void> {
-  const path = `${REPO}BENCHMARKS.md`;
-  // Re-read right before writing: another section may have changed meanwhile.
-  let current: string;
-  try {
-    current = await Deno.readTextFile(path);
-  } catch {
-    current = "# Benchmarks\n\n";
-  }
-  const start = current.indexOf(SECTION);
-  let next: string;
-  if (start < 0) {
-    next = current.replace(/\n*$/, "\n\n") + section;
-  } else {
-    const after = current.indexOf("\n## ", start + SECTION.length);
-    next = current.slice(0, start) + section + (after < 0 ? "" : current.slice(after + 1));
-  }
-  await Deno.writeTextFile(path, next);
-  // Keep `deno fmt --check` (deno task check) green: markdown tables get aligned.
-  await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", path], cwd: REPO }).output();
-}
 
 function machine(): string {
   let model = "";
@@ -618,7 +598,8 @@ async function main(): Promise<void> {
   const full = SYSTEMS.has("broker") && SYSTEMS.has("zmq") && SYSTEMS.has("nats") &&
     !Deno.env.get("BENCH_WORKER_CONCURRENCY") && !Deno.env.get("BENCH_MEASURE_MS");
   if (!NO_WRITE && full) {
-    await writeSection(
+    await writeBenchmarksSection(
+      SECTION,
       [
         SECTION,
         "",

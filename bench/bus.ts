@@ -30,7 +30,7 @@
  *
  * @module
  */
-import { num, table, ticksPerSecond } from "./_stats.ts";
+import { num, table, ticksPerSecond, writeBenchmarksSection } from "./_stats.ts";
 import { zmqVersion } from "../transport/libzmq.ts";
 
 const SYSTEMS = (Deno.env.get("BENCH_SYSTEMS") ?? "bus,bus+capture,direct,redis,nats")
@@ -588,28 +588,6 @@ async function formatted(markdown: string): Promise<string> {
   }
 }
 
-async function writeSection(raw: string): Promise<void> {
-  const path = `${REPO}BENCHMARKS.md`;
-  const section = await formatted(raw);
-  // Re-read right before writing: another section may have changed meanwhile.
-  let current = "";
-  try {
-    current = await Deno.readTextFile(path);
-  } catch {
-    current = "# Benchmarks\n\n";
-  }
-  const start = current.indexOf(SECTION);
-  let next: string;
-  if (start < 0) {
-    next = current.replace(/\n*$/, "\n\n") + section;
-  } else {
-    const after = current.indexOf("\n## ", start + SECTION.length);
-    const rest = after < 0 ? "" : current.slice(after + 1);
-    next = current.slice(0, start) + (rest ? section.replace(/\n*$/, "\n\n") + rest : section);
-  }
-  await Deno.writeTextFile(path, next);
-}
-
 /**
  * One measurement, on a quiet machine: repeated (up to {@link ATTEMPTS}) when
  * other processes used CPU meanwhile, since that would count as our cost.
@@ -684,7 +662,7 @@ async function main(): Promise<void> {
   }
   const section = render(rows, light, machine());
   console.log(section);
-  if (!NO_WRITE) await writeSection(section);
+  if (!NO_WRITE) await writeBenchmarksSection(SECTION, await formatted(section));
   Deno.removeSignalListener("SIGINT", onSignal);
   Deno.removeSignalListener("SIGTERM", onSignal);
 }

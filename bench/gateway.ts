@@ -16,7 +16,7 @@
  * @module
  */
 import { Publisher } from "../bus/publisher.ts";
-import { num, table } from "./_stats.ts";
+import { num, table, writeBenchmarksSection } from "./_stats.ts";
 import { freePort, startComponent, stopAll, until } from "./_components.ts";
 
 const MEASURE_MS = Number(Deno.env.get("BENCH_MEASURE_MS") ?? "3000");
@@ -24,6 +24,17 @@ const HTTP_SECONDS = Number(Deno.env.get("BENCH_HTTP_SECONDS") ?? "5");
 const FAN_OUT = [1, 100, 1000];
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 const PROCS = new URL("./procs/", import.meta.url).pathname;
+
+const SECTION = "## Gateway (deno task bench:gateway)";
+/** Only a full default run replaces the section in BENCHMARKS.md. */
+const NO_WRITE = Deno.env.get("BENCH_NO_WRITE") === "1" || Deno.env.has("BENCH_MEASURE_MS") ||
+  Deno.env.has("BENCH_HTTP_SECONDS");
+const lines: string[] = [];
+/** Prints a line and keeps it for BENCHMARKS.md. */
+function out(line = ""): void {
+  console.log(line);
+  lines.push(line);
+}
 
 const children = new Set<Deno.ChildProcess>();
 const watchdog = setTimeout(async () => {
@@ -151,6 +162,7 @@ async function fanOut(
 }
 
 try {
+  const started = new Date().toISOString();
   console.log(
     `# bench:gateway (${new Date().toISOString()}, ${navigator.hardwareConcurrency} cores)\n`,
   );
@@ -256,8 +268,9 @@ try {
       ]);
     }
   }
-  console.log("## HTTP (wrk, 64 connections)\n");
-  console.log(table(["system", "req/s", "p50 ms", "p99 ms", "errors"], httpRows));
+  out("### HTTP (wrk, 64 connections)");
+  out();
+  out(table(["system", "req/s", "p50 ms", "p99 ms", "errors"], httpRows));
 
   // WebSocket fan-out.
   const publisher = new Publisher(eventFrontend, { form: "frames", sendHighWaterMark: 10_000 });
@@ -307,8 +320,10 @@ try {
     ]);
   }
   await publisher.close();
-  console.log("\n## WebSocket fan-out (16-byte messages, delivered to all sockets in total)\n");
-  console.log(
+  out();
+  out("### WebSocket fan-out (16-byte messages, delivered to all sockets in total)");
+  out();
+  out(
     table([
       "sockets",
       "gateway msgs/s",
@@ -318,10 +333,10 @@ try {
     ], wsRows),
   );
 
-  console.log();
+  out();
   const verdict = (ok: boolean) => ok ? "PASS" : "FAIL";
   if (typeof ours !== "string") {
-    console.log(
+    out(
       `- state GET over HTTP >= 20,000 req/s without a cache: ${num(ours.requestsPerSecond)} ${
         verdict(ours.requestsPerSecond >= 20_000)
       }`,
@@ -329,20 +344,32 @@ try {
   }
   if (typeof cached !== "string" && typeof ceiling !== "string") {
     const share = cached.requestsPerSecond / ceiling.requestsPerSecond;
-    console.log(
+    out(
       `- state GET with the read cache >= 40% of bare Hono: ${num(cached.requestsPerSecond)} = ${
         num(share * 100, 1)
       }% ${verdict(share >= 0.4)}`,
     );
   }
   const at1000 = results.get(1000) ?? 0;
-  console.log(
+  out(
     `- WebSocket fan-out >= 200,000 msgs/s at 1,000 sockets: ${num(at1000)} ${
       verdict(at1000 >= 200_000)
     }`,
   );
   await bare.stop();
   await Deno.remove(dir, { recursive: true });
+  if (!NO_WRITE) {
+    await writeBenchmarksSection(
+      SECTION,
+      `${SECTION}\n\nCommand: \`deno task bench:gateway\` (bench/gateway.ts; needs Debian's \`wrk\`). ` +
+        `Run ${started} on ${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}. Broker (with ` +
+        `the \`event\` and \`state\` buses), state service and two gateways (one with ` +
+        `\`--state-cache-ttl-ms 0\`, one with the read cache refreshed by the state bus) are the real ` +
+        `components in child processes; the bare Hono app and the bare Deno WebSocket broadcast run in ` +
+        `another child; the 1, 100 or 1,000 WebSocket clients share one child process in both cases.\n\n` +
+        `${lines.join("\n")}\n`,
+    );
+  }
 } finally {
   clearTimeout(watchdog);
   await cleanup();

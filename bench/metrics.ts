@@ -27,7 +27,7 @@ import { Bus } from "../bus/bus.ts";
 import { Publisher } from "../bus/publisher.ts";
 import { openPgWriter } from "../metrics/pg.ts";
 import { connectableEndpoint } from "../roles/running.ts";
-import { cpuTicks, num, table, ticksPerSecond } from "./_stats.ts";
+import { cpuTicks, num, table, ticksPerSecond, writeBenchmarksSection } from "./_stats.ts";
 
 const POINTS = Number(Deno.env.get("BENCH_POINTS") ?? "300000");
 const ROUNDS = Number(Deno.env.get("BENCH_ROUNDS") ?? "3");
@@ -312,27 +312,6 @@ function machine(): string {
   return `${navigator.hardwareConcurrency} cores, load average ${load} at the start, Deno ${Deno.version.deno}`;
 }
 
-async function writeSection(section: string): Promise<void> {
-  const path = `${REPO}BENCHMARKS.md`;
-  // Re-read right before writing: others write their sections of this file.
-  let current = "";
-  try {
-    current = await Deno.readTextFile(path);
-  } catch {
-    current = "# Benchmarks\n\n";
-  }
-  const start = current.indexOf(SECTION);
-  let next: string;
-  if (start < 0) {
-    next = current.replace(/\n*$/, "\n\n") + section;
-  } else {
-    const after = current.indexOf("\n## ", start + SECTION.length);
-    next = current.slice(0, start) +
-      (after < 0 ? section : section.replace(/\n*$/, "\n\n") + current.slice(after + 1));
-  }
-  await Deno.writeTextFile(path, next);
-}
-
 async function main(): Promise<void> {
   const host = machine();
   const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
@@ -515,7 +494,7 @@ async function main(): Promise<void> {
       "",
     ].join("\n");
     console.log(section);
-    if (!NO_WRITE) await writeSection(section);
+    if (!NO_WRITE) await writeBenchmarksSection(SECTION, section);
   } finally {
     await ingester?.stop();
     await single.close();

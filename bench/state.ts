@@ -17,7 +17,7 @@ import { Redis } from "ioredis";
 import { MdpClient } from "../mdp/client.ts";
 import { text } from "../mdp/protocol.ts";
 import { STATE_SERVICE } from "../state/operations.ts";
-import { num, summarize, type Summary, table } from "./_stats.ts";
+import { num, summarize, type Summary, table, writeBenchmarksSection } from "./_stats.ts";
 import { closedLoop, freePort, startComponent, stopAll, until } from "./_components.ts";
 
 const MEASURE_MS = Number(Deno.env.get("BENCH_MEASURE_MS") ?? "3000");
@@ -29,6 +29,15 @@ const VALUE = "v".repeat(32);
 const LOOP = { warmupMs: 500, measureMs: MEASURE_MS, maxOps: 2_000_000 };
 const TARGET_WRITES = 25_000;
 const TARGET_READS = 50_000;
+const SECTION = "## State (deno task bench:state)";
+/** Only a full default run replaces the section in BENCHMARKS.md. */
+const NO_WRITE = Deno.env.get("BENCH_NO_WRITE") === "1" || Deno.env.has("BENCH_MEASURE_MS");
+const lines: string[] = [];
+/** Prints a line and keeps it for BENCHMARKS.md. */
+function out(line = ""): void {
+  console.log(line);
+  lines.push(line);
+}
 
 const watchdog = setTimeout(async () => {
   console.error("bench:state: watchdog expired, stopping");
@@ -129,6 +138,7 @@ function row(system: string, op: string, s: Summary): string[] {
 }
 
 try {
+  const started = new Date().toISOString();
   console.log(
     `# bench:state (${new Date().toISOString()}, ${navigator.hardwareConcurrency} cores)\n`,
   );
@@ -138,29 +148,40 @@ try {
     row(`plantd-ts via broker (synchronous=${SYNCHRONOUS})`, "state-set", ours.set),
     row(`plantd-ts via broker (synchronous=${SYNCHRONOUS})`, "state-get", ours.get),
   ];
-  if (typeof theirs === "string") console.log(theirs);
+  if (typeof theirs === "string") out(theirs);
   else {rows.push(
       row("Redis via ioredis (no persistence)", "SET", theirs.set),
       row("Redis via ioredis (no persistence)", "GET", theirs.get),
     );}
-  console.log(
+  out(
     table(["system", "operation", "in flight", "ops/s", "p50 ms", "p99 ms", "errors"], rows),
   );
-  console.log();
+  out();
   const verdict = (ok: boolean) => ok ? "PASS" : "FAIL";
-  console.log(
+  out(
     `- durable writes >= ${num(TARGET_WRITES)}/s: ${num(ours.set.perSecond)}/s ${
       verdict(ours.set.perSecond >= TARGET_WRITES)
     }`,
   );
-  console.log(
+  out(
     `- reads >= ${num(TARGET_READS)}/s: ${num(ours.get.perSecond)}/s ${
       verdict(ours.get.perSecond >= TARGET_READS)
     }`,
   );
-  console.log(
+  out(
     `- durability: plantd-ts acknowledges a write after its group commit is synced (WAL, synchronous=${SYNCHRONOUS}); Redis here keeps nothing on disk.`,
   );
+  if (!NO_WRITE) {
+    await writeBenchmarksSection(
+      SECTION,
+      `${SECTION}\n\nCommand: \`deno task bench:state\` (bench/state.ts). Run ${started} on ` +
+        `${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}. The broker (\`main.ts broker\`) ` +
+        `and the state service (\`main.ts state\`: 4 broker connections x capacity 64, WAL, ` +
+        `synchronous=${SYNCHRONOUS}) run as child processes; the MdpClient and the ioredis client run in ` +
+        `the bench process; ${IN_FLIGHT} requests in flight, 500 ms warm-up, ${MEASURE_MS} ms measured; ` +
+        `keys k0..k99999, 32-byte values.\n\n${lines.join("\n")}\n`,
+    );
+  }
 } finally {
   clearTimeout(watchdog);
   await stopAll();
