@@ -257,6 +257,7 @@ const WINDOWS = { "15m": [15 * 60e3, "10s"], "1h": [3600e3, "1m"], "24h": [86400
 
 function drawChart(times, values) {
   const data = [times, values];
+  $("metric-count").textContent = `${times.length} point${times.length === 1 ? "" : "s"}`;
   if (chart) return chart.setData(data);
   chart = new uPlot(
     {

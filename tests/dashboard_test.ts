@@ -76,6 +76,33 @@ Deno.test("dashboard shows services, edits state live, and streams a bus topic",
       /alarm\.boiler\{"level":"high"\}/,
     );
 
+    // A metric chart: history comes from /api/metrics (no metrics store in this system, so
+    // the page says so), live points from the metric bus are plotted as they arrive.
+    const metrics = new Publisher(system.frontends.metric!, { sendHighWaterMark: 0 });
+    try {
+      await page.fill("#metric-device", "boiler");
+      await page.fill("#metric-channel", "temperature");
+      await page.click("#metrics-form button[type=submit]");
+      await page.waitForSelector("#metric-chart .uplot", { timeout: 30_000 });
+      let n = 0;
+      await waitFor(async () => {
+        metrics.publish(
+          "org.plantd.Metric",
+          JSON.stringify({
+            time: new Date().toISOString(),
+            device: "boiler",
+            channel: "temperature",
+            value: 60 + (n++ % 5),
+          }),
+        );
+        const count = await page.locator("#metric-count").textContent();
+        return Number(count?.split(" ")[0]) > 0;
+      }, { timeoutMs: 30_000, intervalMs: 100, what: "a live point in the chart" });
+      assert.equal(await page.locator("#metrics-note").isVisible(), true);
+    } finally {
+      await metrics.close();
+    }
+
     await Deno.mkdir(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: `${ARTIFACTS}dashboard.png`, fullPage: true });
     assert.deepEqual(errors, []);
