@@ -56,10 +56,26 @@ export function gatewayMetrics(registry: Registry): GatewayMetrics {
     labelNames: ["code"],
     registers,
   });
+  // Label sets are few (methods x routes x statuses): bind each once rather
+  // than hashing the labels on every request.
+  const counters = new Map<string, { inc(): void }>();
+  const timers = new Map<string, { observe(value: number): void }>();
   return {
     request(method, route, status, seconds) {
-      requests.inc({ method, route, status: String(status) });
-      duration.observe({ method, route }, seconds);
+      const timerKey = `${method} ${route}`;
+      const counterKey = `${timerKey} ${status}`;
+      let counter = counters.get(counterKey);
+      if (!counter) {
+        counter = requests.labels({ method, route, status: String(status) });
+        counters.set(counterKey, counter);
+      }
+      let timer = timers.get(timerKey);
+      if (!timer) {
+        timer = duration.labels({ method, route });
+        timers.set(timerKey, timer);
+      }
+      counter.inc();
+      timer.observe(seconds);
     },
     ws: {
       opened: () => connections.inc(),
