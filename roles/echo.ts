@@ -8,20 +8,16 @@ import { logger } from "../telemetry/log.ts";
 import { ECHO_SERVICE, startEchoWorker } from "../workers/echo.ts";
 import { startHealthServer } from "./health_server.ts";
 import type { Running } from "./running.ts";
+import { logWorkerEvents, workerOptions } from "./worker_options.ts";
 
 /** Starts the echo worker from its resolved configuration. */
 export function startEcho(config: EchoConfig): Running {
   const log = logger("echo");
-  const worker = startEchoWorker(config.broker_endpoint, {
-    dialect: config.dialect,
-    concurrency: config.concurrency,
-    capacity: config.capacity,
-    heartbeatIntervalMs: config.heartbeat_interval_ms,
-    heartbeatLiveness: config.heartbeat_liveness,
-  }, (event) => {
-    if (event.type === "reconnect") log.warn("reconnecting: {reason}", { reason: event.reason });
-    if (event.type === "handler-error") log.error("handler failed", { error: String(event.error) });
-  });
+  const worker = startEchoWorker(
+    config.broker_endpoint,
+    workerOptions(config),
+    logWorkerEvents(log),
+  );
   const health = startHealthServer("echo", config.health_host, config.health_port, () => [{
     name: "broker_connection",
     status: worker.connected ? "UP" : "DOWN",

@@ -16,6 +16,7 @@ import { logger } from "../telemetry/log.ts";
 import { stateMetrics } from "../telemetry/state_metrics.ts";
 import { startHealthServer } from "./health_server.ts";
 import type { Running } from "./running.ts";
+import { logWorkerEvents, workerOptions } from "./worker_options.ts";
 
 /** Starts the state service; `changes` receives committed changes (the state bus). */
 export async function startState(
@@ -41,15 +42,12 @@ export async function startState(
     onChanges: sink ? (list) => publishChanges(sink, list) : undefined,
   });
   const operations = new StateOperations(store, { maxValueBytes: config.max_value_bytes }, metrics);
-  const worker = startStateWorker(config.broker_endpoint, operations, {
-    concurrency: config.concurrency,
-    capacity: config.capacity,
-    heartbeatIntervalMs: config.heartbeat_interval_ms,
-    heartbeatLiveness: config.heartbeat_liveness,
-  }, (event) => {
-    if (event.type === "reconnect") log.warn("reconnecting: {reason}", { reason: event.reason });
-    if (event.type === "handler-error") log.error("handler failed", { error: String(event.error) });
-  });
+  const worker = startStateWorker(
+    config.broker_endpoint,
+    operations,
+    workerOptions(config),
+    logWorkerEvents(log),
+  );
   let storeStatus: { ok: boolean; at: string } = { ok: true, at: new Date().toISOString() };
   const health = startHealthServer("state", config.health_host, config.health_port, async () => {
     try {

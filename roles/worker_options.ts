@@ -1,0 +1,37 @@
+/**
+ * What every worker role takes from its configuration, and how it logs its
+ * worker's events.
+ *
+ * @module
+ */
+import type { Logger } from "@logtape/logtape";
+import type { Dialect } from "../mdp/protocol.ts";
+import type { WorkerEvent, WorkerOptions } from "../mdp/worker.ts";
+
+/** The configuration keys shared by worker components. */
+export interface WorkerConfig {
+  concurrency: number;
+  capacity: number;
+  heartbeat_interval_ms: number;
+  heartbeat_liveness: number;
+  dialect?: Dialect;
+}
+
+/** Worker options from a component's configuration. */
+export function workerOptions(config: WorkerConfig): WorkerOptions {
+  return {
+    concurrency: config.concurrency,
+    capacity: config.capacity,
+    heartbeatIntervalMs: config.heartbeat_interval_ms,
+    heartbeatLiveness: config.heartbeat_liveness,
+    ...(config.dialect ? { dialect: config.dialect } : {}),
+  };
+}
+
+/** Logs reconnects and handler failures; the rest is routine. */
+export function logWorkerEvents(log: Logger): (event: WorkerEvent) => void {
+  return (event) => {
+    if (event.type === "reconnect") log.warn("reconnecting: {reason}", { reason: event.reason });
+    if (event.type === "handler-error") log.error("handler failed", { error: String(event.error) });
+  };
+}
