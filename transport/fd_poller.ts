@@ -27,7 +27,7 @@ const POLLFD_SIZE = 8;
  * Upper bound on one poll. It is a safety net against a lost edge, not part of
  * the latency path: every real event wakes the poll at once.
  */
-const SAFETY_TIMEOUT_MS = 250;
+const SAFETY_TIMEOUT_MS = 1000;
 
 const symbols = {
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
