@@ -7,17 +7,13 @@
  * @module
  */
 
+import { freePort } from "../tests/_helpers.ts";
+
+export { freePort };
+
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 const running = new Set<Deno.ChildProcess>();
-
-/** A free TCP port on 127.0.0.1 (closed again before it is returned). */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
 
 /** A running `main.ts` component. */
 export interface Component {

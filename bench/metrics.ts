@@ -28,6 +28,7 @@ import { Publisher } from "../bus/publisher.ts";
 import { openPgWriter } from "../metrics/pg.ts";
 import { connectableEndpoint } from "../roles/running.ts";
 import { cpuTicks, num, table, ticksPerSecond, writeBenchmarksSection } from "./_stats.ts";
+import { freePort } from "./_components.ts";
 
 const POINTS = Number(Deno.env.get("BENCH_POINTS") ?? "300000");
 const ROUNDS = Number(Deno.env.get("BENCH_ROUNDS") ?? "3");
@@ -262,13 +263,6 @@ class Ingester {
     await this.process.status;
     clearTimeout(timer);
   }
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
 }
 
 const encoder = new TextEncoder();

@@ -28,9 +28,9 @@ interface Result {
   stderr: string;
 }
 
-/** Runs `plant args…` to completion. */
-async function run(args: string[], env: Record<string, string> = {}): Promise<Result> {
-  const output = await new Deno.Command(Deno.execPath(), {
+/** The `plant` command line with `args`, in a clean environment plus `env`. */
+function plantCommand(args: string[], env: Record<string, string>): Deno.Command {
+  return new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", MAIN, ...args],
     cwd: ROOT,
     env: childEnv(env),
@@ -38,7 +38,12 @@ async function run(args: string[], env: Record<string, string> = {}): Promise<Re
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
-  }).output();
+  });
+}
+
+/** Runs `plant args…` to completion. */
+async function run(args: string[], env: Record<string, string> = {}): Promise<Result> {
+  const output = await plantCommand(args, env).output();
   const decoder = new TextDecoder();
   return {
     code: output.code,
@@ -93,15 +98,7 @@ class Streaming {
   #done: Promise<void>;
 
   constructor(args: string[], env: Record<string, string> = {}) {
-    this.child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", MAIN, ...args],
-      cwd: ROOT,
-      env: childEnv(env),
-      clearEnv: true,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    this.child = plantCommand(args, env).spawn();
     const collect = async (stream: ReadableStream<Uint8Array>, into: "stdout" | "stderr") => {
       for await (const chunk of stream.pipeThrough(new TextDecoderStream())) this[into] += chunk;
     };

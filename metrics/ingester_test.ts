@@ -8,6 +8,7 @@ import type { BusMessage } from "../bus/envelope.ts";
 import { type DropReason, type MessageSource, MetricsIngester } from "./ingester.ts";
 import type { Point } from "./point.ts";
 import type { MetricsWriter } from "./store.ts";
+import { waitFor } from "../tests/_helpers.ts";
 
 const encoder = new TextEncoder();
 
@@ -80,14 +81,6 @@ const point = (i: number, device = "d") =>
     value: i,
   });
 
-async function until(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
-
 function setup(options: ConstructorParameters<typeof MetricsIngester>[2] = {}) {
   const source = new FakeSource();
   const writer = new FakeWriter();
@@ -110,13 +103,16 @@ function setup(options: ConstructorParameters<typeof MetricsIngester>[2] = {}) {
 Deno.test("MetricsIngester keeps every point while writes fail and stores them all on recovery", async () => {
   const { source, writer, ingester, dropped } = setup({ batchSize: 50 });
   try {
-    await until(() => ingester.status().database === "up", "open");
+    await waitFor(() => ingester.status().database === "up", { what: "open", intervalMs: 5 });
     writer.failing = true;
     for (let i = 0; i < 500; i++) source.push(point(i));
-    await until(() => writer.attempts >= 3 && ingester.status().database === "down", "retries");
+    await waitFor(() => writer.attempts >= 3 && ingester.status().database === "down", {
+      what: "retries",
+      intervalMs: 5,
+    });
     assert.equal(ingester.status().buffered, 500);
     writer.failing = false;
-    await until(() => writer.stored.length === 500, "all points stored");
+    await waitFor(() => writer.stored.length === 500, { what: "all points stored", intervalMs: 5 });
     assert.equal(ingester.status().database, "up");
     assert.deepEqual(writer.stored.map((p) => p.value).sort((a, b) => a - b), [
       ...Array(500).keys(),
@@ -130,13 +126,16 @@ Deno.test("MetricsIngester keeps every point while writes fail and stores them a
 Deno.test("MetricsIngester drops and reports points past its bound, and none before", async () => {
   const { source, writer, ingester, dropped, received } = setup({ bufferPoints: 100 });
   try {
-    await until(() => ingester.status().database === "up", "open");
+    await waitFor(() => ingester.status().database === "up", { what: "open", intervalMs: 5 });
     writer.failing = true;
     for (let i = 0; i < 300; i++) source.push(point(i));
-    await until(() => received() === 300, "all messages read");
+    await waitFor(() => received() === 300, { what: "all messages read", intervalMs: 5 });
     assert.equal(dropped.buffer_full, 200);
     writer.failing = false;
-    await until(() => writer.stored.length === 100, "buffered points stored");
+    await waitFor(() => writer.stored.length === 100, {
+      what: "buffered points stored",
+      intervalMs: 5,
+    });
     // The first 100 were kept: nothing was dropped while there was room.
     assert.deepEqual(writer.stored.map((p) => p.value).sort((a, b) => a - b), [
       ...Array(100).keys(),
@@ -152,7 +151,7 @@ Deno.test("MetricsIngester isolates the points a database refuses for their data
     writer.poison.add("bad");
     for (let i = 0; i < 64; i++) source.push(point(i, i === 17 || i === 40 ? "bad" : "d"));
     source.push("not json", '{"device":"d"}');
-    await until(() => writer.stored.length === 62, "good points stored");
+    await waitFor(() => writer.stored.length === 62, { what: "good points stored", intervalMs: 5 });
     assert.equal(dropped.rejected_by_database, 2);
     assert.deepEqual(rejected, ["not_json", "channel"]);
   } finally {
@@ -163,15 +162,15 @@ Deno.test("MetricsIngester isolates the points a database refuses for their data
 Deno.test("MetricsIngester.close() writes what is buffered, and reports what it cannot", async () => {
   const first = setup({ flushIntervalMs: 60_000, batchSize: 1000 });
   for (let i = 0; i < 10; i++) first.source.push(point(i));
-  await until(() => first.received() === 10, "read");
+  await waitFor(() => first.received() === 10, { what: "read", intervalMs: 5 });
   await first.ingester.close();
   assert.equal(first.writer.stored.length, 10);
 
   const second = setup();
-  await until(() => second.ingester.status().database === "up", "open");
+  await waitFor(() => second.ingester.status().database === "up", { what: "open", intervalMs: 5 });
   second.writer.failing = true;
   for (let i = 0; i < 10; i++) second.source.push(point(i));
-  await until(() => second.writer.attempts > 0, "a failed write");
+  await waitFor(() => second.writer.attempts > 0, { what: "a failed write", intervalMs: 5 });
   await second.ingester.close(50);
   assert.equal(second.dropped.shutdown, 10);
 });

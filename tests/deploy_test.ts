@@ -19,7 +19,7 @@ import { openPgWriter } from "../metrics/pg.ts";
 import { startEcho } from "../roles/echo.ts";
 import { ingesterMetrics } from "../telemetry/ingester_metrics.ts";
 import { sharedPoller } from "../transport/fd_poller.ts";
-import { waitFor } from "./_helpers.ts";
+import { freePort, waitFor } from "./_helpers.ts";
 import { freshDatabase } from "./_postgres.ts";
 import { startSystem } from "./_system.ts";
 import type { z } from "zod";
@@ -918,13 +918,6 @@ Deno.test("Grafana's TimescaleDB queries run on the metrics schema", async () =>
 
 // ---------------------------------------------------------------------------
 // The image's command line, run directly
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
 
 Deno.test("the Dockerfile's command line starts, answers /healthz, passes its HEALTHCHECK, stops on SIGTERM", async () => {
   const { entrypoint, cmd, env: imageEnv, healthCmd } = dockerfile();

@@ -7,17 +7,7 @@ import { frame, text } from "../mdp/protocol.ts";
 import { MdpWorker } from "../mdp/worker.ts";
 import { sharedPoller } from "../transport/fd_poller.ts";
 import { BindError } from "../transport/bind.ts";
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `condition` every 20 ms until it holds; fails after `ms`. */
-async function until(condition: () => boolean, ms = 5000, what = "condition"): Promise<void> {
-  const end = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
+import { sleep, waitFor } from "./_helpers.ts";
 
 interface World {
   server: BrokerServer;
@@ -158,13 +148,11 @@ Deno.test("worker handler errors become an error reply and the worker keeps serv
 Deno.test("worker sends DISCONNECT on close and the broker forgets it at once", async () => {
   await withWorld({}, async (world) => {
     const worker = new MdpWorker(world.server.endpoint, "brief", (body) => body);
-    await until(
-      () => world.server.broker.services().some((s) => s.name === "brief"),
-      5000,
-      "READY",
-    );
+    await waitFor(() => world.server.broker.services().some((s) => s.name === "brief"), {
+      what: "READY",
+    });
     await worker.close();
-    await until(() => world.server.broker.workerCount === 0, 5000, "DISCONNECT");
+    await waitFor(() => world.server.broker.workerCount === 0, { what: "DISCONNECT" });
   });
 });
 
@@ -181,7 +169,7 @@ Deno.test("worker reconnects to a broker that restarted on the same endpoint", a
   let second: BrokerServer | undefined;
   let client: MdpClient | undefined;
   try {
-    await until(() => first.broker.workerCount === 1, 5000, "first registration");
+    await waitFor(() => first.broker.workerCount === 1, { what: "first registration" });
     await first.close();
     // ZeroMQ releases a closed socket's port asynchronously: retry the bind briefly.
     for (let attempt = 0; !second; attempt++) {
@@ -199,7 +187,7 @@ Deno.test("worker reconnects to a broker that restarted on the same endpoint", a
       }
     }
     const broker = second.broker;
-    await until(() => broker.workerCount === 1, 5000, "registration with the new broker");
+    await waitFor(() => broker.workerCount === 1, { what: "registration with the new broker" });
     client = new MdpClient(endpoint);
     assert.deepEqual((await client.request("phoenix", ["back"])).map(text), ["back"]);
   } finally {
@@ -219,7 +207,7 @@ Deno.test("a worker lost mid-request fails the request with WORKER_LOST", async 
       return [frame("never")];
     }, timing);
     const pending = world.client.request("doomed", ["x"]);
-    await until(() => world.server.broker.services()[0]?.busy === 1, 5000, "dispatch");
+    await waitFor(() => world.server.broker.services()[0]?.busy === 1, { what: "dispatch" });
     // Close the worker without letting the handler finish: DISCONNECT mid-request.
     const closing = worker.close();
     await assert.rejects(
@@ -262,7 +250,7 @@ Deno.test("a lost worker with capacity fails every request it held", async () =>
       { length: 3 },
       () => world.client.request("held", ["x"]).then(() => "ok", (e) => (e as MdpBrokerError).code),
     );
-    await until(() => world.server.broker.services()[0]?.busy === 1, 5000, "dispatch");
+    await waitFor(() => world.server.broker.services()[0]?.busy === 1, { what: "dispatch" });
     await worker.close();
     assert.deepEqual(await Promise.all(pending), ["WORKER_LOST", "WORKER_LOST", "WORKER_LOST"]);
   });

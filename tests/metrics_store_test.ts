@@ -19,17 +19,10 @@ import type { BucketRow, MetricsReader, MetricsWriter } from "../metrics/store.t
 import { type RunningMetrics, startMetrics } from "../roles/metrics.ts";
 import { connectableEndpoint } from "../roles/running.ts";
 import { sharedPoller } from "../transport/fd_poller.ts";
-import { waitFor } from "./_helpers.ts";
+import { freePort, waitFor } from "./_helpers.ts";
 import { type TestDatabase, timescaleOnServer, withDatabase } from "./_postgres.ts";
 
 const T0 = Date.UTC(2024, 0, 1);
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
 
 /** A metric bus, an ingester component on it and a publisher of each form. */
 async function withIngester(
