@@ -13,7 +13,7 @@
 import { type Client, createClient, LibsqlError } from "@libsql/client";
 import { sql } from "drizzle-orm";
 import { drizzle, type LibSQLDatabase } from "drizzle-orm/libsql";
-import { migrate } from "drizzle-orm/libsql/migrator";
+import { libsqlUrl, localPath, openLibsql } from "../storage/libsql.ts";
 import type { Point } from "./point.ts";
 import { metrics } from "./schema_sqlite.ts";
 import {
@@ -26,16 +26,6 @@ import {
 } from "./store.ts";
 
 const MIGRATIONS = new URL("../migrations/metrics-sqlite", import.meta.url).pathname;
-
-/** Turns a configured location into a libSQL URL. */
-export function libsqlUrl(location: string): string {
-  if (/^(file|libsql|https?|wss?):/.test(location) || location === ":memory:") return location;
-  return `file:${location}`;
-}
-
-function localPath(url: string): string | undefined {
-  return url.startsWith("file:") ? url.slice("file:".length) : undefined;
-}
 
 /** The writing side on libSQL. */
 export class LibsqlMetricsWriter implements MetricsWriter {
@@ -88,25 +78,14 @@ export async function openLibsqlWriter(
   location: string,
   authToken?: string,
 ): Promise<LibsqlMetricsWriter> {
-  const url = libsqlUrl(location);
-  const path = localPath(url);
-  if (path?.includes("/")) {
-    await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
-  }
-  const client = createClient({ url, authToken });
-  try {
-    if (path !== undefined || url === ":memory:") {
-      await client.execute("PRAGMA journal_mode = WAL");
-      // Telemetry: a crash of the process loses nothing committed; power loss may lose the last commits.
-      await client.execute("PRAGMA synchronous = NORMAL");
-      await client.execute("PRAGMA busy_timeout = 5000");
-    }
-    await migrate(drizzle(client), { migrationsFolder: MIGRATIONS });
-    return new LibsqlMetricsWriter(client);
-  } catch (error) {
-    client.close();
-    throw error;
-  }
+  // Telemetry: a crash of the process loses nothing committed; power loss may lose the last commits.
+  const { client } = await openLibsql({
+    location,
+    authToken,
+    synchronous: "normal",
+    migrations: MIGRATIONS,
+  });
+  return new LibsqlMetricsWriter(client);
 }
 
 /** The reading side on libSQL; opens the database on first use, never creates it. */

@@ -8,7 +8,7 @@ import { Registry } from "prom-client";
 import { Subscriber } from "../bus/subscriber.ts";
 import type { MetricsConfig } from "../config/components.ts";
 import { MetricsIngester } from "../metrics/ingester.ts";
-import { libsqlUrl } from "../metrics/libsql.ts";
+import { libsqlUrl } from "../storage/libsql.ts";
 import { metricsWriterOpener, redactUrl } from "../metrics/open.ts";
 import type { Check } from "../telemetry/health.ts";
 import { ingesterMetrics } from "../telemetry/ingester_metrics.ts";

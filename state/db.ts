@@ -5,9 +5,9 @@
  *
  * @module
  */
-import { type Client, createClient } from "@libsql/client";
+import type { Client } from "@libsql/client";
 import { drizzle, type LibSQLDatabase } from "drizzle-orm/libsql";
-import { migrate } from "drizzle-orm/libsql/migrator";
+import { libsqlUrl, openLibsql } from "../storage/libsql.ts";
 import * as schema from "./schema.ts";
 
 export type StateDatabase = LibSQLDatabase<typeof schema>;
@@ -38,34 +38,15 @@ export interface OpenDatabase {
 const MIGRATIONS = new URL("../migrations/state", import.meta.url).pathname;
 
 /** Turns a configured location into a libSQL URL. */
-export function stateUrl(location: string): string {
-  if (/^(file|libsql|https?|wss?):/.test(location) || location === ":memory:") return location;
-  return `file:${location}`;
-}
+export const stateUrl = libsqlUrl;
 
 /** Opens the database, applies pragmas and pending migrations. */
 export async function openStateDatabase(options: OpenOptions): Promise<OpenDatabase> {
-  const url = stateUrl(options.location);
-  const local = url.startsWith("file:") || url === ":memory:";
-  if (url.startsWith("file:")) {
-    const path = url.slice("file:".length);
-    const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) : "";
-    if (dir) await Deno.mkdir(dir, { recursive: true });
-  }
-  const client = createClient({ url, authToken: options.authToken });
-  try {
-    if (local) {
-      await client.execute("PRAGMA journal_mode = WAL");
-      await client.execute(
-        `PRAGMA synchronous = ${options.synchronous === "normal" ? "NORMAL" : "FULL"}`,
-      );
-      await client.execute("PRAGMA busy_timeout = 5000");
-    }
-    const db = drizzle(client, { schema });
-    await migrate(db, { migrationsFolder: MIGRATIONS });
-    return { db, client, url, local };
-  } catch (error) {
-    client.close();
-    throw error;
-  }
+  const { client, url, local } = await openLibsql({
+    location: options.location,
+    authToken: options.authToken,
+    synchronous: options.synchronous ?? "full",
+    migrations: MIGRATIONS,
+  });
+  return { db: drizzle(client, { schema }), client, url, local };
 }
