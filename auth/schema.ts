@@ -1,0 +1,59 @@
+/**
+ * The gateway's security tables: users, roles, API keys and the audit log.
+ * The single source of truth for drizzle-kit, which generates migrations/auth
+ * from this file (`deno task db:generate:auth`).
+ *
+ * @module
+ */
+import { index, integer, sqliteTable, text } from "drizzle-orm/sqlite-core";
+
+/** A person or machine that logs in with a password. Roles are a JSON array of role names. */
+export const users = sqliteTable("users", {
+  id: text("id").primaryKey(),
+  username: text("username").notNull().unique(),
+  /** argon2id in PHC string form. */
+  passwordHash: text("password_hash").notNull(),
+  roles: text("roles", { mode: "json" }).$type<string[]>().notNull(),
+  disabled: integer("disabled", { mode: "boolean" }).notNull().default(false),
+  createdAt: integer("created_at").notNull(),
+  updatedAt: integer("updated_at").notNull(),
+});
+
+/** A role defined by admins; the built-in roles (admin, operator, viewer) need no row. */
+export const roles = sqliteTable("roles", {
+  name: text("name").primaryKey(),
+  permissions: text("permissions", { mode: "json" }).$type<string[]>().notNull(),
+  updatedAt: integer("updated_at").notNull(),
+});
+
+/** A key for machines: `pk_<id>_<secret>`; only the SHA-256 of the secret is kept. */
+export const apiKeys = sqliteTable("api_keys", {
+  id: text("id").primaryKey(),
+  name: text("name").notNull(),
+  secretHash: text("secret_hash").notNull(),
+  roles: text("roles", { mode: "json" }).$type<string[]>().notNull(),
+  createdBy: text("created_by").notNull(),
+  createdAt: integer("created_at").notNull(),
+  /** ms since the epoch; null: never expires. */
+  expiresAt: integer("expires_at"),
+  revokedAt: integer("revoked_at"),
+});
+
+/** Security events: authentication failures, denials, state changes, admin actions. */
+export const auditEvents = sqliteTable("audit_events", {
+  id: integer("id").primaryKey({ autoIncrement: true }),
+  time: integer("time").notNull(),
+  /** Who: `user:<name>`, `apikey:<id>`, `anonymous`. */
+  actor: text("actor").notNull(),
+  /** What: `auth.failure`, `access.denied`, `state.set`, `admin.user.create`, ... */
+  action: text("action").notNull(),
+  target: text("target").notNull(),
+  outcome: text("outcome").notNull(),
+  /** From where: the client's address. */
+  ip: text("ip").notNull(),
+  details: text("details", { mode: "json" }).$type<Record<string, unknown>>(),
+}, (table) => [
+  index("audit_events_time").on(table.time),
+  index("audit_events_actor").on(table.actor, table.time),
+  index("audit_events_action").on(table.action, table.time),
+]);
