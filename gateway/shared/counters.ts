@@ -1,0 +1,115 @@
+/**
+ * Rate-limit counters: fixed windows of `windowMs`, counted per key.
+ *
+ * - {@link memoryCounters}: this process only (the fallback).
+ * - {@link redisCounters}: in Redis, shared by every gateway replica. The
+ *   window is computed from the Redis server's clock (`TIME`, in a script),
+ *   so replicas with skewed clocks still count into the same window. One
+ *   hash per (key, window length) under `<prefix>rl:<windowMs>:<key>`
+ *   holding the window start and its count, expiring when the window ends.
+ *   Its calls reject when Redis fails.
+ * - {@link sharedCounters}: Redis while the {@link RedisLink} is up, memory
+ *   while it is down or a command fails. During an outage each replica
+ *   counts on its own (a client spread over N replicas may get up to N times
+ *   the limit); after it, counting continues from what Redis holds.
+ *
+ * @module
+ */
+import type { RedisLink } from "./redis.ts";
+
+export interface RateCounters {
+  /** Counts one hit for `key` in the current fixed window of `windowMs`; returns the hits in this window (including this one) and ms until the window resets. */
+  hit(key: string, windowMs: number): Promise<{ count: number; resetMs: number }>;
+  close(): Promise<void>;
+}
+
+function checkWindow(windowMs: number): void {
+  if (!Number.isFinite(windowMs) || windowMs < 1) {
+    throw new RangeError(`windowMs must be >= 1, got ${windowMs}`);
+  }
+}
+
+/** Counters in this process; `now` is for tests. */
+export function memoryCounters(now: () => number = Date.now): RateCounters {
+  const windows = new Map<string, { start: number; end: number; count: number }>();
+  let nextSweep = 0;
+  return {
+    // deno-lint-ignore require-await
+    async hit(key, windowMs) {
+      checkWindow(windowMs);
+      windowMs = Math.floor(windowMs);
+      const t = now();
+      if (windows.size > 10_000 && t >= nextSweep) {
+        for (const [id, w] of windows) if (w.end <= t) windows.delete(id);
+        nextSweep = t + 1000;
+      }
+      const start = t - (t % windowMs);
+      const id = `${windowMs}:${key}`;
+      let w = windows.get(id);
+      if (!w || w.start !== start) {
+        w = { start, end: start + windowMs, count: 0 };
+        windows.set(id, w);
+      }
+      w.count++;
+      return { count: w.count, resetMs: w.end - t };
+    },
+    close() {
+      windows.clear();
+      return Promise.resolve();
+    },
+  };
+}
+
+/** KEYS[1] = counter hash, ARGV[1] = window ms. Returns {count, ms until reset}. */
+const HIT_SCRIPT = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local w = tonumber(ARGV[1])
+local start = now - (now % w)
+local c
+if redis.call('HGET', KEYS[1], 's') == tostring(start) then
+  c = redis.call('HINCRBY', KEYS[1], 'c', 1)
+else
+  redis.call('HSET', KEYS[1], 's', tostring(start), 'c', 1)
+  c = 1
+end
+local reset = start + w - now
+redis.call('PEXPIRE', KEYS[1], reset)
+return {c, reset}
+`;
+
+/** Counters in Redis only: rejects when Redis fails (see {@link sharedCounters}). */
+export function redisCounters(link: RedisLink): RateCounters {
+  return {
+    async hit(key, windowMs) {
+      checkWindow(windowMs);
+      windowMs = Math.floor(windowMs);
+      const [count, resetMs] = await link.redis.eval(
+        HIT_SCRIPT,
+        1,
+        link.key("rl", String(windowMs), key),
+        String(windowMs),
+      ) as [number, number];
+      return { count, resetMs };
+    },
+    close: () => Promise.resolve(),
+  };
+}
+
+/** Redis counters shared by replicas, falling back to this process's while Redis is down. */
+export function sharedCounters(link: RedisLink): RateCounters {
+  const shared = redisCounters(link);
+  const local = memoryCounters();
+  return {
+    async hit(key, windowMs) {
+      checkWindow(windowMs);
+      return await link.attempt(() => shared.hit(key, windowMs), () => local.hit(key, windowMs));
+    },
+    close: () => local.close(),
+  };
+}
+
+/** {@link sharedCounters} when a link is given, else {@link memoryCounters}. */
+export function createCounters(link?: RedisLink): RateCounters {
+  return link ? sharedCounters(link) : memoryCounters();
+}
