@@ -95,6 +95,23 @@ const common = {
   health_host: z.string().min(1).default("127.0.0.1"),
 };
 
+/**
+ * Keys that verify bearer JWTs (auth/tokens.ts). Any of them turns
+ * authentication on. PEM values may be given inline or as a file path.
+ */
+const tokenKeys = {
+  /** HS256 secret shared by the gateway and the services that check tokens (32+ bytes). */
+  jwt_secret: z.string().min(32, "jwt_secret needs at least 32 characters").optional(),
+  /** PEM SPKI public key (inline or a file path) of RS256/ES256/EdDSA tokens. */
+  jwt_public_key: z.string().min(1).optional(),
+  /** Algorithm of jwt_public_key / jwt_private_key. */
+  jwt_algorithm: z.enum(["RS256", "ES256", "EdDSA"]).default("ES256"),
+  /** JWKS URL of an outside identity provider. */
+  jwks_url: z.url().optional(),
+  jwt_issuer: z.string().min(1).default("plantd"),
+  jwt_audience: z.string().min(1).default("plantd"),
+};
+
 export const brokerConfig = {
   name: "broker",
   envPrefix: "PLANTD_BROKER",
@@ -168,6 +185,8 @@ export const stateConfig = {
     bus_endpoint: z.union([endpoint, z.literal("")]).default("tcp://127.0.0.1:11000"),
     heartbeat_interval_ms: positiveMs.default(2500),
     heartbeat_liveness: z.number().int().min(1).default(3),
+    /** With any key set, every request must carry a valid `token` with the operation's permission. */
+    ...tokenKeys,
   }),
 } satisfies ComponentConfig<z.ZodObject>;
 
@@ -211,6 +230,33 @@ export const gatewayConfig = {
     ).default(""),
     /** libSQL file of the metrics store (read only); empty turns /api/metrics off. */
     metrics_db: z.string().default("plantd-metrics.db"),
+    /**
+     * Authentication is on when any token key is set, and required on any
+     * address other than loopback (the gateway refuses to start without one).
+     */
+    ...tokenKeys,
+    /** PEM PKCS#8 private key (inline or a file path): signs the gateway's tokens instead of jwt_secret. */
+    jwt_private_key: z.string().min(1).optional(),
+    /** Users, roles, API keys and the audit log (libSQL file or server URL). */
+    auth_db: z.string().min(1).default("plantd-auth.db"),
+    auth_db_token: z.string().optional(),
+    access_token_ttl_s: z.number().int().min(10).max(86_400).default(900),
+    refresh_token_ttl_s: z.number().int().min(60).default(7 * 86_400),
+    /** Fixed window of the rate limits. */
+    rate_limit_window_ms: positiveMs.default(60_000),
+    /** Requests per window from one client address; 0: no limit. */
+    rate_limit_per_ip: z.number().int().min(0).default(6000),
+    /** Requests per window with one credential (user, API key, token subject); 0: no limit. */
+    rate_limit_per_token: z.number().int().min(0).default(12_000),
+    /** Addresses of reverse proxies whose X-Forwarded-For names the client. */
+    trusted_proxies: z.array(z.string().min(1)).default(() => []),
+    /** Open WebSockets on this gateway; beyond it upgrades get 503. */
+    ws_max_connections: z.number().int().min(1).default(10_000),
+    /** Open WebSockets per user (or per address without authentication); beyond it 429. */
+    ws_max_per_user: z.number().int().min(1).default(64),
+    /** TLS certificate chain and key (PEM files); both set: HTTPS and WSS, HSTS, secure cookies. */
+    tls_cert: z.string().min(1).optional(),
+    tls_key: z.string().min(1).optional(),
   }),
 } satisfies ComponentConfig<z.ZodObject>;
 

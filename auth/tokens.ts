@@ -1,0 +1,220 @@
+/**
+ * JWTs with `jose`: verification of bearer tokens (an HS256 secret, an
+ * RS256/ES256/EdDSA public key, or a JWKS URL of an outside identity
+ * provider) and issuance of the gateway's own access tokens.
+ *
+ * A verified token becomes a {@link Principal}: who it is and the
+ * permissions it carries. Permissions come from the token itself (`perms` or
+ * `permissions` array, or an OAuth `scope` string), plus those of the roles in
+ * its `roles` claim, so the state worker can check a token without a
+ * database. Tokens the gateway issues carry the permissions of the user's
+ * roles at issue time; role changes apply at the next refresh.
+ *
+ * @module
+ */
+import {
+  createRemoteJWKSet,
+  decodeProtectedHeader,
+  errors,
+  exportJWK,
+  importJWK,
+  importPKCS8,
+  importSPKI,
+  type JWTPayload,
+  jwtVerify,
+  SignJWT,
+} from "jose";
+import { isPermission, permissionsOf } from "./permissions.ts";
+
+/** Who made a request and what they may do. */
+export interface Principal {
+  /** `user:<name>`, `apikey:<id>`, or the `sub` of an outside token. */
+  id: string;
+  /** A display name. */
+  name: string;
+  kind: "user" | "apikey" | "token";
+  roles: string[];
+  permissions: string[];
+  /** When the credential stops being valid (ms since the epoch); undefined: never. */
+  expiresAt?: number;
+  /** The bearer token, when the principal came from one (forwarded to services). */
+  token?: string;
+}
+
+/** Why a credential was refused. */
+export class AuthError extends Error {
+  constructor(
+    readonly code: "AUTHENTICATION_REQUIRED" | "AUTHENTICATION_FAILED" | "PERMISSION_DENIED",
+    message: string,
+  ) {
+    super(message);
+    this.name = "AuthError";
+  }
+}
+
+/** Key material and claims checks. */
+export interface TokenSettings {
+  /** HS256 secret (at least 32 bytes). */
+  secret?: string;
+  /** PEM SPKI public key for RS256/ES256/EdDSA tokens. */
+  publicKey?: string;
+  /** PEM PKCS#8 private key: the gateway signs its own tokens with it. */
+  privateKey?: string;
+  /** Algorithm of `publicKey` / `privateKey`. */
+  algorithm?: "RS256" | "ES256" | "EdDSA";
+  /** JWKS of an outside identity provider. */
+  jwksUrl?: string;
+  issuer: string;
+  audience: string;
+}
+
+/** Whether any key is configured, i.e. whether authentication can be on at all. */
+export function hasKeys(settings: Partial<TokenSettings>): boolean {
+  return Boolean(settings.secret || settings.publicKey || settings.privateKey || settings.jwksUrl);
+}
+
+type VerifyKey = CryptoKey | Uint8Array;
+type KeyResolver = Parameters<typeof jwtVerify>[1];
+
+function claimList(value: unknown): string[] {
+  return Array.isArray(value) ? value.filter((v): v is string => typeof v === "string") : [];
+}
+
+/** Permissions and roles carried by a verified payload. */
+function principalOf(payload: JWTPayload, token: string): Principal {
+  const roles = claimList(payload.roles);
+  const direct = [
+    ...claimList(payload.perms),
+    ...claimList(payload.permissions),
+    ...(typeof payload.scope === "string" ? payload.scope.split(" ") : []),
+  ].filter(isPermission);
+  const permissions = [...new Set([...direct, ...permissionsOf(roles, {})])];
+  const sub = typeof payload.sub === "string" ? payload.sub : "unknown";
+  const name = typeof payload.name === "string" ? payload.name : sub;
+  return {
+    id: sub,
+    name,
+    kind: sub.startsWith("user:") ? "user" : sub.startsWith("apikey:") ? "apikey" : "token",
+    roles,
+    permissions,
+    ...(payload.exp ? { expiresAt: payload.exp * 1000 } : {}),
+    token,
+  };
+}
+
+/** Verifies bearer tokens against the configured keys. */
+export class TokenVerifier {
+  readonly #settings: TokenSettings;
+  #secret?: Uint8Array;
+  #publicKey?: Promise<CryptoKey>;
+  #jwks?: ReturnType<typeof createRemoteJWKSet>;
+
+  constructor(settings: TokenSettings) {
+    this.#settings = settings;
+    if (settings.secret) this.#secret = new TextEncoder().encode(settings.secret);
+    if (settings.publicKey) {
+      this.#publicKey = importSPKI(settings.publicKey, settings.algorithm ?? "ES256");
+    } else if (settings.privateKey) {
+      this.#publicKey = publicOf(settings.privateKey, settings.algorithm ?? "ES256");
+    }
+    if (settings.jwksUrl) this.#jwks = createRemoteJWKSet(new URL(settings.jwksUrl));
+  }
+
+  #resolve: KeyResolver = async (header, token) => {
+    if (header.alg === "HS256") {
+      if (this.#secret) return this.#secret as VerifyKey;
+    } else if (this.#publicKey && (!this.#jwks || !header.kid)) {
+      return await this.#publicKey;
+    } else if (this.#jwks) {
+      return await this.#jwks(header, token);
+    }
+    throw new AuthError("AUTHENTICATION_FAILED", `No key for tokens signed with ${header.alg}`);
+  };
+
+  /** The principal of a valid token; throws {@link AuthError} otherwise. */
+  async verify(token: string): Promise<Principal> {
+    try {
+      decodeProtectedHeader(token);
+    } catch {
+      throw new AuthError("AUTHENTICATION_FAILED", "Malformed token");
+    }
+    try {
+      const { payload } = await jwtVerify(token, this.#resolve, {
+        issuer: this.#settings.issuer,
+        audience: this.#settings.audience,
+        algorithms: ["HS256", "RS256", "ES256", "EdDSA"],
+      });
+      return principalOf(payload, token);
+    } catch (error) {
+      if (error instanceof AuthError) throw error;
+      if (error instanceof errors.JWTExpired) {
+        throw new AuthError("AUTHENTICATION_FAILED", "Token expired");
+      }
+      if (error instanceof errors.JWSSignatureVerificationFailed) {
+        throw new AuthError("AUTHENTICATION_FAILED", "Token signature is not valid");
+      }
+      if (error instanceof errors.JWTClaimValidationFailed) {
+        throw new AuthError("AUTHENTICATION_FAILED", `Token claim '${error.claim}' is not valid`);
+      }
+      throw new AuthError("AUTHENTICATION_FAILED", "Token is not valid");
+    }
+  }
+}
+
+/** The public half of a PKCS#8 private key (JWK export keeps the public parameters). */
+async function publicOf(pem: string, algorithm: string): Promise<CryptoKey> {
+  const privateKey = await importPKCS8(pem, algorithm, { extractable: true });
+  const { d: _d, p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, ...jwk } = await exportJWK(privateKey);
+  return await importJWK({ ...jwk, alg: algorithm }, algorithm) as CryptoKey;
+}
+
+/** What the gateway puts in the tokens it issues. */
+export interface IssueClaims {
+  sub: string;
+  name: string;
+  roles: string[];
+  perms: string[];
+}
+
+/** Signs the gateway's own access tokens (with the secret, or the private key). */
+export class TokenIssuer {
+  readonly #settings: TokenSettings;
+  readonly #key: Promise<CryptoKey | Uint8Array>;
+  readonly #alg: string;
+
+  constructor(settings: TokenSettings) {
+    this.#settings = settings;
+    if (settings.privateKey) {
+      this.#alg = settings.algorithm ?? "ES256";
+      this.#key = importPKCS8(settings.privateKey, this.#alg);
+    } else if (settings.secret) {
+      this.#alg = "HS256";
+      this.#key = Promise.resolve(new TextEncoder().encode(settings.secret));
+    } else {
+      throw new Error("issuing tokens needs jwt_secret or jwt_private_key");
+    }
+  }
+
+  /** Whether settings allow issuing tokens. */
+  static possible(settings: Partial<TokenSettings>): boolean {
+    return Boolean(settings.secret || settings.privateKey);
+  }
+
+  /** A signed token valid for `ttlSeconds`, with its expiry in ms. */
+  async issue(
+    claims: IssueClaims,
+    ttlSeconds: number,
+  ): Promise<{ token: string; expiresAt: number }> {
+    const now = Math.floor(Date.now() / 1000);
+    const token = await new SignJWT({ name: claims.name, roles: claims.roles, perms: claims.perms })
+      .setProtectedHeader({ alg: this.#alg, typ: "JWT" })
+      .setSubject(claims.sub)
+      .setIssuer(this.#settings.issuer)
+      .setAudience(this.#settings.audience)
+      .setIssuedAt(now)
+      .setExpirationTime(now + ttlSeconds)
+      .setJti(crypto.randomUUID())
+      .sign(await this.#key);
+    return { token, expiresAt: (now + ttlSeconds) * 1000 };
+  }
+}
