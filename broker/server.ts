@@ -3,6 +3,8 @@
  *
  * @module
  */
+import type { CurveServerKeys } from "../transport/curve.ts";
+import { type ListenerEvent, ListenerGuard } from "../transport/guard.ts";
 import { ZMQ_ROUTER } from "../transport/libzmq.ts";
 import { NativeSocket } from "../transport/native_socket.ts";
 import { Broker, type BrokerObserver, type BrokerOptions } from "./broker.ts";
@@ -13,6 +15,10 @@ export interface BrokerServerOptions extends BrokerOptions {
   endpoint?: string;
   /** How often heartbeats, purge and request expiry run. @default 250 */
   tickMs?: number;
+  /** CURVE: the broker's secret key and the client keys it accepts. @default plaintext */
+  curve?: CurveServerKeys;
+  /** Refused peers and ended connections of the endpoint (labelled "broker"). */
+  onListenerEvent?: (event: ListenerEvent) => void;
 }
 
 /** A broker bound to its endpoint. */
@@ -21,18 +27,21 @@ export class BrokerServer {
   /** The endpoint actually bound (port resolved when `*` or 0 was asked). */
   readonly endpoint: string;
   #socket: NativeSocket;
+  #guard: ListenerGuard;
   #timer: ReturnType<typeof setInterval>;
   #loop: Promise<void>;
   #onError: (error: unknown) => void;
 
   private constructor(
     socket: NativeSocket,
+    guard: ListenerGuard,
     endpoint: string,
     broker: Broker,
     tickMs: number,
     onError: (error: unknown) => void,
   ) {
     this.#socket = socket;
+    this.#guard = guard;
     this.#onError = onError;
     this.broker = broker;
     this.endpoint = endpoint;
@@ -54,11 +63,17 @@ export class BrokerServer {
       receiveHighWaterMark: 100_000,
     });
     let endpoint: string;
+    let guard: ListenerGuard | undefined;
     try {
+      guard = ListenerGuard.apply(socket, {
+        endpoint: "broker",
+        ...(options.curve ? { curve: options.curve } : {}),
+        ...(options.onListenerEvent ? { onEvent: options.onListenerEvent } : {}),
+      });
       endpoint = socket.attach(options.endpoint ?? "tcp://*:9797", "bind", "broker");
     } catch (error) {
       socket.close();
-      return Promise.reject(error);
+      return (guard?.close() ?? Promise.resolve()).then(() => Promise.reject(error));
     }
     const broker = new Broker(
       (identity, frames) => {
@@ -73,7 +88,7 @@ export class BrokerServer {
     const onError = (error: unknown) =>
       observer.drop?.(`socket error: ${(error as Error).message}`);
     return Promise.resolve(
-      new BrokerServer(socket, endpoint, broker, options.tickMs ?? 250, onError),
+      new BrokerServer(socket, guard, endpoint, broker, options.tickMs ?? 250, onError),
     );
   }
 
@@ -95,5 +110,6 @@ export class BrokerServer {
     // Linger (200 ms) lets the DISCONNECTs and error replies already handed to ZeroMQ go out.
     this.#socket.close();
     await this.#loop;
+    await this.#guard.close();
   }
 }

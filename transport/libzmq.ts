@@ -44,6 +44,19 @@ export const ZMQ_MAXMSGSIZE = 22;
 export const ZMQ_SNDHWM = 23;
 export const ZMQ_RCVHWM = 24;
 export const ZMQ_LAST_ENDPOINT = 32;
+export const ZMQ_CURVE_SERVER = 47;
+export const ZMQ_CURVE_PUBLICKEY = 48;
+export const ZMQ_CURVE_SECRETKEY = 49;
+export const ZMQ_CURVE_SERVERKEY = 50;
+export const ZMQ_ZAP_DOMAIN = 55;
+export const ZMQ_HANDSHAKE_IVL = 66;
+
+/** Socket monitor events (zmq.h, stable since libzmq 4.3). */
+export const ZMQ_EVENT_DISCONNECTED = 0x0200;
+export const ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL = 0x0800;
+export const ZMQ_EVENT_HANDSHAKE_SUCCEEDED = 0x1000;
+export const ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL = 0x2000;
+export const ZMQ_EVENT_HANDSHAKE_FAILED_AUTH = 0x4000;
 
 /** Send/receive flags and event bits. */
 export const ZMQ_DONTWAIT = 1;
@@ -92,6 +105,7 @@ const symbols = {
   zmq_close: { parameters: ["pointer"], result: "i32" },
   zmq_bind: { parameters: ["pointer", "buffer"], result: "i32" },
   zmq_connect: { parameters: ["pointer", "buffer"], result: "i32" },
+  zmq_unbind: { parameters: ["pointer", "buffer"], result: "i32" },
   zmq_setsockopt: { parameters: ["pointer", "i32", "buffer", "usize"], result: "i32" },
   zmq_getsockopt: { parameters: ["pointer", "i32", "buffer", "buffer"], result: "i32" },
   zmq_send: { parameters: ["pointer", "buffer", "usize", "i32"], result: "i32" },
@@ -106,6 +120,10 @@ const symbols = {
     result: "i32",
     nonblocking: true,
   },
+  zmq_socket_monitor: { parameters: ["pointer", "buffer", "i32"], result: "i32" },
+  zmq_has: { parameters: ["buffer"], result: "i32" },
+  zmq_curve_keypair: { parameters: ["buffer", "buffer"], result: "i32" },
+  zmq_curve_public: { parameters: ["buffer", "buffer"], result: "i32" },
   zmq_errno: { parameters: [], result: "i32" },
   zmq_strerror: { parameters: ["i32"], result: "pointer" },
 } as const;

@@ -13,6 +13,7 @@
  * @module
  */
 import { BindError } from "./bind.ts";
+import { checkKey, type CurveClientKeys, curveKeyPair, curvePublicKey } from "./curve.ts";
 import { type FdPoller, sharedPoller } from "./fd_poller.ts";
 import {
   cString,
@@ -23,6 +24,10 @@ import {
   libzmq,
   nativeContext,
   strerror,
+  ZMQ_CURVE_PUBLICKEY,
+  ZMQ_CURVE_SECRETKEY,
+  ZMQ_CURVE_SERVER,
+  ZMQ_CURVE_SERVERKEY,
   ZMQ_DONTWAIT,
   ZMQ_EVENTS,
   ZMQ_FD,
@@ -38,6 +43,7 @@ import {
   ZMQ_SNDMORE,
   ZMQ_SUBSCRIBE,
   ZMQ_UNSUBSCRIBE,
+  ZMQ_ZAP_DOMAIN,
   ZmqError,
 } from "./libzmq.ts";
 import type { Frames } from "./frames.ts";
@@ -70,6 +76,17 @@ export interface NativeSocketOptions {
   routingId?: string | Uint8Array;
   /** ZMQ_MAXMSGSIZE: a peer sending a larger frame is disconnected. @default no limit */
   maxMessageSize?: number;
+  /** CURVE client: every connection of the socket is encrypted to this server key. */
+  curveClient?: CurveClientKeys;
+  /** CURVE server: connections must complete a CURVE handshake and pass ZAP (zap.ts). */
+  curveServer?: CurveServerSocketOptions;
+}
+
+/** The CURVE server options of one socket. */
+export interface CurveServerSocketOptions {
+  secretKey: string;
+  /** ZMQ_ZAP_DOMAIN sent in ZAP requests; the ZAP handler picks the allow-list by it. */
+  zapDomain?: string;
 }
 
 const SLAB_BYTES = 64 * 1024;
@@ -206,8 +223,58 @@ export class NativeSocket {
         throw new ZmqError("zmq_setsockopt(ZMQ_MAXMSGSIZE)", lastErrno());
       }
     }
+    try {
+      if (options.curveClient) this.setCurveClient(options.curveClient);
+      if (options.curveServer) this.setCurveServer(options.curveServer);
+    } catch (error) {
+      zmq.zmq_close(socket);
+      throw error;
+    }
     this.#fd = this.getInt(ZMQ_FD);
     zmq.zmq_msg_init(this.#msg);
+  }
+
+  /**
+   * Makes the socket a CURVE client of the server whose public key is
+   * `keys.serverKey` (a fresh key pair when `keys.secretKey` is absent).
+   * Applies to connections made after the call.
+   */
+  setCurveClient(keys: CurveClientKeys): void {
+    const serverKey = checkKey(keys.serverKey, "CURVE server key");
+    const pair = keys.secretKey
+      ? {
+        secretKey: checkKey(keys.secretKey, "CURVE secret key"),
+        publicKey: keys.publicKey ?? curvePublicKey(keys.secretKey),
+      }
+      : curveKeyPair();
+    this.#setBytes(ZMQ_CURVE_SERVERKEY, cString(serverKey));
+    this.#setBytes(ZMQ_CURVE_PUBLICKEY, cString(checkKey(pair.publicKey, "CURVE public key")));
+    this.#setBytes(ZMQ_CURVE_SECRETKEY, cString(pair.secretKey));
+  }
+
+  /**
+   * Makes the socket a CURVE server: peers must speak CURVE to its public key,
+   * and, when a ZAP handler is bound in the native context, pass it. Applies
+   * to connections accepted after the call: call it before bind.
+   */
+  setCurveServer(options: CurveServerSocketOptions): void {
+    const secretKey = checkKey(options.secretKey, "CURVE secret key");
+    if (options.zapDomain !== undefined) {
+      this.#setBytes(ZMQ_ZAP_DOMAIN, new TextEncoder().encode(options.zapDomain));
+    }
+    this.setInt(ZMQ_CURVE_SERVER, 1);
+    this.#setBytes(ZMQ_CURVE_SECRETKEY, cString(secretKey));
+  }
+
+  /**
+   * Starts libzmq's monitor of this socket: a PAIR socket bound at `endpoint`
+   * (an `inproc://` address in the native context) gets the `events` asked for.
+   */
+  monitor(endpoint: string, events: number): void {
+    this.#check();
+    if (libzmq().zmq_socket_monitor(this.#socket, cString(endpoint), events) !== 0) {
+      throw new ZmqError(`zmq_socket_monitor(${endpoint})`, lastErrno());
+    }
   }
 
   /** The libzmq socket, for zmq_proxy; nothing else may use it meanwhile. */
@@ -267,6 +334,14 @@ export class NativeSocket {
       throw new BindError(component, address, bindReason(error), { cause: error });
     }
     return this.lastEndpoint;
+  }
+
+  /** Unbinds an endpoint; an `inproc://` one is free again when this returns. */
+  unbind(address: string): void {
+    this.#check();
+    if (libzmq().zmq_unbind(this.#socket, cString(address)) !== 0) {
+      throw new ZmqError(`zmq_unbind(${address})`, lastErrno());
+    }
   }
 
   /** Connects (the peer need not be there yet). */

@@ -1,0 +1,66 @@
+/**
+ * Counters and logs of what the guards of listening sockets report
+ * (transport/guard.ts): peers refused by CURVE/ZAP and connections that ended
+ * (a peer that sends a frame over the endpoint's size limit is one of them).
+ * Shared by every role that listens; registered once per registry.
+ *
+ * @module
+ */
+import type { Logger } from "@logtape/logtape";
+import { Counter, type Registry } from "prom-client";
+import type { ListenerEvent } from "../transport/guard.ts";
+
+const REFUSED = "plantd_curve_refused_total";
+const DISCONNECTS = "plantd_endpoint_disconnects_total";
+
+/** The same refusal is logged at most once per this window (a reconnecting peer retries often). */
+const LOG_WINDOW_MS = 10_000;
+
+/** Registers (once per registry) the endpoint counters; returns what feeds them and logs. */
+export function endpointObserver(
+  registry: Registry | undefined,
+  log: Logger,
+): (event: ListenerEvent) => void {
+  const refused = registry
+    ? (registry.getSingleMetric(REFUSED) as Counter | undefined) ?? new Counter({
+      name: REFUSED,
+      help:
+        "Peers refused by CURVE on a listening endpoint: key not allowed, no CURVE, bad handshake",
+      labelNames: ["endpoint", "reason"],
+      registers: [registry],
+    })
+    : undefined;
+  const disconnects = registry
+    ? (registry.getSingleMetric(DISCONNECTS) as Counter | undefined) ?? new Counter({
+      name: DISCONNECTS,
+      help:
+        "Connections to a listening endpoint that ended: peer left, handshake refused, or a frame over the endpoint's size limit",
+      labelNames: ["endpoint"],
+      registers: [registry],
+    })
+    : undefined;
+  const lastLogged = new Map<string, { at: number; suppressed: number }>();
+  return (event) => {
+    if (event.type === "disconnected") {
+      disconnects?.inc({ endpoint: event.endpoint });
+      return;
+    }
+    refused?.inc({ endpoint: event.endpoint, reason: event.reason });
+    const id = `${event.endpoint}\0${event.reason}\0${event.address ?? ""}`;
+    const now = Date.now();
+    const last = lastLogged.get(id);
+    if (last && now - last.at < LOG_WINDOW_MS) {
+      last.suppressed++;
+      return;
+    }
+    if (lastLogged.size > 1000) lastLogged.clear();
+    lastLogged.set(id, { at: now, suppressed: 0 });
+    log.warn("{endpoint}: refused peer: {reason}", {
+      endpoint: event.endpoint,
+      reason: event.reason,
+      ...(event.address ? { address: event.address } : {}),
+      ...(event.key ? { key: event.key } : {}),
+      ...(last?.suppressed ? { repeated: last.suppressed } : {}),
+    });
+  };
+}
