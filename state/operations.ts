@@ -84,7 +84,10 @@ export class StateOperations {
       return wrapperError("Invalid message format");
     }
     const operation = text(body[0]!);
-    const run = this.#operations[operation];
+    // Own properties only: "toString", "constructor"... are operations of no one.
+    const run = Object.hasOwn(this.#operations, operation)
+      ? this.#operations[operation]
+      : undefined;
     if (!run) {
       this.#observer.badRequest?.("invalid operation");
       return wrapperError("Invalid operation");
