@@ -10,6 +10,7 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Frames } from "../../transport/frames.ts";
 import type { Call, ServiceDirectory } from "../directory.ts";
 import { ApiError } from "../errors.ts";
+import { utf8Body } from "./body.ts";
 import { errorResponses } from "./schemas.ts";
 
 const ServiceInfoSchema = z.object({
@@ -47,6 +48,7 @@ const callService = createRoute({
   method: "post",
   path: "/api/services/{service}/{operation}",
   summary: "Send a Majordomo request: body frames [operation, JSON body]",
+  middleware: [utf8Body],
   request: {
     params: z.object({
       service: z.string().min(1).max(255).openapi({ param: { name: "service", in: "path" } }),

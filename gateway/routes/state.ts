@@ -10,6 +10,7 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { HonoRequest } from "hono";
 import { ApiError } from "../errors.ts";
 import type { StateApi } from "../state_api.ts";
+import { utf8Body } from "./body.ts";
 import { errorResponses } from "./schemas.ts";
 
 const name = (what: string) =>
@@ -89,6 +90,7 @@ const setMany = createRoute({
   method: "post",
   path: "/api/state/{scope}",
   summary: "Set several keys at once (atomic)",
+  middleware: [utf8Body],
   request: {
     params: z.object({ scope: Scope }),
     body: {
@@ -135,6 +137,7 @@ const putKey = createRoute({
   method: "put",
   path: "/api/state/{scope}/{key}",
   summary: "Write a key (creates the scope if needed); If-Match makes it compare-and-set",
+  middleware: [utf8Body],
   request: {
     params: z.object({ scope: Scope, key: Key }),
     headers: IfMatch,
