@@ -190,6 +190,25 @@ async function readValue(request: HonoRequest): Promise<string> {
   );
 }
 
+/**
+ * zod's record drops a key named "__proto__" without a word (prototype
+ * safety), which would acknowledge a batch and not store one of its entries:
+ * put it back from the parsed body (JSON.parse makes it an own property), with
+ * the same checks as every other entry.
+ */
+function withProtoKey(
+  checked: Record<string, string>,
+  body: { entries?: Record<string, unknown> },
+): Record<string, string> {
+  const given = body.entries;
+  if (!given || !Object.hasOwn(given, "__proto__")) return checked;
+  const value = given["__proto__"];
+  if (typeof value !== "string") {
+    throw new ApiError("BAD_REQUEST", "entries.__proto__: Invalid input: expected string");
+  }
+  return Object.fromEntries([...Object.entries(checked), ["__proto__", value]]);
+}
+
 /** Adds the state routes to `app`. */
 export function stateRoutes(app: OpenAPIHono, state: StateApi): void {
   app.openapi(listScopes, async (c) => {
@@ -222,7 +241,7 @@ export function stateRoutes(app: OpenAPIHono, state: StateApi): void {
 
   app.openapi(setMany, async (c) => {
     const { scope } = c.req.valid("param");
-    const { entries } = c.req.valid("json");
+    const entries = withProtoKey(c.req.valid("json").entries, await c.req.json());
     if (Object.keys(entries).length === 0) throw new ApiError("BAD_REQUEST", "entries is empty");
     const revisions = await state.setMany(scope, entries);
     return c.json({ scope, revisions }, 200);
