@@ -88,5 +88,13 @@ export function toApiError(error: unknown): ApiError {
       : "BAD_REQUEST";
     return new ApiError(code, error.message || "Bad request");
   }
+  if (
+    error instanceof Deno.errors.BadResource || error instanceof Deno.errors.ConnectionReset ||
+    error instanceof Deno.errors.UnexpectedEof
+  ) {
+    // The client broke its request body off or garbled it (closed mid-body, bad
+    // chunked encoding): a bad request, not a fault of the gateway.
+    return new ApiError("BAD_REQUEST", "The request body could not be read");
+  }
   return new ApiError("INTERNAL", "Internal error");
 }
