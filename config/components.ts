@@ -201,6 +201,7 @@ const DEFAULT_GATEWAY_BUSES = {
 export const gatewayConfig = {
   name: "gateway",
   envPrefix: "PLANTD_GATEWAY",
+  envAliases: { PLANTD_REDIS_URL: "redis_url" },
   schema: z.object({
     ...common,
     host: z.string().min(1).default("127.0.0.1"),
@@ -230,6 +231,23 @@ export const gatewayConfig = {
     ).default(""),
     /** libSQL file of the metrics store (read only); empty turns /api/metrics off. */
     metrics_db: z.string().default("plantd-metrics.db"),
+    /**
+     * Redis shared by gateway replicas: topic history, state read cache,
+     * rate-limit counters, sessions. Empty: in-process fallbacks. Also read
+     * from PLANTD_REDIS_URL (below PLANTD_GATEWAY_REDIS_URL).
+     */
+    redis_url: z.string().regex(
+      /^(rediss?:\/\/.*)?$/,
+      "expected a redis:// or rediss:// URL or nothing (in-process fallbacks)",
+    ).default(""),
+    /** Prefix of every key the gateway keeps in Redis. */
+    redis_key_prefix: z.string().default("plantd:"),
+    /** Buses whose messages get offsets and are kept so subscriptions can resume. */
+    history_buses: z.array(z.string().min(1)).default(() => ["state", "event", "metric"]),
+    /** Messages kept per history bus; 0 turns history off. */
+    history_max_messages: z.number().int().min(0).default(10_000),
+    /** Age of the oldest message kept; 0: no age limit. */
+    history_max_age_ms: z.number().int().min(0).default(600_000),
     /**
      * Authentication is on when any token key is set, and required on any
      * address other than loopback (the gateway refuses to start without one).

@@ -18,6 +18,11 @@ export interface ComponentConfig<S extends z.ZodObject> {
   /** Environment prefix without the trailing underscore, e.g. "PLANTD_BROKER". */
   envPrefix: string;
   schema: S;
+  /**
+   * Plain environment variables read as keys, below `<envPrefix>_<KEY>`:
+   * `{ PLANTD_REDIS_URL: "redis_url" }`.
+   */
+  envAliases?: Record<string, string>;
 }
 
 /** Raised for any configuration problem; the message is meant for a person. */
@@ -144,6 +149,12 @@ export function loadConfig<S extends z.ZodObject>(
   for (const [name, raw] of Object.entries(env)) {
     if (!name.startsWith(component.envPrefix + "_") || name === envConfigName) continue;
     const key = name.slice(component.envPrefix.length + 1).toLowerCase();
+    envNames[key] = name;
+    fromEnv[key] = shape[key] ? fromText(kindOf(shape[key]), raw) : raw;
+  }
+  for (const [name, key] of Object.entries(component.envAliases ?? {})) {
+    const raw = env[name];
+    if (raw === undefined || key in fromEnv) continue;
     envNames[key] = name;
     fromEnv[key] = shape[key] ? fromText(kindOf(shape[key]), raw) : raw;
   }

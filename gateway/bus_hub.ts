@@ -4,27 +4,92 @@
  * leave unsubscribes, and each message is handed to every listener whose
  * prefix it matches.
  *
+ * With a {@link HubHistory} (gateway/shared/history.ts), the buses it keeps
+ * history for are subscribed whole, every message gets an offset, a listener
+ * may start from an offset (the missed messages are replayed, then live ones
+ * follow without a duplicate or a hole) and listeners hear of gaps. While the
+ * history delivers from a shared Redis stream, the bus's own messages go to
+ * the history only and listeners receive what the stream hands back.
+ *
  * @module
  */
-import type { BusMessage } from "../bus/envelope.ts";
+import { type BusMessage, PrefixSet } from "../bus/envelope.ts";
 import { Subscriber } from "../bus/subscriber.ts";
 
 /**
  * One message as handed to listeners. `json()` is the message's fields after
- * the subscription id, serialised once however many sockets receive it.
+ * the subscription id (its offset first, when it has one), serialised once
+ * however many sockets receive it.
  */
 export interface Delivery {
   message: BusMessage;
+  /** Position in the bus's history; absent on buses without history. */
+  offset?: string;
   json(): string;
 }
 
 /** Receives the messages of one subscription. */
 export type Listener = (delivery: Delivery) => void;
 
+/** Why a subscription may have missed messages (docs/websocket.md, `gap`). */
+export interface Gap {
+  /** Always NOT_RECOVERABLE: the messages are not in the history. */
+  code: "NOT_RECOVERABLE";
+  message: string;
+  /** The offset the subscription asked to resume from, for a resume that failed. */
+  from?: string;
+}
+
+/** Options of {@link BusHub.listen}. */
+export interface ListenOptions {
+  /** Last offset the listener has: replay what came after it, then go live. */
+  from?: string;
+  /** Told when messages may have been missed (resume impossible, history interrupted). */
+  onGap?: (gap: Gap) => void;
+}
+
+/** Messages replayed from history for a resume. */
+export type Replay =
+  | { gap?: undefined; messages: { offset: string; message: BusMessage }[]; until: string }
+  | { gap: Gap };
+
+/** What the hub needs from a topic history (gateway/shared/history.ts). */
+export interface HubHistory {
+  /** Buses with history. */
+  readonly buses: ReadonlySet<string>;
+  /** Connects the history to the hub; called once by the hub's constructor. */
+  attach(sink: HistorySink): void;
+  /**
+   * A message received from `bus`: returns its offset to deliver it now, or
+   * null when its delivery will come through {@link HistorySink.deliver}.
+   * The payload is a view into a receive buffer: copy what is kept.
+   */
+  received(bus: string, message: BusMessage): string | null;
+  /** The messages after `from` that `matches` accepts, or a gap. */
+  replay(
+    bus: string,
+    from: string,
+    matches: (message: BusMessage) => boolean,
+  ): Replay | Promise<Replay>;
+  /** Orders two offsets of the same history; undefined when they are not comparable. */
+  compare(a: string, b: string): number | undefined;
+  close(): Promise<void>;
+}
+
+/** How a history hands messages to the hub. */
+export interface HistorySink {
+  /** Delivers a message (from a shared stream) to the listeners of `bus`. */
+  deliver(bus: string, message: BusMessage, offset: string): void;
+  /** Tells every listener of `bus` that messages may have been missed. */
+  gap(bus: string, message: string): void;
+  /** Splits a single-frame message at the longest known envelope or subscribed prefix of `bus`. */
+  split(bus: string, frame: Uint8Array): BusMessage;
+}
+
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** `"bus":…,"topic":…,"form":…,"payload":…,"encoding":…}` (see docs/websocket.md). */
-function messageJson(m: BusMessage): string {
+function messageJson(m: BusMessage, offset?: string): string {
   let payload: string;
   let encoding: "text" | "base64";
   try {
@@ -37,7 +102,19 @@ function messageJson(m: BusMessage): string {
     encoding = "base64";
   }
   const rest = JSON.stringify({ bus: m.bus, topic: m.topic, form: m.form, payload, encoding });
-  return rest.slice(1);
+  // Offsets are ASCII digits, letters, "-" and ":": nothing to escape.
+  return offset === undefined ? rest.slice(1) : `"offset":"${offset}",${rest.slice(1)}`;
+}
+
+/** Whether `message` matches the prefix `bytes` (see {@link BusHub.listen}). */
+export function matchesPrefix(message: BusMessage, prefix: Uint8Array): boolean {
+  // The message matches a prefix when its first frame starts with it: topic
+  // (and, in the single-frame form, the payload after it) as sent.
+  const topic = encoder.encode(message.topic);
+  if (prefix.length <= topic.length) return startsWith(topic, prefix);
+  return message.form === "single" &&
+    startsWith(topic, prefix.subarray(0, topic.length)) &&
+    startsWith(message.payload, prefix.subarray(topic.length));
 }
 
 /** Listener calls between yields to the event loop, so fan-out cannot starve HTTP. */
@@ -60,9 +137,18 @@ interface Route {
 class BusFeed {
   readonly subscriber: Subscriber;
   readonly routes = new Map<string, Route>();
+  /** Envelopes and subscribed prefixes, to split single frames read back from a stream. */
+  readonly prefixes: PrefixSet;
+  readonly gapListeners = new Map<Listener, (gap: Gap) => void>();
   #pump: Promise<void>;
+  #history: HubHistory | undefined;
 
-  constructor(readonly name: string, endpoint: string, envelopes: string[]) {
+  constructor(
+    readonly name: string,
+    endpoint: string,
+    envelopes: string[],
+    history: HubHistory | undefined,
+  ) {
     this.subscriber = new Subscriber(endpoint, {
       bus: name,
       envelopes,
@@ -70,7 +156,15 @@ class BusFeed {
       // letting fan-out fall minutes behind.
       receiveHighWaterMark: 10_000,
     });
+    this.prefixes = new PrefixSet(envelopes);
+    // History needs every message of the bus, whoever listens.
+    this.#history = history?.buses.has(name) ? history : undefined;
+    if (this.#history) this.subscriber.subscribe("");
     this.#pump = this.#run();
+  }
+
+  get history(): HubHistory | undefined {
+    return this.#history;
   }
 
   async #run(): Promise<void> {
@@ -82,8 +176,12 @@ class BusFeed {
       } catch {
         return; // closed
       }
+      const history = this.#history;
       for (const message of batch) {
-        calls += this.#dispatch(message);
+        if (history) {
+          const offset = history.received(this.name, message);
+          if (offset !== null) calls += this.dispatch(message, offset);
+        } else calls += this.dispatch(message);
         if (calls >= CALLS_PER_TURN) {
           calls = 0;
           await new Promise((resolve) => setTimeout(resolve, 0));
@@ -93,10 +191,9 @@ class BusFeed {
   }
 
   /** Hands `message` to every matching listener; returns how many were called. */
-  #dispatch(message: BusMessage): number {
+  dispatch(message: BusMessage, offset?: string): number {
     let calls = 0;
-    let json: string | undefined;
-    const delivery: Delivery = { message, json: () => json ??= messageJson(message) };
+    const shared = delivery(message, offset);
     // The message matches a prefix when its first frame starts with it: topic
     // (and, in the single-frame form, the payload after it) as sent.
     const topic = encoder.encode(message.topic);
@@ -110,7 +207,7 @@ class BusFeed {
           startsWith(message.payload, prefix.subarray(topic.length));
       }
       if (!matches) continue;
-      for (const listener of route.listeners) listener(delivery);
+      for (const listener of route.listeners) listener(shared);
       calls += route.listeners.size;
     }
     return calls;
@@ -122,37 +219,142 @@ class BusFeed {
   }
 }
 
+function delivery(message: BusMessage, offset?: string): Delivery {
+  let json: string | undefined;
+  return { message, offset, json: () => json ??= messageJson(message, offset) };
+}
+
+/** Options of {@link BusHub}. */
+export interface BusHubOptions {
+  /** Topic history; the hub owns it and closes it. */
+  history?: HubHistory;
+}
+
 /** The gateway's bus subscriptions. */
 export class BusHub {
   #feeds = new Map<string, BusFeed>();
+  #history: HubHistory | undefined;
 
   /** `buses`: name to backend endpoint. `envelopes` help split single-frame messages. */
-  constructor(buses: Record<string, string>, envelopes: string[] = []) {
+  constructor(
+    buses: Record<string, string>,
+    envelopes: string[] = [],
+    options: BusHubOptions = {},
+  ) {
+    this.#history = options.history;
     for (const [name, endpoint] of Object.entries(buses)) {
-      this.#feeds.set(name, new BusFeed(name, endpoint, envelopes));
+      this.#feeds.set(name, new BusFeed(name, endpoint, envelopes, options.history));
     }
+    this.#history?.attach({
+      deliver: (bus, message, offset) => void this.#feeds.get(bus)?.dispatch(message, offset),
+      gap: (bus, message) => {
+        const feed = this.#feeds.get(bus);
+        if (!feed) return;
+        for (const onGap of [...feed.gapListeners.values()]) {
+          onGap({ code: "NOT_RECOVERABLE", message });
+        }
+      },
+      split: (bus, frame) => {
+        const match = this.#feeds.get(bus)?.prefixes.match(frame);
+        return {
+          bus,
+          topic: match ? match.text : "",
+          payload: frame.subarray(match ? match.length : 0),
+          form: "single",
+        };
+      },
+    });
   }
 
   get buses(): string[] {
     return [...this.#feeds.keys()];
   }
 
-  /** Listens to `prefix` on `bus`; returns the function that stops listening. */
-  listen(bus: string, prefix: string, listener: Listener): () => void {
+  /** Whether `bus` keeps history (its messages carry offsets and can be resumed). */
+  hasHistory(bus: string): boolean {
+    return this.#feeds.get(bus)?.history !== undefined;
+  }
+
+  /**
+   * Listens to `prefix` on `bus`; returns the function that stops listening.
+   * With `from`, the messages after that offset come first (or a gap when
+   * they are gone), then live ones, each exactly once.
+   */
+  listen(bus: string, prefix: string, listener: Listener, options: ListenOptions = {}): () => void {
     const feed = this.#feeds.get(bus);
     if (!feed) throw new RangeError(`Unknown bus '${bus}'`);
+    const { from, onGap } = options;
+    const history = feed.history;
+    let target = listener;
+    let gapTarget = onGap;
+    let finish: ((replay: Replay) => void) | undefined;
+    let stopped = false;
+    if (from !== undefined && !history) {
+      onGap?.({ code: "NOT_RECOVERABLE", message: `Bus '${bus}' keeps no history`, from });
+    } else if (from !== undefined && history) {
+      // Live messages wait until the replay is out; those it covered are dropped.
+      const held: Array<Delivery | { gap: Gap }> = [];
+      let holding = true;
+      target = (d) => holding ? void held.push(d) : listener(d);
+      gapTarget = (gap) => holding ? void held.push({ gap }) : onGap?.(gap);
+      finish = (replay) => {
+        if (stopped) return;
+        let until: string | undefined;
+        if (replay.gap) onGap?.(replay.gap);
+        else {
+          for (const { message, offset } of replay.messages) listener(delivery(message, offset));
+          until = replay.until;
+        }
+        for (const item of held) {
+          if ("gap" in item) {
+            onGap?.(item.gap);
+            continue;
+          }
+          if (until !== undefined && item.offset !== undefined) {
+            const order = history.compare(item.offset, until);
+            if (order !== undefined && order <= 0) continue;
+          }
+          listener(item);
+        }
+        held.length = 0;
+        holding = false;
+      };
+    }
     let route = feed.routes.get(prefix);
     if (!route) {
       route = { bytes: encoder.encode(prefix), listeners: new Set() };
       feed.routes.set(prefix, route);
+      feed.prefixes.add(prefix);
       feed.subscriber.subscribe(prefix);
     }
-    route.listeners.add(listener);
+    route.listeners.add(target);
+    if (gapTarget) feed.gapListeners.set(target, gapTarget);
     const current = route;
+    if (finish && history && from !== undefined) {
+      const bytes = current.bytes;
+      const failed = (error: unknown): Replay => ({
+        gap: {
+          code: "NOT_RECOVERABLE",
+          message: `History could not be read: ${(error as Error)?.message ?? error}`,
+          from,
+        },
+      });
+      let replay: Replay | Promise<Replay>;
+      try {
+        replay = history.replay(bus, from, (message) => matchesPrefix(message, bytes));
+      } catch (error) {
+        replay = failed(error);
+      }
+      if (replay instanceof Promise) replay.then(finish, (error) => finish!(failed(error)));
+      else finish(replay);
+    }
     return () => {
-      if (!current.listeners.delete(listener)) return;
+      stopped = true;
+      feed.gapListeners.delete(target);
+      if (!current.listeners.delete(target)) return;
       if (current.listeners.size === 0) {
         feed.routes.delete(prefix);
+        feed.prefixes.remove(prefix);
         feed.subscriber.unsubscribe(prefix);
       }
     };
@@ -168,6 +370,7 @@ export class BusHub {
   }
 
   async close(): Promise<void> {
+    await this.#history?.close();
     await Promise.all([...this.#feeds.values()].map((f) => f.close()));
   }
 }

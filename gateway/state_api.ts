@@ -82,7 +82,7 @@ export class StateApi {
     try {
       await this.#op("delete-scope", { service: scope });
     } finally {
-      this.#cache?.forgetScope(scope);
+      await this.#cache?.forgetScope(scope);
     }
   }
 
@@ -90,10 +90,14 @@ export class StateApi {
     const cache = this.#cache;
     const found: Record<string, StateEntry | null> = {};
     const missing: string[] = [];
-    for (const key of keys) {
-      const cached = cache?.get(scope, key);
-      if (cached === undefined) missing.push(key);
-      else found[key] = cached;
+    // In process: at once; from a shared (Redis) cache: a promise.
+    let cached = cache?.lookupMany(scope, keys);
+    if (cached instanceof Promise) cached = await cached;
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      const entry = cached?.[i];
+      if (entry === undefined) missing.push(key);
+      else found[key] = entry;
     }
     if (missing.length === 0) return found;
     const fetched = (await this.#op("state-get-many", { service: scope, keys: missing }))
@@ -112,10 +116,11 @@ export class StateApi {
     // revision, so a late change event of an older write cannot bring that back.
     try {
       const revision = await this.#set(scope, key, value, expected);
-      this.#cache?.put(scope, key, { value, revision, updated_at: Date.now() });
+      // Awaited: a shared cache has it before the client hears of the write.
+      await this.#cache?.put(scope, key, { value, revision, updated_at: Date.now() });
       return revision;
     } catch (error) {
-      this.#cache?.forget(scope, key);
+      await this.#cache?.forget(scope, key);
       throw error;
     }
   }
@@ -134,12 +139,14 @@ export class StateApi {
       const revisions = (await this.#op("state-set-many", { service: scope, entries }))
         .revisions as Record<string, number>;
       const now = Date.now();
-      for (const [key, value] of Object.entries(entries)) {
-        this.#cache?.put(scope, key, { value, revision: revisions[key]!, updated_at: now });
-      }
+      await Promise.all(
+        Object.entries(entries).map(([key, value]) =>
+          this.#cache?.put(scope, key, { value, revision: revisions[key]!, updated_at: now })
+        ),
+      );
       return revisions;
     } catch (error) {
-      for (const key of Object.keys(entries)) this.#cache?.forget(scope, key);
+      await Promise.all(Object.keys(entries).map((key) => this.#cache?.forget(scope, key)));
       throw error;
     }
   }
@@ -148,7 +155,7 @@ export class StateApi {
     try {
       await this.#op("delete", { service: scope, key });
     } finally {
-      this.#cache?.forget(scope, key);
+      await this.#cache?.forget(scope, key);
     }
   }
 }

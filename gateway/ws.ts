@@ -9,7 +9,7 @@
 import { z } from "zod";
 import type { Body, MdpClient } from "../mdp/client.ts";
 import { text } from "../mdp/protocol.ts";
-import type { BusHub, Listener } from "./bus_hub.ts";
+import type { BusHub, Listener, ListenOptions } from "./bus_hub.ts";
 import { toApiError } from "./errors.ts";
 import { frameToJson } from "./routes/services.ts";
 
@@ -51,6 +51,8 @@ const Inbound = z.discriminatedUnion("type", [
     id,
     bus: z.string().min(1),
     prefix: z.string().max(1024),
+    /** Last offset the client has: replay what it missed first (docs/websocket.md). */
+    from: z.string().min(1).max(64).optional(),
   }),
   z.object({ type: z.literal("unsubscribe"), id }),
   z.object({ type: z.literal("watch"), id, scope: z.string().min(1).max(1024) }),
@@ -162,6 +164,9 @@ export class WsSession {
         const head = `{"type":"message","id":${JSON.stringify(message.id)},`;
         return this.#subscribe(message.id, message.bus, message.prefix, (delivery) => {
           this.#sendText(head + delivery.json());
+        }, {
+          from: message.from,
+          onGap: (gap) => this.#send({ type: "gap", id: message.id, ...gap }),
         });
       }
       case "watch":
@@ -188,7 +193,13 @@ export class WsSession {
     }
   }
 
-  #subscribe(id: string, bus: string, prefix: string, listener: Listener): void {
+  #subscribe(
+    id: string,
+    bus: string,
+    prefix: string,
+    listener: Listener,
+    options: ListenOptions = {},
+  ): void {
     if (this.#subscriptions.has(id)) {
       return this.#error(id, "BAD_REQUEST", `Subscription id '${id}' is in use`);
     }
@@ -202,8 +213,10 @@ export class WsSession {
         `Unknown bus '${bus}' (known: ${this.#hub.buses.join(", ")})`,
       );
     }
-    this.#subscriptions.set(id, this.#hub.listen(bus, prefix, listener));
-    this.#send({ type: "subscribed", id, bus, prefix });
+    // Replayed messages (options.from) follow `subscribed`.
+    const history = this.#hub.hasHistory(bus) ? { history: true } : {};
+    this.#send({ type: "subscribed", id, bus, prefix, ...history });
+    this.#subscriptions.set(id, this.#hub.listen(bus, prefix, listener, options));
   }
 
   async #request(id: string, service: string, body: Body, timeoutMs?: number): Promise<void> {
