@@ -127,13 +127,22 @@ export class StateOperations {
   }
 
   #name(request: Request, field: "service" | "key"): string {
-    const value = request[field];
+    return this.#checkName(request[field], field);
+  }
+
+  /** A scope or key name: a non-empty, well-formed string of at most `maxNameBytes`. */
+  #checkName(value: unknown, field: "service" | "key"): string {
     if (typeof value !== "string") throw new WrapperError(`${field} parameter missing`);
     if (value === "") {
       throw new WrapperError(field === "service" ? "empty service scope" : "empty key");
     }
     if (encoder.encode(value).length > this.#maxNameBytes) {
       throw new WrapperError(`${field} is longer than ${this.#maxNameBytes} bytes`);
+    }
+    // The database stores UTF-8: a lone surrogate would be saved as U+FFFD, under
+    // another name than the one acknowledged (and merged with that name's row).
+    if (!value.isWellFormed()) {
+      throw new WrapperError(`${field} is not valid Unicode (lone surrogate)`);
     }
     return value;
   }
@@ -149,6 +158,10 @@ export class StateOperations {
           `Value for key '${key}' is ${bytes} bytes, more than the limit of ${this.#maxValueBytes}`,
         );
       }
+    }
+    // Stored as UTF-8, a lone surrogate would come back as U+FFFD after a restart.
+    if (!value.isWellFormed()) {
+      throw new WrapperError("value is not valid Unicode (lone surrogate)");
     }
     return value;
   }
@@ -238,7 +251,7 @@ export class StateOperations {
         throw new WrapperError(`more than ${this.#maxBatch} entries`);
       }
       const checked = pairs.map(([key, value]) => {
-        if (key === "") throw new WrapperError("empty key");
+        this.#checkName(key, "key");
         return [key, this.#value(request, key, value)] as const;
       });
       const result = await this.#write({ kind: "set", scope, entries: checked });
