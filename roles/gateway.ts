@@ -9,6 +9,9 @@ import { processMetrics } from "../telemetry/process_metrics.ts";
 import type { GatewayConfig } from "../config/components.ts";
 import { createApp } from "../gateway/app.ts";
 import { BusHub } from "../gateway/bus_hub.ts";
+import { TopicHistory } from "../gateway/shared/history.ts";
+import { RedisLink } from "../gateway/shared/redis.ts";
+import { redisStateCache } from "../gateway/shared/state_cache.ts";
 import { ServiceDirectory } from "../gateway/directory.ts";
 import { StateCache } from "../gateway/state_cache.ts";
 import { CLOSE, type WsSession } from "../gateway/ws.ts";
@@ -51,6 +54,14 @@ export async function startGateway(
     processMetrics(registry);
   }
   const metrics = gatewayMetrics(registry);
+  // Redis shared by replicas (gateway/shared/): every use falls back in process while it is down.
+  const redis = config.redis_url
+    ? new RedisLink({ url: config.redis_url, keyPrefix: config.redis_key_prefix })
+    : undefined;
+  redis?.watch((up) => {
+    if (up) log.info("redis up at {url}", { url: redis.url });
+    else log.warn("redis down ({error}): in-process fallbacks", { error: redis.lastError });
+  });
   const client = new MdpClient(config.broker_endpoint, { timeoutMs: config.request_timeout_ms });
   const directory = new ServiceDirectory((service, body, timeoutMs) =>
     client.request(service, body, { timeoutMs: timeoutMs ?? config.request_timeout_ms })
@@ -62,10 +73,24 @@ export async function startGateway(
       error: directory.lastError,
     });
   }
-  const hub = new BusHub(config.buses, config.envelopes);
+  const historyBuses = config.history_max_messages > 0
+    ? config.history_buses.filter((bus) => bus in config.buses)
+    : [];
+  const history = historyBuses.length > 0
+    ? new TopicHistory({
+      buses: historyBuses,
+      maxMessages: config.history_max_messages,
+      maxAgeMs: config.history_max_age_ms,
+      ...(redis ? { link: redis } : {}),
+    })
+    : undefined;
+  const hub = new BusHub(config.buses, config.envelopes, history ? { history } : {});
   // The read cache needs the state bus: without its change events it stays off.
   const stateCache = config.state_cache_ttl_ms > 0 && config.buses.state
-    ? new StateCache({ ttlMs: config.state_cache_ttl_ms })
+    ? new StateCache({
+      ttlMs: config.state_cache_ttl_ms,
+      ...(redis ? { shared: redisStateCache(redis, config.state_cache_ttl_ms) } : {}),
+    })
     : undefined;
   const stopCacheFeed = stateCache
     ? hub.listen("state", "", ({ message }) => {
@@ -99,6 +124,8 @@ export async function startGateway(
       check("broker_connection", directory.brokerReachable, directory.lastError),
       check("state_worker", stateWorkers > 0, "no org.plantd.State worker registered"),
       check("state_store", stateWorkers > 0 && storeCheck.ok, storeCheck.output),
+      // Not required: without Redis the gateway serves from its fallbacks.
+      ...(redis ? [check("redis", redis.up, redis.lastError, false)] : []),
       ...await extraChecks(),
     ];
   };
@@ -134,6 +161,7 @@ export async function startGateway(
   } catch (error) {
     directory.stop();
     await hub.close();
+    await redis?.close();
     await client.close();
     await metricsStore?.close();
     throw error;
@@ -155,6 +183,7 @@ export async function startGateway(
       directory.stop();
       stopCacheFeed?.();
       await hub.close();
+      await redis?.close();
       await client.close();
       await metricsStore?.close();
       log.info("gateway stopped");

@@ -315,11 +315,14 @@ Deno.test("a WebSocket receives what a publisher sends on a bus, by prefix", asy
         return ws.received.some((m) => m.type === "message");
       }, { what: "first bus message", intervalMs: 20 });
       const message = await ws.next((m) => m.type === "message");
+      // Without Redis: this gateway's own history offsets (docs/websocket.md).
+      assert.match(message.offset, /^[0-9a-f]+:\d+$/);
       assert.deepEqual(
         { ...message, payload: JSON.parse(message.payload) },
         {
           type: "message",
           id: "m",
+          offset: message.offset,
           bus: "metric",
           topic: "org.plantd.Metric",
           form: "single",
