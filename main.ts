@@ -78,9 +78,19 @@ async function startDev(
     // Embedded default: the state database lives in ./data unless PLANTD_STATE_DB says otherwise.
     const db = Deno.env.get("PLANTD_STATE_DB") ?? "data/plantd-state.db";
     const stateBus = started.buses.set.get("state");
+    // Without keys of its own, the state worker checks the gateway's tokens when the gateway does.
+    const stateKeys = state.jwt_secret || state.jwt_public_key || state.jwks_url ? {} : {
+      jwt_secret: gateway.jwt_secret,
+      jwt_public_key: gateway.jwt_public_key,
+      jwt_algorithm: gateway.jwt_algorithm,
+      jwks_url: gateway.jwks_url,
+      jwt_issuer: gateway.jwt_issuer,
+      jwt_audience: gateway.jwt_audience,
+    };
     const stateRole = await startState(
       {
         ...state,
+        ...stateKeys,
         db,
         broker_endpoint: brokerEndpoint,
         health_port: 0,
@@ -115,6 +125,7 @@ async function startDev(
         buses,
         metrics_database_url: metrics.database_url,
         metrics_db: metricsDb,
+        auth_db: Deno.env.get("PLANTD_GATEWAY_AUTH_DB") ?? "data/plantd-auth.db",
       },
       async () => [...(await started.buses.checks()), ...(metricsRole?.checks() ?? [])],
       registry,

@@ -31,6 +31,8 @@ export const PERMISSIONS = {
   metricsRead: "metrics:read",
   authAdmin: "auth:admin",
   auditRead: "audit:read",
+  /** Prometheus `/metrics` of the gateway. */
+  telemetryRead: "telemetry:read",
 } as const;
 
 /** The roles every installation has; more can be defined by admins. */

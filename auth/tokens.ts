@@ -73,7 +73,9 @@ export function hasKeys(settings: Partial<TokenSettings>): boolean {
   return Boolean(settings.secret || settings.publicKey || settings.privateKey || settings.jwksUrl);
 }
 
-type VerifyKey = CryptoKey | Uint8Array;
+/** jose's key type (Node's CryptoKey when node types are in the program, the DOM one otherwise). */
+type Key = Awaited<ReturnType<typeof importSPKI>>;
+type VerifyKey = Key | Uint8Array;
 type KeyResolver = Parameters<typeof jwtVerify>[1];
 
 function claimList(value: unknown): string[] {
@@ -102,12 +104,16 @@ function principalOf(payload: JWTPayload, token: string): Principal {
   };
 }
 
+const VERIFIED_CACHE_MS = 60_000;
+const VERIFIED_CACHE_SIZE = 10_000;
+
 /** Verifies bearer tokens against the configured keys. */
 export class TokenVerifier {
   readonly #settings: TokenSettings;
   #secret?: Uint8Array;
-  #publicKey?: Promise<CryptoKey>;
+  #publicKey?: Promise<Key>;
   #jwks?: ReturnType<typeof createRemoteJWKSet>;
+  readonly #verified = new Map<string, { principal: Principal; until: number }>();
 
   constructor(settings: TokenSettings) {
     this.#settings = settings;
@@ -131,8 +137,25 @@ export class TokenVerifier {
     throw new AuthError("AUTHENTICATION_FAILED", `No key for tokens signed with ${header.alg}`);
   };
 
-  /** The principal of a valid token; throws {@link AuthError} otherwise. */
+  /**
+   * The principal of a valid token; throws {@link AuthError} otherwise.
+   * Verified tokens are remembered until they expire (a minute at most), so
+   * a client sending the same token with every request pays for one check.
+   */
   async verify(token: string): Promise<Principal> {
+    const cached = this.#verified.get(token);
+    if (cached && cached.until > Date.now()) return cached.principal;
+    this.#verified.delete(token);
+    const principal = await this.#verify(token);
+    if (this.#verified.size >= VERIFIED_CACHE_SIZE) this.#verified.clear();
+    this.#verified.set(token, {
+      principal,
+      until: Math.min(principal.expiresAt ?? Infinity, Date.now() + VERIFIED_CACHE_MS),
+    });
+    return principal;
+  }
+
+  async #verify(token: string): Promise<Principal> {
     try {
       decodeProtectedHeader(token);
     } catch {
@@ -162,10 +185,10 @@ export class TokenVerifier {
 }
 
 /** The public half of a PKCS#8 private key (JWK export keeps the public parameters). */
-async function publicOf(pem: string, algorithm: string): Promise<CryptoKey> {
+async function publicOf(pem: string, algorithm: string): Promise<Key> {
   const privateKey = await importPKCS8(pem, algorithm, { extractable: true });
   const { d: _d, p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, ...jwk } = await exportJWK(privateKey);
-  return await importJWK({ ...jwk, alg: algorithm }, algorithm) as CryptoKey;
+  return await importJWK({ ...jwk, alg: algorithm }, algorithm) as Key;
 }
 
 /** What the gateway puts in the tokens it issues. */
@@ -179,7 +202,7 @@ export interface IssueClaims {
 /** Signs the gateway's own access tokens (with the secret, or the private key). */
 export class TokenIssuer {
   readonly #settings: TokenSettings;
-  readonly #key: Promise<CryptoKey | Uint8Array>;
+  readonly #key: Promise<VerifyKey>;
   readonly #alg: string;
 
   constructor(settings: TokenSettings) {
@@ -217,4 +240,32 @@ export class TokenIssuer {
       .sign(await this.#key);
     return { token, expiresAt: (now + ttlSeconds) * 1000 };
   }
+}
+
+/** Token settings from a component's configuration; undefined when no key is set (auth off). */
+export async function tokenSettingsFrom(config: {
+  jwt_secret?: string;
+  jwt_public_key?: string;
+  jwt_private_key?: string;
+  jwt_algorithm: "RS256" | "ES256" | "EdDSA";
+  jwks_url?: string;
+  jwt_issuer: string;
+  jwt_audience: string;
+}): Promise<TokenSettings | undefined> {
+  const pem = async (value: string | undefined) =>
+    value === undefined
+      ? undefined
+      : value.startsWith("-----BEGIN")
+      ? value
+      : await Deno.readTextFile(value);
+  const settings: TokenSettings = {
+    secret: config.jwt_secret,
+    publicKey: await pem(config.jwt_public_key),
+    privateKey: await pem(config.jwt_private_key),
+    algorithm: config.jwt_algorithm,
+    jwksUrl: config.jwks_url,
+    issuer: config.jwt_issuer,
+    audience: config.jwt_audience,
+  };
+  return hasKeys(settings) ? settings : undefined;
 }

@@ -7,21 +7,36 @@
  */
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { bodyLimit } from "hono/body-limit";
+import { secureHeaders } from "hono/secure-headers";
 import type { Registry } from "prom-client";
 import type { MdpClient } from "../mdp/client.ts";
 import type { MetricsReader } from "../metrics/store.ts";
 import { type Check, healthRoutes } from "../telemetry/health.ts";
 import type { GatewayMetrics } from "../telemetry/gateway_metrics.ts";
+import { PERMISSIONS } from "../auth/permissions.ts";
+import type { Guard } from "./auth/guard.ts";
+import { AuthError } from "../auth/tokens.ts";
+import {
+  authMiddleware,
+  authorize,
+  authorizeCall,
+  clientIpMiddleware,
+  rateLimit,
+} from "./auth/http.ts";
+import { WsAdmission } from "./auth/ws_admission.ts";
 import type { BusHub } from "./bus_hub.ts";
 import type { Call, ServiceDirectory } from "./directory.ts";
 import { ApiError, toApiError } from "./errors.ts";
+import { authRoutes } from "./routes/auth.ts";
 import { metricsRoutes } from "./routes/metrics.ts";
 import { servicesRoutes } from "./routes/services.ts";
 import { stateRoutes } from "./routes/state.ts";
 import { dashboardRoutes } from "./static.ts";
 import { StateApi } from "./state_api.ts";
+import type { RateCounters } from "./shared/counters.ts";
+import type { SessionStore } from "./shared/sessions.ts";
 import type { StateCache } from "./state_cache.ts";
-import { type WsLimits, WsSession } from "./ws.ts";
+import { type WsAuth, type WsLimits, WsSession } from "./ws.ts";
 
 /** What the app needs. */
 export interface GatewayDeps {
@@ -36,6 +51,28 @@ export interface GatewayDeps {
   metricsStore?: MetricsReader;
   /** Cache of state reads, kept fresh by the state bus; none: every read asks the service. */
   stateCache?: StateCache;
+  /** Authentication, authorization and audit. */
+  guard: Guard;
+  /** Rate-limit counters (shared by replicas through Redis when configured). */
+  counters: RateCounters;
+  /** Refresh-token sessions of logged-in users. */
+  sessions: SessionStore;
+}
+
+/** Security policies of the app. */
+export interface SecurityOptions {
+  accessTtlS: number;
+  refreshTtlS: number;
+  /** The gateway serves TLS: HSTS and Secure cookies. */
+  tls: boolean;
+  trustedProxies: string[];
+  rateLimitWindowMs: number;
+  rateLimitPerIp: number;
+  rateLimitPerToken: number;
+  /** Open WebSockets on this gateway. */
+  wsMaxConnections: number;
+  /** Open WebSockets per principal (per address without authentication). */
+  wsMaxPerUser: number;
 }
 
 /** Limits and policies of the app. */
@@ -47,6 +84,7 @@ export interface GatewayAppOptions {
   /** Origins allowed to open WebSockets; "*" allows any. Same-host origins are always allowed. */
   allowedOrigins: string[];
   ws: WsLimits;
+  security: SecurityOptions;
 }
 
 function originAllowed(request: Request, allowed: string[]): boolean {
@@ -83,6 +121,49 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
     const route = c.req.routePath === "/*" ? "unmatched" : c.req.routePath;
     metrics.request(c.req.method, route, c.res.status, (performance.now() - started) / 1000);
   });
+  const { guard, counters } = deps;
+  const security = options.security;
+  app.use(
+    "*",
+    secureHeaders({
+      strictTransportSecurity: security.tls ? "max-age=31536000; includeSubDomains" : false,
+      // The dashboard loads only its own scripts and styles, and talks to its own origin.
+      contentSecurityPolicy: {
+        defaultSrc: ["'self'"],
+        connectSrc: ["'self'", "ws:", "wss:"],
+        imgSrc: ["'self'", "data:"],
+        styleSrc: ["'self'", "'unsafe-inline'"],
+        frameAncestors: ["'none'"],
+      },
+    }),
+  );
+  app.use("*", clientIpMiddleware(security.trustedProxies));
+  const limited = (kind: "ip" | "token") => () => metrics.rateLimited?.(kind);
+  const perIp = rateLimit(
+    counters,
+    (c) => `ip:${c.get("clientIp")}`,
+    security.rateLimitPerIp,
+    security.rateLimitWindowMs,
+    limited("ip"),
+  );
+  const perToken = rateLimit(
+    counters,
+    (c) => {
+      const id = c.get("principal").id;
+      return id === "anonymous" ? undefined : `id:${id}`;
+    },
+    security.rateLimitPerToken,
+    security.rateLimitWindowMs,
+    limited("token"),
+  );
+  const authenticate = authMiddleware(guard, options.allowedOrigins);
+  for (const path of ["/api/*", "/ws", "/metrics"]) {
+    app.use(path, perIp, authenticate, perToken);
+  }
+  app.use("/metrics", async (c, next) => {
+    authorize(c, guard, PERMISSIONS.telemetryRead);
+    await next();
+  });
   app.use(
     "/api/*",
     bodyLimit({
@@ -95,15 +176,23 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
 
   app.onError((error, c) => {
     const api = toApiError(error);
-    return c.json(api.body(), api.status);
+    return c.json(api.body(), api.status, api.headers);
   });
   app.notFound((c) =>
     c.json(new ApiError("NOT_FOUND", `No route for ${c.req.method} ${c.req.path}`).body(), 404)
   );
 
-  stateRoutes(app, new StateApi(call, directory, deps.stateCache));
-  servicesRoutes(app, call, directory);
-  metricsRoutes(app, deps.metricsStore);
+  stateRoutes(app, new StateApi(call, directory, deps.stateCache), guard);
+  servicesRoutes(app, call, directory, guard);
+  metricsRoutes(app, deps.metricsStore, guard);
+  authRoutes(app, {
+    guard,
+    sessions: deps.sessions,
+    counters,
+    accessTtlS: security.accessTtlS,
+    refreshTtlS: security.refreshTtlS,
+    secureCookies: security.tls,
+  });
   app.doc31("/api/openapi.json", {
     openapi: "3.1.0",
     info: {
@@ -114,6 +203,7 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
     },
   });
 
+  const admission = new WsAdmission(security.wsMaxConnections, security.wsMaxPerUser);
   app.get("/ws", (c) => {
     if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
       throw new ApiError("BAD_REQUEST", "/ws expects a WebSocket upgrade");
@@ -121,6 +211,41 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
     if (!originAllowed(c.req.raw, options.allowedOrigins)) {
       throw new ApiError("BAD_REQUEST", "Origin not allowed");
     }
+    const ip = c.get("clientIp");
+    const principal = c.get("principal");
+    const known = guard.enabled && principal.id !== "anonymous";
+    const first = admission.admit(known ? principal.id : `ip:${ip}`);
+    if (typeof first === "string") {
+      metrics.wsRefused?.(first);
+      throw first === "node"
+        ? new ApiError("SERVICE_UNAVAILABLE", "This gateway has no room for more WebSockets")
+        : new ApiError("RATE_LIMITED", "Too many WebSockets open for this user or address");
+    }
+    let ticket = first;
+    const auth: WsAuth = {
+      required: guard.enabled,
+      ...(known ? { principal } : {}),
+      authenticate: async (token) => {
+        try {
+          return await guard.authenticate(token);
+        } catch (error) {
+          if (error instanceof AuthError) guard.failed(error, ip, "ws auth");
+          throw error;
+        }
+      },
+      require: (who, alternatives, target) => guard.require(who, ip, alternatives, target),
+      call: (who, service, body) => authorizeCall(guard, who, ip, service, body),
+      admit: (who) => {
+        const next = admission.rekey(ticket, who.id);
+        if (typeof next === "string") {
+          metrics.wsRefused?.(next);
+          return false;
+        }
+        ticket = next;
+        return true;
+      },
+      release: () => ticket.release(),
+    };
     const { socket, response } = Deno.upgradeWebSocket(c.req.raw);
     const session = new WsSession(socket, deps.hub, client, options.ws, {
       ...metrics.ws,
@@ -128,7 +253,7 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
         sessions.delete(session);
         metrics.ws.closed?.();
       },
-    });
+    }, auth);
     sessions.add(session);
     return response;
   });

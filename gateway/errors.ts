@@ -7,6 +7,7 @@
  */
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { AuthError } from "../auth/tokens.ts";
 import {
   MdpBrokerError,
   MdpClosedError,
@@ -17,6 +18,10 @@ import {
 /** Stable error codes of the REST and WebSocket API. */
 export type ApiErrorCode =
   | "BAD_REQUEST"
+  | "UNAUTHENTICATED"
+  | "FORBIDDEN"
+  | "RATE_LIMITED"
+  | "CONFLICT"
   | "NOT_FOUND"
   | "SCOPE_NOT_FOUND"
   | "KEY_NOT_FOUND"
@@ -30,6 +35,10 @@ export type ApiErrorCode =
 
 const STATUS: Record<ApiErrorCode, ContentfulStatusCode> = {
   BAD_REQUEST: 400,
+  UNAUTHENTICATED: 401,
+  FORBIDDEN: 403,
+  RATE_LIMITED: 429,
+  CONFLICT: 409,
   NOT_FOUND: 404,
   SCOPE_NOT_FOUND: 404,
   KEY_NOT_FOUND: 404,
@@ -46,11 +55,19 @@ const STATUS: Record<ApiErrorCode, ContentfulStatusCode> = {
 export class ApiError extends HTTPException {
   readonly code: ApiErrorCode;
   readonly details?: Record<string, unknown>;
-  constructor(code: ApiErrorCode, message: string, details?: Record<string, unknown>) {
+  /** Response headers the error needs (`Retry-After`, `WWW-Authenticate`). */
+  readonly headers: Record<string, string>;
+  constructor(
+    code: ApiErrorCode,
+    message: string,
+    details?: Record<string, unknown>,
+    headers: Record<string, string> = {},
+  ) {
     super(STATUS[code], { message });
     this.name = "ApiError";
     this.code = code;
     this.details = details;
+    this.headers = headers;
   }
 
   body(): { error: { code: ApiErrorCode; message: string } & Record<string, unknown> } {
@@ -61,6 +78,13 @@ export class ApiError extends HTTPException {
 /** Turns anything thrown while serving a request into an {@link ApiError}. */
 export function toApiError(error: unknown): ApiError {
   if (error instanceof ApiError) return error;
+  if (error instanceof AuthError) {
+    return error.code === "PERMISSION_DENIED"
+      ? new ApiError("FORBIDDEN", error.message)
+      : new ApiError("UNAUTHENTICATED", error.message, undefined, {
+        "WWW-Authenticate": 'Bearer realm="plantd"',
+      });
+  }
   if (error instanceof MdpTimeoutError) {
     return new ApiError("TIMEOUT", error.message, { service: error.service });
   }

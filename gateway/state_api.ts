@@ -21,6 +21,8 @@ export interface StateEntry {
 interface Reply {
   success?: boolean;
   error?: string;
+  /** With an authentication error code in `error` (Go plantd's auth replies). */
+  message?: string;
   data?: Record<string, unknown>;
 }
 
@@ -46,15 +48,25 @@ export class StateApi {
   #call: Call;
   #directory: ServiceDirectory;
   #cache: StateCache | undefined;
+  #token: string | undefined;
 
-  constructor(call: Call, directory: ServiceDirectory, cache?: StateCache) {
+  constructor(call: Call, directory: ServiceDirectory, cache?: StateCache, token?: string) {
     this.#call = call;
     this.#directory = directory;
     this.#cache = cache;
+    this.#token = token;
+  }
+
+  /** The same API sending `token` with every request, for a state worker that checks tokens. */
+  as(token: string | undefined): StateApi {
+    return token === undefined
+      ? this
+      : new StateApi(this.#call, this.#directory, this.#cache, token);
   }
 
   async #op(operation: string, request: Record<string, unknown>): Promise<Record<string, unknown>> {
     this.#directory.require(STATE_SERVICE);
+    if (this.#token !== undefined) request.token = this.#token;
     const [frame] = await this.#call(STATE_SERVICE, [operation, JSON.stringify(request)]);
     let reply: Reply;
     try {
@@ -63,6 +75,12 @@ export class StateApi {
       throw new ApiError("UPSTREAM_ERROR", "The state service sent a reply that is not JSON");
     }
     if (reply.success === true) return reply.data ?? {};
+    if (reply.error === "AUTHENTICATION_FAILED" || reply.error === "AUTHENTICATION_REQUIRED") {
+      throw new ApiError("UNAUTHENTICATED", `State service: ${reply.message ?? reply.error}`);
+    }
+    if (reply.error === "PERMISSION_DENIED") {
+      throw new ApiError("FORBIDDEN", `State service: ${reply.message ?? reply.error}`);
+    }
     throw failure(String(reply.error ?? "unknown state error"), reply.data);
   }
 

@@ -7,6 +7,8 @@
  * @module
  */
 import { z } from "zod";
+import { busSubscribe, statePermissions } from "../auth/permissions.ts";
+import { AuthError, type Principal } from "../auth/tokens.ts";
 import type { Body, MdpClient } from "../mdp/client.ts";
 import { text } from "../mdp/protocol.ts";
 import type { BusHub, Listener, ListenOptions } from "./bus_hub.ts";
@@ -23,7 +25,45 @@ export const CLOSE = {
   POLICY: 1008,
   /** The gateway is shutting down. */
   GOING_AWAY: 1001,
+  /** No valid credential: none sent in time, or the token expired. */
+  UNAUTHENTICATED: 4001,
+  /** The principal has too many connections open. */
+  TOO_MANY_CONNECTIONS: 4029,
 } as const;
+
+/** How long a connection may stay without a principal when one is required. */
+const AUTH_TIMEOUT_MS = 10_000;
+/** Failed `auth` messages after which the connection is closed. */
+const MAX_AUTH_FAILURES = 5;
+
+/** Authentication and authorization of one connection (see gateway/auth/). */
+export interface WsAuth {
+  /** Whether a principal is needed for anything but `ping` and `auth`. */
+  required: boolean;
+  /** From the upgrade request (header or cookie); else the first message must be `auth`. */
+  principal?: Principal;
+  /** The principal of a token sent in an `auth` message; throws AuthError (audited). */
+  authenticate(token: string): Promise<Principal>;
+  /** Throws AuthError (audited) unless the principal holds one of the alternatives. */
+  require(principal: Principal, alternatives: string[], target: string): void;
+  /** Checks a Majordomo request and returns the body to send (gateway/auth/http.ts authorizeCall). */
+  call(principal: Principal, service: string, body: string[]): string[];
+  /** Counts the connection against `principal`; false when its connection limit is reached. */
+  admit(principal: Principal): boolean;
+  /** The connection closed: release what it held. */
+  release(): void;
+}
+
+/** Everything allowed: authentication off. */
+const OPEN: WsAuth = {
+  required: false,
+  authenticate: () =>
+    Promise.reject(new AuthError("AUTHENTICATION_FAILED", "Authentication is off")),
+  require: () => {},
+  call: (_principal, _service, body) => body,
+  admit: () => true,
+  release: () => {},
+};
 
 /** Limits of one connection. */
 export interface WsLimits {
@@ -64,6 +104,7 @@ const Inbound = z.discriminatedUnion("type", [
     timeout_ms: z.number().int().min(1).max(300_000).optional(),
   }),
   z.object({ type: z.literal("ping"), id: id.optional() }),
+  z.object({ type: z.literal("auth"), id: id.optional(), token: z.string().min(1).max(16_384) }),
 ]);
 type Inbound = z.infer<typeof Inbound>;
 
@@ -80,6 +121,10 @@ export class WsSession {
   #requests = new Map<string, AbortController>();
   #closed = false;
   #early: string[] = [];
+  #auth: WsAuth;
+  #principal: Principal | undefined;
+  #authTimer: ReturnType<typeof setTimeout> | undefined;
+  #authFailures = 0;
 
   constructor(
     socket: WebSocket,
@@ -87,15 +132,30 @@ export class WsSession {
     client: MdpClient,
     limits: WsLimits,
     observer: WsObserver = {},
+    auth: WsAuth = OPEN,
   ) {
     this.#socket = socket;
     this.#hub = hub;
     this.#client = client;
     this.#limits = limits;
     this.#observer = observer;
+    this.#auth = auth;
+    if (auth.principal) this.#becomes(auth.principal);
+    else if (auth.required) {
+      this.#authTimer = setTimeout(
+        () => this.close(CLOSE.UNAUTHENTICATED, "authentication required"),
+        AUTH_TIMEOUT_MS,
+      );
+    }
     socket.onopen = () => {
       observer.opened?.();
-      this.#send({ type: "welcome", protocol: 1, buses: hub.buses });
+      this.#send({
+        type: "welcome",
+        protocol: 1,
+        buses: hub.buses,
+        authenticated: this.#principal !== undefined && auth.required,
+        auth_required: auth.required && this.#principal === undefined,
+      });
       for (const text of this.#early.splice(0)) this.#sendText(text);
     };
     socket.onmessage = (event) => this.#onMessage(event.data);
@@ -156,11 +216,77 @@ export class WsSession {
     this.#handle(result.data);
   }
 
+  /** The connection acts as `principal` from now on, until its credential expires. */
+  #becomes(principal: Principal): void {
+    this.#principal = principal;
+    clearTimeout(this.#authTimer);
+    this.#authTimer = undefined;
+    if (principal.expiresAt !== undefined) {
+      // A timer cannot wait longer than 2^31-1 ms; a later expiry re-arms it.
+      const wait = Math.min(Math.max(0, principal.expiresAt - Date.now()), 2 ** 31 - 1);
+      this.#authTimer = setTimeout(() => {
+        if (this.#principal !== principal) return;
+        if ((principal.expiresAt ?? 0) > Date.now()) return this.#becomes(principal);
+        this.close(CLOSE.UNAUTHENTICATED, "token expired");
+      }, wait);
+    }
+  }
+
+  async #authenticate(id: string | undefined, token: string): Promise<void> {
+    try {
+      const principal = await this.#auth.authenticate(token);
+      if (!this.#auth.admit(principal)) {
+        return this.close(CLOSE.TOO_MANY_CONNECTIONS, "too many connections for this user");
+      }
+      this.#becomes(principal);
+      this.#send({
+        type: "authenticated",
+        ...(id ? { id } : {}),
+        name: principal.name,
+        permissions: principal.permissions,
+        ...(principal.expiresAt ? { expires_at: principal.expiresAt } : {}),
+      });
+    } catch (error) {
+      const api = toApiError(error);
+      this.#error(id, api.code, api.message);
+      if (++this.#authFailures >= MAX_AUTH_FAILURES) {
+        this.close(CLOSE.POLICY, "too many failed authentications");
+      }
+    }
+  }
+
+  /** The principal; undefined (after an error reply) when none has authenticated yet. */
+  #authenticated(id: string): Principal | undefined {
+    if (!this.#principal) {
+      this.#error(id, "UNAUTHENTICATED", "Send an auth message with a token first");
+    }
+    return this.#principal;
+  }
+
+  /** Whether the principal may act (an error reply when not). */
+  #may(id: string, alternatives: string[], target: string): boolean {
+    if (!this.#auth.required) return true;
+    const principal = this.#authenticated(id);
+    if (!principal) return false;
+    try {
+      this.#auth.require(principal, alternatives, target);
+      return true;
+    } catch (error) {
+      const api = toApiError(error);
+      this.#error(id, api.code, api.message);
+      return false;
+    }
+  }
+
   #handle(message: Inbound): void {
     switch (message.type) {
       case "ping":
         return this.#send({ type: "pong", ...(message.id ? { id: message.id } : {}) });
+      case "auth":
+        return void this.#authenticate(message.id, message.token);
       case "subscribe": {
+        const permission = busSubscribe(message.bus, message.prefix);
+        if (!this.#may(message.id, [permission], permission)) return;
         const head = `{"type":"message","id":${JSON.stringify(message.id)},`;
         return this.#subscribe(message.id, message.bus, message.prefix, (delivery) => {
           this.#sendText(head + delivery.json());
@@ -170,6 +296,13 @@ export class WsSession {
         });
       }
       case "watch":
+        if (
+          !this.#may(
+            message.id,
+            statePermissions("state-get", message.scope)!,
+            `watch ${message.scope}`,
+          )
+        ) return;
         return this.#subscribe(message.id, STATE_BUS, message.scope, ({ message: m }) => {
           // The bus matches by prefix: scope "plant" would also see "plant2".
           let change: { scope?: string };
@@ -188,8 +321,20 @@ export class WsSession {
         this.#subscriptions.delete(message.id);
         return this.#send({ type: "unsubscribed", id: message.id });
       }
-      case "request":
-        return void this.#request(message.id, message.service, message.body, message.timeout_ms);
+      case "request": {
+        let body: string[] = message.body;
+        if (this.#auth.required) {
+          const principal = this.#authenticated(message.id);
+          if (!principal) return;
+          try {
+            body = this.#auth.call(principal, message.service, body);
+          } catch (error) {
+            const api = toApiError(error);
+            return this.#error(message.id, api.code, api.message);
+          }
+        }
+        return void this.#request(message.id, message.service, body, message.timeout_ms);
+      }
     }
   }
 
@@ -248,6 +393,8 @@ export class WsSession {
   #teardown(): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#authTimer);
+    this.#auth.release();
     for (const stop of this.#subscriptions.values()) stop();
     this.#subscriptions.clear();
     for (const abort of this.#requests.values()) abort.abort();

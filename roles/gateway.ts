@@ -7,7 +7,13 @@
 import { Registry } from "prom-client";
 import { processMetrics } from "../telemetry/process_metrics.ts";
 import type { GatewayConfig } from "../config/components.ts";
+import { AuthStore } from "../auth/store.ts";
+import { TokenIssuer, tokenSettingsFrom } from "../auth/tokens.ts";
+import { ConfigError } from "../config/load.ts";
 import { createApp } from "../gateway/app.ts";
+import { Guard } from "../gateway/auth/guard.ts";
+import { createCounters } from "../gateway/shared/counters.ts";
+import { createSessions } from "../gateway/shared/sessions.ts";
 import { BusHub } from "../gateway/bus_hub.ts";
 import { TopicHistory } from "../gateway/shared/history.ts";
 import { RedisLink } from "../gateway/shared/redis.ts";
@@ -26,6 +32,12 @@ import type { Running } from "./running.ts";
 
 /** Health checks the gateway's host process adds (buses it runs, the state store in dev). */
 export type ExtraChecks = () => Check[] | Promise<Check[]>;
+
+/** Whether `host` only accepts connections from this machine. */
+export function isLoopback(host: string): boolean {
+  const bare = host.replace(/^\[|\]$/g, "");
+  return bare === "localhost" || bare === "::1" || /^127\.\d+\.\d+\.\d+$/.test(bare);
+}
 
 /** Tracks when a check last changed, for `lastUpdated`. */
 function checkTracker() {
@@ -50,6 +62,22 @@ export async function startGateway(
   registry: Registry = new Registry(),
 ): Promise<Running & { port: number; url: string }> {
   const log = logger("gateway");
+  const settings = await tokenSettingsFrom(config);
+  if (!settings && !isLoopback(config.host)) {
+    throw new ConfigError(
+      `gateway: host ${config.host} is not loopback, so authentication is required: ` +
+        "set jwt_secret (PLANTD_GATEWAY_JWT_SECRET), jwt_public_key, jwt_private_key or jwks_url",
+    );
+  }
+  if ((config.tls_cert === undefined) !== (config.tls_key === undefined)) {
+    throw new ConfigError("gateway: tls_cert and tls_key go together: set both or neither");
+  }
+  const tls = config.tls_cert && config.tls_key
+    ? {
+      cert: await Deno.readTextFile(config.tls_cert),
+      key: await Deno.readTextFile(config.tls_key),
+    }
+    : undefined;
   if (!registry.getSingleMetric("process_cpu_seconds_total")) {
     processMetrics(registry);
   }
@@ -62,6 +90,15 @@ export async function startGateway(
     if (up) log.info("redis up at {url}", { url: redis.url });
     else log.warn("redis down ({error}): in-process fallbacks", { error: redis.lastError });
   });
+  const authStore = await AuthStore.open(config.auth_db, config.auth_db_token);
+  const guard = new Guard(authStore, settings, metrics);
+  if (settings && await authStore.countUsers() === 0 && TokenIssuer.possible(settings)) {
+    log.warn("authentication is on and there are no users yet: create an admin with `{command}`", {
+      command: "deno task user:add --username admin --roles admin",
+    });
+  }
+  const counters = createCounters(redis);
+  const userSessions = createSessions(redis);
   const client = new MdpClient(config.broker_endpoint, { timeoutMs: config.request_timeout_ms });
   const directory = new ServiceDirectory((service, body, timeoutMs) =>
     client.request(service, body, { timeoutMs: timeoutMs ?? config.request_timeout_ms })
@@ -144,6 +181,9 @@ export async function startGateway(
     checks,
     metricsStore,
     ...(stateCache ? { stateCache } : {}),
+    guard,
+    counters,
+    sessions: userSessions,
     options: {
       requestTimeoutMs: config.request_timeout_ms,
       maxBodyBytes: config.max_body_bytes,
@@ -153,24 +193,37 @@ export async function startGateway(
         maxMessageBytes: config.ws_max_message_bytes,
         maxSubscriptions: config.ws_max_subscriptions,
       },
+      security: {
+        accessTtlS: config.access_token_ttl_s,
+        refreshTtlS: config.refresh_token_ttl_s,
+        tls: tls !== undefined,
+        trustedProxies: config.trusted_proxies,
+        rateLimitWindowMs: config.rate_limit_window_ms,
+        rateLimitPerIp: config.rate_limit_per_ip,
+        rateLimitPerToken: config.rate_limit_per_token,
+        wsMaxConnections: config.ws_max_connections,
+        wsMaxPerUser: config.ws_max_per_user,
+      },
     },
   }, sessions);
   let server: Deno.HttpServer<Deno.NetAddr>;
   try {
-    server = serveOrExplain(app, "gateway", config.host, config.port);
+    server = serveOrExplain(app, "gateway", config.host, config.port, tls);
   } catch (error) {
     directory.stop();
     await hub.close();
     await redis?.close();
     await client.close();
     await metricsStore?.close();
+    await authStore.close();
     throw error;
   }
-  const url = `http://${
+  const url = `${tls ? "https" : "http"}://${
     config.host.includes(":") ? `[${config.host}]` : config.host
   }:${server.addr.port}`;
   log.info("gateway listening on {url}", {
     url,
+    authentication: settings ? "on" : "off (loopback only)",
     broker: config.broker_endpoint,
     buses: config.buses,
   });
@@ -186,6 +239,9 @@ export async function startGateway(
       await redis?.close();
       await client.close();
       await metricsStore?.close();
+      await counters.close();
+      await userSessions.close();
+      await authStore.close();
       log.info("gateway stopped");
     },
   };

@@ -9,6 +9,7 @@ import type { StateConfig } from "../config/components.ts";
 import { Publisher } from "../bus/publisher.ts";
 import { type ChangeSink, publishChanges } from "../state/changes.ts";
 import { openStateDatabase } from "../state/db.ts";
+import { tokenSettingsFrom, TokenVerifier } from "../auth/tokens.ts";
 import { StateOperations } from "../state/operations.ts";
 import { StateStore } from "../state/store.ts";
 import { startStateWorker } from "../state/worker.ts";
@@ -41,7 +42,21 @@ export async function startState(
     onCommit: metrics.commit,
     onChanges: sink ? (list) => publishChanges(sink, list) : undefined,
   });
-  const operations = new StateOperations(store, { maxValueBytes: config.max_value_bytes }, metrics);
+  const settings = await tokenSettingsFrom(config);
+  const verifier = settings ? new TokenVerifier(settings) : undefined;
+  const audit = logger("state", "audit");
+  const operations = new StateOperations(store, {
+    maxValueBytes: config.max_value_bytes,
+    ...(verifier ? { verify: (token: string) => verifier.verify(token) } : {}),
+  }, {
+    ...metrics,
+    refused: (code, operation, scope, reason) => {
+      metrics.refused?.(code, operation, scope, reason);
+      audit.warn("{operation} on {scope} refused: {code}", { code, operation, scope, reason });
+    },
+    changed: (principal, operation, scope) =>
+      audit.info("{operation} on {scope} by {actor}", { actor: principal.id, operation, scope }),
+  });
   const worker = startStateWorker(
     config.broker_endpoint,
     operations,
@@ -70,6 +85,7 @@ export async function startState(
     endpoint: config.broker_endpoint,
     scopes: store.scopes().length,
     changes: publisher ? publisher.endpoint : changes ? "in process" : "off",
+    authentication: verifier ? "tokens required" : "off",
     health: health.port ? `http://${config.health_host}:${health.port}/healthz` : "off",
   });
   return {

@@ -6,6 +6,8 @@
  *
  * @module
  */
+import { allows, PERMISSIONS, statePermissions } from "../auth/permissions.ts";
+import { AuthError, type Principal } from "../auth/tokens.ts";
 import { text } from "../mdp/protocol.ts";
 import type { Frames } from "../transport/frames.ts";
 import type { StateStore, WriteResult } from "./store.ts";
@@ -20,13 +22,33 @@ export interface OperationsOptions {
   maxNameBytes?: number;
   /** Keys per batch operation at most. @default 10000 */
   maxBatch?: number;
+  /**
+   * Verifies the `token` field Go plantd clients send when auth is on. With
+   * it, every operation but `health` needs a valid token holding the
+   * operation's permission (auth/permissions.ts).
+   */
+  verify?: (token: string) => Promise<Principal>;
 }
 
 /** What the operations report, for metrics. */
 export interface OperationsObserver {
   operation?(operation: string, ok: boolean): void;
   badRequest?(reason: string): void;
+  /** A request refused by authentication or authorization, per code. */
+  refused?(code: string, operation: string, scope: string | undefined, reason: string): void;
+  /** A change made with a verified token, for the audit trail. */
+  changed?(principal: Principal, operation: string, scope: string | undefined): void;
 }
+
+/** Operations that change nothing (not audited). */
+const READS = new Set(["state-get", "state-get-many", "list-keys", "list-scopes", "health"]);
+
+/** Go plantd's auth error replies: `{"error": CODE, "message": TEXT}`. */
+const AUTH_MESSAGES: Record<AuthError["code"], string> = {
+  AUTHENTICATION_REQUIRED: "Authentication token required",
+  AUTHENTICATION_FAILED: "Invalid or expired token",
+  PERMISSION_DENIED: "Insufficient permissions",
+};
 
 /** A reply that is an error of the Go service wrapper: `{"error": "…"}`. */
 class WrapperError extends Error {}
@@ -57,6 +79,10 @@ function success(data: Record<string, unknown>): string {
 
 type Request = Record<string, unknown>;
 
+function scopeOf(request: Request): string | undefined {
+  return typeof request.service === "string" ? request.service : undefined;
+}
+
 /** Serves state operations against a {@link StateStore}. */
 export class StateOperations {
   #store: StateStore;
@@ -64,6 +90,7 @@ export class StateOperations {
   #maxNameBytes: number;
   #maxBatch: number;
   #observer: OperationsObserver;
+  #verify: OperationsOptions["verify"];
 
   constructor(
     store: StateStore,
@@ -74,6 +101,7 @@ export class StateOperations {
     this.#maxValueBytes = options.maxValueBytes ?? 1024 * 1024;
     this.#maxNameBytes = options.maxNameBytes ?? 1024;
     this.#maxBatch = options.maxBatch ?? 10_000;
+    this.#verify = options.verify;
     this.#observer = observer;
   }
 
@@ -94,8 +122,17 @@ export class StateOperations {
     }
     try {
       const request = this.#parse(text(body[1]!));
+      let principal: Principal | undefined;
+      if (this.#verify && operation !== "health") {
+        const refused = await this.#authorize(operation, request);
+        if (typeof refused === "string") return refused;
+        principal = refused;
+      }
       const reply = await run(request);
       this.#observer.operation?.(operation, true);
+      if (principal && !READS.has(operation)) {
+        this.#observer.changed?.(principal, operation, scopeOf(request));
+      }
       return reply;
     } catch (error) {
       this.#observer.operation?.(operation, false);
@@ -110,6 +147,28 @@ export class StateOperations {
       }
       const message = error instanceof Error ? error.message : String(error);
       return JSON.stringify({ success: false, error: `Store failure: ${message}` });
+    }
+  }
+
+  /** The caller's principal, or the reply refusing the request. */
+  async #authorize(operation: string, request: Request): Promise<Principal | string> {
+    const scope = scopeOf(request);
+    try {
+      const token = request.token;
+      if (typeof token !== "string" || token === "") {
+        throw new AuthError("AUTHENTICATION_REQUIRED", "no token");
+      }
+      const principal = await this.#verify!(token);
+      const needed = statePermissions(operation, scope) ?? [PERMISSIONS.stateAdmin];
+      if (!allows(principal.permissions, ...needed)) {
+        throw new AuthError("PERMISSION_DENIED", `${principal.id} lacks ${needed[0]}`);
+      }
+      return principal;
+    } catch (error) {
+      const code = error instanceof AuthError ? error.code : "AUTHENTICATION_FAILED";
+      this.#observer.operation?.(operation, false);
+      this.#observer.refused?.(code, operation, scope, (error as Error).message);
+      return `{"error": "${code}", "message": "${AUTH_MESSAGES[code]}"}`;
     }
   }
 

@@ -11,6 +11,14 @@ import type { WsObserver } from "../gateway/ws.ts";
 export interface GatewayMetrics {
   request(method: string, route: string, status: number, seconds: number): void;
   ws: WsObserver;
+  /** A request refused by a rate limit. */
+  rateLimited?(kind: "ip" | "token"): void;
+  /** A credential refused, per reason code. */
+  authFailure?(code: string): void;
+  /** A request refused for lack of a permission. */
+  denied?(): void;
+  /** A WebSocket upgrade refused by a connection limit. */
+  wsRefused?(reason: "node" | "user"): void;
 }
 
 /** Creates the gateway's metrics in `registry`. */
@@ -56,6 +64,29 @@ export function gatewayMetrics(registry: Registry): GatewayMetrics {
     labelNames: ["code"],
     registers,
   });
+  const rateLimited = new Counter({
+    name: "gateway_rate_limited_total",
+    help: "Requests refused with 429 by a rate limit, per kind (ip, token)",
+    labelNames: ["kind"],
+    registers,
+  });
+  const authFailures = new Counter({
+    name: "gateway_auth_failures_total",
+    help: "Refused credentials, per reason",
+    labelNames: ["code"],
+    registers,
+  });
+  const denials = new Counter({
+    name: "gateway_access_denied_total",
+    help: "Requests refused for lack of a permission",
+    registers,
+  });
+  const wsRefused = new Counter({
+    name: "ws_connections_refused_total",
+    help: "WebSocket upgrades refused by a connection limit, per limit (node, user)",
+    labelNames: ["reason"],
+    registers,
+  });
   // Label sets are few (methods x routes x statuses): bind each once rather
   // than hashing the labels on every request.
   const counters = new Map<string, { inc(): void }>();
@@ -77,6 +108,10 @@ export function gatewayMetrics(registry: Registry): GatewayMetrics {
       counter.inc();
       timer.observe(seconds);
     },
+    rateLimited: (kind) => rateLimited.inc({ kind }),
+    authFailure: (code) => authFailures.inc({ code }),
+    denied: () => denials.inc(),
+    wsRefused: (reason) => wsRefused.inc({ reason }),
     ws: {
       opened: () => connections.inc(),
       closed: () => connections.dec(),

@@ -77,9 +77,10 @@ export function serveOrExplain(
   what: string,
   hostname: string,
   port: number,
+  tls?: { cert: string; key: string },
 ): Deno.HttpServer<Deno.NetAddr> {
   try {
-    return Deno.serve({ hostname, port, onListen: () => {} }, app.fetch);
+    return Deno.serve({ hostname, port, onListen: () => {}, ...tls }, app.fetch);
   } catch (error) {
     const reason = error instanceof Deno.errors.AddrInUse
       ? "address already in use"

@@ -38,7 +38,14 @@ export function stateMetrics(registry: Registry): StateMetrics {
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
     registers,
   });
+  const refused = new Counter({
+    name: "state_requests_refused_total",
+    help: "Requests refused for a missing or bad token or a missing permission, per code",
+    labelNames: ["code"],
+    registers,
+  });
   return {
+    refused: (code: string) => refused.inc({ code }),
     operation: (operation, ok) => operations.inc({ operation, result: ok ? "ok" : "error" }),
     // Reasons are a fixed set of texts, except parse errors: keep the label bounded.
     badRequest: (reason) => bad.inc({ reason: reason.split(":")[0]!.slice(0, 60) }),

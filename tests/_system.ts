@@ -99,6 +99,7 @@ export async function startSystem(
       broker_endpoint: endpoint,
       buses: backends,
       request_timeout_ms: 2000,
+      auth_db: `${dir}/auth.db`,
       ...overrides.gateway,
     },
     () => broker.buses.checks(),

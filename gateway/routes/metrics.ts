@@ -11,6 +11,9 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { DURATION_PATTERN, parseDuration } from "../../metrics/duration.ts";
 import { parseRfc3339 } from "../../metrics/point.ts";
 import { type MetricsReader, MetricsUnavailableError } from "../../metrics/store.ts";
+import { PERMISSIONS } from "../../auth/permissions.ts";
+import type { Guard } from "../auth/guard.ts";
+import { authorize } from "../auth/http.ts";
 import { ApiError } from "../errors.ts";
 import { errorResponses } from "./schemas.ts";
 
@@ -81,8 +84,13 @@ const getMetrics = createRoute({
 });
 
 /** Adds `/api/metrics` to `app`; without a reader it answers 503. */
-export function metricsRoutes(app: OpenAPIHono, reader: MetricsReader | undefined): void {
+export function metricsRoutes(
+  app: OpenAPIHono,
+  reader: MetricsReader | undefined,
+  guard: Guard,
+): void {
   app.openapi(getMetrics, async (c) => {
+    authorize(c, guard, PERMISSIONS.metricsRead);
     const query = c.req.valid("query");
     if (!reader) {
       throw new ApiError("SERVICE_UNAVAILABLE", "No metrics store configured on this gateway");

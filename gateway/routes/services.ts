@@ -8,6 +8,9 @@
  */
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Frames } from "../../transport/frames.ts";
+import { PERMISSIONS, serviceCall } from "../../auth/permissions.ts";
+import type { Guard } from "../auth/guard.ts";
+import { authorize, authorizeCall } from "../auth/http.ts";
 import type { Call, ServiceDirectory } from "../directory.ts";
 import { ApiError } from "../errors.ts";
 import { utf8Body } from "./body.ts";
@@ -91,8 +94,14 @@ export function frameToJson(frame: Uint8Array): z.infer<typeof FrameSchema> {
 }
 
 /** Adds the services routes to `app`. */
-export function servicesRoutes(app: OpenAPIHono, call: Call, directory: ServiceDirectory): void {
+export function servicesRoutes(
+  app: OpenAPIHono,
+  call: Call,
+  directory: ServiceDirectory,
+  guard: Guard,
+): void {
   app.openapi(listServices, async (c) => {
+    authorize(c, guard, PERMISSIONS.servicesList);
     await directory.refresh();
     if (!directory.brokerReachable) {
       throw new ApiError("SERVICE_UNAVAILABLE", `Broker not reachable: ${directory.lastError}`);
@@ -104,6 +113,8 @@ export function servicesRoutes(app: OpenAPIHono, call: Call, directory: ServiceD
   app.openapi(callService, async (c) => {
     const { service, operation } = c.req.valid("param");
     const { timeout_ms } = c.req.valid("query");
+    // Checked before the body is read: a caller without the grant learns nothing from parsing.
+    authorize(c, guard, serviceCall(service));
     const raw = await c.req.text();
     if (raw !== "") {
       try {
@@ -113,7 +124,14 @@ export function servicesRoutes(app: OpenAPIHono, call: Call, directory: ServiceD
       }
     }
     if (!service.startsWith("mmi.") && service !== "org.plantd.Broker") directory.require(service);
-    const frames: Frames = await call(service, [operation, raw === "" ? "{}" : raw], timeout_ms);
+    const body = authorizeCall(
+      guard,
+      c.get("principal"),
+      c.get("clientIp"),
+      service,
+      [operation, raw === "" ? "{}" : raw],
+    );
+    const frames: Frames = await call(service, body, timeout_ms);
     return c.json({ service, frames: frames.map(frameToJson) }, 200);
   });
 }

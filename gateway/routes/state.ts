@@ -8,6 +8,10 @@
  */
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { HonoRequest } from "hono";
+import type { Context } from "hono";
+import { statePermissions } from "../../auth/permissions.ts";
+import type { Guard } from "../auth/guard.ts";
+import { authorize } from "../auth/http.ts";
 import { ApiError } from "../errors.ts";
 import type { StateApi } from "../state_api.ts";
 import { utf8Body } from "./body.ts";
@@ -210,9 +214,28 @@ function withProtoKey(
 }
 
 /** Adds the state routes to `app`. */
-export function stateRoutes(app: OpenAPIHono, state: StateApi): void {
+export function stateRoutes(app: OpenAPIHono, stateApi: StateApi, guard: Guard): void {
+  /** Checks the operation's permission; the API then acts with the caller's token. */
+  const allowed = (c: Context, operation: string, scope?: string): StateApi => {
+    authorize(c, guard, ...statePermissions(operation, scope)!);
+    return stateApi.as(c.get("principal").token);
+  };
+  /** Audits a change made through the gateway (with authentication on: then it has a who). */
+  const changed = (c: Context, action: string, target: string, details?: object) => {
+    if (!guard.enabled) return;
+    guard.audit({
+      time: Date.now(),
+      actor: c.get("principal").id,
+      action,
+      target,
+      outcome: "success",
+      ip: c.get("clientIp"),
+      ...(details ? { details: { ...details } } : {}),
+    });
+  };
+
   app.openapi(listScopes, async (c) => {
-    const scopes = await state.listScopes();
+    const scopes = await allowed(c, "list-scopes").listScopes();
     return c.json({ count: scopes.length, scopes }, 200);
   });
 
@@ -222,20 +245,21 @@ export function stateRoutes(app: OpenAPIHono, state: StateApi): void {
     if (keys !== undefined) {
       const wanted = keys.split(",").filter((k) => k !== "");
       if (wanted.length === 0) throw new ApiError("BAD_REQUEST", "?keys= names no key");
-      const found = await state.getMany(scope, wanted);
+      const found = await allowed(c, "state-get-many", scope).getMany(scope, wanted);
       const entries: Record<string, z.infer<typeof EntrySchema> | null> = {};
       for (const [key, entry] of Object.entries(found)) {
         entries[key] = entry ? { scope, key, ...entry } : null;
       }
       return c.json({ scope, entries }, 200);
     }
-    const list = await state.listKeys(scope);
+    const list = await allowed(c, "list-keys", scope).listKeys(scope);
     return c.json({ scope, count: list.length, keys: list }, 200);
   });
 
   app.openapi(createScope, async (c) => {
     const { scope } = c.req.valid("param");
-    await state.createScope(scope);
+    await allowed(c, "create-scope", scope).createScope(scope);
+    changed(c, "state.scope.create", scope);
     return c.json({ scope, status: "created" as const }, 201);
   });
 
@@ -243,13 +267,15 @@ export function stateRoutes(app: OpenAPIHono, state: StateApi): void {
     const { scope } = c.req.valid("param");
     const entries = withProtoKey(c.req.valid("json").entries, await c.req.json());
     if (Object.keys(entries).length === 0) throw new ApiError("BAD_REQUEST", "entries is empty");
-    const revisions = await state.setMany(scope, entries);
+    const revisions = await allowed(c, "state-set-many", scope).setMany(scope, entries);
+    changed(c, "state.set", scope, { keys: Object.keys(entries), revisions });
     return c.json({ scope, revisions }, 200);
   });
 
   app.openapi(deleteScope, async (c) => {
     const { scope } = c.req.valid("param");
-    await state.deleteScope(scope);
+    await allowed(c, "delete-scope", scope).deleteScope(scope);
+    changed(c, "state.scope.delete", scope);
     return c.json({ scope, status: "deleted" as const }, 200);
   });
 
@@ -265,7 +291,7 @@ export function stateRoutes(app: OpenAPIHono, state: StateApi): void {
       throw new ApiError("BAD_REQUEST", `${issue?.path.join(".")}: ${issue?.message ?? "invalid"}`);
     }
     const { scope, key } = parsed.data;
-    const entry = (await state.getMany(scope, [key]))[key];
+    const entry = (await allowed(c, "state-get", scope).getMany(scope, [key]))[key];
     if (!entry) {
       throw new ApiError("KEY_NOT_FOUND", `Key '${key}' does not exist in scope '${scope}'`);
     }
@@ -277,20 +303,27 @@ export function stateRoutes(app: OpenAPIHono, state: StateApi): void {
     const { scope, key } = c.req.valid("param");
     const ifMatch = c.req.valid("header")["if-match"];
     const expected = ifMatch === undefined ? undefined : Number(ifMatch.replaceAll('"', ""));
+    const state = allowed(c, expected === undefined ? "state-set" : "state-cas", scope);
     const value = await readValue(c.req);
     const revision = await state.set(scope, key, value, expected);
+    changed(c, "state.set", scope, { keys: [key], revisions: { [key]: revision } });
     c.header("etag", `"${revision}"`);
     return c.json({ scope, key, value, revision }, 200);
   });
 
   app.openapi(deleteKey, async (c) => {
     const { scope, key } = c.req.valid("param");
-    // Go plantd's delete answers "deleted" for a missing key; REST says 404.
-    const entry = (await state.getMany(scope, [key]))[key];
-    if (!entry) {
-      throw new ApiError("KEY_NOT_FOUND", `Key '${key}' does not exist in scope '${scope}'`);
+    const state = allowed(c, "delete", scope);
+    // Go plantd's delete answers "deleted" for a missing key; REST says 404 to
+    // callers who may read the scope (to others, whether it existed is not theirs to know).
+    if (guard.allows(c.get("principal"), ...statePermissions("state-get", scope)!)) {
+      const entry = (await state.getMany(scope, [key]))[key];
+      if (!entry) {
+        throw new ApiError("KEY_NOT_FOUND", `Key '${key}' does not exist in scope '${scope}'`);
+      }
     }
     await state.delete(scope, key);
+    changed(c, "state.delete", scope, { keys: [key] });
     return c.json({ scope, key, status: "deleted" as const }, 200);
   });
 }

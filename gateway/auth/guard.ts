@@ -1,0 +1,159 @@
+/**
+ * Who is calling, and may they: turns a request's credentials (a bearer JWT,
+ * an API key, or the access-token cookie of a logged-in browser) into a
+ * {@link Principal}, checks permissions, and writes every failure and denial
+ * to the audit log.
+ *
+ * With authentication off (no token key configured, loopback only), every
+ * caller is the anonymous principal with every permission.
+ *
+ * @module
+ */
+import type { AuditEvent, AuthStore } from "../../auth/store.ts";
+import { allows } from "../../auth/permissions.ts";
+import { AuthError, type Principal, TokenIssuer, TokenVerifier } from "../../auth/tokens.ts";
+import type { TokenSettings } from "../../auth/tokens.ts";
+import { logger } from "../../telemetry/log.ts";
+
+/** Name of the cookie holding a browser's access token. */
+export const ACCESS_COOKIE = "plantd_access";
+/** Name of the cookie holding a browser's refresh token (sent to /api/auth only). */
+export const REFRESH_COOKIE = "plantd_refresh";
+
+/** The principal of every request when authentication is off. */
+export const ANONYMOUS: Principal = {
+  id: "anonymous",
+  name: "anonymous",
+  kind: "token",
+  roles: [],
+  permissions: ["*"],
+};
+
+/** Where a credential came from: cookies need CSRF protection, headers do not. */
+export type CredentialSource = "header" | "cookie" | "message";
+
+/** What the guard reports, for metrics. */
+export interface GuardObserver {
+  authFailure?(reason: string): void;
+  denied?(): void;
+}
+
+const API_KEY_PREFIX = "pk_";
+/** Verified API keys are remembered this long, so a key costs no database read per request. */
+const API_KEY_CACHE_MS = 10_000;
+/** Lifetime of the tokens minted for API-key principals, forwarded to services. */
+const SERVICE_TOKEN_S = 300;
+
+/** Authentication and authorization of the gateway. */
+export class Guard {
+  readonly enabled: boolean;
+  readonly store: AuthStore;
+  readonly issuer?: TokenIssuer;
+  readonly #verifier?: TokenVerifier;
+  readonly #observer: GuardObserver;
+  readonly #keys = new Map<string, { principal: Principal; until: number }>();
+  readonly #log = logger("gateway", "audit");
+
+  constructor(
+    store: AuthStore,
+    settings: TokenSettings | undefined,
+    observer: GuardObserver = {},
+  ) {
+    this.store = store;
+    this.enabled = settings !== undefined;
+    this.#observer = observer;
+    if (settings) {
+      this.#verifier = new TokenVerifier(settings);
+      if (TokenIssuer.possible(settings)) this.issuer = new TokenIssuer(settings);
+    }
+  }
+
+  /** The principal behind a credential; throws {@link AuthError} when it is missing or bad. */
+  async authenticate(credential: string | undefined): Promise<Principal> {
+    if (!this.enabled) return ANONYMOUS;
+    if (!credential) {
+      throw new AuthError("AUTHENTICATION_REQUIRED", "Authentication required");
+    }
+    if (credential.startsWith(API_KEY_PREFIX)) return await this.#apiKey(credential);
+    return await this.#verifier!.verify(credential);
+  }
+
+  async #apiKey(key: string): Promise<Principal> {
+    const cached = this.#keys.get(key);
+    if (cached && cached.until > Date.now()) return cached.principal;
+    this.#keys.delete(key);
+    const view = await this.store.checkApiKey(key);
+    if (!view) throw new AuthError("AUTHENTICATION_FAILED", "API key is not valid");
+    const permissions = await this.store.permissionsOf(view.roles);
+    const principal: Principal = {
+      id: `apikey:${view.id}`,
+      name: view.name,
+      kind: "apikey",
+      roles: view.roles,
+      permissions,
+      ...(view.expires_at !== null ? { expiresAt: view.expires_at } : {}),
+    };
+    // Services that check tokens themselves get a short-lived one for the key.
+    if (this.issuer) {
+      principal.token = (await this.issuer.issue(
+        { sub: principal.id, name: principal.name, roles: view.roles, perms: permissions },
+        SERVICE_TOKEN_S,
+      )).token;
+    }
+    if (this.#keys.size > 10_000) this.#keys.clear();
+    this.#keys.set(key, { principal, until: Date.now() + API_KEY_CACHE_MS });
+    return principal;
+  }
+
+  /** Forgets cached API keys (after a revocation on this gateway). */
+  forgetApiKeys(): void {
+    this.#keys.clear();
+  }
+
+  /** Whether the principal holds any of the alternatives. */
+  allows(principal: Principal, ...alternatives: string[]): boolean {
+    return allows(principal.permissions, ...alternatives);
+  }
+
+  /**
+   * Throws {@link AuthError} PERMISSION_DENIED, after auditing it, unless the
+   * principal holds one of the alternatives (the first one names the denial).
+   */
+  require(principal: Principal, ip: string, alternatives: string[], target: string): void {
+    if (this.allows(principal, ...alternatives)) return;
+    this.#observer.denied?.();
+    this.audit({
+      time: Date.now(),
+      actor: principal.id,
+      action: "access.denied",
+      target,
+      outcome: "denied",
+      ip,
+      details: { needs: alternatives[0] },
+    });
+    throw new AuthError("PERMISSION_DENIED", `Permission '${alternatives[0]}' required`);
+  }
+
+  /** Records a refused credential. */
+  failed(error: AuthError, ip: string, target: string): void {
+    this.#observer.authFailure?.(error.code);
+    this.audit({
+      time: Date.now(),
+      actor: "anonymous",
+      action: "auth.failure",
+      target,
+      outcome: "failure",
+      ip,
+      details: { code: error.code, reason: error.message },
+    });
+  }
+
+  /** Writes an audit event to the log and the audit table; never throws. */
+  audit(event: AuditEvent): void {
+    const level = event.outcome === "success" ? "info" : "warn";
+    this.#log[level]("{action} {target} by {actor}: {outcome}", { ...event });
+    this.store.audit(event).catch((error) => {
+      this.#log.error("audit event not stored: {error}", { error: String(error), ...event });
+    });
+  }
+}
