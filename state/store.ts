@@ -168,6 +168,20 @@ class Overlay {
 
 const ROWS_PER_INSERT = 500;
 
+const utf8 = new TextDecoder();
+
+/**
+ * A text column read as its bytes: libSQL returns TEXT through C strings, so a
+ * name or value holding NUL would load cut at the NUL (stored intact, read
+ * back short). Read as a blob and decoded, it loads exactly as written.
+ */
+// deno-lint-ignore no-explicit-any
+function exactText(column: any) {
+  return sql<string>`cast(${column} as blob)`.mapWith((bytes: ArrayBuffer | Uint8Array) =>
+    utf8.decode(bytes)
+  );
+}
+
 /** The state store. Reads are synchronous; writes resolve after their commit. */
 export class StateStore {
   #open: OpenDatabase;
@@ -192,10 +206,17 @@ export class StateStore {
   /** Loads every scope and entry into memory. */
   static async load(open: OpenDatabase, options: StoreOptions = {}): Promise<StateStore> {
     const mirror: Mirror = new Map();
-    for (const row of await open.db.select({ name: scopes.name }).from(scopes)) {
+    for (const row of await open.db.select({ name: exactText(scopes.name) }).from(scopes)) {
       mirror.set(row.name, new Map());
     }
-    for (const row of await open.db.select().from(entries)) {
+    const rows = await open.db.select({
+      scope: exactText(entries.scope),
+      key: exactText(entries.key),
+      value: exactText(entries.value),
+      revision: entries.revision,
+      updatedAt: entries.updatedAt,
+    }).from(entries);
+    for (const row of rows) {
       mirror.get(row.scope)?.set(row.key, {
         value: row.value,
         revision: row.revision,
