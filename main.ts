@@ -14,6 +14,7 @@ import {
   stateConfig,
 } from "./config/components.ts";
 import { ConfigError, loadConfig } from "./config/load.ts";
+import { devCert, userAdd } from "./auth/commands.ts";
 import { startBroker } from "./roles/broker.ts";
 import { startBusComponent } from "./roles/bus.ts";
 import { startEcho } from "./roles/echo.ts";
@@ -43,6 +44,9 @@ components:
   gateway  HTTP/WebSocket gateway (http://127.0.0.1:8080)
   metrics  metrics ingester: metric bus into PostgreSQL/TimescaleDB or libSQL
   state-backup FILE   consistent copy of the state database while it runs
+  user-add --username NAME [--roles admin]   create a gateway user (password: prompt,
+                      PLANTD_USER_PASSWORD or a piped line)
+  dev-cert [--out data]   self-signed TLS certificate for localhost
 
 Every key of a component's configuration is a flag (--log-level debug), an
 environment variable (PLANTD_BROKER_LOG_LEVEL=debug) and a YAML key (log_level).`;
@@ -125,7 +129,6 @@ async function startDev(
         buses,
         metrics_database_url: metrics.database_url,
         metrics_db: metricsDb,
-        auth_db: Deno.env.get("PLANTD_GATEWAY_AUTH_DB") ?? "data/plantd-auth.db",
       },
       async () => [...(await started.buses.checks()), ...(metricsRole?.checks() ?? [])],
       registry,
@@ -189,6 +192,12 @@ async function start(component: string, args: string[]): Promise<Running | undef
       console.log(`backup of ${config.db} written to ${target}`);
       return undefined;
     }
+    case "user-add":
+      await userAdd(args);
+      return undefined;
+    case "dev-cert":
+      await devCert(args);
+      return undefined;
     case "dev": {
       // Components read their own environment; dev's flags set only what they share.
       const shared = devFlags(args);

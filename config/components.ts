@@ -256,7 +256,7 @@ export const gatewayConfig = {
     /** PEM PKCS#8 private key (inline or a file path): signs the gateway's tokens instead of jwt_secret. */
     jwt_private_key: z.string().min(1).optional(),
     /** Users, roles, API keys and the audit log (libSQL file or server URL). */
-    auth_db: z.string().min(1).default("plantd-auth.db"),
+    auth_db: z.string().min(1).default("data/plantd-auth.db"),
     auth_db_token: z.string().optional(),
     access_token_ttl_s: z.number().int().min(10).max(86_400).default(900),
     refresh_token_ttl_s: z.number().int().min(60).default(7 * 86_400),
