@@ -168,7 +168,8 @@ class Overlay {
 
 const ROWS_PER_INSERT = 500;
 
-const utf8 = new TextDecoder();
+// ignoreBOM: a value that starts with U+FEFF keeps it.
+const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /**
  * A text column read as its bytes: libSQL returns TEXT through C strings, so a
