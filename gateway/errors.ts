@@ -67,7 +67,9 @@ export class ApiError extends HTTPException {
     this.name = "ApiError";
     this.code = code;
     this.details = details;
-    this.headers = headers;
+    this.headers = code === "UNAUTHENTICATED"
+      ? { "WWW-Authenticate": 'Bearer realm="plantd"', ...headers }
+      : headers;
   }
 
   body(): { error: { code: ApiErrorCode; message: string } & Record<string, unknown> } {
@@ -81,9 +83,7 @@ export function toApiError(error: unknown): ApiError {
   if (error instanceof AuthError) {
     return error.code === "PERMISSION_DENIED"
       ? new ApiError("FORBIDDEN", error.message)
-      : new ApiError("UNAUTHENTICATED", error.message, undefined, {
-        "WWW-Authenticate": 'Bearer realm="plantd"',
-      });
+      : new ApiError("UNAUTHENTICATED", error.message);
   }
   if (error instanceof MdpTimeoutError) {
     return new ApiError("TIMEOUT", error.message, { service: error.service });
