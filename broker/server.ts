@@ -72,6 +72,7 @@ export class BrokerServer {
       });
       endpoint = socket.attach(options.endpoint ?? "tcp://*:9797", "bind", "broker");
     } catch (error) {
+      guard?.detach();
       socket.close();
       return (guard?.close() ?? Promise.resolve()).then(() => Promise.reject(error));
     }
@@ -108,6 +109,7 @@ export class BrokerServer {
     clearInterval(this.#timer);
     this.broker.shutdown();
     // Linger (200 ms) lets the DISCONNECTs and error replies already handed to ZeroMQ go out.
+    this.#guard.detach();
     this.#socket.close();
     await this.#loop;
     await this.#guard.close();

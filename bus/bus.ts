@@ -5,6 +5,8 @@
  *
  * @module
  */
+import type { CurveServerKeys } from "../transport/curve.ts";
+import type { ListenerEvent } from "../transport/guard.ts";
 import { CaptureCounter, type CaptureTotals, type Count } from "./capture.ts";
 import { BusProxy, type ProxyEvent, type ProxyStatistics } from "./proxy.ts";
 
@@ -30,6 +32,14 @@ export interface BusOptions {
   captureHighWaterMark?: number;
   /** Topic prefixes counted separately (capture only). @default [] */
   topics?: readonly string[];
+  /** Largest frame a publisher may send; larger ones disconnect it. @default 16 MiB */
+  maxMessageBytes?: number;
+  /** Largest subscription a subscriber may send. @default 64 KiB */
+  maxSubscriptionBytes?: number;
+  /** CURVE server keys for every endpoint of the bus. @default plaintext */
+  curve?: CurveServerKeys;
+  /** Refused peers and ended connections of the bus's endpoints. */
+  onListenerEvent?: (event: ListenerEvent) => void;
 }
 
 /** What a bus reports; the owner logs it. */
@@ -82,6 +92,14 @@ export class Bus {
       ...(options.captureHighWaterMark !== undefined
         ? { captureHighWaterMark: options.captureHighWaterMark }
         : {}),
+      ...(options.maxMessageBytes !== undefined
+        ? { maxMessageBytes: options.maxMessageBytes }
+        : {}),
+      ...(options.maxSubscriptionBytes !== undefined
+        ? { maxSubscriptionBytes: options.maxSubscriptionBytes }
+        : {}),
+      ...(options.curve ? { curve: options.curve } : {}),
+      ...(options.onListenerEvent ? { onListenerEvent: options.onListenerEvent } : {}),
     }, (event) => onEvent({ bus: options.name, ...event }));
     let counter: CaptureCounter | undefined;
     if (proxy.captureInproc) {

@@ -16,6 +16,8 @@
  *
  * @module
  */
+import type { CurveServerKeys } from "../transport/curve.ts";
+import { type ListenerEvent, ListenerGuard } from "../transport/guard.ts";
 import { libzmq, ZMQ_PAIR, ZMQ_PUB, ZMQ_XPUB, ZMQ_XSUB } from "../transport/libzmq.ts";
 import { NativeSocket } from "../transport/native_socket.ts";
 
@@ -60,11 +62,28 @@ export interface BusProxyOptions {
   receiveHighWaterMark?: number;
   /** Capture PUB high-water mark, per capture reader; 0 = none. @default 10000 */
   captureHighWaterMark?: number;
+  /**
+   * Largest frame a publisher may send to the frontend (ZMQ_MAXMSGSIZE): a
+   * publisher sending more is disconnected by libzmq. @default 16 MiB
+   */
+  maxMessageBytes?: number;
+  /** Largest subscription frame accepted from a subscriber or capture reader. @default 64 KiB */
+  maxSubscriptionBytes?: number;
+  /** CURVE on the frontend, backend and capture endpoint. @default plaintext */
+  curve?: CurveServerKeys;
+  /**
+   * Refused peers and ended connections, labelled `bus:<name>:frontend`,
+   * `bus:<name>:backend`, `bus:<name>:capture`.
+   */
+  onListenerEvent?: (event: ListenerEvent) => void;
 }
 
 /** Default high-water marks (libzmq's 1000 for the bus sockets). */
 export const DEFAULT_BUS_HWM = 1000;
 export const DEFAULT_CAPTURE_HWM = 10_000;
+/** Default size limits of bus endpoints. */
+export const DEFAULT_BUS_MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_BUS_MAX_SUBSCRIPTION_BYTES = 64 * 1024;
 
 /** Bound on a control round trip; the proxy answers within microseconds when alive. */
 const CONTROL_TIMEOUT_MS = 2000;
@@ -97,6 +116,7 @@ export class BusProxy {
   /** In-process capture endpoint, when capture is on. */
   readonly captureInproc?: string;
   #sockets: NativeSocket[];
+  #guards: ListenerGuard[];
   #front: NativeSocket;
   #back: NativeSocket;
   #capture?: NativeSocket;
@@ -120,9 +140,11 @@ export class BusProxy {
       control: NativeSocket;
       controller: NativeSocket;
     },
+    guards: ListenerGuard[],
     endpoints: { frontend: string; backend: string; capture?: string; captureInproc?: string },
     onEvent: (event: ProxyEvent) => void,
   ) {
+    this.#guards = guards;
     this.name = name;
     this.#front = sockets.front;
     this.#back = sockets.back;
@@ -155,24 +177,56 @@ export class BusProxy {
     const component = `bus '${options.name}'`;
     const id = `${options.name}-${Deno.pid}-${++instances}`;
     const created: NativeSocket[] = [];
-    const make = (type: number, hwm: { send?: number; receive?: number } = {}) => {
+    const guards: ListenerGuard[] = [];
+    const make = (
+      type: number,
+      hwm: { send?: number; receive?: number } = {},
+      maxMessageSize?: number,
+    ) => {
       const socket = new NativeSocket(type, {
         ...(hwm.send !== undefined ? { sendHighWaterMark: hwm.send } : {}),
         ...(hwm.receive !== undefined ? { receiveHighWaterMark: hwm.receive } : {}),
+        ...(maxMessageSize !== undefined ? { maxMessageSize } : {}),
       });
       created.push(socket);
       return socket;
     };
+    // CURVE, ZAP and the monitor go on before bind and before the proxy thread owns the socket.
+    const guard = (socket: NativeSocket, side: string) => {
+      guards.push(ListenerGuard.apply(socket, {
+        endpoint: `bus:${options.name}:${side}`,
+        ...(options.curve ? { curve: options.curve } : {}),
+        ...(options.onListenerEvent ? { onEvent: options.onListenerEvent } : {}),
+      }));
+    };
+    const maxSubscription = options.maxSubscriptionBytes ?? DEFAULT_BUS_MAX_SUBSCRIPTION_BYTES;
     try {
-      const front = make(ZMQ_XSUB, { receive: options.receiveHighWaterMark ?? DEFAULT_BUS_HWM });
-      const back = make(ZMQ_XPUB, { send: options.sendHighWaterMark ?? DEFAULT_BUS_HWM });
+      const front = make(
+        ZMQ_XSUB,
+        { receive: options.receiveHighWaterMark ?? DEFAULT_BUS_HWM },
+        options.maxMessageBytes ?? DEFAULT_BUS_MAX_MESSAGE_BYTES,
+      );
+      const back = make(
+        ZMQ_XPUB,
+        { send: options.sendHighWaterMark ?? DEFAULT_BUS_HWM },
+        maxSubscription,
+      );
+      guard(front, "frontend");
+      guard(back, "backend");
       const frontend = front.attach(options.frontend, "bind", component);
       const backend = back.attach(options.backend, "bind", component);
       let capture: NativeSocket | undefined;
       let captureEndpoint: string | undefined;
       let captureInproc: string | undefined;
       if (options.capture || options.captureEndpoint) {
-        capture = make(ZMQ_PUB, { send: options.captureHighWaterMark ?? DEFAULT_CAPTURE_HWM });
+        capture = make(
+          ZMQ_PUB,
+          { send: options.captureHighWaterMark ?? DEFAULT_CAPTURE_HWM },
+          maxSubscription,
+        );
+        if (options.captureEndpoint && !options.captureEndpoint.includes("inproc://")) {
+          guard(capture, "capture");
+        }
         captureInproc = capture.bind(`inproc://plantd-bus-capture-${id}`, component);
         if (options.captureEndpoint) {
           captureEndpoint = capture.attach(options.captureEndpoint, "bind", component);
@@ -185,6 +239,7 @@ export class BusProxy {
       return new BusProxy(
         options.name,
         { front, back, ...(capture ? { capture } : {}), control, controller },
+        guards,
         {
           frontend,
           backend,
@@ -194,7 +249,9 @@ export class BusProxy {
         onEvent,
       );
     } catch (error) {
+      for (const done of guards) done.detach();
       for (const socket of created) socket.close();
+      for (const done of guards) void done.close();
       throw error;
     }
   }
@@ -306,7 +363,10 @@ export class BusProxy {
         }
       }
       await this.#done;
+      // The proxy thread has let go of the sockets: stop their monitors, then close.
+      for (const guard of this.#guards) guard.detach();
       for (const socket of this.#sockets) socket.close();
+      for (const guard of this.#guards) await guard.close();
     });
   }
 }

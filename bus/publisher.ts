@@ -11,6 +11,7 @@
  *
  * @module
  */
+import type { CurveClientKeys } from "../transport/curve.ts";
 import { ZMQ_PUB } from "../transport/libzmq.ts";
 import { NativeSocket } from "../transport/native_socket.ts";
 import type { MessageForm } from "./envelope.ts";
@@ -27,6 +28,8 @@ export interface PublisherOptions {
   sendHighWaterMark?: number;
   /** Time `close()` gives ZeroMQ to deliver what is still queued, in ms. @default 1000 */
   linger?: number;
+  /** CURVE keys, for a bus that requires CURVE. @default plaintext */
+  curve?: CurveClientKeys;
 }
 
 const MAX_CACHED_TOPICS = 1024;
@@ -55,6 +58,7 @@ export class Publisher {
         ? { sendHighWaterMark: options.sendHighWaterMark }
         : {}),
       linger: this.#linger,
+      ...(options.curve ? { curveClient: options.curve } : {}),
     });
     try {
       this.endpoint = this.#socket.attach(endpoint, "connect", "publisher");

@@ -12,6 +12,7 @@
  *
  * @module
  */
+import type { CurveClientKeys } from "../transport/curve.ts";
 import { ZMQ_SUB } from "../transport/libzmq.ts";
 import { NativeSocket, NativeSocketClosedError } from "../transport/native_socket.ts";
 import { type BusMessage, PrefixSet, startsWith, toBytes } from "./envelope.ts";
@@ -28,6 +29,8 @@ export interface SubscriberOptions {
   envelopes?: Iterable<string>;
   /** ZMQ_RCVHWM; 0 = none. @default 1000 */
   receiveHighWaterMark?: number;
+  /** CURVE keys, for a bus that requires CURVE. @default plaintext */
+  curve?: CurveClientKeys;
 }
 
 /** Reads messages from a bus backend. */
@@ -51,6 +54,7 @@ export class Subscriber {
       ...(options.receiveHighWaterMark !== undefined
         ? { receiveHighWaterMark: options.receiveHighWaterMark }
         : {}),
+      ...(options.curve ? { curveClient: options.curve } : {}),
     });
     try {
       for (const topic of options.topics ?? []) this.subscribe(topic);

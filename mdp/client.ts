@@ -9,6 +9,7 @@
  *
  * @module
  */
+import type { CurveClientKeys } from "../transport/curve.ts";
 import type { Frames } from "../transport/frames.ts";
 import { ZMQ_DEALER } from "../transport/libzmq.ts";
 import { NativeSocket } from "../transport/native_socket.ts";
@@ -35,6 +36,8 @@ export interface ClientOptions {
   maxBackoffMs?: number;
   /** Dialect to speak. @default "plantd" */
   dialect?: Dialect;
+  /** CURVE keys, for a broker that requires CURVE. @default plaintext */
+  curve?: CurveClientKeys;
 }
 
 /** Per-request overrides. */
@@ -123,6 +126,7 @@ export class MdpClient {
       linger: 0,
       sendHighWaterMark: 100_000,
       receiveHighWaterMark: 100_000,
+      ...(options.curve ? { curveClient: options.curve } : {}),
     });
     this.#socket.connect(this.endpoint);
     this.#loop = this.#run();

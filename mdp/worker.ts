@@ -6,6 +6,7 @@
  *
  * @module
  */
+import type { CurveClientKeys } from "../transport/curve.ts";
 import type { Frames } from "../transport/frames.ts";
 import { ZMQ_DEALER } from "../transport/libzmq.ts";
 import { NativeSocket } from "../transport/native_socket.ts";
@@ -50,6 +51,8 @@ export interface WorkerOptions {
    * a time. @default 1
    */
   capacity?: number;
+  /** CURVE keys, for a broker that requires CURVE. @default plaintext */
+  curve?: CurveClientKeys;
 }
 
 /** Events a worker reports; the application decides what to log. */
@@ -108,6 +111,7 @@ class Session {
   #maxLiveness: number;
   #reconnectMs: number;
   #capacity: number;
+  #curve?: CurveClientKeys;
   #onEvent: (event: WorkerEvent) => void;
   #socket!: NativeSocket;
   #abort!: AbortController;
@@ -132,6 +136,7 @@ class Session {
     this.#liveness = this.#maxLiveness;
     this.#reconnectMs = options.reconnectMs ?? 1000;
     this.#capacity = Math.max(1, options.capacity ?? 1);
+    if (options.curve) this.#curve = options.curve;
     this.#onEvent = onEvent;
     this.#connect();
   }
@@ -139,7 +144,10 @@ class Session {
   #connect(): void {
     this.#abort = new AbortController();
     // Linger lets a DISCONNECT sent just before close() reach the broker.
-    this.#socket = new NativeSocket(ZMQ_DEALER, { linger: 200 });
+    this.#socket = new NativeSocket(ZMQ_DEALER, {
+      linger: 200,
+      ...(this.#curve ? { curveClient: this.#curve } : {}),
+    });
     this.#socket.connect(this.#endpoint);
     this.#liveness = this.#maxLiveness;
     this.#send(encodeWorkerSignal(this.#dialect, "READY", this.#service, this.#capacity));

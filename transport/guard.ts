@@ -122,12 +122,25 @@ export class ListenerGuard {
       }
     } catch (error) {
       void zap?.release();
+      void monitor?.close();
       throw error;
     }
     return new ListenerGuard(zap, monitor);
   }
 
-  /** Stops the monitor and releases the ZAP domain; call once the socket is closed. */
+  /**
+   * Stops the socket's monitor: call while the socket is open and owned by
+   * this thread, right before closing it (see monitor.ts for why).
+   */
+  detach(): void {
+    this.#monitor?.stop();
+  }
+
+  /**
+   * Releases the ZAP domain and stops reading events: call after
+   * {@link detach} and after the socket is closed (releasing first would let
+   * clients in unchecked while no ZAP handler is bound).
+   */
   async close(): Promise<void> {
     await this.#monitor?.close();
     await this.#zap?.release();

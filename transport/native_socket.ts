@@ -277,6 +277,19 @@ export class NativeSocket {
     }
   }
 
+  /**
+   * Stops the monitor started by {@link monitor}. Call it before closing the
+   * socket and before closing the monitor's reader: libzmq sends monitor
+   * events with a blocking send, so events of a socket whose reader is gone
+   * would stall its I/O thread.
+   */
+  stopMonitor(): void {
+    this.#check();
+    if (libzmq().zmq_socket_monitor(this.#socket, null, 0) !== 0) {
+      throw new ZmqError("zmq_socket_monitor(stop)", lastErrno());
+    }
+  }
+
   /** The libzmq socket, for zmq_proxy; nothing else may use it meanwhile. */
   get pointer(): NonNullable<Deno.PointerValue> {
     return this.#socket;
