@@ -38,6 +38,8 @@ Deno.test("buses come from YAML with czmq prefixes, and from PLANTD_BUS_BUSES as
     send_hwm: 0,
     receive_hwm: 1000,
     capture_hwm: 10_000,
+    max_message_bytes: 16 * 1024 * 1024,
+    max_subscription_bytes: 64 * 1024,
     topics: ["org.plantd.Metric"],
   }]);
   const fromEnv = loadConfig(busConfig, {

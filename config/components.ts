@@ -9,6 +9,7 @@ import { z } from "zod";
 import { LOG_LEVELS } from "../telemetry/log.ts";
 import { DIALECTS } from "../mdp/protocol.ts";
 import type { ComponentConfig } from "./load.ts";
+import { busCurveClientShape, curveClientShape, curveServerShape } from "./curve.ts";
 
 const endpoint = z.string().regex(
   /^[@>]?(tcp|ipc|inproc):\/\/.+$/,
@@ -35,6 +36,10 @@ export const busSchema = z.strictObject({
   receive_hwm: hwm.default(1000),
   /** Capture high-water mark: beyond it capture copies are dropped (and counted). */
   capture_hwm: hwm.default(10_000),
+  /** Largest frame a publisher may send to the frontend; a larger one disconnects it. */
+  max_message_bytes: z.number().int().min(1024).default(16 * 1024 * 1024),
+  /** Largest subscription frame a subscriber (or capture reader) may send. */
+  max_subscription_bytes: z.number().int().min(256).default(64 * 1024),
   /** Topic prefixes counted separately on /metrics (with capture). */
   topics: z.array(z.string().min(1)).default([]),
 });
@@ -49,6 +54,8 @@ function defaultBus(name: string, port: number): BusConfig {
     send_hwm: 1000,
     receive_hwm: 1000,
     capture_hwm: 10_000,
+    max_message_bytes: 16 * 1024 * 1024,
+    max_subscription_bytes: 64 * 1024,
     topics: [],
   };
 }
@@ -128,6 +135,8 @@ export const brokerConfig = {
     requeue_lost: z.boolean().default(false),
     /** Pub/sub buses this process runs; [] for none. */
     buses,
+    /** CURVE for the broker endpoint and its buses (config/curve.ts, docs/security.md). */
+    ...curveServerShape,
   }),
 } satisfies ComponentConfig<z.ZodObject>;
 
@@ -139,6 +148,8 @@ export const busConfig = {
     /** 0 turns the health server off. */
     health_port: port.default(8083),
     buses,
+    /** CURVE for every bus endpoint (config/curve.ts, docs/security.md). */
+    ...curveServerShape,
   }),
 } satisfies ComponentConfig<z.ZodObject>;
 
@@ -157,6 +168,8 @@ export const echoConfig = {
     capacity: z.number().int().min(1).max(4096).default(1),
     heartbeat_interval_ms: positiveMs.default(2500),
     heartbeat_liveness: z.number().int().min(1).default(3),
+    /** CURVE keys for a broker that requires CURVE (config/curve.ts). */
+    ...curveClientShape,
   }),
 } satisfies ComponentConfig<z.ZodObject>;
 
@@ -187,6 +200,9 @@ export const stateConfig = {
     heartbeat_liveness: z.number().int().min(1).default(3),
     /** With any key set, every request must carry a valid `token` with the operation's permission. */
     ...tokenKeys,
+    /** CURVE keys for the broker and the state bus (config/curve.ts). */
+    ...curveClientShape,
+    ...busCurveClientShape,
   }),
 } satisfies ComponentConfig<z.ZodObject>;
 
@@ -275,6 +291,9 @@ export const gatewayConfig = {
     /** TLS certificate chain and key (PEM files); both set: HTTPS and WSS, HSTS, secure cookies. */
     tls_cert: z.string().min(1).optional(),
     tls_key: z.string().min(1).optional(),
+    /** CURVE keys for the broker and the buses (config/curve.ts). */
+    ...curveClientShape,
+    ...busCurveClientShape,
   }),
 } satisfies ComponentConfig<z.ZodObject>;
 
@@ -327,6 +346,8 @@ export const metricsConfig = {
     timescaledb: z.enum(["auto", "off"]).default("auto"),
     /** 0 turns the health server off. */
     health_port: port.default(8084),
+    /** CURVE keys for a metric bus that requires CURVE (config/curve.ts). */
+    ...curveClientShape,
   }),
 } satisfies ComponentConfig<z.ZodObject>;
 
