@@ -168,6 +168,19 @@ Deno.test("scoped grants reach their scope only; the generic bridge is no way ar
     // Nothing changed.
     const after = await call(url, { method: "GET", path: "/api/state/mine/k" }, admin);
     assert.equal(after.body.value, "m");
+    // Each denial is in the audit log, with who, what and from where.
+    const denied = await call(
+      url,
+      { method: "GET", path: "/api/audit?action=access.denied" },
+      admin,
+    );
+    assert.equal(denied.body.events.length, 4, JSON.stringify(denied.body));
+    for (const event of denied.body.events) {
+      assert.match(event.actor, /^user:t-/);
+      assert.equal(event.outcome, "denied");
+      assert.equal(event.ip, "127.0.0.1");
+      assert.ok(event.details.needs);
+    }
   });
 });
 
