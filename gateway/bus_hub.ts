@@ -15,6 +15,7 @@
  */
 import { type BusMessage, PrefixSet } from "../bus/envelope.ts";
 import { Subscriber } from "../bus/subscriber.ts";
+import type { CurveClientKeys } from "../transport/curve.ts";
 
 /**
  * One message as handed to listeners. `json()` is the message's fields after
@@ -148,10 +149,12 @@ class BusFeed {
     endpoint: string,
     envelopes: string[],
     history: HubHistory | undefined,
+    curve?: CurveClientKeys,
   ) {
     this.subscriber = new Subscriber(endpoint, {
       bus: name,
       envelopes,
+      ...(curve ? { curve } : {}),
       // A bounded backlog: past it the bus drops for this gateway rather than
       // letting fan-out fall minutes behind.
       receiveHighWaterMark: 10_000,
@@ -228,6 +231,8 @@ function delivery(message: BusMessage, offset?: string): Delivery {
 export interface BusHubOptions {
   /** Topic history; the hub owns it and closes it. */
   history?: HubHistory;
+  /** CURVE keys for buses that require CURVE. */
+  curve?: CurveClientKeys;
 }
 
 /** The gateway's bus subscriptions. */
@@ -243,7 +248,7 @@ export class BusHub {
   ) {
     this.#history = options.history;
     for (const [name, endpoint] of Object.entries(buses)) {
-      this.#feeds.set(name, new BusFeed(name, endpoint, envelopes, options.history));
+      this.#feeds.set(name, new BusFeed(name, endpoint, envelopes, options.history, options.curve));
     }
     this.#history?.attach({
       deliver: (bus, message, offset) => void this.#feeds.get(bus)?.dispatch(message, offset),

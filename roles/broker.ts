@@ -8,9 +8,11 @@ import { Registry } from "prom-client";
 import { processMetrics } from "../telemetry/process_metrics.ts";
 import { BrokerServer } from "../broker/server.ts";
 import type { BrokerConfig } from "../config/components.ts";
+import { serverCurve } from "../config/curve.ts";
 import { brokerMetrics } from "../telemetry/broker_metrics.ts";
+import { endpointObserver } from "../telemetry/endpoint_metrics.ts";
 import { logger } from "../telemetry/log.ts";
-import { type RunningBuses, startBuses } from "./bus.ts";
+import { logCurve, type RunningBuses, startBuses } from "./bus.ts";
 import { startHealthServer } from "./health_server.ts";
 import type { Running } from "./running.ts";
 
@@ -20,6 +22,8 @@ export async function startBroker(
   registry: Registry = new Registry(),
 ): Promise<Running & { server: BrokerServer; buses: RunningBuses; healthPort: number }> {
   const log = logger("broker");
+  // Keys are read (and checked) before anything binds: a bad key file is a config error.
+  const curve = serverCurve("broker", config);
   processMetrics(registry);
   // The metrics read the broker once it exists; it is created after them.
   const holder: { server?: BrokerServer } = {};
@@ -32,6 +36,8 @@ export async function startBroker(
     maxMessageBytes: config.max_message_bytes,
     maxQueuePerService: config.max_queue,
     requeueLost: config.requeue_lost,
+    ...(curve ? { curve } : {}),
+    onListenerEvent: endpointObserver(registry, logger("broker", "security")),
   }, {
     ...metrics,
     drop: (reason) => {
@@ -45,7 +51,7 @@ export async function startBroker(
   });
   let buses: RunningBuses;
   try {
-    buses = await startBuses(config.buses, registry);
+    buses = await startBuses(config.buses, registry, curve);
   } catch (error) {
     await server.close();
     throw error;
@@ -55,6 +61,7 @@ export async function startBroker(
     { name: "broker_socket", status: server.endpoint ? "UP" : "DOWN", lastUpdated: started },
     ...buses.checks(),
   ], registry);
+  logCurve(log, config.buses.length > 0 ? "broker and bus endpoints" : "broker endpoint", curve);
   log.info("broker listening on {endpoint}", {
     endpoint: server.endpoint,
     health: health.port ? `http://${config.health_host}:${health.port}/healthz` : "off",

@@ -9,9 +9,14 @@ import { Registry } from "prom-client";
 import { processMetrics } from "../telemetry/process_metrics.ts";
 import { type BusOptions, BusSet } from "../bus/bus.ts";
 import type { BusComponentConfig, BusConfig } from "../config/components.ts";
+import { serverCurve } from "../config/curve.ts";
+import type { CurveServerKeys } from "../transport/curve.ts";
 import { busMetrics } from "../telemetry/bus_metrics.ts";
+import { endpointObserver } from "../telemetry/endpoint_metrics.ts";
 import type { Check } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";
+import type { Logger } from "@logtape/logtape";
+import { curvePublicKey } from "../transport/curve.ts";
 import { startHealthServer } from "./health_server.ts";
 import type { Running } from "./running.ts";
 
@@ -33,19 +38,47 @@ export function busOptions(config: BusConfig): BusOptions {
     receiveHighWaterMark: config.receive_hwm,
     captureHighWaterMark: config.capture_hwm,
     topics: config.topics,
+    maxMessageBytes: config.max_message_bytes,
+    maxSubscriptionBytes: config.max_subscription_bytes,
   };
+}
+
+/** Logs how a listening component's endpoints are secured. */
+export function logCurve(log: Logger, what: string, curve: CurveServerKeys | undefined): void {
+  if (!curve) {
+    log.info("{what}: plaintext (no curve_secret_key)", { what });
+  } else if ((curve.allowedKeys ?? []).length === 0) {
+    log.warn(
+      "{what}: CURVE with no curve_allowed_keys: any client with the server's public key gets in (encryption only)",
+      { what, public_key: curvePublicKey(curve.secretKey) },
+    );
+  } else {
+    log.info("{what}: CURVE, {count} client keys allowed", {
+      what,
+      count: curve.allowedKeys!.length,
+      public_key: curvePublicKey(curve.secretKey),
+    });
+  }
 }
 
 /**
  * Starts `configs` (all or none) and registers their metrics in `registry`.
- * A port in use is a BindError naming the bus and the endpoint.
+ * A port in use is a BindError naming the bus and the endpoint. With `curve`,
+ * every bus endpoint requires CURVE.
  */
 export async function startBuses(
   configs: readonly BusConfig[],
   registry?: Registry,
+  curve?: CurveServerKeys,
 ): Promise<RunningBuses> {
   const log = logger("bus");
-  const set = await BusSet.start(configs.map(busOptions), (event) => {
+  const onListenerEvent = endpointObserver(registry, logger("bus", "security"));
+  const options = configs.map((config) => ({
+    ...busOptions(config),
+    ...(curve ? { curve } : {}),
+    onListenerEvent,
+  }));
+  const set = await BusSet.start(options, (event) => {
     if (event.type === "exited") {
       log.error("bus {bus}: proxy exited with {code}", {
         bus: event.bus,
@@ -99,7 +132,9 @@ export async function startBusComponent(
   registry: Registry = new Registry(),
 ): Promise<RunningBuses & { healthPort: number }> {
   processMetrics(registry);
-  const buses = await startBuses(config.buses, registry);
+  const curve = serverCurve("bus", config);
+  if (config.buses.length > 0) logCurve(logger("bus"), "bus endpoints", curve);
+  const buses = await startBuses(config.buses, registry, curve);
   let health: Running & { port: number };
   try {
     health = startHealthServer(

@@ -15,7 +15,7 @@ export function startEcho(config: EchoConfig): Running {
   const log = logger("echo");
   const worker = startEchoWorker(
     config.broker_endpoint,
-    workerOptions(config),
+    workerOptions(config, "echo"),
     logWorkerEvents(log),
   );
   const health = startHealthServer("echo", config.health_host, config.health_port, () => [{

@@ -10,6 +10,7 @@ import type { GatewayConfig } from "../config/components.ts";
 import { AuthStore } from "../auth/store.ts";
 import { TokenIssuer, tokenSettingsFrom } from "../auth/tokens.ts";
 import { ConfigError } from "../config/load.ts";
+import { busClientCurve, clientCurve } from "../config/curve.ts";
 import { createApp } from "../gateway/app.ts";
 import { Guard } from "../gateway/auth/guard.ts";
 import { createCounters } from "../gateway/shared/counters.ts";
@@ -62,6 +63,8 @@ export async function startGateway(
   registry: Registry = new Registry(),
 ): Promise<Running & { port: number; url: string }> {
   const log = logger("gateway");
+  const brokerCurve = clientCurve("gateway", config);
+  const busCurve = busClientCurve("gateway", config);
   const settings = await tokenSettingsFrom(config);
   if (!settings && !isLoopback(config.host)) {
     throw new ConfigError(
@@ -99,7 +102,10 @@ export async function startGateway(
   }
   const counters = createCounters(redis);
   const userSessions = createSessions(redis);
-  const client = new MdpClient(config.broker_endpoint, { timeoutMs: config.request_timeout_ms });
+  const client = new MdpClient(config.broker_endpoint, {
+    timeoutMs: config.request_timeout_ms,
+    ...(brokerCurve ? { curve: brokerCurve } : {}),
+  });
   const directory = new ServiceDirectory((service, body, timeoutMs) =>
     client.request(service, body, { timeoutMs: timeoutMs ?? config.request_timeout_ms })
   );
@@ -121,7 +127,10 @@ export async function startGateway(
       ...(redis ? { link: redis } : {}),
     })
     : undefined;
-  const hub = new BusHub(config.buses, config.envelopes, history ? { history } : {});
+  const hub = new BusHub(config.buses, config.envelopes, {
+    ...(history ? { history } : {}),
+    ...(busCurve ? { curve: busCurve } : {}),
+  });
   // The read cache needs the state bus: without its change events it stays off.
   const stateCache = config.state_cache_ttl_ms > 0 && config.buses.state
     ? new StateCache({

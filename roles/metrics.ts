@@ -7,6 +7,7 @@
 import { Registry } from "prom-client";
 import { Subscriber } from "../bus/subscriber.ts";
 import type { MetricsConfig } from "../config/components.ts";
+import { clientCurve } from "../config/curve.ts";
 import { MetricsIngester } from "../metrics/ingester.ts";
 import { libsqlUrl } from "../storage/libsql.ts";
 import { metricsWriterOpener, redactUrl } from "../metrics/open.ts";
@@ -47,6 +48,7 @@ export function startMetrics(
   registry: Registry = new Registry(),
 ): RunningMetrics {
   const log = logger("metrics");
+  const curve = clientCurve("metrics", config);
   if (!registry.getSingleMetric("process_cpu_seconds_total")) processMetrics(registry);
   const metrics = ingesterMetrics(registry, config.buffer_points);
   const limited = rateLimiter(10_000);
@@ -80,6 +82,7 @@ export function startMetrics(
     bus: "metric",
     envelopes: config.envelopes,
     receiveHighWaterMark: config.receive_hwm,
+    ...(curve ? { curve } : {}),
   });
   subscriber.subscribe(config.subscribe);
   const ingester = new MetricsIngester(subscriber, open, {

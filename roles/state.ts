@@ -6,6 +6,7 @@
 import { Registry } from "prom-client";
 import { processMetrics } from "../telemetry/process_metrics.ts";
 import type { StateConfig } from "../config/components.ts";
+import { busClientCurve } from "../config/curve.ts";
 import { Publisher } from "../bus/publisher.ts";
 import { type ChangeSink, publishChanges } from "../state/changes.ts";
 import { openStateDatabase } from "../state/db.ts";
@@ -26,6 +27,8 @@ export async function startState(
   registry: Registry = new Registry(),
 ): Promise<Running & { store: StateStore }> {
   const log = logger("state");
+  const options = workerOptions(config, "state");
+  const busCurve = busClientCurve("state", config);
   processMetrics(registry);
   const metrics = stateMetrics(registry);
   const open = await openStateDatabase({
@@ -35,7 +38,11 @@ export async function startState(
   });
   // Changes go to the state bus as [scope, json] unless the caller takes them.
   const publisher = !changes && config.bus_endpoint !== ""
-    ? new Publisher(config.bus_endpoint, { form: "frames", sendHighWaterMark: 100_000 })
+    ? new Publisher(config.bus_endpoint, {
+      form: "frames",
+      sendHighWaterMark: 100_000,
+      ...(busCurve ? { curve: busCurve } : {}),
+    })
     : undefined;
   const sink = changes ?? publisher;
   const store = await StateStore.load(open, {
@@ -60,7 +67,7 @@ export async function startState(
   const worker = startStateWorker(
     config.broker_endpoint,
     operations,
-    workerOptions(config),
+    options,
     logWorkerEvents(log),
   );
   let storeStatus: { ok: boolean; at: string } = { ok: true, at: new Date().toISOString() };

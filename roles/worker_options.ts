@@ -5,11 +5,12 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
+import { clientCurve, type CurveClientConfig } from "../config/curve.ts";
 import type { Dialect } from "../mdp/protocol.ts";
 import type { WorkerEvent, WorkerOptions } from "../mdp/worker.ts";
 
 /** The configuration keys shared by worker components. */
-export interface WorkerConfig {
+export interface WorkerConfig extends CurveClientConfig {
   concurrency: number;
   capacity: number;
   heartbeat_interval_ms: number;
@@ -17,9 +18,11 @@ export interface WorkerConfig {
   dialect?: Dialect;
 }
 
-/** Worker options from a component's configuration. */
-export function workerOptions(config: WorkerConfig): WorkerOptions {
+/** Worker options from a component's configuration (`component` names it in key errors). */
+export function workerOptions(config: WorkerConfig, component = "worker"): WorkerOptions {
+  const curve = clientCurve(component, config);
   return {
+    ...(curve ? { curve } : {}),
     concurrency: config.concurrency,
     capacity: config.capacity,
     heartbeatIntervalMs: config.heartbeat_interval_ms,
