@@ -16,6 +16,7 @@ import {
 import { ConfigError, loadConfig } from "./config/load.ts";
 import { devCert, userAdd } from "./auth/commands.ts";
 import { startBroker } from "./roles/broker.ts";
+import { keygen } from "./roles/keygen.ts";
 import { startBusComponent } from "./roles/bus.ts";
 import { startEcho } from "./roles/echo.ts";
 import { startGateway } from "./roles/gateway.ts";
@@ -47,6 +48,7 @@ components:
   user-add --username NAME [--roles admin]   create a gateway user (password: prompt,
                       PLANTD_USER_PASSWORD or a piped line)
   dev-cert [--out data]   self-signed TLS certificate for localhost
+  keygen [--out NAME]     new CURVE key pair for the broker, buses or a client
 
 Every key of a component's configuration is a flag (--log-level debug), an
 environment variable (PLANTD_BROKER_LOG_LEVEL=debug) and a YAML key (log_level).`;
@@ -197,6 +199,9 @@ async function start(component: string, args: string[]): Promise<Running | undef
       return undefined;
     case "dev-cert":
       await devCert(args);
+      return undefined;
+    case "keygen":
+      keygen(args);
       return undefined;
     case "dev": {
       // Components read their own environment; dev's flags set only what they share.
