@@ -28,6 +28,7 @@ import type { BusHub } from "./bus_hub.ts";
 import type { Call, ServiceDirectory } from "./directory.ts";
 import { ApiError, toApiError } from "./errors.ts";
 import { authRoutes } from "./routes/auth.ts";
+import { utf8Body } from "./routes/body.ts";
 import { metricsRoutes } from "./routes/metrics.ts";
 import { servicesRoutes } from "./routes/services.ts";
 import { stateRoutes } from "./routes/state.ts";
@@ -173,6 +174,8 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
       },
     }),
   );
+  // Bodies are UTF-8: anything else is a 400, never text with U+FFFD in it.
+  app.use("/api/*", utf8Body);
 
   app.onError((error, c) => {
     const api = toApiError(error);

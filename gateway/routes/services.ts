@@ -13,7 +13,6 @@ import type { Guard } from "../auth/guard.ts";
 import { authorize, authorizeCall } from "../auth/http.ts";
 import type { Call, ServiceDirectory } from "../directory.ts";
 import { ApiError } from "../errors.ts";
-import { utf8Body } from "./body.ts";
 import { errorResponses } from "./schemas.ts";
 
 const ServiceInfoSchema = z.object({
@@ -51,7 +50,6 @@ const callService = createRoute({
   method: "post",
   path: "/api/services/{service}/{operation}",
   summary: "Send a Majordomo request: body frames [operation, JSON body]",
-  middleware: [utf8Body],
   request: {
     params: z.object({
       service: z.string().min(1).max(255).openapi({ param: { name: "service", in: "path" } }),

@@ -14,7 +14,6 @@ import type { Guard } from "../auth/guard.ts";
 import { authorize } from "../auth/http.ts";
 import { ApiError } from "../errors.ts";
 import type { StateApi } from "../state_api.ts";
-import { utf8Body } from "./body.ts";
 import { errorResponses } from "./schemas.ts";
 
 const name = (what: string) =>
@@ -94,7 +93,6 @@ const setMany = createRoute({
   method: "post",
   path: "/api/state/{scope}",
   summary: "Set several keys at once (atomic)",
-  middleware: [utf8Body],
   request: {
     params: z.object({ scope: Scope }),
     body: {
@@ -141,7 +139,6 @@ const putKey = createRoute({
   method: "put",
   path: "/api/state/{scope}/{key}",
   summary: "Write a key (creates the scope if needed); If-Match makes it compare-and-set",
-  middleware: [utf8Body],
   request: {
     params: z.object({ scope: Scope, key: Key }),
     headers: IfMatch,
