@@ -20,6 +20,7 @@ async function api(path, init) {
   const response = await fetch(path, init);
   const text = await response.text();
   const body = text ? JSON.parse(text) : {};
+  if (response.status === 401 && !path.startsWith("/api/auth/")) showLogin();
   if (!response.ok) {
     const error = new Error(body?.error?.message ?? `${response.status} ${response.statusText}`);
     error.code = body?.error?.code;
@@ -39,6 +40,7 @@ class Live {
   #socket;
   #wanted = new Map(); // id -> subscribe/watch message
   #handlers = new Map(); // id -> (message) => void
+  #offsets = new Map(); // id -> last offset received (buses with history)
   #backoff = 250;
   buses = [];
   onBuses = () => {};
@@ -55,7 +57,11 @@ class Live {
     socket.onopen = () => {
       this.#backoff = 250;
       setStatus("ws-status", "open", "WebSocket: live");
-      for (const message of this.#wanted.values()) socket.send(JSON.stringify(message));
+      // Resubscribe where each subscription stopped: the gateway replays what was missed.
+      for (const [id, message] of this.#wanted) {
+        const from = this.#offsets.get(id);
+        socket.send(JSON.stringify(from ? { ...message, from } : message));
+      }
     };
     socket.onmessage = (event) => {
       const message = JSON.parse(event.data);
@@ -64,9 +70,14 @@ class Live {
         this.onBuses(message.buses);
         return;
       }
+      if (message.type === "message" && message.offset) {
+        this.#offsets.set(message.id, message.offset);
+      }
       if (message.id) this.#handlers.get(message.id)?.(message);
     };
-    socket.onclose = (event) => {
+    socket.onclose = async (event) => {
+      // 4001: the access token expired; a refreshed cookie lets the next socket in.
+      if (event.code === 4001 && !(await refreshSession())) return showLogin();
       setStatus("ws-status", "closed", `WebSocket: reconnecting (${event.code})`);
       setTimeout(() => this.#connect(), this.#backoff);
       this.#backoff = Math.min(this.#backoff * 2, 5000);
@@ -85,6 +96,7 @@ class Live {
   release(id) {
     if (!this.#wanted.delete(id)) return;
     this.#handlers.delete(id);
+    this.#offsets.delete(id);
     if (this.#socket.readyState === WebSocket.OPEN) {
       this.#socket.send(JSON.stringify({ type: "unsubscribe", id }));
     }
@@ -96,6 +108,85 @@ function setStatus(id, status, text) {
   node.dataset.status = status;
   node.textContent = text;
 }
+
+// ---------------------------------------------------------------- login
+
+let refreshTimer;
+
+/** Renews the session cookies with the refresh cookie; false when the session is over. */
+async function refreshSession() {
+  try {
+    const tokens = await api("/api/auth/refresh", { method: "POST" });
+    scheduleRefresh(tokens.expires_at);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function scheduleRefresh(expiresAt) {
+  clearTimeout(refreshTimer);
+  if (!expiresAt) return;
+  // A minute early (or halfway, for short tokens), so requests never meet an expired cookie.
+  const left = expiresAt - Date.now();
+  refreshTimer = setTimeout(refreshSession, Math.max(1000, Math.min(left - 60_000, left / 2)));
+}
+
+function showLogin() {
+  $("app").hidden = true;
+  $("login-panel").hidden = false;
+  $("login-username").focus();
+}
+
+$("login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("login-error").hidden = true;
+  try {
+    await api("/api/auth/login", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        username: $("login-username").value,
+        password: $("login-password").value,
+      }),
+    });
+    $("login-password").value = "";
+    location.reload();
+  } catch (error) {
+    $("login-error").textContent = error.message;
+    $("login-error").hidden = false;
+  }
+});
+
+$("logout").addEventListener("click", async () => {
+  await api("/api/auth/logout", { method: "POST" }).catch(() => {});
+  location.reload();
+});
+
+/** Who is looking: null when a login is needed first. */
+async function whoAmI() {
+  try {
+    return await api("/api/auth/me");
+  } catch (error) {
+    if (error.status === 401) return null;
+    throw error;
+  }
+}
+
+// An expired access cookie with a live refresh cookie: renew before asking for a login.
+let me = await whoAmI().catch(() => ({ auth_enabled: false }));
+if (me === null && await refreshSession()) me = await whoAmI();
+if (me === null) {
+  showLogin();
+  await new Promise(() => {}); // nothing more to run until the login form reloads the page
+}
+if (me.auth_enabled) {
+  $("user").textContent = me.name;
+  $("user").hidden = false;
+  $("logout").hidden = false;
+  scheduleRefresh(me.expires_at);
+}
+$("app").hidden = false;
 
 const live = new Live();
 

@@ -9,13 +9,13 @@ import { chromium } from "playwright-core";
 import { Publisher } from "../bus/publisher.ts";
 import { waitFor } from "./_helpers.ts";
 import { startSystem } from "./_system.ts";
+import { bearer, tokenWith, withSecuredSystem } from "./_auth.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const ARTIFACTS = new URL("../test-artifacts/", import.meta.url).pathname;
 
-Deno.test("dashboard shows services, edits state live, and streams a bus topic", async () => {
-  const system = await startSystem();
-  const browser = await chromium.launch({
+function launch() {
+  return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     args: [
@@ -28,6 +28,11 @@ Deno.test("dashboard shows services, edits state live, and streams a bus topic",
       "--disable-sync",
     ],
   });
+}
+
+Deno.test("dashboard shows services, edits state live, and streams a bus topic", async () => {
+  const system = await startSystem();
+  const browser = await launch();
   const publisher = new Publisher(system.frontends.event!, { sendHighWaterMark: 0 });
   try {
     const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
@@ -111,4 +116,56 @@ Deno.test("dashboard shows services, edits state live, and streams a bus topic",
     await browser.close();
     await system.stop();
   }
+});
+
+Deno.test("with authentication on, the dashboard asks for a login, works as the user, and logs out", async () => {
+  await withSecuredSystem(async (system) => {
+    const admin = { ...bearer(await tokenWith(["*"])), "content-type": "application/json" };
+    const created = await fetch(`${system.url}/api/auth/users`, {
+      method: "POST",
+      headers: admin,
+      body: JSON.stringify({ username: "op", password: "operator pass", roles: ["operator"] }),
+    });
+    assert.equal(created.status, 201);
+    const browser = await launch();
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on("pageerror", (error) => errors.push(String(error)));
+      await page.goto(system.url + "/");
+      await page.waitForSelector("#login-panel:not([hidden])", { timeout: 30_000 });
+      assert.equal(await page.locator("#app").isVisible(), false);
+
+      await page.fill("#login-username", "op");
+      await page.fill("#login-password", "wrong password");
+      await page.click("#login-form button[type=submit]");
+      await page.waitForSelector("#login-error:not([hidden])", { timeout: 30_000 });
+      assert.match(await page.locator("#login-error").textContent() ?? "", /Wrong username/);
+
+      await page.fill("#login-password", "operator pass");
+      await page.click("#login-form button[type=submit]");
+      await page.waitForSelector('#services tr[data-service="org.plantd.State"]', {
+        timeout: 30_000,
+      });
+      assert.equal(await page.locator("#user").textContent(), "op");
+      await page.waitForSelector('#ws-status[data-status="open"]', { timeout: 30_000 });
+
+      // Edits go through with the session cookie (same origin, so no CSRF refusal).
+      await page.fill("#entry-scope", "line");
+      await page.fill("#entry-key", "speed");
+      await page.fill("#entry-value", "7");
+      await page.click("#entry-form button[type=submit]");
+      await page.waitForSelector('#entries tr[data-key="speed"]', { timeout: 30_000 });
+      const audit = await (await fetch(`${system.url}/api/audit?actor=user:op`, {
+        headers: admin,
+      })).json();
+      assert.ok(audit.events.some((e: { action: string }) => e.action === "state.set"));
+
+      await page.click("#logout");
+      await page.waitForSelector("#login-panel:not([hidden])", { timeout: 30_000 });
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  });
 });
