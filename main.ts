@@ -14,6 +14,7 @@ import {
   stateConfig,
 } from "./config/components.ts";
 import { ConfigError, loadConfig } from "./config/load.ts";
+import { inProcessCurve } from "./config/curve.ts";
 import { devCert, userAdd } from "./auth/commands.ts";
 import { startBroker } from "./roles/broker.ts";
 import { keygen } from "./roles/keygen.ts";
@@ -77,10 +78,13 @@ async function startDev(
   const registry = new Registry();
   const parts: Running[] = [];
   try {
-    const started = await startBroker(broker, registry);
+    // With broker CURVE keys, the in-process components connect with a key pair of their own.
+    const curve = inProcessCurve("broker", broker);
+    const curveKeys = curve?.client ?? {};
+    const started = await startBroker(curve?.server ?? broker, registry);
     parts.push(started);
     const brokerEndpoint = connectableEndpoint(started.server.endpoint);
-    parts.push(startEcho({ ...echo, broker_endpoint: brokerEndpoint }));
+    parts.push(startEcho({ ...echo, ...curveKeys, broker_endpoint: brokerEndpoint }));
     // Embedded default: the state database lives in ./data unless PLANTD_STATE_DB says otherwise.
     const db = Deno.env.get("PLANTD_STATE_DB") ?? "data/plantd-state.db";
     const stateBus = started.buses.set.get("state");
@@ -97,6 +101,7 @@ async function startDev(
       {
         ...state,
         ...stateKeys,
+        ...curveKeys,
         db,
         broker_endpoint: brokerEndpoint,
         health_port: 0,
@@ -116,6 +121,7 @@ async function startDev(
       ? startMetrics(
         {
           ...metrics,
+          ...curveKeys,
           db: metricsDb,
           bus_endpoint: connectableEndpoint(metricBus.backend),
           health_port: 0,
@@ -127,6 +133,7 @@ async function startDev(
     const web = await startGateway(
       {
         ...gateway,
+        ...curveKeys,
         broker_endpoint: brokerEndpoint,
         buses,
         metrics_database_url: metrics.database_url,

@@ -12,6 +12,7 @@ import { z } from "zod";
 import {
   type CurveClientKeys,
   CurveKeyError,
+  curveKeyPair,
   curvePublicKey,
   type CurveServerKeys,
   Z85_KEY_PATTERN,
@@ -224,4 +225,38 @@ function checked<T>(component: string, key: string, work: () => T): T {
     }
     throw error;
   }
+}
+
+/** Client keys that make a component use one given server key and key pair. */
+export type CurveClientOverride = {
+  [K in keyof Required<BusCurveClientConfig>]: string | undefined;
+};
+
+/**
+ * For components run in the same process as a CURVE server (`main.ts dev`):
+ * a fresh key pair for them, added to the server's allow-list when it has
+ * one, and the client keys that use it. Undefined when the server is plaintext.
+ */
+export function inProcessCurve<T extends CurveServerConfig>(
+  component: string,
+  config: T,
+  read: ReadTextFile = Deno.readTextFileSync,
+): { server: T; client: CurveClientOverride } | undefined {
+  const server = serverCurve(component, config, read);
+  if (!server) return undefined;
+  const pair = curveKeyPair();
+  const allowed = server.allowedKeys ?? [];
+  return {
+    server: allowed.length > 0
+      ? { ...config, curve_allowed_keys: [...(config.curve_allowed_keys ?? []), pair.publicKey] }
+      : config,
+    client: {
+      curve_server_key: curvePublicKey(server.secretKey),
+      curve_server_key_file: undefined,
+      curve_secret_key: pair.secretKey,
+      curve_secret_key_file: undefined,
+      bus_curve_server_key: undefined,
+      bus_curve_server_key_file: undefined,
+    },
+  };
 }
