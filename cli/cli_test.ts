@@ -10,6 +10,7 @@ import { MdpWorker } from "../mdp/worker.ts";
 import { sharedPoller } from "../transport/fd_poller.ts";
 import { waitFor } from "../tests/_helpers.ts";
 import { startSystem, type System } from "../tests/_system.ts";
+import { tokenWith, withSecuredSystem } from "../tests/_auth.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MAIN = new URL("./main.ts", import.meta.url).pathname;
@@ -618,4 +619,24 @@ Deno.test("deno task cli runs plant", async () => {
   }).output();
   assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
   assert.match(new TextDecoder().decode(output.stdout), /^plant \d+\.\d+\.\d+ \(deno /);
+});
+
+Deno.test("plant against a secured gateway: refused without a token, served with --token or PLANTD_CLI_TOKEN", async () => {
+  await withSecuredSystem(async (system) => {
+    const env = { PLANTD_CLI_GATEWAY: system.url };
+    const refused = await plant(["state", "get", "k"], env);
+    assertFails(refused, 1, /Authentication required/);
+    const writer = await tokenWith(["state:*"]);
+    assertOk(await plant(["--token", writer, "state", "set", "k", "v"], env));
+    const got = json(
+      await plant(["--json", "state", "get", "k"], { ...env, PLANTD_CLI_TOKEN: writer }),
+    );
+    assert.equal(got.value, "v");
+    const reader = await tokenWith(["state:data:read"]);
+    assertFails(
+      await plant(["state", "set", "k", "w"], { ...env, PLANTD_CLI_TOKEN: reader }),
+      1,
+      /Permission 'state:data:write' required/,
+    );
+  });
 });

@@ -30,10 +30,12 @@ export class GatewayBackend implements Backend {
   #url: URL;
   #timeoutMs: number;
   #what: string;
+  #token: string | undefined;
 
-  /** `what` names the peer in messages. */
-  constructor(url: string, timeoutMs: number, what = "gateway") {
+  /** `what` names the peer in messages; `token` (an access token or API key) is sent as a bearer. */
+  constructor(url: string, timeoutMs: number, what = "gateway", token?: string) {
     this.#what = what;
+    this.#token = token;
     try {
       this.#url = new URL(url);
     } catch {
@@ -60,7 +62,7 @@ export class GatewayBackend implements Backend {
       response = await fetch(url, {
         method,
         body,
-        headers,
+        headers: this.#token ? { authorization: `Bearer ${this.#token}`, ...headers } : headers,
         signal: AbortSignal.timeout(this.#timeoutMs + HTTP_MARGIN_MS),
       });
     } catch (error) {

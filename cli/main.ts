@@ -28,6 +28,7 @@ const DEFAULT_WAIT_MS = 1000;
 
 const OPTIONS = {
   gateway: { type: "string" },
+  token: { type: "string" },
   broker: { type: "string" },
   json: { type: "boolean" },
   timeout: { type: "string" },
@@ -42,7 +43,7 @@ const OPTIONS = {
   url: { type: "string" },
 } as const;
 
-const GLOBAL = new Set(["gateway", "broker", "json", "timeout", "help", "version"]);
+const GLOBAL = new Set(["gateway", "token", "broker", "json", "timeout", "help", "version"]);
 
 const OPTION_HELP: Record<string, string> = {
   service: "-s, --service SCOPE  state scope (alias --scope; default org.plantd.Client)",
@@ -64,6 +65,7 @@ ${lines.join("\n")}
 
 options:
   --gateway URL        gateway to use (PLANTD_CLI_GATEWAY, default ${DEFAULT_GATEWAY})
+  --token TOKEN        access token or API key for a secured gateway (PLANTD_CLI_TOKEN)
   --broker ENDPOINT    talk to the broker over Majordomo and to the buses directly
                        instead (PLANTD_CLI_BROKER), e.g. tcp://127.0.0.1:9797
   --timeout MS         per-request timeout (PLANTD_CLI_TIMEOUT_MS, default ${DEFAULT_TIMEOUT_MS})
@@ -236,7 +238,12 @@ export async function run(
           const { BrokerBackend } = await import("./broker_backend.ts");
           backend = new BrokerBackend(broker, timeoutMs, (bus) => busEndpoint(bus, "backend"));
         } else {
-          backend = new GatewayBackend(gateway, timeoutMs);
+          backend = new GatewayBackend(
+            gateway,
+            timeoutMs,
+            "gateway",
+            values.token ?? (env.PLANTD_CLI_TOKEN || undefined),
+          );
         }
         return backend;
       },
