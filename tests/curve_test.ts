@@ -10,6 +10,12 @@
 import assert from "node:assert/strict";
 import { Registry } from "prom-client";
 import { BrokerServer } from "../broker/server.ts";
+import { brokerConfig, echoConfig } from "../config/components.ts";
+import { busClientCurve, clientCurve, keysInFile, serverCurve } from "../config/curve.ts";
+import { ConfigError, loadConfig } from "../config/load.ts";
+import { startBroker } from "../roles/broker.ts";
+import { startEcho } from "../roles/echo.ts";
+import { keygen } from "../roles/keygen.ts";
 import { Bus } from "../bus/bus.ts";
 import { Publisher } from "../bus/publisher.ts";
 import { Subscriber } from "../bus/subscriber.ts";
@@ -290,4 +296,189 @@ Deno.test("bus: a frame over max_message_bytes disconnects the publisher, is cou
     const statistics = await bus.statistics();
     assert.ok(statistics.frontend.bytesIn < 4096, "the proxy never took the oversized frame");
   });
+});
+
+Deno.test("CURVE config: keys inline or in files, allow-lists from lists or text, and the mistakes that stop a component", () => {
+  const server = curveKeyPair();
+  const client = curveKeyPair();
+  const files: Record<string, string> = {
+    "/k/server.key": `# comment\n${server.secretKey}\n`,
+    "/k/allowed": `# clients\n${client.publicKey}\n\n${curveKeyPair().publicKey}\n`,
+    "/k/two": `${server.secretKey}\n${client.secretKey}\n`,
+    "/k/bad": "not a key\n",
+  };
+  const read = (path: string) => {
+    const text = files[path];
+    if (text === undefined) throw new Deno.errors.NotFound(path);
+    return text;
+  };
+  assert.equal(serverCurve("broker", {}, read), undefined);
+  assert.deepEqual(
+    serverCurve("broker", {
+      curve_secret_key_file: "/k/server.key",
+      curve_allowed_keys_file: "/k/allowed",
+    }, read)
+      ?.allowedKeys?.length,
+    2,
+  );
+  const inline = serverCurve("broker", { curve_secret_key: server.secretKey }, read);
+  assert.deepEqual(inline, { secretKey: server.secretKey, allowedKeys: [] });
+  assert.deepEqual(
+    clientCurve(
+      "echo",
+      { curve_server_key: server.publicKey, curve_secret_key: client.secretKey },
+      read,
+    ),
+    {
+      serverKey: server.publicKey,
+      publicKey: client.publicKey,
+      secretKey: client.secretKey,
+    },
+  );
+  assert.deepEqual(clientCurve("echo", { curve_server_key: server.publicKey }, read), {
+    serverKey: server.publicKey,
+  });
+  const other = curveKeyPair();
+  assert.equal(
+    busClientCurve("state", {
+      curve_server_key: server.publicKey,
+      bus_curve_server_key: other.publicKey,
+    }, read)
+      ?.serverKey,
+    other.publicKey,
+  );
+  for (
+    const [what, run] of [
+      [
+        "both",
+        () =>
+          serverCurve("broker", {
+            curve_secret_key: server.secretKey,
+            curve_secret_key_file: "/k/server.key",
+          }, read),
+      ],
+      [
+        "allow-list alone",
+        () => serverCurve("broker", { curve_allowed_keys: [client.publicKey] }, read),
+      ],
+      ["two keys", () => serverCurve("broker", { curve_secret_key_file: "/k/two" }, read)],
+      ["bad file", () => serverCurve("broker", { curve_secret_key_file: "/k/bad" }, read)],
+      ["missing file", () => serverCurve("broker", { curve_secret_key_file: "/k/none" }, read)],
+      [
+        "secret without server key",
+        () => clientCurve("echo", { curve_secret_key: client.secretKey }, read),
+      ],
+    ] as const
+  ) {
+    assert.throws(run, ConfigError, what);
+  }
+  // The loader: an allow-list in the environment is a comma or space separated list (or JSON).
+  const loaded = loadConfig(brokerConfig, {
+    args: [],
+    env: {
+      PLANTD_BROKER_CURVE_SECRET_KEY: server.secretKey,
+      PLANTD_BROKER_CURVE_ALLOWED_KEYS: `${client.publicKey}, ${other.publicKey}`,
+    },
+  });
+  assert.deepEqual(loaded.curve_allowed_keys, [client.publicKey, other.publicKey]);
+  assert.throws(
+    () => loadConfig(brokerConfig, { args: [], env: { PLANTD_BROKER_CURVE_SECRET_KEY: "short" } }),
+    /curve_secret_key/,
+  );
+});
+
+Deno.test("keygen writes NAME.key (0600) and NAME.pub that the _file keys read", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const lines: string[] = [];
+    const { pair, files } = keygen(["--out", `${dir}/broker`], (line) => lines.push(line));
+    assert.deepEqual(files, [`${dir}/broker.key`, `${dir}/broker.pub`]);
+    assert.equal((await Deno.stat(`${dir}/broker.key`)).mode! & 0o777, 0o600);
+    assert.deepEqual(keysInFile("k", await Deno.readTextFile(`${dir}/broker.key`)), [
+      pair.secretKey,
+    ]);
+    assert.deepEqual(keysInFile("p", await Deno.readTextFile(`${dir}/broker.pub`)), [
+      pair.publicKey,
+    ]);
+    assert.equal(curvePublicKey(pair.secretKey), pair.publicKey);
+    assert.ok(lines.some((line) => line.includes(pair.publicKey)));
+    assert.throws(() => keygen(["--out", `${dir}/broker`], () => {}), ConfigError, "no overwrite");
+    keygen(["--out", `${dir}/broker`, "--force"], () => {});
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("roles: broker and its bus with CURVE from key files serve the echo role and allowed clients; plaintext peers are refused and counted on /metrics", async () => {
+  const dir = await Deno.makeTempDir();
+  const registry = new Registry();
+  const closables: Array<{ close(): unknown }> = [];
+  const track = <T extends { close(): unknown }>(closable: T): T => {
+    closables.push(closable);
+    return closable;
+  };
+  try {
+    const silent = () => {};
+    keygen(["--out", `${dir}/broker`], silent);
+    const echoKeys = keygen(["--out", `${dir}/echo`], silent).pair;
+    const clientKeys = keygen(["--out", `${dir}/client`], silent).pair;
+    await Deno.writeTextFile(
+      `${dir}/allowed`,
+      (await Deno.readTextFile(`${dir}/echo.pub`)) + (await Deno.readTextFile(`${dir}/client.pub`)),
+    );
+    const broker = track(
+      await startBroker(
+        loadConfig(brokerConfig, {
+          args: [],
+          env: {
+            PLANTD_BROKER_ENDPOINT: "tcp://127.0.0.1:*",
+            PLANTD_BROKER_HEALTH_PORT: "0",
+            PLANTD_BROKER_BUSES: JSON.stringify([{
+              name: "x",
+              frontend: "tcp://127.0.0.1:*",
+              backend: "tcp://127.0.0.1:*",
+            }]),
+            PLANTD_BROKER_CURVE_SECRET_KEY_FILE: `${dir}/broker.key`,
+            PLANTD_BROKER_CURVE_ALLOWED_KEYS_FILE: `${dir}/allowed`,
+          },
+        }),
+        registry,
+      ),
+    );
+    const endpoint = broker.server.endpoint;
+    track(startEcho(loadConfig(echoConfig, {
+      args: [],
+      env: {
+        PLANTD_MODULE_ECHO_BROKER_ENDPOINT: endpoint,
+        PLANTD_MODULE_ECHO_CURVE_SERVER_KEY_FILE: `${dir}/broker.pub`,
+        PLANTD_MODULE_ECHO_CURVE_SECRET_KEY_FILE: `${dir}/echo.key`,
+      },
+    })));
+    const serverKey = keysInFile("pub", await Deno.readTextFile(`${dir}/broker.pub`))[0]!;
+    const curve = { serverKey, secretKey: clientKeys.secretKey };
+    const client = track(new MdpClient(endpoint, { timeoutMs: 10_000, curve }));
+    const reply = await client.request("org.plantd.module.Echo", ["echo", "hello"]);
+    assert.deepEqual(reply.map((f) => decoder.decode(f)), ["hello"]);
+    assert.ok(echoKeys.publicKey !== clientKeys.publicKey);
+
+    const plaintext = track(new MdpClient(endpoint, { timeoutMs: 60_000 }));
+    plaintext.request("org.plantd.module.Echo", ["no"]).catch(() => {});
+    const bus = broker.buses.set.get("x")!;
+    track(new Subscriber(bus.backend, { topics: [""] }));
+    const refused = async (endpoint: string) => {
+      const text = await registry.metrics();
+      const line = text.split("\n").find((l) =>
+        l.startsWith(`plantd_curve_refused_total{endpoint="${endpoint}",reason="${NO_CURVE}"}`)
+      );
+      return Number(line?.split(" ").pop() ?? 0);
+    };
+    await waitFor(async () => await refused("broker") >= 1, { what: "broker refusal on /metrics" });
+    await waitFor(async () => await refused("bus:x:backend") >= 1, {
+      what: "bus refusal on /metrics",
+    });
+  } finally {
+    for (const closable of closables.reverse()) await closable.close();
+    await settleTransport();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
