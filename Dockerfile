@@ -28,6 +28,8 @@ RUN mkdir -p /data && chown deno:deno /data
 VOLUME /data
 USER deno
 # Container defaults: listen on every interface, keep databases in /data.
+# Listening beyond loopback, the gateway (and so `dev`) needs a key to check
+# tokens with: docker run -e PLANTD_GATEWAY_JWT_SECRET=$(openssl rand -base64 48) …
 # Flags and PLANTD_* variables given at run time override them.
 ENV PLANTD_GATEWAY_HOST=0.0.0.0 \
     PLANTD_BROKER_HEALTH_HOST=0.0.0.0 \
@@ -36,7 +38,8 @@ ENV PLANTD_GATEWAY_HOST=0.0.0.0 \
     PLANTD_METRICS_HEALTH_HOST=0.0.0.0 \
     PLANTD_MODULE_ECHO_HEALTH_HOST=0.0.0.0 \
     PLANTD_STATE_DB=/data/plantd-state.db \
-    PLANTD_METRICS_DB=/data/plantd-metrics.db
+    PLANTD_METRICS_DB=/data/plantd-metrics.db \
+    PLANTD_GATEWAY_AUTH_DB=/data/plantd-auth.db
 # gateway, health servers (broker, state, bus, metrics), broker, buses
 EXPOSE 8080 8081 8082 8083 8084 9797 11000 11001 12000 12001 13000 13001
 # The image has no curl: a small Deno script finds the running component and its

@@ -271,6 +271,8 @@ export const gatewayConfig = {
     ...tokenKeys,
     /** PEM PKCS#8 private key (inline or a file path): signs the gateway's tokens instead of jwt_secret. */
     jwt_private_key: z.string().min(1).optional(),
+    /** Serve Prometheus `/metrics` without a token (a scraper on a private network). */
+    public_metrics: z.boolean().default(false),
     /** Users, roles, API keys and the audit log (libSQL file or server URL). */
     auth_db: z.string().min(1).default("data/plantd-auth.db"),
     auth_db_token: z.string().optional(),

@@ -86,8 +86,15 @@ function toFlag(key: string): string {
   return key.replaceAll("_", "-");
 }
 
-function describeIssue(issue: z.core.$ZodIssue, value: unknown): string {
-  const shown = value === undefined ? "" : `, got ${JSON.stringify(value)}`;
+/** Keys whose values are secrets: errors never echo them (they would land in logs). */
+const SECRET_KEY = /(secret|password|token|private_key)/;
+
+function describeIssue(issue: z.core.$ZodIssue, value: unknown, key = ""): string {
+  const shown = value === undefined
+    ? ""
+    : SECRET_KEY.test(key)
+    ? " (value not shown: it is a secret)"
+    : `, got ${JSON.stringify(value)}`;
   return `${issue.message}${shown}`;
 }
 
@@ -108,7 +115,7 @@ function checkLayer(
       const path = [key, ...issue.path.map(String)].join(".");
       throw new ConfigError(
         `${component.name} config: bad value for '${path}' in ${describe(key)}: ${
-          describeIssue(issue, value)
+          describeIssue(issue, value, key)
         }`,
       );
     }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { brokerConfig, echoConfig } from "./components.ts";
+import { brokerConfig, echoConfig, gatewayConfig } from "./components.ts";
 import { ConfigError, loadConfig } from "./load.ts";
 
 const files = (map: Record<string, string>) => (path: string) => {
@@ -106,5 +106,18 @@ Deno.test("loadConfig() fails when a named file is missing or not YAML, and not 
   );
   assert.doesNotThrow(() =>
     loadConfig(brokerConfig, { args: [], env: {}, readTextFile: files({}) })
+  );
+});
+
+Deno.test("a bad secret is reported without echoing its value", () => {
+  assert.throws(
+    () =>
+      loadConfig(gatewayConfig, { args: [], env: { PLANTD_GATEWAY_JWT_SECRET: "short-secret" } }),
+    (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.match(error.message, /jwt_secret needs at least 32 characters \(value not shown/);
+      assert.doesNotMatch(error.message, /short-secret/);
+      return true;
+    },
   );
 });

@@ -74,6 +74,8 @@ export interface SecurityOptions {
   wsMaxConnections: number;
   /** Open WebSockets per principal (per address without authentication). */
   wsMaxPerUser: number;
+  /** Prometheus `/metrics` needs no token. */
+  publicMetrics: boolean;
 }
 
 /** Limits and policies of the app. */
@@ -162,7 +164,7 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
     app.use(path, perIp, authenticate, perToken);
   }
   app.use("/metrics", async (c, next) => {
-    authorize(c, guard, PERMISSIONS.telemetryRead);
+    if (!security.publicMetrics) authorize(c, guard, PERMISSIONS.telemetryRead);
     await next();
   });
   app.use(

@@ -212,6 +212,7 @@ export async function startGateway(
         rateLimitPerToken: config.rate_limit_per_token,
         wsMaxConnections: config.ws_max_connections,
         wsMaxPerUser: config.ws_max_per_user,
+        publicMetrics: config.public_metrics,
       },
     },
   }, sessions);

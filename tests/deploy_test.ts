@@ -456,6 +456,23 @@ Deno.test("Kubernetes: Deployments configured with variables the code reads, pro
   const secrets = new Map(
     docs.filter((d) => d.kind === "Secret").map((d) => [d.metadata.name, d.stringData ?? {}]),
   );
+  // The committed JWT secrets are placeholders an operator must replace: the
+  // gateway refuses them (too short) rather than run with a published key.
+  const auth = secrets.get("plantd-auth") as Record<string, string>;
+  assert.equal(auth.PLANTD_GATEWAY_JWT_SECRET, "change-me");
+  assert.throws(
+    () =>
+      loadConfig(components.gatewayConfig, {
+        args: [],
+        env: { PLANTD_GATEWAY_JWT_SECRET: "change-me" },
+      }),
+    /jwt_secret needs at least 32 characters/,
+  );
+  const operatorSecret = "x".repeat(48);
+  secrets.set("plantd-auth", {
+    PLANTD_GATEWAY_JWT_SECRET: operatorSecret,
+    PLANTD_STATE_JWT_SECRET: operatorSecret,
+  });
   for (const [name, data] of [...configMaps, ...secrets]) {
     for (const key of Object.keys(data)) {
       assert.ok(readerOf(key), `${name}: ${key} is read by no component`);
@@ -938,6 +955,9 @@ Deno.test("the Dockerfile's command line starts, answers /healthz, passes its HE
     PLANTD_BROKER_HEALTH_PORT: "0",
     PLANTD_BROKER_BUSES: JSON.stringify(["state", "event", "metric"].map(random)),
     PLANTD_GATEWAY_PORT: String(port),
+    PLANTD_GATEWAY_AUTH_DB: `${dir}/plantd-auth.db`,
+    // What `docker run -e` must give: the image listens beyond loopback.
+    PLANTD_GATEWAY_JWT_SECRET: "a-secret-for-the-image-test-32-bytes",
     PLANTD_BROKER_LOG_LEVEL: "warn",
   };
   const [program, ...args] = [...entrypoint, ...cmd];
