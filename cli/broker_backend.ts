@@ -10,6 +10,7 @@ import { ServiceDirectory } from "../gateway/directory.ts";
 import { ApiError, toApiError } from "../gateway/errors.ts";
 import { StateApi } from "../gateway/state_api.ts";
 import { MdpClient } from "../mdp/client.ts";
+import type { CurveClientKeys } from "../transport/curve.ts";
 import { MdpError } from "../mdp/errors.ts";
 import { text } from "../mdp/protocol.ts";
 import { STATE_SERVICE } from "../state/operations.ts";
@@ -33,12 +34,19 @@ export class BrokerBackend implements Backend {
   #state: StateApi;
   #busEndpoint: (bus: string) => string;
   #probed: Promise<void> | undefined;
+  #curve: CurveClientKeys | undefined;
 
-  constructor(endpoint: string, timeoutMs: number, busEndpoint: (bus: string) => string) {
+  constructor(
+    endpoint: string,
+    timeoutMs: number,
+    busEndpoint: (bus: string) => string,
+    curve?: CurveClientKeys,
+  ) {
     this.target = endpoint;
     this.#timeoutMs = timeoutMs;
     this.#busEndpoint = busEndpoint;
-    this.#client = new MdpClient(endpoint, { timeoutMs });
+    this.#curve = curve;
+    this.#client = new MdpClient(endpoint, { timeoutMs, ...(curve ? { curve } : {}) });
     const call = (service: string, body: string[], ms?: number) =>
       this.#client.request(service, body, { timeoutMs: ms ?? timeoutMs });
     this.#directory = new ServiceDirectory(call, { timeoutMs });
@@ -162,7 +170,7 @@ export class BrokerBackend implements Backend {
     } catch (error) {
       return Promise.reject(error instanceof CliError ? error : new CliError(String(error)));
     }
-    return subscribeDirect(endpoint, bus, prefix, this.#timeoutMs, options);
+    return subscribeDirect(endpoint, bus, prefix, this.#timeoutMs, options, this.#curve);
   }
 
   async close(): Promise<void> {

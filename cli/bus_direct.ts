@@ -14,6 +14,7 @@
 import { gatewayConfig } from "../config/components.ts";
 import { encodeFrames, encodeSingle, type MessageForm } from "../bus/envelope.ts";
 import { Subscriber } from "../bus/subscriber.ts";
+import type { CurveClientKeys } from "../transport/curve.ts";
 import { addonPath, nativeContext, ZMQ_XPUB } from "../transport/libzmq.ts";
 import { NativeSocket } from "../transport/native_socket.ts";
 import { payloadLine, type SubscribeOptions } from "./backend.ts";
@@ -29,9 +30,15 @@ export async function subscribeDirect(
   prefix: string,
   timeoutMs: number,
   options: SubscribeOptions,
+  curve?: CurveClientKeys,
 ): Promise<void> {
   await probe(endpoint, `bus '${bus}' backend`, timeoutMs);
-  const subscriber = new Subscriber(endpoint, { bus, topics: [prefix], envelopes: ENVELOPES });
+  const subscriber = new Subscriber(endpoint, {
+    bus,
+    topics: [prefix],
+    envelopes: ENVELOPES,
+    ...(curve ? { curve } : {}),
+  });
   const onAbort = () => subscriber.close();
   options.signal.addEventListener("abort", onAbort, { once: true });
   try {
@@ -69,10 +76,13 @@ export async function publishDirect(
   bus: string,
   topic: string,
   payload: string,
-  options: { form: MessageForm; waitMs: number; timeoutMs: number },
+  options: { form: MessageForm; waitMs: number; timeoutMs: number; curve?: CurveClientKeys },
 ): Promise<Published> {
   await probe(endpoint, `bus '${bus}' frontend`, options.timeoutMs);
-  const socket = new NativeSocket(ZMQ_XPUB, { linger: options.timeoutMs });
+  const socket = new NativeSocket(ZMQ_XPUB, {
+    linger: options.timeoutMs,
+    ...(options.curve ? { curveClient: options.curve } : {}),
+  });
   try {
     socket.attach(endpoint, "connect", "publisher");
     const head = new TextEncoder().encode(topic);

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { CurveClientKeys } from "../transport/curve.ts";
 import type { Backend, BusLine, Frame } from "./backend.ts";
 import { GatewayBackend } from "./gateway_backend.ts";
 import { CliError, EXIT, type ExitCode, UsageError } from "./errors.ts";
@@ -35,6 +36,8 @@ export interface Context {
   healthUrl?: string;
   /** Aborted on Ctrl-C (SIGINT) and SIGTERM. */
   signal: AbortSignal;
+  /** CURVE keys for a broker and buses that require CURVE (PLANTD_CLI_CURVE_*). */
+  curve?: CurveClientKeys;
 }
 
 /** One command: its words, arguments, options and what it does. */
@@ -209,7 +212,7 @@ export const COMMANDS: Command[] = [
         const direct = context.directBackendOf(bus);
         if (direct) {
           const { subscribeDirect } = await import("./bus_direct.ts");
-          await subscribeDirect(direct, bus, prefix, context.timeoutMs, options);
+          await subscribeDirect(direct, bus, prefix, context.timeoutMs, options, context.curve);
         } else {
           await (await context.backend()).subscribe(bus, prefix, options);
         }
@@ -223,7 +226,7 @@ export const COMMANDS: Command[] = [
     args: ["BUS", "TOPIC", "PAYLOAD"],
     options: ["endpoint", "frames", "wait"],
     summary: "publish one message on a bus (straight to its frontend)",
-    async run({ out, positionals, frontendOf, frames, waitMs, timeoutMs }) {
+    async run({ out, positionals, frontendOf, frames, waitMs, timeoutMs, curve }) {
       const [bus, topic, payload] = positionals as [string, string, string];
       const endpoint = frontendOf(bus);
       const { flushNativeSockets, publishDirect } = await import("./bus_direct.ts");
@@ -231,6 +234,7 @@ export const COMMANDS: Command[] = [
         form: frames ? "frames" : "single",
         waitMs,
         timeoutMs,
+        ...(curve ? { curve } : {}),
       });
       await flushNativeSockets();
       out.data(published);

@@ -14,6 +14,8 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { clientCurve } from "../config/curve.ts";
+import { ConfigError } from "../config/load.ts";
 import { RELEASE_ID } from "../telemetry/health.ts";
 import type { Backend } from "./backend.ts";
 import { type Command, COMMANDS, type Context, DEFAULT_SCOPE, exitOf } from "./commands.ts";
@@ -72,6 +74,9 @@ options:
   --json               print JSON (one document per line) instead of tables
   -h, --help           help; \`plant <command> --help\` for a command's options
   --version
+
+broker mode with CURVE (docs/security.md): PLANTD_CLI_CURVE_SERVER_KEY (or _FILE) is
+the broker's and buses' public key, PLANTD_CLI_CURVE_SECRET_KEY (or _FILE) your own
 
 exit codes: 0 ok, 1 the request failed, 2 bad command line,
             3 unreachable, no worker or timed out
@@ -196,6 +201,7 @@ export async function run(
     if (values.gateway !== undefined && values.broker !== undefined) {
       throw new UsageError("give --gateway or --broker, not both");
     }
+    const curve = cliCurve(env);
     const timeoutMs = positiveInt(values.timeout, "--timeout") ??
       positiveInt(env.PLANTD_CLI_TIMEOUT_MS, "PLANTD_CLI_TIMEOUT_MS") ?? DEFAULT_TIMEOUT_MS;
     const broker = values.gateway !== undefined
@@ -229,6 +235,7 @@ export async function run(
       waitMs: values.wait === undefined ? DEFAULT_WAIT_MS : positiveInt(values.wait, "--wait")!,
       healthUrl: values.url,
       signal: stop.signal,
+      ...(curve ? { curve } : {}),
       frontendOf: (bus) => busEndpoint(bus, "frontend"),
       directBackendOf: (bus) =>
         endpoint ?? (broker !== undefined ? busEndpoint(bus, "backend") : undefined),
@@ -236,7 +243,12 @@ export async function run(
         if (backend) return backend;
         if (broker !== undefined) {
           const { BrokerBackend } = await import("./broker_backend.ts");
-          backend = new BrokerBackend(broker, timeoutMs, (bus) => busEndpoint(bus, "backend"));
+          backend = new BrokerBackend(
+            broker,
+            timeoutMs,
+            (bus) => busEndpoint(bus, "backend"),
+            curve,
+          );
         } else {
           backend = new GatewayBackend(
             gateway,
@@ -258,6 +270,22 @@ export async function run(
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
     await backend?.close().catch(() => {});
+  }
+}
+
+/** CURVE keys from PLANTD_CLI_CURVE_*; a bad key or file is a command-line error. */
+function cliCurve(env: Record<string, string | undefined>) {
+  const value = (name: string) => env[name] || undefined;
+  try {
+    return clientCurve("plant", {
+      curve_server_key: value("PLANTD_CLI_CURVE_SERVER_KEY"),
+      curve_server_key_file: value("PLANTD_CLI_CURVE_SERVER_KEY_FILE"),
+      curve_secret_key: value("PLANTD_CLI_CURVE_SECRET_KEY"),
+      curve_secret_key_file: value("PLANTD_CLI_CURVE_SECRET_KEY_FILE"),
+    });
+  } catch (error) {
+    if (error instanceof ConfigError) throw new UsageError(error.message);
+    throw error;
   }
 }
 

@@ -116,7 +116,14 @@ function oneKey(
   if (direct !== undefined && file !== undefined) {
     throw new ConfigError(`${component} config: set '${name}' or '${name}_file', not both`);
   }
-  if (file === undefined) return direct;
+  if (file === undefined) {
+    if (direct !== undefined && !Z85_KEY_PATTERN.test(direct)) {
+      throw new ConfigError(
+        `${component} config: '${name}' is not a CURVE key (40 characters of Z85)`,
+      );
+    }
+    return direct;
+  }
   const keys = readKeys(component, `${name}_file`, file, read);
   if (keys.length !== 1) {
     throw new ConfigError(
