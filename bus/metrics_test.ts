@@ -17,6 +17,8 @@ const bus = (name: string, capture?: string) => ({
   send_hwm: 1000,
   receive_hwm: 1000,
   capture_hwm: 10_000,
+  max_message_bytes: 16 * 1024 * 1024,
+  max_subscription_bytes: 64 * 1024,
   topics: ["org.plantd.Metric"],
 });
 
