@@ -138,6 +138,11 @@ async function startDev(
         buses,
         metrics_database_url: metrics.database_url,
         metrics_db: metricsDb,
+        publish_buses: Object.fromEntries(
+          started.buses.set.buses.filter((bus) => bus.name !== "state").map((
+            bus,
+          ) => [bus.name, connectableEndpoint(bus.frontend)]),
+        ),
       },
       async () => [...(await started.buses.checks()), ...(metricsRole?.checks() ?? [])],
       registry,

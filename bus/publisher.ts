@@ -97,12 +97,16 @@ export class Publisher {
 
   /**
    * Publishes one message; returns once ZeroMQ has it (never waits on the
-   * network). Strings are sent as UTF-8.
+   * network). Strings are sent as UTF-8. `form` overrides the publisher's.
    */
-  publish(topic: string | Uint8Array, payload: string | Uint8Array): void {
+  publish(
+    topic: string | Uint8Array,
+    payload: string | Uint8Array,
+    form: MessageForm = this.form,
+  ): void {
     const head = this.#topicBytes(topic);
     const socket = this.#socket;
-    if (this.form === "frames") {
+    if (form === "frames") {
       socket.sendFrame(head, true);
       if (typeof payload === "string") {
         const scratch = this.#room(payload.length * 3);

@@ -231,6 +231,15 @@ export const gatewayConfig = {
       "org.plantd.Event",
       "org.plantd.State",
     ]),
+    /**
+     * Bus name to frontend endpoint (where publishers connect) for the buses
+     * clients may publish on (`bus:publish:<bus>:<topic>`); {} turns publishing off.
+     * The state bus is left out: it carries the state service's change events.
+     */
+    publish_buses: z.record(z.string().min(1), endpoint).default(() => ({
+      event: "tcp://127.0.0.1:12000",
+      metric: "tcp://127.0.0.1:13000",
+    })),
     request_timeout_ms: positiveMs.default(5000),
     /** Longest time a cached state read is served (change events refresh it sooner); 0: no cache. */
     state_cache_ttl_ms: z.number().int().min(0).default(2000),

@@ -25,6 +25,8 @@ import {
 } from "./auth/http.ts";
 import { WsAdmission } from "./auth/ws_admission.ts";
 import type { BusHub } from "./bus_hub.ts";
+import type { BusOutlet } from "./bus_outlet.ts";
+import { busRoutes } from "./routes/buses.ts";
 import type { Call, ServiceDirectory } from "./directory.ts";
 import { ApiError, toApiError } from "./errors.ts";
 import { authRoutes } from "./routes/auth.ts";
@@ -58,6 +60,8 @@ export interface GatewayDeps {
   counters: RateCounters;
   /** Refresh-token sessions of logged-in users. */
   sessions: SessionStore;
+  /** Publishing on the buses for clients. */
+  outlet: BusOutlet;
 }
 
 /** Security policies of the app. */
@@ -190,6 +194,7 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
   stateRoutes(app, new StateApi(call, directory, deps.stateCache), guard);
   servicesRoutes(app, call, directory, guard);
   metricsRoutes(app, deps.metricsStore, guard);
+  busRoutes(app, deps.hub, deps.outlet, guard);
   authRoutes(app, {
     guard,
     sessions: deps.sessions,
@@ -252,13 +257,21 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
       release: () => ticket.release(),
     };
     const { socket, response } = Deno.upgradeWebSocket(c.req.raw);
-    const session = new WsSession(socket, deps.hub, client, options.ws, {
-      ...metrics.ws,
-      closed: () => {
-        sessions.delete(session);
-        metrics.ws.closed?.();
+    const session = new WsSession(
+      socket,
+      deps.hub,
+      client,
+      options.ws,
+      {
+        ...metrics.ws,
+        closed: () => {
+          sessions.delete(session);
+          metrics.ws.closed?.();
+        },
       },
-    }, auth);
+      auth,
+      deps.outlet,
+    );
     sessions.add(session);
     return response;
   });

@@ -7,11 +7,12 @@
  * @module
  */
 import { z } from "zod";
-import { busSubscribe, statePermissions } from "../auth/permissions.ts";
+import { busPublish, busSubscribe, statePermissions } from "../auth/permissions.ts";
 import { AuthError, type Principal } from "../auth/tokens.ts";
 import type { Body, MdpClient } from "../mdp/client.ts";
 import { text } from "../mdp/protocol.ts";
 import type { BusHub, Listener, ListenOptions } from "./bus_hub.ts";
+import type { BusOutlet } from "./bus_outlet.ts";
 import { toApiError } from "./errors.ts";
 import { frameToJson } from "./routes/services.ts";
 
@@ -105,10 +106,20 @@ const Inbound = z.discriminatedUnion("type", [
   }),
   z.object({ type: z.literal("ping"), id: id.optional() }),
   z.object({ type: z.literal("auth"), id: id.optional(), token: z.string().min(1).max(16_384) }),
+  z.object({
+    type: z.literal("publish"),
+    id,
+    bus: z.string().min(1).max(255),
+    topic: z.string().min(1).max(1024),
+    payload: z.string(),
+    encoding: z.enum(["text", "base64"]).optional(),
+    form: z.enum(["single", "frames"]).optional(),
+  }),
 ]);
 type Inbound = z.infer<typeof Inbound>;
 
 const STATE_BUS = "state";
+const utf8 = new TextEncoder();
 
 /** One WebSocket connection's state. */
 export class WsSession {
@@ -122,6 +133,7 @@ export class WsSession {
   #closed = false;
   #early: string[] = [];
   #auth: WsAuth;
+  #outlet: BusOutlet | undefined;
   #principal: Principal | undefined;
   #authTimer: ReturnType<typeof setTimeout> | undefined;
   #authFailures = 0;
@@ -133,7 +145,9 @@ export class WsSession {
     limits: WsLimits,
     observer: WsObserver = {},
     auth: WsAuth = OPEN,
+    outlet?: BusOutlet,
   ) {
+    this.#outlet = outlet;
     this.#socket = socket;
     this.#hub = hub;
     this.#client = client;
@@ -190,12 +204,22 @@ export class WsSession {
   }
 
   #onMessage(data: unknown): void {
+    const max = this.#limits.maxMessageBytes;
+    // The limit is in bytes, binary messages included: a UTF-16 length undercounts
+    // multi-byte text up to three times, and binary messages were not measured.
+    const size = typeof data === "string"
+      ? (data.length * 3 <= max ? data.length : utf8.encode(data).length)
+      : data instanceof Blob
+      ? data.size
+      : data instanceof ArrayBuffer
+      ? data.byteLength
+      : 0;
+    if (size > max) {
+      this.#observer.protocolError?.("TOO_BIG");
+      return this.close(CLOSE.TOO_BIG, `message over ${max} bytes`);
+    }
     if (typeof data !== "string") {
       return this.#error(undefined, "BAD_REQUEST", "Messages are JSON text");
-    }
-    if (data.length > this.#limits.maxMessageBytes) {
-      this.#observer.protocolError?.("TOO_BIG");
-      return this.close(CLOSE.TOO_BIG, `message over ${this.#limits.maxMessageBytes} bytes`);
     }
     let parsed: unknown;
     try {
@@ -284,6 +308,18 @@ export class WsSession {
         return this.#send({ type: "pong", ...(message.id ? { id: message.id } : {}) });
       case "auth":
         return void this.#authenticate(message.id, message.token);
+      case "publish": {
+        const permission = busPublish(message.bus, message.topic);
+        if (!this.#may(message.id, [permission], permission)) return;
+        if (!this.#outlet) return this.#error(message.id, "NOT_FOUND", "Publishing is off");
+        try {
+          const bytes = this.#outlet.publish(message);
+          return this.#send({ type: "published", id: message.id, bus: message.bus, bytes });
+        } catch (error) {
+          const api = toApiError(error);
+          return this.#error(message.id, api.code, api.message);
+        }
+      }
       case "subscribe": {
         const permission = busSubscribe(message.bus, message.prefix);
         if (!this.#may(message.id, [permission], permission)) return;

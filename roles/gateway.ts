@@ -16,6 +16,7 @@ import { Guard } from "../gateway/auth/guard.ts";
 import { createCounters } from "../gateway/shared/counters.ts";
 import { createSessions } from "../gateway/shared/sessions.ts";
 import { BusHub } from "../gateway/bus_hub.ts";
+import { BusOutlet } from "../gateway/bus_outlet.ts";
 import { TopicHistory } from "../gateway/shared/history.ts";
 import { RedisLink } from "../gateway/shared/redis.ts";
 import { redisStateCache } from "../gateway/shared/state_cache.ts";
@@ -131,6 +132,7 @@ export async function startGateway(
     ...(history ? { history } : {}),
     ...(busCurve ? { curve: busCurve } : {}),
   });
+  const outlet = new BusOutlet(config.publish_buses, busCurve);
   // The read cache needs the state bus: without its change events it stays off.
   const stateCache = config.state_cache_ttl_ms > 0 && config.buses.state
     ? new StateCache({
@@ -193,6 +195,7 @@ export async function startGateway(
     guard,
     counters,
     sessions: userSessions,
+    outlet,
     options: {
       requestTimeoutMs: config.request_timeout_ms,
       maxBodyBytes: config.max_body_bytes,
@@ -222,6 +225,7 @@ export async function startGateway(
   } catch (error) {
     directory.stop();
     await hub.close();
+    await outlet.close();
     await redis?.close();
     await client.close();
     await metricsStore?.close();
@@ -246,6 +250,8 @@ export async function startGateway(
       directory.stop();
       stopCacheFeed?.();
       await hub.close();
+      await outlet.close();
+      await outlet.close();
       await redis?.close();
       await client.close();
       await metricsStore?.close();

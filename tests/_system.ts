@@ -27,6 +27,8 @@ export interface System {
   brokerEndpoint: string;
   /** Bus name to frontend (publishers) endpoint. */
   frontends: Record<string, string>;
+  /** Bus name to backend (subscribers) endpoint, e.g. for a second gateway. */
+  backends: Record<string, string>;
   registry: Registry;
   /** Stops the state worker (to test 503 and health), and starts it again. */
   stopState(): Promise<void>;
@@ -100,6 +102,7 @@ export async function startSystem(
       buses: backends,
       request_timeout_ms: 2000,
       auth_db: `${dir}/auth.db`,
+      publish_buses: { event: frontends.event!, metric: frontends.metric! },
       ...overrides.gateway,
     },
     () => broker.buses.checks(),
@@ -109,6 +112,7 @@ export async function startSystem(
     url: gateway.url,
     brokerEndpoint: endpoint,
     frontends,
+    backends,
     registry,
     async stopState() {
       await state?.close();
