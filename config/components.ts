@@ -249,6 +249,8 @@ export const gatewayConfig = {
     ws_max_buffered_bytes: z.number().int().min(1024).default(4 * 1024 * 1024),
     ws_max_message_bytes: z.number().int().min(256).default(64 * 1024),
     ws_max_subscriptions: z.number().int().min(1).default(256),
+    /** Messages one WebSocket client may send per second (burst as many); beyond it RATE_LIMITED. */
+    ws_max_messages_per_s: z.number().int().min(1).default(1000),
     /** PostgreSQL URL of the metrics store read by GET /api/metrics; empty: `metrics_db`. */
     metrics_database_url: z.string().regex(
       /^(postgres(ql)?:\/\/.*)?$/,

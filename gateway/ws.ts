@@ -74,6 +74,8 @@ export interface WsLimits {
   maxMessageBytes: number;
   /** Subscriptions and watches per socket. @default 256 */
   maxSubscriptions: number;
+  /** Messages a client may send per second (a bucket of as many); beyond it RATE_LIMITED errors. @default 1000 */
+  maxMessagesPerSecond?: number;
 }
 
 /** What a session reports, for metrics. */
@@ -137,6 +139,9 @@ export class WsSession {
   #principal: Principal | undefined;
   #authTimer: ReturnType<typeof setTimeout> | undefined;
   #authFailures = 0;
+  #tokens = Infinity;
+  #refilled = performance.now();
+  #lastLimitError = -Infinity;
 
   constructor(
     socket: WebSocket,
@@ -203,7 +208,26 @@ export class WsSession {
     this.#send({ type: "error", ...(id ? { id } : {}), code, message });
   }
 
+  /** Takes a token from the connection's bucket; false when it is empty. */
+  #admitMessage(): boolean {
+    const rate = this.#limits.maxMessagesPerSecond ?? 1000;
+    const now = performance.now();
+    this.#tokens = Math.min(rate, this.#tokens + (now - this.#refilled) * rate / 1000);
+    this.#refilled = now;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+
   #onMessage(data: unknown): void {
+    if (!this.#admitMessage()) {
+      // Errors are rate limited too: one per second of flood at most.
+      if (performance.now() - this.#lastLimitError >= 1000) {
+        this.#lastLimitError = performance.now();
+        this.#error(undefined, "RATE_LIMITED", "Too many messages; slow down");
+      } else this.#observer.protocolError?.("RATE_LIMITED");
+      return;
+    }
     const max = this.#limits.maxMessageBytes;
     // The limit is in bytes, binary messages included: a UTF-16 length undercounts
     // multi-byte text up to three times, and binary messages were not measured.

@@ -204,6 +204,7 @@ export async function startGateway(
         maxBufferedBytes: config.ws_max_buffered_bytes,
         maxMessageBytes: config.ws_max_message_bytes,
         maxSubscriptions: config.ws_max_subscriptions,
+        maxMessagesPerSecond: config.ws_max_messages_per_s,
       },
       security: {
         accessTtlS: config.access_token_ttl_s,

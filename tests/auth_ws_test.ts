@@ -213,3 +213,26 @@ Deno.test("TLS: HTTPS with HSTS and Secure cookies", async () => {
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("WebSocket: a client flooding messages gets RATE_LIMITED, then is served again", async () => {
+  await withSecuredSystem(async ({ url }) => {
+    const ws = await openWs(url, bearer(await tokenWith(["bus:subscribe:*"])));
+    try {
+      await ws.next("welcome");
+      for (let i = 0; i < 1000; i++) ws.socket.send(JSON.stringify({ type: "ping", id: `p${i}` }));
+      const limited = await ws.next("error");
+      assert.equal(limited.code, "RATE_LIMITED");
+      // The bucket refills: a later ping is answered.
+      await waitFor(async () => {
+        ws.socket.send(JSON.stringify({ type: "ping", id: "later" }));
+        await new Promise((r) => setTimeout(r, 100));
+        return ws.messages.some((m) => m.type === "pong" && m.id === "later");
+      });
+      const pongs = ws.messages.filter((m) => m.type === "pong" && m.id !== "later").length;
+      assert.ok(pongs >= 20 && pongs < 1000, `${pongs} of 1000 flood pings answered`);
+    } finally {
+      ws.socket.close();
+      await ws.closed;
+    }
+  }, { gateway: { ws_max_messages_per_s: 20 } });
+});
