@@ -284,7 +284,15 @@ function cliCurve(env: Record<string, string | undefined>) {
       curve_secret_key_file: value("PLANTD_CLI_CURVE_SECRET_KEY_FILE"),
     });
   } catch (error) {
-    if (error instanceof ConfigError) throw new UsageError(error.message);
+    if (error instanceof ConfigError) {
+      // Name the variables, not the config keys they stand for.
+      throw new UsageError(
+        error.message.replace("plant config: ", "").replace(
+          /'?\b(curve_[a-z_]+)\b'?/g,
+          (_, key: string) => `PLANTD_CLI_${key.toUpperCase()}`,
+        ),
+      );
+    }
     throw error;
   }
 }

@@ -16,6 +16,8 @@ import { ConfigError, loadConfig } from "../config/load.ts";
 import { startBroker } from "../roles/broker.ts";
 import { startEcho } from "../roles/echo.ts";
 import { keygen } from "../roles/keygen.ts";
+import { run as plant } from "../cli/main.ts";
+import { startEchoWorker } from "../workers/echo.ts";
 import { Bus } from "../bus/bus.ts";
 import { Publisher } from "../bus/publisher.ts";
 import { Subscriber } from "../bus/subscriber.ts";
@@ -480,5 +482,36 @@ Deno.test("roles: broker and its bus with CURVE from key files serve the echo ro
     for (const closable of closables.reverse()) await closable.close();
     await settleTransport();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("plant --broker talks to a CURVE broker with PLANTD_CLI_CURVE_* keys; a malformed key is a usage error", async () => {
+  const server = curveKeyPair();
+  const cli = curveKeyPair();
+  const worker = curveKeyPair();
+  const broker = await BrokerServer.start({
+    endpoint: "tcp://127.0.0.1:*",
+    curve: { secretKey: server.secretKey, allowedKeys: [cli.publicKey, worker.publicKey] },
+  });
+  const echo = startEchoWorker(broker.endpoint, {
+    curve: { serverKey: server.publicKey, secretKey: worker.secretKey },
+  });
+  try {
+    const env = {
+      PLANTD_CLI_CURVE_SERVER_KEY: server.publicKey,
+      PLANTD_CLI_CURVE_SECRET_KEY: cli.secretKey,
+    };
+    assert.equal(await plant(["--broker", broker.endpoint, "--json", "echo", "hi"], env), 0);
+    assert.equal(
+      await plant(["--broker", broker.endpoint, "echo", "hi"], {
+        ...env,
+        PLANTD_CLI_CURVE_SECRET_KEY: "not a key",
+      }),
+      2,
+    );
+  } finally {
+    await echo.close();
+    await broker.close();
+    await settleTransport();
   }
 });
