@@ -83,8 +83,12 @@ class ZapHandler {
 
   async #run(): Promise<void> {
     for await (const request of this.#socket) {
-      const reply = this.answer(request);
-      if (reply && !this.#socket.closed) this.#socket.trySend(reply);
+      try {
+        const reply = this.answer(request);
+        if (reply && !this.#socket.closed) this.#socket.trySend(reply);
+      } catch {
+        // A bad request or a refusal callback that threw: the handler must keep answering.
+      }
     }
   }
 
