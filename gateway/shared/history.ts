@@ -18,8 +18,8 @@
  * stream entry id (`1718000000000-0`), the same on every gateway. If every
  * gateway appended what it received, each message would be stored once per
  * gateway under different ids, so exactly one gateway writes: the holder of
- * the lock `<prefix>history:writer` (SET NX with a `writerTtlMs` expiry,
- * refreshed every third of it). Its appends run in a Lua script that first
+ * the lock `<prefix>history:writer` (taken when free, with a `writerTtlMs`
+ * expiry, refreshed every third of it). Its appends run in a Lua script that first
  * checks it still holds the lock, so two writers never append even while a
  * lock changes hands. Every gateway, the writer included, delivers live
  * messages by reading the streams back (XREAD BLOCK on a second connection),
@@ -226,6 +226,14 @@ return n
 const REFRESH_SCRIPT = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
+`;
+
+/** KEYS[1] lock, ARGV[1] owner, ARGV[2] ttl: takes the lock if it is free or already ARGV[1]'s. */
+const ACQUIRE_SCRIPT = `
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
 `;
 
 /** KEYS[1] lock, ARGV[1] owner: releases the lock if it is ARGV[1]'s. */
@@ -542,8 +550,8 @@ export class TopicHistory implements HubHistory {
         if (Number(kept) !== 1) this.#loseWriter();
         return;
       }
-      const taken = await link.redis.set(this.#lockKey(), this.#owner, "PX", ttl, "NX");
-      if (taken === "OK" && this.#mode === "stream" && !this.#closed) {
+      const taken = await link.redis.eval(ACQUIRE_SCRIPT, 1, this.#lockKey(), this.#owner, ttl);
+      if (Number(taken) === 1 && this.#mode === "stream" && !this.#closed) {
         this.#writer = true;
         this.stats.writerTerms++;
         // Nobody can tell what was published while no gateway wrote.
@@ -615,13 +623,12 @@ export class TopicHistory implements HubHistory {
         this.stats.markers += markers.length;
         this.stats.appended += batch.length;
       } catch {
-        // Lost: whoever writes next starts with a marker.
-        this.stats.dropped += batch.length;
-        for (const entry of batch) this.#needMarker.add(entry.bus);
-        if (!link.up) {
-          this.#pending.length = 0;
-          return;
-        }
+        // Lost. Stop writing (retrying at once could spin on a dead
+        // connection); the next tick takes the lock again and writes a
+        // marker first.
+        this.stats.dropped += batch.length + this.#pending.length;
+        this.#loseWriter();
+        return;
       }
     }
   }

@@ -39,7 +39,7 @@ local revision = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[4])
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old and revision >= 0 then
-  local expires, known = string.match(old, '^(%d+)|(-?%d+)|')
+  local expires, known = string.match(old, '^(%d+)|(%-?%d+)|')
   if expires and tonumber(expires) > now and tonumber(known) > revision then return 0 end
 end
 redis.call('HSET', KEYS[1], ARGV[1], (now + ttl) .. '|' .. ARGV[2] .. '|' .. ARGV[3])
@@ -57,7 +57,7 @@ for i = 1, #ARGV do
   local v = values[i]
   out[i] = ''
   if v then
-    local expires, json = string.match(v, '^(%d+)|-?%d+|(.*)$')
+    local expires, json = string.match(v, '^(%d+)|%-?%d+|(.*)$')
     if expires and tonumber(expires) > now then out[i] = json
     else redis.call('HDEL', KEYS[1], ARGV[i]) end
   end
