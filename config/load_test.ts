@@ -121,3 +121,19 @@ Deno.test("a bad secret is reported without echoing its value", () => {
     },
   );
 });
+
+Deno.test("loadConfig() reads the gateway's redis_url from PLANTD_REDIS_URL, below PLANTD_GATEWAY_REDIS_URL", () => {
+  const load = (env: Record<string, string>, args: string[] = []) =>
+    loadConfig(gatewayConfig, { args, env }).redis_url;
+  assert.equal(load({}), "", "no Redis by default: in-process fallbacks");
+  assert.equal(load({ PLANTD_REDIS_URL: "redis://a:6379" }), "redis://a:6379");
+  assert.equal(
+    load({ PLANTD_REDIS_URL: "redis://a:6379", PLANTD_GATEWAY_REDIS_URL: "redis://b:6379" }),
+    "redis://b:6379",
+  );
+  assert.equal(load({ PLANTD_REDIS_URL: "redis://a:6379" }, ["--redis-url", ""]), "");
+  assert.throws(
+    () => load({ PLANTD_REDIS_URL: "http://nope" }),
+    (error: Error) => error instanceof ConfigError && /PLANTD_REDIS_URL/.test(error.message),
+  );
+});
