@@ -116,12 +116,19 @@ export class RedisServer {
     }
   }
 
+  /** Stops (SIGSTOP) or continues (SIGCONT) it: a server that hangs with its connections open. */
+  signal(signal: "SIGSTOP" | "SIGCONT"): void {
+    if (!this.#child) throw new Error("redis-server is not running");
+    Deno.kill(this.#child.pid, signal);
+  }
+
   /** Kills it (SIGKILL: an outage, not a shutdown) and waits for it to exit. */
   async stop(): Promise<void> {
     const child = this.#child;
     if (!child) return;
     this.#child = undefined;
     try {
+      Deno.kill(child.pid, "SIGCONT");
       child.kill("SIGKILL");
     } catch {
       // already gone

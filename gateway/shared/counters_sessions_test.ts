@@ -148,3 +148,31 @@ Deno.test("sharedCounters and sharedSessions fall back while Redis is down and r
     await server.dispose();
   }
 });
+
+Deno.test("RedisLink: a server that hangs is found by PING, the link goes down and comes back", async () => {
+  const server = new RedisServer();
+  await server.start();
+  const link = new RedisLink({
+    url: server.url,
+    keyPrefix: randomPrefix(),
+    commandTimeoutMs: 200,
+    pingIntervalMs: 100,
+    retryMaxMs: 100,
+  });
+  const counters = sharedCounters(link);
+  try {
+    await waitFor(() => link.up, { what: "link up" });
+    assert.equal((await counters.hit("k", 3_600_000)).count, 1);
+    server.signal("SIGSTOP");
+    await waitFor(() => !link.up, { what: "link down", timeoutMs: 10_000 });
+    assert.match(link.lastError, /./);
+    assert.equal((await counters.hit("k", 3_600_000)).count, 1, "in-process fallback");
+    server.signal("SIGCONT");
+    await waitFor(() => link.up, { what: "link up again", timeoutMs: 10_000 });
+    assert.equal((await counters.hit("k", 3_600_000)).count, 2, "Redis's count again");
+  } finally {
+    await counters.close();
+    await link.close();
+    await server.dispose();
+  }
+});

@@ -7,9 +7,10 @@
  * up and the fallback while it is down or when the command fails, so Redis
  * going away never throws into a caller. ioredis reconnects on its own
  * (backoff up to `retryMaxMs`); commands are not queued while it is away
- * (`enableOfflineQueue: false`) and time out after `commandTimeoutMs`, so a
- * stalled server costs a caller at most that long once, after which the link
- * is down until the connection is ready again.
+ * (`enableOfflineQueue: false`) and time out after `commandTimeoutMs`. A
+ * PING every `pingIntervalMs` finds a server that stopped answering without
+ * closing the connection (a hung or paused process): the link then drops the
+ * connection, so it is down until a new one is ready.
  *
  * Keys are built with {@link RedisLink.key}: every key of one deployment
  * starts with its `keyPrefix` (config `redis_key_prefix`, default `plantd:`),
@@ -31,6 +32,8 @@ export interface RedisLinkOptions {
   retryMaxMs?: number;
   /** Connection name shown by CLIENT LIST. @default "plantd-gateway" */
   connectionName?: string;
+  /** How often the link checks that Redis answers. @default 1000 */
+  pingIntervalMs?: number;
 }
 
 /** What a {@link RedisLink} tells its watchers. */
@@ -47,6 +50,8 @@ export class RedisLink {
   #listeners = new Set<LinkListener>();
   #blocking = new Set<Redis>();
   #options: Required<Omit<RedisLinkOptions, "url" | "keyPrefix">>;
+  #pingTimer: ReturnType<typeof setInterval>;
+  #pinging = false;
 
   constructor(options: RedisLinkOptions) {
     this.url = options.url;
@@ -55,6 +60,7 @@ export class RedisLink {
       commandTimeoutMs: options.commandTimeoutMs ?? 1000,
       retryMaxMs: options.retryMaxMs ?? 2000,
       connectionName: options.connectionName ?? "plantd-gateway",
+      pingIntervalMs: options.pingIntervalMs ?? 1000,
     };
     this.#redis = this.#connect(this.#options.connectionName, true);
     this.#redis.on("ready", () => this.#set(true));
@@ -66,6 +72,21 @@ export class RedisLink {
     this.#redis.connect().catch(() => {
       // the first attempt failed: ioredis keeps retrying, the link stays down
     });
+    this.#pingTimer = setInterval(() => void this.#ping(), this.#options.pingIntervalMs);
+  }
+
+  async #ping(): Promise<void> {
+    if (!this.#up || this.#pinging) return;
+    this.#pinging = true;
+    try {
+      await this.#redis.ping();
+    } catch (error) {
+      if (this.#closed || !this.#up) return;
+      this.#lastError = `no answer to PING: ${(error as Error)?.message ?? error}`;
+      this.#redis.disconnect(true); // down now; ioredis reconnects
+    } finally {
+      this.#pinging = false;
+    }
   }
 
   #connect(name: string, lazy: boolean, timeout = true): Redis {
@@ -86,7 +107,11 @@ export class RedisLink {
     if (up === this.#up) return;
     this.#up = up;
     if (up) this.#lastError = "";
-    else this.#lastError ||= "connection closed";
+    else {
+      this.#lastError ||= "connection closed";
+      // A blocked XREAD on a server that hangs would wait forever: start over.
+      for (const redis of this.#blocking) redis.disconnect(!this.#closed);
+    }
     for (const listener of [...this.#listeners]) {
       try {
         listener(up);
@@ -159,6 +184,7 @@ export class RedisLink {
   close(): Promise<void> {
     if (this.#closed) return Promise.resolve();
     this.#closed = true;
+    clearInterval(this.#pingTimer);
     this.#set(false);
     this.#listeners.clear();
     for (const redis of this.#blocking) redis.disconnect(false);
