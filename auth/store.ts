@@ -344,6 +344,15 @@ export class AuthStore {
     }));
   }
 
+  /** Deletes audit events older than `before` (ms since the epoch); returns how many. */
+  async pruneAudit(before: number): Promise<number> {
+    await this.#flushing;
+    const rows = await this.#db.delete(schema.auditEvents).where(
+      lt(schema.auditEvents.time, before),
+    ).returning({ id: schema.auditEvents.id });
+    return rows.length;
+  }
+
   async close(): Promise<void> {
     await this.#flushing;
     this.#client.close();

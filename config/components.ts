@@ -287,6 +287,8 @@ export const gatewayConfig = {
     /** Users, roles, API keys and the audit log (libSQL file or server URL). */
     auth_db: z.string().min(1).default("data/plantd-auth.db"),
     auth_db_token: z.string().optional(),
+    /** Audit events older than this are deleted (checked hourly); 0 keeps them forever. */
+    audit_retention_days: z.number().min(0).default(365),
     access_token_ttl_s: z.number().int().min(10).max(86_400).default(900),
     refresh_token_ttl_s: z.number().int().min(60).default(7 * 86_400),
     /** Fixed window of the rate limits. */

@@ -96,6 +96,18 @@ export async function startGateway(
   });
   const authStore = await AuthStore.open(config.auth_db, config.auth_db_token);
   const guard = new Guard(authStore, settings, metrics);
+  const pruneAudit = async () => {
+    if (config.audit_retention_days <= 0) return;
+    try {
+      const deleted = await authStore.pruneAudit(
+        Date.now() - config.audit_retention_days * 86_400_000,
+      );
+      if (deleted > 0) log.info("deleted {deleted} audit events past retention", { deleted });
+    } catch (error) {
+      log.error("audit retention failed: {error}", { error: String(error) });
+    }
+  };
+  await pruneAudit();
   if (settings && await authStore.countUsers() === 0 && TokenIssuer.possible(settings)) {
     log.warn("authentication is on and there are no users yet: create an admin with `{command}`", {
       command: "deno task user:add --username admin --roles admin",
@@ -233,6 +245,7 @@ export async function startGateway(
     await authStore.close();
     throw error;
   }
+  const pruning = setInterval(pruneAudit, 3_600_000);
   const url = `${tls ? "https" : "http"}://${
     config.host.includes(":") ? `[${config.host}]` : config.host
   }:${server.addr.port}`;
@@ -258,6 +271,7 @@ export async function startGateway(
       await metricsStore?.close();
       await counters.close();
       await userSessions.close();
+      clearInterval(pruning);
       await authStore.close();
       log.info("gateway stopped");
     },

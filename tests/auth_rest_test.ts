@@ -455,3 +455,24 @@ Deno.test("per-address limit applies before authentication: a flood of bad token
     assert.deepEqual([...statuses].sort(), [401, 429]);
   }, { gateway: { rate_limit_per_ip: 4, rate_limit_window_ms: 60_000 } });
 });
+
+Deno.test("a stale session cookie does not stand in the way of logging in again", async () => {
+  await withSecuredSystem(async ({ url }) => {
+    const admin = bearer(await tokenWith(["*"]));
+    await call(url, {
+      method: "POST",
+      path: "/api/auth/users",
+      body: JSON.stringify({ username: "bo", password: "long password", roles: ["viewer"] }),
+    }, admin);
+    const stale = { cookie: `plantd_access=${await tokenWith(["*"], { ttlSeconds: -5 })}` };
+    // Protected routes: 401 as for anyone without a credential.
+    assert.equal((await call(url, { method: "GET", path: "/api/state" }, stale)).status, 401);
+    // Login still works with the stale cookie in the jar.
+    const login = await call(url, {
+      method: "POST",
+      path: "/api/auth/login",
+      body: JSON.stringify({ username: "bo", password: "long password" }),
+    }, { ...stale, origin: new URL(url).origin });
+    assert.equal(login.status, 200, JSON.stringify(login.body));
+  });
+});

@@ -98,7 +98,14 @@ export function authMiddleware(
     try {
       c.set("principal", await guard.authenticate(found.credential));
     } catch (error) {
-      if (error instanceof AuthError) guard.failed(error, ip, `${c.req.method} ${c.req.path}`);
+      if (!(error instanceof AuthError)) throw error;
+      // A stale session cookie is not a request to be someone: the caller is
+      // anonymous (and may log in or refresh); a bad header credential is refused.
+      if (found.source === "cookie") {
+        c.set("principal", UNAUTHENTICATED);
+        return await next();
+      }
+      guard.failed(error, ip, `${c.req.method} ${c.req.path}`);
       throw error;
     }
     if (found.source === "cookie") checkCsrf(c, allowedOrigins);
