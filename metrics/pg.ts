@@ -66,7 +66,9 @@ function client(url: string, max: number): Sql {
     onnotice: () => {},
     connect_timeout: 5,
     idle_timeout: 60,
-    connection: { application_name: "plantd-metrics" },
+    // UTC sessions: Go plantd's table has `timestamp without time zone`, and
+    // timestamptz values are stored there in the session's zone.
+    connection: { application_name: "plantd-metrics", TimeZone: "UTC" },
   });
 }
 

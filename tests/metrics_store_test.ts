@@ -484,3 +484,44 @@ Deno.test({
     });
   },
 });
+
+Deno.test("a database made by Go plantd's logger is adopted: its rows stay, new points land, tags are added", async () => {
+  await withDatabase(async (db) => {
+    // Go plantd's migration (logger/db/migrations/20220327173220_create_metrics_table.go).
+    await db.sql.unsafe(`CREATE TABLE IF NOT EXISTS metrics (
+      time TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+      device text NULL, channel text NULL, value double PRECISION NULL)`);
+    await db.sql.unsafe(
+      `INSERT INTO metrics VALUES ('2024-01-01 00:00:00', 'boiler', 'temp', 60)`,
+    );
+    const writer = await openPgWriter(db.url, { mode: "off" });
+    const reader = new PgMetricsReader(db.url);
+    try {
+      await writer.write([{
+        time: Date.parse("2024-01-01T00:00:30Z"),
+        device: "boiler",
+        channel: "temp",
+        value: 70,
+        tags: '{"line":"1"}',
+      }]);
+      const rows = await db.sql`select time, value, tags from metrics order by time`;
+      assert.equal(rows.length, 2);
+      assert.equal(rows[1]!.tags.line, "1");
+      const buckets = await reader.query({
+        device: "boiler",
+        channel: "temp",
+        from: Date.parse("2024-01-01T00:00:00Z"),
+        to: Date.parse("2024-01-01T00:01:00Z"),
+        bucketMs: 60_000,
+      });
+      assert.equal(buckets.length, 1);
+      assert.equal(buckets[0]!.count, 2);
+      assert.equal(buckets[0]!.avg, 65);
+      assert.equal(new Date(buckets[0]!.time).toISOString(), "2024-01-01T00:00:00.000Z");
+      assert.equal(buckets[0]!.last, 70);
+    } finally {
+      await reader.close();
+      await writer.close();
+    }
+  });
+});

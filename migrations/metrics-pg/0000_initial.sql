@@ -1,4 +1,6 @@
-CREATE TABLE "metrics" (
+-- IF NOT EXISTS throughout: a database Go plantd's logger created already has
+-- metrics(time timestamp, device, channel, value) and keeps its rows; it gains tags.
+CREATE TABLE IF NOT EXISTS "metrics" (
 	"time" timestamp with time zone NOT NULL,
 	"device" text,
 	"channel" text,
@@ -6,4 +8,6 @@ CREATE TABLE "metrics" (
 	"tags" jsonb
 );
 --> statement-breakpoint
-CREATE INDEX "metrics_time_brin" ON "metrics" USING brin ("time");
+ALTER TABLE "metrics" ADD COLUMN IF NOT EXISTS "tags" jsonb;
+--> statement-breakpoint
+CREATE INDEX IF NOT EXISTS "metrics_time_brin" ON "metrics" USING brin ("time");
