@@ -27,6 +27,11 @@ export interface Delivery {
   /** Position in the bus's history; absent on buses without history. */
   offset?: string;
   json(): string;
+  /**
+   * `head + json()`, built once per distinct `head`: listeners that pass the
+   * same head (sockets with the same subscription id) get the same string.
+   */
+  framed(head: string): string;
 }
 
 /** Receives the messages of one subscription. */
@@ -222,9 +227,39 @@ class BusFeed {
   }
 }
 
+/** Distinct heads a delivery remembers the framed text of (beyond them: built each time). */
+const FRAMED_HEADS = 16;
+
+class SharedDelivery implements Delivery {
+  #json: string | undefined;
+  #head: string | undefined;
+  #text = "";
+  #texts: Map<string, string> | undefined;
+
+  constructor(readonly message: BusMessage, readonly offset?: string) {}
+
+  json(): string {
+    return this.#json ??= messageJson(this.message, this.offset);
+  }
+
+  framed(head: string): string {
+    // Fan-out to many sockets with one subscription id: the same string
+    // object each time (no concatenation, no new string to encode or collect).
+    if (head === this.#head) return this.#text;
+    let text = this.#texts?.get(head);
+    if (text === undefined) {
+      text = head + this.json();
+      this.#texts ??= new Map();
+      if (this.#texts.size < FRAMED_HEADS) this.#texts.set(head, text);
+    }
+    this.#head = head;
+    this.#text = text;
+    return text;
+  }
+}
+
 function delivery(message: BusMessage, offset?: string): Delivery {
-  let json: string | undefined;
-  return { message, offset, json: () => json ??= messageJson(message, offset) };
+  return new SharedDelivery(message, offset);
 }
 
 /** Options of {@link BusHub}. */

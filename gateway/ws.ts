@@ -142,6 +142,8 @@ export class WsSession {
   #tokens = Infinity;
   #refilled = performance.now();
   #lastLimitError = -Infinity;
+  /** At least the socket's `bufferedAmount` (see #sendText). */
+  #bufferedBound = 0;
 
   constructor(
     socket: WebSocket,
@@ -194,12 +196,22 @@ export class WsSession {
       return;
     }
     if (this.#socket.readyState !== WebSocket.OPEN) return;
-    if (this.#socket.bufferedAmount > this.#limits.maxBufferedBytes) {
-      this.#observer.slowConsumer?.();
-      this.close(CLOSE.SLOW_CONSUMER, "slow consumer: send buffer over the limit");
-      return;
+    // `bufferedAmount` is a call into Deno per read. It grows only by what is
+    // sent here, so `#bufferedBound` (last reading plus an upper bound of the
+    // UTF-8 bytes sent since) is never below it: while the bound is within the
+    // limit so is the buffer, and it is read only when the bound passes it.
+    if (this.#bufferedBound > this.#limits.maxBufferedBytes) {
+      const buffered = this.#socket.bufferedAmount;
+      if (buffered > this.#limits.maxBufferedBytes) {
+        this.#observer.slowConsumer?.();
+        this.close(CLOSE.SLOW_CONSUMER, "slow consumer: send buffer over the limit");
+        return;
+      }
+      this.#bufferedBound = buffered;
     }
     this.#socket.send(text);
+    // A UTF-16 code unit takes at most 3 bytes in UTF-8.
+    this.#bufferedBound += text.length * 3;
     this.#observer.sent?.(1);
   }
 
@@ -349,7 +361,7 @@ export class WsSession {
         if (!this.#may(message.id, [permission], permission)) return;
         const head = `{"type":"message","id":${JSON.stringify(message.id)},`;
         return this.#subscribe(message.id, message.bus, message.prefix, (delivery) => {
-          this.#sendText(head + delivery.json());
+          this.#sendText(delivery.framed(head));
         }, {
           from: message.from,
           onGap: (gap) => this.#send({ type: "gap", id: message.id, ...gap }),
