@@ -79,7 +79,7 @@ export class BrokerServer {
     const broker = new Broker(
       (identity, frames) => {
         // A ROUTER never blocks: a message to a peer that is gone or full is dropped.
-        if (!socket.closed && !socket.trySend([identity, ...frames])) {
+        if (!socket.closed && !socket.trySendAfter(identity, frames)) {
           observer.drop?.("send failed");
         }
       },
@@ -96,7 +96,7 @@ export class BrokerServer {
   async #run(): Promise<void> {
     while (!this.#socket.closed) {
       try {
-        for await (const message of this.#socket) this.broker.handle(message);
+        await this.#socket.drain((message) => this.broker.handle(message));
       } catch (error) {
         // A socket error must not take the broker down: report it and read on.
         this.#onError(error);

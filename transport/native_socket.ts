@@ -91,6 +91,9 @@ export interface CurveServerSocketOptions {
 
 const SLAB_BYTES = 64 * 1024;
 
+/** Messages {@link NativeSocket.drain} handles before yielding to other microtasks. */
+const DRAIN_BATCH = 256;
+
 /**
  * Where libzmq 4.3.5 keeps a message's type, flags and (for "very small
  * messages", at most 33 bytes) its bytes inside `zmq_msg_t` (msg.hpp). Reading
@@ -408,9 +411,13 @@ export class NativeSocket {
    */
   sendFrame(data: Uint8Array, more: boolean, length: number = data.length): boolean {
     this.#check();
-    const flags = more ? ZMQ_DONTWAIT | ZMQ_SNDMORE : ZMQ_DONTWAIT;
+    return this.#sendOne(data, more ? ZMQ_DONTWAIT | ZMQ_SNDMORE : ZMQ_DONTWAIT, length);
+  }
+
+  #sendOne(data: Uint8Array, flags: number, length: number): boolean {
+    const zmq = libzmq();
     while (true) {
-      if (libzmq().zmq_send(this.#socket, data, bigLength(length), flags) >= 0) return true;
+      if (zmq.zmq_send(this.#socket, data, bigLength(length), flags) >= 0) return true;
       const errno = lastErrno();
       if (errno === EAGAIN) return false;
       if (errno !== EINTR) throw new ZmqError("zmq_send", errno);
@@ -423,10 +430,32 @@ export class NativeSocket {
    * rest (messages are atomic).
    */
   trySend(frames: Frames): boolean {
+    this.#check();
     const last = frames.length - 1;
     for (let i = 0; i <= last; i++) {
-      if (!this.sendFrame(frames[i]!, i < last)) {
+      const f = frames[i]!;
+      if (!this.#sendOne(f, i < last ? ZMQ_DONTWAIT | ZMQ_SNDMORE : ZMQ_DONTWAIT, f.length)) {
         if (i === 0) return false;
+        throw new ZmqError("zmq_send (later frame)", EAGAIN);
+      }
+    }
+    this.#operated();
+    return true;
+  }
+
+  /**
+   * {@link trySend} of `[head, ...frames]` without building that array (a
+   * ROUTER's identity frame before a message).
+   */
+  trySendAfter(head: Uint8Array, frames: Frames): boolean {
+    this.#check();
+    const n = frames.length;
+    if (!this.#sendOne(head, n > 0 ? ZMQ_DONTWAIT | ZMQ_SNDMORE : ZMQ_DONTWAIT, head.length)) {
+      return false;
+    }
+    for (let i = 0; i < n; i++) {
+      const f = frames[i]!;
+      if (!this.#sendOne(f, i < n - 1 ? ZMQ_DONTWAIT | ZMQ_SNDMORE : ZMQ_DONTWAIT, f.length)) {
         throw new ZmqError("zmq_send (later frame)", EAGAIN);
       }
     }
@@ -570,8 +599,53 @@ export class NativeSocket {
     while (true) {
       const frames = this.tryReceive();
       if (frames) return frames;
-      await this.waitReadable();
+      await this.#waitAfterEmpty();
     }
+  }
+
+  /**
+   * Calls `onMessage` for every message until the socket closes, without a
+   * promise per message: whatever is queued is handled in one go (at most
+   * {@link DRAIN_BATCH} messages before other microtasks get a turn), then the
+   * socket waits in the poller. A throw from `onMessage` or a socket error
+   * ends the loop with that error; closing the socket ends it normally.
+   */
+  async drain(onMessage: (frames: Frames) => void): Promise<void> {
+    while (!this.#closed) {
+      for (let n = 0; n < DRAIN_BATCH; n++) {
+        let frames: Frames | undefined;
+        try {
+          frames = this.tryReceive();
+        } catch (error) {
+          if (error instanceof NativeSocketClosedError || this.#closed) return;
+          throw error;
+        }
+        if (!frames) {
+          await this.#waitAfterEmpty();
+          break;
+        }
+        onMessage(frames);
+        if (this.#closed) return;
+      }
+      // A full batch: let the microtasks it queued (resolved requests) run first.
+      await Promise.resolve();
+    }
+  }
+
+  /**
+   * Waits in the poller right after a receive found nothing. That receive
+   * already processed the socket's pending commands (libzmq does so before
+   * answering EAGAIN), so ZMQ_FD signals the next arrival: no ZMQ_EVENTS
+   * check (two system calls in libzmq) is needed first. A send on this socket
+   * meanwhile kicks the wait (see #operated).
+   */
+  async #waitAfterEmpty(): Promise<void> {
+    this.#check();
+    await new Promise<void>((resolve) => {
+      this.#kick = resolve;
+      this.#poller.wait(this.#fd).then(resolve);
+    });
+    this.#kick = undefined;
   }
 
   /** Messages until the socket closes. */
