@@ -94,25 +94,34 @@ export interface ServiceInfo {
   queued: number;
 }
 
-function keyOf(identity: Uint8Array): string {
+/** Longest frame {@link addressKey} turns into a string in one call. */
+const KEY_CHUNK = 4096;
+
+/** Key of an identity or address frame (latin-1: one char per byte, cheap and exact). */
+function addressKey(address: Uint8Array): string {
+  if (address.length <= KEY_CHUNK) {
+    return String.fromCharCode.apply(null, address as unknown as number[]);
+  }
   let key = "";
-  for (const byte of identity) key += byte.toString(16).padStart(2, "0");
+  for (let i = 0; i < address.length; i += KEY_CHUNK) {
+    const part = address.subarray(i, i + KEY_CHUNK);
+    key += String.fromCharCode.apply(null, part as unknown as number[]);
+  }
   return key;
 }
 
-/** Key of an address frame (latin-1: one char per byte, cheap and exact). */
-function addressKey(address: Uint8Array): string {
-  return String.fromCharCode(...address);
-}
+const keyOf = addressKey;
 
 function addressOf(client: Uint8Array, stack: Frames): Uint8Array {
   if (stack.length === 0) return client;
   // Length-prefixed parts: opaque to workers, unique per client and request id.
-  const parts = [client, ...stack];
-  const size = parts.reduce((n, p) => n + 1 + p.length, 0);
+  let size = 1 + client.length;
+  for (const p of stack) size += 1 + p.length;
   const out = new Uint8Array(size);
-  let at = 0;
-  for (const p of parts) {
+  out[0] = Math.min(client.length, 255);
+  out.set(client, 1);
+  let at = 1 + client.length;
+  for (const p of stack) {
     out[at++] = Math.min(p.length, 255);
     out.set(p, at);
     at += p.length;
@@ -164,7 +173,7 @@ export class Broker {
     let size = 0;
     for (const f of message) size += f.length;
     if (size > this.#maxBytes) return this.#drop("message too large");
-    const decoded = decodePeerMessage(message.slice(1));
+    const decoded = decodePeerMessage(message, 1);
     if (decoded.kind === "malformed") return this.#drop(decoded.reason);
     if (decoded.kind === "request") return this.#onRequest(identity, decoded);
     this.#onWorker(identity, decoded);

@@ -53,14 +53,66 @@ export interface Reply {
   body: Frames;
 }
 
-interface Pending {
-  service: string;
-  onPartial?: (body: Frames) => void;
-  resolve: (body: Frames) => void;
-  reject: (error: Error) => void;
+/** One attempt waiting for its FINAL reply (a class: no closures per request). */
+class Pending {
+  readonly service: string;
+  readonly onPartial: ((body: Frames) => void) | undefined;
   /** Date.now() after which the attempt times out. */
-  deadline: number;
-  timeout: () => Error;
+  readonly deadline: number;
+  readonly #table: Map<number, Pending>;
+  readonly #id: number;
+  readonly #timeoutMs: number;
+  readonly #attempt: number;
+  readonly #resolve: (body: Frames) => void;
+  readonly #reject: (error: unknown) => void;
+  readonly #signal: AbortSignal | undefined;
+  #onAbort: (() => void) | undefined;
+
+  constructor(
+    table: Map<number, Pending>,
+    id: number,
+    service: string,
+    timeoutMs: number,
+    attempt: number,
+    resolve: (body: Frames) => void,
+    reject: (error: unknown) => void,
+    onPartial: ((body: Frames) => void) | undefined,
+    signal: AbortSignal | undefined,
+  ) {
+    this.#table = table;
+    this.#id = id;
+    this.service = service;
+    this.#timeoutMs = timeoutMs;
+    this.#attempt = attempt;
+    this.#resolve = resolve;
+    this.#reject = reject;
+    this.onPartial = onPartial;
+    this.deadline = Date.now() + timeoutMs;
+    this.#signal = signal;
+    if (signal) {
+      this.#onAbort = () => this.reject(signal.reason);
+      signal.addEventListener("abort", this.#onAbort, { once: true });
+    }
+  }
+
+  #settle(): void {
+    this.#table.delete(this.#id);
+    if (this.#onAbort) this.#signal?.removeEventListener("abort", this.#onAbort);
+  }
+
+  resolve(body: Frames): void {
+    this.#settle();
+    this.#resolve(body);
+  }
+
+  reject(error: unknown): void {
+    this.#settle();
+    this.#reject(error);
+  }
+
+  timeout(): Error {
+    return new MdpTimeoutError(this.service, this.#timeoutMs, this.#attempt);
+  }
 }
 
 const ERROR_PREFIX = frame('{"success":false,');
@@ -180,19 +232,34 @@ export class MdpClient {
     }
   }
 
-  async #withRetries(service: string, frames: Frames, options: RequestOptions): Promise<Frames> {
+  #withRetries(service: string, frames: Frames, options: RequestOptions): Promise<Frames> {
     const retries = options.retries ?? this.#retries;
     const timeoutMs = options.timeoutMs ?? this.#timeoutMs;
+    // No retries: the attempt is the request (no extra async frame per request).
+    if (retries <= 0) {
+      if (options.signal?.aborted) return Promise.reject(options.signal.reason);
+      return this.#attempt(service, frames, timeoutMs, 1, undefined, options.signal);
+    }
+    return this.#retrying(service, frames, timeoutMs, retries, options.signal);
+  }
+
+  async #retrying(
+    service: string,
+    frames: Frames,
+    timeoutMs: number,
+    retries: number,
+    signal: AbortSignal | undefined,
+  ): Promise<Frames> {
     for (let attempt = 1;; attempt++) {
-      options.signal?.throwIfAborted();
+      signal?.throwIfAborted();
       try {
-        return await this.#attempt(service, frames, timeoutMs, attempt, undefined, options.signal);
+        return await this.#attempt(service, frames, timeoutMs, attempt, undefined, signal);
       } catch (error) {
         const retryable = error instanceof MdpTimeoutError ||
           (error instanceof MdpBrokerError && error.code === "WORKER_LOST");
         if (!retryable || attempt > retries || this.#closed) throw error;
         const backoff = Math.min(this.#maxBackoffMs, this.#backoffMs * 2 ** (attempt - 1));
-        await delay(backoff * (0.5 + Math.random() / 2), options.signal);
+        await delay(backoff * (0.5 + Math.random() / 2), signal);
       }
     }
   }
@@ -209,36 +276,34 @@ export class MdpClient {
     const id = this.#nextId;
     this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1;
     const idFrame = new Uint8Array(4);
-    new DataView(idFrame.buffer).setUint32(0, id);
-    return new Promise<Frames>((resolve, reject) => {
-      const settle = () => {
-        this.#pending.delete(id);
-        signal?.removeEventListener("abort", onAbort);
-      };
-      const onAbort = () => {
-        settle();
-        reject(signal?.reason);
-      };
-      const pending: Pending = {
-        service,
-        onPartial,
-        resolve: (body) => {
-          settle();
-          resolve(body);
-        },
-        reject: (error) => {
-          settle();
-          reject(error);
-        },
-        deadline: Date.now() + timeoutMs,
-        timeout: () => new MdpTimeoutError(service, timeoutMs, attempt),
-      };
-      signal?.addEventListener("abort", onAbort, { once: true });
-      this.#pending.set(id, pending);
-      this.#sweepSoon(timeoutMs);
-      this.#socket.send(encodeClientRequest(this.#dialect, service, frames, [idFrame]))
-        .catch((error) => pending.reject(error));
-    });
+    idFrame[0] = id >>> 24;
+    idFrame[1] = id >>> 16;
+    idFrame[2] = id >>> 8;
+    idFrame[3] = id;
+    const { promise, resolve, reject } = Promise.withResolvers<Frames>();
+    const pending = new Pending(
+      this.#pending,
+      id,
+      service,
+      timeoutMs,
+      attempt,
+      resolve,
+      reject,
+      onPartial,
+      signal,
+    );
+    this.#pending.set(id, pending);
+    this.#sweepSoon(timeoutMs);
+    const message = encodeClientRequest(this.#dialect, service, frames, [idFrame]);
+    try {
+      // Sent at once unless the socket is full; then it waits for room.
+      if (!this.#socket.trySend(message)) {
+        this.#socket.send(message).catch((error) => pending.reject(error));
+      }
+    } catch (error) {
+      pending.reject(error);
+    }
+    return promise;
   }
 
   /**
@@ -269,7 +334,7 @@ export class MdpClient {
   async #run(): Promise<void> {
     while (!this.#closed) {
       try {
-        await this.#read();
+        await this.#socket.drain((message) => this.#onMessage(message));
       } catch (error) {
         // Keep reading: pending requests still have their timeouts.
         this.#lastError = error;
@@ -277,23 +342,22 @@ export class MdpClient {
     }
   }
 
-  async #read(): Promise<void> {
-    for await (const message of this.#socket) {
-      const reply = decodeClientReply(message);
-      if (reply.kind === "malformed") continue;
-      const idFrame = reply.stack[0];
-      if (!idFrame || idFrame.length !== 4) continue;
-      const id = new DataView(idFrame.buffer, idFrame.byteOffset, 4).getUint32(0);
-      const pending = this.#pending.get(id);
-      if (!pending) continue; // a late reply of an attempt that timed out
-      if (!reply.final) {
-        pending.onPartial?.(reply.body);
-        continue;
-      }
-      const error = brokerErrorOf(pending.service, reply.body);
-      if (error) pending.reject(error);
-      else pending.resolve(reply.body);
+  #onMessage(message: Frames): void {
+    const reply = decodeClientReply(message);
+    if (reply.kind === "malformed") return;
+    const idFrame = reply.stack[0];
+    if (!idFrame || idFrame.length !== 4) return;
+    const id = ((idFrame[0]! << 24) | (idFrame[1]! << 16) | (idFrame[2]! << 8) | idFrame[3]!) >>>
+      0;
+    const pending = this.#pending.get(id);
+    if (!pending) return; // a late reply of an attempt that timed out
+    if (!reply.final) {
+      pending.onPartial?.(reply.body);
+      return;
     }
+    const error = brokerErrorOf(pending.service, reply.body);
+    if (error) pending.reject(error);
+    else pending.resolve(reply.body);
   }
 
   /** Fails pending requests with {@link MdpClosedError} and closes the socket. */

@@ -42,6 +42,28 @@ const WORKER_BYTES: Record<"mdp01" | "mdp02", Partial<Record<WorkerCommand, numb
 const CLIENT_BYTES = { REQUEST: 1, PARTIAL: 2, FINAL: 3 } as const;
 const REQUEST_WORD = frame("REQUEST");
 const REQUEST_BYTE = Uint8Array.of(CLIENT_BYTES.REQUEST);
+const FINAL_WORD = frame("FINAL");
+const PARTIAL_WORD = frame("PARTIAL");
+const FINAL_BYTE = Uint8Array.of(CLIENT_BYTES.FINAL);
+const PARTIAL_BYTE = Uint8Array.of(CLIENT_BYTES.PARTIAL);
+
+/** Worker command frames, encoded once: plantd words, RFC 7 and RFC 18 bytes. */
+const WORKER_FRAMES: Record<Dialect, Partial<Record<WorkerCommand, Uint8Array>>> = {
+  plantd: {},
+  mdp01: {},
+  mdp02: {},
+};
+/** Worker commands by byte value, per byte dialect. */
+const WORKER_BY_BYTE: Record<"mdp01" | "mdp02", Array<WorkerCommand | undefined>> = {
+  mdp01: [],
+  mdp02: [],
+};
+for (const dialect of ["mdp01", "mdp02"] as const) {
+  for (const [name, byte] of Object.entries(WORKER_BYTES[dialect])) {
+    WORKER_FRAMES[dialect][name as WorkerCommand] = Uint8Array.of(byte);
+    WORKER_BY_BYTE[dialect][byte] = name as WorkerCommand;
+  }
+}
 
 /** Service names are few and sent often: encode each once (bounded cache). */
 const serviceFrames = new Map<string, Uint8Array>();
@@ -61,6 +83,42 @@ const WORKER_WORDS = new Set<string>([
   "HEARTBEAT",
   "DISCONNECT",
 ]);
+const WORKER_WORD_FRAMES: Array<[WorkerCommand, Uint8Array]> = [];
+for (const word of WORKER_WORDS) {
+  const encoded = frame(word);
+  WORKER_FRAMES.plantd[word as WorkerCommand] = encoded;
+  WORKER_WORD_FRAMES.push([word as WorkerCommand, encoded]);
+}
+
+/** The plantd word command in `f`, compared as bytes; undefined when none matches exactly. */
+function wordCommand(f: Uint8Array): WorkerCommand | undefined {
+  for (const [name, encoded] of WORKER_WORD_FRAMES) if (equalBytes(f, encoded)) return name;
+  return undefined;
+}
+
+/**
+ * Recently decoded short frames (service names, mostly): a frame equal to one
+ * of them gets the same string without a UTF-8 decode. Small and fixed: a
+ * linear scan of a few byte comparisons.
+ */
+const TEXT_CACHE_SIZE = 8;
+const TEXT_CACHE_MAX_BYTES = 256;
+const textCacheBytes: Uint8Array[] = [];
+const textCacheText: string[] = [];
+let textCacheNext = 0;
+
+/** {@link text}, through the small cache of recent frames. */
+export function cachedText(bytes: Uint8Array): string {
+  if (bytes.length > TEXT_CACHE_MAX_BYTES) return text(bytes);
+  for (let i = 0; i < textCacheBytes.length; i++) {
+    if (equalBytes(textCacheBytes[i]!, bytes)) return textCacheText[i]!;
+  }
+  const decoded = text(bytes);
+  textCacheBytes[textCacheNext] = bytes.slice();
+  textCacheText[textCacheNext] = decoded;
+  textCacheNext = (textCacheNext + 1) % TEXT_CACHE_SIZE;
+  return decoded;
+}
 
 /** Largest capacity a worker may announce in READY. */
 export const MAX_CAPACITY = 4096;
@@ -118,50 +176,68 @@ function malformed(reason: string): Malformed {
 }
 
 /**
- * Where the header is: first, or after an envelope stack and its empty
- * delimiter (`id… | "" | header …`; a lone leading `""` is an empty stack).
+ * Where the header is, from `start`: first, or after an envelope stack and
+ * its empty delimiter (`id… | "" | header …`; a lone leading `""` is an empty
+ * stack). Returns the header's index, or -1.
  */
-function splitEnvelope(frames: Frames): { stack: Frames; at: number } | undefined {
-  if (headerOf(frames[0]) !== undefined) return { stack: [], at: 0 };
-  const delimiter = frames.findIndex((f) => f.length === 0);
-  if (delimiter < 0 || delimiter > MAX_STACK) return undefined;
-  return { stack: frames.slice(0, delimiter), at: delimiter + 1 };
+function headerIndex(frames: Frames, start: number): number {
+  if (headerOf(frames[start]) !== undefined) return start;
+  const end = Math.min(frames.length, start + MAX_STACK + 1);
+  for (let i = start; i < end; i++) if (frames[i]!.length === 0) return i + 1;
+  return -1;
+}
+
+/** The stack frames before the header at `at` (none when the header comes first). */
+function stackOf(frames: Frames, start: number, at: number): Frames {
+  return at === start ? [] : frames.slice(start, at - 1);
 }
 
 /**
- * Reads a message that arrived on the broker's ROUTER socket, identity frame
- * removed. Accepts an optional leading empty frame in every dialect, and for
+ * Reads a message that arrived on the broker's ROUTER socket, from frame
+ * `start` on (1 skips the ROUTER identity frame; the default 0 expects it
+ * removed). Accepts an optional leading empty frame in every dialect, and for
  * clients an envelope stack (`id… | "" | header …`) as ROUTER chains produce.
  */
-export function decodePeerMessage(frames: Frames): PeerMessage | Malformed {
-  if (frames.length === 0) return malformed("empty message");
-  const envelope = splitEnvelope(frames);
-  if (!envelope) return malformed("unknown header");
-  const { stack, at } = envelope;
+export function decodePeerMessage(frames: Frames, start = 0): PeerMessage | Malformed {
+  if (frames.length <= start) return malformed("empty message");
+  const at = headerIndex(frames, start);
+  if (at < 0) return malformed("unknown header");
   const header = headerOf(frames[at]);
   if (header === undefined) return malformed("unknown header");
-  const rest = frames.slice(at + 1);
-  if (header === "C01" || header === "C02") return decodeClient(header, stack, rest);
-  if (stack.length > 0) return malformed("worker message with an envelope stack");
-  return decodeWorker(header, rest);
+  if (header === "C01" || header === "C02") {
+    return decodeClient(header, stackOf(frames, start, at), frames, at + 1);
+  }
+  if (at !== start && at - 1 > start) return malformed("worker message with an envelope stack");
+  return decodeWorker(header, frames, at + 1);
 }
 
-function decodeClient(header: "C01" | "C02", stack: Frames, rest: Frames): PeerMessage | Malformed {
+function decodeClient(
+  header: "C01" | "C02",
+  stack: Frames,
+  frames: Frames,
+  at: number,
+): PeerMessage | Malformed {
   let dialect: Dialect = "mdp01";
   if (header === "C02") {
-    const command = rest.shift();
+    const command = frames[at++];
     if (!command) return malformed("missing client command");
     if (command.length === 1 && command[0] === CLIENT_BYTES.REQUEST) dialect = "mdp02";
-    else if (text(command) === "REQUEST") dialect = "plantd";
+    else if (equalBytes(command, REQUEST_WORD) || text(command) === "REQUEST") dialect = "plantd";
     else return malformed("unknown client command");
   }
-  const service = rest.shift();
+  const service = frames[at++];
   if (!service || service.length === 0) return malformed("missing service name");
-  return { kind: "request", dialect, stack, service: text(service), body: rest };
+  return {
+    kind: "request",
+    dialect,
+    stack,
+    service: cachedText(service),
+    body: frames.slice(at),
+  };
 }
 
-function decodeWorker(header: "W01" | "W02", rest: Frames): PeerMessage | Malformed {
-  const commandFrame = rest.shift();
+function decodeWorker(header: "W01" | "W02", frames: Frames, at: number): PeerMessage | Malformed {
+  const commandFrame = frames[at++];
   if (!commandFrame || commandFrame.length === 0) return malformed("missing worker command");
   let dialect: Dialect;
   let command: WorkerCommand | undefined;
@@ -173,11 +249,15 @@ function decodeWorker(header: "W01" | "W02", rest: Frames): PeerMessage | Malfor
     command = commandOfByte("mdp02", commandFrame);
   } else {
     dialect = "plantd";
-    const word = text(commandFrame);
-    command = WORKER_WORDS.has(word) ? word as WorkerCommand : undefined;
+    command = wordCommand(commandFrame);
+    if (command === undefined) {
+      const word = text(commandFrame);
+      command = WORKER_WORDS.has(word) ? word as WorkerCommand : undefined;
+    }
   }
   switch (command) {
     case "READY": {
+      const rest = frames.slice(at);
       const service = rest[0];
       if (!service || service.length === 0) return malformed("READY without a service name");
       if (rest.length < 2) return { kind: "ready", dialect, service: text(service) };
@@ -193,10 +273,16 @@ function decodeWorker(header: "W01" | "W02", rest: Frames): PeerMessage | Malfor
       return { kind: "disconnect", dialect };
     case "PARTIAL":
     case "FINAL": {
-      const client = rest.shift();
+      const client = frames[at++];
       if (!client || client.length === 0) return malformed("reply without a client address");
-      if (rest[0]?.length === 0) rest.shift();
-      return { kind: "reply", dialect, final: command === "FINAL", client, body: rest };
+      if (frames[at]?.length === 0) at++;
+      return {
+        kind: "reply",
+        dialect,
+        final: command === "FINAL",
+        client,
+        body: frames.slice(at),
+      };
     }
     default:
       return malformed("unknown worker command");
@@ -205,16 +291,15 @@ function decodeWorker(header: "W01" | "W02", rest: Frames): PeerMessage | Malfor
 
 function commandOfByte(dialect: "mdp01" | "mdp02", f: Uint8Array): WorkerCommand | undefined {
   if (f.length !== 1) return undefined;
-  const table = WORKER_BYTES[dialect];
-  for (const [name, byte] of Object.entries(table)) if (byte === f[0]) return name as WorkerCommand;
-  return undefined;
+  return WORKER_BY_BYTE[dialect][f[0]!];
 }
 
 function workerCommandFrame(dialect: Dialect, command: WorkerCommand): Uint8Array {
-  if (dialect === "plantd") return frame(command);
-  const byte = WORKER_BYTES[dialect][command];
-  if (byte === undefined) throw new RangeError(`Command '${command}' does not exist in ${dialect}`);
-  return Uint8Array.of(byte);
+  const encoded = WORKER_FRAMES[dialect][command];
+  if (encoded === undefined) {
+    throw new RangeError(`Command '${command}' does not exist in ${dialect}`);
+  }
+  return encoded;
 }
 
 function workerHeader(dialect: Dialect): Uint8Array {
@@ -231,14 +316,23 @@ export function encodeClientReply(
   service: string | Uint8Array,
   body: Frames,
 ): Frames {
-  const serviceFrame = typeof service === "string" ? frame(service) : service;
+  const name = typeof service === "string" ? serviceFrame(service) : service;
+  const out: Frames = [];
   // RFC 7 REQ peers need the delimiter; stacked clients need it to find the header.
-  const prefix = stack.length > 0 || dialect === "mdp01" ? [...stack, EMPTY] : [];
-  if (dialect === "mdp01") return [...prefix, MDPC01, serviceFrame, ...body];
-  const command = dialect === "plantd"
-    ? frame(final ? "FINAL" : "PARTIAL")
-    : Uint8Array.of(final ? CLIENT_BYTES.FINAL : CLIENT_BYTES.PARTIAL);
-  return [...prefix, MDPC02, command, serviceFrame, ...body];
+  if (stack.length > 0 || dialect === "mdp01") {
+    for (const f of stack) out.push(f);
+    out.push(EMPTY);
+  }
+  if (dialect === "mdp01") {
+    out.push(MDPC01, name);
+  } else {
+    const command = dialect === "plantd"
+      ? (final ? FINAL_WORD : PARTIAL_WORD)
+      : (final ? FINAL_BYTE : PARTIAL_BYTE);
+    out.push(MDPC02, command, name);
+  }
+  for (const f of body) out.push(f);
+  return out;
 }
 
 /** Broker to worker: a request for `client`. */
@@ -262,10 +356,15 @@ export function encodeClientRequest(
   body: Frames,
   stack: Frames = [],
 ): Frames {
-  const lead = stack.length > 0 || dialect !== "mdp02" ? [...stack, EMPTY] : [];
-  if (dialect === "mdp01") return [...lead, MDPC01, frame(service), ...body];
-  const command = dialect === "plantd" ? REQUEST_WORD : REQUEST_BYTE;
-  return [...lead, MDPC02, command, serviceFrame(service), ...body];
+  const out: Frames = [];
+  if (stack.length > 0 || dialect !== "mdp02") {
+    for (const f of stack) out.push(f);
+    out.push(EMPTY);
+  }
+  if (dialect === "mdp01") out.push(MDPC01, serviceFrame(service));
+  else out.push(MDPC02, dialect === "plantd" ? REQUEST_WORD : REQUEST_BYTE, serviceFrame(service));
+  for (const f of body) out.push(f);
+  return out;
 }
 
 /** A reply as a client reads it. */
@@ -279,9 +378,9 @@ export interface ClientReply {
 
 /** Reads a broker reply on a client's DEALER socket. */
 export function decodeClientReply(frames: Frames): ClientReply | Malformed {
-  const envelope = splitEnvelope(frames);
-  if (!envelope) return malformed("unknown header");
-  const { stack, at } = envelope;
+  const at = headerIndex(frames, 0);
+  if (at < 0) return malformed("unknown header");
+  const stack = stackOf(frames, 0, at);
   const header = headerOf(frames[at]);
   if (header === "C01") {
     const service = frames[at + 1];
@@ -290,7 +389,7 @@ export function decodeClientReply(frames: Frames): ClientReply | Malformed {
       kind: "reply",
       stack,
       final: true,
-      service: text(service),
+      service: cachedText(service),
       body: frames.slice(at + 2),
     };
   }
@@ -304,12 +403,16 @@ export function decodeClientReply(frames: Frames): ClientReply | Malformed {
       return malformed("unknown reply command");
     }
     final = command[0] === CLIENT_BYTES.FINAL;
+  } else if (equalBytes(command, FINAL_WORD)) {
+    final = true;
+  } else if (equalBytes(command, PARTIAL_WORD)) {
+    final = false;
   } else {
     const word = text(command);
     if (word !== "PARTIAL" && word !== "FINAL") return malformed("unknown reply command");
     final = word === "FINAL";
   }
-  return { kind: "reply", stack, final, service: text(service), body: frames.slice(at + 3) };
+  return { kind: "reply", stack, final, service: cachedText(service), body: frames.slice(at + 3) };
 }
 
 /** Worker to broker: READY, HEARTBEAT or DISCONNECT. */
@@ -359,7 +462,7 @@ export function decodeBrokerToWorker(frames: Frames): BrokerToWorker | Malformed
   if (!commandFrame) return malformed("missing worker command");
   const command = commandFrame.length === 1
     ? commandOfByte(header === "W01" ? "mdp01" : "mdp02", commandFrame)
-    : text(commandFrame);
+    : wordCommand(commandFrame) ?? text(commandFrame);
   if (command === "HEARTBEAT") return { kind: "heartbeat" };
   if (command === "DISCONNECT") return { kind: "disconnect" };
   if (command !== "REQUEST") return malformed("unknown worker command");

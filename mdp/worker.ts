@@ -97,6 +97,33 @@ export class MdpWorker {
   }
 }
 
+function toFrames(body: Body): Frames {
+  return body.map((p) => typeof p === "string" ? frame(p) : p);
+}
+
+function isPromiseLike(value: unknown): value is PromiseLike<Body> {
+  return typeof (value as { then?: unknown } | null)?.then === "function";
+}
+
+/** The {@link RequestContext} of one request. */
+class ServeContext implements RequestContext {
+  readonly client: Uint8Array;
+  readonly signal: AbortSignal;
+  #session: Session;
+  #socket: NativeSocket;
+
+  constructor(session: Session, client: Uint8Array, socket: NativeSocket, signal: AbortSignal) {
+    this.#session = session;
+    this.client = client;
+    this.#socket = socket;
+    this.signal = signal;
+  }
+
+  partial(body: Body): Promise<void> {
+    return this.#session.partialReply(this.client, body, this.#socket, this.signal);
+  }
+}
+
 class Session {
   /** Requests being handled on this connection. */
   active = 0;
@@ -157,7 +184,7 @@ class Session {
     const signal = this.#abort.signal;
     this.#loop = (async () => {
       try {
-        for await (const message of socket) this.#onMessage(message, socket, signal);
+        await socket.drain((message) => this.#onMessage(message, socket, signal));
       } catch (error) {
         // A socket failure ends this connection; a fresh one replaces it.
         this.#reconnect(`socket error: ${(error as Error).message}`);
@@ -185,39 +212,82 @@ class Session {
     this.#serve(decoded.client, decoded.body, socket, signal);
   }
 
-  async #serve(
-    client: Uint8Array,
-    body: Frames,
-    socket: NativeSocket,
-    signal: AbortSignal,
-  ): Promise<void> {
+  /**
+   * Runs the handler; a synchronous handler's reply goes out at once, an
+   * asynchronous one's when it settles.
+   */
+  #serve(client: Uint8Array, body: Frames, socket: NativeSocket, signal: AbortSignal): void {
     this.active++;
-    const toFrames = (b: Body) => b.map((p) => typeof p === "string" ? frame(p) : p);
-    const context: RequestContext = {
-      client,
-      signal,
-      partial: (partial) => {
-        if (signal.aborted || this.#dialect === "mdp01") return Promise.resolve();
-        return this.#send(
-          encodeWorkerReply(this.#dialect, false, client, toFrames(partial)),
-          socket,
-        );
-      },
-    };
-    let reply: Frames;
+    const context = new ServeContext(this, client, socket, signal);
+    let result: Body | Promise<Body>;
     try {
-      reply = toFrames(await this.#handler(body, context));
+      result = this.#handler(body, context);
     } catch (error) {
-      this.#onEvent({ type: "handler-error", service: this.#service, error });
-      const message = error instanceof Error ? error.message : String(error);
-      reply = [frame(JSON.stringify({ success: false, error: `Internal error: ${message}` }))];
-    } finally {
       this.active--;
+      return this.#final(client, this.#failure(error), socket, signal);
     }
+    if (isPromiseLike(result)) {
+      Promise.resolve(result).then(
+        (reply) => {
+          this.active--;
+          let frames: Frames;
+          try {
+            frames = toFrames(reply);
+          } catch (error) {
+            frames = this.#failure(error);
+          }
+          this.#final(client, frames, socket, signal);
+        },
+        (error) => {
+          this.active--;
+          this.#final(client, this.#failure(error), socket, signal);
+        },
+      );
+      return;
+    }
+    this.active--;
+    let frames: Frames;
+    try {
+      frames = toFrames(result);
+    } catch (error) {
+      frames = this.#failure(error);
+    }
+    this.#final(client, frames, socket, signal);
+  }
+
+  /** Reports a handler error and makes the error reply for it. */
+  #failure(error: unknown): Frames {
+    this.#onEvent({ type: "handler-error", service: this.#service, error });
+    const message = error instanceof Error ? error.message : String(error);
+    return [frame(JSON.stringify({ success: false, error: `Internal error: ${message}` }))];
+  }
+
+  #final(client: Uint8Array, reply: Frames, socket: NativeSocket, signal: AbortSignal): void {
     // A reply for a dropped connection would reach a broker that no longer knows us.
     if (signal.aborted) return;
     this.#liveness = this.#maxLiveness;
-    await this.#send(encodeWorkerReply(this.#dialect, true, client, reply), socket);
+    this.#sendNow(encodeWorkerReply(this.#dialect, true, client, reply), socket);
+  }
+
+  /** Sends at once when the socket has room, else waits for room; errors are dropped. */
+  #sendNow(frames: Frames, socket: NativeSocket): void {
+    try {
+      if (socket.trySend(frames)) return;
+    } catch {
+      return;
+    }
+    this.#send(frames, socket);
+  }
+
+  /** A PARTIAL reply (see {@link RequestContext.partial}). */
+  partialReply(
+    client: Uint8Array,
+    body: Body,
+    socket: NativeSocket,
+    signal: AbortSignal,
+  ): Promise<void> {
+    if (signal.aborted || this.#dialect === "mdp01") return Promise.resolve();
+    return this.#send(encodeWorkerReply(this.#dialect, false, client, toFrames(body)), socket);
   }
 
   #teardown(): void {

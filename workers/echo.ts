@@ -3,14 +3,14 @@
  *
  * @module
  */
-import { frame, text } from "../mdp/protocol.ts";
+import { cachedText, frame } from "../mdp/protocol.ts";
 import { type Handler, MdpWorker, type WorkerEvent, type WorkerOptions } from "../mdp/worker.ts";
 
 export const ECHO_SERVICE = "org.plantd.module.Echo";
 
 /** The echo handler; any other operation gets an error frame, not empty frames as in Go. */
 export const echoHandler: Handler = (body) => {
-  const operation = body[0] ? text(body[0]) : "";
+  const operation = body[0] ? cachedText(body[0]) : "";
   if (operation === "echo") return body.slice(1);
   return [
     frame(JSON.stringify({ success: false, error: `Invalid operation '${operation}'` })),
