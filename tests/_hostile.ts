@@ -296,3 +296,30 @@ export class RawWs {
     }
   }
 }
+
+/**
+ * How many of the server's sockets for these client ports are still open
+ * (`/proc/net/tcp{,6}`; TIME_WAIT holds no descriptor and is not counted).
+ * Precise even while other tests run in the same process.
+ */
+export function serverSocketsFor(serverPort: number, clientPorts: Iterable<number>): number {
+  const clients = new Set(clientPorts);
+  let open = 0;
+  for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text: string;
+    try {
+      text = Deno.readTextFileSync(file);
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      if (fields.length < 4) continue;
+      const local = parseInt(fields[1]!.split(":").pop()!, 16);
+      const remote = parseInt(fields[2]!.split(":").pop()!, 16);
+      const state = fields[3]!;
+      if (local === serverPort && clients.has(remote) && state !== "06" && state !== "0A") open++;
+    }
+  }
+  return open;
+}
