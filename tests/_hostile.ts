@@ -88,7 +88,8 @@ export async function rawRequest(
   options: { timeoutMs?: number } = {},
 ): Promise<RawResponse> {
   const conn = await Deno.connect(hostPort(url));
-  const timer = setTimeout(() => conn.close(), options.timeoutMs ?? 15_000);
+  // A bound for a server that never answers; generous, as a loaded machine is slow.
+  const timer = setTimeout(() => conn.close(), options.timeoutMs ?? 60_000);
   try {
     const parts = Array.isArray(request) ? request : [request];
     try {

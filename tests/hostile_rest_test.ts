@@ -25,7 +25,7 @@ import { bearer, tokenWith, withSecuredSystem } from "./_auth.ts";
 
 const MAX_BODY = 256 * 1024;
 /** A loaded machine (tests run in parallel) must not turn answers into 504s. */
-const LOADED = 15_000;
+const LOADED = 30_000;
 const encoder = new TextEncoder();
 
 async function withSystem(body: (system: System) => Promise<void>): Promise<void> {

@@ -91,7 +91,7 @@ function segment(name: string): string {
 
 async function withSystem(body: (system: System) => Promise<void>): Promise<void> {
   // A loaded machine (tests run in parallel) must not turn answers into 504s.
-  const system = await startSystem({ gateway: { request_timeout_ms: 15_000 } });
+  const system = await startSystem({ gateway: { request_timeout_ms: 30_000 } });
   try {
     await body(system);
   } finally {

@@ -28,7 +28,7 @@ async function withSystem(
       ws_max_messages_per_s: 100_000,
       ws_max_per_user: 1000,
       // A loaded machine (tests run in parallel) must not turn answers into 504s.
-      request_timeout_ms: 15_000,
+      request_timeout_ms: 30_000,
       ...gateway,
     },
   });
