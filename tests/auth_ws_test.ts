@@ -9,27 +9,27 @@ import { gatewayConfig } from "../config/components.ts";
 import { ConfigError, loadConfig } from "../config/load.ts";
 import { startGateway } from "../roles/gateway.ts";
 import { waitFor } from "./_helpers.ts";
-import { bearer, openWs, SECRET, tokenWith, withSecuredSystem } from "./_auth.ts";
+import { bearer, SECRET, tokenWith, withSecuredSystem } from "./_auth.ts";
+import { openWs } from "./_ws.ts";
 
 Deno.test("WebSocket: the first message authenticates; nothing is served before it", async () => {
   await withSecuredSystem(async ({ url }) => {
     const ws = await openWs(url);
     try {
-      const welcome = await ws.next("welcome");
+      const welcome = ws.welcome!;
       assert.equal(welcome.auth_required, true);
       ws.socket.send(JSON.stringify({ type: "subscribe", id: "s", bus: "event", prefix: "" }));
-      assert.equal((await ws.next("error", "s")).code, "UNAUTHENTICATED");
+      assert.equal((await ws.nextOf("error", "s")).code, "UNAUTHENTICATED");
       ws.socket.send(JSON.stringify({ type: "auth", id: "a0", token: "garbage" }));
-      assert.equal((await ws.next("error", "a0")).code, "UNAUTHENTICATED");
+      assert.equal((await ws.nextOf("error", "a0")).code, "UNAUTHENTICATED");
       const token = await tokenWith(["bus:subscribe:event:"]);
       ws.socket.send(JSON.stringify({ type: "auth", id: "a", token }));
-      const authenticated = await ws.next("authenticated", "a");
+      const authenticated = await ws.nextOf("authenticated", "a");
       assert.deepEqual(authenticated.permissions, ["bus:subscribe:event:"]);
       ws.socket.send(JSON.stringify({ type: "subscribe", id: "s2", bus: "event", prefix: "" }));
-      await ws.next("subscribed", "s2");
+      await ws.nextOf("subscribed", "s2");
     } finally {
-      ws.socket.close();
-      await ws.closed;
+      await ws.close();
     }
   });
 });
@@ -44,7 +44,7 @@ Deno.test("WebSocket: each message needs its permission, and a bus grant never l
     const ws = await openWs(url, bearer(token));
     const publisher = new Publisher(frontends.event!, { form: "frames" });
     try {
-      const welcome = await ws.next("welcome");
+      const welcome = ws.welcome!;
       assert.equal(welcome.authenticated, true);
       const send = (m: object) => ws.socket.send(JSON.stringify(m));
       // Denied: a wider prefix, another bus, another scope, another service.
@@ -58,7 +58,7 @@ Deno.test("WebSocket: each message needs its permission, and a bus grant never l
         ] as const
       ) {
         send({ ...m, id });
-        const error = await ws.next("error", id);
+        const error = await ws.nextOf("error", id);
         assert.equal(error.code, "FORBIDDEN", `${id}: ${JSON.stringify(error)}`);
       }
       const audit = await (await fetch(`${url}/api/audit?action=access.denied`, {
@@ -76,24 +76,23 @@ Deno.test("WebSocket: each message needs its permission, and a bus grant never l
       );
       // Allowed ones.
       send({ type: "subscribe", id: "ok", bus: "event", prefix: "plant1." });
-      await ws.next("subscribed", "ok");
+      await ws.nextOf("subscribed", "ok");
       send({ type: "watch", id: "w", scope: "mine" });
-      await ws.next("subscribed", "w");
+      await ws.nextOf("subscribed", "w");
       send({ type: "request", id: "r", service: "org.plantd.module.Echo", body: ["echo", "hi"] });
-      assert.equal(((await ws.next("final", "r")).frames as any[])[0].text, "hi");
+      assert.equal(((await ws.nextOf("final", "r")).frames as any[])[0].text, "hi");
       // Only granted topics arrive: publish outside then inside the grant.
       await waitFor(async () => {
         publisher.publish("plant2.temp", "secret");
         publisher.publish("plant1.temp", "visible");
         await new Promise((r) => setTimeout(r, 20));
-        return ws.messages.some((m) => m.type === "message");
+        return ws.all.some((m) => m.type === "message");
       });
-      const topics = ws.messages.filter((m) => m.type === "message").map((m) => m.topic);
+      const topics = ws.all.filter((m) => m.type === "message").map((m) => m.topic);
       assert.ok(topics.length > 0 && topics.every((t) => t === "plant1.temp"), String(topics));
     } finally {
       await publisher.close();
-      ws.socket.close();
-      await ws.closed;
+      await ws.close();
     }
   });
 });
@@ -102,8 +101,7 @@ Deno.test("WebSocket: the connection closes with 4001 when its token expires", a
   await withSecuredSystem(async ({ url }) => {
     const token = await tokenWith(["bus:subscribe:*"], { ttlSeconds: 2 });
     const ws = await openWs(url, bearer(token));
-    await ws.next("welcome");
-    const closed = await ws.closed;
+    const closed = await ws.whenClosed;
     assert.equal(closed.code, 4001);
     assert.equal(closed.reason, "token expired");
   });
@@ -119,8 +117,7 @@ Deno.test("WebSocket: connection limits per user and per node", async () => {
       // Another user still gets in (node limit 3).
       const other = await openWs(url, bearer(await tokenWith(["bus:subscribe:*"])));
       await assert.rejects(openWs(url, bearer(await tokenWith([]))), /WebSocket failed/);
-      other.socket.close();
-      await other.closed;
+      await other.close();
       const metrics = await (await fetch(`${url}/metrics`, {
         headers: bearer(await tokenWith(["telemetry:read"])),
       })).text();
@@ -128,8 +125,7 @@ Deno.test("WebSocket: connection limits per user and per node", async () => {
       assert.match(metrics, /ws_connections_refused_total\{reason="node"\} 1/);
     } finally {
       for (const ws of [first, second]) {
-        ws.socket.close();
-        await ws.closed;
+        await ws.close();
       }
     }
   }, { gateway: { ws_max_per_user: 2, ws_max_connections: 3 } });
@@ -218,21 +214,19 @@ Deno.test("WebSocket: a client flooding messages gets RATE_LIMITED, then is serv
   await withSecuredSystem(async ({ url }) => {
     const ws = await openWs(url, bearer(await tokenWith(["bus:subscribe:*"])));
     try {
-      await ws.next("welcome");
       for (let i = 0; i < 1000; i++) ws.socket.send(JSON.stringify({ type: "ping", id: `p${i}` }));
-      const limited = await ws.next("error");
+      const limited = await ws.nextOf("error");
       assert.equal(limited.code, "RATE_LIMITED");
       // The bucket refills: a later ping is answered.
       await waitFor(async () => {
         ws.socket.send(JSON.stringify({ type: "ping", id: "later" }));
         await new Promise((r) => setTimeout(r, 100));
-        return ws.messages.some((m) => m.type === "pong" && m.id === "later");
+        return ws.all.some((m) => m.type === "pong" && m.id === "later");
       });
-      const pongs = ws.messages.filter((m) => m.type === "pong" && m.id !== "later").length;
+      const pongs = ws.all.filter((m) => m.type === "pong" && m.id !== "later").length;
       assert.ok(pongs >= 20 && pongs < 1000, `${pongs} of 1000 flood pings answered`);
     } finally {
-      ws.socket.close();
-      await ws.closed;
+      await ws.close();
     }
   }, { gateway: { ws_max_messages_per_s: 20 } });
 });

@@ -9,6 +9,7 @@ import { MdpClient } from "../mdp/client.ts";
 import { MdpWorker } from "../mdp/worker.ts";
 import { waitFor } from "./_helpers.ts";
 import { startSystem, type System } from "./_system.ts";
+import { WsClient } from "./_ws.ts";
 
 async function withSystem(
   body: (system: System) => Promise<void>,
@@ -35,55 +36,6 @@ async function http(
 }
 
 const JSON_TYPE = { "content-type": "application/json" };
-
-/** A WebSocket client that queues what it receives. */
-class WsClient {
-  readonly socket: WebSocket;
-  readonly received: Array<Record<string, any>> = [];
-  closed: { code: number; reason: string } | undefined;
-  #opened: Promise<void>;
-
-  constructor(url: string) {
-    this.socket = new WebSocket(url.replace("http", "ws") + "/ws");
-    this.socket.onmessage = (e) => this.received.push(JSON.parse(e.data));
-    this.socket.onclose = (e) => this.closed = { code: e.code, reason: e.reason };
-    this.#opened = new Promise((resolve, reject) => {
-      this.socket.onopen = () => resolve();
-      this.socket.onerror = () => reject(new Error("WebSocket failed to open"));
-    });
-  }
-
-  async open(): Promise<this> {
-    await this.#opened;
-    await this.next((m) => m.type === "welcome");
-    return this;
-  }
-
-  send(message: Record<string, unknown>): void {
-    this.socket.send(JSON.stringify(message));
-  }
-
-  /** Waits for (and removes) the first message matching `match`. */
-  async next(
-    match: (m: Record<string, any>) => boolean,
-    what = "message",
-  ): Promise<Record<string, any>> {
-    let found: Record<string, any> | undefined;
-    await waitFor(() => {
-      const i = this.received.findIndex(match);
-      if (i >= 0) found = this.received.splice(i, 1)[0];
-      return found !== undefined;
-    }, { timeoutMs: 10_000, what });
-    return found!;
-  }
-
-  async close(): Promise<void> {
-    if (this.socket.readyState === WebSocket.CLOSED) return;
-    const closed = new Promise((resolve) => this.socket.addEventListener("close", resolve));
-    this.socket.close();
-    await closed;
-  }
-}
 
 Deno.test("gateway serves every /api/state route with meaningful status codes", async () => {
   await withSystem(async (system) => {

@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import { Subscriber } from "../bus/subscriber.ts";
 import { text } from "../mdp/protocol.ts";
 import { startSystem } from "./_system.ts";
-import { bearer, openWs, tokenWith, withSecuredSystem } from "./_auth.ts";
+import { bearer, tokenWith, withSecuredSystem } from "./_auth.ts";
+import { openWs } from "./_ws.ts";
 import { waitFor } from "./_helpers.ts";
 
 Deno.test("REST and WebSocket publishing reach bus subscribers", async () => {
@@ -48,7 +49,7 @@ Deno.test("REST and WebSocket publishing reach bus subscribers", async () => {
       encoding: "base64",
       form: "frames",
     }));
-    const published = await ws.next("published", "p1");
+    const published = await ws.nextOf("published", "p1");
     assert.equal(published.bytes, 2);
     await waitFor(() => received.some((r) => r.startsWith("alarm.pump") && r.endsWith("|frames")));
 
@@ -73,8 +74,7 @@ Deno.test("REST and WebSocket publishing reach bus subscribers", async () => {
     await pump;
   } finally {
     subscriber.close();
-    ws.socket.close();
-    await ws.closed;
+    await ws.close();
     await system.stop();
   }
 });
@@ -100,14 +100,13 @@ Deno.test("publishing needs bus:publish for the topic (REST and WebSocket)", asy
       ws.socket.send(
         JSON.stringify({ type: "publish", id: "a", bus: "event", topic: "line1.x", payload: "" }),
       );
-      await ws.next("published", "a");
+      await ws.nextOf("published", "a");
       ws.socket.send(
         JSON.stringify({ type: "publish", id: "b", bus: "metric", topic: "line1.x", payload: "" }),
       );
-      assert.equal((await ws.next("error", "b")).code, "FORBIDDEN");
+      assert.equal((await ws.nextOf("error", "b")).code, "FORBIDDEN");
     } finally {
-      ws.socket.close();
-      await ws.closed;
+      await ws.close();
     }
   });
 });

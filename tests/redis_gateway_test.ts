@@ -17,58 +17,18 @@ import { createCounters } from "../gateway/shared/counters.ts";
 import { RedisLink } from "../gateway/shared/redis.ts";
 import { freePort, waitFor } from "./_helpers.ts";
 import { startSystem, type System } from "./_system.ts";
+import { WsClient as BaseWsClient } from "./_ws.ts";
 
 const RING_OFFSET = /^[0-9a-f]+:\d+$/;
 const STREAM_OFFSET = /^\d+-\d+$/;
 
-/** A WebSocket client that queues what it receives. */
-class WsClient {
-  readonly socket: WebSocket;
-  readonly received: Array<Record<string, any>> = [];
-  #opened: Promise<void>;
-
-  constructor(url: string) {
-    this.socket = new WebSocket(url.replace("http", "ws") + "/ws");
-    this.socket.onmessage = (e) => this.received.push(JSON.parse(e.data));
-    this.#opened = new Promise((resolve, reject) => {
-      this.socket.onopen = () => resolve();
-      this.socket.onerror = () => reject(new Error("WebSocket failed to open"));
-    });
-  }
-
-  async open(): Promise<this> {
-    await this.#opened;
-    await this.next((m) => m.type === "welcome");
-    return this;
-  }
-
-  send(message: Record<string, unknown>): void {
-    this.socket.send(JSON.stringify(message));
-  }
-
-  /** Waits for (and removes) the first message matching `match`. */
-  async next(match: (m: Record<string, any>) => boolean, what = "message"): Promise<any> {
-    let found: Record<string, any> | undefined;
-    await waitFor(() => {
-      const i = this.received.findIndex(match);
-      if (i >= 0) found = this.received.splice(i, 1)[0];
-      return found !== undefined;
-    }, { timeoutMs: 15_000, what });
-    return found!;
-  }
-
+/** A WebSocket client that also picks out tagged bus messages. */
+class WsClient extends BaseWsClient {
   /** Bus messages received so far whose payload starts with `tag`, in order. */
   tagged(tag: string): { offset: string; payload: string }[] {
     return this.received
       .filter((m) => m.type === "message" && String(m.payload).startsWith(tag))
       .map((m) => ({ offset: m.offset, payload: m.payload }));
-  }
-
-  async close(): Promise<void> {
-    if (this.socket.readyState === WebSocket.CLOSED) return;
-    const closed = new Promise((resolve) => this.socket.addEventListener("close", resolve));
-    this.socket.close();
-    await closed;
   }
 }
 
