@@ -251,6 +251,8 @@ export const gatewayConfig = {
     ws_max_subscriptions: z.number().int().min(1).default(256),
     /** Messages one WebSocket client may send per second (burst as many); beyond it RATE_LIMITED. */
     ws_max_messages_per_s: z.number().int().min(1).default(1000),
+    /** Majordomo requests one WebSocket may have waiting for replies; beyond it TOO_MANY_REQUESTS. */
+    ws_max_pending_requests: z.number().int().min(1).default(1024),
     /** PostgreSQL URL of the metrics store read by GET /api/metrics; empty: `metrics_db`. */
     metrics_database_url: z.string().regex(
       /^(postgres(ql)?:\/\/.*)?$/,

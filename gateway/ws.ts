@@ -74,6 +74,8 @@ export interface WsLimits {
   maxMessageBytes: number;
   /** Subscriptions and watches per socket. @default 256 */
   maxSubscriptions: number;
+  /** Requests one connection may have waiting for replies. @default 1024 */
+  maxPendingRequests?: number;
   /** Messages a client may send per second (a bucket of as many); beyond it RATE_LIMITED errors. @default 1000 */
   maxMessagesPerSecond?: number;
 }
@@ -439,6 +441,14 @@ export class WsSession {
   async #request(id: string, service: string, body: Body, timeoutMs?: number): Promise<void> {
     if (this.#requests.has(id)) {
       return this.#error(id, "BAD_REQUEST", `Request id '${id}' is in use`);
+    }
+    const most = this.#limits.maxPendingRequests ?? 1024;
+    if (this.#requests.size >= most) {
+      return this.#error(
+        id,
+        "TOO_MANY_REQUESTS",
+        `At most ${most} requests pending per connection`,
+      );
     }
     const abort = new AbortController();
     this.#requests.set(id, abort);

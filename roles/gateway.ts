@@ -217,6 +217,7 @@ export async function startGateway(
         maxMessageBytes: config.ws_max_message_bytes,
         maxSubscriptions: config.ws_max_subscriptions,
         maxMessagesPerSecond: config.ws_max_messages_per_s,
+        maxPendingRequests: config.ws_max_pending_requests,
       },
       security: {
         accessTtlS: config.access_token_ttl_s,

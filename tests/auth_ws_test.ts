@@ -230,3 +230,27 @@ Deno.test("WebSocket: a client flooding messages gets RATE_LIMITED, then is serv
     }
   }, { gateway: { ws_max_messages_per_s: 20 } });
 });
+
+Deno.test("WebSocket: pending requests per connection are capped", async () => {
+  await withSecuredSystem(async ({ url }) => {
+    const ws = await openWs(url, bearer(await tokenWith(["service:call:*"])));
+    try {
+      // A service without workers: requests wait until their timeout.
+      for (let i = 0; i < 5; i++) {
+        ws.send({
+          type: "request",
+          id: `r${i}`,
+          service: "nobody",
+          body: ["x"],
+          timeout_ms: 60_000,
+        });
+      }
+      const refused = await ws.nextOf("error", "r3");
+      assert.equal(refused.code, "TOO_MANY_REQUESTS");
+      assert.equal((await ws.nextOf("error", "r4")).code, "TOO_MANY_REQUESTS");
+      assert.ok(!ws.all.some((m) => m.type === "error" && ["r0", "r1", "r2"].includes(m.id)));
+    } finally {
+      await ws.close();
+    }
+  }, { gateway: { ws_max_pending_requests: 3 } });
+});
