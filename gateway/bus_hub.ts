@@ -123,8 +123,14 @@ export function matchesPrefix(message: BusMessage, prefix: Uint8Array): boolean 
     startsWith(message.payload, prefix.subarray(topic.length));
 }
 
-/** Listener calls between yields to the event loop, so fan-out cannot starve HTTP. */
-const CALLS_PER_TURN = 20_000;
+/**
+ * Listener calls between yields to the event loop, so fan-out cannot starve
+ * HTTP. Each WebSocket send leaves a write for the event loop to do: yielding
+ * every 2,000 rather than 20,000 writes them while their frames are still in
+ * cache (about 8-10% less CPU per delivery at 100 and 1,000 sockets; 500 was
+ * worse again).
+ */
+const CALLS_PER_TURN = 2_000;
 
 const encoder = new TextEncoder();
 const BATCH = 1024;
