@@ -137,14 +137,20 @@ export class TokenVerifier {
     throw new AuthError("AUTHENTICATION_FAILED", `No key for tokens signed with ${header.alg}`);
   };
 
+  /** The principal of a token verified before and not expired since; undefined otherwise. */
+  verified(token: string): Principal | undefined {
+    const cached = this.#verified.get(token);
+    return cached && cached.until > Date.now() ? cached.principal : undefined;
+  }
+
   /**
    * The principal of a valid token; throws {@link AuthError} otherwise.
    * Verified tokens are remembered until they expire (a minute at most), so
    * a client sending the same token with every request pays for one check.
    */
   async verify(token: string): Promise<Principal> {
-    const cached = this.#verified.get(token);
-    if (cached && cached.until > Date.now()) return cached.principal;
+    const known = this.verified(token);
+    if (known) return known;
     this.#verified.delete(token);
     const principal = await this.#verify(token);
     if (this.#verified.size >= VERIFIED_CACHE_SIZE) this.#verified.clear();

@@ -6,23 +6,15 @@
  * @module
  */
 import { OpenAPIHono } from "@hono/zod-openapi";
-import { bodyLimit } from "hono/body-limit";
-import { secureHeaders } from "hono/secure-headers";
+import type { Context } from "hono";
 import type { Registry } from "prom-client";
 import type { MdpClient } from "../mdp/client.ts";
 import type { MetricsReader } from "../metrics/store.ts";
 import { type Check, healthRoutes } from "../telemetry/health.ts";
 import type { GatewayMetrics } from "../telemetry/gateway_metrics.ts";
-import { PERMISSIONS } from "../auth/permissions.ts";
 import type { Guard } from "./auth/guard.ts";
 import { AuthError } from "../auth/tokens.ts";
-import {
-  authMiddleware,
-  authorize,
-  authorizeCall,
-  clientIpMiddleware,
-  rateLimit,
-} from "./auth/http.ts";
+import { authorizeCall, requestPipeline } from "./auth/http.ts";
 import { WsAdmission } from "./auth/ws_admission.ts";
 import type { BusHub } from "./bus_hub.ts";
 import type { BusOutlet } from "./bus_outlet.ts";
@@ -30,10 +22,10 @@ import { busRoutes } from "./routes/buses.ts";
 import type { Call, ServiceDirectory } from "./directory.ts";
 import { ApiError, toApiError } from "./errors.ts";
 import { authRoutes } from "./routes/auth.ts";
-import { utf8Body } from "./routes/body.ts";
 import { metricsRoutes } from "./routes/metrics.ts";
 import { servicesRoutes } from "./routes/services.ts";
 import { stateRoutes } from "./routes/state.ts";
+import { SecureHeaders } from "./secure_headers.ts";
 import { dashboardRoutes } from "./static.ts";
 import { StateApi } from "./state_api.ts";
 import type { RateCounters } from "./shared/counters.ts";
@@ -122,76 +114,39 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
     },
   });
 
-  app.use("*", async (c, next) => {
-    const started = performance.now();
-    await next();
-    const route = c.req.routePath === "/*" ? "unmatched" : c.req.routePath;
-    metrics.request(c.req.method, route, c.res.status, (performance.now() - started) / 1000);
-  });
   const { guard, counters } = deps;
   const security = options.security;
-  app.use(
-    "*",
-    secureHeaders({
-      strictTransportSecurity: security.tls ? "max-age=31536000; includeSubDomains" : false,
-      // The dashboard loads only its own scripts and styles, and talks to its own origin.
-      contentSecurityPolicy: {
-        defaultSrc: ["'self'"],
-        connectSrc: ["'self'", "ws:", "wss:"],
-        imgSrc: ["'self'", "data:"],
-        styleSrc: ["'self'", "'unsafe-inline'"],
-        frameAncestors: ["'none'"],
-      },
-    }),
-  );
-  app.use("*", clientIpMiddleware(security.trustedProxies));
-  const limited = (kind: "ip" | "token") => () => metrics.rateLimited?.(kind);
-  const perIp = rateLimit(
-    counters,
-    (c) => `ip:${c.get("clientIp")}`,
-    security.rateLimitPerIp,
-    security.rateLimitWindowMs,
-    limited("ip"),
-  );
-  const perToken = rateLimit(
-    counters,
-    (c) => {
-      const id = c.get("principal").id;
-      return id === "anonymous" ? undefined : `id:${id}`;
-    },
-    security.rateLimitPerToken,
-    security.rateLimitWindowMs,
-    limited("token"),
-  );
-  const authenticate = authMiddleware(guard, options.allowedOrigins);
-  for (const path of ["/api/*", "/ws", "/metrics"]) {
-    app.use(path, perIp, authenticate, perToken);
-  }
-  app.use("/metrics", async (c, next) => {
-    if (!security.publicMetrics) authorize(c, guard, PERMISSIONS.telemetryRead);
-    await next();
-  });
-  app.use(
-    "/api/*",
-    bodyLimit({
-      maxSize: options.maxBodyBytes,
-      onError: () => {
-        throw new ApiError("PAYLOAD_TOO_LARGE", `Body over ${options.maxBodyBytes} bytes`);
-      },
-    }),
-  );
-  // Bodies are UTF-8: anything else is a 400, never text with U+FFFD in it.
-  app.use("/api/*", utf8Body);
-
-  app.onError((error, c) => {
+  const errorResponse = (error: Error, c: Context) => {
     const api = toApiError(error);
     return c.json(api.body(), api.status, api.headers);
-  });
+  };
+  // Client address, rate limits, credentials, body checks, security headers and
+  // metrics: one middleware (gateway/auth/http.ts) in front of every route.
+  const headers = new SecureHeaders(security.tls);
+  app.use(
+    "*",
+    requestPipeline({
+      guard,
+      counters,
+      metrics,
+      headers,
+      onError: errorResponse,
+      trustedProxies: security.trustedProxies,
+      allowedOrigins: options.allowedOrigins,
+      rateLimitWindowMs: security.rateLimitWindowMs,
+      rateLimitPerIp: security.rateLimitPerIp,
+      rateLimitPerToken: security.rateLimitPerToken,
+      publicMetrics: security.publicMetrics,
+      maxBodyBytes: options.maxBodyBytes,
+    }),
+  );
+
+  app.onError(errorResponse);
   app.notFound((c) =>
     c.json(new ApiError("NOT_FOUND", `No route for ${c.req.method} ${c.req.path}`).body(), 404)
   );
 
-  stateRoutes(app, new StateApi(call, directory, deps.stateCache), guard);
+  stateRoutes(app, new StateApi(call, directory, deps.stateCache), guard, headers);
   servicesRoutes(app, call, directory, guard);
   metricsRoutes(app, deps.metricsStore, guard);
   busRoutes(app, deps.hub, deps.outlet, guard);

@@ -78,6 +78,21 @@ export class Guard {
     return await this.#verifier!.verify(credential);
   }
 
+  /**
+   * What {@link authenticate} would answer, when that is known without
+   * waiting: authentication off, or a token or API key verified moments ago.
+   * Undefined: call {@link authenticate}.
+   */
+  authenticated(credential: string | undefined): Principal | undefined {
+    if (!this.enabled) return ANONYMOUS;
+    if (!credential) return undefined;
+    if (credential.startsWith(API_KEY_PREFIX)) {
+      const cached = this.#keys.get(credential);
+      return cached && cached.until > Date.now() ? cached.principal : undefined;
+    }
+    return this.#verifier!.verified(credential);
+  }
+
   async #apiKey(key: string): Promise<Principal> {
     const cached = this.#keys.get(key);
     if (cached && cached.until > Date.now()) return cached.principal;

@@ -6,13 +6,17 @@
  * @module
  */
 import type { Context, MiddlewareHandler } from "hono";
+import { bodyLimit } from "hono/body-limit";
 import { getCookie } from "hono/cookie";
 import { getConnInfo } from "hono/deno";
-import { serviceCall, statePermissions } from "../../auth/permissions.ts";
+import { PERMISSIONS, serviceCall, statePermissions } from "../../auth/permissions.ts";
 import { AuthError, type Principal } from "../../auth/tokens.ts";
 import { STATE_SERVICE } from "../../state/operations.ts";
+import type { GatewayMetrics } from "../../telemetry/gateway_metrics.ts";
 import { ApiError } from "../errors.ts";
-import type { RateCounters } from "../shared/counters.ts";
+import { utf8Body } from "../routes/body.ts";
+import type { SecureHeaders } from "../secure_headers.ts";
+import type { RateCounters, RateHit } from "../shared/counters.ts";
 import { ACCESS_COOKIE, type CredentialSource, type Guard } from "./guard.ts";
 
 declare module "hono" {
@@ -79,40 +83,6 @@ function checkCsrf(c: Context, allowedOrigins: readonly string[]): void {
   throw new ApiError("FORBIDDEN", "Cross-site request with a session cookie refused");
 }
 
-/**
- * Sets `principal` and `clientIp` on every request. Routes that need no
- * credential (login, health) still get the anonymous principal when none is
- * sent; a credential that is sent must be valid.
- */
-export function authMiddleware(
-  guard: Guard,
-  allowedOrigins: readonly string[],
-): MiddlewareHandler {
-  return async (c, next) => {
-    const ip = c.get("clientIp");
-    const found = guard.enabled ? credentialOf(c) : undefined;
-    if (!found) {
-      c.set("principal", guard.enabled ? UNAUTHENTICATED : await guard.authenticate(undefined));
-      return await next();
-    }
-    try {
-      c.set("principal", await guard.authenticate(found.credential));
-    } catch (error) {
-      if (!(error instanceof AuthError)) throw error;
-      // A stale session cookie is not a request to be someone: the caller is
-      // anonymous (and may log in or refresh); a bad header credential is refused.
-      if (found.source === "cookie") {
-        c.set("principal", UNAUTHENTICATED);
-        return await next();
-      }
-      guard.failed(error, ip, `${c.req.method} ${c.req.path}`);
-      throw error;
-    }
-    if (found.source === "cookie") checkCsrf(c, allowedOrigins);
-    await next();
-  };
-}
-
 /** The principal of a request that sent no credential while authentication is on. */
 const UNAUTHENTICATED: Principal = {
   id: "anonymous",
@@ -168,38 +138,151 @@ export function authorizeCall(
   return [body[0]!, JSON.stringify({ ...request, token: principal.token }), ...body.slice(2)];
 }
 
-/**
- * A fixed-window limit per key (`keyOf` undefined: not counted); 429 with
- * Retry-After past it. The address limit runs before authentication, so a
- * flood of bad credentials is limited too; the credential limit after it.
- */
-export function rateLimit(
-  counters: RateCounters,
-  keyOf: (c: Context) => string | undefined,
-  limit: number,
-  windowMs: number,
-  limited?: () => void,
-): MiddlewareHandler {
-  return async (c, next) => {
-    const key = limit > 0 ? keyOf(c) : undefined;
-    if (key !== undefined) {
-      const { count, resetMs } = await counters.hit(key, windowMs);
-      if (count > limit) {
-        limited?.();
-        const seconds = Math.max(1, Math.ceil(resetMs / 1000));
-        throw new ApiError("RATE_LIMITED", `Rate limit reached; retry in ${seconds} s`, undefined, {
-          "Retry-After": String(seconds),
-        });
-      }
-    }
-    await next();
-  };
+/** What {@link requestPipeline} needs. */
+export interface PipelineOptions {
+  guard: Guard;
+  counters: RateCounters;
+  metrics: GatewayMetrics;
+  headers: SecureHeaders;
+  /** Renders an error thrown before the route (the app's error handler). */
+  onError: (error: Error, c: Context) => Response | Promise<Response>;
+  trustedProxies: readonly string[];
+  allowedOrigins: readonly string[];
+  rateLimitWindowMs: number;
+  /** Requests per window from one address; 0: no limit. */
+  rateLimitPerIp: number;
+  /** Requests per window with one credential; 0: no limit. */
+  rateLimitPerToken: number;
+  /** `/metrics` needs no permission. */
+  publicMetrics: boolean;
+  /** Largest request body of `/api/*`. */
+  maxBodyBytes: number;
 }
 
-/** Sets `clientIp`. */
-export function clientIpMiddleware(trustedProxies: readonly string[]): MiddlewareHandler {
+/**
+ * Everything every request goes through, in one middleware (it was eight, one
+ * async frame each, most of a cached read's time):
+ *
+ * 1. `clientIp`: the peer, or the client named by trusted proxies.
+ * 2. On `/api/*`, `/ws` and `/metrics`: the limit per address (before
+ *    authentication, so a flood of bad credentials is limited too); the
+ *    credential (bearer token, API key or session cookie) as `principal`,
+ *    anonymous when none is sent or the session cookie is stale (the caller
+ *    may log in or refresh); a bad header credential is refused and audited; CSRF protection of cookie-authenticated writes; the
+ *    limit per credential; on `/metrics` the telemetry permission unless
+ *    metrics are public. Past a limit: 429 with Retry-After.
+ * 3. On `/api/*`: the body limit (413) and the strict UTF-8 body check (400).
+ * 4. After the route (or the error of any step): the security headers and
+ *    the request's metrics.
+ *
+ * Nothing waits when nothing has to: in-process rate counters and
+ * credentials verified moments ago are answered at once.
+ */
+export function requestPipeline(options: PipelineOptions): MiddlewareHandler {
+  const { guard, counters, metrics, headers, trustedProxies, allowedOrigins } = options;
+  const windowMs = options.rateLimitWindowMs;
+  const limitBody = bodyLimit({
+    maxSize: options.maxBodyBytes,
+    onError: () => {
+      throw new ApiError("PAYLOAD_TOO_LARGE", `Body over ${options.maxBodyBytes} bytes`);
+    },
+  });
+
+  const checkHit = (kind: "ip" | "token", limit: number, { count, resetMs }: RateHit) => {
+    if (count <= limit) return;
+    metrics.rateLimited?.(kind);
+    const seconds = Math.max(1, Math.ceil(resetMs / 1000));
+    throw new ApiError("RATE_LIMITED", `Rate limit reached; retry in ${seconds} s`, undefined, {
+      "Retry-After": String(seconds),
+    });
+  };
+  /** Counts a hit; a promise only when the counters are remote. */
+  const count = (kind: "ip" | "token", key: string, limit: number): Promise<void> | void => {
+    const hit = counters.hitNow?.(key, windowMs);
+    if (hit) return checkHit(kind, limit, hit);
+    return counters.hit(key, windowMs).then((remote) => checkHit(kind, limit, remote));
+  };
+
+  const telemetry = (c: Context, path: string): void => {
+    if (path === "/metrics" && !options.publicMetrics) {
+      authorize(c, guard, PERMISSIONS.telemetryRead);
+    }
+  };
+  /** After the credential: the limit per credential, then the telemetry permission. */
+  const authenticated = (c: Context, path: string): Promise<void> | void => {
+    const id = c.get("principal").id;
+    if (options.rateLimitPerToken > 0 && id !== "anonymous") {
+      const waiting = count("token", `id:${id}`, options.rateLimitPerToken);
+      if (waiting) return waiting.then(() => telemetry(c, path));
+    }
+    telemetry(c, path);
+  };
+
+  const authenticate = (c: Context, path: string): Promise<void> | void => {
+    const found = guard.enabled ? credentialOf(c) : undefined;
+    if (!found) {
+      c.set("principal", guard.enabled ? UNAUTHENTICATED : guard.authenticated(undefined)!);
+      return authenticated(c, path);
+    }
+    const known = guard.authenticated(found.credential);
+    if (known) {
+      c.set("principal", known);
+      if (found.source === "cookie") checkCsrf(c, allowedOrigins);
+      return authenticated(c, path);
+    }
+    return guard.authenticate(found.credential).then((principal) => {
+      c.set("principal", principal);
+      if (found.source === "cookie") checkCsrf(c, allowedOrigins);
+      return authenticated(c, path);
+    }, (error) => {
+      if (!(error instanceof AuthError)) throw error;
+      // A stale session cookie is not a request to be someone: the caller is
+      // anonymous (and may log in or refresh); a bad header credential is refused.
+      if (found.source === "cookie") {
+        c.set("principal", UNAUTHENTICATED);
+        return authenticated(c, path);
+      }
+      guard.failed(error, c.get("clientIp"), `${c.req.method} ${c.req.path}`);
+      throw error;
+    });
+  };
+
+  /** Step 2; a promise only when something has to be waited for. */
+  const admit = (c: Context, path: string): Promise<void> | void => {
+    if (options.rateLimitPerIp > 0) {
+      const waiting = count("ip", `ip:${c.get("clientIp")}`, options.rateLimitPerIp);
+      if (waiting) return waiting.then(() => authenticate(c, path));
+    }
+    return authenticate(c, path);
+  };
+
   return async (c, next) => {
-    c.set("clientIp", clientIp(c, trustedProxies));
-    await next();
+    const started = performance.now();
+    const path = c.req.path;
+    const api = path === "/api" || path.startsWith("/api/");
+    // The label of a request refused here: the paths the middlewares had.
+    const group = api ? "/api/*" : path;
+    let refused = false;
+    try {
+      c.set("clientIp", clientIp(c, trustedProxies));
+      if (api || path === "/ws" || path === "/metrics") {
+        const waiting = admit(c, path);
+        if (waiting) await waiting;
+      }
+      if (api && c.req.raw.body) {
+        await limitBody(c, async () => {
+          await utf8Body(c, next);
+        });
+      } else await next();
+    } catch (error) {
+      // Errors of the route itself were rendered where they were thrown.
+      if (!(error instanceof Error)) throw error;
+      refused = true;
+      c.error = error;
+      c.res = await options.onError(error, c);
+    }
+    headers.apply(c.res);
+    const route = refused ? group : c.req.routePath === "/*" ? "unmatched" : c.req.routePath;
+    metrics.request(c.req.method, route, c.res.status, (performance.now() - started) / 1000);
   };
 }

@@ -13,13 +13,28 @@
  *   counts on its own (a client spread over N replicas may get up to N times
  *   the limit); after it, counting continues from what Redis holds.
  *
+ * Callers on a hot path try {@link RateCounters.hitNow} first: in-process
+ * counts come back without a promise.
+ *
  * @module
  */
 import type { RedisLink } from "./redis.ts";
 
+/** Hits of a key in its current window, and ms until the window resets. */
+export interface RateHit {
+  count: number;
+  resetMs: number;
+}
+
 export interface RateCounters {
   /** Counts one hit for `key` in the current fixed window of `windowMs`; returns the hits in this window (including this one) and ms until the window resets. */
-  hit(key: string, windowMs: number): Promise<{ count: number; resetMs: number }>;
+  hit(key: string, windowMs: number): Promise<RateHit>;
+  /**
+   * {@link hit} without a promise when the count lives in this process (the
+   * hot path of every request); undefined when it needs a round trip, and
+   * then nothing was counted: call {@link hit}.
+   */
+  hitNow?(key: string, windowMs: number): RateHit | undefined;
   close(): Promise<void>;
 }
 
@@ -33,25 +48,32 @@ function checkWindow(windowMs: number): void {
 export function memoryCounters(now: () => number = Date.now): RateCounters {
   const windows = new Map<string, { start: number; end: number; count: number }>();
   let nextSweep = 0;
+  const hitNow = (key: string, windowMs: number): RateHit => {
+    checkWindow(windowMs);
+    windowMs = Math.floor(windowMs);
+    const t = now();
+    if (windows.size > 10_000 && t >= nextSweep) {
+      for (const [id, w] of windows) if (w.end <= t) windows.delete(id);
+      nextSweep = t + 1000;
+    }
+    const start = t - (t % windowMs);
+    const id = `${windowMs}:${key}`;
+    let w = windows.get(id);
+    if (!w || w.start !== start) {
+      w = { start, end: start + windowMs, count: 0 };
+      windows.set(id, w);
+    }
+    w.count++;
+    return { count: w.count, resetMs: w.end - t };
+  };
   return {
-    // deno-lint-ignore require-await
-    async hit(key, windowMs) {
-      checkWindow(windowMs);
-      windowMs = Math.floor(windowMs);
-      const t = now();
-      if (windows.size > 10_000 && t >= nextSweep) {
-        for (const [id, w] of windows) if (w.end <= t) windows.delete(id);
-        nextSweep = t + 1000;
+    hitNow,
+    hit(key, windowMs) {
+      try {
+        return Promise.resolve(hitNow(key, windowMs));
+      } catch (error) {
+        return Promise.reject(error);
       }
-      const start = t - (t % windowMs);
-      const id = `${windowMs}:${key}`;
-      let w = windows.get(id);
-      if (!w || w.start !== start) {
-        w = { start, end: start + windowMs, count: 0 };
-        windows.set(id, w);
-      }
-      w.count++;
-      return { count: w.count, resetMs: w.end - t };
     },
     close() {
       windows.clear();
@@ -101,6 +123,8 @@ export function sharedCounters(link: RedisLink): RateCounters {
   const shared = redisCounters(link);
   const local = memoryCounters();
   return {
+    // While Redis is down this process counts alone, at once (what hit() would do).
+    hitNow: (key, windowMs) => link.up ? undefined : local.hitNow!(key, windowMs),
     async hit(key, windowMs) {
       checkWindow(windowMs);
       return await link.attempt(() => shared.hit(key, windowMs), () => local.hit(key, windowMs));

@@ -1,0 +1,90 @@
+/**
+ * The security headers of every gateway response, computed once.
+ *
+ * They are what `hono/secure-headers` sets with {@link secureHeadersOptions}
+ * (secure_headers_test.ts checks that they stay equal), but as a fixed list:
+ * the middleware rebuilt and set about a dozen headers one by one on every
+ * response, a large share of a cached state read. The request pipeline sets
+ * {@link SecureHeaders.list} on responses after their route (overwriting what
+ * a route set, as the middleware did); a hot route may build its response
+ * with {@link SecureHeaders.with} and {@link SecureHeaders.mark} it, so they
+ * are not set twice.
+ *
+ * @module
+ */
+import type { secureHeaders } from "hono/secure-headers";
+
+type SecureHeadersOptions = NonNullable<Parameters<typeof secureHeaders>[0]>;
+
+/** What the dashboard needs: its own scripts and styles, talking to its own origin. */
+const CSP = {
+  defaultSrc: ["'self'"],
+  connectSrc: ["'self'", "ws:", "wss:"],
+  imgSrc: ["'self'", "data:"],
+  styleSrc: ["'self'", "'unsafe-inline'"],
+  frameAncestors: ["'none'"],
+};
+
+const HSTS = "max-age=31536000; includeSubDomains";
+
+/** The options of `hono/secure-headers` these headers are equal to. */
+export function secureHeadersOptions(tls: boolean): Partial<SecureHeadersOptions> {
+  return { strictTransportSecurity: tls ? HSTS : false, contentSecurityPolicy: CSP };
+}
+
+function cspValue(): string {
+  return Object.entries(CSP).map(([directive, values]) =>
+    [directive.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase()), ...values].join(" ")
+  ).join("; ");
+}
+
+const MARKED = Symbol("secure headers set");
+type Marked = Response & { [MARKED]?: boolean };
+
+/** The security headers of one gateway. */
+export class SecureHeaders {
+  /** Lower-case names and values, in the order the middleware set them. */
+  readonly list: readonly (readonly [string, string])[];
+  readonly #object: Readonly<Record<string, string>>;
+
+  constructor(tls: boolean) {
+    this.list = Object.freeze(
+      [
+        ["cross-origin-resource-policy", "same-origin"],
+        ["cross-origin-opener-policy", "same-origin"],
+        ["origin-agent-cluster", "?1"],
+        ["referrer-policy", "no-referrer"],
+        ...(tls ? [["strict-transport-security", HSTS] as const] : []),
+        ["x-content-type-options", "nosniff"],
+        ["x-dns-prefetch-control", "off"],
+        ["x-download-options", "noopen"],
+        ["x-frame-options", "SAMEORIGIN"],
+        ["x-permitted-cross-domain-policies", "none"],
+        ["x-xss-protection", "0"],
+        ["content-security-policy", cspValue()],
+      ] as const,
+    );
+    this.#object = Object.freeze(Object.fromEntries(this.list));
+  }
+
+  /** Headers for a new response: `own` (content type, ETag...) and the security headers, which win. */
+  with(own: Record<string, string>): Record<string, string> {
+    return { ...own, ...this.#object };
+  }
+
+  /** Notes that `response` was built with {@link with}. */
+  mark(response: Response): Response {
+    // A property rather than a WeakSet: adding to a WeakSet cost more than the rest of this.
+    (response as Marked)[MARKED] = true;
+    return response;
+  }
+
+  /** Sets the security headers on `response` unless it was built with them. */
+  apply(response: Response): void {
+    if ((response as Marked)[MARKED] === true) return;
+    const headers = response.headers;
+    for (const [name, value] of this.list) headers.set(name, value);
+    // What the middleware also did (nothing of ours sets it).
+    headers.delete("x-powered-by");
+  }
+}
