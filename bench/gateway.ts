@@ -20,6 +20,7 @@
  *
  * @module
  */
+import { TokenIssuer } from "../auth/tokens.ts";
 import { Publisher } from "../bus/publisher.ts";
 import { num, table, writeBenchmarksSection } from "./_stats.ts";
 import { freePort, startComponent, stopAll, until } from "./_components.ts";
@@ -35,6 +36,18 @@ const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 const PROCS = new URL("./procs/", import.meta.url).pathname;
 
 const SECTION = "## Gateway (deno task bench:gateway)";
+/**
+ * The rate limits stay on (every request is counted, as in production) but
+ * far above what wrk sends from its one address: the default 6,000 a minute
+ * per address would turn most of a run into 429s.
+ */
+const COUNTED_NOT_LIMITED = [
+  "--rate-limit-per-ip",
+  "1000000000",
+  "--rate-limit-per-token",
+  "1000000000",
+];
+const JWT_SECRET = "bench-gateway-secret-of-at-least-32-characters";
 /** Only a full default run replaces the section in BENCHMARKS.md. */
 const NO_WRITE = Deno.env.get("BENCH_NO_WRITE") === "1" || Deno.env.has("BENCH_MEASURE_MS") ||
   Deno.env.has("BENCH_HTTP_SECONDS") || Deno.env.has("BENCH_WS_CLIENT") ||
@@ -121,11 +134,11 @@ function toMs(value: string): number {
   return match[2] === "us" ? n / 1000 : match[2] === "s" ? n * 1000 : n;
 }
 
-async function wrk(url: string): Promise<WrkResult | string> {
+async function wrk(url: string, extra: string[] = []): Promise<WrkResult | string> {
   let output: Deno.CommandOutput;
   try {
     output = await new Deno.Command("wrk", {
-      args: ["-t2", "-c64", `-d${HTTP_SECONDS}s`, "--latency", url],
+      args: ["-t2", "-c64", `-d${HTTP_SECONDS}s`, "--latency", ...extra, url],
       stdout: "piped",
       stderr: "piped",
     }).output();
@@ -186,6 +199,7 @@ try {
   const stateBackend = `tcp://127.0.0.1:${freePort()}`;
   const gatewayPort = freePort();
   const cachedGatewayPort = freePort();
+  const authGatewayPort = freePort();
   startComponent("broker", ["--endpoint", brokerEndpoint, "--health-port", "0"], {
     PLANTD_BROKER_BUSES: JSON.stringify([
       {
@@ -223,6 +237,9 @@ try {
     // All 1,000 sockets come from one address (64 by default).
     "--ws-max-per-user",
     "2000",
+    ...COUNTED_NOT_LIMITED,
+    "--auth-db",
+    `${dir}/auth-1.db`,
   ]);
   // With the read cache, refreshed by the state bus's change events.
   startComponent("gateway", [
@@ -232,7 +249,28 @@ try {
     brokerEndpoint,
     "--buses",
     JSON.stringify({ state: stateBackend }),
+    ...COUNTED_NOT_LIMITED,
+    "--auth-db",
+    `${dir}/auth-2.db`,
   ]);
+  // The same with authentication on, as production runs: a bearer token with every request.
+  startComponent("gateway", [
+    "--port",
+    String(authGatewayPort),
+    "--broker-endpoint",
+    brokerEndpoint,
+    "--buses",
+    JSON.stringify({ state: stateBackend }),
+    ...COUNTED_NOT_LIMITED,
+    "--auth-db",
+    `${dir}/auth-3.db`,
+  ], { PLANTD_GATEWAY_JWT_SECRET: JWT_SECRET });
+  const { token } = await new TokenIssuer({
+    secret: JWT_SECRET,
+    issuer: "plantd",
+    audience: "plantd",
+  })
+    .issue({ sub: "user:bench", name: "bench", roles: [], perms: ["state:data:read"] }, 3600);
   await until(
     async () => {
       const response = await fetch(`http://127.0.0.1:${cachedGatewayPort}/livez`);
@@ -256,6 +294,17 @@ try {
     30_000,
     "gateway with state",
   );
+  await until(
+    async () => {
+      const response = await fetch(`http://127.0.0.1:${authGatewayPort}/api/state/bench/key`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      await response.body?.cancel();
+      return response.ok;
+    },
+    30_000,
+    "gateway with authentication",
+  );
   const bare = await spawnProc("bare_hono.ts", [String(freePort())]);
   const barePort = bare.ready.split(" ")[1];
 
@@ -267,10 +316,17 @@ try {
   const cached = http
     ? await wrk(`http://127.0.0.1:${cachedGatewayPort}/api/state/bench/key`)
     : skipped;
+  const authenticated = http
+    ? await wrk(`http://127.0.0.1:${authGatewayPort}/api/state/bench/key`, [
+      "-H",
+      `Authorization: Bearer ${token}`,
+    ])
+    : skipped;
   const ceiling = http ? await wrk(`http://127.0.0.1:${barePort}/`) : skipped;
   const httpSystems = [
     ["gateway GET /api/state/:scope/:key, no cache", ours],
     ["gateway GET /api/state/:scope/:key, read cache", cached],
+    ["same, authentication on, bearer token", authenticated],
     ["bare Hono constant", ceiling],
   ] as const;
   for (
@@ -308,14 +364,26 @@ try {
       await new Promise((r) => setTimeout(r, 1));
     }
   };
-  const broadcastUntil = async (end: number) => {
+  const broadcastUntil = (bytes: number) => async (end: number) => {
     while (performance.now() < end) {
-      const response = await fetch(`http://127.0.0.1:${barePort}/broadcast?count=20&bytes=16`, {
-        method: "POST",
-      });
+      const response = await fetch(
+        `http://127.0.0.1:${barePort}/broadcast?count=20&bytes=${bytes}`,
+        { method: "POST" },
+      );
       await response.body?.cancel();
     }
   };
+  // What the gateway sends for one 16-byte message (docs/websocket.md), offset included.
+  const gatewayFrameBytes = JSON.stringify({
+    type: "message",
+    id: "f",
+    offset: "0123abcd:100000",
+    bus: "event",
+    topic: "fan",
+    form: "frames",
+    payload,
+    encoding: "text",
+  }).length;
   const wsRows: string[][] = [];
   const results = new Map<number, number>();
   const bareResults = new Map<number, number>();
@@ -326,7 +394,9 @@ try {
       "gateway",
       publishUntil(sockets),
     );
-    const direct = await fanOut(`ws://127.0.0.1:${barePort}/ws`, sockets, "bare", broadcastUntil);
+    const bareUrl = `ws://127.0.0.1:${barePort}/ws`;
+    const direct = await fanOut(bareUrl, sockets, "bare", broadcastUntil(16));
+    const sized = await fanOut(bareUrl, sockets, "bare", broadcastUntil(gatewayFrameBytes));
     results.set(sockets, through.perSecond);
     bareResults.set(sockets, direct.perSecond);
     // Let the gateway drain what it still holds before the next round.
@@ -346,6 +416,7 @@ try {
       `${through.open}/${sockets}`,
       num(direct.perSecond),
       `${direct.open}/${sockets}`,
+      num(sized.perSecond),
     ]);
   }
   await publisher.close();
@@ -363,7 +434,13 @@ try {
       "gateway sockets open",
       "bare Deno WS msgs/s",
       "bare sockets open",
+      `bare Deno WS, ${gatewayFrameBytes}-byte frames msgs/s`,
     ], wsRows),
+  );
+  out();
+  out(
+    `The gateway's frames carry the 16-byte payload in its JSON message (${gatewayFrameBytes} ` +
+      `bytes); the last column is the bare broadcast of frames that size.`,
   );
 
   out();
@@ -381,6 +458,15 @@ try {
       `- state GET with the read cache >= 40% of bare Hono: ${num(cached.requestsPerSecond)} = ${
         num(share * 100, 1)
       }% ${verdict(share >= 0.4)}`,
+    );
+  }
+  if (typeof authenticated !== "string" && typeof ceiling !== "string") {
+    out(
+      `- the same with authentication on (bearer token): ${
+        num(authenticated.requestsPerSecond)
+      } = ${
+        num(authenticated.requestsPerSecond / ceiling.requestsPerSecond * 100, 1)
+      }% of bare Hono`,
     );
   }
   const at1000 = results.get(1000);
