@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import { Counter, Gauge, type Registry } from "prom-client";
 import type { WsObserver } from "../gateway/ws.ts";
 
 /** The gateway's metrics. */
@@ -21,22 +21,154 @@ export interface GatewayMetrics {
   wsRefused?(reason: "node" | "user"): void;
 }
 
+/** Requests of one method and route. */
+interface RequestSeries {
+  labels: { method: string; route: string };
+  /** Requests per status not yet added to the counter. */
+  statuses: Map<number, { unsent: number }>;
+  latency: LatencySeries;
+}
+
+/** One label set of a {@link LatencyHistogram}. */
+class LatencySeries {
+  readonly labels: Record<string, string>;
+  /** Observations per bucket (not cumulative); the last one is above every bound. */
+  readonly counts: Float64Array;
+  sum = 0;
+  count = 0;
+  readonly #bounds: readonly number[];
+
+  constructor(labels: Record<string, string>, bounds: readonly number[]) {
+    this.labels = labels;
+    this.#bounds = bounds;
+    this.counts = new Float64Array(bounds.length + 1);
+  }
+
+  observe(value: number): void {
+    const bounds = this.#bounds;
+    let i = 0;
+    while (i < bounds.length && value > bounds[i]!) i++;
+    this.counts[i]!++;
+    this.sum += value;
+    this.count++;
+  }
+}
+
+/**
+ * A histogram read by prom-client's registry like its own (same text and JSON:
+ * telemetry/gateway_metrics_test.ts compares them), whose series are bound once
+ * and observed without hashing labels.
+ */
+export class LatencyHistogram {
+  readonly type = "histogram";
+  readonly aggregator = "sum";
+  readonly #series = new Map<string, LatencySeries>();
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly bounds: readonly number[],
+  ) {}
+
+  /** The series of `labels` (bind it once, observe it often). */
+  series(labels: Record<string, string>): LatencySeries {
+    const key = JSON.stringify(Object.entries(labels).sort());
+    let one = this.#series.get(key);
+    if (!one) this.#series.set(key, one = new LatencySeries(labels, this.bounds));
+    return one;
+  }
+
+  getForPromString() {
+    const bucket = `${this.name}_bucket`;
+    const values: {
+      labels: Record<string, string | number>;
+      sharedLabels: Record<string, string>;
+      value: number;
+      metricName: string;
+      exemplar?: null;
+    }[] = [];
+    for (const one of this.#series.values()) {
+      const sharedLabels = one.labels;
+      let cumulative = 0;
+      this.bounds.forEach((le, i) => {
+        cumulative += one.counts[i]!;
+        values.push({
+          labels: { le },
+          sharedLabels,
+          value: cumulative,
+          metricName: bucket,
+          exemplar: null,
+        });
+      });
+      values.push({
+        labels: { le: "+Inf" },
+        sharedLabels,
+        value: one.count,
+        metricName: bucket,
+        exemplar: null,
+      });
+      values.push({ labels: {}, sharedLabels, value: one.sum, metricName: `${this.name}_sum` });
+      values.push({ labels: {}, sharedLabels, value: one.count, metricName: `${this.name}_count` });
+    }
+    return {
+      name: this.name,
+      help: this.help,
+      type: this.type,
+      values,
+      aggregator: this.aggregator,
+    };
+  }
+
+  get() {
+    const data = this.getForPromString();
+    return {
+      ...data,
+      values: data.values.map(({ sharedLabels, labels, ...rest }) => ({
+        ...rest,
+        labels: { ...labels, ...sharedLabels },
+      })),
+    };
+  }
+
+  reset(): void {
+    for (const one of this.#series.values()) {
+      one.counts.fill(0);
+      one.sum = 0;
+      one.count = 0;
+    }
+  }
+}
+
 /** Creates the gateway's metrics in `registry`. */
 export function gatewayMetrics(registry: Registry): GatewayMetrics {
   const registers = [registry];
-  const requests = new Counter({
+  // Per request: plain numbers, found through maps of the (interned) method and
+  // route strings; prom-client's observe and inc hashed their labels each time,
+  // a large share of a cached read. Counts reach the counter when it is read.
+  const series = new Map<string, Map<string, RequestSeries>>();
+  new Counter({
     name: "http_requests_total",
     help: "HTTP requests served, per method, route and status",
     labelNames: ["method", "route", "status"],
     registers,
+    collect() {
+      for (const byRoute of series.values()) {
+        for (const one of byRoute.values()) {
+          for (const [status, count] of one.statuses) {
+            if (count.unsent === 0) continue;
+            this.inc({ ...one.labels, status: String(status) }, count.unsent);
+            count.unsent = 0;
+          }
+        }
+      }
+    },
   });
-  const duration = new Histogram({
-    name: "http_request_duration_seconds",
-    help: "HTTP request latency, per method and route",
-    labelNames: ["method", "route"],
-    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
-    registers,
-  });
+  const duration = new LatencyHistogram(
+    "http_request_duration_seconds",
+    "HTTP request latency, per method and route",
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
+  );
+  registry.registerMetric(duration as unknown as Parameters<Registry["registerMetric"]>[0]);
   const connections = new Gauge({
     name: "ws_connections",
     help: "Open WebSocket connections",
@@ -87,26 +219,23 @@ export function gatewayMetrics(registry: Registry): GatewayMetrics {
     labelNames: ["reason"],
     registers,
   });
-  // Label sets are few (methods x routes x statuses): bind each once rather
-  // than hashing the labels on every request.
-  const counters = new Map<string, { inc(): void }>();
-  const timers = new Map<string, { observe(value: number): void }>();
   return {
     request(method, route, status, seconds) {
-      const timerKey = `${method} ${route}`;
-      const counterKey = `${timerKey} ${status}`;
-      let counter = counters.get(counterKey);
-      if (!counter) {
-        counter = requests.labels({ method, route, status: String(status) });
-        counters.set(counterKey, counter);
+      let byRoute = series.get(method);
+      if (!byRoute) series.set(method, byRoute = new Map());
+      let one = byRoute.get(route);
+      if (!one) {
+        one = {
+          labels: { method, route },
+          statuses: new Map(),
+          latency: duration.series({ method, route }),
+        };
+        byRoute.set(route, one);
       }
-      let timer = timers.get(timerKey);
-      if (!timer) {
-        timer = duration.labels({ method, route });
-        timers.set(timerKey, timer);
-      }
-      counter.inc();
-      timer.observe(seconds);
+      let count = one.statuses.get(status);
+      if (!count) one.statuses.set(status, count = { unsent: 0 });
+      count.unsent++;
+      one.latency.observe(seconds);
     },
     rateLimited: (kind) => rateLimited.inc({ kind }),
     authFailure: (code) => authFailures.inc({ code }),
