@@ -98,6 +98,8 @@ const Inbound = z.discriminatedUnion("type", [
     prefix: z.string().max(1024),
     /** Last offset the client has: replay what it missed first (docs/websocket.md). */
     from: z.string().min(1).max(64).optional(),
+    /** Coalesce this subscription's messages for up to batch_ms: frames may be arrays (docs/websocket.md). */
+    batch_ms: z.number().int().min(1).max(1000).optional(),
   }),
   z.object({ type: z.literal("unsubscribe"), id }),
   z.object({ type: z.literal("watch"), id, scope: z.string().min(1).max(1024) }),
@@ -123,6 +125,10 @@ const Inbound = z.discriminatedUnion("type", [
 type Inbound = z.infer<typeof Inbound>;
 
 const STATE_BUS = "state";
+/** A pending batch is sent at once when it holds more messages than this... */
+const BATCH_MAX_ITEMS = 1000;
+/** ...or more UTF-16 code units (about as many bytes for JSON) than this. */
+const BATCH_MAX_CHARS = 256 * 1024;
 const utf8 = new TextEncoder();
 
 /** One WebSocket connection's state. */
@@ -135,7 +141,14 @@ export class WsSession {
   #subscriptions = new Map<string, () => void>();
   #requests = new Map<string, AbortController>();
   #closed = false;
-  #early: string[] = [];
+  /** Frames sent before the server side saw `open`, with the messages each holds. */
+  #early: Array<[text: string, messages: number]> = [];
+  /** Framed messages of batched subscriptions waiting for the batch timer. */
+  #batch: string[] = [];
+  #batchChars = 0;
+  #batchTimer: ReturnType<typeof setTimeout> | undefined;
+  /** `batch_ms` of each batched subscription, by id. */
+  #batchMs = new Map<string, number>();
   #auth: WsAuth;
   #outlet: BusOutlet | undefined;
   #principal: Principal | undefined;
@@ -179,7 +192,9 @@ export class WsSession {
         authenticated: this.#principal !== undefined && auth.required,
         auth_required: auth.required && this.#principal === undefined,
       });
-      for (const text of this.#early.splice(0)) this.#sendText(text);
+      // Straight to the socket: a pending batch came after all of #early
+      // (whatever went to #early flushed the batch first) and waits for its timer.
+      for (const [text, messages] of this.#early.splice(0)) this.#write(text, messages);
     };
     socket.onmessage = (event) => this.#onMessage(event.data);
     socket.onclose = () => this.#teardown();
@@ -190,11 +205,49 @@ export class WsSession {
     this.#sendText(JSON.stringify(message));
   }
 
+  /** Sends one message, after the pending batch so the connection's order holds. */
   #sendText(text: string): void {
+    if (this.#batch.length > 0) this.#flush();
+    this.#write(text, 1);
+  }
+
+  /** Queues one framed message of a batched subscription (see #flush). */
+  #enqueue(text: string): void {
+    if (this.#closed) return;
+    this.#batch.push(text);
+    this.#batchChars += text.length;
+    if (this.#batch.length > BATCH_MAX_ITEMS || this.#batchChars > BATCH_MAX_CHARS) {
+      return this.#flush();
+    }
+    if (this.#batchTimer === undefined) {
+      let wait = 1000;
+      for (const ms of this.#batchMs.values()) if (ms < wait) wait = ms;
+      this.#batchTimer = setTimeout(() => {
+        this.#batchTimer = undefined;
+        this.#flush();
+      }, wait);
+    }
+  }
+
+  /** Sends the pending batch as one frame: a JSON array of its messages, or the one message. */
+  #flush(): void {
+    if (this.#batchTimer !== undefined) {
+      clearTimeout(this.#batchTimer);
+      this.#batchTimer = undefined;
+    }
+    const batch = this.#batch;
+    if (batch.length === 0) return;
+    this.#batch = [];
+    this.#batchChars = 0;
+    this.#write(batch.length === 1 ? batch[0]! : "[" + batch.join(",") + "]", batch.length);
+  }
+
+  /** Writes one frame holding `messages` messages to the socket. */
+  #write(text: string, messages: number): void {
     if (this.#closed) return;
     if (this.#socket.readyState === WebSocket.CONNECTING) {
       // A client may speak before the server side has seen `open`: keep the reply.
-      this.#early.push(text);
+      this.#early.push([text, messages]);
       return;
     }
     if (this.#socket.readyState !== WebSocket.OPEN) return;
@@ -214,7 +267,7 @@ export class WsSession {
     this.#socket.send(text);
     // A UTF-16 code unit takes at most 3 bytes in UTF-8.
     this.#bufferedBound += text.length * 3;
-    this.#observer.sent?.(1);
+    this.#observer.sent?.(messages);
   }
 
   #error(id: string | undefined, code: string, message: string): void {
@@ -362,12 +415,21 @@ export class WsSession {
         const permission = busSubscribe(message.bus, message.prefix);
         if (!this.#may(message.id, [permission], permission)) return;
         const head = `{"type":"message","id":${JSON.stringify(message.id)},`;
-        return this.#subscribe(message.id, message.bus, message.prefix, (delivery) => {
-          this.#sendText(delivery.framed(head));
-        }, {
-          from: message.from,
-          onGap: (gap) => this.#send({ type: "gap", id: message.id, ...gap }),
-        });
+        const batchMs = message.batch_ms;
+        return this.#subscribe(
+          message.id,
+          message.bus,
+          message.prefix,
+          batchMs === undefined
+            ? (delivery) => this.#sendText(delivery.framed(head))
+            : (delivery) => this.#enqueue(delivery.framed(head)),
+          {
+            from: message.from,
+            onGap: (gap) => this.#send({ type: "gap", id: message.id, ...gap }),
+          },
+          // Known before a replay (options.from) can deliver anything.
+          batchMs === undefined ? undefined : () => this.#batchMs.set(message.id, batchMs),
+        );
       }
       case "watch":
         if (
@@ -393,6 +455,7 @@ export class WsSession {
         if (!stop) return this.#error(message.id, "NOT_FOUND", `No subscription '${message.id}'`);
         stop();
         this.#subscriptions.delete(message.id);
+        this.#batchMs.delete(message.id);
         return this.#send({ type: "unsubscribed", id: message.id });
       }
       case "request": {
@@ -418,6 +481,7 @@ export class WsSession {
     prefix: string,
     listener: Listener,
     options: ListenOptions = {},
+    accepted?: () => void,
   ): void {
     if (this.#subscriptions.has(id)) {
       return this.#error(id, "BAD_REQUEST", `Subscription id '${id}' is in use`);
@@ -435,6 +499,7 @@ export class WsSession {
     // Replayed messages (options.from) follow `subscribed`.
     const history = this.#hub.hasHistory(bus) ? { history: true } : {};
     this.#send({ type: "subscribed", id, bus, prefix, ...history });
+    accepted?.();
     this.#subscriptions.set(id, this.#hub.listen(bus, prefix, listener, options));
   }
 
@@ -479,6 +544,10 @@ export class WsSession {
     this.#auth.release();
     for (const stop of this.#subscriptions.values()) stop();
     this.#subscriptions.clear();
+    clearTimeout(this.#batchTimer);
+    this.#batchTimer = undefined;
+    this.#batch = [];
+    this.#batchMs.clear();
     for (const abort of this.#requests.values()) abort.abort();
     this.#observer.closed?.();
   }

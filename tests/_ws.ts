@@ -12,6 +12,12 @@ export class WsClient {
   readonly received: Array<Record<string, any>> = [];
   /** Every message received, taken or not. */
   readonly all: Array<Record<string, any>> = [];
+  /** Frames received (an array frame of batched messages counts once). */
+  frames = 0;
+  /** Array frames received (subscriptions with `batch_ms`). */
+  arrayFrames = 0;
+  /** The messages that came inside an array frame. */
+  readonly batched = new WeakSet<object>();
   /** The welcome message, once open() has seen it. */
   welcome: Record<string, any> | undefined;
   closed: { code: number; reason: string } | undefined;
@@ -23,9 +29,15 @@ export class WsClient {
   constructor(url: string, headers?: Record<string, string>) {
     this.socket = new WebSocket(url.replace(/^http/, "ws") + "/ws", headers ? { headers } : {});
     this.socket.onmessage = (e) => {
-      const message = JSON.parse(e.data);
-      this.received.push(message);
-      this.all.push(message);
+      const data = JSON.parse(e.data);
+      this.frames++;
+      // A batched subscription's frame may be an array of messages.
+      if (Array.isArray(data)) this.arrayFrames++;
+      for (const message of Array.isArray(data) ? data : [data]) {
+        if (Array.isArray(data)) this.batched.add(message);
+        this.received.push(message);
+        this.all.push(message);
+      }
     };
     this.whenClosed = new Promise((resolve) => {
       this.socket.addEventListener("close", (e) => {
