@@ -13,6 +13,9 @@
  *   per socket, so the receiving side is not what is measured), or with
  *   BENCH_WS_CLIENT=websocket, Deno WebSocket objects
  *   (bench/procs/ws_clients.ts, about as much CPU per message as the server).
+ *   At 1,000 sockets also with batched delivery (`batch_ms` 20 and 50,
+ *   docs/websocket.md; raw clients only): frames are then arrays of messages,
+ *   and the table shows messages/s and frames/s apart.
  *
  * Environment: BENCH_MEASURE_MS (default 3000), BENCH_HTTP_SECONDS (default 5),
  * BENCH_WS_CLIENT (`raw`, default, or `websocket`), BENCH_PARTS (`http,ws`,
@@ -28,6 +31,10 @@ import { freePort, startComponent, stopAll, until } from "./_components.ts";
 const MEASURE_MS = Number(Deno.env.get("BENCH_MEASURE_MS") ?? "3000");
 const HTTP_SECONDS = Number(Deno.env.get("BENCH_HTTP_SECONDS") ?? "5");
 const FAN_OUT = [1, 100, 1000];
+/** `batch_ms` of the batched rows, measured at 1,000 sockets (raw clients only). */
+const BATCH_MS = [20, 50];
+/** Messages/s offered in the batched rows: 5,000 x 1,000 sockets, above what they deliver. */
+const BATCHED_OFFERED = 5_000;
 /** Deliveries per second offered to the gateway's sockets (see publishUntil). */
 const OFFERED_DELIVERIES = 1_000_000;
 const WS_CLIENT = Deno.env.get("BENCH_WS_CLIENT") === "websocket" ? "websocket" : "raw";
@@ -189,20 +196,35 @@ async function fanOut(
   sockets: number,
   mode: "gateway" | "bare",
   drive: (until: number) => Promise<void>,
-): Promise<{ perSecond: number; open: number }> {
+  batchMs?: number,
+): Promise<{ perSecond: number; open: number; framesPerSecond: number }> {
   const script = WS_CLIENT === "raw" ? "ws_raw_clients.ts" : "ws_clients.ts";
-  const clients = await spawnProc(script, [url, String(sockets), mode]);
+  const clients = await spawnProc(script, [
+    url,
+    String(sockets),
+    mode,
+    ...(batchMs ? [String(batchMs)] : []),
+  ]);
   try {
-    const parse = () => clients.latest().split(" ").slice(1).map(Number) as [number, number];
+    // ws_clients.ts prints no frame count: one message per frame there.
+    const parse = () => {
+      const [messages, open, frames] = clients.latest().split(" ").slice(1).map(Number);
+      return [messages!, open!, frames ?? messages!] as const;
+    };
     await drive(performance.now() + 300); // warm-up
     await new Promise((r) => setTimeout(r, 200));
     await until(() => Promise.resolve(clients.latest().startsWith("COUNT")), 10_000, "counts");
-    const [before] = parse();
+    const [before, , framesBefore] = parse();
     const start = performance.now();
     await drive(start + MEASURE_MS);
     await new Promise((r) => setTimeout(r, 200)); // let the last COUNT line in
-    const [after, open] = parse();
-    return { perSecond: (after - before) / ((performance.now() - start) / 1000), open };
+    const [after, open, framesAfter] = parse();
+    const seconds = (performance.now() - start) / 1000;
+    return {
+      perSecond: (after - before) / seconds,
+      open,
+      framesPerSecond: (framesAfter - framesBefore) / seconds,
+    };
   } finally {
     await clients.stop();
   }
@@ -376,8 +398,9 @@ try {
   // than the gateway delivers, but not 1,000 times more at 1,000 sockets, where a flood of
   // messages the gateway must drop would only burn the CPU of the broker and of the
   // gateway's ZeroMQ thread (it halved the deliveries measured at 1,000 sockets).
-  const publishUntil = (sockets: number) => async (end: number) => {
-    const perSecond = Math.min(200_000, Math.ceil(OFFERED_DELIVERIES / sockets));
+  const offeredFor = (sockets: number) =>
+    Math.min(200_000, Math.ceil(OFFERED_DELIVERIES / sockets));
+  const publishUntil = (perSecond: number) => async (end: number) => {
     const start = performance.now();
     let sent = 0;
     while (performance.now() < end) {
@@ -409,12 +432,26 @@ try {
   const wsRows: string[][] = [];
   const results = new Map<number, number>();
   const bareResults = new Map<number, number>();
+  /** Messages/s at 1,000 sockets by batch_ms. */
+  const batchedResults = new Map<number, number>();
+  /** Waits until the gateway answers quickly: it has drained what it still held. */
+  const drained = () =>
+    until(
+      async () => {
+        const t0 = performance.now();
+        const response = await fetch(`${gateway}/livez`);
+        await response.body?.cancel();
+        return performance.now() - t0 < 50;
+      },
+      60_000,
+      "gateway drained",
+    );
   for (const sockets of PARTS.has("ws") ? FAN_OUT : []) {
     const through = await fanOut(
       `ws://127.0.0.1:${gatewayPort}/ws`,
       sockets,
       "gateway",
-      publishUntil(sockets),
+      publishUntil(offeredFor(sockets)),
     );
     // The gateway and the broker still work off the backlog of the round (up to the
     // high-water marks): let them finish before the bare broadcast is measured.
@@ -425,24 +462,43 @@ try {
     results.set(sockets, through.perSecond);
     bareResults.set(sockets, direct.perSecond);
     // Let the gateway drain what it still holds before the next round.
-    await until(
-      async () => {
-        const t0 = performance.now();
-        const response = await fetch(`${gateway}/livez`);
-        await response.body?.cancel();
-        return performance.now() - t0 < 50;
-      },
-      60_000,
-      "gateway drained",
-    );
+    await drained();
     wsRows.push([
       String(sockets),
+      "off",
+      num(offeredFor(sockets)),
       num(through.perSecond),
+      num(through.framesPerSecond),
       `${through.open}/${sockets}`,
       num(direct.perSecond),
       `${direct.open}/${sockets}`,
       num(sized.perSecond),
     ]);
+    if (sockets !== 1000 || WS_CLIENT !== "raw") continue;
+    for (const batchMs of BATCH_MS) {
+      await settle([wsGateway.pid, broker.pid]);
+      const batched = await fanOut(
+        `ws://127.0.0.1:${gatewayPort}/ws`,
+        sockets,
+        "gateway",
+        publishUntil(BATCHED_OFFERED),
+        batchMs,
+      );
+      batchedResults.set(batchMs, batched.perSecond);
+      await settle([wsGateway.pid, broker.pid]);
+      await drained();
+      wsRows.push([
+        String(sockets),
+        String(batchMs),
+        num(BATCHED_OFFERED),
+        num(batched.perSecond),
+        num(batched.framesPerSecond),
+        `${batched.open}/${sockets}`,
+        "(as above)",
+        "",
+        "",
+      ]);
+    }
   }
   await publisher.close();
   out();
@@ -455,7 +511,10 @@ try {
   out(
     table([
       "sockets",
+      "batch_ms",
+      "offered msgs/s",
       "gateway msgs/s",
+      "gateway frames/s",
       "gateway sockets open",
       "bare Deno WS msgs/s",
       "bare sockets open",
@@ -465,7 +524,11 @@ try {
   out();
   out(
     `The gateway's frames carry the 16-byte payload in its JSON message (${gatewayFrameBytes} ` +
-      `bytes); the last column is the bare broadcast of frames that size.`,
+      `bytes); the last column is the bare broadcast of frames that size. Messages/s count ` +
+      `messages delivered to all sockets in total (offered msgs/s x sockets at most); with ` +
+      "`batch_ms` (opt-in, docs/websocket.md) a frame is a JSON array of up to 1,000 messages " +
+      "sent up to batch_ms late, so frames/s is far below messages/s. The bare broadcast sends " +
+      "one message per frame.",
   );
 
   out();
@@ -496,10 +559,16 @@ try {
   }
   const at1000 = results.get(1000);
   if (at1000 !== undefined) {
+    for (const [batchMs, perSecond] of batchedResults) {
+      out(
+        `- WebSocket fan-out >= 200,000 msgs/s at 1,000 sockets, batched (batch_ms ${batchMs}, ` +
+          `frames of many messages): ${num(perSecond)} ${verdict(perSecond >= 200_000)}`,
+      );
+    }
     out(
-      `- WebSocket fan-out >= 200,000 msgs/s at 1,000 sockets: ${num(at1000)} ${
-        verdict(at1000 >= 200_000)
-      } (bare Deno broadcast in the same run: ${num(bareResults.get(1000) ?? 0)})`,
+      `- WebSocket fan-out >= 200,000 msgs/s at 1,000 sockets, unbatched (one message per ` +
+        `frame): ${num(at1000)} ${verdict(at1000 >= 200_000)} (bare Deno broadcast, one ` +
+        `message per frame, in the same run: ${num(bareResults.get(1000) ?? 0)})`,
     );
   }
   await bare.stop();

@@ -5,21 +5,28 @@
  * benchmark measures what the server delivers rather than what one process
  * of 1,000 Deno WebSocket clients can take in (bench/procs/ws_clients.ts).
  *
- * Args and output as ws_clients.ts: [url, count, mode]; mode `gateway`
- * subscribes each socket to bus `event`, prefix `fan` and counts only frames
- * whose text starts with `{"type":"message"`; mode `bare` counts every text
- * frame. Prints `READY <count>` once every socket is open (and subscribed),
- * then `COUNT <messages> <open sockets>` every 100 ms until stdin closes.
+ * Args as ws_clients.ts: [url, count, mode, batch_ms?]; mode `gateway`
+ * subscribes each socket to bus `event`, prefix `fan` (with `batch_ms` when
+ * given: frames may then be arrays of messages, docs/websocket.md) and counts
+ * the messages in frames that start with `{"type":"message"` or `[` (the
+ * occurrences of `{"type":"message"` in them); mode `bare` counts every text
+ * frame as one message. Prints `READY <count>` once every socket is open (and
+ * subscribed), then `COUNT <messages> <open sockets> <frames with messages>`
+ * every 100 ms until stdin closes.
  *
  * @module
  */
-const [url, countText, mode] = Deno.args;
+const [url, countText, mode, batchMsText] = Deno.args;
+const batchMs = batchMsText ? Number(batchMsText) : undefined;
 const count = Number(countText);
 const target = new URL(url!);
 const encoder = new TextEncoder();
 const MESSAGE = encoder.encode('{"type":"message"');
 const SUBSCRIBED = encoder.encode('"type":"subscribed"');
 let received = 0;
+let frames = 0;
+const OPEN_BRACE = 0x7b;
+const OPEN_BRACKET = 0x5b;
 let open = 0;
 const conns: Deno.Conn[] = [];
 /**
@@ -67,6 +74,20 @@ function startsWith(data: Uint8Array, at: number, end: number, prefix: Uint8Arra
   if (end - at < prefix.length) return false;
   for (let i = 0; i < prefix.length; i++) if (data[at + i] !== prefix[i]) return false;
   return true;
+}
+
+/** The messages in a frame: occurrences of `{"type":"message"` (a `{` then the rest). */
+function messagesIn(data: Uint8Array, at: number, end: number): number {
+  let n = 0;
+  let i = data.indexOf(OPEN_BRACE, at);
+  while (i >= 0 && i < end) {
+    if (startsWith(data, i, end, MESSAGE)) {
+      n++;
+      i += MESSAGE.length;
+    } else i++;
+    i = data.indexOf(OPEN_BRACE, i);
+  }
+  return n;
 }
 
 function includes(data: Uint8Array, at: number, end: number, needle: Uint8Array): boolean {
@@ -120,7 +141,13 @@ async function client(onSubscribed: () => void): Promise<void> {
           await conn.write(clientFrame(
             1,
             encoder.encode(
-              JSON.stringify({ type: "subscribe", id: "f", bus: "event", prefix: "fan" }),
+              JSON.stringify({
+                type: "subscribe",
+                id: "f",
+                bus: "event",
+                prefix: "fan",
+                ...(batchMs ? { batch_ms: batchMs } : {}),
+              }),
             ),
           ));
         }
@@ -143,8 +170,14 @@ async function client(onSubscribed: () => void): Promise<void> {
         const end = start + length;
         at = end;
         if (opcode === 1) {
-          if (mode === "bare" || startsWith(data, start, end, MESSAGE)) received++;
-          else if (!subscribed && includes(data, start, end, SUBSCRIBED)) {
+          if (mode === "bare") {
+            received++;
+            frames++;
+          } else if (data[start] === OPEN_BRACKET || startsWith(data, start, end, MESSAGE)) {
+            // The payloads here are plain text: a `{` in a frame starts a message object.
+            received += messagesIn(data, start, end);
+            frames++;
+          } else if (!subscribed && includes(data, start, end, SUBSCRIBED)) {
             subscribed = true;
             onSubscribed();
           }
@@ -182,7 +215,7 @@ const slow = setTimeout(() => {
 await Promise.all(ready);
 clearTimeout(slow);
 console.log(`READY ${count}`);
-const timer = setInterval(() => console.log(`COUNT ${received} ${open}`), 100);
+const timer = setInterval(() => console.log(`COUNT ${received} ${open} ${frames}`), 100);
 const buffer = new Uint8Array(64);
 try {
   while ((await Deno.stdin.read(buffer)) !== null) { /* wait for EOF */ }
