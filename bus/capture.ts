@@ -14,6 +14,7 @@
 import { ZMQ_SUB } from "../transport/libzmq.ts";
 import { NativeSocket, NativeSocketClosedError } from "../transport/native_socket.ts";
 import { PrefixSet, startsWith } from "./envelope.ts";
+import { nextTurn } from "../support/next_turn.ts";
 
 /** Messages and bytes. */
 export interface Count {
@@ -154,7 +155,7 @@ export class CaptureCounter {
           count.bytes += summary.bytes;
         }
         // A full batch: let the event loop run (health, metrics) before the next.
-        if (n === BATCH) await new Promise((resolve) => setTimeout(resolve, 0));
+        if (n === BATCH) await nextTurn();
         else await this.#socket.waitReadable();
       }
     } catch (error) {

@@ -16,6 +16,7 @@
 import { type BusMessage, PrefixSet } from "../bus/envelope.ts";
 import { Subscriber } from "../bus/subscriber.ts";
 import type { CurveClientKeys } from "../transport/curve.ts";
+import { nextTurn } from "../support/next_turn.ts";
 
 /**
  * One message as handed to listeners. `json()` is the message's fields after
@@ -198,7 +199,7 @@ class BusFeed {
         } else calls += this.dispatch(message);
         if (calls >= CALLS_PER_TURN) {
           calls = 0;
-          await new Promise((resolve) => setTimeout(resolve, 0));
+          await nextTurn();
         }
       }
     }
