@@ -17,6 +17,7 @@
 import { and, eq, inArray, sql } from "drizzle-orm";
 import type { OpenDatabase } from "./db.ts";
 import { entries, scopes } from "./schema.ts";
+import { nextTurn } from "../support/next_turn.ts";
 
 /** A stored value with its revision (1 on creation, +1 per write) and update time (ms). */
 export interface Entry {
@@ -276,7 +277,7 @@ export class StateStore {
         // the fsync: requests that arrive meanwhile are read only after it. One
         // turn of the loop before each commit lets them in, so they join this
         // group instead of each waiting for a commit of its own.
-        await new Promise((resolve) => setTimeout(resolve, 0));
+        await nextTurn();
         const group = this.#queue.splice(0, this.#maxGroup);
         const started = performance.now();
         const overlay = new Overlay(this.#mirror, this.#now());
