@@ -68,6 +68,8 @@ export class LatencyHistogram {
     readonly name: string,
     readonly help: string,
     readonly bounds: readonly number[],
+    /** The label names every series has (prom-client metrics expose them too). */
+    readonly labelNames: readonly string[],
   ) {}
 
   /** The series of `labels` (bind it once, observe it often). */
@@ -167,6 +169,7 @@ export function gatewayMetrics(registry: Registry): GatewayMetrics {
     "http_request_duration_seconds",
     "HTTP request latency, per method and route",
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
+    ["method", "route"],
   );
   registry.registerMetric(duration as unknown as Parameters<Registry["registerMetric"]>[0]);
   const connections = new Gauge({
