@@ -23,7 +23,7 @@ import type { RateCounters } from "../shared/counters.ts";
 import type { SessionStore } from "../shared/sessions.ts";
 import { ACCESS_COOKIE, type Guard, REFRESH_COOKIE } from "../auth/guard.ts";
 import { authorize } from "../auth/http.ts";
-import { errorResponses } from "./schemas.ts";
+import { errorResponses, jsonResponse as json } from "./schemas.ts";
 
 /** What the auth routes need. */
 export interface AuthRoutesDeps {
@@ -40,10 +40,6 @@ export interface AuthRoutesDeps {
 const LOGIN_ATTEMPTS = 10;
 const LOGIN_WINDOW_MS = 60_000;
 
-const json = <T extends z.ZodType>(schema: T, description: string) => ({
-  description,
-  content: { "application/json": { schema } },
-});
 const body = <T extends z.ZodType>(schema: T) => ({
   body: { content: { "application/json": { schema } }, required: true },
 });

@@ -15,7 +15,7 @@ import { authorize } from "../auth/http.ts";
 import { ApiError } from "../errors.ts";
 import type { SecureHeaders } from "../secure_headers.ts";
 import type { StateApi } from "../state_api.ts";
-import { errorResponses } from "./schemas.ts";
+import { errorResponses, jsonResponse as json } from "./schemas.ts";
 
 // deno-lint-ignore no-control-regex
 const NO_CONTROL = /^[^\u0000-\u001f]+$/;
@@ -41,11 +41,6 @@ const ValueBody = z.object({ value: z.string() }).openapi("ValueBody");
 const IfMatch = z.object({
   "if-match": z.string().regex(/^"?\d+"?$/, "If-Match must be a revision number").optional()
     .openapi({ description: "Revision the key must have now (0: must not exist)" }),
-});
-
-const json = <T extends z.ZodType>(schema: T, description: string) => ({
-  description,
-  content: { "application/json": { schema } },
 });
 
 const listScopes = createRoute({
