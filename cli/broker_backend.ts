@@ -88,7 +88,7 @@ export class BrokerBackend implements Backend {
 
   call(service: string, operation: string, json: string): Promise<Frame[]> {
     return this.#run(async () => {
-      if (!brokerOwn(service)) this.#directory.require(service);
+      if (!brokerOwn(service)) await this.#directory.require(service);
       const frames = await this.#client.request(service, [operation, json]);
       return frames.map(frameToJson);
     });

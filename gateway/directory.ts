@@ -91,10 +91,13 @@ export class ServiceDirectory {
 
   /**
    * Fails fast with 503 when the broker is reachable and knows no worker for
-   * `service`. When the broker is not reachable the request is tried anyway
-   * and its own timeout decides.
+   * `service`. The list may be up to a refresh period old (a worker that just
+   * came back): before refusing, it asks the broker again. When the broker is
+   * not reachable the request is tried anyway and its own timeout decides.
    */
-  require(service: string): void {
+  async require(service: string): Promise<void> {
+    if (!this.brokerReachable || this.workers(service) > 0) return;
+    await this.refresh();
     if (this.brokerReachable && this.workers(service) === 0) {
       throw new ApiError("SERVICE_UNAVAILABLE", `No worker serves '${service}'`, { service });
     }

@@ -65,7 +65,7 @@ export class StateApi {
   }
 
   async #op(operation: string, request: Record<string, unknown>): Promise<Record<string, unknown>> {
-    this.#directory.require(STATE_SERVICE);
+    await this.#directory.require(STATE_SERVICE);
     if (this.#token !== undefined) request.token = this.#token;
     const [frame] = await this.#call(STATE_SERVICE, [operation, JSON.stringify(request)]);
     let reply: Reply;

@@ -121,7 +121,9 @@ export function servicesRoutes(
         throw new ApiError("BAD_REQUEST", "Body is not valid JSON");
       }
     }
-    if (!service.startsWith("mmi.") && service !== "org.plantd.Broker") directory.require(service);
+    if (!service.startsWith("mmi.") && service !== "org.plantd.Broker") {
+      await directory.require(service);
+    }
     const body = authorizeCall(
       guard,
       c.get("principal"),
