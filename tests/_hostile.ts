@@ -7,6 +7,7 @@
  * @module
  */
 import { waitFor } from "./_helpers.ts";
+import { frameAt } from "./_ws_frames.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -248,21 +249,10 @@ export class RawWs {
   async frame(): Promise<{ opcode: number; payload: Uint8Array } | undefined> {
     while (true) {
       const b = this.#buffer;
-      if (b.length >= 2) {
-        let length = b[1]! & 0x7f;
-        let at = 2;
-        if (length === 126 && b.length >= 4) {
-          length = (b[2]! << 8) | b[3]!;
-          at = 4;
-        } else if (length === 127 && b.length >= 10) {
-          length = Number(new DataView(b.buffer, b.byteOffset + 2, 8).getBigUint64(0));
-          at = 10;
-        } else if (length >= 126) length = Infinity;
-        if (b.length >= at + length) {
-          const frame = { opcode: b[0]! & 0x0f, payload: b.slice(at, at + length) };
-          this.#buffer = b.subarray(at + length);
-          return frame;
-        }
+      const found = frameAt(b, 0);
+      if (found) {
+        this.#buffer = b.subarray(found.end);
+        return { opcode: found.opcode, payload: b.slice(found.start, found.end) };
       }
       if (!(await this.#fill())) return undefined;
     }

@@ -10,6 +10,7 @@ import { MdpWorker } from "../mdp/worker.ts";
 import { waitFor } from "./_helpers.ts";
 import { startSystem, type System } from "./_system.ts";
 import { WsClient } from "./_ws.ts";
+import { frameAt } from "./_ws_frames.ts";
 
 async function withSystem(
   body: (system: System) => Promise<void>,
@@ -415,22 +416,9 @@ async function closeCode(conn: Deno.Conn): Promise<number> {
   let at = 0;
   while (true) {
     // Parse every complete frame in `data` from `at`.
-    while (data.length - at >= 2) {
-      const opcode = data[at]! & 0x0f;
-      let length = data[at + 1]! & 0x7f;
-      let head = 2;
-      if (length === 126) {
-        if (data.length - at < 4) break;
-        length = (data[at + 2]! << 8) | data[at + 3]!;
-        head = 4;
-      } else if (length === 127) {
-        if (data.length - at < 10) break;
-        length = Number(new DataView(data.buffer, data.byteOffset + at + 2, 8).getBigUint64(0));
-        head = 10;
-      }
-      if (data.length - at < head + length) break;
-      if (opcode === 0x8) return (data[at + head]! << 8) | data[at + head + 1]!;
-      at += head + length;
+    for (let frame = frameAt(data, at); frame; frame = frameAt(data, at)) {
+      if (frame.opcode === 0x8) return (data[frame.start]! << 8) | data[frame.start + 1]!;
+      at = frame.end;
     }
     const n = await conn.read(chunk);
     if (n === null) throw new Error("connection closed without a close frame");

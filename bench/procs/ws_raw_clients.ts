@@ -16,6 +16,7 @@
  *
  * @module
  */
+import { frameAt } from "../../tests/_ws_frames.ts";
 const [url, countText, mode, batchMsText] = Deno.args;
 const batchMs = batchMsText ? Number(batchMsText) : undefined;
 const count = Number(countText);
@@ -152,22 +153,8 @@ async function client(onSubscribed: () => void): Promise<void> {
           ));
         }
       }
-      while (data.length - at >= 2) {
-        const opcode = data[at]! & 0x0f;
-        let length = data[at + 1]! & 0x7f;
-        let head = 2;
-        if (length === 126) {
-          if (data.length - at < 4) break;
-          length = (data[at + 2]! << 8) | data[at + 3]!;
-          head = 4;
-        } else if (length === 127) {
-          if (data.length - at < 10) break;
-          length = Number(new DataView(data.buffer, data.byteOffset + at + 2, 8).getBigUint64(0));
-          head = 10;
-        }
-        if (data.length - at < head + length) break;
-        const start = at + head;
-        const end = start + length;
+      for (let frame = frameAt(data, at); frame; frame = frameAt(data, at)) {
+        const { opcode, start, end } = frame;
         at = end;
         if (opcode === 1) {
           if (mode === "bare") {
