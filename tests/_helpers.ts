@@ -236,3 +236,39 @@ export function freePort(): number {
   listener.close();
   return port;
 }
+
+/** A child process whose stderr is collected, with its exit tracked. */
+export interface WatchedChild {
+  readonly process: Deno.ChildProcess;
+  /** Its exit status, once it has exited (stderr fully read). */
+  readonly status: Promise<Deno.CommandStatus>;
+  exited(): boolean;
+  stderr(): string;
+  /** Sends `signal` unless it has exited, then waits for the exit. */
+  stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
+}
+
+/** Spawns `command` (with `stderr: "piped"`) and collects what it writes to stderr. */
+export function spawnWatched(command: Deno.Command): WatchedChild {
+  const process = command.spawn();
+  let stderr = "";
+  const reading = (async () => {
+    for await (const chunk of process.stderr.pipeThrough(new TextDecoderStream())) stderr += chunk;
+  })();
+  let exited = false;
+  const status = process.status.then(async (s) => {
+    exited = true;
+    await reading;
+    return s;
+  });
+  return {
+    process,
+    status,
+    exited: () => exited,
+    stderr: () => stderr,
+    stop(signal = "SIGTERM") {
+      if (!exited) process.kill(signal);
+      return status;
+    },
+  };
+}

@@ -19,7 +19,7 @@ import { openPgWriter } from "../metrics/pg.ts";
 import { startEcho } from "../roles/echo.ts";
 import { ingesterMetrics } from "../telemetry/ingester_metrics.ts";
 import { sharedPoller } from "../transport/fd_poller.ts";
-import { freePort, waitFor } from "./_helpers.ts";
+import { freePort, spawnWatched, waitFor } from "./_helpers.ts";
 import { freshDatabase } from "./_postgres.ts";
 import { startSystem } from "./_system.ts";
 import type { z } from "zod";
@@ -961,30 +961,23 @@ Deno.test("the Dockerfile's command line starts, answers /healthz, passes its HE
     PLANTD_BROKER_LOG_LEVEL: "warn",
   };
   const [program, ...args] = [...entrypoint, ...cmd];
-  const child = new Deno.Command(program === "deno" ? Deno.execPath() : program!, {
-    args,
-    cwd: ROOT,
-    env,
-    clearEnv: true,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let stderr = "";
-  const reading = (async () => {
-    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) stderr += chunk;
-  })();
-  let exited = false;
-  const status = child.status.then((s) => {
-    exited = true;
-    return s;
-  });
+  const child = spawnWatched(
+    new Deno.Command(program === "deno" ? Deno.execPath() : program!, {
+      args,
+      cwd: ROOT,
+      env,
+      clearEnv: true,
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }),
+  );
   const healthcheck = async () => {
     const [hcProgram, ...hcArgs] = healthCmd;
     const output = await new Deno.Command(hcProgram === "deno" ? Deno.execPath() : hcProgram!, {
       args: hcArgs,
       cwd: ROOT,
-      env: { ...env, PLANTD_HEALTHCHECK_PID: String(child.pid) },
+      env: { ...env, PLANTD_HEALTHCHECK_PID: String(child.process.pid) },
       clearEnv: true,
       stdout: "piped",
       stderr: "piped",
@@ -994,7 +987,7 @@ Deno.test("the Dockerfile's command line starts, answers /healthz, passes its HE
   try {
     const url = `http://127.0.0.1:${port}`;
     await waitFor(async () => {
-      if (exited) throw new Error(`dev exited: ${stderr}`);
+      if (child.exited()) throw new Error(`dev exited: ${child.stderr()}`);
       try {
         const response = await fetch(`${url}/healthz`);
         await response.body?.cancel();
@@ -1021,17 +1014,12 @@ Deno.test("the Dockerfile's command line starts, answers /healthz, passes its HE
     await livez.body?.cancel();
     const checked = await healthcheck();
     assert.equal(checked.code, 0, checked.out);
-    child.kill("SIGTERM");
-    const { code } = await status;
-    assert.equal(code, 0, stderr);
+    const { code } = await child.stop("SIGTERM");
+    assert.equal(code, 0, child.stderr());
     const after = await healthcheck();
     assert.equal(after.code, 1, "the check fails once the component is gone");
   } finally {
-    if (!exited) {
-      child.kill("SIGKILL");
-      await status;
-    }
-    await reading;
+    await child.stop("SIGKILL");
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -15,7 +15,7 @@ import {
 } from "../gateway/shared/_testing.ts";
 import { createCounters } from "../gateway/shared/counters.ts";
 import { RedisLink } from "../gateway/shared/redis.ts";
-import { freePort, waitFor } from "./_helpers.ts";
+import { freePort, spawnWatched, waitFor } from "./_helpers.ts";
 import { startSystem, type System } from "./_system.ts";
 import { WsClient as BaseWsClient } from "./_ws.ts";
 
@@ -64,40 +64,31 @@ async function spawnGateway(system: System, env: Record<string, string>) {
   const dir = await Deno.makeTempDir({ prefix: "plantd-gw-" });
   await Deno.mkdir(`${dir}/data`);
   const root = new URL("..", import.meta.url).pathname;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--config", `${root}deno.json`, `${root}main.ts`, "gateway"],
-    cwd: dir,
-    env: {
-      PLANTD_GATEWAY_PORT: String(port),
-      PLANTD_GATEWAY_BROKER_ENDPOINT: system.brokerEndpoint,
-      PLANTD_GATEWAY_BUSES: JSON.stringify(system.backends),
-      PLANTD_GATEWAY_METRICS_DB: "",
-      PLANTD_GATEWAY_LOG_LEVEL: "warn",
-      ...env,
-    },
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let stderr = "";
-  const reading = (async () => {
-    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) stderr += chunk;
-  })();
-  let exited = false;
-  const status = child.status.then((s) => {
-    exited = true;
-    return s;
-  });
+  const child = spawnWatched(
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--config", `${root}deno.json`, `${root}main.ts`, "gateway"],
+      cwd: dir,
+      env: {
+        PLANTD_GATEWAY_PORT: String(port),
+        PLANTD_GATEWAY_BROKER_ENDPOINT: system.brokerEndpoint,
+        PLANTD_GATEWAY_BUSES: JSON.stringify(system.backends),
+        PLANTD_GATEWAY_METRICS_DB: "",
+        PLANTD_GATEWAY_LOG_LEVEL: "warn",
+        ...env,
+      },
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }),
+  );
   const url = `http://127.0.0.1:${port}`;
   const stop = async () => {
-    if (!exited) child.kill("SIGTERM");
-    await status;
-    await reading;
+    await child.stop();
     await Deno.remove(dir, { recursive: true });
   };
   try {
     await waitFor(async () => {
-      if (exited) throw new Error(`gateway process exited: ${stderr}`);
+      if (child.exited()) throw new Error(`gateway process exited: ${child.stderr()}`);
       try {
         await (await fetch(`${url}/livez`)).body?.cancel();
         return true;
@@ -109,7 +100,7 @@ async function spawnGateway(system: System, env: Record<string, string>) {
     await stop();
     throw error;
   }
-  return { url, stop, stderr: () => stderr };
+  return { url, stop, stderr: child.stderr };
 }
 
 Deno.test("without Redis, a client that reconnects with its last offset gets exactly what it missed, then live messages", async () => {
