@@ -57,7 +57,13 @@ export function healthRoutes(
   if (registry) {
     app.get("/metrics", async (c) => {
       c.header("content-type", registry.contentType);
-      return c.body(await registry.metrics());
+      // `?name=a&name=b` reads just those metrics: a poller watching one counter
+      // does not make every scrape collect the process metrics too.
+      const names = c.req.queries("name");
+      if (!names) return c.body(await registry.metrics());
+      const known = names.filter((name) => registry.getSingleMetric(name) !== undefined);
+      const texts = await Promise.all(known.map((name) => registry.getSingleMetricAsString(name)));
+      return c.body(texts.map((text) => text + "\n").join(""));
     });
   }
   return app;

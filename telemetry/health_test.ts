@@ -1,0 +1,29 @@
+import assert from "node:assert/strict";
+import { Counter, Gauge, Registry } from "prom-client";
+import { healthRoutes } from "./health.ts";
+import { processMetrics } from "./process_metrics.ts";
+
+Deno.test("/metrics?name= answers just the named metrics; without it, everything", async () => {
+  const registry = new Registry();
+  processMetrics(registry);
+  const written = new Counter({ name: "points_written_total", help: "w", registers: [registry] });
+  const buffered = new Gauge({ name: "points_buffered", help: "b", registers: [registry] });
+  written.inc(42);
+  buffered.set(7);
+  const app = healthRoutes(() => [], registry);
+  const text = async (query: string) => await (await app.request(`/metrics${query}`)).text();
+
+  const one = await text("?name=points_written_total");
+  assert.match(one, /^points_written_total 42$/m);
+  assert.doesNotMatch(one, /points_buffered|process_/);
+
+  const two = await text("?name=points_written_total&name=points_buffered");
+  assert.match(two, /^points_written_total 42$/m);
+  assert.match(two, /^points_buffered 7$/m);
+  assert.doesNotMatch(two, /process_/);
+
+  assert.equal(await text("?name=no_such_metric"), "");
+  const all = await text("");
+  assert.match(all, /^points_written_total 42$/m);
+  assert.match(all, /^process_cpu_user_seconds_total /m);
+});
