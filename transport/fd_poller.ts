@@ -187,7 +187,23 @@ export class FdPoller {
         dataOffset: DATA_OFFSET,
       },
     });
-    const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
+    const exited = new Promise<void>((resolve) =>
+      worker.once("exit", () => {
+        // A thread that ends unasked (it cannot in normal operation) must not
+        // leave waits hanging: everyone re-checks, and the next wait starts a
+        // new thread.
+        if (this.#engine === engine) {
+          this.#engine = undefined;
+          this.#registered.clear();
+          clearInterval(keepAlive);
+          socket.destroy();
+          for (const fd of [theirs, controlFd, epollFd]) c.close(fd);
+          for (const fd of [...this.#waiters.keys()]) this.release(fd);
+        }
+        resolve();
+      })
+    );
+    worker.on("error", () => {}); // ends in "exit", handled above
     // Neither keeps the process alive: pending waits do, through a timer that
     // is referenced while any exists (ref() and unref() of a socket made from
     // a descriptor did not keep Deno's event loop alive, tested).
