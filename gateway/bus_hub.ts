@@ -161,6 +161,7 @@ class BusFeed {
     endpoint: string,
     envelopes: string[],
     history: HubHistory | undefined,
+    everything: boolean,
     curve?: CurveClientKeys,
   ) {
     this.subscriber = new Subscriber(endpoint, {
@@ -172,9 +173,10 @@ class BusFeed {
       receiveHighWaterMark: 10_000,
     });
     this.prefixes = new PrefixSet(envelopes);
-    // History needs every message of the bus, whoever listens.
+    // History needs every message of the bus, whoever listens; so do buses
+    // whose listeners must get what is published right after they start.
     this.#history = history?.buses.has(name) ? history : undefined;
-    if (this.#history) this.subscriber.subscribe("");
+    if (this.#history || everything) this.subscriber.subscribe("");
     this.#pump = this.#run();
   }
 
@@ -275,6 +277,13 @@ export interface BusHubOptions {
   history?: HubHistory;
   /** CURVE keys for buses that require CURVE. */
   curve?: CurveClientKeys;
+  /**
+   * Buses read whole from the start. A listener of another bus adds its prefix
+   * to the bus's subscriptions, which reach the publishers asynchronously: what
+   * is published before they arrive is not delivered. On these buses a new
+   * listener gets everything published after it was added.
+   */
+  everything?: string[];
 }
 
 /** The gateway's bus subscriptions. */
@@ -290,7 +299,17 @@ export class BusHub {
   ) {
     this.#history = options.history;
     for (const [name, endpoint] of Object.entries(buses)) {
-      this.#feeds.set(name, new BusFeed(name, endpoint, envelopes, options.history, options.curve));
+      this.#feeds.set(
+        name,
+        new BusFeed(
+          name,
+          endpoint,
+          envelopes,
+          options.history,
+          options.everything?.includes(name) ?? false,
+          options.curve,
+        ),
+      );
     }
     this.#history?.attach({
       deliver: (bus, message, offset) => void this.#feeds.get(bus)?.dispatch(message, offset),

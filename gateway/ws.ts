@@ -124,7 +124,9 @@ const Inbound = z.discriminatedUnion("type", [
 ]);
 type Inbound = z.infer<typeof Inbound>;
 
-const STATE_BUS = "state";
+/** The bus of state change events (envelope = scope). */
+export const STATE_BUS = "state";
+
 /** A pending batch is sent at once when it holds more messages than this... */
 const BATCH_MAX_ITEMS = 1000;
 /** ...or more UTF-16 code units (about as many bytes for JSON) than this. */

@@ -22,7 +22,7 @@ import { RedisLink } from "../gateway/shared/redis.ts";
 import { redisStateCache } from "../gateway/shared/state_cache.ts";
 import { ServiceDirectory } from "../gateway/directory.ts";
 import { StateCache } from "../gateway/state_cache.ts";
-import { CLOSE, type WsSession } from "../gateway/ws.ts";
+import { CLOSE, STATE_BUS, type WsSession } from "../gateway/ws.ts";
 import { MdpClient } from "../mdp/client.ts";
 import { openMetricsReader } from "../metrics/open.ts";
 import { text } from "../mdp/protocol.ts";
@@ -141,6 +141,9 @@ export async function startGateway(
     })
     : undefined;
   const hub = new BusHub(config.buses, config.envelopes, {
+    // State changes are few, and a watch must see a change made right after
+    // it was acknowledged (the dashboard edits, then watches, then others write).
+    everything: [STATE_BUS],
     ...(history ? { history } : {}),
     ...(busCurve ? { curve: busCurve } : {}),
   });
@@ -153,7 +156,7 @@ export async function startGateway(
     })
     : undefined;
   const stopCacheFeed = stateCache
-    ? hub.listen("state", "", ({ message }) => {
+    ? hub.listen(STATE_BUS, "", ({ message }) => {
       try {
         stateCache.apply(JSON.parse(text(message.payload)));
       } catch {

@@ -31,7 +31,9 @@ function launch() {
 }
 
 Deno.test("dashboard shows services, edits state live, and streams a bus topic", async () => {
-  const system = await startSystem();
+  // Chromium and the other test files share 2 cores: the default 2 s request
+  // timeout of the test system is too short for the page's writes under that load.
+  const system = await startSystem({ gateway: { request_timeout_ms: 15_000 } });
   const browser = await launch();
   const publisher = new Publisher(system.frontends.event!, { sendHighWaterMark: 0 });
   try {
@@ -57,11 +59,12 @@ Deno.test("dashboard shows services, edits state live, and streams a bus topic",
     assert.equal(rest.value, "42");
 
     // A change made over REST by someone else appears live.
-    await fetch(system.url + "/api/state/plant/setpoint", {
+    const put = await fetch(system.url + "/api/state/plant/setpoint", {
       method: "PUT",
       headers: { "content-type": "text/plain" },
       body: "43",
     });
+    assert.equal(put.status, 200, await put.text());
     await waitFor(
       async () =>
         (await page.locator('#entries tr[data-key="setpoint"] td.value').textContent()) === "43",

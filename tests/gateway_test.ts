@@ -332,6 +332,36 @@ Deno.test("a WebSocket watching a scope sees a PUT made over REST", async () => 
   });
 });
 
+Deno.test("a watch sees a change made right after it was acknowledged (no wait for the bus)", async () => {
+  await withSystem(async (system) => {
+    const ws = await new WsClient(system.url).open();
+    try {
+      // The gateway's state feed is live once any change comes through.
+      ws.send({ type: "watch", id: "warm", scope: "warm" });
+      await ws.next((m) => m.type === "subscribed");
+      await waitFor(async () => {
+        await http(system, "PUT", "/api/state/warm/k", "v", { "content-type": "text/plain" });
+        return ws.received.some((m) => m.type === "change");
+      }, { what: "the state feed", intervalMs: 20 });
+      // A new watch, then one write at once: its change must arrive, with no
+      // time for a new bus subscription to travel to the state service.
+      for (const scope of ["plant-a", "plant-b", "plant-c"]) {
+        ws.send({ type: "watch", id: scope, scope });
+        await ws.next((m) => m.type === "subscribed" && m.id === scope);
+        await http(system, "PUT", `/api/state/${scope}/setpoint`, "7", {
+          "content-type": "text/plain",
+        });
+        const change = await ws.next((m) =>
+          m.type === "change" && m.id === scope && m.change.op === "set"
+        );
+        assert.equal(change.change.value, "7");
+      }
+    } finally {
+      await ws.close();
+    }
+  });
+});
+
 Deno.test("a WebSocket sends Majordomo requests and gets PARTIAL and FINAL replies", async () => {
   await withSystem(async (system) => {
     const counter = new MdpWorker(system.brokerEndpoint, "counter", async (body, ctx) => {

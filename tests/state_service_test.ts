@@ -33,6 +33,10 @@ function spawnState(db: string, endpoint: string): Deno.ChildProcess {
       "",
       "--heartbeat-interval-ms",
       "100",
+      // Ten missed heartbeats (1 s): tests running in parallel on 2 cores can
+      // hold a process past three.
+      "--heartbeat-liveness",
+      "10",
     ],
     stdout: "null",
     stderr: "inherit",
@@ -50,7 +54,7 @@ Deno.test("every write acknowledged before a SIGKILL of the state process is the
   const children: Deno.ChildProcess[] = [];
   try {
     await withBroker(
-      { heartbeatIntervalMs: 100, tickMs: 20, requestTimeoutMs: 20_000 },
+      { heartbeatIntervalMs: 100, heartbeatLiveness: 10, tickMs: 20, requestTimeoutMs: 20_000 },
       async (server, track) => {
         children.push(spawnState(db, server.endpoint));
         const client = track(new MdpClient(server.endpoint, { timeoutMs: 20_000 }));

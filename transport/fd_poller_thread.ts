@@ -20,10 +20,22 @@ const { epollFd, notifyFd, eventBytes, dataOffset } = workerData as {
 const libc = Deno.dlopen("libc.so.6", {
   epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
   write: { parameters: ["i32", "buffer", "u64"], result: "i64" },
+  __errno_location: { parameters: [], result: "pointer" },
 }).symbols;
+const EINTR = 4;
+const EAGAIN = 11;
 
-/** A safety net against a lost edge, not part of the latency path. */
-const SAFETY_TIMEOUT_MS = 1000;
+function errno(): number {
+  const pointer = libc.__errno_location();
+  return pointer ? new Deno.UnsafePointerView(pointer).getInt32() : 0;
+}
+
+/**
+ * A safety net against a lost edge, not part of the latency path: at least
+ * this often everyone re-checks, busy or not (a descriptor that keeps
+ * signaling must not keep the net from firing for the others).
+ */
+const SAFETY_INTERVAL_MS = 1000;
 const SAFETY = -1;
 const STOP = -2;
 const MAX_EVENTS = 256;
@@ -34,11 +46,17 @@ const out = new Int32Array(MAX_EVENTS + 1);
 const outBytes = new Uint8Array(out.buffer);
 
 let running = true;
+let nextSafety = performance.now() + SAFETY_INTERVAL_MS;
 while (running) {
-  const n = libc.epoll_wait(epollFd, events, MAX_EVENTS, SAFETY_TIMEOUT_MS);
+  const wait = Math.max(0, Math.ceil(nextSafety - performance.now()));
+  const n = libc.epoll_wait(epollFd, events, MAX_EVENTS, wait);
   if (n < 0) continue; // EINTR
   let count = 0;
-  if (n === 0) out[count++] = SAFETY;
+  const now = performance.now();
+  if (now >= nextSafety) {
+    out[count++] = SAFETY;
+    nextSafety = now + SAFETY_INTERVAL_MS;
+  }
   for (let i = 0; i < n; i++) {
     const fd = view.getInt32(i * eventBytes + dataOffset, true);
     if (fd === STOP) running = false;
@@ -52,7 +70,12 @@ while (running) {
     const written = Number(
       libc.write(notifyFd, outBytes.subarray(sent, bytes), BigInt(bytes - sent)),
     );
-    if (written < 0) break; // the main thread closed its end: stopping
-    sent += written;
+    if (written >= 0) {
+      sent += written;
+      continue;
+    }
+    const code = errno();
+    if (code === EINTR || code === EAGAIN) continue;
+    break; // the main thread closed its end: it is stopping this thread
   }
 }
