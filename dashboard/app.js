@@ -258,19 +258,46 @@ async function loadScopes() {
   else if (scopes.length > 0) await showScope(scopes[0]);
 }
 
+let scopeToken = 0;
+
+/**
+ * Shows a scope: watches it first, then reads it. A change made between the
+ * two would otherwise be lost to the page: changes that arrive before the
+ * snapshot wait and are applied over it when newer.
+ */
 async function showScope(scope) {
+  const token = ++scopeToken;
   currentScope = scope;
   $("scope-select").value = scope;
+  let early = [];
+  let acknowledged;
+  const watching = new Promise((resolve) => (acknowledged = resolve));
+  live.hold("state-watch", { type: "watch", scope }, (message) => {
+    if (message.type === "subscribed" || message.type === "error") acknowledged();
+    if (message.type !== "change") return;
+    if (early) early.push(message.change);
+    else applyChange(message.change);
+  });
+  // Bounded: while the socket reconnects the watch goes out when it opens.
+  await Promise.race([watching, new Promise((resolve) => setTimeout(resolve, 2000))]);
   const { keys } = await api(`/api/state/${enc(scope)}`);
   const rows = [];
+  const revisions = new Map();
   if (keys.length > 0) {
     const { entries } = await api(`/api/state/${enc(scope)}?keys=${keys.map(enc).join(",")}`);
-    for (const key of keys) if (entries[key]) rows.push(entryRow(key, entries[key]));
+    for (const key of keys) {
+      if (!entries[key]) continue;
+      rows.push(entryRow(key, entries[key]));
+      revisions.set(key, entries[key].revision);
+    }
   }
+  if (token !== scopeToken) return; // another scope was chosen meanwhile
   $("entries").replaceChildren(...rows);
-  live.hold("state-watch", { type: "watch", scope }, (message) => {
-    if (message.type === "change") applyChange(message.change);
-  });
+  for (const change of early) {
+    if (change.op === "set" && change.revision < (revisions.get(change.key) ?? 0)) continue;
+    applyChange(change);
+  }
+  early = undefined;
 }
 
 function applyChange(change) {
