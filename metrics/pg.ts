@@ -66,10 +66,9 @@ export interface PgSetupReport {
 type Sql = postgres.Sql;
 
 function client(url: string, max: number): Sql {
+  noDelayOnConnect();
   return postgres(url, {
     max,
-    // postgres.js takes a socket factory (see its README); its typings omit it.
-    ...({ socket: noDelaySocket() } as Record<never, never>),
     onnotice: () => {},
     connect_timeout: 5,
     idle_timeout: 60,
@@ -79,21 +78,27 @@ function client(url: string, max: number): Sql {
   });
 }
 
+const noDelayMark = Symbol.for("plantd.noDelayOnConnect");
+
 /**
- * postgres.js's own socket, but with Nagle's algorithm off. Under Deno the
- * driver's sockets keep it on, and a COPY's closing CopyDone (a few bytes
- * written right after the data) then waited for the server's delayed ACK:
- * about 40 ms per batch, measured. Hosts are taken in turn as the driver does.
+ * TCP_NODELAY on the process's `node:net` client sockets, postgres.js's among
+ * them. Under Deno its sockets keep Nagle's algorithm on, and a COPY's closing
+ * CopyDone (a few bytes written right after the data) then waited for the
+ * server's delayed ACK: about 40 ms per batch, measured. postgres.js has no
+ * option for it, and its socket factory hook changes how it connects (with it
+ * a refused connection later crashed the process from a pending write), so
+ * the setting goes in before each connect. Redis clients and HTTP set it by
+ * default anyway.
  */
-function noDelaySocket(): (options: postgres.ParsedOptions) => Socket {
-  let next = 0;
-  return (options) => {
-    const socket = new Socket();
-    socket.setNoDelay(true);
-    if (options.path) return socket.connect(options.path);
-    const i = next++ % options.host.length;
-    return socket.connect(options.port[i] ?? options.port[0]!, options.host[i]!);
-  };
+function noDelayOnConnect(): void {
+  const prototype = Socket.prototype as Socket & { [noDelayMark]?: true };
+  if (prototype[noDelayMark]) return;
+  prototype[noDelayMark] = true;
+  const connect = prototype.connect;
+  prototype.connect = function (this: Socket, ...args: unknown[]) {
+    this.setNoDelay(true);
+    return (connect as (...a: unknown[]) => Socket).apply(this, args);
+  } as Socket["connect"];
 }
 
 /** An interval literal for `seconds` (validated numbers only, never user text). */

@@ -109,11 +109,6 @@ export class FdPoller {
     });
   }
 
-  /** True when something waits on `fd`. */
-  waiting(fd: number): boolean {
-    return this.#waiters.has(fd);
-  }
-
   /** Resolves the waiters of `fd` now. */
   release(fd: number): void {
     const list = this.#waiters.get(fd);
@@ -121,11 +116,6 @@ export class FdPoller {
     this.#waiters.delete(fd);
     if (this.#waiters.size === 0 && this.#engine) Deno.unrefTimer(this.#engine.keepAlive);
     for (const resolve of list) resolve();
-  }
-
-  /** After operating on `fd`'s socket: lets its waiters re-check. */
-  touch(fd: number): void {
-    this.release(fd);
   }
 
   /** Drops every waiter of `fd` (resolving them) and stops watching it, before its socket closes. */
