@@ -89,6 +89,11 @@ Deno.test("every write acknowledged before a SIGKILL of the state process is the
         await children[0]!.status;
         await Promise.all(writers);
         assert.ok(acked.size >= 3000);
+        // Until the broker has expired the killed worker it may still route a
+        // request to it (which then fails as lost): wait for that first.
+        await waitFor(() => server.broker.workerCount === 0, {
+          what: "the broker to forget the killed worker",
+        });
 
         children.push(spawnState(db, server.endpoint));
         const byScope = new Map<string, string[]>();
