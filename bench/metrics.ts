@@ -175,10 +175,9 @@ function insertSink(url: string, insert: Insert): Sink {
   };
 }
 
-/** The ingester's own writer (binary COPY), fed rows from memory. */
+/** The ingester's own writer, fed rows from memory. */
 async function writerSink(url: string): Promise<Sink> {
   const writer = await openPgWriter(url, { mode: "off", connections: CONNECTIONS });
-  if (!writer.binaryCopy) throw new Error("the writer did not choose binary COPY");
   const sql = postgres(url, { max: 1, onnotice: () => {} });
   return {
     write: (rows) => writer.write(rows),
@@ -415,7 +414,7 @@ async function main(): Promise<void> {
       console.error(
         `round ${round + 1}: ceiling ${num(results.ceilingGo.at(-1)!.rate)} / with tags ${
           num(results.ceilingSeed.at(-1)!.rate)
-        } / VALUES ${num(results.values.at(-1)!.rate)} / writer (COPY) ${
+        } / VALUES ${num(results.values.at(-1)!.rate)} / writer ${
           num(results.writer.at(-1)!.rate)
         }; ingest Go form ${num(results.go.at(-1)!.rate)}, seed form ${
           num(results.seed.at(-1)!.rate)
@@ -477,8 +476,7 @@ async function main(): Promise<void> {
       `${CONNECTIONS} connections, plain PostgreSQL ${version} (BRIN index on time; TimescaleDB is not ` +
       `installed here) on this machine; ${host}. The ingester is \`main.ts metrics\` in its own process; ` +
       `points go publisher (payloads encoded before the clock starts) → metric bus (XSUB/XPUB proxy) → ` +
-      `ingester → PostgreSQL; a run ends when the ingester has committed the last point. The ingester ` +
-      `writes each batch as one binary COPY (metrics/pg_copy.ts). The ceiling is the issue's plain ` +
+      `ingester → PostgreSQL; a run ends when the ingester has committed the last point. The ceiling is the issue's plain ` +
       `multi-row INSERT loop written directly with \`postgres\` from rows in memory (same table, rows, ` +
       `batch size and connections; no bus, no JSON), in the faster of the two INSERT forms measured ` +
       `(one statement, five array parameters, serialized by the driver). The last row feeds the ` +
@@ -521,7 +519,7 @@ async function main(): Promise<void> {
           false,
         ),
         line(
-          "for reference: the ingester's writer (binary COPY) fed rows from memory, Go form rows",
+          "for reference: the ingester's writer (unnest INSERT, arrays built by it) fed rows from memory, Go form rows",
           results.writer,
           false,
         ),
@@ -543,7 +541,7 @@ async function main(): Promise<void> {
       "",
       `Every run checked: the database held all ${POINTS.toLocaleString("en")} points; ` +
       `the ingester dropped ${dropped} and rejected ${rejected} over the whole benchmark.`,
-      `Against its own write path fed from memory (binary COPY, no bus, no JSON), Go form ingest ` +
+      `Against its own write path fed from memory (no bus, no JSON), Go form ingest ` +
       `runs at ${(rate(results.go) / rate(results.writer) * 100).toFixed(0)}%.`,
       "",
       budget("Go form", results.go, results.ceilingGo),

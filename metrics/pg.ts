@@ -5,20 +5,17 @@
  * retention policies. Without it the table keeps its BRIN index on time and
  * the ingester deletes old points on a schedule.
  *
- * Inserts bypass the query builder. A batch goes in as one binary COPY
- * (pg_copy.ts) when the table has the column types that form needs; otherwise,
- * and to find out why a COPY was refused, as one prepared statement taking five
- * arrays (`unnest`). Queries and deletes go through Drizzle's `sql` with the
- * schema's columns.
+ * Inserts bypass the query builder: one prepared statement takes a batch as
+ * five arrays (`unnest`), so any batch size is one round trip with five
+ * parameters. Queries and deletes go through Drizzle's `sql` with the schema's
+ * columns.
  *
  * @module
  */
 import { sql } from "drizzle-orm";
 import { drizzle, type PostgresJsDatabase } from "drizzle-orm/postgres-js";
 import { migrate } from "drizzle-orm/postgres-js/migrator";
-import { Socket } from "node:net";
 import postgres from "postgres";
-import { BinaryCopyEncoder, binaryCopyFits } from "./pg_copy.ts";
 import type { Point } from "./point.ts";
 import { metrics } from "./schema_pg.ts";
 import {
@@ -59,14 +56,11 @@ export interface PgSetupReport {
   timescaleAvailable: boolean;
   /** Why the plain path was taken although TimescaleDB is available, if it was. */
   fallbackReason?: string;
-  /** Batches go in by binary COPY; false when the table's column types need the INSERT. */
-  binaryCopy: boolean;
 }
 
 type Sql = postgres.Sql;
 
 function client(url: string, max: number): Sql {
-  noDelayOnConnect();
   return postgres(url, {
     max,
     onnotice: () => {},
@@ -76,29 +70,6 @@ function client(url: string, max: number): Sql {
     // timestamptz values are stored there in the session's zone.
     connection: { application_name: "plantd-metrics", TimeZone: "UTC" },
   });
-}
-
-const noDelayMark = Symbol.for("plantd.noDelayOnConnect");
-
-/**
- * TCP_NODELAY on the process's `node:net` client sockets, postgres.js's among
- * them. Under Deno its sockets keep Nagle's algorithm on, and a COPY's closing
- * CopyDone (a few bytes written right after the data) then waited for the
- * server's delayed ACK: about 40 ms per batch, measured. postgres.js has no
- * option for it, and its socket factory hook changes how it connects (with it
- * a refused connection later crashed the process from a pending write), so
- * the setting goes in before each connect. Redis clients and HTTP set it by
- * default anyway.
- */
-function noDelayOnConnect(): void {
-  const prototype = Socket.prototype as Socket & { [noDelayMark]?: true };
-  if (prototype[noDelayMark]) return;
-  prototype[noDelayMark] = true;
-  const connect = prototype.connect;
-  prototype.connect = function (this: Socket, ...args: unknown[]) {
-    this.setNoDelay(true);
-    return (connect as (...a: unknown[]) => Socket).apply(this, args);
-  } as Socket["connect"];
 }
 
 /** An interval literal for `seconds` (validated numbers only, never user text). */
@@ -116,14 +87,6 @@ export function arrayElement(text: string): string {
 export async function timescaleAvailable(sql: Sql): Promise<boolean> {
   const rows = await sql`select 1 from pg_available_extensions where name = 'timescaledb'`;
   return rows.length > 0;
-}
-
-/** The metrics table's columns and their types (without modifiers, e.g. `character varying`). */
-async function columnTypes(sql: Sql): Promise<Map<string, string>> {
-  const rows = await sql<{ name: string; type: string }[]>`
-    select attname as name, format_type(atttypid, null) as type from pg_attribute
-    where attrelid = to_regclass('metrics') and attnum > 0 and not attisdropped`;
-  return new Map(rows.map((r) => [r.name, r.type]));
 }
 
 /** True when `metrics` is a TimescaleDB hypertable. */
@@ -183,69 +146,17 @@ export class PgMetricsWriter implements MetricsWriter {
   readonly #sql: Sql;
   readonly #db: PostgresJsDatabase;
 
-  /** Whether batches go in by binary COPY (the table has the types it needs). */
-  readonly binaryCopy: boolean;
-  readonly #encoder = new BinaryCopyEncoder();
-
-  constructor(
-    sql: Sql,
-    kind: "timescaledb" | "postgres",
-    concurrency: number,
-    binaryCopy = false,
-  ) {
+  constructor(sql: Sql, kind: "timescaledb" | "postgres", concurrency: number) {
     this.#sql = sql;
     this.#db = drizzle(sql);
     this.kind = kind;
     this.managesRetention = kind === "timescaledb";
     this.concurrency = concurrency;
-    this.binaryCopy = binaryCopy;
   }
 
   async write(points: readonly Point[]): Promise<void> {
-    if (points.length === 0) return;
-    // A refused COPY is retried as an INSERT: it either goes in (the refusal was
-    // passing) or fails with PostgreSQL's reason, which decides what happens next.
-    if (this.binaryCopy && await this.#copy(points)) return;
-    await this.#insert(points);
-  }
-
-  /**
-   * One binary COPY in a transaction on a reserved connection; true when it
-   * committed. The transaction is how the outcome is known: postgres.js loses
-   * the error of a COPY that fails after its data was sent and never finishes
-   * the stream (porsager/postgres#1173), but COMMIT then answers ROLLBACK.
-   */
-  async #copy(points: readonly Point[]): Promise<boolean> {
-    const data = this.#encoder.encode(points);
-    const connection = await this.#sql.reserve();
-    try {
-      await connection`begin`;
-      const stream = await connection`
-        copy metrics (time, device, channel, value, tags) from stdin with (format binary)`
-        .writable();
-      // The driver refuses other queries until its final step has sent
-      // CopyDone (or the stream was destroyed by an early error, sending
-      // CopyFail), so COMMIT waits for that.
-      const copyEnded = new Promise<void>((resolve) => {
-        const final = stream._final!;
-        stream._final = function (callback) {
-          final.call(this, callback);
-          resolve();
-        };
-        stream.once("close", () => resolve());
-      });
-      stream.on("error", () => {}); // the outcome is COMMIT's answer
-      stream.end(data);
-      await copyEnded;
-      const result = await connection`commit`;
-      return result.command === "COMMIT";
-    } finally {
-      connection.release();
-    }
-  }
-
-  async #insert(points: readonly Point[]): Promise<void> {
     const n = points.length;
+    if (n === 0) return;
     // Array literals built here rather than by the driver: numbers join natively
     // and the few distinct device and channel names (and tags) are quoted once.
     const times = new Array<number>(n);
@@ -324,9 +235,8 @@ export async function openPgWriter(
     } else if (available) {
       fallbackReason = "timescaledb set to off";
     }
-    const binaryCopy = binaryCopyFits(await columnTypes(sql));
-    options.onSetup?.({ kind, timescaleAvailable: available, fallbackReason, binaryCopy });
-    return new PgMetricsWriter(sql, kind, connections, binaryCopy);
+    options.onSetup?.({ kind, timescaleAvailable: available, fallbackReason });
+    return new PgMetricsWriter(sql, kind, connections);
   } catch (error) {
     await sql.end({ timeout: 1 }).catch(() => {});
     throw error;

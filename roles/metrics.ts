@@ -76,11 +76,6 @@ export function startMetrics(
           ...(report.fallbackReason ? { reason: report.fallbackReason } : {}),
         });
       }
-      if (!report.binaryCopy) {
-        log.info(
-          "metrics table has other column types than binary COPY needs: batches go by INSERT",
-        );
-      }
     },
   });
   const subscriber = new Subscriber(config.bus_endpoint, {
