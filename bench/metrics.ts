@@ -158,6 +158,11 @@ async function cpuMeter(mainPid: number | "self") {
   });
 }
 
+/** Rows in the metrics table. */
+async function countRows(sql: postgres.Sql): Promise<number> {
+  return (await sql`select count(*)::int as n from metrics`)[0]!.n;
+}
+
 /** Where a direct run writes its batches. */
 interface Sink {
   write(rows: Row[]): Promise<unknown>;
@@ -170,7 +175,7 @@ function insertSink(url: string, insert: Insert): Sink {
   const sql = postgres(url, { max: CONNECTIONS, onnotice: () => {} });
   return {
     write: (rows) => insert(sql, rows),
-    count: async () => (await sql`select count(*)::int as n from metrics`)[0]!.n,
+    count: () => countRows(sql),
     close: () => sql.end(),
   };
 }
@@ -181,7 +186,7 @@ async function writerSink(url: string): Promise<Sink> {
   const sql = postgres(url, { max: 1, onnotice: () => {} });
   return {
     write: (rows) => writer.write(rows),
-    count: async () => (await sql`select count(*)::int as n from metrics`)[0]!.n,
+    count: () => countRows(sql),
     close: async () => {
       await writer.close();
       await sql.end();
@@ -337,7 +342,7 @@ async function ingestRun(
   const ended = await ingester.waitWritten(before + POINTS);
   await publishing;
   const cpu = meter(POINTS);
-  const n = (await sql`select count(*)::int as n from metrics`)[0]!.n;
+  const n = await countRows(sql);
   if (n !== POINTS) throw new Error(`the database holds ${n} of ${POINTS} points`);
   return { rate: POINTS / ((ended - started) / 1000), ...cpu };
 }

@@ -39,7 +39,7 @@ const F_GETFL = 3;
 const F_SETFL = 4;
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
-/** Marker from the thread: its safety timeout passed, every waiter re-checks. */
+/** Marker from the thread: its once-a-second safety re-check, every waiter re-checks. */
 const SAFETY = -1;
 /** epoll data of the control descriptor: the thread stops. */
 const STOP = -2;
@@ -93,7 +93,7 @@ export class FdPoller {
     this.#libc = openLibc();
   }
 
-  /** Resolves when `fd` signals, on a release, or after the thread's safety timeout. */
+  /** Resolves when `fd` signals, on a release, or at the thread's next safety re-check. */
   wait(fd: number): Promise<void> {
     return new Promise((resolve) => {
       const engine = this.#engine ?? this.#start();
@@ -138,11 +138,19 @@ export class FdPoller {
     engine.worker.ref(); // waiting for its exit must keep the process alive
     this.#libc.write(engine.controlFd, new BigUint64Array([1n]), 8n);
     await engine.exited;
+    this.#close(engine);
+  }
+
+  /** Frees what the engine holds on this side, once its thread has ended. */
+  #close(engine: Engine): void {
     clearInterval(engine.keepAlive);
     engine.socket.destroy();
-    this.#libc.close(engine.notifyFd);
-    this.#libc.close(engine.controlFd);
-    this.#libc.close(engine.epollFd);
+    for (const fd of [engine.notifyFd, engine.controlFd, engine.epollFd]) this.#libc.close(fd);
+  }
+
+  /** Every waiter re-checks its socket. */
+  #releaseAll(): void {
+    for (const fd of [...this.#waiters.keys()]) this.release(fd);
   }
 
   #control(engine: Engine, op: number, fd: number, events: number, data: number): void {
@@ -185,10 +193,8 @@ export class FdPoller {
         if (this.#engine === engine) {
           this.#engine = undefined;
           this.#registered.clear();
-          clearInterval(keepAlive);
-          socket.destroy();
-          for (const fd of [theirs, controlFd, epollFd]) c.close(fd);
-          for (const fd of [...this.#waiters.keys()]) this.release(fd);
+          this.#close(engine);
+          this.#releaseAll();
         }
         resolve();
       })
@@ -228,11 +234,8 @@ export class FdPoller {
     if (whole < bytes.length) engine.partial = Buffer.from(bytes.subarray(whole));
     for (let offset = 0; offset < whole; offset += 4) {
       const fd = bytes.readInt32LE(offset);
-      if (fd === SAFETY) {
-        for (const waiting of [...this.#waiters.keys()]) this.release(waiting);
-      } else {
-        this.release(fd);
-      }
+      if (fd === SAFETY) this.#releaseAll();
+      else this.release(fd);
     }
   }
 }

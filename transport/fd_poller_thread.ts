@@ -3,7 +3,7 @@
  * in `epoll_wait` on the edge-triggered ZMQ_FD descriptors the main thread
  * registers, and writes the numbers of those that signaled (int32, host byte
  * order) to its end of a socket pair, which the main thread's event loop reads
- * like any socket. -1 means "the safety timeout passed: everyone re-check".
+ * like any socket. -1 is the once-a-second safety re-check: everyone re-checks.
  * The control descriptor (epoll data -2) tells it to stop.
  *
  * @module
