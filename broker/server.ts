@@ -6,7 +6,9 @@
 import type { CurveServerKeys } from "../transport/curve.ts";
 import { type ListenerEvent, ListenerGuard } from "../transport/guard.ts";
 import { ZMQ_ROUTER } from "../transport/libzmq.ts";
-import { NativeSocket } from "../transport/native_socket.ts";
+import { type MessageSocket, type TransportChoice, usesZmtp } from "../transport/message_socket.ts";
+import { NativeSocket, splitEndpoint } from "../transport/native_socket.ts";
+import { ZmtpRouter } from "../transport/zmtp/router.ts";
 import { Broker, type BrokerObserver, type BrokerOptions } from "./broker.ts";
 
 /** Options of {@link BrokerServer.start}. */
@@ -19,6 +21,8 @@ export interface BrokerServerOptions extends BrokerOptions {
   curve?: CurveServerKeys;
   /** Refused peers and ended connections of the endpoint (labelled "broker"). */
   onListenerEvent?: (event: ListenerEvent) => void;
+  /** "libzmq" keeps libzmq's ROUTER on a plaintext tcp:// endpoint. @default "auto" */
+  transport?: TransportChoice;
 }
 
 /** A broker bound to its endpoint. */
@@ -26,15 +30,15 @@ export class BrokerServer {
   readonly broker: Broker;
   /** The endpoint actually bound (port resolved when `*` or 0 was asked). */
   readonly endpoint: string;
-  #socket: NativeSocket;
-  #guard: ListenerGuard;
+  #socket: MessageSocket;
+  #guard: ListenerGuard | undefined;
   #timer: ReturnType<typeof setInterval>;
   #loop: Promise<void>;
   #onError: (error: unknown) => void;
 
   private constructor(
-    socket: NativeSocket,
-    guard: ListenerGuard,
+    socket: MessageSocket,
+    guard: ListenerGuard | undefined,
     endpoint: string,
     broker: Broker,
     tickMs: number,
@@ -55,26 +59,56 @@ export class BrokerServer {
     observer: BrokerObserver = {},
   ): Promise<BrokerServer> {
     const maxBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
-    const socket = new NativeSocket(ZMQ_ROUTER, {
-      linger: 200,
-      // libzmq drops the connection of a peer that sends a larger frame.
-      maxMessageSize: maxBytes,
-      sendHighWaterMark: 100_000,
-      receiveHighWaterMark: 100_000,
-    });
+    const { mode, address } = splitEndpoint(options.endpoint ?? "tcp://*:9797", "bind");
+    let socket: MessageSocket;
     let endpoint: string;
     let guard: ListenerGuard | undefined;
-    try {
-      guard = ListenerGuard.apply(socket, {
-        endpoint: "broker",
-        ...(options.curve ? { curve: options.curve } : {}),
-        ...(options.onListenerEvent ? { onEvent: options.onListenerEvent } : {}),
+    if (mode === "bind" && usesZmtp(address, options.curve, options.transport)) {
+      const onEvent = options.onListenerEvent;
+      const router = ZmtpRouter.bind(address, "broker", {
+        linger: 200,
+        maxMessageSize: maxBytes,
+        // The same count as a large message the broker itself sees (libzmq delivers those).
+        onOversized: () => observer.drop?.("message too large"),
+        ...(onEvent
+          ? {
+            onConnectionEnd: (end) =>
+              onEvent(
+                end.refused
+                  ? {
+                    type: "refused",
+                    endpoint: "broker",
+                    reason: end.reason,
+                    address: end.address,
+                  }
+                  : { type: "disconnected", endpoint: "broker" },
+              ),
+          }
+          : {}),
       });
-      endpoint = socket.attach(options.endpoint ?? "tcp://*:9797", "bind", "broker");
-    } catch (error) {
-      guard?.detach();
-      socket.close();
-      return (guard?.close() ?? Promise.resolve()).then(() => Promise.reject(error));
+      socket = router;
+      endpoint = router.endpoint;
+    } else {
+      const native = new NativeSocket(ZMQ_ROUTER, {
+        linger: 200,
+        // libzmq drops the connection of a peer that sends a larger frame.
+        maxMessageSize: maxBytes,
+        sendHighWaterMark: 100_000,
+        receiveHighWaterMark: 100_000,
+      });
+      try {
+        guard = ListenerGuard.apply(native, {
+          endpoint: "broker",
+          ...(options.curve ? { curve: options.curve } : {}),
+          ...(options.onListenerEvent ? { onEvent: options.onListenerEvent } : {}),
+        });
+        endpoint = native.attach(options.endpoint ?? "tcp://*:9797", "bind", "broker");
+      } catch (error) {
+        guard?.detach();
+        native.close();
+        return (guard?.close() ?? Promise.resolve()).then(() => Promise.reject(error));
+      }
+      socket = native;
     }
     const broker = new Broker(
       (identity, frames) => {
@@ -108,10 +142,10 @@ export class BrokerServer {
   async close(): Promise<void> {
     clearInterval(this.#timer);
     this.broker.shutdown();
-    // Linger (200 ms) lets the DISCONNECTs and error replies already handed to ZeroMQ go out.
-    this.#guard.detach();
+    // Linger (200 ms) lets the DISCONNECTs and error replies already queued go out.
+    this.#guard?.detach();
     this.#socket.close();
     await this.#loop;
-    await this.#guard.close();
+    await this.#guard?.close();
   }
 }

@@ -11,8 +11,11 @@
  */
 import type { CurveClientKeys } from "../transport/curve.ts";
 import type { Frames } from "../transport/frames.ts";
-import { ZMQ_DEALER } from "../transport/libzmq.ts";
-import { NativeSocket } from "../transport/native_socket.ts";
+import {
+  connectDealer,
+  type MessageSocket,
+  type TransportChoice,
+} from "../transport/message_socket.ts";
 import { decodeClientReply, type Dialect, encodeClientRequest, frame, text } from "./protocol.ts";
 import {
   MdpBrokerError,
@@ -38,6 +41,8 @@ export interface ClientOptions {
   dialect?: Dialect;
   /** CURVE keys, for a broker that requires CURVE. @default plaintext */
   curve?: CurveClientKeys;
+  /** "libzmq" forces libzmq's DEALER on a plaintext tcp:// endpoint. @default "auto" */
+  transport?: TransportChoice;
 }
 
 /** Per-request overrides. */
@@ -152,7 +157,7 @@ function delay(ms: number, signal?: AbortSignal): Promise<void> {
 /** A Majordomo client connected to one broker. */
 export class MdpClient {
   readonly endpoint: string;
-  #socket: NativeSocket;
+  #socket: MessageSocket;
   #pending = new Map<number, Pending>();
   #nextId = 1;
   #timeoutMs: number;
@@ -174,13 +179,13 @@ export class MdpClient {
     this.#backoffMs = options.backoffMs ?? 100;
     this.#maxBackoffMs = options.maxBackoffMs ?? 2000;
     this.#dialect = options.dialect ?? "plantd";
-    this.#socket = new NativeSocket(ZMQ_DEALER, {
+    this.#socket = connectDealer(this.endpoint, {
       linger: 0,
       sendHighWaterMark: 100_000,
       receiveHighWaterMark: 100_000,
       ...(options.curve ? { curveClient: options.curve } : {}),
+      ...(options.transport ? { transport: options.transport } : {}),
     });
-    this.#socket.connect(this.endpoint);
     this.#loop = this.#run();
   }
 

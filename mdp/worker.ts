@@ -8,8 +8,11 @@
  */
 import type { CurveClientKeys } from "../transport/curve.ts";
 import type { Frames } from "../transport/frames.ts";
-import { ZMQ_DEALER } from "../transport/libzmq.ts";
-import { NativeSocket } from "../transport/native_socket.ts";
+import {
+  connectDealer,
+  type MessageSocket,
+  type TransportChoice,
+} from "../transport/message_socket.ts";
 import {
   decodeBrokerToWorker,
   type Dialect,
@@ -53,6 +56,8 @@ export interface WorkerOptions {
   capacity?: number;
   /** CURVE keys, for a broker that requires CURVE. @default plaintext */
   curve?: CurveClientKeys;
+  /** "libzmq" forces libzmq's DEALER on a plaintext tcp:// endpoint. @default "auto" */
+  transport?: TransportChoice;
 }
 
 /** Events a worker reports; the application decides what to log. */
@@ -110,9 +115,9 @@ class ServeContext implements RequestContext {
   readonly client: Uint8Array;
   readonly signal: AbortSignal;
   #session: Session;
-  #socket: NativeSocket;
+  #socket: MessageSocket;
 
-  constructor(session: Session, client: Uint8Array, socket: NativeSocket, signal: AbortSignal) {
+  constructor(session: Session, client: Uint8Array, socket: MessageSocket, signal: AbortSignal) {
     this.#session = session;
     this.client = client;
     this.#socket = socket;
@@ -139,8 +144,9 @@ class Session {
   #reconnectMs: number;
   #capacity: number;
   #curve?: CurveClientKeys;
+  #transport?: TransportChoice;
   #onEvent: (event: WorkerEvent) => void;
-  #socket!: NativeSocket;
+  #socket!: MessageSocket;
   #abort!: AbortController;
   #timer: ReturnType<typeof setInterval> | undefined;
   #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
@@ -164,6 +170,7 @@ class Session {
     this.#reconnectMs = options.reconnectMs ?? 1000;
     this.#capacity = Math.max(1, options.capacity ?? 1);
     if (options.curve) this.#curve = options.curve;
+    if (options.transport) this.#transport = options.transport;
     this.#onEvent = onEvent;
     this.#connect();
   }
@@ -171,11 +178,11 @@ class Session {
   #connect(): void {
     this.#abort = new AbortController();
     // Linger lets a DISCONNECT sent just before close() reach the broker.
-    this.#socket = new NativeSocket(ZMQ_DEALER, {
+    this.#socket = connectDealer(this.#endpoint, {
       linger: 200,
       ...(this.#curve ? { curveClient: this.#curve } : {}),
+      ...(this.#transport ? { transport: this.#transport } : {}),
     });
-    this.#socket.connect(this.#endpoint);
     this.#liveness = this.#maxLiveness;
     this.#send(encodeWorkerSignal(this.#dialect, "READY", this.#service, this.#capacity));
     this.#onEvent({ type: "ready", service: this.#service });
@@ -192,7 +199,7 @@ class Session {
     })();
   }
 
-  #send(frames: Frames, socket: NativeSocket = this.#socket): Promise<void> {
+  #send(frames: Frames, socket: MessageSocket = this.#socket): Promise<void> {
     return socket.send(frames).catch(() => {});
   }
 
@@ -203,7 +210,7 @@ class Session {
     if (--this.#liveness <= 0) this.#reconnect("broker silent");
   }
 
-  #onMessage(message: Frames, socket: NativeSocket, signal: AbortSignal): void {
+  #onMessage(message: Frames, socket: MessageSocket, signal: AbortSignal): void {
     this.#liveness = this.#maxLiveness;
     this.connected = true;
     const decoded = decodeBrokerToWorker(message);
@@ -216,7 +223,7 @@ class Session {
    * Runs the handler; a synchronous handler's reply goes out at once, an
    * asynchronous one's when it settles.
    */
-  #serve(client: Uint8Array, body: Frames, socket: NativeSocket, signal: AbortSignal): void {
+  #serve(client: Uint8Array, body: Frames, socket: MessageSocket, signal: AbortSignal): void {
     this.active++;
     const context = new ServeContext(this, client, socket, signal);
     let result: Body | Promise<Body>;
@@ -262,7 +269,7 @@ class Session {
     return [frame(JSON.stringify({ success: false, error: `Internal error: ${message}` }))];
   }
 
-  #final(client: Uint8Array, reply: Frames, socket: NativeSocket, signal: AbortSignal): void {
+  #final(client: Uint8Array, reply: Frames, socket: MessageSocket, signal: AbortSignal): void {
     // A reply for a dropped connection would reach a broker that no longer knows us.
     if (signal.aborted) return;
     this.#liveness = this.#maxLiveness;
@@ -270,7 +277,7 @@ class Session {
   }
 
   /** Sends at once when the socket has room, else waits for room; errors are dropped. */
-  #sendNow(frames: Frames, socket: NativeSocket): void {
+  #sendNow(frames: Frames, socket: MessageSocket): void {
     try {
       if (socket.trySend(frames)) return;
     } catch {
@@ -283,7 +290,7 @@ class Session {
   partialReply(
     client: Uint8Array,
     body: Body,
-    socket: NativeSocket,
+    socket: MessageSocket,
     signal: AbortSignal,
   ): Promise<void> {
     if (signal.aborted || this.#dialect === "mdp01") return Promise.resolve();

@@ -1,0 +1,68 @@
+/**
+ * The message sockets of Majordomo (the broker's ROUTER, the DEALER of every
+ * client and worker) and the one place that picks their implementation:
+ * plaintext `tcp://` endpoints use the TypeScript ZMTP sockets of zmtp/
+ * (reads and writes on Deno's event loop, no libzmq I/O thread in the path);
+ * CURVE and every other transport (`ipc://`, `inproc://`) use libzmq through
+ * {@link NativeSocket}. Both speak the same ZMTP 3 on the wire, so either end
+ * may be libzmq (a Go client, pyzmq) or this project.
+ *
+ * @module
+ */
+import type { CurveClientKeys } from "./curve.ts";
+import type { Frames } from "./frames.ts";
+import { ZMQ_DEALER } from "./libzmq.ts";
+import { NativeSocket } from "./native_socket.ts";
+import { ZmtpDealer } from "./zmtp/dealer.ts";
+import { parseTcpEndpoint } from "./zmtp/endpoint.ts";
+
+/** What Majordomo needs of a socket; {@link NativeSocket} and the zmtp/ sockets have it. */
+export interface MessageSocket {
+  readonly closed: boolean;
+  /** Sends without waiting; false when the socket cannot take the message now. */
+  trySend(frames: Frames): boolean;
+  /** {@link trySend} of `[head, ...frames]`. */
+  trySendAfter(head: Uint8Array, frames: Frames): boolean;
+  /** Sends, waiting while the socket is full. */
+  send(frames: Frames): Promise<void>;
+  /** Calls `onMessage` for every message until the socket closes (see NativeSocket.drain). */
+  drain(onMessage: (frames: Frames) => void): Promise<void>;
+  /** Closes; queued output gets `linger` ms (else the socket's own linger). */
+  close(linger?: number): void;
+}
+
+/** Which implementation a socket uses; "auto" is ZMTP where it can be. */
+export type TransportChoice = "auto" | "libzmq";
+
+/** Options of {@link connectDealer}. */
+export interface DealerOptions {
+  linger?: number;
+  sendHighWaterMark?: number;
+  /** libzmq only (a ZMTP socket hands messages over as they arrive). */
+  receiveHighWaterMark?: number;
+  routingId?: string | Uint8Array;
+  curveClient?: CurveClientKeys;
+  transport?: TransportChoice;
+}
+
+/** Whether `endpoint` gets a TypeScript ZMTP socket rather than libzmq. */
+export function usesZmtp(endpoint: string, curve: unknown, transport?: TransportChoice): boolean {
+  return transport !== "libzmq" && curve === undefined && parseTcpEndpoint(endpoint) !== undefined;
+}
+
+/** A DEALER connected (in the background) to `endpoint`. */
+export function connectDealer(endpoint: string, options: DealerOptions = {}): MessageSocket {
+  const { curveClient, transport, receiveHighWaterMark, ...rest } = options;
+  if (usesZmtp(endpoint, curveClient, transport)) {
+    const dealer = new ZmtpDealer(rest);
+    dealer.connect(endpoint);
+    return dealer;
+  }
+  const socket = new NativeSocket(ZMQ_DEALER, {
+    ...rest,
+    ...(receiveHighWaterMark !== undefined ? { receiveHighWaterMark } : {}),
+    ...(curveClient ? { curveClient } : {}),
+  });
+  socket.connect(endpoint);
+  return socket;
+}

@@ -1,0 +1,388 @@
+/**
+ * One ZMTP 3.1 connection over a Deno TCP stream, NULL mechanism: the
+ * handshake, incoming frames assembled into messages, and outgoing messages
+ * encoded into one buffer that is written in a single call per event-loop
+ * turn (many messages per system call under load, no timer wait when idle).
+ *
+ * Incoming frames are views into 64 KiB slabs, as with {@link NativeSocket}:
+ * a frame that is kept keeps its slab alive (copy it to let go).
+ *
+ * @module
+ */
+import type { Frames } from "../frames.ts";
+import {
+  checkGreeting,
+  compatible,
+  encodeMessageInto,
+  errorCommand,
+  greeting,
+  GREETING_BYTES,
+  messageBytes,
+  parseCommand,
+  parseProperties,
+  pongFor,
+  readFrameHead,
+  readyCommand,
+} from "./codec.ts";
+
+const SLAB_BYTES = 64 * 1024;
+/** Below this much room left in the slab, the next read goes to a new one. */
+const MIN_READ_ROOM = 8 * 1024;
+const OUT_INITIAL_BYTES = 16 * 1024;
+
+/** The socket type this side announces. */
+export type ZmtpSocketType = "ROUTER" | "DEALER";
+
+/** Who is at the other end, from its READY command. */
+export interface ZmtpPeer {
+  socketType: string;
+  /** Its Identity property (empty when it sent none). */
+  identity: Uint8Array;
+}
+
+/** Options of one {@link ZmtpConnection}. */
+export interface ZmtpConnectionOptions {
+  socketType: ZmtpSocketType;
+  /** Our Identity property (a DEALER's routing id). */
+  identity?: Uint8Array;
+  /**
+   * A frame larger than this closes the connection (libzmq's ZMQ_MAXMSGSIZE);
+   * a message of smaller frames that adds up to more is discarded as it
+   * arrives and reported by {@link ZmtpConnectionEvents.oversized}.
+   * @default no limit
+   */
+  maxMessageBytes?: number;
+  /** A peer that has not completed the handshake by then is dropped. @default 10000 */
+  handshakeMs?: number;
+}
+
+/** What a {@link ZmtpConnection} tells its socket. */
+export interface ZmtpConnectionEvents {
+  /** The handshake is done; a returned string refuses the peer with that reason. */
+  ready(connection: ZmtpConnection, peer: ZmtpPeer): string | undefined;
+  message(frames: Frames): void;
+  /** A message over `maxMessageBytes` was discarded. */
+  oversized?(): void;
+  /** Everything handed to {@link ZmtpConnection.send} has been written. */
+  drained(connection: ZmtpConnection): void;
+  /** Called once; `reason` is undefined when this side closed it. */
+  closed(connection: ZmtpConnection, reason: string | undefined): void;
+}
+
+class ProtocolError extends Error {}
+
+/** A ZMTP connection; see the module documentation. */
+export class ZmtpConnection {
+  readonly remote: string;
+  #conn: Deno.TcpConn;
+  #options: ZmtpConnectionOptions;
+  #events: ZmtpConnectionEvents;
+  #maxBytes: number;
+  #ready = false;
+  #closed = false;
+  #greeted = false;
+  #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
+  #message: Frames = [];
+  #messageBytes = 0;
+  #discarding = false;
+  #needed = 0;
+  #prefix: Uint8Array | undefined;
+  #out: Uint8Array<ArrayBuffer> = new Uint8Array(OUT_INITIAL_BYTES);
+  #outLength = 0;
+  #spare: Uint8Array<ArrayBuffer> | undefined;
+  #inFlight = 0;
+  #writing = false;
+  #flushQueued = false;
+  #flushed: Promise<void> | undefined;
+  #flushedResolve: (() => void) | undefined;
+
+  constructor(conn: Deno.TcpConn, options: ZmtpConnectionOptions, events: ZmtpConnectionEvents) {
+    this.#conn = conn;
+    this.#options = options;
+    this.#events = events;
+    this.#maxBytes = options.maxMessageBytes ?? Number.MAX_SAFE_INTEGER;
+    const address = conn.remoteAddr as Deno.NetAddr;
+    this.remote = `tcp://${address.hostname}:${address.port}`;
+    try {
+      conn.setNoDelay(true);
+    } catch {
+      // Already reset by the peer: the first read reports it.
+    }
+    this.#handshakeTimer = setTimeout(
+      () => this.#shut("handshake not completed in time"),
+      options.handshakeMs ?? 10_000,
+    );
+    const properties: Record<string, Uint8Array> = {
+      "Socket-Type": new TextEncoder().encode(options.socketType),
+    };
+    if (options.socketType === "DEALER") {
+      properties["Identity"] = options.identity ?? new Uint8Array(0);
+    }
+    // Greeting and READY go out together: a libzmq peer reads our greeting, then the command.
+    this.#append(greeting());
+    this.#append(readyCommand(properties));
+    void this.#readLoop();
+  }
+
+  /** The handshake is done and messages flow. */
+  get ready(): boolean {
+    return this.#ready;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** A frame put before every incoming message (a ROUTER's routing id of the peer). */
+  setPrefix(frame: Uint8Array): void {
+    this.#prefix = frame;
+  }
+
+  /** Bytes handed to {@link send} and not yet written to the kernel. */
+  get pendingBytes(): number {
+    return this.#outLength + this.#inFlight;
+  }
+
+  /** Queues `[head?, ...frames]` for writing; false once closed. */
+  send(frames: Frames, head?: Uint8Array): boolean {
+    if (this.#closed) return false;
+    const n = messageBytes(frames, head);
+    this.#reserve(n);
+    this.#outLength = encodeMessageInto(this.#out, this.#outLength, frames, head);
+    this.#scheduleFlush();
+    return true;
+  }
+
+  /** Queues bytes already encoded as message frames. */
+  sendEncoded(bytes: Uint8Array): boolean {
+    if (this.#closed) return false;
+    this.#append(bytes);
+    return true;
+  }
+
+  /**
+   * Closes the connection. With `lingerMs` > 0, output still queued gets up
+   * to that long to be written first.
+   */
+  async close(lingerMs = 0): Promise<void> {
+    if (this.#closed) return;
+    if (lingerMs > 0) await this.#flushedWithin(lingerMs);
+    this.#shut(undefined);
+  }
+
+  /** Waits until queued output is written, or `ms` have passed. */
+  async #flushedWithin(ms: number): Promise<void> {
+    if (this.pendingBytes === 0) return;
+    this.#flushed ??= new Promise<void>((resolve) => this.#flushedResolve = resolve);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#flushed,
+      new Promise<void>((resolve) => timer = setTimeout(resolve, ms)),
+    ]);
+    clearTimeout(timer);
+  }
+
+  #append(bytes: Uint8Array): void {
+    this.#reserve(bytes.length);
+    this.#out.set(bytes, this.#outLength);
+    this.#outLength += bytes.length;
+    this.#scheduleFlush();
+  }
+
+  #reserve(n: number): void {
+    if (this.#outLength + n <= this.#out.length) return;
+    const grown = new Uint8Array(Math.max(this.#out.length * 2, this.#outLength + n));
+    grown.set(this.#out.subarray(0, this.#outLength));
+    this.#out = grown;
+  }
+
+  #scheduleFlush(): void {
+    if (this.#writing || this.#flushQueued) return;
+    this.#flushQueued = true;
+    // Everything sent during this turn of the event loop goes out in one write.
+    queueMicrotask(() => void this.#flush());
+  }
+
+  async #flush(): Promise<void> {
+    this.#flushQueued = false;
+    if (this.#writing || this.#closed) return;
+    this.#writing = true;
+    try {
+      while (this.#outLength > 0 && !this.#closed) {
+        const chunk = this.#out.subarray(0, this.#outLength);
+        this.#inFlight = this.#outLength;
+        // The next messages go to the other buffer while this one is written.
+        this.#out = this.#spare && this.#spare.length >= OUT_INITIAL_BYTES
+          ? this.#spare
+          : new Uint8Array(OUT_INITIAL_BYTES);
+        this.#outLength = 0;
+        let written = 0;
+        while (written < chunk.length) {
+          written += await this.#conn.write(chunk.subarray(written));
+        }
+        this.#inFlight = 0;
+        // Keep a large buffer only while traffic needs one.
+        this.#spare = chunk.buffer.byteLength <= 4 * SLAB_BYTES
+          ? new Uint8Array(chunk.buffer)
+          : undefined;
+      }
+    } catch (error) {
+      this.#shut(`write failed: ${(error as Error).message}`);
+      return;
+    } finally {
+      this.#writing = false;
+    }
+    if (this.#closed) return;
+    const resolve = this.#flushedResolve;
+    this.#flushed = this.#flushedResolve = undefined;
+    resolve?.();
+    this.#events.drained(this);
+  }
+
+  async #readLoop(): Promise<void> {
+    let slab = new Uint8Array(SLAB_BYTES);
+    let start = 0;
+    let end = 0;
+    try {
+      while (!this.#closed) {
+        const room = slab.length - end;
+        if (room < MIN_READ_ROOM || start + this.#needed > slab.length) {
+          const next = new Uint8Array(Math.max(SLAB_BYTES, this.#needed + MIN_READ_ROOM));
+          next.set(slab.subarray(start, end));
+          end -= start;
+          start = 0;
+          slab = next;
+        }
+        const n = await this.#conn.read(slab.subarray(end));
+        if (n === null) {
+          this.#shut("peer closed the connection");
+          return;
+        }
+        end += n;
+        start = this.#parse(slab, start, end);
+      }
+    } catch (error) {
+      if (this.#closed) return;
+      if (error instanceof ProtocolError) await this.#refuse(error.message);
+      else this.#shut(`read failed: ${(error as Error).message}`);
+    }
+  }
+
+  /** Tells a libzmq peer why (it logs a reason instead of a bare disconnect), then closes. */
+  async #refuse(reason: string): Promise<void> {
+    this.#append(errorCommand(reason));
+    await this.#flushedWithin(100);
+    this.#shut(reason);
+  }
+
+  /** Consumes whole frames from `bytes[start, end)`; returns where the unread bytes start. */
+  #parse(bytes: Uint8Array, start: number, end: number): number {
+    let at = start;
+    if (!this.#greeted) {
+      if (end - at < GREETING_BYTES) {
+        // A non-ZMTP peer is refused on its first byte, not after 64 of them.
+        if (bytes[at] !== 0xff) throw new ProtocolError("not a ZMTP peer");
+        this.#needed = GREETING_BYTES;
+        return at;
+      }
+      const check = checkGreeting(bytes.subarray(at, at + GREETING_BYTES));
+      if (!check.ok) throw new ProtocolError(check.reason);
+      this.#greeted = true;
+      at += GREETING_BYTES;
+    }
+    while (!this.#closed) {
+      const head = readFrameHead(bytes, at, end);
+      if (!head) {
+        this.#needed = 9;
+        return at;
+      }
+      if (head.size > this.#maxBytes) {
+        throw new ProtocolError(`frame over the limit of ${this.#maxBytes} bytes`);
+      }
+      const frameEnd = head.start + head.size;
+      if (frameEnd > end) {
+        this.#needed = frameEnd - at;
+        return at;
+      }
+      const body = bytes.subarray(head.start, frameEnd);
+      at = frameEnd;
+      if (head.command) {
+        this.#command(body);
+        continue;
+      }
+      if (!this.#ready) throw new ProtocolError("message before READY");
+      if (this.#message.length === 0 && this.#prefix) this.#message.push(this.#prefix);
+      this.#messageBytes += head.size;
+      if (this.#messageBytes > this.#maxBytes) {
+        // Memory stays bounded: the frames so far go now, the rest as they come.
+        this.#discarding = true;
+        this.#message.length = 0;
+      } else if (!this.#discarding) {
+        this.#message.push(body);
+      }
+      if (!head.more) {
+        const message = this.#message;
+        this.#message = [];
+        this.#messageBytes = 0;
+        if (this.#discarding) {
+          this.#discarding = false;
+          this.#events.oversized?.();
+        } else {
+          this.#events.message(message);
+        }
+      }
+    }
+    return at;
+  }
+
+  #command(body: Uint8Array): void {
+    const command = parseCommand(body);
+    if (!command) throw new ProtocolError("malformed command");
+    switch (command.name) {
+      case "READY": {
+        if (this.#ready) throw new ProtocolError("second READY");
+        const properties = parseProperties(command.body);
+        if (!properties) throw new ProtocolError("malformed READY metadata");
+        const socketType = new TextDecoder().decode(properties.get("socket-type"));
+        if (!compatible(this.#options.socketType, socketType)) {
+          throw new ProtocolError(
+            `socket type ${socketType || "(none)"} cannot talk to ${this.#options.socketType}`,
+          );
+        }
+        clearTimeout(this.#handshakeTimer);
+        this.#handshakeTimer = undefined;
+        const identity = properties.get("identity")?.slice() ?? new Uint8Array(0);
+        const refusal = this.#events.ready(this, { socketType, identity });
+        if (refusal) throw new ProtocolError(refusal);
+        this.#ready = true;
+        return;
+      }
+      case "PING":
+        this.#append(pongFor(command.body));
+        return;
+      case "ERROR":
+        throw new ProtocolError(
+          `peer error: ${new TextDecoder().decode(command.body.subarray(1, 1 + command.body[0]!))}`,
+        );
+      default:
+        // PONG and commands of later versions carry nothing we need.
+        return;
+    }
+  }
+
+  #shut(reason: string | undefined): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#handshakeTimer);
+    this.#handshakeTimer = undefined;
+    try {
+      this.#conn.close();
+    } catch {
+      // Closed already.
+    }
+    const resolve = this.#flushedResolve;
+    this.#flushed = this.#flushedResolve = undefined;
+    resolve?.();
+    this.#events.closed(this, reason);
+  }
+}

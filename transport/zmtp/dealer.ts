@@ -1,0 +1,196 @@
+/**
+ * A DEALER socket in TypeScript connected to one `tcp://` endpoint over
+ * ZMTP 3.1, NULL mechanism (see router.ts for why not libzmq's). As libzmq's
+ * DEALER: it connects in the background and reconnects after a lost
+ * connection (every `reconnectMs`), and messages sent while it is not
+ * connected wait, up to the high-water mark, and go out once it is. A
+ * message already written to a connection that then dies is lost, as with
+ * libzmq.
+ *
+ * @module
+ */
+import type { Frames } from "../frames.ts";
+import { encodeMessageInto, messageBytes } from "./codec.ts";
+import { ZmtpConnection, type ZmtpConnectionEvents } from "./connection.ts";
+import { parseTcpEndpoint, type TcpAddress } from "./endpoint.ts";
+import { Inbox } from "./inbox.ts";
+
+/** Options of a {@link ZmtpDealer}. */
+export interface ZmtpDealerOptions {
+  /** The Identity sent to the ROUTER. @default none (the ROUTER makes one) */
+  routingId?: string | Uint8Array;
+  /** Messages waiting for a connection beyond which trySend refuses. 0: no limit. @default 1000 */
+  sendHighWaterMark?: number;
+  /** Bytes queued on a connection beyond which trySend refuses. @default 64 MiB */
+  sendBufferBytes?: number;
+  /** A peer sending a larger frame or message is disconnected. @default no limit */
+  maxMessageSize?: number;
+  /** Milliseconds queued output gets to be written at close. @default 0 */
+  linger?: number;
+  /** Wait between connection attempts. @default 100 (libzmq's) */
+  reconnectMs?: number;
+  /** Messages kept while nothing drains the socket. @default 100000 */
+  receiveQueue?: number;
+}
+
+/** Thrown by {@link ZmtpDealer.send} once the socket is closed. */
+export class ZmtpSocketClosedError extends Error {
+  constructor() {
+    super("socket closed");
+    this.name = "ZmtpSocketClosedError";
+  }
+}
+
+/** A connecting DEALER; see the module documentation. */
+export class ZmtpDealer {
+  #options: ZmtpDealerOptions;
+  #identity: Uint8Array | undefined;
+  #address: TcpAddress | undefined;
+  #connection: ZmtpConnection | undefined;
+  /** Messages encoded while no connection is ready, in order. */
+  #waiting: Uint8Array[] = [];
+  #inbox: Inbox;
+  #closed = false;
+  #retry: ReturnType<typeof setTimeout> | undefined;
+  #connecting: Promise<void> | undefined;
+  #writableWaiters = new Set<() => void>();
+  #closing: Promise<void> | undefined;
+
+  constructor(options: ZmtpDealerOptions = {}) {
+    this.#options = options;
+    const id = options.routingId;
+    if (id !== undefined) {
+      this.#identity = typeof id === "string" ? new TextEncoder().encode(id) : id;
+    }
+    this.#inbox = new Inbox(options.receiveQueue ?? 100_000);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Whether a connection has completed its handshake. */
+  get connected(): boolean {
+    return this.#connection?.ready === true;
+  }
+
+  /** Starts connecting to `tcp://host:port` (the peer need not be there yet). */
+  connect(endpoint: string): void {
+    if (this.#address) throw new Error("a ZMTP DEALER connects to one endpoint");
+    const address = parseTcpEndpoint(endpoint);
+    if (!address || address.port === 0) throw new Error(`invalid endpoint ${endpoint}`);
+    this.#address = address;
+    this.#connecting = this.#dial();
+  }
+
+  async #dial(): Promise<void> {
+    const address = this.#address!;
+    let conn: Deno.TcpConn;
+    try {
+      conn = await Deno.connect({ hostname: address.hostname, port: address.port });
+    } catch {
+      this.#scheduleRetry();
+      return;
+    }
+    if (this.#closed) {
+      conn.close();
+      return;
+    }
+    this.#connection = new ZmtpConnection(conn, {
+      socketType: "DEALER",
+      ...(this.#identity ? { identity: this.#identity } : {}),
+      ...(this.#options.maxMessageSize !== undefined
+        ? { maxMessageBytes: this.#options.maxMessageSize }
+        : {}),
+    }, this.#events);
+  }
+
+  #scheduleRetry(): void {
+    if (this.#closed) return;
+    this.#retry = setTimeout(() => {
+      this.#retry = undefined;
+      if (!this.#closed) this.#connecting = this.#dial();
+    }, this.#options.reconnectMs ?? 100);
+  }
+
+  #events: ZmtpConnectionEvents = {
+    ready: (connection) => {
+      for (const bytes of this.#waiting) connection.sendEncoded(bytes);
+      this.#waiting = [];
+      this.#wakeWriters();
+      return undefined;
+    },
+    message: (frames) => this.#inbox.deliver(frames),
+    drained: () => this.#wakeWriters(),
+    closed: (connection) => {
+      if (this.#connection !== connection) return;
+      this.#connection = undefined;
+      this.#scheduleRetry();
+    },
+  };
+
+  #wakeWriters(): void {
+    if (this.#writableWaiters.size === 0) return;
+    const waiters = [...this.#writableWaiters];
+    this.#writableWaiters.clear();
+    for (const wake of waiters) wake();
+  }
+
+  /** Sends without waiting; false when the socket cannot take the message now. */
+  trySend(frames: Frames): boolean {
+    return this.#trySend(frames, undefined);
+  }
+
+  /** {@link trySend} of `[head, ...frames]` without building that array. */
+  trySendAfter(head: Uint8Array, frames: Frames): boolean {
+    return this.#trySend(frames, head);
+  }
+
+  #trySend(frames: Frames, head: Uint8Array | undefined): boolean {
+    if (this.#closed) throw new ZmtpSocketClosedError();
+    const connection = this.#connection;
+    if (connection?.ready) {
+      if (connection.pendingBytes > (this.#options.sendBufferBytes ?? 64 * 1024 * 1024)) {
+        return false;
+      }
+      return connection.send(frames, head);
+    }
+    const limit = this.#options.sendHighWaterMark ?? 1000;
+    if (limit > 0 && this.#waiting.length >= limit) return false;
+    // Encoded now: the caller may reuse its buffers once this returns.
+    const bytes = new Uint8Array(messageBytes(frames, head));
+    encodeMessageInto(bytes, 0, frames, head);
+    this.#waiting.push(bytes);
+    return true;
+  }
+
+  /** Sends, waiting while the socket is full. */
+  async send(frames: Frames): Promise<void> {
+    while (!this.trySend(frames)) {
+      await new Promise<void>((resolve) => this.#writableWaiters.add(resolve));
+    }
+  }
+
+  /** See {@link Inbox.drain}. */
+  drain(onMessage: (frames: Frames) => void): Promise<void> {
+    return this.#inbox.drain(onMessage);
+  }
+
+  /**
+   * Closes; output already queued on the connection gets the socket's linger
+   * (or `linger`) ms to go out. {@link drain} resolves once it is closed.
+   */
+  close(linger?: number): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#retry);
+    this.#wakeWriters();
+    const connection = this.#connection;
+    this.#connection = undefined;
+    this.#closing = (async () => {
+      await this.#connecting;
+      await connection?.close(linger ?? this.#options.linger ?? 0);
+    })();
+    void this.#closing.then(() => this.#inbox.close());
+  }
+}

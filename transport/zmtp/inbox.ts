@@ -1,0 +1,66 @@
+/**
+ * Hands a socket's incoming messages to the one `drain` handler, with the
+ * same contract as {@link NativeSocket.drain}: the handler is called for every
+ * message until the socket closes; a throw from it ends that drain with the
+ * error, and messages arriving while no handler is set wait (up to a limit).
+ *
+ * @module
+ */
+import type { Frames } from "../frames.ts";
+
+export class Inbox {
+  #handler: ((frames: Frames) => void) | undefined;
+  #queue: Frames[] = [];
+  #limit: number;
+  #settle: { resolve: () => void; reject: (error: unknown) => void } | undefined;
+  #closed = false;
+  /** Messages dropped because no handler took them and the queue was full. */
+  dropped = 0;
+
+  constructor(limit: number) {
+    this.#limit = limit;
+  }
+
+  deliver(frames: Frames): void {
+    const handler = this.#handler;
+    if (!handler) {
+      if (this.#queue.length < this.#limit) this.#queue.push(frames);
+      else this.dropped++;
+      return;
+    }
+    try {
+      handler(frames);
+    } catch (error) {
+      this.#handler = undefined;
+      const settle = this.#settle;
+      this.#settle = undefined;
+      settle?.reject(error);
+    }
+  }
+
+  drain(onMessage: (frames: Frames) => void): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    if (this.#handler) return Promise.reject(new Error("the socket is already being drained"));
+    const done = new Promise<void>((resolve, reject) => this.#settle = { resolve, reject });
+    this.#handler = onMessage;
+    const queued = this.#queue;
+    this.#queue = [];
+    for (const frames of queued) {
+      if (this.#handler !== onMessage) {
+        this.#queue.push(frames);
+        continue;
+      }
+      this.deliver(frames);
+    }
+    return done;
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#handler = undefined;
+    this.#queue = [];
+    const settle = this.#settle;
+    this.#settle = undefined;
+    settle?.resolve();
+  }
+}
