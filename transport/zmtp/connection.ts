@@ -255,7 +255,7 @@ export class ZmtpConnection {
         }
         const n = await this.#conn.read(slab.subarray(end));
         if (n === null) {
-          this.#shut("peer closed the connection");
+          this.#shut(this.#duringHandshake("peer closed the connection"));
           return;
         }
         end += n;
@@ -264,8 +264,16 @@ export class ZmtpConnection {
     } catch (error) {
       if (this.#closed) return;
       if (error instanceof ProtocolError) await this.#refuse(error.message);
-      else this.#shut(`read failed: ${(error as Error).message}`);
+      else this.#shut(this.#duringHandshake(`read failed: ${(error as Error).message}`));
     }
+  }
+
+  /**
+   * A peer that leaves before READY usually refused us (libzmq closes on a
+   * mechanism mismatch, e.g. a CURVE client) rather than crashed.
+   */
+  #duringHandshake(reason: string): string {
+    return this.#ready ? reason : `handshake not completed: ${reason}`;
   }
 
   /** Tells a libzmq peer why (it logs a reason instead of a bare disconnect), then closes. */
