@@ -18,16 +18,30 @@ for (const tls of [false, true]) {
     const headers = new SecureHeaders(tls);
 
     const applied = new Response("x", { headers: own });
-    headers.apply(applied);
+    headers.apply(applied, false);
     assert.deepEqual([...applied.headers].sort(), expected);
 
-    const built = headers.mark(
-      new Response("x", { headers: headers.with({ "content-type": "text/plain" }) }),
+    // An API response: the OWASP REST set, whatever the route had set.
+    const api = new Response("{}", { headers: { ...own, "content-type": "application/json" } });
+    headers.apply(api, true);
+    const apiHeaders = Object.fromEntries(api.headers);
+    assert.equal(apiHeaders["x-content-type-options"], "nosniff");
+    assert.equal(apiHeaders["x-frame-options"], "DENY");
+    assert.equal(
+      apiHeaders["content-security-policy"],
+      "default-src 'none'; frame-ancestors 'none'",
     );
-    headers.apply(built); // marked: left alone
+    assert.equal(apiHeaders["cross-origin-resource-policy"], "same-origin");
+    assert.equal("strict-transport-security" in apiHeaders, tls);
+    assert.equal("x-powered-by" in apiHeaders, false);
+
+    const built = headers.mark(
+      new Response("{}", { headers: headers.withApi({ "content-type": "application/json" }) }),
+    );
+    headers.apply(built, true); // marked: left alone
     assert.deepEqual(
       [...built.headers].sort(),
-      expected.filter(([name]) => name !== "x-powered-by"),
+      [["content-type", "application/json"], ...headers.apiList].map(([n, v]) => [n, v]).sort(),
     );
     assert.deepEqual(
       headers.list.some(([name]) => name === "strict-transport-security"),

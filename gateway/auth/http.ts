@@ -281,7 +281,7 @@ export function requestPipeline(options: PipelineOptions): MiddlewareHandler {
       c.error = error;
       c.res = await options.onError(error, c);
     }
-    headers.apply(c.res);
+    headers.apply(c.res, api);
     const route = refused ? group : c.req.routePath === "/*" ? "unmatched" : c.req.routePath;
     metrics.request(c.req.method, route, c.res.status, (performance.now() - started) / 1000);
   };

@@ -302,7 +302,10 @@ export function stateRoutes(
     return headers.mark(
       new Response(JSON.stringify({ scope, key, ...entry }), {
         status: 200,
-        headers: headers.with({ "content-type": "application/json", etag: `"${entry.revision}"` }),
+        headers: headers.withApi({
+          "content-type": "application/json",
+          etag: `"${entry.revision}"`,
+        }),
       }),
     );
   });
