@@ -2,13 +2,15 @@
  * One ZMTP 3.1 connection over a Deno TCP stream, NULL mechanism: the
  * handshake, incoming frames assembled into messages, and outgoing messages
  * encoded into one buffer that is written in a single call per event-loop
- * turn (many messages per system call under load, no timer wait when idle).
+ * turn (many messages per system call under load, no timer wait when idle:
+ * `setImmediate` runs in the same turn).
  *
  * Incoming frames are views into 64 KiB slabs, as with {@link NativeSocket}:
  * a frame that is kept keeps its slab alive (copy it to let go).
  *
  * @module
  */
+import { setImmediate } from "node:timers";
 import type { Frames } from "../frames.ts";
 import {
   checkGreeting,
@@ -199,8 +201,11 @@ export class ZmtpConnection {
   #scheduleFlush(): void {
     if (this.#writing || this.#flushQueued) return;
     this.#flushQueued = true;
-    // Everything sent during this turn of the event loop goes out in one write.
-    queueMicrotask(() => void this.#flush());
+    // Everything sent during this turn of the event loop goes out in one write:
+    // the check phase comes after every I/O callback of the turn, where a
+    // microtask would run after the first (a gateway serving 64 HTTP requests
+    // wrote once per request: 1 message per write, 17 with this).
+    setImmediate(() => void this.#flush());
   }
 
   async #flush(): Promise<void> {
