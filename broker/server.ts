@@ -72,17 +72,13 @@ export class BrokerServer {
         onOversized: () => observer.drop?.("message too large"),
         ...(onEvent
           ? {
+            // Counted as disconnects, as libzmq's monitor reported them; the reason is logged.
             onConnectionEnd: (end) =>
-              onEvent(
-                end.refused
-                  ? {
-                    type: "refused",
-                    endpoint: "broker",
-                    reason: end.reason,
-                    address: end.address,
-                  }
-                  : { type: "disconnected", endpoint: "broker" },
-              ),
+              onEvent({
+                type: "disconnected",
+                endpoint: "broker",
+                ...(end.refused ? { reason: end.reason, address: end.address } : {}),
+              }),
           }
           : {}),
       });

@@ -1,7 +1,9 @@
 /**
  * Counters and logs of what the guards of listening sockets report
- * (transport/guard.ts): peers refused by CURVE/ZAP and connections that ended
- * (a peer that sends a frame over the endpoint's size limit is one of them).
+ * (transport/guard.ts) and the broker's ZMTP ROUTER: peers refused by
+ * CURVE/ZAP and connections that ended (a peer that sends a frame over the
+ * endpoint's size limit is one of them; the ZMTP ROUTER also says why, which
+ * is logged).
  * Shared by every role that listens; registered once per registry.
  *
  * @module
@@ -43,10 +45,20 @@ export function endpointObserver(
   return (event) => {
     if (event.type === "disconnected") {
       disconnects?.inc({ endpoint: event.endpoint });
+      if (event.reason) logRefusal("{endpoint}: dropped peer: {reason}", event);
       return;
     }
     refused?.inc({ endpoint: event.endpoint, reason: event.reason });
-    const id = `${event.endpoint}\0${event.reason}\0${event.address ?? ""}`;
+    logRefusal("{endpoint}: refused peer: {reason}", event);
+  };
+
+  function logRefusal(
+    message: string,
+    event: { endpoint: string; reason?: string; address?: string; key?: string },
+  ): void {
+    // By host: a reconnecting peer comes from a new port each time.
+    const host = event.address?.replace(/:\d+$/, "") ?? "";
+    const id = `${event.endpoint}\0${event.reason}\0${host}`;
     const now = Date.now();
     const last = lastLogged.get(id);
     if (last && now - last.at < LOG_WINDOW_MS) {
@@ -55,12 +67,12 @@ export function endpointObserver(
     }
     if (lastLogged.size > 1000) lastLogged.clear();
     lastLogged.set(id, { at: now, suppressed: 0 });
-    log.warn("{endpoint}: refused peer: {reason}", {
+    log.warn(message, {
       endpoint: event.endpoint,
       reason: event.reason,
       ...(event.address ? { address: event.address } : {}),
       ...(event.key ? { key: event.key } : {}),
       ...(last?.suppressed ? { repeated: last.suppressed } : {}),
     });
-  };
+  }
 }

@@ -171,10 +171,15 @@ Deno.test("broker with CURVE: allowed client and worker are served; wrong key, w
 Deno.test("broker: a frame over max_message_bytes disconnects the sender, is counted, and the broker keeps serving", async () => {
   const registry = new Registry();
   const requests: string[] = [];
+  const observe = endpointObserver(registry, logger("test"));
+  const reasons: string[] = [];
   const broker = await BrokerServer.start({
     endpoint: "tcp://127.0.0.1:*",
     maxMessageBytes: 2048,
-    onListenerEvent: endpointObserver(registry, logger("test")),
+    onListenerEvent: (event) => {
+      if (event.reason) reasons.push(event.reason);
+      observe(event);
+    },
   }, { request: (service) => requests.push(service) });
   const worker = new MdpWorker(broker.endpoint, "echo", (body) => body);
   const client = new MdpClient(broker.endpoint, { timeoutMs: 10_000 });
@@ -196,6 +201,8 @@ Deno.test("broker: a frame over max_message_bytes disconnects the sender, is cou
       "after",
     ]);
     assert.deepEqual(requests, ["echo", "echo"], "the oversized request never reached the broker");
+    // The plaintext broker (ZMTP in TypeScript) knows why it dropped the peer.
+    assert.deepEqual(reasons, ["frame over the limit of 2048 bytes"]);
   } finally {
     big.close();
     await client.close();

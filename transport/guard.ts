@@ -34,7 +34,16 @@ export type ListenerEvent =
     /** The refused client key, when ZAP saw one. */
     key?: string;
   }
-  | { type: "disconnected"; endpoint: string };
+  | {
+    type: "disconnected";
+    endpoint: string;
+    /**
+     * Why the endpoint dropped the peer, when it did so itself for breaking
+     * the protocol (the ZMTP sockets of transport/zmtp/ know; libzmq does not say).
+     */
+    reason?: string;
+    address?: string;
+  };
 
 /** Options of {@link ListenerGuard.apply}. */
 export interface ListenerSecurity {

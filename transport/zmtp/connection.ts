@@ -67,8 +67,12 @@ export interface ZmtpConnectionEvents {
   oversized?(): void;
   /** Everything handed to {@link ZmtpConnection.send} has been written. */
   drained(connection: ZmtpConnection): void;
-  /** Called once; `reason` is undefined when this side closed it. */
-  closed(connection: ZmtpConnection, reason: string | undefined): void;
+  /**
+   * Called once; `reason` is undefined when this side closed it. `refused`:
+   * the peer broke the protocol or never completed the handshake (as opposed
+   * to a peer that talked and then left).
+   */
+  closed(connection: ZmtpConnection, reason: string | undefined, refused: boolean): void;
 }
 
 class ProtocolError extends Error {}
@@ -285,7 +289,7 @@ export class ZmtpConnection {
   async #refuse(reason: string): Promise<void> {
     this.#append(errorCommand(reason));
     await this.#flushedWithin(100);
-    this.#shut(reason);
+    this.#shut(reason, true);
   }
 
   /** Consumes whole frames from `bytes[start, end)`; returns where the unread bytes start. */
@@ -383,7 +387,7 @@ export class ZmtpConnection {
     }
   }
 
-  #shut(reason: string | undefined): void {
+  #shut(reason: string | undefined, refused = reason !== undefined && !this.#ready): void {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#handshakeTimer);
@@ -396,6 +400,6 @@ export class ZmtpConnection {
     const resolve = this.#flushedResolve;
     this.#flushed = this.#flushedResolve = undefined;
     resolve?.();
-    this.#events.closed(this, reason);
+    this.#events.closed(this, reason, refused);
   }
 }

@@ -36,7 +36,11 @@ export interface ZmtpRouterOptions {
   linger?: number;
   /** Messages kept while nothing drains the socket. @default 100000 */
   receiveQueue?: number;
-  /** A connection refused (bad handshake, oversized message) or ended by its peer. */
+  /**
+   * A connection that ended other than by {@link ZmtpRouter.close}: `refused`
+   * when the peer broke the protocol (oversized frame, bad handshake, routing
+   * id in use) or never completed the handshake.
+   */
   onConnectionEnd?: (event: { refused: boolean; reason: string; address: string }) => void;
 }
 
@@ -156,7 +160,7 @@ export class ZmtpRouter {
       this.#drainWaiters.clear();
       for (const wake of waiters) wake();
     },
-    closed: (connection: ZmtpConnection, reason: string | undefined) => {
+    closed: (connection: ZmtpConnection, reason: string | undefined, refused: boolean) => {
       this.#connections.delete(connection);
       const id = this.#idOf.get(connection);
       if (id) {
@@ -164,11 +168,7 @@ export class ZmtpRouter {
         if (this.#byId.get(idKey(id)) === connection) this.#byId.delete(idKey(id));
       }
       if (reason !== undefined) {
-        this.#options.onConnectionEnd?.({
-          refused: id === undefined,
-          reason,
-          address: connection.remote,
-        });
+        this.#options.onConnectionEnd?.({ refused, reason, address: connection.remote });
       }
     },
   };
