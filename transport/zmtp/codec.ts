@@ -112,7 +112,8 @@ export function readyCommand(properties: Record<string, Uint8Array>): Uint8Array
 
 /** An ERROR command: the peer logs `reason` and does not reconnect at once. */
 export function errorCommand(reason: string): Uint8Array {
-  const text = ascii.encode(reason.slice(0, 255));
+  // Cut in bytes: the length is one byte, and a reason may echo a peer's UTF-8.
+  const text = new TextEncoder().encode(reason).subarray(0, 255);
   const body = new Uint8Array(1 + text.length);
   body[0] = text.length;
   body.set(text, 1);

@@ -31,6 +31,14 @@ const SLAB_BYTES = 64 * 1024;
 /** Below this much room left in the slab, the next read goes to a new one. */
 const MIN_READ_ROOM = 8 * 1024;
 const OUT_INITIAL_BYTES = 16 * 1024;
+/** The read buffer of a connection until its handshake is done (a greeting and a READY). */
+const HANDSHAKE_BYTES = 1024;
+/**
+ * What a frame costs in memory beyond its bytes (a view and its slot in the
+ * message): counted toward the message limit, so a flood of empty frames is
+ * bounded too.
+ */
+const FRAME_COST = 64;
 
 /** The socket type this side announces. */
 export type ZmtpSocketType = "ROUTER" | "DEALER";
@@ -76,6 +84,8 @@ export interface ZmtpConnectionEvents {
 }
 
 class ProtocolError extends Error {}
+/** The peer sent ERROR: it is going away; nothing to tell it. */
+class PeerError extends Error {}
 
 /** A ZMTP connection; see the module documentation. */
 export class ZmtpConnection {
@@ -99,6 +109,8 @@ export class ZmtpConnection {
   #inFlight = 0;
   #writing = false;
   #flushQueued = false;
+  /** A PONG is queued and not yet handed to a write (at most one is: a PING flood stays bounded). */
+  #pongQueued = false;
   #flushed: Promise<void> | undefined;
   #flushedResolve: (() => void) | undefined;
 
@@ -225,6 +237,7 @@ export class ZmtpConnection {
           ? this.#spare
           : new Uint8Array(OUT_INITIAL_BYTES);
         this.#outLength = 0;
+        this.#pongQueued = false;
         let written = 0;
         while (written < chunk.length) {
           written += await this.#conn.write(chunk.subarray(written));
@@ -249,13 +262,14 @@ export class ZmtpConnection {
   }
 
   async #readLoop(): Promise<void> {
-    let slab = new Uint8Array(SLAB_BYTES);
+    // Small until the handshake is done: a flood of idle connections costs little.
+    let slab = new Uint8Array(HANDSHAKE_BYTES);
     let start = 0;
     let end = 0;
     try {
       while (!this.#closed) {
         const room = slab.length - end;
-        if (room < MIN_READ_ROOM || start + this.#needed > slab.length) {
+        if ((room < MIN_READ_ROOM && this.#ready) || start + this.#needed > slab.length) {
           const next = new Uint8Array(Math.max(SLAB_BYTES, this.#needed + MIN_READ_ROOM));
           next.set(slab.subarray(start, end));
           end -= start;
@@ -273,6 +287,7 @@ export class ZmtpConnection {
     } catch (error) {
       if (this.#closed) return;
       if (error instanceof ProtocolError) await this.#refuse(error.message);
+      else if (error instanceof PeerError) this.#shut(error.message, true);
       else this.#shut(this.#duringHandshake(`read failed: ${(error as Error).message}`));
     }
   }
@@ -297,8 +312,16 @@ export class ZmtpConnection {
     let at = start;
     if (!this.#greeted) {
       if (end - at < GREETING_BYTES) {
-        // A non-ZMTP peer is refused on its first byte, not after 64 of them.
+        // Refused as soon as the bytes that show it are in, not after 64 of them
+        // (a ZMTP 1.0/2.0 peer would wait for the rest of a greeting it never sends).
         if (bytes[at] !== 0xff) throw new ProtocolError("not a ZMTP peer");
+        if (end - at >= 11) {
+          const check = checkGreeting(bytes.subarray(at, end));
+          // The mechanism is not in yet: only the signature and the version can fail here.
+          if (!check.ok && (bytes[at + 9] !== 0x7f || bytes[at + 10]! < 3)) {
+            throw new ProtocolError(check.reason);
+          }
+        }
         this.#needed = GREETING_BYTES;
         return at;
       }
@@ -329,7 +352,7 @@ export class ZmtpConnection {
       }
       if (!this.#ready) throw new ProtocolError("message before READY");
       if (this.#message.length === 0 && this.#prefix) this.#message.push(this.#prefix);
-      this.#messageBytes += head.size;
+      this.#messageBytes += head.size + FRAME_COST;
       if (this.#messageBytes > this.#maxBytes) {
         // Memory stays bounded: the frames so far go now, the rest as they come.
         this.#discarding = true;
@@ -375,10 +398,13 @@ export class ZmtpConnection {
         return;
       }
       case "PING":
+        // A peer that pings without reading gets one PONG per write, not one per PING.
+        if (this.#pongQueued) return;
+        this.#pongQueued = true;
         this.#append(pongFor(command.body));
         return;
       case "ERROR":
-        throw new ProtocolError(
+        throw new PeerError(
           `peer error: ${new TextDecoder().decode(command.body.subarray(1, 1 + command.body[0]!))}`,
         );
       default:

@@ -53,8 +53,11 @@ export class ZmtpDealer {
   #closed = false;
   #retry: ReturnType<typeof setTimeout> | undefined;
   #connecting: Promise<void> | undefined;
+  /** Aborts a connect in progress at close (else close would wait for the kernel to give up). */
+  #dialAbort = new AbortController();
   #writableWaiters = new Set<() => void>();
   #closing: Promise<void> | undefined;
+  #whenReady: (() => void) | undefined;
 
   constructor(options: ZmtpDealerOptions = {}) {
     this.#options = options;
@@ -78,7 +81,10 @@ export class ZmtpDealer {
   connect(endpoint: string): void {
     if (this.#address) throw new Error("a ZMTP DEALER connects to one endpoint");
     const address = parseTcpEndpoint(endpoint);
-    if (!address || address.port === 0) throw new Error(`invalid endpoint ${endpoint}`);
+    // `*` and port 0 mean something only to bind (libzmq refuses them too).
+    if (!address || address.port === 0 || /^tcp:\/\/\*:/.test(endpoint)) {
+      throw new Error(`invalid endpoint ${endpoint}`);
+    }
     this.#address = address;
     this.#connecting = this.#dial();
   }
@@ -87,7 +93,11 @@ export class ZmtpDealer {
     const address = this.#address!;
     let conn: Deno.TcpConn;
     try {
-      conn = await Deno.connect({ hostname: address.hostname, port: address.port });
+      conn = await Deno.connect({
+        hostname: address.hostname,
+        port: address.port,
+        signal: this.#dialAbort.signal,
+      });
     } catch {
       this.#scheduleRetry();
       return;
@@ -118,13 +128,19 @@ export class ZmtpDealer {
       for (const bytes of this.#waiting) connection.sendEncoded(bytes);
       this.#waiting = [];
       this.#wakeWriters();
+      this.#whenReady?.();
       return undefined;
     },
-    message: (frames) => this.#inbox.deliver(frames),
+    // Nothing is handed over once close() began.
+    message: (frames) => {
+      if (!this.#closed) this.#inbox.deliver(frames);
+    },
     drained: () => this.#wakeWriters(),
     closed: (connection) => {
       if (this.#connection !== connection) return;
       this.#connection = undefined;
+      // Writers blocked on the dead connection's buffer queue for the next one instead.
+      this.#wakeWriters();
       this.#scheduleRetry();
     },
   };
@@ -184,12 +200,24 @@ export class ZmtpDealer {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#retry);
+    this.#dialAbort.abort();
     this.#wakeWriters();
     const connection = this.#connection;
     this.#connection = undefined;
+    const lingerMs = linger ?? this.#options.linger ?? 0;
     this.#closing = (async () => {
       await this.#connecting;
-      await connection?.close(linger ?? this.#options.linger ?? 0);
+      if (connection && !connection.ready && this.#waiting.length > 0 && lingerMs > 0) {
+        // Mid-handshake with messages waiting (a worker's last DISCONNECT): as libzmq
+        // does within linger, let the handshake finish so they go out.
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await new Promise<void>((resolve) => {
+          this.#whenReady = resolve;
+          timer = setTimeout(resolve, lingerMs);
+        });
+        clearTimeout(timer);
+      }
+      await connection?.close(lingerMs);
     })();
     void this.#closing.then(() => this.#inbox.close());
   }

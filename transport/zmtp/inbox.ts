@@ -22,6 +22,7 @@ export class Inbox {
   }
 
   deliver(frames: Frames): void {
+    if (this.#closed) return;
     const handler = this.#handler;
     if (!handler) {
       if (this.#queue.length < this.#limit) this.#queue.push(frames);

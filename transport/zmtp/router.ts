@@ -51,6 +51,15 @@ function idKey(id: Uint8Array): string {
   return latin1.decode(id);
 }
 
+/** Runs an observer callback: its failure must not take a connection's I/O down with it. */
+function report(callback: () => void): void {
+  try {
+    callback();
+  } catch (error) {
+    console.error("ZMTP ROUTER: an observer callback failed:", error);
+  }
+}
+
 /** A bound ROUTER; see the module documentation. */
 export class ZmtpRouter {
   /** The endpoint bound, with the real port when `*` or 0 was asked for. */
@@ -152,14 +161,12 @@ export class ZmtpRouter {
       connection.setPrefix(id);
       return undefined;
     },
-    message: (frames: Frames) => this.#inbox.deliver(frames),
-    oversized: () => this.#options.onOversized?.(),
-    drained: () => {
-      if (this.#drainWaiters.size === 0) return;
-      const waiters = [...this.#drainWaiters];
-      this.#drainWaiters.clear();
-      for (const wake of waiters) wake();
+    // Nothing is handed over once close() began (connections may still read while lingering).
+    message: (frames: Frames) => {
+      if (!this.#closed) this.#inbox.deliver(frames);
     },
+    oversized: () => report(() => this.#options.onOversized?.()),
+    drained: () => this.#wakeSenders(),
     closed: (connection: ZmtpConnection, reason: string | undefined, refused: boolean) => {
       this.#connections.delete(connection);
       const id = this.#idOf.get(connection);
@@ -167,11 +174,22 @@ export class ZmtpRouter {
         this.#idOf.delete(connection);
         if (this.#byId.get(idKey(id)) === connection) this.#byId.delete(idKey(id));
       }
+      // A sender waiting for this peer's queue to drain must not wait forever.
+      this.#wakeSenders();
       if (reason !== undefined) {
-        this.#options.onConnectionEnd?.({ refused, reason, address: connection.remote });
+        report(() =>
+          this.#options.onConnectionEnd?.({ refused, reason, address: connection.remote })
+        );
       }
     },
   };
+
+  #wakeSenders(): void {
+    if (this.#drainWaiters.size === 0) return;
+    const waiters = [...this.#drainWaiters];
+    this.#drainWaiters.clear();
+    for (const wake of waiters) wake();
+  }
 
   /**
    * Sends `frames` to the peer `head` names without waiting. False when that
@@ -224,8 +242,7 @@ export class ZmtpRouter {
     }
     const lingerMs = linger ?? this.#options.linger ?? 0;
     const closing = [...this.#connections].map((connection) => connection.close(lingerMs));
-    for (const wake of this.#drainWaiters) wake();
-    this.#drainWaiters.clear();
+    this.#wakeSenders();
     void Promise.all([this.#accepting, ...closing]).then(() => this.#inbox.close());
   }
 }

@@ -13,7 +13,9 @@ import { NativeSocket } from "../native_socket.ts";
 import {
   checkGreeting,
   command,
+  errorCommand,
   greeting,
+  GREETING_BYTES,
   parseCommand,
   parseProperties,
   readFrameHead,
@@ -344,4 +346,196 @@ Deno.test("ZMTP ROUTER close with linger still delivers what was queued; bind er
     await inbox.done;
     await sharedPoller().idle();
   }
+});
+
+/** A raw TCP peer that has done the DEALER side of the handshake. */
+async function rawDealer(router: ZmtpRouter): Promise<Deno.TcpConn> {
+  const conn = await Deno.connect(parseTcpEndpoint(router.endpoint)!);
+  await writeAll(conn, greeting());
+  await writeAll(conn, readyCommand({ "Socket-Type": enc.encode("DEALER") }));
+  return conn;
+}
+
+async function writeAll(conn: Deno.TcpConn, bytes: Uint8Array): Promise<void> {
+  for (let written = 0; written < bytes.length;) {
+    written += await conn.write(bytes.subarray(written));
+  }
+}
+
+Deno.test("ZMTP ROUTER: a flood of empty frames counts toward the message limit and is discarded", async () => {
+  let oversized = 0;
+  const router = ZmtpRouter.bind("tcp://127.0.0.1:0", "test", {
+    maxMessageSize: 4096,
+    onOversized: () => oversized++,
+  });
+  const inbox = new Collector(router);
+  const conn = await rawDealer(router);
+  try {
+    // 100,000 empty frames with MORE, then a last one: no bytes of payload at all.
+    const flood = new Uint8Array(200_002);
+    for (let i = 0; i < flood.length - 2; i += 2) flood[i] = 1;
+    await writeAll(conn, flood);
+    await writeAll(conn, Uint8Array.of(0, 2, 104, 105)); // then a real message, "hi"
+    const [, body] = await inbox.next();
+    assert.equal(dec.decode(body), "hi", "the connection stays");
+    assert.equal(oversized, 1);
+  } finally {
+    conn.close();
+    router.close();
+    await inbox.done;
+  }
+});
+
+Deno.test("ZMTP ROUTER answers a PING flood from a peer that does not read with a bounded number of PONGs", async () => {
+  const router = ZmtpRouter.bind("tcp://127.0.0.1:0", "test");
+  const inbox = new Collector(router);
+  const conn = await rawDealer(router);
+  try {
+    const ping = command("PING", Uint8Array.of(0, 0, 7));
+    const pings = new Uint8Array(ping.length * 10_000);
+    for (let i = 0; i < 10_000; i++) pings.set(ping, i * ping.length);
+    await writeAll(conn, pings);
+    await sleep(300);
+    const pong = command("PONG", Uint8Array.of(7));
+    const buffer = new Uint8Array(1 << 20);
+    let bytes = 0;
+    // Greeting and READY first, then whatever PONGs were written.
+    while (true) {
+      const n = await Promise.race([conn.read(buffer), sleep(200).then(() => 0)]);
+      if (!n) break;
+      bytes += n;
+    }
+    const pongs =
+      (bytes - GREETING_BYTES - readyCommand({ "Socket-Type": enc.encode("ROUTER") }).length) /
+      pong.length;
+    assert.ok(pongs >= 1, `at least one PONG (${bytes} bytes in)`);
+    assert.ok(pongs < 1000, `${pongs} PONGs for 10,000 PINGs`);
+  } finally {
+    conn.close();
+    router.close();
+    await inbox.done;
+  }
+});
+
+Deno.test("ZMTP DEALER and ROUTER hand nothing to drain once closed", async () => {
+  const router = ZmtpRouter.bind("tcp://127.0.0.1:0", "test");
+  const inbox = new Collector(router);
+  const dealer = new ZmtpDealer({ routingId: "d" });
+  let handled = 0;
+  const drained = dealer.drain(() => {
+    handled++;
+    dealer.close();
+  });
+  try {
+    dealer.connect(router.endpoint);
+    await dealer.send([enc.encode("hello")]);
+    await inbox.next();
+    // Five replies in one write: the handler closes the dealer at the first.
+    for (let i = 0; i < 5; i++) router.trySendAfter(enc.encode("d"), [enc.encode(`r${i}`)]);
+    await drained;
+    assert.equal(handled, 1);
+  } finally {
+    dealer.close();
+    router.close();
+    await inbox.done;
+  }
+  const second = ZmtpRouter.bind("tcp://127.0.0.1:0", "test", { linger: 200 });
+  let got = 0;
+  const routed = second.drain(() => {
+    got++;
+    second.close();
+  });
+  const sender = new ZmtpDealer();
+  try {
+    sender.connect(second.endpoint);
+    for (let i = 0; i < 100; i++) sender.trySend([enc.encode(`m${i}`)]);
+    await routed;
+    assert.equal(got, 1, "nothing after close(), though connections linger");
+  } finally {
+    sender.close();
+    second.close();
+  }
+});
+
+Deno.test("ZMTP ROUTER: a send waiting on a peer that does not read ends when the peer leaves", async () => {
+  const router = ZmtpRouter.bind("tcp://127.0.0.1:0", "test", { sendBufferBytes: 1024 });
+  const inbox = new Collector(router);
+  const quiet = await rawDealer(router);
+  try {
+    await writeAll(quiet, Uint8Array.of(0, 1, 113));
+    const [id] = await inbox.next();
+    const big = new Uint8Array(1 << 20);
+    let blocked: Promise<void> | undefined;
+    for (let i = 0; i < 256 && !blocked; i++) {
+      const sending = router.send([id!, big]);
+      const done = await Promise.race([sending.then(() => true), sleep(200).then(() => false)]);
+      if (!done) blocked = sending;
+    }
+    assert.ok(blocked, "the peer's queue filled up");
+    quiet.close();
+    const ended = await Promise.race([
+      blocked.then(() => true, () => true),
+      sleep(5000).then(() => false),
+    ]);
+    assert.ok(ended, "the waiting send ended");
+  } finally {
+    try {
+      quiet.close();
+    } catch {
+      // Closed by the test already.
+    }
+    router.close();
+    await inbox.done;
+  }
+});
+
+Deno.test("ZMTP DEALER close() ends at once while a connect is still pending", async () => {
+  // A listener whose accept queue is full: the kernel drops further SYNs, so connect hangs.
+  const python = new Deno.Command("python3", {
+    args: [
+      "-c",
+      `
+import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(0)
+fill = []
+for i in range(4):
+    c = socket.socket(); c.setblocking(False)
+    try: c.connect(s.getsockname())
+    except BlockingIOError: pass
+    fill.append(c)
+time.sleep(0.3)
+print(s.getsockname()[1], flush=True)
+sys.stdin.read()
+`,
+    ],
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
+  const reader = python.stdout.getReader();
+  const port = Number(dec.decode((await reader.read()).value).trim());
+  const dealer = new ZmtpDealer();
+  try {
+    dealer.connect(`tcp://127.0.0.1:${port}`);
+    const drained = dealer.drain(() => {});
+    await sleep(100);
+    assert.equal(dealer.connected, false);
+    dealer.close();
+    const ended = await Promise.race([drained.then(() => true), sleep(3000).then(() => false)]);
+    assert.ok(ended, "drain ended after close()");
+  } finally {
+    dealer.close();
+    await python.stdin.close();
+    reader.releaseLock();
+    await python.stdout.cancel();
+    await python.status;
+  }
+});
+
+Deno.test("codec: an ERROR reason is cut to 255 bytes, not characters", () => {
+  const frame = errorCommand("é".repeat(300));
+  const head = readFrameHead(frame, 0, frame.length)!;
+  const parsed = parseCommand(frame.subarray(head.start))!;
+  assert.equal(parsed.name, "ERROR");
+  assert.equal(parsed.body[0], 255);
+  assert.equal(parsed.body.length, 256);
 });
