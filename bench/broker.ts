@@ -6,9 +6,10 @@
  *
  * Layout (loopback only, this machine has 2 cores):
  * - brokered: broker child process, echo worker child process with
- *   {@link WORKER_CONCURRENCY} connections (MDP workers), MdpClient here;
- * - raw zeromq: ROUTER echo server child process, DEALER here, both on
- *   transport/native_socket.ts (the transport of the broker, client and worker);
+ *   {@link WORKER_CONCURRENCY} connections (MDP workers), MdpClient here, all
+ *   on the TypeScript ZMTP sockets of transport/zmtp/ (plaintext tcp://);
+ * - raw zeromq: ROUTER echo server child process, DEALER here, both libzmq
+ *   through transport/native_socket.ts (what Go and Python peers run);
  * - NATS: nats-server at 127.0.0.1:4222 (system service), responder
  *   subscription in a child process, client here (@nats-io/transport-node).
  *
@@ -543,6 +544,8 @@ async function main(): Promise<void> {
   }
   out.push(
     "Layout: broker, echo worker and raw zeromq server each in their own child process; " +
+      "broker, worker and client speak ZMTP through transport/zmtp/ (TypeScript on Deno TCP), " +
+      "the raw zeromq row is libzmq on both ends (transport/native_socket.ts); " +
       `echo worker concurrency ${WORKER_CONCURRENCY} (one worker process, ${WORKER_CONCURRENCY} ` +
       "MDP connections); NATS responder subscription in a child process; all clients in the " +
       "bench process.",
