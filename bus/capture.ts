@@ -14,6 +14,7 @@
 import { ZMQ_SUB } from "../transport/libzmq.ts";
 import { NativeSocket, NativeSocketClosedError } from "../transport/native_socket.ts";
 import { PrefixSet, startsWith } from "./envelope.ts";
+import { BUS_BATCH_BYTES } from "./socket_options.ts";
 import { nextTurn } from "../support/next_turn.ts";
 
 /** Messages and bytes. */
@@ -85,6 +86,7 @@ export class CaptureCounter {
     this.#maxLearned = options.maxLearnedTopics ?? 100;
     this.#onFailure = options.onFailure ?? (() => {});
     this.#socket = new NativeSocket(ZMQ_SUB, {
+      batchBytes: BUS_BATCH_BYTES,
       receiveHighWaterMark: options.receiveHighWaterMark ?? 10_000,
     });
     this.#socket.subscribe(new Uint8Array(0));

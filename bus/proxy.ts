@@ -20,6 +20,7 @@ import type { CurveServerKeys } from "../transport/curve.ts";
 import { type ListenerEvent, ListenerGuard } from "../transport/guard.ts";
 import { libzmq, ZMQ_PAIR, ZMQ_PUB, ZMQ_XPUB, ZMQ_XSUB } from "../transport/libzmq.ts";
 import { NativeSocket } from "../transport/native_socket.ts";
+import { BUS_BATCH_BYTES } from "./socket_options.ts";
 
 /**
  * Counters of one side of the proxy since it started. libzmq 4.3.5 counts
@@ -184,6 +185,7 @@ export class BusProxy {
       maxMessageSize?: number,
     ) => {
       const socket = new NativeSocket(type, {
+        batchBytes: BUS_BATCH_BYTES,
         ...(hwm.send !== undefined ? { sendHighWaterMark: hwm.send } : {}),
         ...(hwm.receive !== undefined ? { receiveHighWaterMark: hwm.receive } : {}),
         ...(maxMessageSize !== undefined ? { maxMessageSize } : {}),

@@ -15,6 +15,7 @@ import type { CurveClientKeys } from "../transport/curve.ts";
 import { ZMQ_PUB } from "../transport/libzmq.ts";
 import { NativeSocket } from "../transport/native_socket.ts";
 import type { MessageForm } from "./envelope.ts";
+import { BUS_BATCH_BYTES } from "./socket_options.ts";
 
 /** Options of {@link Publisher}. */
 export interface PublisherOptions {
@@ -54,6 +55,7 @@ export class Publisher {
     this.form = options.form ?? "single";
     this.#linger = options.linger ?? 1000;
     this.#socket = new NativeSocket(ZMQ_PUB, {
+      batchBytes: BUS_BATCH_BYTES,
       ...(options.sendHighWaterMark !== undefined
         ? { sendHighWaterMark: options.sendHighWaterMark }
         : {}),

@@ -16,6 +16,7 @@ import type { CurveClientKeys } from "../transport/curve.ts";
 import { ZMQ_SUB } from "../transport/libzmq.ts";
 import { NativeSocket, NativeSocketClosedError } from "../transport/native_socket.ts";
 import { type BusMessage, PrefixSet, startsWith, toBytes } from "./envelope.ts";
+import { BUS_BATCH_BYTES } from "./socket_options.ts";
 
 const decoder = new TextDecoder();
 
@@ -51,6 +52,7 @@ export class Subscriber {
     this.bus = options.bus ?? "bus";
     this.#prefixes = new PrefixSet(options.envelopes ?? []);
     this.#socket = new NativeSocket(ZMQ_SUB, {
+      batchBytes: BUS_BATCH_BYTES,
       ...(options.receiveHighWaterMark !== undefined
         ? { receiveHighWaterMark: options.receiveHighWaterMark }
         : {}),

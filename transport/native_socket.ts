@@ -31,10 +31,12 @@ import {
   ZMQ_DONTWAIT,
   ZMQ_EVENTS,
   ZMQ_FD,
+  ZMQ_IN_BATCH_SIZE,
   ZMQ_LAST_ENDPOINT,
   ZMQ_LINGER,
   ZMQ_MAXMSGSIZE,
   ZMQ_MSG_T_SIZE,
+  ZMQ_OUT_BATCH_SIZE,
   ZMQ_POLLIN,
   ZMQ_POLLOUT,
   ZMQ_RCVHWM,
@@ -76,6 +78,12 @@ export interface NativeSocketOptions {
   routingId?: string | Uint8Array;
   /** ZMQ_MAXMSGSIZE: a peer sending a larger frame is disconnected. @default no limit */
   maxMessageSize?: number;
+  /**
+   * ZMQ_IN_BATCH_SIZE and ZMQ_OUT_BATCH_SIZE: how many bytes libzmq reads
+   * and writes per system call on each connection (each connection keeps a
+   * buffer of this size both ways). @default 8192 (libzmq's)
+   */
+  batchBytes?: number;
   /** CURVE client: every connection of the socket is encrypted to this server key. */
   curveClient?: CurveClientKeys;
   /** CURVE server: connections must complete a CURVE handshake and pass ZAP (zap.ts). */
@@ -216,6 +224,10 @@ export class NativeSocket {
       this.setInt(ZMQ_RCVHWM, options.receiveHighWaterMark);
     }
     this.setInt(ZMQ_LINGER, this.#linger);
+    if (options.batchBytes !== undefined) {
+      this.setInt(ZMQ_IN_BATCH_SIZE, options.batchBytes);
+      this.setInt(ZMQ_OUT_BATCH_SIZE, options.batchBytes);
+    }
     if (options.routingId !== undefined) {
       const id = options.routingId;
       this.#setBytes(ZMQ_ROUTING_ID, typeof id === "string" ? new TextEncoder().encode(id) : id);
