@@ -14,6 +14,7 @@ import { encodeMessageInto, messageBytes } from "./codec.ts";
 import { ZmtpConnection, type ZmtpConnectionEvents } from "./connection.ts";
 import { parseTcpEndpoint, type TcpAddress } from "./endpoint.ts";
 import { Inbox } from "./inbox.ts";
+import { RoomWaiters } from "./room.ts";
 
 /** Options of a {@link ZmtpDealer}. */
 export interface ZmtpDealerOptions {
@@ -55,7 +56,7 @@ export class ZmtpDealer {
   #connecting: Promise<void> | undefined;
   /** Aborts a connect in progress at close (else close would wait for the kernel to give up). */
   #dialAbort = new AbortController();
-  #writableWaiters = new Set<() => void>();
+  #room = new RoomWaiters();
   #closing: Promise<void> | undefined;
   #whenReady: (() => void) | undefined;
 
@@ -127,7 +128,7 @@ export class ZmtpDealer {
     ready: (connection) => {
       for (const bytes of this.#waiting) connection.sendEncoded(bytes);
       this.#waiting = [];
-      this.#wakeWriters();
+      this.#room.wakeAll();
       this.#whenReady?.();
       return undefined;
     },
@@ -135,22 +136,15 @@ export class ZmtpDealer {
     message: (frames) => {
       if (!this.#closed) this.#inbox.deliver(frames);
     },
-    drained: () => this.#wakeWriters(),
+    drained: () => this.#room.wakeAll(),
     closed: (connection) => {
       if (this.#connection !== connection) return;
       this.#connection = undefined;
       // Writers blocked on the dead connection's buffer queue for the next one instead.
-      this.#wakeWriters();
+      this.#room.wakeAll();
       this.#scheduleRetry();
     },
   };
-
-  #wakeWriters(): void {
-    if (this.#writableWaiters.size === 0) return;
-    const waiters = [...this.#writableWaiters];
-    this.#writableWaiters.clear();
-    for (const wake of waiters) wake();
-  }
 
   /** Sends without waiting; false when the socket cannot take the message now. */
   trySend(frames: Frames): boolean {
@@ -183,7 +177,7 @@ export class ZmtpDealer {
   /** Sends, waiting while the socket is full. */
   async send(frames: Frames): Promise<void> {
     while (!this.trySend(frames)) {
-      await new Promise<void>((resolve) => this.#writableWaiters.add(resolve));
+      await this.#room.next();
     }
   }
 
@@ -201,7 +195,7 @@ export class ZmtpDealer {
     this.#closed = true;
     clearTimeout(this.#retry);
     this.#dialAbort.abort();
-    this.#wakeWriters();
+    this.#room.wakeAll();
     const connection = this.#connection;
     this.#connection = undefined;
     const lingerMs = linger ?? this.#options.linger ?? 0;

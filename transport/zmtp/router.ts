@@ -17,6 +17,7 @@ import type { Frames } from "../frames.ts";
 import { ZmtpConnection, type ZmtpConnectionEvents, type ZmtpPeer } from "./connection.ts";
 import { formatTcpEndpoint, parseTcpEndpoint } from "./endpoint.ts";
 import { Inbox } from "./inbox.ts";
+import { RoomWaiters } from "./room.ts";
 
 /** Options of {@link ZmtpRouter.bind}. */
 export interface ZmtpRouterOptions {
@@ -73,7 +74,7 @@ export class ZmtpRouter {
   #closed = false;
   #nextId = (Math.random() * 0xffff_ffff) >>> 0;
   #accepting: Promise<void>;
-  #drainWaiters = new Set<() => void>();
+  #room = new RoomWaiters();
   /** Messages sent to a routing id with no connection (dropped, as libzmq's ROUTER does). */
   unroutable = 0;
 
@@ -166,7 +167,7 @@ export class ZmtpRouter {
       if (!this.#closed) this.#inbox.deliver(frames);
     },
     oversized: () => report(() => this.#options.onOversized?.()),
-    drained: () => this.#wakeSenders(),
+    drained: () => this.#room.wakeAll(),
     closed: (connection: ZmtpConnection, reason: string | undefined, refused: boolean) => {
       this.#connections.delete(connection);
       const id = this.#idOf.get(connection);
@@ -175,7 +176,7 @@ export class ZmtpRouter {
         if (this.#byId.get(idKey(id)) === connection) this.#byId.delete(idKey(id));
       }
       // A sender waiting for this peer's queue to drain must not wait forever.
-      this.#wakeSenders();
+      this.#room.wakeAll();
       if (reason !== undefined) {
         report(() =>
           this.#options.onConnectionEnd?.({ refused, reason, address: connection.remote })
@@ -183,13 +184,6 @@ export class ZmtpRouter {
       }
     },
   };
-
-  #wakeSenders(): void {
-    if (this.#drainWaiters.size === 0) return;
-    const waiters = [...this.#drainWaiters];
-    this.#drainWaiters.clear();
-    for (const wake of waiters) wake();
-  }
 
   /**
    * Sends `frames` to the peer `head` names without waiting. False when that
@@ -218,7 +212,7 @@ export class ZmtpRouter {
   async send(frames: Frames): Promise<void> {
     while (!this.trySend(frames)) {
       if (this.#closed) throw new Error("socket closed");
-      await new Promise<void>((resolve) => this.#drainWaiters.add(resolve));
+      await this.#room.next();
     }
   }
 
@@ -242,7 +236,7 @@ export class ZmtpRouter {
     }
     const lingerMs = linger ?? this.#options.linger ?? 0;
     const closing = [...this.#connections].map((connection) => connection.close(lingerMs));
-    this.#wakeSenders();
+    this.#room.wakeAll();
     void Promise.all([this.#accepting, ...closing]).then(() => this.#inbox.close());
   }
 }
