@@ -95,6 +95,13 @@ const buses = z.array(busSchema).superRefine((list, context) => {
   });
 }).default(() => DEFAULT_BUSES.map((bus) => ({ ...bus, topics: [...bus.topics] })));
 
+/**
+ * How Majordomo sockets are implemented on a plaintext tcp:// endpoint:
+ * "auto" is ZMTP in TypeScript (transport/zmtp/), "libzmq" keeps libzmq's
+ * sockets (README "ZeroMQ under Deno"). CURVE always uses libzmq.
+ */
+const mdpTransport = { mdp_transport: z.enum(["auto", "libzmq"]).default("auto") };
+
 const common = {
   log_level: z.enum(LOG_LEVELS).default("info"),
   log_format: z.enum(["json", "pretty"]).default("json"),
@@ -133,6 +140,7 @@ export const brokerConfig = {
     max_message_bytes: z.number().int().min(1024).default(16 * 1024 * 1024),
     max_queue: z.number().int().min(1).default(100_000),
     requeue_lost: z.boolean().default(false),
+    ...mdpTransport,
     /** Pub/sub buses this process runs; [] for none. */
     buses,
     /** CURVE for the broker endpoint and its buses (config/curve.ts, docs/security.md). */
@@ -168,6 +176,7 @@ export const echoConfig = {
     capacity: z.number().int().min(1).max(4096).default(1),
     heartbeat_interval_ms: positiveMs.default(2500),
     heartbeat_liveness: z.number().int().min(1).default(3),
+    ...mdpTransport,
     /** CURVE keys for a broker that requires CURVE (config/curve.ts). */
     ...curveClientShape,
   }),
@@ -198,6 +207,7 @@ export const stateConfig = {
     bus_endpoint: z.union([endpoint, z.literal("")]).default("tcp://127.0.0.1:11000"),
     heartbeat_interval_ms: positiveMs.default(2500),
     heartbeat_liveness: z.number().int().min(1).default(3),
+    ...mdpTransport,
     /** With any key set, every request must carry a valid `token` with the operation's permission. */
     ...tokenKeys,
     /** CURVE keys for the broker and the state bus (config/curve.ts). */
@@ -241,6 +251,7 @@ export const gatewayConfig = {
       metric: "tcp://127.0.0.1:13000",
     })),
     request_timeout_ms: positiveMs.default(5000),
+    ...mdpTransport,
     /** Longest time a cached state read is served (change events refresh it sooner); 0: no cache. */
     state_cache_ttl_ms: z.number().int().min(0).default(2000),
     max_body_bytes: z.number().int().min(1024).default(4 * 1024 * 1024),

@@ -137,3 +137,22 @@ Deno.test("loadConfig() reads the gateway's redis_url from PLANTD_REDIS_URL, bel
     (error: Error) => error instanceof ConfigError && /PLANTD_REDIS_URL/.test(error.message),
   );
 });
+
+Deno.test("loadConfig() reads mdp_transport (ZMTP in TypeScript by default, libzmq on request)", () => {
+  assert.equal(loadConfig(brokerConfig, { args: [], env: {} }).mdp_transport, "auto");
+  assert.equal(
+    loadConfig(gatewayConfig, { args: [], env: { PLANTD_GATEWAY_MDP_TRANSPORT: "libzmq" } })
+      .mdp_transport,
+    "libzmq",
+  );
+  assert.equal(
+    loadConfig(echoConfig, { args: ["--mdp-transport", "libzmq"], env: {} }).mdp_transport,
+    "libzmq",
+  );
+  assert.throws(
+    () => loadConfig(brokerConfig, { args: [], env: { PLANTD_BROKER_MDP_TRANSPORT: "zmtp" } }),
+    (e: Error) =>
+      e instanceof ConfigError && e.message.includes("mdp_transport") &&
+      e.message.includes("PLANTD_BROKER_MDP_TRANSPORT"),
+  );
+});

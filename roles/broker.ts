@@ -36,6 +36,7 @@ export async function startBroker(
     maxMessageBytes: config.max_message_bytes,
     maxQueuePerService: config.max_queue,
     requeueLost: config.requeue_lost,
+    transport: config.mdp_transport,
     ...(curve ? { curve } : {}),
     onListenerEvent: endpointObserver(registry, logger("broker", "security")),
   }, {

@@ -118,6 +118,7 @@ export async function startGateway(
   const client = new MdpClient(config.broker_endpoint, {
     timeoutMs: config.request_timeout_ms,
     ...(brokerCurve ? { curve: brokerCurve } : {}),
+    transport: config.mdp_transport,
   });
   const directory = new ServiceDirectory((service, body, timeoutMs) =>
     client.request(service, body, { timeoutMs: timeoutMs ?? config.request_timeout_ms })

@@ -8,6 +8,7 @@ import type { Logger } from "@logtape/logtape";
 import { clientCurve, type CurveClientConfig } from "../config/curve.ts";
 import type { Dialect } from "../mdp/protocol.ts";
 import type { WorkerEvent, WorkerOptions } from "../mdp/worker.ts";
+import type { TransportChoice } from "../transport/message_socket.ts";
 
 /** The configuration keys shared by worker components. */
 export interface WorkerConfig extends CurveClientConfig {
@@ -16,6 +17,7 @@ export interface WorkerConfig extends CurveClientConfig {
   heartbeat_interval_ms: number;
   heartbeat_liveness: number;
   dialect?: Dialect;
+  mdp_transport: TransportChoice;
 }
 
 /** Worker options from a component's configuration (`component` names it in key errors). */
@@ -28,6 +30,7 @@ export function workerOptions(config: WorkerConfig, component = "worker"): Worke
     heartbeatIntervalMs: config.heartbeat_interval_ms,
     heartbeatLiveness: config.heartbeat_liveness,
     ...(config.dialect ? { dialect: config.dialect } : {}),
+    transport: config.mdp_transport,
   };
 }
 

@@ -255,3 +255,44 @@ Deno.test("a lost worker with capacity fails every request it held", async () =>
     assert.deepEqual(await Promise.all(pending), ["WORKER_LOST", "WORKER_LOST", "WORKER_LOST"]);
   });
 });
+
+for (const broker of ["auto", "libzmq"] as const) {
+  for (const peers of ["auto", "libzmq"] as const) {
+    Deno.test(
+      `broker on ${broker === "auto" ? "ZMTP" : "libzmq"} serves client and worker on ${
+        peers === "auto" ? "ZMTP" : "libzmq"
+      }: requests, a streamed reply, a large body`,
+      async () => {
+        const server = await BrokerServer.start({
+          endpoint: "tcp://127.0.0.1:*",
+          transport: broker,
+        });
+        const worker = new MdpWorker(server.endpoint, "mixed", async (body, context) => {
+          await context.partial(["partial"]);
+          return body;
+        }, { transport: peers });
+        const client = new MdpClient(server.endpoint, { timeoutMs: 5000, transport: peers });
+        try {
+          const big = new Uint8Array(3_000_000).fill(9);
+          const replies = await Promise.all(
+            Array.from({ length: 50 }, (_, i) => client.request("mixed", [`r${i}`])),
+          );
+          assert.deepEqual(replies.map((r) => text(r[0]!)), replies.map((_, i) => `r${i}`));
+          const parts: string[] = [];
+          for await (const reply of client.stream("mixed", ["streamed"])) {
+            parts.push(`${reply.final ? "final" : "partial"}:${text(reply.body[0]!)}`);
+          }
+          assert.deepEqual(parts, ["partial:partial", "final:streamed"]);
+          const [echoed] = await client.request("mixed", [big]);
+          assert.equal(echoed!.length, big.length);
+          assert.ok(echoed!.every((b) => b === 9));
+        } finally {
+          await client.close();
+          await worker.close();
+          await server.close();
+          await sharedPoller().idle();
+        }
+      },
+    );
+  }
+}
