@@ -8,6 +8,8 @@
  * - brokered: broker child process, echo worker child process with
  *   {@link WORKER_CONCURRENCY} connections (MDP workers), MdpClient here, all
  *   on the TypeScript ZMTP sockets of transport/zmtp/ (plaintext tcp://);
+ * - the same on libzmq's sockets (`mdp_transport` libzmq), to show what the
+ *   transport takes;
  * - raw zeromq: ROUTER echo server child process, DEALER here, both libzmq
  *   through transport/native_socket.ts (what Go and Python peers run);
  * - NATS: nats-server at 127.0.0.1:4222 (system service), responder
@@ -17,7 +19,7 @@
  * {@link MAX_REQUESTS} round trips, whichever ends first; closed loop with
  * N requests in flight. Environment overrides for investigations:
  * BENCH_WORKER_CONCURRENCY, BENCH_MEASURE_MS, BENCH_SYSTEMS (comma list of
- * broker,zmq,nats), BENCH_NATS_SERVER (default 127.0.0.1:4222), BENCH_NO_WRITE=1
+ * broker,broker-libzmq,zmq,nats), BENCH_NATS_SERVER (default 127.0.0.1:4222), BENCH_NO_WRITE=1
  * (print only; by default the report replaces this benchmark's section of
  * BENCHMARKS.md, the convention of bench/bus.ts).
  *
@@ -32,6 +34,7 @@
  */
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { MdpClient } from "../mdp/client.ts";
+import type { TransportChoice } from "../transport/message_socket.ts";
 import { NativeSocket } from "../transport/native_socket.ts";
 import { ECHO_SERVICE } from "../workers/echo.ts";
 import {
@@ -71,7 +74,9 @@ let quietBudgetMs = QUIET_BUDGET_MS;
 const NO_WRITE = Deno.env.get("BENCH_NO_WRITE") === "1";
 const SECTION = "## Broker (deno task bench:broker)";
 const SYSTEMS = new Set(
-  (Deno.env.get("BENCH_SYSTEMS") ?? "broker,zmq,nats").split(",").map((s) => s.trim()),
+  (Deno.env.get("BENCH_SYSTEMS") ?? "broker,broker-libzmq,zmq,nats").split(",").map((s) =>
+    s.trim()
+  ),
 );
 
 const PAYLOAD = new Uint8Array(PAYLOAD_BYTES).map((_, i) => 97 + (i % 26));
@@ -340,6 +345,8 @@ class RawEchoClient {
 
 const BROKER_LABEL =
   `plantd-ts broker (1 echo proc x ${WORKER_CONCURRENCY} conns x capacity ${WORKER_CAPACITY})`;
+/** The same broker, worker and client on libzmq's sockets (mdp_transport libzmq): the transport's share. */
+const LIBZMQ_BROKER_LABEL = `same, on libzmq sockets (mdp_transport libzmq)`;
 const ZMQ_LABEL = "zeromq DEALER-ROUTER echo, no broker";
 let natsLabel = "NATS request-reply";
 
@@ -359,16 +366,23 @@ interface BrokerResult {
   idleWorkerPercent: number;
 }
 
-async function benchBroker(ticks: number): Promise<BrokerResult> {
-  console.error(`broker: starting broker and echo worker (${WORKER_CONCURRENCY} connections)`);
-  const broker = await Child.spawn("broker", "broker.ts", ["tcp://127.0.0.1:0"]);
+async function benchBroker(
+  ticks: number,
+  transport: TransportChoice = "auto",
+): Promise<BrokerResult> {
+  console.error(
+    `broker: starting broker and echo worker (${WORKER_CONCURRENCY} connections, ${transport})`,
+  );
+  const broker = await Child.spawn("broker", "broker.ts", ["tcp://127.0.0.1:0", transport]);
   const endpoint = broker.ready.split(" ")[1]!;
   const worker = await Child.spawn("echo-worker", "echo_worker.ts", [
     endpoint,
     String(WORKER_CONCURRENCY),
     String(WORKER_CAPACITY),
+    transport,
   ]);
-  const client = new MdpClient(endpoint, { timeoutMs: REQUEST_TIMEOUT_MS });
+  const client = new MdpClient(endpoint, { timeoutMs: REQUEST_TIMEOUT_MS, transport });
+  const label = transport === "libzmq" ? LIBZMQ_BROKER_LABEL : BROKER_LABEL;
   try {
     // Wait until the broker has every worker connection registered.
     const deadline = Date.now() + 15_000;
@@ -387,7 +401,7 @@ async function benchBroker(ticks: number): Promise<BrokerResult> {
     const meter = new CpuMeter(["self", broker.pid, worker.pid], ticks);
     const rows: Row[] = [];
     for (const n of IN_FLIGHT) {
-      rows.push(await measure(BROKER_LABEL, n, call, meter, ["bench", "broker", "worker"]));
+      rows.push(await measure(label, n, call, meter, ["bench", "broker", "worker"]));
     }
 
     await client.close();
@@ -520,13 +534,20 @@ async function main(): Promise<void> {
   const started = new Date();
   const version = await codeVersion();
   let broker: BrokerResult | undefined;
+  let libzmqBroker: BrokerResult | undefined;
   let zmqRows: Row[] = [];
   let nats: { rows: Row[]; available: boolean } | undefined;
   if (SYSTEMS.has("broker")) broker = await benchBroker(ticks);
+  if (SYSTEMS.has("broker-libzmq")) libzmqBroker = await benchBroker(ticks, "libzmq");
   if (SYSTEMS.has("zmq")) zmqRows = await benchZmq(ticks);
   if (SYSTEMS.has("nats")) nats = await benchNats(ticks);
 
-  const rows = [...(broker?.rows ?? []), ...zmqRows, ...(nats?.rows ?? [])];
+  const rows = [
+    ...(broker?.rows ?? []),
+    ...(libzmqBroker?.rows ?? []),
+    ...zmqRows,
+    ...(nats?.rows ?? []),
+  ];
   const out: string[] = [];
   out.push(
     `Run ${started.toISOString()}, ${version}, ${machine()}; loopback, ${PAYLOAD_BYTES}-byte ` +
@@ -544,7 +565,8 @@ async function main(): Promise<void> {
   }
   out.push(
     "Layout: broker, echo worker and raw zeromq server each in their own child process; " +
-      "broker, worker and client speak ZMTP through transport/zmtp/ (TypeScript on Deno TCP), " +
+      "broker, worker and client speak ZMTP through transport/zmtp/ (TypeScript on Deno TCP); " +
+      "the 'on libzmq sockets' rows run the same three on libzmq (mdp_transport libzmq), and " +
       "the raw zeromq row is libzmq on both ends (transport/native_socket.ts); " +
       `echo worker concurrency ${WORKER_CONCURRENCY} (one worker process, ${WORKER_CONCURRENCY} ` +
       "MDP connections); NATS responder subscription in a child process; all clients in the " +
