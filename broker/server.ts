@@ -30,6 +30,8 @@ export class BrokerServer {
   readonly broker: Broker;
   /** The endpoint actually bound (port resolved when `*` or 0 was asked). */
   readonly endpoint: string;
+  /** Which ROUTER serves the endpoint: TypeScript ZMTP or libzmq's (CURVE, ipc, or asked for). */
+  readonly transport: "zmtp" | "libzmq";
   #socket: MessageSocket;
   #guard: ListenerGuard | undefined;
   #timer: ReturnType<typeof setInterval>;
@@ -49,6 +51,7 @@ export class BrokerServer {
     this.#onError = onError;
     this.broker = broker;
     this.endpoint = endpoint;
+    this.transport = socket instanceof ZmtpRouter ? "zmtp" : "libzmq";
     this.#timer = setInterval(() => broker.tick(), tickMs);
     this.#loop = this.#run();
   }

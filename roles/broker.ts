@@ -63,8 +63,9 @@ export async function startBroker(
     ...buses.checks(),
   ], registry);
   logCurve(log, config.buses.length > 0 ? "broker and bus endpoints" : "broker endpoint", curve);
-  log.info("broker listening on {endpoint}", {
+  log.info("broker listening on {endpoint} ({transport})", {
     endpoint: server.endpoint,
+    transport: server.transport === "zmtp" ? "ZMTP in TypeScript" : "libzmq",
     health: health.port ? `http://${config.health_host}:${health.port}/healthz` : "off",
   });
   return {

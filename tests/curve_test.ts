@@ -109,6 +109,7 @@ Deno.test("broker with CURVE: allowed client and worker are served; wrong key, w
   };
   try {
     assert.ok(zapHandlerBound());
+    assert.equal(broker.transport, "libzmq", "CURVE is libzmq's");
     track(
       new MdpWorker(broker.endpoint, "echo", (body) => body, {
         curve: { serverKey: server.publicKey, secretKey: worker.secretKey },

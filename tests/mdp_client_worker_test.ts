@@ -273,6 +273,7 @@ for (const broker of ["auto", "libzmq"] as const) {
         }, { transport: peers });
         const client = new MdpClient(server.endpoint, { timeoutMs: 5000, transport: peers });
         try {
+          assert.equal(server.transport, broker === "auto" ? "zmtp" : "libzmq");
           const big = new Uint8Array(3_000_000).fill(9);
           const replies = await Promise.all(
             Array.from({ length: 50 }, (_, i) => client.request("mixed", [`r${i}`])),
