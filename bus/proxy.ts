@@ -21,6 +21,7 @@ import { type ListenerEvent, ListenerGuard } from "../transport/guard.ts";
 import { libzmq, ZMQ_PAIR, ZMQ_PUB, ZMQ_XPUB, ZMQ_XSUB } from "../transport/libzmq.ts";
 import { NativeSocket } from "../transport/native_socket.ts";
 import { BUS_BATCH_BYTES } from "./socket_options.ts";
+import { waitAtMost } from "../support/wait_at_most.ts";
 
 /**
  * Counters of one side of the proxy since it started. libzmq 4.3.5 counts
@@ -305,12 +306,7 @@ export class BusProxy {
       const frames = this.#controller.tryReceive();
       if (frames) return frames;
       if (Date.now() >= deadline || !this.#running) throw new ProxyControlError(this.name, what);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        this.#controller.waitReadable(),
-        new Promise((resolve) => timer = setTimeout(resolve, deadline - Date.now())),
-      ]);
-      clearTimeout(timer);
+      await waitAtMost(this.#controller.waitReadable(), deadline - Date.now());
     }
   }
 

@@ -19,6 +19,7 @@ import { addonPath, nativeContext, ZMQ_XPUB } from "../transport/libzmq.ts";
 import { NativeSocket } from "../transport/native_socket.ts";
 import { payloadLine, type SubscribeOptions } from "./backend.ts";
 import { probe } from "./net.ts";
+import { waitAtMost } from "../support/wait_at_most.ts";
 
 /** The envelopes the gateway splits single-frame messages at, by default. */
 const ENVELOPES = gatewayConfig.schema.shape.envelopes.parse(undefined);
@@ -96,12 +97,7 @@ export async function publishDirect(
       }
       const left = deadline - Date.now();
       if (subscribed || left <= 0) break;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        socket.waitReadable(),
-        new Promise((resolve) => timer = setTimeout(resolve, left)),
-      ]);
-      clearTimeout(timer);
+      await waitAtMost(socket.waitReadable(), left);
     }
     const frames = options.form === "frames"
       ? encodeFrames(topic, payload)

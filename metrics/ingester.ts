@@ -27,6 +27,7 @@ import { NativeSocketClosedError } from "../transport/native_socket.ts";
 import { parsePoint, type Point, type RejectReason } from "./point.ts";
 import { PointQueue } from "./point_queue.ts";
 import { type MetricsWriter, retentionCutoff } from "./store.ts";
+import { waitAtMost } from "../support/wait_at_most.ts";
 
 /** Longest run of reading without a timer turn while writes wait for replies. */
 const YIELD_EVERY_MS = 5;
@@ -404,10 +405,7 @@ export class MetricsIngester {
     await this.#reading.catch(() => {});
     clearInterval(this.#retentionTimer);
     this.#wake();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<void>((resolve) => timer = setTimeout(resolve, flushMs));
-    await Promise.race([this.#writing.catch(() => {}), deadline]);
-    clearTimeout(timer);
+    await waitAtMost(this.#writing.catch(() => {}), flushMs);
     this.#closed = true;
     // Writers still retrying give up at their next turn.
     this.#downUntil = 0;

@@ -26,6 +26,7 @@ import {
   readFrameHead,
   readyCommand,
 } from "./codec.ts";
+import { waitAtMost } from "../../support/wait_at_most.ts";
 
 const SLAB_BYTES = 64 * 1024;
 /** Below this much room left in the slab, the next read goes to a new one. */
@@ -192,12 +193,7 @@ export class ZmtpConnection {
   async #flushedWithin(ms: number): Promise<void> {
     if (this.pendingBytes === 0) return;
     this.#flushed ??= new Promise<void>((resolve) => this.#flushedResolve = resolve);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      this.#flushed,
-      new Promise<void>((resolve) => timer = setTimeout(resolve, ms)),
-    ]);
-    clearTimeout(timer);
+    await waitAtMost(this.#flushed, ms);
   }
 
   #append(bytes: Uint8Array): void {

@@ -15,6 +15,7 @@ import { ZmtpConnection, type ZmtpConnectionEvents } from "./connection.ts";
 import { parseTcpEndpoint, type TcpAddress } from "./endpoint.ts";
 import { Inbox } from "./inbox.ts";
 import { RoomWaiters } from "./room.ts";
+import { waitAtMost } from "../../support/wait_at_most.ts";
 
 /** Options of a {@link ZmtpDealer}. */
 export interface ZmtpDealerOptions {
@@ -204,12 +205,7 @@ export class ZmtpDealer {
       if (connection && !connection.ready && this.#waiting.length > 0 && lingerMs > 0) {
         // Mid-handshake with messages waiting (a worker's last DISCONNECT): as libzmq
         // does within linger, let the handshake finish so they go out.
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        await new Promise<void>((resolve) => {
-          this.#whenReady = resolve;
-          timer = setTimeout(resolve, lingerMs);
-        });
-        clearTimeout(timer);
+        await waitAtMost(new Promise<void>((resolve) => this.#whenReady = resolve), lingerMs);
       }
       await connection?.close(lingerMs);
     })();
