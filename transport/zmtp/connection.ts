@@ -40,6 +40,8 @@ const HANDSHAKE_BYTES = 1024;
  * bounded too.
  */
 const FRAME_COST = 64;
+/** Default of {@link ZmtpConnectionOptions.sendBufferBytes}. */
+const SEND_BUFFER_BYTES = 64 * 1024 * 1024;
 
 /** The socket type this side announces. */
 export type ZmtpSocketType = "ROUTER" | "DEALER";
@@ -63,6 +65,11 @@ export interface ZmtpConnectionOptions {
    * @default no limit
    */
   maxMessageBytes?: number;
+  /**
+   * Bytes queued for this peer beyond which {@link ZmtpConnection.send}
+   * refuses (libzmq's high-water mark, in bytes). @default 64 MiB
+   */
+  sendBufferBytes?: number;
   /** A peer that has not completed the handshake by then is dropped. @default 10000 */
   handshakeMs?: number;
 }
@@ -162,9 +169,14 @@ export class ZmtpConnection {
     return this.#outLength + this.#inFlight;
   }
 
-  /** Queues `[head?, ...frames]` for writing; false once closed. */
+  /**
+   * Queues `[head?, ...frames]` for writing; false once closed, or while more
+   * than `sendBufferBytes` wait to be written.
+   */
   send(frames: Frames, head?: Uint8Array): boolean {
-    if (this.#closed) return false;
+    if (this.#closed || this.pendingBytes > (this.#options.sendBufferBytes ?? SEND_BUFFER_BYTES)) {
+      return false;
+    }
     const n = messageBytes(frames, head);
     this.#reserve(n);
     this.#outLength = encodeMessageInto(this.#out, this.#outLength, frames, head);

@@ -14,7 +14,7 @@ import { encodeMessageInto, messageBytes } from "./codec.ts";
 import { ZmtpConnection, type ZmtpConnectionEvents } from "./connection.ts";
 import { parseTcpEndpoint, type TcpAddress } from "./endpoint.ts";
 import { Inbox } from "./inbox.ts";
-import { RoomWaiters } from "./room.ts";
+import { RoomWaiters, ZmtpSocketClosedError } from "./room.ts";
 import { waitAtMost } from "../../support/wait_at_most.ts";
 
 /** Options of a {@link ZmtpDealer}. */
@@ -33,14 +33,6 @@ export interface ZmtpDealerOptions {
   reconnectMs?: number;
   /** Messages kept while nothing drains the socket. @default 100000 */
   receiveQueue?: number;
-}
-
-/** Thrown by {@link ZmtpDealer.send} once the socket is closed. */
-export class ZmtpSocketClosedError extends Error {
-  constructor() {
-    super("socket closed");
-    this.name = "ZmtpSocketClosedError";
-  }
 }
 
 /** A connecting DEALER; see the module documentation. */
@@ -111,6 +103,9 @@ export class ZmtpDealer {
     this.#connection = new ZmtpConnection(conn, {
       socketType: "DEALER",
       ...(this.#identity ? { identity: this.#identity } : {}),
+      ...(this.#options.sendBufferBytes !== undefined
+        ? { sendBufferBytes: this.#options.sendBufferBytes }
+        : {}),
       ...(this.#options.maxMessageSize !== undefined
         ? { maxMessageBytes: this.#options.maxMessageSize }
         : {}),
@@ -160,12 +155,7 @@ export class ZmtpDealer {
   #trySend(frames: Frames, head: Uint8Array | undefined): boolean {
     if (this.#closed) throw new ZmtpSocketClosedError();
     const connection = this.#connection;
-    if (connection?.ready) {
-      if (connection.pendingBytes > (this.#options.sendBufferBytes ?? 64 * 1024 * 1024)) {
-        return false;
-      }
-      return connection.send(frames, head);
-    }
+    if (connection?.ready) return connection.send(frames, head);
     const limit = this.#options.sendHighWaterMark ?? 1000;
     if (limit > 0 && this.#waiting.length >= limit) return false;
     // Encoded now: the caller may reuse its buffers once this returns.
@@ -176,10 +166,8 @@ export class ZmtpDealer {
   }
 
   /** Sends, waiting while the socket is full. */
-  async send(frames: Frames): Promise<void> {
-    while (!this.trySend(frames)) {
-      await this.#room.next();
-    }
+  send(frames: Frames): Promise<void> {
+    return this.#room.retry(() => this.trySend(frames), () => this.#closed);
   }
 
   /** See {@link Inbox.drain}. */

@@ -4,12 +4,32 @@
  *
  * @module
  */
+
+/** Thrown by a ZMTP socket's `send` once the socket is closed. */
+export class ZmtpSocketClosedError extends Error {
+  constructor() {
+    super("socket closed");
+    this.name = "ZmtpSocketClosedError";
+  }
+}
+
 export class RoomWaiters {
   #waiters = new Set<() => void>();
 
   /** Resolves at the next {@link wakeAll}. */
   next(): Promise<void> {
     return new Promise<void>((resolve) => this.#waiters.add(resolve));
+  }
+
+  /**
+   * Calls `attempt` until it takes the message, waiting for a wake between
+   * tries; ends with {@link ZmtpSocketClosedError} once `closed()` says so.
+   */
+  async retry(attempt: () => boolean, closed: () => boolean): Promise<void> {
+    while (!attempt()) {
+      if (closed()) throw new ZmtpSocketClosedError();
+      await this.next();
+    }
   }
 
   wakeAll(): void {

@@ -136,6 +136,9 @@ export class ZmtpRouter {
       this.#connections.add(
         new ZmtpConnection(conn, {
           socketType: "ROUTER",
+          ...(this.#options.sendBufferBytes !== undefined
+            ? { sendBufferBytes: this.#options.sendBufferBytes }
+            : {}),
           ...(this.#options.maxMessageSize !== undefined
             ? { maxMessageBytes: this.#options.maxMessageSize }
             : {}),
@@ -197,7 +200,6 @@ export class ZmtpRouter {
       this.unroutable++;
       return true;
     }
-    if (connection.pendingBytes > (this.#options.sendBufferBytes ?? 64 * 1024 * 1024)) return false;
     return connection.send(frames);
   }
 
@@ -209,11 +211,8 @@ export class ZmtpRouter {
   }
 
   /** Sends, waiting while the peer's queue is over `sendBufferBytes`. */
-  async send(frames: Frames): Promise<void> {
-    while (!this.trySend(frames)) {
-      if (this.#closed) throw new Error("socket closed");
-      await this.#room.next();
-    }
+  send(frames: Frames): Promise<void> {
+    return this.#room.retry(() => this.trySend(frames), () => this.#closed);
   }
 
   /** See {@link Inbox.drain}. */
