@@ -7,6 +7,7 @@
  */
 import { Hono } from "hono";
 import type { Registry } from "prom-client";
+import { listenFailure } from "../transport/bind.ts";
 
 /** One health check result. */
 export interface Check {
@@ -88,11 +89,6 @@ export function serveOrExplain(
   try {
     return Deno.serve({ hostname, port, onListen: () => {}, ...tls }, app.fetch);
   } catch (error) {
-    const reason = error instanceof Deno.errors.AddrInUse
-      ? "address already in use"
-      : error instanceof Deno.errors.PermissionDenied
-      ? "permission denied"
-      : (error as Error).message;
-    throw new ListenError(what, hostname, port, reason, { cause: error });
+    throw new ListenError(what, hostname, port, listenFailure(error), { cause: error });
   }
 }

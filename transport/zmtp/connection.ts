@@ -164,6 +164,11 @@ export class ZmtpConnection {
     this.#prefix = frame;
   }
 
+  /** The frame of {@link setPrefix}, if one was set. */
+  get prefix(): Uint8Array | undefined {
+    return this.#prefix;
+  }
+
   /** Bytes handed to {@link send} and not yet written to the kernel. */
   get pendingBytes(): number {
     return this.#outLength + this.#inFlight;

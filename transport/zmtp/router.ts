@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { BindError } from "../bind.ts";
+import { BindError, listenFailure } from "../bind.ts";
 import type { Frames } from "../frames.ts";
 import { ZmtpConnection, type ZmtpConnectionEvents, type ZmtpPeer } from "./connection.ts";
 import { formatTcpEndpoint, parseTcpEndpoint } from "./endpoint.ts";
@@ -69,7 +69,6 @@ export class ZmtpRouter {
   #options: ZmtpRouterOptions;
   #connections = new Set<ZmtpConnection>();
   #byId = new Map<string, ZmtpConnection>();
-  #idOf = new Map<ZmtpConnection, Uint8Array>();
   #inbox: Inbox;
   #closed = false;
   #nextId = (Math.random() * 0xffff_ffff) >>> 0;
@@ -94,12 +93,7 @@ export class ZmtpRouter {
     try {
       listener = Deno.listen({ hostname: address.hostname, port: address.port });
     } catch (error) {
-      const reason = error instanceof Deno.errors.AddrInUse
-        ? "address already in use"
-        : error instanceof Deno.errors.AddrNotAvailable
-        ? "address not available on this host"
-        : (error as Error).message;
-      throw new BindError(component, endpoint, reason, { cause: error });
+      throw new BindError(component, endpoint, listenFailure(error), { cause: error });
     }
     return new ZmtpRouter(listener, options);
   }
@@ -121,11 +115,13 @@ export class ZmtpRouter {
       } catch (error) {
         if (this.#closed) return;
         // EMFILE and the like: wait a little rather than spin, then accept again.
-        this.#options.onConnectionEnd?.({
-          refused: true,
-          reason: `accept failed: ${(error as Error).message}`,
-          address: this.endpoint,
-        });
+        report(() =>
+          this.#options.onConnectionEnd?.({
+            refused: true,
+            reason: `accept failed: ${(error as Error).message}`,
+            address: this.endpoint,
+          })
+        );
         await new Promise((resolve) => setTimeout(resolve, 100));
         continue;
       }
@@ -161,7 +157,7 @@ export class ZmtpRouter {
         return "routing id already in use";
       }
       this.#byId.set(idKey(id), connection);
-      this.#idOf.set(connection, id);
+      // The routing id heads every message of the peer, and is how close() finds its entry.
       connection.setPrefix(id);
       return undefined;
     },
@@ -173,11 +169,8 @@ export class ZmtpRouter {
     drained: () => this.#room.wakeAll(),
     closed: (connection: ZmtpConnection, reason: string | undefined, refused: boolean) => {
       this.#connections.delete(connection);
-      const id = this.#idOf.get(connection);
-      if (id) {
-        this.#idOf.delete(connection);
-        if (this.#byId.get(idKey(id)) === connection) this.#byId.delete(idKey(id));
-      }
+      const id = connection.prefix;
+      if (id && this.#byId.get(idKey(id)) === connection) this.#byId.delete(idKey(id));
       // A sender waiting for this peer's queue to drain must not wait forever.
       this.#room.wakeAll();
       if (reason !== undefined) {
