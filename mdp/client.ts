@@ -10,7 +10,7 @@
  * @module
  */
 import type { CurveClientKeys } from "../transport/curve.ts";
-import type { Frames } from "../transport/frames.ts";
+import { type Frames, readUint32, writeUint32 } from "../transport/frames.ts";
 import {
   connectDealer,
   type MessageSocket,
@@ -281,10 +281,7 @@ export class MdpClient {
     const id = this.#nextId;
     this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1;
     const idFrame = new Uint8Array(4);
-    idFrame[0] = id >>> 24;
-    idFrame[1] = id >>> 16;
-    idFrame[2] = id >>> 8;
-    idFrame[3] = id;
+    writeUint32(idFrame, 0, id);
     const { promise, resolve, reject } = Promise.withResolvers<Frames>();
     const pending = new Pending(
       this.#pending,
@@ -352,8 +349,7 @@ export class MdpClient {
     if (reply.kind === "malformed") return;
     const idFrame = reply.stack[0];
     if (!idFrame || idFrame.length !== 4) return;
-    const id = ((idFrame[0]! << 24) | (idFrame[1]! << 16) | (idFrame[2]! << 8) | idFrame[3]!) >>>
-      0;
+    const id = readUint32(idFrame, 0);
     const pending = this.#pending.get(id);
     if (!pending) return; // a late reply of an attempt that timed out
     if (!reply.final) {

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { readUint32, writeUint32 } from "../frames.ts";
 
 /** Bytes of a ZMTP 3 greeting. */
 export const GREETING_BYTES = 64;
@@ -18,7 +19,7 @@ const FLAG_COMMAND = 4;
 const SHORT_MAX = 255;
 
 const latin1 = new TextDecoder("latin1");
-const ascii = new TextEncoder();
+const utf8 = new TextEncoder();
 
 /** Our greeting: ZMTP 3.1, NULL mechanism, as-server 0. */
 export function greeting(): Uint8Array {
@@ -29,7 +30,7 @@ export function greeting(): Uint8Array {
   bytes[9] = 0x7f;
   bytes[10] = 3;
   bytes[11] = 1;
-  bytes.set(ascii.encode("NULL"), 12);
+  bytes.set(utf8.encode("NULL"), 12);
   return bytes;
 }
 
@@ -75,16 +76,8 @@ export function writeHeader(
   }
   out[offset] = flags | FLAG_LONG;
   // Sizes stay far below 2^53: the high half is the quotient, the low half the remainder.
-  const high = Math.floor(size / 0x1_0000_0000);
-  const low = size >>> 0;
-  out[offset + 1] = high >>> 24;
-  out[offset + 2] = (high >>> 16) & 0xff;
-  out[offset + 3] = (high >>> 8) & 0xff;
-  out[offset + 4] = high & 0xff;
-  out[offset + 5] = low >>> 24;
-  out[offset + 6] = (low >>> 16) & 0xff;
-  out[offset + 7] = (low >>> 8) & 0xff;
-  out[offset + 8] = low & 0xff;
+  writeUint32(out, offset + 1, Math.floor(size / 0x1_0000_0000));
+  writeUint32(out, offset + 5, size >>> 0);
   return offset + 9;
 }
 
@@ -94,7 +87,7 @@ export function command(name: string, body: Uint8Array = new Uint8Array(0)): Uin
   const out = new Uint8Array(headerBytes(size) + size);
   let at = writeHeader(out, 0, size, false, true);
   out[at++] = name.length;
-  out.set(ascii.encode(name), at);
+  out.set(utf8.encode(name), at);
   out.set(body, at + name.length);
   return out;
 }
@@ -103,9 +96,10 @@ export function command(name: string, body: Uint8Array = new Uint8Array(0)): Uin
 export function readyCommand(properties: Record<string, Uint8Array>): Uint8Array {
   const parts: number[] = [];
   for (const [name, value] of Object.entries(properties)) {
-    parts.push(name.length, ...ascii.encode(name));
-    const n = value.length;
-    parts.push(n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff, ...value);
+    parts.push(name.length, ...utf8.encode(name));
+    const length = new Uint8Array(4);
+    writeUint32(length, 0, value.length);
+    parts.push(...length, ...value);
   }
   return command("READY", Uint8Array.from(parts));
 }
@@ -113,7 +107,7 @@ export function readyCommand(properties: Record<string, Uint8Array>): Uint8Array
 /** An ERROR command: the peer logs `reason` and does not reconnect at once. */
 export function errorCommand(reason: string): Uint8Array {
   // Cut in bytes: the length is one byte, and a reason may echo a peer's UTF-8.
-  const text = new TextEncoder().encode(reason).subarray(0, 255);
+  const text = utf8.encode(reason).subarray(0, 255);
   const body = new Uint8Array(1 + text.length);
   body[0] = text.length;
   body.set(text, 1);
@@ -145,8 +139,7 @@ export function parseProperties(body: Uint8Array): Map<string, Uint8Array> | und
     if (nameLength === 0 || at + 1 + nameLength + 4 > body.length) return undefined;
     const name = latin1.decode(body.subarray(at + 1, at + 1 + nameLength)).toLowerCase();
     at += 1 + nameLength;
-    const valueLength = ((body[at]! << 24) | (body[at + 1]! << 16) | (body[at + 2]! << 8) |
-      body[at + 3]!) >>> 0;
+    const valueLength = readUint32(body, at);
     at += 4;
     if (at + valueLength > body.length) return undefined;
     properties.set(name, body.subarray(at, at + valueLength));
@@ -235,9 +228,6 @@ export function readFrameHead(
     return { more, command, start: offset + 2, size: bytes[offset + 1]! };
   }
   if (end - offset < 9) return undefined;
-  const high = ((bytes[offset + 1]! << 24) | (bytes[offset + 2]! << 16) |
-    (bytes[offset + 3]! << 8) | bytes[offset + 4]!) >>> 0;
-  const low = ((bytes[offset + 5]! << 24) | (bytes[offset + 6]! << 16) |
-    (bytes[offset + 7]! << 8) | bytes[offset + 8]!) >>> 0;
-  return { more, command, start: offset + 9, size: high * 0x1_0000_0000 + low };
+  const size = readUint32(bytes, offset + 1) * 0x1_0000_0000 + readUint32(bytes, offset + 5);
+  return { more, command, start: offset + 9, size };
 }
