@@ -62,7 +62,8 @@ export class BrokerServer {
     observer: BrokerObserver = {},
   ): Promise<BrokerServer> {
     const maxBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
-    const { mode, address } = splitEndpoint(options.endpoint ?? "tcp://*:9797", "bind");
+    const requested = options.endpoint ?? "tcp://*:9797";
+    const { mode, address } = splitEndpoint(requested, "bind");
     let socket: MessageSocket;
     let endpoint: string;
     let guard: ListenerGuard | undefined;
@@ -101,7 +102,7 @@ export class BrokerServer {
           ...(options.curve ? { curve: options.curve } : {}),
           ...(options.onListenerEvent ? { onEvent: options.onListenerEvent } : {}),
         });
-        endpoint = native.attach(options.endpoint ?? "tcp://*:9797", "bind", "broker");
+        endpoint = native.attach(requested, "bind", "broker");
       } catch (error) {
         guard?.detach();
         native.close();

@@ -41,9 +41,6 @@ export const ZMQ_FD = 14;
 export const ZMQ_EVENTS = 15;
 export const ZMQ_LINGER = 17;
 export const ZMQ_MAXMSGSIZE = 22;
-/** libzmq's draft options (4.3.3+, built into the library we load): bytes read or written per batch. */
-export const ZMQ_IN_BATCH_SIZE = 101;
-export const ZMQ_OUT_BATCH_SIZE = 102;
 export const ZMQ_SNDHWM = 23;
 export const ZMQ_RCVHWM = 24;
 export const ZMQ_LAST_ENDPOINT = 32;
@@ -53,6 +50,9 @@ export const ZMQ_CURVE_SECRETKEY = 49;
 export const ZMQ_CURVE_SERVERKEY = 50;
 export const ZMQ_ZAP_DOMAIN = 55;
 export const ZMQ_HANDSHAKE_IVL = 66;
+/** libzmq's draft options (4.3.3+, built into the library we load): bytes read or written per batch. */
+export const ZMQ_IN_BATCH_SIZE = 101;
+export const ZMQ_OUT_BATCH_SIZE = 102;
 
 /** Socket monitor events (zmq.h, stable since libzmq 4.3). */
 export const ZMQ_EVENT_DISCONNECTED = 0x0200;

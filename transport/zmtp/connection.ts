@@ -119,8 +119,8 @@ export class ZmtpConnection {
   #flushQueued = false;
   /** A PONG is queued and not yet handed to a write (at most one is: a PING flood stays bounded). */
   #pongQueued = false;
-  #flushed: Promise<void> | undefined;
-  #flushedResolve: (() => void) | undefined;
+  /** Settled once queued output is written or the connection closes (see #flushedWithin). */
+  #flushed: PromiseWithResolvers<void> | undefined;
 
   constructor(conn: Deno.TcpConn, options: ZmtpConnectionOptions, events: ZmtpConnectionEvents) {
     this.#conn = conn;
@@ -209,8 +209,8 @@ export class ZmtpConnection {
   /** Waits until queued output is written, or `ms` have passed. */
   async #flushedWithin(ms: number): Promise<void> {
     if (this.pendingBytes === 0) return;
-    this.#flushed ??= new Promise<void>((resolve) => this.#flushedResolve = resolve);
-    await waitAtMost(this.#flushed, ms);
+    this.#flushed ??= Promise.withResolvers<void>();
+    await waitAtMost(this.#flushed.promise, ms);
   }
 
   #append(bytes: Uint8Array): void {
@@ -246,9 +246,8 @@ export class ZmtpConnection {
         const chunk = this.#out.subarray(0, this.#outLength);
         this.#inFlight = this.#outLength;
         // The next messages go to the other buffer while this one is written.
-        this.#out = this.#spare && this.#spare.length >= OUT_INITIAL_BYTES
-          ? this.#spare
-          : new Uint8Array(OUT_INITIAL_BYTES);
+        this.#out = this.#spare ?? new Uint8Array(OUT_INITIAL_BYTES);
+        this.#spare = undefined;
         this.#outLength = 0;
         this.#pongQueued = false;
         let written = 0;
@@ -268,9 +267,7 @@ export class ZmtpConnection {
       this.#writing = false;
     }
     if (this.#closed) return;
-    const resolve = this.#flushedResolve;
-    this.#flushed = this.#flushedResolve = undefined;
-    resolve?.();
+    this.#settleFlushed();
     this.#events.drained(this);
   }
 
@@ -426,6 +423,11 @@ export class ZmtpConnection {
     }
   }
 
+  #settleFlushed(): void {
+    this.#flushed?.resolve();
+    this.#flushed = undefined;
+  }
+
   #shut(reason: string | undefined, refused = reason !== undefined && !this.#ready): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -436,9 +438,7 @@ export class ZmtpConnection {
     } catch {
       // Closed already.
     }
-    const resolve = this.#flushedResolve;
-    this.#flushed = this.#flushedResolve = undefined;
-    resolve?.();
+    this.#settleFlushed();
     this.#events.closed(this, reason, refused);
   }
 }

@@ -50,7 +50,6 @@ export class ZmtpDealer {
   /** Aborts a connect in progress at close (else close would wait for the kernel to give up). */
   #dialAbort = new AbortController();
   #room = new RoomWaiters();
-  #closing: Promise<void> | undefined;
   #whenReady: (() => void) | undefined;
 
   constructor(options: ZmtpDealerOptions = {}) {
@@ -188,7 +187,7 @@ export class ZmtpDealer {
     const connection = this.#connection;
     this.#connection = undefined;
     const lingerMs = linger ?? this.#options.linger ?? 0;
-    this.#closing = (async () => {
+    const closing = (async () => {
       await this.#connecting;
       if (connection && !connection.ready && this.#waiting.length > 0 && lingerMs > 0) {
         // Mid-handshake with messages waiting (a worker's last DISCONNECT): as libzmq
@@ -197,6 +196,6 @@ export class ZmtpDealer {
       }
       await connection?.close(lingerMs);
     })();
-    void this.#closing.then(() => this.#inbox.close());
+    void closing.then(() => this.#inbox.close());
   }
 }

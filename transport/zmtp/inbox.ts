@@ -14,8 +14,6 @@ export class Inbox {
   #limit: number;
   #settle: { resolve: () => void; reject: (error: unknown) => void } | undefined;
   #closed = false;
-  /** Messages dropped because no handler took them and the queue was full. */
-  dropped = 0;
 
   constructor(limit: number) {
     this.#limit = limit;
@@ -25,8 +23,8 @@ export class Inbox {
     if (this.#closed) return;
     const handler = this.#handler;
     if (!handler) {
+      // Beyond the limit a message is dropped, as libzmq does past its receive high-water mark.
       if (this.#queue.length < this.#limit) this.#queue.push(frames);
-      else this.dropped++;
       return;
     }
     try {
@@ -46,13 +44,8 @@ export class Inbox {
     this.#handler = onMessage;
     const queued = this.#queue;
     this.#queue = [];
-    for (const frames of queued) {
-      if (this.#handler !== onMessage) {
-        this.#queue.push(frames);
-        continue;
-      }
-      this.deliver(frames);
-    }
+    // Should the handler throw, deliver() queues the rest again for the next drain.
+    for (const frames of queued) this.deliver(frames);
     return done;
   }
 
