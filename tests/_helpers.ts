@@ -74,8 +74,8 @@ export interface WaitOptions {
   timeoutMs?: number;
   /** Re-check interval. @default 10 */
   intervalMs?: number;
-  /** What is waited for, for the error message. */
-  what?: string;
+  /** What is waited for, for the error message (a function: worded when the wait fails). */
+  what?: string | (() => string);
 }
 
 /** Polls `condition` until it holds, failing after a bounded time. */
@@ -87,7 +87,8 @@ export async function waitFor(
   const deadline = Date.now() + timeoutMs;
   while (!(await condition())) {
     if (Date.now() >= deadline) {
-      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${options.what ?? "condition"}`);
+      const what = typeof options.what === "function" ? options.what() : options.what;
+      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what ?? "condition"}`);
     }
     await sleep(options.intervalMs ?? 10);
   }

@@ -25,10 +25,11 @@ import {
 import { ZmtpDealer } from "./dealer.ts";
 import { parseTcpEndpoint } from "./endpoint.ts";
 import { ZmtpRouter } from "./router.ts";
+import { sleep, waitFor } from "../../tests/_helpers.ts";
+import { waitAtMost } from "../../support/wait_at_most.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Collects a socket's messages; `next()` waits (bounded) for the next one. */
 class Collector {
@@ -45,33 +46,13 @@ class Collector {
     const deadline = Date.now() + ms;
     while (this.#queue.length === 0) {
       if (Date.now() > deadline) throw new Error(`no message within ${ms} ms`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, 50);
-        this.#waiter = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
+      await waitAtMost(new Promise<void>((resolve) => this.#waiter = resolve), 50);
       this.#waiter = undefined;
     }
     return this.#queue.shift()!;
   }
   get size(): number {
     return this.#queue.length;
-  }
-}
-
-async function until(
-  condition: () => boolean,
-  what: string | (() => string),
-  ms = 5000,
-): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) {
-      throw new Error(`timed out waiting for ${typeof what === "string" ? what : what()}`);
-    }
-    await sleep(10);
   }
 }
 
@@ -222,7 +203,7 @@ Deno.test("ZMTP ROUTER refuses a second peer with a routing id in use and keeps 
     await first.send([enc.encode("first")]);
     assert.deepEqual(text(await inbox.next()), ["same", "first"]);
     second.connect(router.endpoint);
-    await until(() => ends.length > 0, "the refusal");
+    await waitFor(() => ends.length > 0, { what: "the refusal" });
     assert.deepEqual(ends, ["refused: routing id already in use"]);
     await first.send([enc.encode("still here")]);
     assert.deepEqual(text(await inbox.next()), ["same", "still here"]);
@@ -253,7 +234,7 @@ Deno.test("ZMTP ROUTER limits: a frame too big ends the connection, a message to
     assert.equal(oversized, 1);
     dealer.connect(router.endpoint);
     await dealer.send([new Uint8Array(1001)]);
-    await until(() => ends.length > 0, "the disconnect");
+    await waitFor(() => ends.length > 0, { what: "the disconnect" });
     assert.match(ends[0]!, /frame over the limit of 1000 bytes/);
     assert.equal(inbox.size, 0);
   } finally {
@@ -285,10 +266,9 @@ Deno.test("ZMTP ROUTER refuses raw bytes (telling them why) and CURVE clients", 
     conn.close();
     assert.ok(n !== null && dec.decode(reply.subarray(0, n)).includes("not a ZMTP peer"));
     curve.connect(router.endpoint);
-    await until(
-      () => ends.some((r) => r.startsWith("handshake not completed")),
-      () => `the CURVE refusal in ${ends}`,
-    );
+    await waitFor(() => ends.some((r) => r.startsWith("handshake not completed")), {
+      what: () => `the CURVE refusal in ${ends}`,
+    });
     assert.ok(ends.includes("not a ZMTP peer"), ends.join("; "));
     assert.equal(router.peers, 0);
   } finally {
@@ -310,7 +290,7 @@ Deno.test("ZMTP DEALER reconnects to a ROUTER restarted on the same port", async
     assert.deepEqual(text(await inbox.next()), ["r1", "before"]);
     router.close();
     await inbox.done;
-    await until(() => !dealer.connected, "the dealer to notice");
+    await waitFor(() => !dealer.connected, { what: "the dealer to notice" });
     router = ZmtpRouter.bind(endpoint, "test");
     inbox = new Collector(router);
     await dealer.send([enc.encode("after")]);
