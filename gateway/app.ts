@@ -6,7 +6,8 @@
  * @module
  */
 import { OpenAPIHono } from "@hono/zod-openapi";
-import type { Context } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
+import { fusingRouter } from "./fusing_router.ts";
 import type { Registry } from "prom-client";
 import type { MdpClient } from "../mdp/client.ts";
 import type { MetricsReader } from "../metrics/store.ts";
@@ -102,7 +103,9 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
   const { client, directory, options, metrics } = deps;
   const call: Call = (service, body, timeoutMs) =>
     client.request(service, body, { timeoutMs: timeoutMs ?? options.requestTimeoutMs });
+  const router = fusingRouter();
   const app = new OpenAPIHono({
+    router,
     defaultHook: (result) => {
       if (!result.success) {
         const issue = result.error.issues[0];
@@ -123,23 +126,23 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
   // Client address, rate limits, credentials, body checks, security headers and
   // metrics: one middleware (gateway/auth/http.ts) in front of every route.
   const headers = new SecureHeaders(security.tls);
-  app.use(
-    "*",
-    requestPipeline({
-      guard,
-      counters,
-      metrics,
-      headers,
-      onError: errorResponse,
-      trustedProxies: security.trustedProxies,
-      allowedOrigins: options.allowedOrigins,
-      rateLimitWindowMs: security.rateLimitWindowMs,
-      rateLimitPerIp: security.rateLimitPerIp,
-      rateLimitPerToken: security.rateLimitPerToken,
-      publicMetrics: security.publicMetrics,
-      maxBodyBytes: options.maxBodyBytes,
-    }),
-  );
+  const pipeline = requestPipeline({
+    guard,
+    counters,
+    metrics,
+    headers,
+    onError: errorResponse,
+    trustedProxies: security.trustedProxies,
+    allowedOrigins: options.allowedOrigins,
+    rateLimitWindowMs: security.rateLimitWindowMs,
+    rateLimitPerIp: security.rateLimitPerIp,
+    rateLimitPerToken: security.rateLimitPerToken,
+    publicMetrics: security.publicMetrics,
+    maxBodyBytes: options.maxBodyBytes,
+  });
+  // Hono awaits what a middleware returns; its type asks for a promise.
+  app.use("*", pipeline as unknown as MiddlewareHandler);
+  router.fuse(pipeline as unknown as MiddlewareHandler, errorResponse);
 
   app.onError(errorResponse);
   app.notFound((c) =>

@@ -104,13 +104,31 @@ export class StateApi {
     }
   }
 
-  async getMany(scope: string, keys: string[]): Promise<Record<string, StateEntry | null>> {
-    const cache = this.#cache;
+  /**
+   * The entries of `keys` (null: no such key). Answered at once, without a
+   * promise, when the in-process cache has them all: the hot path of a
+   * cached read stays synchronous.
+   */
+  getMany(
+    scope: string,
+    keys: string[],
+  ): Record<string, StateEntry | null> | Promise<Record<string, StateEntry | null>> {
+    // In process: at once; from a shared (Redis) cache: a promise.
+    const cached = this.#cache?.lookupMany(scope, keys);
+    if (cached instanceof Promise) {
+      return cached.then((found) => this.#complete(scope, keys, found));
+    }
+    return this.#complete(scope, keys, cached);
+  }
+
+  /** What the cache had, and the rest from the state service (a promise then). */
+  #complete(
+    scope: string,
+    keys: string[],
+    cached: (StateEntry | null | undefined)[] | undefined,
+  ): Record<string, StateEntry | null> | Promise<Record<string, StateEntry | null>> {
     const found: Record<string, StateEntry | null> = {};
     const missing: string[] = [];
-    // In process: at once; from a shared (Redis) cache: a promise.
-    let cached = cache?.lookupMany(scope, keys);
-    if (cached instanceof Promise) cached = await cached;
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i]!;
       const entry = cached?.[i];
@@ -118,11 +136,19 @@ export class StateApi {
       else found[key] = entry;
     }
     if (missing.length === 0) return found;
+    return this.#fetch(scope, missing, found);
+  }
+
+  async #fetch(
+    scope: string,
+    missing: string[],
+    found: Record<string, StateEntry | null>,
+  ): Promise<Record<string, StateEntry | null>> {
     const fetched = (await this.#op("state-get-many", { service: scope, keys: missing }))
       .entries as Record<string, StateEntry | null>;
     for (const key of missing) {
       const entry = fetched[key] ?? null;
-      cache?.put(scope, key, entry);
+      this.#cache?.put(scope, key, entry);
       found[key] = entry;
     }
     return found;

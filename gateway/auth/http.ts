@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Context, MiddlewareHandler } from "hono";
+import type { Context, Next } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { getCookie } from "hono/cookie";
 import { getConnInfo } from "hono/deno";
@@ -138,6 +138,13 @@ export function authorizeCall(
   return [body[0]!, JSON.stringify({ ...request, token: principal.token }), ...body.slice(2)];
 }
 
+/**
+ * The pipeline: a Hono middleware that answers without a promise when no step
+ * waits (Hono's `compose` awaits whatever a middleware returns; its type says
+ * a promise).
+ */
+export type RequestPipeline = (c: Context, next: Next) => Response | Promise<Response>;
+
 /** What {@link requestPipeline} needs. */
 export interface PipelineOptions {
   guard: Guard;
@@ -178,7 +185,7 @@ export interface PipelineOptions {
  * Nothing waits when nothing has to: in-process rate counters and
  * credentials verified moments ago are answered at once.
  */
-export function requestPipeline(options: PipelineOptions): MiddlewareHandler {
+export function requestPipeline(options: PipelineOptions): RequestPipeline {
   const { guard, counters, metrics, headers, trustedProxies, allowedOrigins } = options;
   const windowMs = options.rateLimitWindowMs;
   const limitBody = bodyLimit({
@@ -256,33 +263,59 @@ export function requestPipeline(options: PipelineOptions): MiddlewareHandler {
     return authenticate(c, path);
   };
 
-  return async (c, next) => {
+  /** Step 3, then the route; a promise only when something has to be waited for. */
+  const route = (c: Context, api: boolean, next: Next): Promise<unknown> | unknown => {
+    if (api && c.req.raw.body) {
+      return limitBody(c, async () => {
+        await utf8Body(c, next);
+      });
+    }
+    return next();
+  };
+
+  // Synchronous unless a step has to wait: with the fusing router
+  // (gateway/fusing_router.ts) a cached read is answered without a promise.
+  return (c, next) => {
     const started = performance.now();
     const path = c.req.path;
     const api = path === "/api" || path.startsWith("/api/");
-    // The label of a request refused here: the paths the middlewares had.
-    const group = api ? "/api/*" : path;
     let refused = false;
-    try {
-      c.set("clientIp", clientIp(c, trustedProxies));
-      if (api || path === "/ws" || path === "/metrics") {
-        const waiting = admit(c, path);
-        if (waiting) await waiting;
-      }
-      if (api && c.req.raw.body) {
-        await limitBody(c, async () => {
-          await utf8Body(c, next);
-        });
-      } else await next();
-    } catch (error) {
-      // Errors of the route itself were rendered where they were thrown.
+    /** Step 4. */
+    const finish = (): Response => {
+      const res = c.res;
+      headers.apply(res, api);
+      // The label of a request refused here: the paths the middlewares had.
+      const label = refused
+        ? (api ? "/api/*" : path)
+        : c.req.routePath === "/*"
+        ? "unmatched"
+        : c.req.routePath;
+      metrics.request(c.req.method, label, res.status, (performance.now() - started) / 1000);
+      return res;
+    };
+    // Errors of the route itself were rendered where they were thrown.
+    const refuse = (error: unknown): Promise<Response> | Response => {
       if (!(error instanceof Error)) throw error;
       refused = true;
       c.error = error;
-      c.res = await options.onError(error, c);
+      const rendered = options.onError(error, c);
+      if (rendered instanceof Promise) {
+        return rendered.then((res) => {
+          c.res = res;
+          return finish();
+        });
+      }
+      c.res = rendered;
+      return finish();
+    };
+    let done: Promise<unknown> | unknown;
+    try {
+      c.set("clientIp", clientIp(c, trustedProxies));
+      const waiting = api || path === "/ws" || path === "/metrics" ? admit(c, path) : undefined;
+      done = waiting ? waiting.then(() => route(c, api, next)) : route(c, api, next);
+    } catch (error) {
+      return refuse(error);
     }
-    headers.apply(c.res, api);
-    const route = refused ? group : c.req.routePath === "/*" ? "unmatched" : c.req.routePath;
-    metrics.request(c.req.method, route, c.res.status, (performance.now() - started) / 1000);
+    return done instanceof Promise ? done.then(finish, refuse) : finish();
   };
 }

@@ -14,7 +14,7 @@ import type { Guard } from "../auth/guard.ts";
 import { authorize } from "../auth/http.ts";
 import { ApiError } from "../errors.ts";
 import type { SecureHeaders } from "../secure_headers.ts";
-import type { StateApi } from "../state_api.ts";
+import type { StateApi, StateEntry } from "../state_api.ts";
 import { errorResponses, jsonResponse as json } from "./schemas.ts";
 
 // deno-lint-ignore no-control-regex
@@ -287,7 +287,7 @@ export function stateRoutes(
   // security headers in one go.
   app.openAPIRegistry.registerPath(getKey);
   const keyParams = getKey.request.params;
-  app.get("/api/state/:scope/:key", async (c) => {
+  app.get("/api/state/:scope/:key", (c): Response | Promise<Response> => {
     const scope = c.req.param("scope");
     const key = c.req.param("key");
     if (!plainName(scope) || !plainName(key)) {
@@ -295,7 +295,20 @@ export function stateRoutes(
       const issue = parsed.error?.issues[0];
       throw new ApiError("BAD_REQUEST", `${issue?.path.join(".")}: ${issue?.message ?? "invalid"}`);
     }
-    const entry = (await allowed(c, "state-get", scope).getMany(scope, [key]))[key];
+    const found = allowed(c, "state-get", scope).getMany(scope, [key]);
+    // A cached read answers without a promise (an async step costs a cached read ~5%).
+    if (found instanceof Promise) {
+      return found.then((entries) => entryResponse(scope, key, entries));
+    }
+    return entryResponse(scope, key, found);
+  });
+
+  const entryResponse = (
+    scope: string,
+    key: string,
+    entries: Record<string, StateEntry | null>,
+  ): Response => {
+    const entry = entries[key];
     if (!entry) {
       throw new ApiError("KEY_NOT_FOUND", `Key '${key}' does not exist in scope '${scope}'`);
     }
@@ -308,7 +321,7 @@ export function stateRoutes(
         }),
       }),
     );
-  });
+  };
 
   app.openapi(putKey, async (c) => {
     const { scope, key } = c.req.valid("param");
