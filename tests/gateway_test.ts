@@ -81,6 +81,11 @@ Deno.test("gateway serves every /api/state route with meaningful status codes", 
     assert.equal(r.status, 409);
     assert.equal(r.json.error.code, "REVISION_CONFLICT");
     assert.equal(r.json.error.current_revision, 2);
+    // The same fields in the same order, from the service or from the cache.
+    for (let i = 0; i < 2; i++) {
+      r = await http(system, "GET", "/api/state/plant/setpoint");
+      assert.deepEqual(Object.keys(r.json), ["scope", "key", "value", "revision", "updated_at"]);
+    }
 
     // 404s.
     r = await http(system, "GET", "/api/state/plant/nope");

@@ -326,7 +326,14 @@ export function stateRoutes(
       reply = {
         scope,
         key,
-        body: JSON.stringify({ scope, key, ...entry }),
+        // Named fields: the same order whichever way the entry reached the cache.
+        body: JSON.stringify({
+          scope,
+          key,
+          value: entry.value,
+          revision: entry.revision,
+          updated_at: entry.updated_at,
+        }),
         headers: new Headers(
           [
             ["content-type", "application/json"],
