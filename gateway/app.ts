@@ -142,7 +142,7 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
   });
   // Hono awaits what a middleware returns; its type asks for a promise.
   app.use("*", pipeline as unknown as MiddlewareHandler);
-  router.fuse(pipeline as unknown as MiddlewareHandler, errorResponse);
+  router.fuse(pipeline, errorResponse);
 
   app.onError(errorResponse);
   app.notFound((c) =>

@@ -13,7 +13,7 @@
  *
  * @module
  */
-import type { Context, ErrorHandler, MiddlewareHandler, Next } from "hono";
+import type { Context, ErrorHandler, Next } from "hono";
 import type { H, RouterRoute } from "hono/types";
 import type { Result, Router } from "hono/router";
 import { RegExpRouter } from "hono/router/reg-exp-router";
@@ -26,7 +26,7 @@ type Entry = [H, RouterRoute];
 /** The router of {@link fusingRouter}; `pipeline` and `onError` are set once the app has them. */
 export interface FusingRouter extends Router<Entry> {
   /** Fuses `pipeline` with lone routes; `onError` renders the routes' errors. */
-  fuse(pipeline: MiddlewareHandler, onError: ErrorHandler): void;
+  fuse(pipeline: H, onError: ErrorHandler): void;
 }
 
 /** Hono's default router (SmartRouter over RegExpRouter and TrieRouter), fusing as above. */
@@ -34,9 +34,10 @@ export function fusingRouter(): FusingRouter {
   const inner: Router<Entry> = new SmartRouter({
     routers: [new RegExpRouter(), new TrieRouter()],
   });
-  let pipeline: MiddlewareHandler | undefined;
+  let pipeline: H | undefined;
   let onError: ErrorHandler | undefined;
-  // The routers hand out the same handler list for a route every time.
+  // RegExpRouter hands out the same handler list for a route every time, so a
+  // route is fused once; a list built per match (TrieRouter) is fused per match.
   const fused = new WeakMap<object, Result<Entry>[0]>();
 
   const fuse = (handlers: Result<Entry>[0]): Result<Entry>[0] => {
