@@ -23,9 +23,12 @@ import { TrieRouter } from "hono/router/trie-router";
 /** What Hono stores in its router: a handler and its route. */
 type Entry = [H, RouterRoute];
 
-/** The router of {@link fusingRouter}; `pipeline` and `onError` are set once the app has them. */
+/** The router of {@link fusingRouter}; the pipeline is named once the app has it. */
 export interface FusingRouter extends Router<Entry> {
-  /** Fuses `pipeline` with lone routes; `onError` renders the routes' errors. */
+  /**
+   * Fuses `pipeline` with lone routes. `onError` renders the routes' errors:
+   * the handler the app was given with `app.onError` (Hono keeps it private).
+   */
   fuse(pipeline: H, onError: ErrorHandler): void;
 }
 
@@ -84,9 +87,12 @@ function runRoute(
   const kept = (response: unknown): void => {
     if (response && !c.finalized) c.res = response as Response;
   };
+  // compose answers "not found" after the last handler only if nobody answered;
+  // Hono's own `next` for a lone handler does it regardless.
+  const next: Next = () => c.finalized ? Promise.resolve() : notFound();
   let result: unknown;
   try {
-    result = route(c, notFound);
+    result = route(c, next);
   } catch (error) {
     return rendered(error);
   }

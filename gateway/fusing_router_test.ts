@@ -33,6 +33,10 @@ function app(fused: boolean) {
     return c.text("with header");
   });
   app.get("/next", (_c, next) => next());
+  app.get("/answered-then-next", async (c, next) => {
+    c.res = c.text("mine", 201);
+    await next();
+  });
   // Two handlers: not fused.
   app.get("/two", async (_c, next) => await next(), (c) => c.text("second"));
   if (fused) router.fuse(pipeline, (error, c) => c.json({ error: error.message }, 418));
@@ -40,7 +44,17 @@ function app(fused: boolean) {
 }
 
 Deno.test("a fused route answers as the composed one does", async () => {
-  const paths = ["/sync/7", "/async", "/throws", "/rejects", "/header", "/next", "/two", "/none"];
+  const paths = [
+    "/sync/7",
+    "/async",
+    "/throws",
+    "/rejects",
+    "/header",
+    "/next",
+    "/answered-then-next",
+    "/two",
+    "/none",
+  ];
   const plain = app(false);
   const fused = app(true);
   for (const path of paths) {

@@ -281,7 +281,9 @@ export function requestPipeline(options: PipelineOptions): RequestPipeline {
     const api = path === "/api" || path.startsWith("/api/");
     let refused = false;
     /** Step 4. */
-    const finish = (): Response => {
+    const finish = (): Response | Promise<Response> => {
+      // A route that answered nothing is a bug: a 500, not Hono's empty default response.
+      if (!c.finalized) return refuse(new Error(`No response for ${c.req.method} ${path}`));
       const res = c.res;
       headers.apply(res, api);
       // The label of a request refused here: the paths the middlewares had.
