@@ -36,7 +36,7 @@ for (const tls of [false, true]) {
     assert.equal("x-powered-by" in apiHeaders, false);
 
     const built = headers.mark(
-      new Response("{}", { headers: headers.withApi({ "content-type": "application/json" }) }),
+      new Response("{}", { headers: headers.apiHeaders({ "content-type": "application/json" }) }),
     );
     headers.apply(built, true); // marked: left alone
     assert.deepEqual(

@@ -334,13 +334,10 @@ export function stateRoutes(
           revision: entry.revision,
           updated_at: entry.updated_at,
         }),
-        headers: new Headers(
-          [
-            ["content-type", "application/json"],
-            ["etag", `"${entry.revision}"`],
-            ...headers.apiList,
-          ] as [string, string][],
-        ),
+        headers: headers.apiHeaders({
+          "content-type": "application/json",
+          etag: `"${entry.revision}"`,
+        }),
       };
       replies.set(entry, reply);
     }
