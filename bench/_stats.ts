@@ -210,3 +210,59 @@ export async function writeBenchmarksSection(heading: string, section: string): 
   await Deno.writeTextFile(BENCHMARKS, next);
   await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", BENCHMARKS] }).output();
 }
+
+/** Median of the values (the mean of the middle two for an even count); NaN for none. */
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+const RESULTS = new URL("./results/", import.meta.url).pathname;
+
+/** The commit, machine and runtime a result was measured on. */
+async function provenance(): Promise<Record<string, unknown>> {
+  const git = async (...args: string[]) => {
+    try {
+      const output = await new Deno.Command("git", { args, stdout: "piped", stderr: "null" })
+        .output();
+      return new TextDecoder().decode(output.stdout).trim();
+    } catch {
+      return "";
+    }
+  };
+  let cpu = "";
+  try {
+    cpu = /model name\s*:\s*(.*)/.exec(await Deno.readTextFile("/proc/cpuinfo"))?.[1] ?? "";
+  } catch { /* not Linux */ }
+  return {
+    commit: await git("rev-parse", "HEAD"),
+    dirty: (await git("status", "--porcelain", "--untracked-files=no")) !== "",
+    machine: {
+      hostname: Deno.hostname(),
+      cores: navigator.hardwareConcurrency,
+      cpu,
+      kernel: Deno.osRelease(),
+      memoryBytes: Deno.systemMemoryInfo().total,
+    },
+    deno: Deno.version.deno,
+  };
+}
+
+/**
+ * Keeps the raw result of a run as `bench/results/<bench>-<time>.json`, with
+ * the commit, machine and settings it was measured with; returns the path.
+ */
+export async function saveResult(
+  bench: string,
+  settings: Record<string, unknown>,
+  data: unknown,
+): Promise<string> {
+  const time = new Date().toISOString();
+  await Deno.mkdir(RESULTS, { recursive: true });
+  const path = `${RESULTS}${bench}-${time.replace(/[:.]/g, "-")}.json`;
+  const record = { bench, time, ...await provenance(), settings, data };
+  await Deno.writeTextFile(path, JSON.stringify(record, null, 2) + "\n");
+  return path;
+}

@@ -27,7 +27,7 @@ import { Bus } from "../bus/bus.ts";
 import { Publisher } from "../bus/publisher.ts";
 import { openPgWriter } from "../metrics/pg.ts";
 import { connectableEndpoint } from "../roles/running.ts";
-import { cpuTicks, num, table, ticksPerSecond, writeBenchmarksSection } from "./_stats.ts";
+import { cpuTicks, median, num, table, ticksPerSecond, writeBenchmarksSection } from "./_stats.ts";
 import { freePort } from "./_components.ts";
 
 const POINTS = Number(Deno.env.get("BENCH_POINTS") ?? "300000");
@@ -49,12 +49,6 @@ function databaseUrl(name: string): string {
   const url = new URL(ADMIN_URL);
   url.pathname = `/${name}`;
   return url.toString();
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
 interface Row {
