@@ -13,6 +13,7 @@ import { servicePolicyOf } from "../config/service_policy.ts";
 import { brokerMetrics, servicePolicyMetrics } from "../telemetry/broker_metrics.ts";
 import { endpointObserver } from "../telemetry/endpoint_metrics.ts";
 import { logger } from "../telemetry/log.ts";
+import { LogWindow } from "../telemetry/log_window.ts";
 import { logCurve, type RunningBuses, startBuses } from "./bus.ts";
 import { startHealthServer } from "./health_server.ts";
 import { watchServicePolicy } from "./service_policy.ts";
@@ -26,6 +27,8 @@ export async function startBroker(
   const log = logger("broker");
   // Keys are read (and checked) before anything binds: a bad key file is a config error.
   const curve = serverCurve("broker", config);
+  const audit = logger("broker", "audit");
+  const refusals = new LogWindow();
   const servicePolicy = servicePolicyOf(config, curve !== undefined);
   processMetrics(registry);
   // The metrics read the broker once it exists; it is created after them.
@@ -55,11 +58,15 @@ export async function startBroker(
       logger("broker", "worker", "registration").debug("worker removed", { service, reason }),
     workerRefused: (service, reason, key) => {
       metrics.workerRefused?.(service, reason, key);
+      // A refused worker retries READY every second or so: one line per 10 s is the trail.
+      const repeated = refusals.pass(`${service}\0${reason}\0${key}`);
+      if (repeated === undefined) return;
       // The audit trail of who tried to serve what (keys are public, safe to log).
-      logger("broker", "audit").warn("worker for {service} refused: {reason}", {
+      audit.warn("worker for {service} refused: {reason}", {
         service,
         reason,
         key: key ?? "none (plaintext)",
+        ...(repeated ? { repeated } : {}),
       });
     },
   });
