@@ -89,6 +89,12 @@ export async function startBroker(
     ...buses.checks(),
   ], registry);
   logCurve(log, config.buses.length > 0 ? "broker and bus endpoints" : "broker endpoint", curve);
+  if (servicePolicy) {
+    log.info("service policy: {keys} keys granted org.plantd.* services", {
+      keys: servicePolicy.keys,
+      file: config.service_policy_file ?? "none",
+    });
+  }
   log.info("broker listening on {endpoint} ({transport})", {
     endpoint: server.endpoint,
     transport: server.transport === "zmtp" ? "ZMTP in TypeScript" : "libzmq",
