@@ -15,6 +15,7 @@ import {
 } from "./config/components.ts";
 import { ConfigError, loadConfig } from "./config/load.ts";
 import { inProcessCurve } from "./config/curve.ts";
+import { withGrant } from "./config/service_policy.ts";
 import { devCert, userAdd } from "./auth/commands.ts";
 import { startBroker } from "./roles/broker.ts";
 import { keygen } from "./roles/keygen.ts";
@@ -24,6 +25,8 @@ import { startGateway } from "./roles/gateway.ts";
 import { startMetrics } from "./roles/metrics.ts";
 import { startState } from "./roles/state.ts";
 import { backupState } from "./state/backup.ts";
+import { STATE_SERVICE } from "./state/operations.ts";
+import { ECHO_SERVICE } from "./workers/echo.ts";
 import { connectableEndpoint, type Running, runningAll } from "./roles/running.ts";
 import { Registry } from "prom-client";
 import type {
@@ -81,7 +84,11 @@ async function startDev(
     // With broker CURVE keys, the in-process components connect with a key pair of their own.
     const curve = inProcessCurve("broker", broker);
     const curveKeys = curve?.client ?? {};
-    const started = await startBroker(curve?.server ?? broker, registry);
+    // Their key serves the dev system's own services, which the service policy protects.
+    const started = await startBroker(
+      curve ? withGrant(curve.server, curve.publicKey, [STATE_SERVICE, ECHO_SERVICE]) : broker,
+      registry,
+    );
     parts.push(started);
     const brokerEndpoint = connectableEndpoint(started.server.endpoint);
     parts.push(startEcho({ ...echo, ...curveKeys, broker_endpoint: brokerEndpoint }));

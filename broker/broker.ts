@@ -20,6 +20,7 @@ import {
 import type { Frames } from "../transport/frames.ts";
 import { brokerErrorBody, type BrokerErrorCode } from "./errors.ts";
 import { Fifo } from "./fifo.ts";
+import type { RefusalReason, ServicePolicy } from "./service_policy.ts";
 
 /** Options of the broker. */
 export interface BrokerOptions {
@@ -37,6 +38,11 @@ export interface BrokerOptions {
   requeueLost?: boolean;
   /** Version reported by `mmi.broker`. @default "0.1.0" */
   version?: string;
+  /**
+   * Who may serve what, by the peer key of each READY (see service_policy.ts).
+   * Absent: any peer may serve any name but the reserved ones (plaintext).
+   */
+  servicePolicy?: ServicePolicy;
 }
 
 /** What the broker reports about itself; the telemetry layer turns these into metrics. */
@@ -47,6 +53,8 @@ export interface BrokerObserver {
   drop?(reason: string): void;
   workerJoined?(service: string, dialect: Dialect): void;
   workerLeft?(service: string, reason: string): void;
+  /** A READY refused (DISCONNECT sent), or a worker removed when the policy no longer allows it. */
+  workerRefused?(service: string, reason: RefusalReason, peerKey: string | undefined): void;
 }
 
 /** Service name the broker answers itself with real data. */
@@ -68,6 +76,8 @@ interface Request {
 interface Worker {
   key: string;
   identity: Uint8Array;
+  /** The CURVE key it registered with: later messages from its identity must carry the same. */
+  peerKey: string | undefined;
   dialect: Dialect;
   service: Service;
   expiry: number;
@@ -142,6 +152,7 @@ export class Broker {
   readonly #requeueLost: boolean;
   readonly #version: string;
   readonly #started: number;
+  #policy: ServicePolicy | undefined;
   #services = new Map<string, Service>();
   #workers = new Map<string, Worker>();
   #nextHeartbeat: number;
@@ -162,12 +173,16 @@ export class Broker {
     this.#maxBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
     this.#requeueLost = options.requeueLost ?? false;
     this.#version = options.version ?? "0.1.0";
+    this.#policy = options.servicePolicy;
     this.#started = now();
     this.#nextHeartbeat = this.#started + this.#heartbeatMs;
   }
 
-  /** Handles one message from the ROUTER socket: identity frame first. */
-  handle(message: Frames): void {
+  /**
+   * Handles one message from the ROUTER socket: identity frame first.
+   * `peerKey` is the sender's authenticated CURVE key, if it has one.
+   */
+  handle(message: Frames, peerKey?: string): void {
     const identity = message[0];
     if (!identity || message.length < 2) return this.#drop("empty message");
     let size = 0;
@@ -176,7 +191,21 @@ export class Broker {
     const decoded = decodePeerMessage(message, 1);
     if (decoded.kind === "malformed") return this.#drop(decoded.reason);
     if (decoded.kind === "request") return this.#onRequest(identity, decoded);
-    this.#onWorker(identity, decoded);
+    this.#onWorker(identity, decoded, peerKey);
+  }
+
+  /**
+   * Replaces the service policy (a reload): workers it no longer allows get
+   * DISCONNECT and are removed, so nothing more is routed to them.
+   */
+  setServicePolicy(policy: ServicePolicy | undefined): void {
+    this.#policy = policy;
+    if (!policy) return;
+    for (const worker of [...this.#workers.values()]) {
+      if (policy.allows(worker.peerKey, worker.service.name)) continue;
+      this.#observer.workerRefused?.(worker.service.name, "revoked", worker.peerKey);
+      this.#removeWorker(worker, true, "service policy revoked");
+    }
   }
 
   /** Runs heartbeats, worker purge and request expiry; call it often (every ~100-500 ms). */
@@ -284,14 +313,36 @@ export class Broker {
     this.#dispatch(service);
   }
 
-  #onWorker(identity: Uint8Array, m: Exclude<PeerMessage, { kind: "request" }>): void {
+  #onWorker(
+    identity: Uint8Array,
+    m: Exclude<PeerMessage, { kind: "request" }>,
+    peerKey: string | undefined,
+  ): void {
     const key = keyOf(identity);
     const worker = this.#workers.get(key);
+    if (worker && worker.peerKey !== peerKey) {
+      // Another peer took over a registered worker's routing id (a client may
+      // choose its own): it must not receive that worker's requests.
+      this.#observer.workerRefused?.(worker.service.name, "key_changed", peerKey);
+      this.#removeWorker(worker, false, "peer key changed");
+      this.#send(identity, encodeWorkerControl(m.dialect, "DISCONNECT"));
+      return this.#drop("worker message from another peer key");
+    }
     switch (m.kind) {
       case "ready": {
-        if (worker || m.service.startsWith("mmi.") || m.service === BROKER_SERVICE) {
-          // A second READY, or a worker claiming a reserved name: not allowed.
-          if (worker) this.#removeWorker(worker, false, "second READY");
+        if (worker) {
+          this.#removeWorker(worker, false, "second READY");
+          this.#send(identity, encodeWorkerControl(m.dialect, "DISCONNECT"));
+          return this.#drop("invalid READY");
+        }
+        const refusal: RefusalReason | undefined =
+          m.service.startsWith("mmi.") || m.service === BROKER_SERVICE
+            ? "reserved"
+            : this.#policy && !this.#policy.allows(peerKey, m.service)
+            ? "not_granted"
+            : undefined;
+        if (refusal) {
+          this.#observer.workerRefused?.(m.service, refusal, peerKey);
           this.#send(identity, encodeWorkerControl(m.dialect, "DISCONNECT"));
           return this.#drop("invalid READY");
         }
@@ -299,6 +350,7 @@ export class Broker {
         const created: Worker = {
           key,
           identity,
+          peerKey,
           dialect: m.dialect,
           service,
           expiry: this.#now() + this.#expiryMs,

@@ -10,6 +10,7 @@ import { type MessageSocket, type TransportChoice, usesZmtp } from "../transport
 import { NativeSocket, splitEndpoint } from "../transport/native_socket.ts";
 import { ZmtpRouter } from "../transport/zmtp/router.ts";
 import { Broker, type BrokerObserver, type BrokerOptions } from "./broker.ts";
+import { ServicePolicy } from "./service_policy.ts";
 
 /** Options of {@link BrokerServer.start}. */
 export interface BrokerServerOptions extends BrokerOptions {
@@ -17,7 +18,11 @@ export interface BrokerServerOptions extends BrokerOptions {
   endpoint?: string;
   /** How often heartbeats, purge and request expiry run. @default 250 */
   tickMs?: number;
-  /** CURVE: the broker's secret key and the client keys it accepts. @default plaintext */
+  /**
+   * CURVE: the broker's secret key and the client keys it accepts. With it,
+   * workers are held to `servicePolicy` (none given: an empty one, so no key
+   * serves an `org.plantd.*` service). @default plaintext
+   */
   curve?: CurveServerKeys;
   /** Refused peers and ended connections of the endpoint (labelled "broker"). */
   onListenerEvent?: (event: ListenerEvent) => void;
@@ -62,6 +67,11 @@ export class BrokerServer {
     observer: BrokerObserver = {},
   ): Promise<BrokerServer> {
     const maxBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
+    if (options.servicePolicy && !options.curve) {
+      // Plaintext peers carry no key a policy could name.
+      return Promise.reject(new Error("a service policy needs CURVE on the broker endpoint"));
+    }
+    const servicePolicy = options.curve ? options.servicePolicy ?? new ServicePolicy() : undefined;
     const requested = options.endpoint ?? "tcp://*:9797";
     const { mode, address } = splitEndpoint(requested, "bind");
     let socket: MessageSocket;
@@ -117,7 +127,7 @@ export class BrokerServer {
           observer.drop?.("send failed");
         }
       },
-      { ...options, maxMessageBytes: maxBytes },
+      { ...options, maxMessageBytes: maxBytes, ...(servicePolicy ? { servicePolicy } : {}) },
       observer,
     );
     const onError = (error: unknown) =>
@@ -130,7 +140,7 @@ export class BrokerServer {
   async #run(): Promise<void> {
     while (!this.#socket.closed) {
       try {
-        await this.#socket.drain((message) => this.broker.handle(message));
+        await this.#socket.drain((message, peerKey) => this.broker.handle(message, peerKey));
       } catch (error) {
         // A socket error must not take the broker down: report it and read on.
         this.#onError(error);

@@ -10,6 +10,7 @@ import { LOG_LEVELS } from "../telemetry/log.ts";
 import { DIALECTS } from "../mdp/protocol.ts";
 import type { ComponentConfig } from "./load.ts";
 import { busCurveClientShape, curveClientShape, curveServerShape } from "./curve.ts";
+import { serviceGrants } from "../broker/service_policy.ts";
 
 const endpoint = z.string().regex(
   /^[@>]?(tcp|ipc|inproc):\/\/.+$/,
@@ -145,6 +146,13 @@ export const brokerConfig = {
     buses,
     /** CURVE for the broker endpoint and its buses (config/curve.ts, docs/security.md). */
     ...curveServerShape,
+    /**
+     * With CURVE: [{key, services}] granting client keys the `org.plantd.*`
+     * services they may serve (broker/service_policy.ts); other keys serve none.
+     */
+    service_policy: serviceGrants.default(() => []),
+    /** A YAML or JSON file of more such grants; reloaded on SIGHUP and when it changes. */
+    service_policy_file: z.string().min(1).optional(),
   }),
 } satisfies ComponentConfig<z.ZodObject>;
 

@@ -248,7 +248,7 @@ export function inProcessCurve<T extends CurveServerConfig>(
   component: string,
   config: T,
   read: ReadTextFile = Deno.readTextFileSync,
-): { server: T; client: CurveClientOverride } | undefined {
+): { server: T; client: CurveClientOverride; publicKey: string } | undefined {
   const server = serverCurve(component, config, read);
   if (!server) return undefined;
   const pair = curveKeyPair();
@@ -265,5 +265,6 @@ export function inProcessCurve<T extends CurveServerConfig>(
       bus_curve_server_key: undefined,
       bus_curve_server_key_file: undefined,
     },
+    publicKey: pair.publicKey,
   };
 }

@@ -9,11 +9,14 @@ import { processMetrics } from "../telemetry/process_metrics.ts";
 import { BrokerServer } from "../broker/server.ts";
 import type { BrokerConfig } from "../config/components.ts";
 import { serverCurve } from "../config/curve.ts";
-import { brokerMetrics } from "../telemetry/broker_metrics.ts";
+import { servicePolicyOf } from "../config/service_policy.ts";
+import { brokerMetrics, servicePolicyMetrics } from "../telemetry/broker_metrics.ts";
 import { endpointObserver } from "../telemetry/endpoint_metrics.ts";
 import { logger } from "../telemetry/log.ts";
+import { LogWindow } from "../telemetry/log_window.ts";
 import { logCurve, type RunningBuses, startBuses } from "./bus.ts";
 import { startHealthServer } from "./health_server.ts";
+import { watchServicePolicy } from "./service_policy.ts";
 import type { Running } from "./running.ts";
 
 /** Starts the broker from its resolved configuration. */
@@ -24,6 +27,9 @@ export async function startBroker(
   const log = logger("broker");
   // Keys are read (and checked) before anything binds: a bad key file is a config error.
   const curve = serverCurve("broker", config);
+  const audit = logger("broker", "audit");
+  const refusals = new LogWindow();
+  const servicePolicy = servicePolicyOf(config, curve !== undefined);
   processMetrics(registry);
   // The metrics read the broker once it exists; it is created after them.
   const holder: { server?: BrokerServer } = {};
@@ -38,6 +44,7 @@ export async function startBroker(
     requeueLost: config.requeue_lost,
     transport: config.mdp_transport,
     ...(curve ? { curve } : {}),
+    ...(servicePolicy ? { servicePolicy } : {}),
     onListenerEvent: endpointObserver(registry, logger("broker", "security")),
   }, {
     ...metrics,
@@ -49,11 +56,30 @@ export async function startBroker(
       logger("broker", "worker", "registration").debug("worker registered", { service, dialect }),
     workerLeft: (service, reason) =>
       logger("broker", "worker", "registration").debug("worker removed", { service, reason }),
+    workerRefused: (service, reason, key) => {
+      metrics.workerRefused?.(service, reason, key);
+      // A refused worker retries READY every second or so: one line per 10 s is the trail.
+      const repeated = refusals.pass(`${service}\0${reason}\0${key}`);
+      if (repeated === undefined) return;
+      // The audit trail of who tried to serve what (keys are public, safe to log).
+      audit.warn("worker for {service} refused: {reason}", {
+        service,
+        reason,
+        key: key ?? "none (plaintext)",
+        ...(repeated ? { repeated } : {}),
+      });
+    },
   });
+  const reloader = watchServicePolicy(
+    config,
+    (policy) => server.broker.setServicePolicy(policy),
+    servicePolicyMetrics(registry),
+  );
   let buses: RunningBuses;
   try {
     buses = await startBuses(config.buses, registry, curve);
   } catch (error) {
+    reloader?.close();
     await server.close();
     throw error;
   }
@@ -63,6 +89,12 @@ export async function startBroker(
     ...buses.checks(),
   ], registry);
   logCurve(log, config.buses.length > 0 ? "broker and bus endpoints" : "broker endpoint", curve);
+  if (servicePolicy) {
+    log.info("service policy: {keys} keys granted org.plantd.* services", {
+      keys: servicePolicy.keys,
+      file: config.service_policy_file ?? "none",
+    });
+  }
   log.info("broker listening on {endpoint} ({transport})", {
     endpoint: server.endpoint,
     transport: server.transport === "zmtp" ? "ZMTP in TypeScript" : "libzmq",
@@ -73,6 +105,7 @@ export async function startBroker(
     buses,
     healthPort: health.port,
     async close() {
+      reloader?.close();
       await health.close();
       await buses.close();
       await server.close();

@@ -38,6 +38,13 @@ export function brokerMetrics(
     labelNames: ["reason"],
     registers,
   });
+  const refused = new Counter({
+    name: "mdp_workers_refused_total",
+    help:
+      "Workers refused (READY for a service their key is not granted, or reserved) or removed (policy revoked, peer key changed), per reason",
+    labelNames: ["reason"],
+    registers,
+  });
   const latency = new Histogram({
     name: "mdp_request_duration_seconds",
     help: "Time from a request's arrival at the broker to its final reply",
@@ -81,5 +88,17 @@ export function brokerMetrics(
     },
     error: (service, code) => errors.inc({ service: label(service), code }),
     drop: (reason) => drops.inc({ reason }),
+    workerRefused: (_service, reason) => refused.inc({ reason }),
   };
+}
+
+/** Counts reloads of the service policy file; returns the callback that feeds it. */
+export function servicePolicyMetrics(registry: Registry): (ok: boolean) => void {
+  const reloads = new Counter({
+    name: "mdp_service_policy_reloads_total",
+    help: "Reloads of the broker's service_policy_file, per outcome (ok, error: old policy kept)",
+    labelNames: ["outcome"],
+    registers: [registry],
+  });
+  return (ok) => reloads.inc({ outcome: ok ? "ok" : "error" });
 }

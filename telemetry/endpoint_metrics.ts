@@ -11,6 +11,7 @@
 import type { Logger } from "@logtape/logtape";
 import { Counter, type Registry } from "prom-client";
 import type { ListenerEvent } from "../transport/guard.ts";
+import { LogWindow } from "./log_window.ts";
 
 const REFUSED = "plantd_curve_refused_total";
 const DISCONNECTS = "plantd_endpoint_disconnects_total";
@@ -41,7 +42,7 @@ export function endpointObserver(
       registers: [registry],
     })
     : undefined;
-  const lastLogged = new Map<string, { at: number; suppressed: number }>();
+  const throttle = new LogWindow(LOG_WINDOW_MS);
   return (event) => {
     if (event.type === "disconnected") {
       disconnects?.inc({ endpoint: event.endpoint });
@@ -58,21 +59,14 @@ export function endpointObserver(
   ): void {
     // By host: a reconnecting peer comes from a new port each time.
     const host = event.address?.replace(/:\d+$/, "") ?? "";
-    const id = `${event.endpoint}\0${event.reason}\0${host}`;
-    const now = Date.now();
-    const last = lastLogged.get(id);
-    if (last && now - last.at < LOG_WINDOW_MS) {
-      last.suppressed++;
-      return;
-    }
-    if (lastLogged.size > 1000) lastLogged.clear();
-    lastLogged.set(id, { at: now, suppressed: 0 });
+    const repeated = throttle.pass(`${event.endpoint}\0${event.reason}\0${host}`);
+    if (repeated === undefined) return;
     log.warn(message, {
       endpoint: event.endpoint,
       reason: event.reason,
       ...(event.address ? { address: event.address } : {}),
       ...(event.key ? { key: event.key } : {}),
-      ...(last?.suppressed ? { repeated: last.suppressed } : {}),
+      ...(repeated ? { repeated } : {}),
     });
   }
 }

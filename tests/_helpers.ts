@@ -12,6 +12,7 @@ import { NativeSocket } from "../transport/native_socket.ts";
 import { sharedPoller } from "../transport/fd_poller.ts";
 import { BrokerServer, type BrokerServerOptions } from "../broker/server.ts";
 import type { BrokerObserver } from "../broker/broker.ts";
+import type { CurveClientKeys } from "../transport/curve.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -100,6 +101,8 @@ export interface PeerOptions {
   routingId?: string;
   /** Name used in failure messages. */
   name?: string;
+  /** CURVE keys, for an endpoint that requires CURVE. */
+  curveClient?: CurveClientKeys;
 }
 
 /**
@@ -120,6 +123,7 @@ export class Peer {
     this.socket = new NativeSocket(ZMQ_DEALER, {
       linger: 0,
       ...(options.routingId ? { routingId: options.routingId } : {}),
+      ...(options.curveClient ? { curveClient: options.curveClient } : {}),
     });
     this.socket.connect(endpoint);
     this.#loop = this.#run();

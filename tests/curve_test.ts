@@ -17,7 +17,8 @@ import { startBroker } from "../roles/broker.ts";
 import { startEcho } from "../roles/echo.ts";
 import { keygen } from "../roles/keygen.ts";
 import { run as plant } from "../cli/main.ts";
-import { startEchoWorker } from "../workers/echo.ts";
+import { ECHO_SERVICE, startEchoWorker } from "../workers/echo.ts";
+import { ServicePolicy } from "../broker/service_policy.ts";
 import { Bus } from "../bus/bus.ts";
 import { Publisher } from "../bus/publisher.ts";
 import { Subscriber } from "../bus/subscriber.ts";
@@ -450,6 +451,11 @@ Deno.test("roles: broker and its bus with CURVE from key files serve the echo ro
             }]),
             PLANTD_BROKER_CURVE_SECRET_KEY_FILE: `${dir}/broker.key`,
             PLANTD_BROKER_CURVE_ALLOWED_KEYS_FILE: `${dir}/allowed`,
+            // The echo module is an org.plantd.* service: its key needs a grant.
+            PLANTD_BROKER_SERVICE_POLICY: JSON.stringify([{
+              key: echoKeys.publicKey,
+              services: ["org.plantd.module.Echo"],
+            }]),
           },
         }),
         registry,
@@ -500,6 +506,7 @@ Deno.test("plant --broker talks to a CURVE broker with PLANTD_CLI_CURVE_* keys; 
   const broker = await BrokerServer.start({
     endpoint: "tcp://127.0.0.1:*",
     curve: { secretKey: server.secretKey, allowedKeys: [cli.publicKey, worker.publicKey] },
+    servicePolicy: new ServicePolicy([{ key: worker.publicKey, services: [ECHO_SERVICE] }]),
   });
   const echo = startEchoWorker(broker.endpoint, {
     curve: { serverKey: server.publicKey, secretKey: worker.secretKey },

@@ -117,6 +117,8 @@ const symbols = {
   zmq_msg_data: { parameters: ["buffer"], result: "usize" },
   zmq_msg_more: { parameters: ["buffer"], result: "i32" },
   zmq_msg_close: { parameters: ["buffer"], result: "i32" },
+  /** A metadata property of a received message ("User-Id": the ZAP user id). */
+  zmq_msg_gets: { parameters: ["buffer", "buffer"], result: "pointer" },
   /** Runs until TERMINATE on the control socket: on a helper thread, off the event loop. */
   zmq_proxy_steerable: {
     parameters: ["pointer", "pointer", "pointer", "pointer"],

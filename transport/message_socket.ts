@@ -25,8 +25,12 @@ export interface MessageSocket {
   trySendAfter(head: Uint8Array, frames: Frames): boolean;
   /** Sends, waiting while the socket is full. */
   send(frames: Frames): Promise<void>;
-  /** Calls `onMessage` for every message until the socket closes (see NativeSocket.drain). */
-  drain(onMessage: (frames: Frames) => void): Promise<void>;
+  /**
+   * Calls `onMessage` for every message until the socket closes (see
+   * NativeSocket.drain). `peerKey` is the sender's authenticated CURVE public
+   * key (Z85) on a CURVE server socket; a plaintext peer has none.
+   */
+  drain(onMessage: (frames: Frames, peerKey?: string) => void): Promise<void>;
   /** Closes; queued output gets `linger` ms (else the socket's own linger). */
   close(linger?: number): void;
 }

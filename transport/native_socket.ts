@@ -99,6 +99,9 @@ export interface CurveServerSocketOptions {
 
 const SLAB_BYTES = 64 * 1024;
 
+/** The metadata property holding the user id ZAP gave a peer: a CURVE client's Z85 public key. */
+const USER_ID = cString("User-Id");
+
 /** Messages {@link NativeSocket.drain} handles before yielding to other microtasks. */
 const DRAIN_BATCH = 256;
 
@@ -208,6 +211,8 @@ export class NativeSocket {
   #inline = msgLayoutVerified();
   /** Ends the wait in progress, if any (see #operated). */
   #kick: (() => void) | undefined;
+  /** A CURVE server: {@link drain} reports each message's peer key (see #peerKey). */
+  #peerKeys = false;
 
   constructor(type: number, options: NativeSocketOptions = {}, poller: FdPoller = sharedPoller()) {
     const zmq = libzmq();
@@ -279,6 +284,21 @@ export class NativeSocket {
     }
     this.setInt(ZMQ_CURVE_SERVER, 1);
     this.#setBytes(ZMQ_CURVE_SECRETKEY, cString(secretKey));
+    this.#peerKeys = true;
+  }
+
+  /**
+   * The authenticated key of the peer that sent the message just received:
+   * the "User-Id" libzmq attaches to every frame of a connection that passed
+   * ZAP (zap.ts answers with the client's Z85 public key). Undefined for a
+   * peer without one. Reads the last frame received, so call it before the
+   * next receive.
+   */
+  #peerKey(): string | undefined {
+    const value = libzmq().zmq_msg_gets(this.#msg, USER_ID);
+    if (value === null) return undefined;
+    const text = Deno.UnsafePointerView.getCString(value);
+    return text === "" ? undefined : text;
   }
 
   /**
@@ -620,9 +640,10 @@ export class NativeSocket {
    * promise per message: whatever is queued is handled in one go (at most
    * {@link DRAIN_BATCH} messages before other microtasks get a turn), then the
    * socket waits in the poller. A throw from `onMessage` or a socket error
-   * ends the loop with that error; closing the socket ends it normally.
+   * ends the loop with that error; closing the socket ends it normally. On a
+   * CURVE server socket `peerKey` is the sender's authenticated public key.
    */
-  async drain(onMessage: (frames: Frames) => void): Promise<void> {
+  async drain(onMessage: (frames: Frames, peerKey?: string) => void): Promise<void> {
     while (!this.#closed) {
       for (let n = 0; n < DRAIN_BATCH; n++) {
         let frames: Frames | undefined;
@@ -636,7 +657,8 @@ export class NativeSocket {
           await this.#waitAfterEmpty();
           break;
         }
-        onMessage(frames);
+        if (this.#peerKeys) onMessage(frames, this.#peerKey());
+        else onMessage(frames);
         if (this.#closed) return;
       }
       // A full batch: let the microtasks it queued (resolved requests) run first.
