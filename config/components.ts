@@ -124,6 +124,10 @@ const tokenKeys = {
   jwks_url: z.url().optional(),
   jwt_issuer: z.string().min(1).default("plantd"),
   jwt_audience: z.string().min(1).default("plantd"),
+  /** Longest a token may live (exp - iat, or exp - now without iat); longer ones are refused. */
+  jwt_max_lifetime_s: z.number().int().min(300).default(86_400),
+  /** Clock difference allowed on a token's exp, nbf and iat. */
+  jwt_clock_skew_s: z.number().int().min(0).max(3600).default(60),
 };
 
 export const brokerConfig = {
