@@ -259,7 +259,7 @@ export const gatewayConfig = {
     /** Longest time a cached state read is served (change events refresh it sooner); 0: no cache. */
     state_cache_ttl_ms: z.number().int().min(0).default(2000),
     max_body_bytes: z.number().int().min(1024).default(4 * 1024 * 1024),
-    /** Origins allowed to open WebSockets besides the gateway's own; "*" for any. */
+    /** Origins besides the gateway's own that may write and open WebSockets ("*": WebSockets only). */
     allowed_origins: z.array(z.string().min(1)).default(() => []),
     ws_max_buffered_bytes: z.number().int().min(1024).default(4 * 1024 * 1024),
     ws_max_message_bytes: z.number().int().min(256).default(64 * 1024),
