@@ -144,7 +144,7 @@ async function written(gateway: Gateway, headers: HeadersInit = {}): Promise<boo
 const SET_CSRF = JSON.stringify({ service: "plant", key: "csrf", value: "pwned" });
 const BRIDGE = `/api/services/${STATE_SERVICE}/state-set`;
 
-Deno.test("auth off: a cross-site text/plain or form POST to the services bridge gets 415 and writes nothing", async () => {
+Deno.test("auth off: a text/plain or form POST to the services bridge gets 403 from a page of another site, 415 by its type, and writes nothing", async () => {
   await withGateway(async (gateway) => {
     // What a page on another origin can send without a preflight.
     for (
