@@ -103,6 +103,8 @@ async function startDev(
       jwks_url: gateway.jwks_url,
       jwt_issuer: gateway.jwt_issuer,
       jwt_audience: gateway.jwt_audience,
+      jwt_max_lifetime_s: gateway.jwt_max_lifetime_s,
+      jwt_clock_skew_s: gateway.jwt_clock_skew_s,
     };
     const stateRole = await startState(
       {

@@ -6,10 +6,21 @@
  * `bus:subscribe:metric:plant1.`. In a grant, a `*` segment matches any one
  * segment, and a trailing `*` matches everything after it (`state:*`, `*`).
  *
+ * Names that may hold colons are matched whole, never by that trailing-`*`
+ * rule (which made `state:scope:plant:*` cover scope `plant:x`):
+ * - `state:scope:<scope>:<op>`: the scope is everything between
+ *   `state:scope:` and the last segment; a grant's scope is that name or `*`
+ *   (any scope), its op the op or `*`.
+ * - `service:call:<name>`: the name is everything after `service:call:`; a
+ *   grant names a service, `*` (any), or a dotted namespace `org.plantd.*`
+ *   (every name that starts with `org.plantd.`).
+ *
  * Bus grants are prefixes: `bus:subscribe:<bus>:<prefix>` allows subscribing
  * to any prefix that starts with `<prefix>`, so a subscription can never
- * receive a topic outside its grant (the bus filters by prefix too). Topics
- * may contain colons, so everything after the bus name is the prefix.
+ * receive a topic outside its grant (the bus filters by prefix too, byte for
+ * byte, so segment-wise grants could not be enforced there). Topics may
+ * contain colons, so everything after the bus name is the prefix; end it with
+ * a `.` to stop at a segment (`plant1` also covers `plant10`).
  *
  * State operations map to permissions the way Go plantd meant them to, without
  * its defect (there `state-get`/`state-set` fell through to admin-only because
@@ -73,6 +84,11 @@ export function grantCovers(grant: string, required: string): boolean {
     if (prefix.endsWith("*")) prefix = prefix.slice(0, -1);
     return r.slice(3).join(":").startsWith(prefix);
   }
+  if (isScoped(g)) return isScoped(r) && scopedCovers(g, r);
+  if (g[0] === "service" && g[1] === "call" && g.length >= 3) {
+    return r[0] === "service" && r[1] === "call" && r.length >= 3 &&
+      nameCovers(g.slice(2).join(":"), r.slice(2).join(":"));
+  }
   for (let i = 0; i < g.length; i++) {
     const segment = g[i]!;
     if (segment === "*" && i === g.length - 1) return r.length >= g.length;
@@ -83,6 +99,25 @@ export function grantCovers(grant: string, required: string): boolean {
 
 function segmentMatches(grant: string, required: string): boolean {
   return grant === "*" || grant === required;
+}
+
+/** `state:scope:<scope>:<op>` (three-segment `state:scope:create` and the like are not). */
+function isScoped(segments: readonly string[]): boolean {
+  return segments.length >= 4 && segments[0] === "state" && segments[1] === "scope";
+}
+
+/** A scoped grant against a scoped permission: whole scope names, then the op. */
+function scopedCovers(g: readonly string[], r: readonly string[]): boolean {
+  const scope = g.slice(2, -1).join(":");
+  return (scope === "*" || scope === r.slice(2, -1).join(":")) &&
+    segmentMatches(g[g.length - 1]!, r[r.length - 1]!);
+}
+
+/** A service name pattern: the name, `*`, or a dotted namespace `a.b.*`. */
+function nameCovers(pattern: string, name: string): boolean {
+  if (pattern === "*" || pattern === name) return true;
+  return pattern.endsWith(".*") && name.length > pattern.length - 1 &&
+    name.startsWith(pattern.slice(0, -1));
 }
 
 /** Whether any of `grants` covers any of `required` (alternatives). */

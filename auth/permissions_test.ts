@@ -22,6 +22,49 @@ Deno.test("a grant covers itself, its wildcards and nothing else", () => {
   assert.ok(!grantCovers("state:*", "service:call:x"));
 });
 
+Deno.test("scope grants match whole scope names: state:scope:plant:* is not plant:x", () => {
+  assert(grantCovers("state:scope:plant:*", "state:scope:plant:read"));
+  assert(grantCovers("state:scope:plant:*", "state:scope:plant:admin"));
+  assert.ok(!grantCovers("state:scope:plant:*", "state:scope:plant:x:read"));
+  assert.ok(!grantCovers("state:scope:plant:*", "state:scope:plant:x:admin"));
+  assert.ok(!allows(["state:scope:plant:*"], ...statePermissions("state-set", "plant:x")!));
+  assert(allows(["state:scope:plant:*"], ...statePermissions("state-set", "plant")!));
+  // A scope name with colons is one name, granted whole.
+  assert(grantCovers("state:scope:plant:x:write", "state:scope:plant:x:write"));
+  assert(grantCovers("state:scope:plant:x:*", "state:scope:plant:x:delete"));
+  assert.ok(!grantCovers("state:scope:plant:x:*", "state:scope:plant:read"));
+  assert.ok(!grantCovers("state:scope:plant:read", "state:scope:plant:x:read"));
+  // `*` as the scope: every scope, whatever its name.
+  assert(grantCovers("state:scope:*:read", "state:scope:plant:x:read"));
+  assert.ok(!grantCovers("state:scope:*:read", "state:scope:plant:x:write"));
+  assert(grantCovers("state:scope:*:*", "state:scope:a:b:c:admin"));
+  // Wider grants unchanged.
+  assert(grantCovers("state:scope:*", "state:scope:plant:x:read"));
+  assert(grantCovers("state:scope:*", "state:scope:create"));
+  assert(grantCovers("state:*", "state:scope:plant:x:read"));
+  assert(grantCovers("*", "state:scope:plant:x:read"));
+  assert.ok(!grantCovers("state:scope:plant:*", "state:scope:create"));
+});
+
+Deno.test("service grants match whole service names or a dotted namespace", () => {
+  assert(grantCovers("service:call:org.plantd.module.Echo", "service:call:org.plantd.module.Echo"));
+  assert.ok(
+    !grantCovers("service:call:org.plantd.module.Echo", "service:call:org.plantd.module.EchoX"),
+  );
+  // Service names may hold colons: a trailing `*` segment is no prefix match.
+  assert.ok(!grantCovers("service:call:a:*", "service:call:a:b"));
+  assert.ok(!grantCovers("service:call:a", "service:call:a:b"));
+  assert(grantCovers("service:call:a:b", "service:call:a:b"));
+  assert(grantCovers("service:call:org.plantd.module.*", "service:call:org.plantd.module.Echo"));
+  assert(grantCovers("service:call:org.plantd.*", "service:call:org.plantd.module.Echo"));
+  assert.ok(!grantCovers("service:call:org.plantd.module.*", "service:call:org.plantd.moduleX"));
+  assert.ok(!grantCovers("service:call:org.plantd.module.*", "service:call:org.plantd.module."));
+  assert.ok(!grantCovers("service:call:org.plantd.*", "service:list"));
+  assert(grantCovers("service:call:*", "service:call:a:b"));
+  assert(grantCovers("service:*", "service:call:org.plantd.State"));
+  assert(grantCovers("service:*", "service:list"));
+});
+
 Deno.test("bus grants are topic prefixes: a subscription never reaches past its grant", () => {
   assert(grantCovers("bus:subscribe:event:plant1.", "bus:subscribe:event:plant1."));
   assert(grantCovers("bus:subscribe:event:plant1.", "bus:subscribe:event:plant1.pump"));

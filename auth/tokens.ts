@@ -66,7 +66,15 @@ export interface TokenSettings {
   jwksUrl?: string;
   issuer: string;
   audience: string;
+  /** Longest a token may live (`exp - iat`, or `exp - now` without `iat`), in s. @default 86400 */
+  maxLifetimeS?: number;
+  /** Clock difference allowed on `exp`, `nbf` and `iat`, in s. @default 60 */
+  clockSkewS?: number;
 }
+
+/** Defaults of {@link TokenSettings.maxLifetimeS} and {@link TokenSettings.clockSkewS}. */
+export const TOKEN_MAX_LIFETIME_S = 86_400;
+export const TOKEN_CLOCK_SKEW_S = 60;
 
 /** Whether any key is configured, i.e. whether authentication can be on at all. */
 export function hasKeys(settings: Partial<TokenSettings>): boolean {
@@ -168,11 +176,16 @@ export class TokenVerifier {
       throw new AuthError("AUTHENTICATION_FAILED", "Malformed token");
     }
     try {
+      const skew = this.#settings.clockSkewS ?? TOKEN_CLOCK_SKEW_S;
       const { payload } = await jwtVerify(token, this.#resolve, {
         issuer: this.#settings.issuer,
         audience: this.#settings.audience,
         algorithms: ["HS256", "RS256", "ES256", "EdDSA"],
+        // A token without exp would be a credential for ever; jose checks exp and nbf with the skew.
+        requiredClaims: ["exp"],
+        clockTolerance: skew,
       });
+      this.#checkLifetime(payload, skew);
       return principalOf(payload, token);
     } catch (error) {
       if (error instanceof AuthError) throw error;
@@ -182,10 +195,38 @@ export class TokenVerifier {
       if (error instanceof errors.JWSSignatureVerificationFailed) {
         throw new AuthError("AUTHENTICATION_FAILED", "Token signature is not valid");
       }
+      if (error instanceof errors.JWTClaimValidationFailed && error.reason === "missing") {
+        throw new AuthError("AUTHENTICATION_FAILED", `Token has no '${error.claim}' claim`);
+      }
       if (error instanceof errors.JWTClaimValidationFailed) {
         throw new AuthError("AUTHENTICATION_FAILED", `Token claim '${error.claim}' is not valid`);
       }
       throw new AuthError("AUTHENTICATION_FAILED", "Token is not valid");
+    }
+  }
+
+  /**
+   * jose checks `iat` only with a maximum age: a token "issued" in the future
+   * would outlive any age limit, and a long `exp - iat` is a credential that
+   * stays useful long after it leaked.
+   */
+  #checkLifetime(payload: JWTPayload, skew: number): void {
+    const now = Math.floor(Date.now() / 1000);
+    const iat = typeof payload.iat === "number" ? payload.iat : undefined;
+    if (iat !== undefined && iat > now + skew) {
+      throw new AuthError(
+        "AUTHENTICATION_FAILED",
+        `Token 'iat' is ${iat - now} s in the future (allowed clock skew ${skew} s)`,
+      );
+    }
+    const max = this.#settings.maxLifetimeS ?? TOKEN_MAX_LIFETIME_S;
+    const lifetime = payload.exp! - (iat ?? now);
+    if (lifetime > max) {
+      throw new AuthError(
+        "AUTHENTICATION_FAILED",
+        `Token lives ${lifetime} s (exp - ${iat === undefined ? "now" : "iat"}), ` +
+          `longer than the ${max} s allowed (jwt_max_lifetime_s)`,
+      );
     }
   }
 }
@@ -257,6 +298,8 @@ export async function tokenSettingsFrom(config: {
   jwks_url?: string;
   jwt_issuer: string;
   jwt_audience: string;
+  jwt_max_lifetime_s?: number;
+  jwt_clock_skew_s?: number;
 }): Promise<TokenSettings | undefined> {
   const pem = async (value: string | undefined) =>
     value === undefined
@@ -272,6 +315,8 @@ export async function tokenSettingsFrom(config: {
     jwksUrl: config.jwks_url,
     issuer: config.jwt_issuer,
     audience: config.jwt_audience,
+    maxLifetimeS: config.jwt_max_lifetime_s,
+    clockSkewS: config.jwt_clock_skew_s,
   };
   return hasKeys(settings) ? settings : undefined;
 }

@@ -32,8 +32,9 @@ Deno.test("HS256: issued tokens verify, carry permissions of their roles, and ex
 
   const expired = await new SignJWT({ perms: [] }).setProtectedHeader({ alg: "HS256" })
     .setIssuer("plantd").setAudience("plantd").setSubject("user:ada")
-    .setExpirationTime(Math.floor(Date.now() / 1000) - 10)
+    .setExpirationTime(Math.floor(Date.now() / 1000) - 61)
     .sign(new TextEncoder().encode(SECRET));
+  // Past the default clock skew (60 s).
   await refused(new TokenVerifier(settings), expired, /expired/);
 });
 
@@ -103,4 +104,48 @@ Deno.test("JWKS URL: tokens of an outside provider verify by kid; scope claims a
   } finally {
     await server.shutdown();
   }
+});
+
+/** An HS256 token with exactly these time claims (seconds since the epoch). */
+function timed(times: { exp?: number; iat?: number; nbf?: number }): Promise<string> {
+  return new SignJWT({ perms: ["*"], ...times }).setProtectedHeader({ alg: "HS256" })
+    .setIssuer("plantd").setAudience("plantd").setSubject("user:mallory")
+    .sign(new TextEncoder().encode(SECRET));
+}
+
+Deno.test("a token without exp is refused: it would be a credential for ever", async () => {
+  const verifier = new TokenVerifier({ ...BASE, secret: SECRET });
+  const now = Math.floor(Date.now() / 1000);
+  await refused(verifier, await timed({ iat: now }), /no 'exp' claim/);
+  await refused(verifier, await timed({}), /no 'exp' claim/);
+  assert.equal(
+    (await verifier.verify(await timed({ iat: now, exp: now + 60 }))).id,
+    "user:mallory",
+  );
+});
+
+Deno.test("iat or nbf beyond the clock skew in the future is refused; within it passes", async () => {
+  const verifier = new TokenVerifier({ ...BASE, secret: SECRET, clockSkewS: 60 });
+  const now = Math.floor(Date.now() / 1000);
+  const year = 365 * 86_400;
+  await refused(verifier, await timed({ iat: now + year, exp: now + year + 600 }), /'iat'.*future/);
+  await refused(verifier, await timed({ iat: now + 120, exp: now + 900 }), /'iat'.*future/);
+  await refused(verifier, await timed({ nbf: now + 120, exp: now + 900 }), /nbf/);
+  assert.ok(await verifier.verify(await timed({ iat: now + 30, exp: now + 900 })));
+  assert.ok(await verifier.verify(await timed({ nbf: now + 30, exp: now + 900 })));
+});
+
+Deno.test("a token living longer than jwt_max_lifetime_s is refused (exp - iat, or exp - now)", async () => {
+  const verifier = new TokenVerifier({ ...BASE, secret: SECRET, maxLifetimeS: 3600 });
+  const now = Math.floor(Date.now() / 1000);
+  await refused(verifier, await timed({ iat: now, exp: now + 3601 }), /3601 s .*3600 s allowed/);
+  // Issued long ago, still valid for a while: the lifetime counts from iat.
+  await refused(verifier, await timed({ iat: now - 7200, exp: now + 60 }), /longer than/);
+  await refused(verifier, await timed({ exp: now + 10 * 86_400 }), /exp - now/);
+  assert.ok(await verifier.verify(await timed({ iat: now, exp: now + 3600 })));
+  assert.ok(await verifier.verify(await timed({ exp: now + 3000 })));
+  // The default: a day.
+  const byDefault = new TokenVerifier({ ...BASE, secret: SECRET });
+  await refused(byDefault, await timed({ iat: now, exp: now + 86_400 + 1 }), /86400 s allowed/);
+  assert.ok(await byDefault.verify(await timed({ iat: now, exp: now + 86_400 })));
 });

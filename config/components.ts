@@ -125,6 +125,10 @@ const tokenKeys = {
   jwks_url: z.url().optional(),
   jwt_issuer: z.string().min(1).default("plantd"),
   jwt_audience: z.string().min(1).default("plantd"),
+  /** Longest a token may live (exp - iat, or exp - now without iat); longer ones are refused. */
+  jwt_max_lifetime_s: z.number().int().min(300).default(86_400),
+  /** Clock difference allowed on a token's exp, nbf and iat. */
+  jwt_clock_skew_s: z.number().int().min(0).max(3600).default(60),
 };
 
 export const brokerConfig = {
@@ -263,7 +267,7 @@ export const gatewayConfig = {
     /** Longest time a cached state read is served (change events refresh it sooner); 0: no cache. */
     state_cache_ttl_ms: z.number().int().min(0).default(2000),
     max_body_bytes: z.number().int().min(1024).default(4 * 1024 * 1024),
-    /** Origins allowed to open WebSockets besides the gateway's own; "*" for any. */
+    /** Origins besides the gateway's own that may write and open WebSockets ("*": WebSockets only). */
     allowed_origins: z.array(z.string().min(1)).default(() => []),
     ws_max_buffered_bytes: z.number().int().min(1024).default(4 * 1024 * 1024),
     ws_max_message_bytes: z.number().int().min(256).default(64 * 1024),

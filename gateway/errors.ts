@@ -28,6 +28,7 @@ export type ApiErrorCode =
   | "SCOPE_EXISTS"
   | "REVISION_CONFLICT"
   | "PAYLOAD_TOO_LARGE"
+  | "UNSUPPORTED_MEDIA_TYPE"
   | "SERVICE_UNAVAILABLE"
   | "TIMEOUT"
   | "UPSTREAM_ERROR"
@@ -45,6 +46,7 @@ const STATUS: Record<ApiErrorCode, ContentfulStatusCode> = {
   SCOPE_EXISTS: 409,
   REVISION_CONFLICT: 409,
   PAYLOAD_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
   SERVICE_UNAVAILABLE: 503,
   TIMEOUT: 504,
   UPSTREAM_ERROR: 502,
@@ -105,6 +107,8 @@ export function toApiError(error: unknown): ApiError {
     const status = error.status;
     const code: ApiErrorCode = status === 413
       ? "PAYLOAD_TOO_LARGE"
+      : status === 415
+      ? "UNSUPPORTED_MEDIA_TYPE"
       : status === 404
       ? "NOT_FOUND"
       : status >= 500

@@ -73,6 +73,13 @@ export async function startGateway(
         "set jwt_secret (PLANTD_GATEWAY_JWT_SECRET), jwt_public_key, jwt_private_key or jwks_url",
     );
   }
+  if (settings && config.access_token_ttl_s > config.jwt_max_lifetime_s) {
+    // Its own tokens would be refused by itself and by the state worker.
+    throw new ConfigError(
+      `gateway: access_token_ttl_s (${config.access_token_ttl_s}) is over jwt_max_lifetime_s ` +
+        `(${config.jwt_max_lifetime_s}): lower the first or raise the second`,
+    );
+  }
   if ((config.tls_cert === undefined) !== (config.tls_key === undefined)) {
     throw new ConfigError("gateway: tls_cert and tls_key go together: set both or neither");
   }

@@ -188,7 +188,8 @@ Deno.test("expired, tampered, foreign and malformed credentials get 401 and are 
   await withSecuredSystem(async ({ url }) => {
     const good = await tokenWith(["*"]);
     const [h, p, s] = good.split(".");
-    const expired = await tokenWith(["*"], { ttlSeconds: -10 });
+    // Past the verifier's clock skew (jwt_clock_skew_s, 60 s).
+    const expired = await tokenWith(["*"], { ttlSeconds: -120 });
     const cases: Record<string, Record<string, string>> = {
       expired: bearer(expired),
       tampered: bearer(`${h}.${p}x.${s}`),
@@ -464,7 +465,7 @@ Deno.test("a stale session cookie does not stand in the way of logging in again"
       path: "/api/auth/users",
       body: JSON.stringify({ username: "bo", password: "long password", roles: ["viewer"] }),
     }, admin);
-    const stale = { cookie: `plantd_access=${await tokenWith(["*"], { ttlSeconds: -5 })}` };
+    const stale = { cookie: `plantd_access=${await tokenWith(["*"], { ttlSeconds: -120 })}` };
     // Protected routes: 401 as for anyone without a credential.
     assert.equal((await call(url, { method: "GET", path: "/api/state" }, stale)).status, 401);
     // Login still works with the stale cookie in the jar.

@@ -1,7 +1,7 @@
 /**
  * The guard in the HTTP pipeline: client addresses, credentials from headers
- * and cookies, CSRF protection for cookie-authenticated writes, rate limits,
- * and the `authorize` call every route makes.
+ * and cookies, refusal of cross-site writes and of bodies a page could send
+ * cross-site, rate limits, and the `authorize` call every route makes.
  *
  * @module
  */
@@ -14,9 +14,10 @@ import { AuthError, type Principal } from "../../auth/tokens.ts";
 import { STATE_SERVICE } from "../../state/operations.ts";
 import type { GatewayMetrics } from "../../telemetry/gateway_metrics.ts";
 import { ApiError } from "../errors.ts";
-import { utf8Body } from "../routes/body.ts";
+import { checkBodyType, utf8Body } from "../routes/body.ts";
 import type { SecureHeaders } from "../secure_headers.ts";
 import type { RateCounters, RateHit } from "../shared/counters.ts";
+import { crossSiteRefusal, SAFE_METHODS } from "./cross_site.ts";
 import { ACCESS_COOKIE, type CredentialSource, type Guard } from "./guard.ts";
 
 declare module "hono" {
@@ -59,28 +60,6 @@ export function credentialOf(
   const cookie = getCookie(c, ACCESS_COOKIE);
   if (cookie) return { credential: cookie, source: "cookie" };
   return undefined;
-}
-
-const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
-
-/**
- * Cookies ride along on cross-site requests; a write authenticated by one
- * must come from the gateway's own pages (Origin or Sec-Fetch-Site say so).
- */
-function checkCsrf(c: Context, allowedOrigins: readonly string[]): void {
-  if (SAFE_METHODS.has(c.req.method)) return;
-  const origin = c.req.header("origin");
-  if (origin) {
-    if (allowedOrigins.includes(origin)) return;
-    try {
-      if (new URL(origin).host === c.req.header("host")) return;
-    } catch {
-      // not a URL: refused below
-    }
-  } else if (c.req.header("sec-fetch-site") === "same-origin") {
-    return;
-  }
-  throw new ApiError("FORBIDDEN", "Cross-site request with a session cookie refused");
 }
 
 /** The principal of a request that sent no credential while authentication is on. */
@@ -175,10 +154,13 @@ export interface PipelineOptions {
  *    authentication, so a flood of bad credentials is limited too); the
  *    credential (bearer token, API key or session cookie) as `principal`,
  *    anonymous when none is sent or the session cookie is stale (the caller
- *    may log in or refresh); a bad header credential is refused and audited; CSRF protection of cookie-authenticated writes; the
+ *    may log in or refresh); a bad header credential is refused and audited;
+ *    a cross-site write refused (403, before the credential is looked at,
+ *    and again for a cookie without the browser's word on its origin); the
  *    limit per credential; on `/metrics` the telemetry permission unless
  *    metrics are public. Past a limit: 429 with Retry-After.
- * 3. On `/api/*`: the body limit (413) and the strict UTF-8 body check (400).
+ * 3. On `/api/*`: the body's content type (415), the body limit (413) and
+ *    the strict UTF-8 body check (400).
  * 4. After the route (or the error of any step): the security headers and
  *    the request's metrics.
  *
@@ -215,6 +197,24 @@ export function requestPipeline(options: PipelineOptions): RequestPipeline {
       authorize(c, guard, PERMISSIONS.telemetryRead);
     }
   };
+  /** 403 for a cross-site write (./cross_site.ts), counted and audited like a denial. */
+  const checkCrossSite = (c: Context, cookie: boolean): void => {
+    if (SAFE_METHODS.has(c.req.method)) return;
+    const reason = crossSiteRefusal(c, allowedOrigins, cookie);
+    if (reason === undefined) return;
+    metrics.denied?.();
+    guard.audit({
+      time: Date.now(),
+      actor: cookie ? c.get("principal").id : "anonymous",
+      action: "access.cross_site",
+      target: `${c.req.method} ${c.req.path}`,
+      outcome: "denied",
+      ip: c.get("clientIp"),
+      details: { reason },
+    });
+    throw new ApiError("FORBIDDEN", `Cross-site request refused: ${reason}`);
+  };
+
   /** After the credential: the limit per credential, then the telemetry permission. */
   const authenticated = (c: Context, path: string): Promise<void> | void => {
     const id = c.get("principal").id;
@@ -234,12 +234,12 @@ export function requestPipeline(options: PipelineOptions): RequestPipeline {
     const known = guard.authenticated(found.credential);
     if (known) {
       c.set("principal", known);
-      if (found.source === "cookie") checkCsrf(c, allowedOrigins);
+      if (found.source === "cookie") checkCrossSite(c, true);
       return authenticated(c, path);
     }
     return guard.authenticate(found.credential).then((principal) => {
       c.set("principal", principal);
-      if (found.source === "cookie") checkCsrf(c, allowedOrigins);
+      if (found.source === "cookie") checkCrossSite(c, true);
       return authenticated(c, path);
     }, (error) => {
       if (!(error instanceof AuthError)) throw error;
@@ -258,13 +258,20 @@ export function requestPipeline(options: PipelineOptions): RequestPipeline {
   const admit = (c: Context, path: string): Promise<void> | void => {
     if (options.rateLimitPerIp > 0) {
       const waiting = count("ip", `ip:${c.get("clientIp")}`, options.rateLimitPerIp);
-      if (waiting) return waiting.then(() => authenticate(c, path));
+      if (waiting) {
+        return waiting.then(() => {
+          checkCrossSite(c, false);
+          return authenticate(c, path);
+        });
+      }
     }
+    checkCrossSite(c, false);
     return authenticate(c, path);
   };
 
   /** Step 3, then the route; a promise only when something has to be waited for. */
   const route = (c: Context, api: boolean, next: Next): Promise<unknown> | unknown => {
+    if (api) checkBodyType(c);
     if (api && c.req.raw.body) {
       return limitBody(c, async () => {
         await utf8Body(c, next);

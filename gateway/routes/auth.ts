@@ -94,7 +94,7 @@ const login = createRoute({
   request: body(z.object({ username: Username, password: Password }).openapi("Login")),
   responses: {
     200: json(TokenReply, "Tokens (also set as HttpOnly cookies)"),
-    ...errorResponses(400, 401, 429, 503),
+    ...errorResponses(400, 401, 415, 429, 503),
   },
 });
 
@@ -110,7 +110,7 @@ const refresh = createRoute({
       required: false,
     },
   },
-  responses: { 200: json(TokenReply, "New tokens"), ...errorResponses(401, 503) },
+  responses: { 200: json(TokenReply, "New tokens"), ...errorResponses(401, 415, 503) },
 });
 
 const logout = createRoute({
@@ -125,7 +125,10 @@ const logout = createRoute({
       required: false,
     },
   },
-  responses: { 200: json(z.object({ status: z.literal("logged out") }), "Logged out") },
+  responses: {
+    200: json(z.object({ status: z.literal("logged out") }), "Logged out"),
+    ...errorResponses(415),
+  },
 });
 
 const me = createRoute({
@@ -168,7 +171,7 @@ const createUser = createRoute({
     z.object({ username: Username, password: Password, roles: z.array(RoleName).max(64) })
       .openapi("NewUser"),
   ),
-  responses: { 201: json(UserSchema, "Created"), ...errorResponses(400, 401, 403, 409) },
+  responses: { 201: json(UserSchema, "Created"), ...errorResponses(400, 401, 403, 409, 415) },
 });
 
 const UsernameParam = z.object({
@@ -189,7 +192,7 @@ const updateUser = createRoute({
       }).openapi("UserChange"),
     ),
   },
-  responses: { 200: json(UserSchema, "Changed"), ...errorResponses(400, 401, 403, 404) },
+  responses: { 200: json(UserSchema, "Changed"), ...errorResponses(400, 401, 403, 404, 415) },
 });
 
 const deleteUser = createRoute({
@@ -225,7 +228,7 @@ const putRole = createRoute({
   },
   responses: {
     200: json(z.object({ name: z.string(), permissions: z.array(z.string()) }), "Defined"),
-    ...errorResponses(400, 401, 403),
+    ...errorResponses(400, 401, 403, 415),
   },
 });
 
@@ -263,7 +266,7 @@ const createKey = createRoute({
   ),
   responses: {
     201: json(z.object({ key: z.string(), api_key: ApiKeySchema }), "Created"),
-    ...errorResponses(400, 401, 403),
+    ...errorResponses(400, 401, 403, 415),
   },
 });
 

@@ -61,7 +61,7 @@ const publish = createRoute({
         },
       },
     },
-    ...errorResponses(400, 401, 403, 404, 413),
+    ...errorResponses(400, 401, 403, 404, 413, 415),
   },
 });
 

@@ -18,6 +18,7 @@ const MEANING: Record<number, string> = {
   404: "Scope or key not found",
   409: "Scope exists already, or revision conflict",
   413: "Value or body too large",
+  415: "Content type not accepted: application/json (text/plain also on PUT /api/state/…)",
   429: "Rate limited",
   502: "The service answered with an error",
   503: "No worker serves the service",

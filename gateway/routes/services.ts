@@ -50,6 +50,8 @@ const callService = createRoute({
   method: "post",
   path: "/api/services/{service}/{operation}",
   summary: "Send a Majordomo request: body frames [operation, JSON body]",
+  description: "The body, if any, is JSON (`content-type: application/json`); " +
+    "its text becomes the request frame after the operation (`{}` when empty).",
   request: {
     params: z.object({
       service: z.string().min(1).max(255).openapi({ param: { name: "service", in: "path" } }),
@@ -68,7 +70,7 @@ const callService = createRoute({
         },
       },
     },
-    ...errorResponses(400, 502, 503, 504),
+    ...errorResponses(400, 415, 502, 503, 504),
   },
 });
 

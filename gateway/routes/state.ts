@@ -108,7 +108,7 @@ const setMany = createRoute({
       z.object({ scope: z.string(), revisions: z.record(z.string(), z.number().int()) }),
       "New revisions",
     ),
-    ...errorResponses(400, 413, 503, 504),
+    ...errorResponses(400, 413, 415, 503, 504),
   },
 });
 
@@ -153,7 +153,7 @@ const putKey = createRoute({
   },
   responses: {
     200: json(EntrySchema.omit({ updated_at: true }), "Written"),
-    ...errorResponses(400, 409, 413, 503, 504),
+    ...errorResponses(400, 409, 413, 415, 503, 504),
   },
 });
 
@@ -184,9 +184,10 @@ async function readValue(request: HonoRequest): Promise<string> {
     return parsed.data.value;
   }
   if (type === "" || type.startsWith("text/plain")) return await request.text();
+  // The pipeline refuses other types first (routes/body.ts); kept for any other caller.
   throw new ApiError(
-    "BAD_REQUEST",
-    `Unsupported content type '${type}': use application/json or text/plain`,
+    "UNSUPPORTED_MEDIA_TYPE",
+    `Content type '${type}' is not accepted: send application/json, text/plain`,
   );
 }
 
