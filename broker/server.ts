@@ -13,7 +13,7 @@ import { Broker, type BrokerObserver, type BrokerOptions } from "./broker.ts";
 
 /** Options of {@link BrokerServer.start}. */
 export interface BrokerServerOptions extends BrokerOptions {
-  /** Where to bind (czmq's `@` prefix accepted). @default "tcp://*:9797" */
+  /** Where to bind (czmq's `@` prefix accepted). @default "tcp://127.0.0.1:9797" */
   endpoint?: string;
   /** How often heartbeats, purge and request expiry run. @default 250 */
   tickMs?: number;
@@ -62,7 +62,7 @@ export class BrokerServer {
     observer: BrokerObserver = {},
   ): Promise<BrokerServer> {
     const maxBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
-    const requested = options.endpoint ?? "tcp://*:9797";
+    const requested = options.endpoint ?? "tcp://127.0.0.1:9797";
     const { mode, address } = splitEndpoint(requested, "bind");
     let socket: MessageSocket;
     let endpoint: string;

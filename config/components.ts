@@ -10,6 +10,8 @@ import { LOG_LEVELS } from "../telemetry/log.ts";
 import { DIALECTS } from "../mdp/protocol.ts";
 import type { ComponentConfig } from "./load.ts";
 import { busCurveClientShape, curveClientShape, curveServerShape } from "./curve.ts";
+import { plaintextNetworkShape } from "./listeners.ts";
+import { metricsTokenShape } from "./metrics_token.ts";
 
 const endpoint = z.string().regex(
   /^[@>]?(tcp|ipc|inproc):\/\/.+$/,
@@ -107,6 +109,8 @@ const common = {
   log_format: z.enum(["json", "pretty"]).default("json"),
   /** Host the health/metrics HTTP server listens on. */
   health_host: z.string().min(1).default("127.0.0.1"),
+  /** Bearer token of /metrics (config/metrics_token.ts); required beyond loopback. */
+  ...metricsTokenShape,
 };
 
 /**
@@ -131,7 +135,8 @@ export const brokerConfig = {
   envPrefix: "PLANTD_BROKER",
   schema: z.object({
     ...common,
-    endpoint: endpoint.default("tcp://*:9797"),
+    /** Loopback by default: beyond it, CURVE keys or allow_plaintext_network (config/listeners.ts). */
+    endpoint: endpoint.default("tcp://127.0.0.1:9797"),
     /** 0 turns the health server off. */
     health_port: port.default(8081),
     heartbeat_interval_ms: positiveMs.default(2500),
@@ -145,6 +150,7 @@ export const brokerConfig = {
     buses,
     /** CURVE for the broker endpoint and its buses (config/curve.ts, docs/security.md). */
     ...curveServerShape,
+    ...plaintextNetworkShape,
   }),
 } satisfies ComponentConfig<z.ZodObject>;
 
@@ -158,6 +164,7 @@ export const busConfig = {
     buses,
     /** CURVE for every bus endpoint (config/curve.ts, docs/security.md). */
     ...curveServerShape,
+    ...plaintextNetworkShape,
   }),
 } satisfies ComponentConfig<z.ZodObject>;
 
@@ -295,7 +302,7 @@ export const gatewayConfig = {
     ...tokenKeys,
     /** PEM PKCS#8 private key (inline or a file path): signs the gateway's tokens instead of jwt_secret. */
     jwt_private_key: z.string().min(1).optional(),
-    /** Serve Prometheus `/metrics` without a token (a scraper on a private network). */
+    /** Serve Prometheus `/metrics` without a token; refused with a host beyond loopback. */
     public_metrics: z.boolean().default(false),
     /** Users, roles, API keys and the audit log (libSQL file or server URL). */
     auth_db: z.string().min(1).default("data/plantd-auth.db"),

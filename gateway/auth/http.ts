@@ -10,6 +10,7 @@ import { bodyLimit } from "hono/body-limit";
 import { getCookie } from "hono/cookie";
 import { getConnInfo } from "hono/deno";
 import { PERMISSIONS, serviceCall, statePermissions } from "../../auth/permissions.ts";
+import { constantTimeEqual } from "../../auth/secrets.ts";
 import { AuthError, type Principal } from "../../auth/tokens.ts";
 import { STATE_SERVICE } from "../../state/operations.ts";
 import type { GatewayMetrics } from "../../telemetry/gateway_metrics.ts";
@@ -162,6 +163,8 @@ export interface PipelineOptions {
   rateLimitPerToken: number;
   /** `/metrics` needs no permission. */
   publicMetrics: boolean;
+  /** A bearer secret that also admits `/metrics` (a scraper's metrics_token). */
+  metricsToken?: string | undefined;
   /** Largest request body of `/api/*`. */
   maxBodyBytes: number;
 }
@@ -263,6 +266,13 @@ export function requestPipeline(options: PipelineOptions): RequestPipeline {
     return authenticate(c, path);
   };
 
+  /** Whether `/metrics` is asked with the scraper's metrics_token (no user, no rate limit). */
+  const scraper = (c: Context): boolean => {
+    if (options.metricsToken === undefined) return false;
+    const bearer = /^Bearer\s+(\S+)$/i.exec(c.req.header("authorization") ?? "")?.[1];
+    return bearer !== undefined && constantTimeEqual(bearer, options.metricsToken);
+  };
+
   /** Step 3, then the route; a promise only when something has to be waited for. */
   const route = (c: Context, api: boolean, next: Next): Promise<unknown> | unknown => {
     if (api && c.req.raw.body) {
@@ -313,7 +323,8 @@ export function requestPipeline(options: PipelineOptions): RequestPipeline {
     let done: Promise<unknown> | unknown;
     try {
       c.set("clientIp", clientIp(c, trustedProxies));
-      const waiting = api || path === "/ws" || path === "/metrics" ? admit(c, path) : undefined;
+      const guarded = api || path === "/ws" || (path === "/metrics" && !scraper(c));
+      const waiting = guarded ? admit(c, path) : undefined;
       done = waiting ? waiting.then(() => route(c, api, next)) : route(c, api, next);
     } catch (error) {
       return refuse(error);
