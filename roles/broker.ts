@@ -16,6 +16,8 @@ import { endpointObserver } from "../telemetry/endpoint_metrics.ts";
 import type { Check } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";
 import {
+  boundBeyondLoopback,
+  busSetEndpoints,
   logCurve,
   logPlaintextNetwork,
   plaintextNetworkCheck,
@@ -83,7 +85,8 @@ export async function startBroker(
     throw error;
   }
   const started = new Date().toISOString();
-  const plaintext = plaintextNetworkCheck(exposed, started);
+  const beyond = boundBeyondLoopback(exposed, [server.endpoint, ...busSetEndpoints(buses.set)]);
+  const plaintext = plaintextNetworkCheck(beyond, started);
   const health = startHealthServer(
     "broker",
     config.health_host,
@@ -97,7 +100,7 @@ export async function startBroker(
     access,
   );
   logCurve(log, config.buses.length > 0 ? "broker and bus endpoints" : "broker endpoint", curve);
-  logPlaintextNetwork(log, exposed);
+  logPlaintextNetwork(log, beyond);
   log.info("broker listening on {endpoint} ({transport})", {
     endpoint: server.endpoint,
     transport: server.transport === "zmtp" ? "ZMTP in TypeScript" : "libzmq",

@@ -19,6 +19,7 @@ import type { Check } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";
 import type { Logger } from "@logtape/logtape";
 import { curvePublicKey } from "../transport/curve.ts";
+import { isLocalEndpoint } from "../transport/loopback.ts";
 import { startHealthServer } from "./health_server.ts";
 import type { Running } from "./running.ts";
 
@@ -61,6 +62,25 @@ export function logCurve(log: Logger, what: string, curve: CurveServerKeys | und
       public_key: curvePublicKey(curve.secretKey),
     });
   }
+}
+
+/**
+ * The endpoints, as bound (ports resolved), still beyond loopback: what the
+ * warning and the check name once `exposed` (configured) let some through.
+ */
+export function boundBeyondLoopback(
+  exposed: readonly string[],
+  bound: readonly (string | undefined)[],
+): string[] {
+  if (exposed.length === 0) return [];
+  return bound.filter((endpoint): endpoint is string =>
+    endpoint !== undefined && !isLocalEndpoint(endpoint)
+  );
+}
+
+/** Every endpoint of a running bus set: frontends, backends, captures. */
+export function busSetEndpoints(set: BusSet): (string | undefined)[] {
+  return set.buses.flatMap((bus) => [bus.frontend, bus.backend, bus.capture]);
 }
 
 /** Warns, at every start, of plaintext endpoints let beyond loopback (allow_plaintext_network). */
@@ -168,9 +188,10 @@ export async function startBusComponent(
   );
   processMetrics(registry);
   if (config.buses.length > 0) logCurve(logger("bus"), "bus endpoints", curve);
-  logPlaintextNetwork(logger("bus"), exposed);
   const buses = await startBuses(config.buses, registry, curve);
-  const plaintext = plaintextNetworkCheck(exposed, new Date().toISOString());
+  const beyond = boundBeyondLoopback(exposed, busSetEndpoints(buses.set));
+  logPlaintextNetwork(logger("bus"), beyond);
+  const plaintext = plaintextNetworkCheck(beyond, new Date().toISOString());
   let health: Running & { port: number };
   try {
     health = startHealthServer(
