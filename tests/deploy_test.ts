@@ -466,9 +466,9 @@ Deno.test("compose.yaml: nothing published beyond the host, ZeroMQ not at all; k
   const keygen = file.services.keygen;
   assert.ok(keygen, "compose has a keygen service");
   const script = keygen.command.join("\n") as string;
-  const names = /for name in ([\w ]+); do/.exec(script)?.[1]!.split(" ") ?? [];
+  const names = /for name in ([\w ]+); do/.exec(script)?.[1]?.split(" ") ?? [];
   assert.match(script, /main\.ts keygen --out "\$\$?name"/);
-  const allowList = /grep -hv '\^#' ([^>]+) > allowed/.exec(script)?.[1]!.trim().split(/\s+/) ?? [];
+  const allowList = /grep -hv '\^#' ([^>]+) > allowed/.exec(script)?.[1]?.trim().split(/\s+/) ?? [];
   const keysVolume = (keygen.volumes as string[]).find((v) => v.endsWith(":/keys"))!.split(":")[0];
   const broker = services.find((s) => s.component.name === "broker")!;
   const brokerKey = broker.env.PLANTD_BROKER_CURVE_SECRET_KEY_FILE!;
