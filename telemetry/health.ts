@@ -21,6 +21,12 @@ export interface MetricsGuard {
   setting: string;
 }
 
+/** Whether an Authorization header is `Bearer <token>` (compared in constant time). */
+export function bearerIs(authorization: string | undefined, token: string): boolean {
+  const presented = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? "")?.[1];
+  return presented !== undefined && constantTimeEqual(presented, token);
+}
+
 /** The refusal of a /metrics request `guard` does not admit, or undefined to serve it. */
 export function metricsRefusal(
   guard: MetricsGuard,
@@ -32,8 +38,7 @@ export function metricsRefusal(
       error: `/metrics beyond loopback needs a token: set ${guard.setting}`,
     }, { status: 403 });
   }
-  const presented = /^Bearer\s+(\S+)$/i.exec(authorization ?? "")?.[1];
-  if (presented !== undefined && constantTimeEqual(presented, guard.token)) return undefined;
+  if (bearerIs(authorization, guard.token)) return undefined;
   return Response.json({ error: "/metrics needs Authorization: Bearer <metrics_token>" }, {
     status: 401,
     headers: { "www-authenticate": 'Bearer realm="metrics"' },

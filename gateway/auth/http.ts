@@ -10,10 +10,10 @@ import { bodyLimit } from "hono/body-limit";
 import { getCookie } from "hono/cookie";
 import { getConnInfo } from "hono/deno";
 import { PERMISSIONS, serviceCall, statePermissions } from "../../auth/permissions.ts";
-import { constantTimeEqual } from "../../auth/secrets.ts";
 import { AuthError, type Principal } from "../../auth/tokens.ts";
 import { STATE_SERVICE } from "../../state/operations.ts";
 import type { GatewayMetrics } from "../../telemetry/gateway_metrics.ts";
+import { bearerIs } from "../../telemetry/health.ts";
 import { ApiError } from "../errors.ts";
 import { utf8Body } from "../routes/body.ts";
 import type { SecureHeaders } from "../secure_headers.ts";
@@ -269,8 +269,7 @@ export function requestPipeline(options: PipelineOptions): RequestPipeline {
   /** Whether `/metrics` is asked with the scraper's metrics_token (no user, no rate limit). */
   const scraper = (c: Context): boolean => {
     if (options.metricsToken === undefined) return false;
-    const bearer = /^Bearer\s+(\S+)$/i.exec(c.req.header("authorization") ?? "")?.[1];
-    return bearer !== undefined && constantTimeEqual(bearer, options.metricsToken);
+    return bearerIs(c.req.header("authorization"), options.metricsToken);
   };
 
   /** Step 3, then the route; a promise only when something has to be waited for. */
