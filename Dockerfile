@@ -27,9 +27,13 @@ COPY --from=build --chown=deno:deno /app /app
 RUN mkdir -p /data && chown deno:deno /data
 VOLUME /data
 USER deno
-# Container defaults: listen on every interface, keep databases in /data.
+# Container defaults: HTTP listens on every interface, databases in /data.
 # Listening beyond loopback, the gateway (and so `dev`) needs a key to check
 # tokens with: docker run -e PLANTD_GATEWAY_JWT_SECRET=$(openssl rand -base64 48) …
+# and a health server's /metrics needs PLANTD_<COMPONENT>_METRICS_TOKEN (403
+# without; /healthz, /livez, /readyz stay open). The broker and the buses keep
+# their loopback default (`dev` runs them in-process): bound beyond it they
+# refuse to start without CURVE keys (compose.yaml and deploy/k8s show how).
 # Flags and PLANTD_* variables given at run time override them.
 ENV PLANTD_GATEWAY_HOST=0.0.0.0 \
     PLANTD_BROKER_HEALTH_HOST=0.0.0.0 \
@@ -40,7 +44,8 @@ ENV PLANTD_GATEWAY_HOST=0.0.0.0 \
     PLANTD_STATE_DB=/data/plantd-state.db \
     PLANTD_METRICS_DB=/data/plantd-metrics.db \
     PLANTD_GATEWAY_AUTH_DB=/data/plantd-auth.db
-# gateway, health servers (broker, state, bus, metrics), broker, buses
+# gateway, health servers (broker, state, bus, metrics), broker, buses (the last
+# two listen beyond loopback only when configured to, with CURVE keys)
 EXPOSE 8080 8081 8082 8083 8084 9797 11000 11001 12000 12001 13000 13001
 # The image has no curl: a small Deno script finds the running component and its
 # health port and asks its /healthz.

@@ -42,7 +42,7 @@ const USAGE = `usage: main.ts <component> [--config FILE] [--key value ...]
 
 components:
   dev      broker, buses, echo and state workers, gateway in one process, on embedded defaults
-  broker   Majordomo broker (tcp://*:9797) and the pub/sub buses of its config
+  broker   Majordomo broker (tcp://127.0.0.1:9797) and the pub/sub buses of its config
   bus      pub/sub buses alone: state 11000/11001, event 12000/12001, metric 13000/13001
   echo     org.plantd.module.Echo worker
   state    org.plantd.State key/value service (libSQL)
@@ -70,7 +70,12 @@ function devFlags(args: string[]): string[] {
   }
 }
 
-/** Everything in one process on embedded defaults, sharing one metrics registry. */
+/**
+ * Everything in one process on embedded defaults. The broker's health port
+ * serves only the broker's (and its buses') metrics; the gateway's /metrics
+ * is the process's one scrape target: the broker's series and everything
+ * else's (state, ingester, gateway).
+ */
 async function startDev(
   broker: BrokerConfig,
   echo: EchoConfig,
@@ -78,7 +83,7 @@ async function startDev(
   gateway: GatewayConfig,
   metrics: MetricsConfig,
 ): Promise<Running> {
-  const registry = new Registry();
+  const brokerRegistry = new Registry();
   const parts: Running[] = [];
   try {
     // With broker CURVE keys, the in-process components connect with a key pair of their own.
@@ -87,9 +92,11 @@ async function startDev(
     // Their key serves the dev system's own services, which the service policy protects.
     const started = await startBroker(
       curve ? withGrant(curve.server, curve.publicKey, [STATE_SERVICE, ECHO_SERVICE]) : broker,
-      registry,
+      brokerRegistry,
     );
     parts.push(started);
+    // A view holding the broker's metrics (the same objects), where the others register theirs.
+    const registry = Registry.merge([brokerRegistry]);
     const brokerEndpoint = connectableEndpoint(started.server.endpoint);
     parts.push(startEcho({ ...echo, ...curveKeys, broker_endpoint: brokerEndpoint }));
     // Embedded default: the state database lives in ./data unless PLANTD_STATE_DB says otherwise.
@@ -153,7 +160,11 @@ async function startDev(
           ) => [bus.name, connectableEndpoint(bus.frontend)]),
         ),
       },
-      async () => [...(await started.buses.checks()), ...(metricsRole?.checks() ?? [])],
+      async () => [
+        ...(await started.buses.checks()),
+        ...started.plaintext,
+        ...(metricsRole?.checks() ?? []),
+      ],
       registry,
     );
     parts.push(web);

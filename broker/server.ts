@@ -14,7 +14,7 @@ import { ServicePolicy } from "./service_policy.ts";
 
 /** Options of {@link BrokerServer.start}. */
 export interface BrokerServerOptions extends BrokerOptions {
-  /** Where to bind (czmq's `@` prefix accepted). @default "tcp://*:9797" */
+  /** Where to bind (czmq's `@` prefix accepted). @default "tcp://127.0.0.1:9797" */
   endpoint?: string;
   /** How often heartbeats, purge and request expiry run. @default 250 */
   tickMs?: number;
@@ -72,7 +72,7 @@ export class BrokerServer {
       return Promise.reject(new Error("a service policy needs CURVE on the broker endpoint"));
     }
     const servicePolicy = options.curve ? options.servicePolicy ?? new ServicePolicy() : undefined;
-    const requested = options.endpoint ?? "tcp://*:9797";
+    const requested = options.endpoint ?? "tcp://127.0.0.1:9797";
     const { mode, address } = splitEndpoint(requested, "bind");
     let socket: MessageSocket;
     let endpoint: string;

@@ -11,6 +11,8 @@ import { DIALECTS } from "../mdp/protocol.ts";
 import type { ComponentConfig } from "./load.ts";
 import { busCurveClientShape, curveClientShape, curveServerShape } from "./curve.ts";
 import { serviceGrants } from "../broker/service_policy.ts";
+import { plaintextNetworkShape } from "./listeners.ts";
+import { metricsTokenShape } from "./metrics_token.ts";
 
 const endpoint = z.string().regex(
   /^[@>]?(tcp|ipc|inproc):\/\/.+$/,
@@ -108,6 +110,8 @@ const common = {
   log_format: z.enum(["json", "pretty"]).default("json"),
   /** Host the health/metrics HTTP server listens on. */
   health_host: z.string().min(1).default("127.0.0.1"),
+  /** Bearer token of /metrics (config/metrics_token.ts); required beyond loopback. */
+  ...metricsTokenShape,
 };
 
 /**
@@ -136,7 +140,8 @@ export const brokerConfig = {
   envPrefix: "PLANTD_BROKER",
   schema: z.object({
     ...common,
-    endpoint: endpoint.default("tcp://*:9797"),
+    /** Loopback by default: beyond it, CURVE keys or allow_plaintext_network (config/listeners.ts). */
+    endpoint: endpoint.default("tcp://127.0.0.1:9797"),
     /** 0 turns the health server off. */
     health_port: port.default(8081),
     heartbeat_interval_ms: positiveMs.default(2500),
@@ -157,6 +162,7 @@ export const brokerConfig = {
     service_policy: serviceGrants.default(() => []),
     /** A YAML or JSON file of more such grants; reloaded on SIGHUP and when it changes. */
     service_policy_file: z.string().min(1).optional(),
+    ...plaintextNetworkShape,
   }),
 } satisfies ComponentConfig<z.ZodObject>;
 
@@ -170,6 +176,7 @@ export const busConfig = {
     buses,
     /** CURVE for every bus endpoint (config/curve.ts, docs/security.md). */
     ...curveServerShape,
+    ...plaintextNetworkShape,
   }),
 } satisfies ComponentConfig<z.ZodObject>;
 
@@ -307,7 +314,7 @@ export const gatewayConfig = {
     ...tokenKeys,
     /** PEM PKCS#8 private key (inline or a file path): signs the gateway's tokens instead of jwt_secret. */
     jwt_private_key: z.string().min(1).optional(),
-    /** Serve Prometheus `/metrics` without a token (a scraper on a private network). */
+    /** Serve Prometheus `/metrics` without a token; refused with a host beyond loopback. */
     public_metrics: z.boolean().default(false),
     /** Users, roles, API keys and the audit log (libSQL file or server URL). */
     auth_db: z.string().min(1).default("data/plantd-auth.db"),

@@ -9,7 +9,7 @@ const files = (map: Record<string, string>) => (path: string) => {
 
 Deno.test("loadConfig() gives defaults with no file, environment or flags", () => {
   const config = loadConfig(brokerConfig, { args: [], env: {} });
-  assert.equal(config.endpoint, "tcp://*:9797");
+  assert.equal(config.endpoint, "tcp://127.0.0.1:9797");
   assert.equal(config.heartbeat_interval_ms, 2500);
   assert.equal(config.health_port, 8081);
   assert.equal(config.log_level, "info");

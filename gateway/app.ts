@@ -73,6 +73,8 @@ export interface SecurityOptions {
   wsMaxPerUser: number;
   /** Prometheus `/metrics` needs no token. */
   publicMetrics: boolean;
+  /** A bearer secret that also admits `/metrics` (metrics_token). */
+  metricsToken?: string | undefined;
 }
 
 /** Limits and policies of the app. */
@@ -138,6 +140,7 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
     rateLimitPerIp: security.rateLimitPerIp,
     rateLimitPerToken: security.rateLimitPerToken,
     publicMetrics: security.publicMetrics,
+    metricsToken: security.metricsToken,
     maxBodyBytes: options.maxBodyBytes,
   });
   // Hono awaits what a middleware returns; its type asks for a promise.

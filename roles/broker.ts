@@ -7,14 +7,25 @@
 import { Registry } from "prom-client";
 import { processMetrics } from "../telemetry/process_metrics.ts";
 import { BrokerServer } from "../broker/server.ts";
-import type { BrokerConfig } from "../config/components.ts";
+import { type BrokerConfig, brokerConfig } from "../config/components.ts";
 import { serverCurve } from "../config/curve.ts";
 import { servicePolicyOf } from "../config/service_policy.ts";
 import { brokerMetrics, servicePolicyMetrics } from "../telemetry/broker_metrics.ts";
+import { busEndpoints, plaintextNetworkEndpoints } from "../config/listeners.ts";
+import { metricsAccess } from "../config/metrics_token.ts";
 import { endpointObserver } from "../telemetry/endpoint_metrics.ts";
+import type { Check } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";
 import { LogWindow } from "../telemetry/log_window.ts";
-import { logCurve, type RunningBuses, startBuses } from "./bus.ts";
+import {
+  boundBeyondLoopback,
+  busSetEndpoints,
+  logCurve,
+  logPlaintextNetwork,
+  plaintextNetworkCheck,
+  type RunningBuses,
+  startBuses,
+} from "./bus.ts";
 import { startHealthServer } from "./health_server.ts";
 import { watchServicePolicy } from "./service_policy.ts";
 import type { Running } from "./running.ts";
@@ -23,13 +34,29 @@ import type { Running } from "./running.ts";
 export async function startBroker(
   config: BrokerConfig,
   registry: Registry = new Registry(),
-): Promise<Running & { server: BrokerServer; buses: RunningBuses; healthPort: number }> {
+): Promise<
+  Running & {
+    server: BrokerServer;
+    buses: RunningBuses;
+    healthPort: number;
+    /** The plaintext_network check (allow_plaintext_network), for a host process's /healthz. */
+    plaintext: Check[];
+  }
+> {
   const log = logger("broker");
   // Keys are read (and checked) before anything binds: a bad key file is a config error.
   const curve = serverCurve("broker", config);
   const audit = logger("broker", "audit");
   const refusals = new LogWindow();
   const servicePolicy = servicePolicyOf(config, curve !== undefined);
+  const access = metricsAccess(brokerConfig, config);
+  // Loopback unless secured: refused here, before anything binds.
+  const exposed = plaintextNetworkEndpoints(
+    brokerConfig,
+    [{ key: "endpoint", endpoint: config.endpoint }, ...busEndpoints(config.buses)],
+    curve !== undefined,
+    config.allow_plaintext_network,
+  );
   processMetrics(registry);
   // The metrics read the broker once it exists; it is created after them.
   const holder: { server?: BrokerServer } = {};
@@ -84,10 +111,20 @@ export async function startBroker(
     throw error;
   }
   const started = new Date().toISOString();
-  const health = startHealthServer("broker", config.health_host, config.health_port, () => [
-    { name: "broker_socket", status: server.endpoint ? "UP" : "DOWN", lastUpdated: started },
-    ...buses.checks(),
-  ], registry);
+  const beyond = boundBeyondLoopback(exposed, [server.endpoint, ...busSetEndpoints(buses.set)]);
+  const plaintext = plaintextNetworkCheck(beyond, started);
+  const health = startHealthServer(
+    "broker",
+    config.health_host,
+    config.health_port,
+    () => [
+      { name: "broker_socket", status: server.endpoint ? "UP" : "DOWN", lastUpdated: started },
+      ...buses.checks(),
+      ...plaintext,
+    ],
+    registry,
+    access,
+  );
   logCurve(log, config.buses.length > 0 ? "broker and bus endpoints" : "broker endpoint", curve);
   if (servicePolicy) {
     log.info("service policy: {keys} keys granted org.plantd.* services", {
@@ -95,6 +132,7 @@ export async function startBroker(
       file: config.service_policy_file ?? "none",
     });
   }
+  logPlaintextNetwork(log, beyond);
   log.info("broker listening on {endpoint} ({transport})", {
     endpoint: server.endpoint,
     transport: server.transport === "zmtp" ? "ZMTP in TypeScript" : "libzmq",
@@ -104,6 +142,7 @@ export async function startBroker(
     server,
     buses,
     healthPort: health.port,
+    plaintext,
     async close() {
       reloader?.close();
       await health.close();

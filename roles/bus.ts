@@ -8,8 +8,10 @@
 import { Registry } from "prom-client";
 import { processMetrics } from "../telemetry/process_metrics.ts";
 import { type BusOptions, BusSet } from "../bus/bus.ts";
-import type { BusComponentConfig, BusConfig } from "../config/components.ts";
+import { type BusComponentConfig, type BusConfig, busConfig } from "../config/components.ts";
 import { serverCurve } from "../config/curve.ts";
+import { busEndpoints, plaintextNetworkEndpoints } from "../config/listeners.ts";
+import { metricsAccess } from "../config/metrics_token.ts";
 import type { CurveServerKeys } from "../transport/curve.ts";
 import { busMetrics } from "../telemetry/bus_metrics.ts";
 import { endpointObserver } from "../telemetry/endpoint_metrics.ts";
@@ -17,6 +19,7 @@ import type { Check } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";
 import type { Logger } from "@logtape/logtape";
 import { curvePublicKey } from "../transport/curve.ts";
+import { isLocalEndpoint } from "../transport/loopback.ts";
 import { startHealthServer } from "./health_server.ts";
 import type { Running } from "./running.ts";
 
@@ -59,6 +62,49 @@ export function logCurve(log: Logger, what: string, curve: CurveServerKeys | und
       public_key: curvePublicKey(curve.secretKey),
     });
   }
+}
+
+/**
+ * The endpoints, as bound (ports resolved), still beyond loopback: what the
+ * warning and the check name once `exposed` (configured) let some through.
+ */
+export function boundBeyondLoopback(
+  exposed: readonly string[],
+  bound: readonly (string | undefined)[],
+): string[] {
+  if (exposed.length === 0) return [];
+  return bound.filter((endpoint): endpoint is string =>
+    endpoint !== undefined && !isLocalEndpoint(endpoint)
+  );
+}
+
+/** Every endpoint of a running bus set: frontends, backends, captures. */
+export function busSetEndpoints(set: BusSet): (string | undefined)[] {
+  return set.buses.flatMap((bus) => [bus.frontend, bus.backend, bus.capture]);
+}
+
+/** Warns, at every start, of plaintext endpoints let beyond loopback (allow_plaintext_network). */
+export function logPlaintextNetwork(log: Logger, exposed: readonly string[]): void {
+  if (exposed.length === 0) return;
+  log.warn(
+    "allow_plaintext_network: {endpoints} serve plaintext beyond loopback; anyone who reaches them is trusted",
+    { endpoints: exposed.join(", ") },
+  );
+}
+
+/**
+ * The /healthz check of plaintext endpoints let beyond loopback: DOWN but not
+ * required, so it shows without making the component DOWN. None when there are none.
+ */
+export function plaintextNetworkCheck(exposed: readonly string[], since: string): Check[] {
+  if (exposed.length === 0) return [];
+  return [{
+    name: "plaintext_network",
+    status: "DOWN",
+    required: false,
+    lastUpdated: since,
+    output: `allow_plaintext_network: plaintext beyond loopback on ${exposed.join(", ")}`,
+  }];
 }
 
 /**
@@ -131,18 +177,30 @@ export async function startBusComponent(
   config: BusComponentConfig,
   registry: Registry = new Registry(),
 ): Promise<RunningBuses & { healthPort: number }> {
-  processMetrics(registry);
   const curve = serverCurve("bus", config);
+  const access = metricsAccess(busConfig, config);
+  // Loopback unless secured: refused here, before anything binds.
+  const exposed = plaintextNetworkEndpoints(
+    busConfig,
+    busEndpoints(config.buses),
+    curve !== undefined,
+    config.allow_plaintext_network,
+  );
+  processMetrics(registry);
   if (config.buses.length > 0) logCurve(logger("bus"), "bus endpoints", curve);
   const buses = await startBuses(config.buses, registry, curve);
+  const beyond = boundBeyondLoopback(exposed, busSetEndpoints(buses.set));
+  logPlaintextNetwork(logger("bus"), beyond);
+  const plaintext = plaintextNetworkCheck(beyond, new Date().toISOString());
   let health: Running & { port: number };
   try {
     health = startHealthServer(
       "bus",
       config.health_host,
       config.health_port,
-      () => buses.checks(),
+      () => [...buses.checks(), ...plaintext],
       registry,
+      access,
     );
   } catch (error) {
     await buses.close();

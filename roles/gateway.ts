@@ -6,11 +6,13 @@
  */
 import { Registry } from "prom-client";
 import { processMetrics } from "../telemetry/process_metrics.ts";
-import type { GatewayConfig } from "../config/components.ts";
 import { AuthStore } from "../auth/store.ts";
 import { TokenIssuer, tokenSettingsFrom } from "../auth/tokens.ts";
 import { ConfigError } from "../config/load.ts";
 import { busClientCurve, clientCurve } from "../config/curve.ts";
+import { type GatewayConfig, gatewayConfig } from "../config/components.ts";
+import { metricsAccess } from "../config/metrics_token.ts";
+import { isLoopback } from "../transport/loopback.ts";
 import { createApp } from "../gateway/app.ts";
 import { Guard } from "../gateway/auth/guard.ts";
 import { createCounters } from "../gateway/shared/counters.ts";
@@ -35,11 +37,8 @@ import type { Running } from "./running.ts";
 /** Health checks the gateway's host process adds (buses it runs, the state store in dev). */
 export type ExtraChecks = () => Check[] | Promise<Check[]>;
 
-/** Whether `host` only accepts connections from this machine. */
-export function isLoopback(host: string): boolean {
-  const bare = host.replace(/^\[|\]$/g, "");
-  return bare === "localhost" || bare === "::1" || /^127\.\d+\.\d+\.\d+$/.test(bare);
-}
+// Moved to transport/loopback.ts (one test for every listener); re-exported for old importers.
+export { isLoopback };
 
 /** Tracks when a check last changed, for `lastUpdated`. */
 function checkTracker() {
@@ -80,6 +79,14 @@ export async function startGateway(
         `(${config.jwt_max_lifetime_s}): lower the first or raise the second`,
     );
   }
+  // Beyond loopback /metrics is never open: a scraper uses metrics_token (or a telemetry:read credential).
+  if (config.public_metrics && !isLoopback(config.host)) {
+    throw new ConfigError(
+      `gateway: public_metrics (PLANTD_GATEWAY_PUBLIC_METRICS) would serve /metrics to anyone on ` +
+        `${config.host}: turn it off and give the scraper metrics_token (PLANTD_GATEWAY_METRICS_TOKEN)`,
+    );
+  }
+  const metricsToken = metricsAccess(gatewayConfig, config).token;
   if ((config.tls_cert === undefined) !== (config.tls_key === undefined)) {
     throw new ConfigError("gateway: tls_cert and tls_key go together: set both or neither");
   }
@@ -241,6 +248,7 @@ export async function startGateway(
         wsMaxConnections: config.ws_max_connections,
         wsMaxPerUser: config.ws_max_per_user,
         publicMetrics: config.public_metrics,
+        metricsToken,
       },
     },
   }, sessions);

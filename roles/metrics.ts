@@ -6,7 +6,8 @@
  */
 import { Registry } from "prom-client";
 import { Subscriber } from "../bus/subscriber.ts";
-import type { MetricsConfig } from "../config/components.ts";
+import { type MetricsConfig, metricsConfig } from "../config/components.ts";
+import { metricsAccess } from "../config/metrics_token.ts";
 import { clientCurve } from "../config/curve.ts";
 import { MetricsIngester } from "../metrics/ingester.ts";
 import { libsqlUrl } from "../storage/libsql.ts";
@@ -48,6 +49,8 @@ export function startMetrics(
   registry: Registry = new Registry(),
 ): RunningMetrics {
   const log = logger("metrics");
+  // Read (and checked) before anything opens: a bad token file is a config error.
+  const access = metricsAccess(metricsConfig, config);
   const curve = clientCurve("metrics", config);
   if (!registry.getSingleMetric("process_cpu_seconds_total")) processMetrics(registry);
   const metrics = ingesterMetrics(registry, config.buffer_points);
@@ -187,6 +190,7 @@ export function startMetrics(
     config.health_port,
     checks,
     registry,
+    access,
   );
   log.info("metrics ingester reading {bus} into {database}", {
     bus: config.bus_endpoint,

@@ -13,10 +13,10 @@ export function runningAll(parts: Running[]): Running {
   };
 }
 
-/** Turns a bind address like `tcp://*:9797` into one a local peer can connect to. */
+/** Turns a bind address like `tcp://0.0.0.0:9797` into one a local peer can connect to. */
 export function connectableEndpoint(bound: string): string {
   return bound.replace(/^@/, "").replace("://*:", "://127.0.0.1:").replace(
     "://0.0.0.0:",
     "://127.0.0.1:",
-  );
+  ).replace("://[::]:", "://[::1]:");
 }

@@ -5,7 +5,8 @@
  */
 import { Registry } from "prom-client";
 import { processMetrics } from "../telemetry/process_metrics.ts";
-import type { StateConfig } from "../config/components.ts";
+import { type StateConfig, stateConfig } from "../config/components.ts";
+import { metricsAccess } from "../config/metrics_token.ts";
 import { busClientCurve } from "../config/curve.ts";
 import { Publisher } from "../bus/publisher.ts";
 import { type ChangeSink, publishChanges } from "../state/changes.ts";
@@ -27,6 +28,8 @@ export async function startState(
   registry: Registry = new Registry(),
 ): Promise<Running & { store: StateStore }> {
   const log = logger("state");
+  // Read (and checked) before anything opens: a bad token file is a config error.
+  const access = metricsAccess(stateConfig, config);
   const options = workerOptions(config, "state");
   const busCurve = busClientCurve("state", config);
   processMetrics(registry);
@@ -71,22 +74,29 @@ export async function startState(
     logWorkerEvents(log),
   );
   let storeStatus: { ok: boolean; at: string } = { ok: true, at: new Date().toISOString() };
-  const health = startHealthServer("state", config.health_host, config.health_port, async () => {
-    try {
-      await store.ping();
-      storeStatus = { ok: true, at: new Date().toISOString() };
-    } catch {
-      storeStatus = { ok: false, at: new Date().toISOString() };
-    }
-    return [
-      { name: "store", status: storeStatus.ok ? "UP" : "DOWN", lastUpdated: storeStatus.at },
-      {
-        name: "broker_connection",
-        status: worker.connected ? "UP" : "DOWN",
-        lastUpdated: new Date().toISOString(),
-      },
-    ];
-  }, registry);
+  const health = startHealthServer(
+    "state",
+    config.health_host,
+    config.health_port,
+    async () => {
+      try {
+        await store.ping();
+        storeStatus = { ok: true, at: new Date().toISOString() };
+      } catch {
+        storeStatus = { ok: false, at: new Date().toISOString() };
+      }
+      return [
+        { name: "store", status: storeStatus.ok ? "UP" : "DOWN", lastUpdated: storeStatus.at },
+        {
+          name: "broker_connection",
+          status: worker.connected ? "UP" : "DOWN",
+          lastUpdated: new Date().toISOString(),
+        },
+      ];
+    },
+    registry,
+    access,
+  );
   log.info("state service on {db} serving via {endpoint}", {
     db: open.url,
     endpoint: config.broker_endpoint,

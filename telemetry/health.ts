@@ -8,6 +8,42 @@
 import { Hono } from "hono";
 import type { Registry } from "prom-client";
 import { listenFailure } from "../transport/bind.ts";
+import { constantTimeEqual } from "../auth/secrets.ts";
+
+/**
+ * Who may read `/metrics`: with a `token`, only `Authorization: Bearer <token>`;
+ * without one, anyone when `open` (a loopback server), nobody otherwise
+ * (403 naming `setting`, where the token is configured).
+ */
+export interface MetricsGuard {
+  token: string | undefined;
+  open: boolean;
+  setting: string;
+}
+
+/** Whether an Authorization header is `Bearer <token>` (compared in constant time). */
+export function bearerIs(authorization: string | undefined, token: string): boolean {
+  const presented = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? "")?.[1];
+  return presented !== undefined && constantTimeEqual(presented, token);
+}
+
+/** The refusal of a /metrics request `guard` does not admit, or undefined to serve it. */
+export function metricsRefusal(
+  guard: MetricsGuard,
+  authorization: string | undefined,
+): Response | undefined {
+  if (guard.token === undefined) {
+    if (guard.open) return undefined;
+    return Response.json({
+      error: `/metrics beyond loopback needs a token: set ${guard.setting}`,
+    }, { status: 403 });
+  }
+  if (bearerIs(authorization, guard.token)) return undefined;
+  return Response.json({ error: "/metrics needs Authorization: Bearer <metrics_token>" }, {
+    status: 401,
+    headers: { "www-authenticate": 'Bearer realm="metrics"' },
+  });
+}
 
 /** One health check result. */
 export interface Check {
@@ -37,10 +73,15 @@ export function healthOf(checks: Check[]): Health {
   return { version: HEALTH_VERSION, releaseId: RELEASE_ID, status: down ? "DOWN" : "UP", checks };
 }
 
-/** Routes of the health server, mountable in any Hono app (the gateway reuses them). */
+/**
+ * Routes of the health server, mountable in any Hono app (the gateway reuses
+ * them, guarding /metrics itself). `/healthz`, `/livez`, `/readyz` are open
+ * (probes); `/metrics` is guarded by `metricsGuard` when given.
+ */
 export function healthRoutes(
   checks: () => Check[] | Promise<Check[]>,
   registry?: Registry,
+  metricsGuard?: MetricsGuard,
 ): Hono {
   const app = new Hono();
   const health = async () => healthOf(await checks());
@@ -57,6 +98,8 @@ export function healthRoutes(
   });
   if (registry) {
     app.get("/metrics", async (c) => {
+      const refused = metricsGuard && metricsRefusal(metricsGuard, c.req.header("authorization"));
+      if (refused) return refused;
       c.header("content-type", registry.contentType);
       // `?name=a&name=b` reads just those metrics: a poller watching one counter
       // does not make every scrape collect the process metrics too.

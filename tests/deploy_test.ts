@@ -14,11 +14,14 @@ import { parse as parseYaml, parseAllDocuments } from "yaml";
 import { Registry } from "prom-client";
 import * as components from "../config/components.ts";
 import { type ComponentConfig, loadConfig } from "../config/load.ts";
+import { keysInFile } from "../config/curve.ts";
+import { metricsAccess } from "../config/metrics_token.ts";
 import { healthUrl } from "../deploy/healthcheck.ts";
 import { openPgWriter } from "../metrics/pg.ts";
 import { startEcho } from "../roles/echo.ts";
 import { ingesterMetrics } from "../telemetry/ingester_metrics.ts";
 import { sharedPoller } from "../transport/fd_poller.ts";
+import { isLocalEndpoint, isLoopback } from "../transport/loopback.ts";
 import { freePort, spawnWatched, waitFor } from "./_helpers.ts";
 import { freshDatabase } from "./_postgres.ts";
 import { startSystem } from "./_system.ts";
@@ -136,6 +139,51 @@ function listening(component: Component, config: Record<string, Any>): Listening
   return result;
 }
 
+/**
+ * Loopback unless secured, as shipped: a component binding ZeroMQ beyond
+ * loopback has CURVE keys and an allow-list, never the plaintext opt-out; one
+ * that connects to the broker or a bus does so with CURVE; /metrics beyond
+ * loopback has a token and is never public.
+ */
+function checkSecured(where: string, component: Component, config: Record<string, Any>): void {
+  const bound = [
+    config.endpoint,
+    ...(Array.isArray(config.buses)
+      ? config.buses.flatMap((bus: Any) => [bus.frontend, bus.backend, bus.capture])
+      : []),
+  ].filter((endpoint): endpoint is string => typeof endpoint === "string");
+  const beyond = bound.filter((endpoint) => !isLocalEndpoint(endpoint));
+  if (beyond.length > 0) {
+    assert.ok(
+      config.curve_secret_key_file ?? config.curve_secret_key,
+      `${where}: ${beyond.join(", ")} beyond loopback without curve_secret_key`,
+    );
+    assert.ok(
+      config.curve_allowed_keys_file ?? config.curve_allowed_keys?.length,
+      `${where}: CURVE without an allow-list lets any client in`,
+    );
+  }
+  assert.notEqual(config.allow_plaintext_network, true, `${where}: allow_plaintext_network`);
+  if (typeof config.broker_endpoint === "string" || typeof config.bus_endpoint === "string") {
+    assert.ok(config.curve_server_key_file, `${where}: connects to the broker without CURVE`);
+    assert.ok(config.curve_secret_key_file, `${where}: a CURVE key pair of its own`);
+  }
+  assert.notEqual(config.public_metrics, true, `${where}: public_metrics`);
+  const host = component.name === "gateway" ? config.host : config.health_host;
+  const serves = component.name === "gateway" || (component.name !== "echo" && config.health_port);
+  if (serves && !isLoopback(host)) {
+    assert.ok(
+      config.metrics_token_file,
+      `${where}: /metrics on ${host} without metrics_token_file`,
+    );
+  }
+}
+
+/** The `*_FILE` values of an environment (keys and tokens read from files). */
+function filesRead(env: Record<string, string>): string[] {
+  return Object.entries(env).filter(([name]) => name.endsWith("_FILE")).map(([, path]) => path);
+}
+
 /** Checks env names: PLANTD_* only, each read by `component` (derived from its schema). */
 function checkEnvNames(where: string, component: Component, env: Record<string, string>): void {
   const allowed = envNames(component);
@@ -218,7 +266,8 @@ function publishedPorts(entries: string[] = []): number[] {
 function plantdServices() {
   const file = compose();
   return Object.entries(file.services as Record<string, Any>)
-    .filter(([, service]) => service.build !== undefined)
+    // The one-shot keygen service has its own entrypoint (checked on its own).
+    .filter(([, service]) => service.build !== undefined && service.entrypoint === undefined)
     .map(([name, service]) => {
       const [componentName, ...args] = service.command as string[];
       const component = componentNamed(componentName);
@@ -362,6 +411,14 @@ Deno.test("compose.yaml: plantd services configured with variables the code read
       assert.equal(decodeURIComponent(url.password), tsdbEnv.POSTGRES_PASSWORD, name);
       assert.equal(url.pathname.slice(1), tsdbEnv.POSTGRES_DB, name);
     }
+    checkSecured(where, s.component, s.config);
+    // Keys and tokens it reads from files are on a mounted volume.
+    for (const path of filesRead(s.env)) {
+      const mounted = (s.service.volumes ?? []).some((v: string) =>
+        path.startsWith(String(v).split(":")[1] + "/")
+      );
+      assert.ok(mounted, `${where}: ${path} is on no mounted volume`);
+    }
     // Files the component writes are on a volume.
     if (typeof s.config.db === "string" && s.component.name === "state") {
       const mounts = (s.service.volumes ?? []).map((v: string) => v.split(":"));
@@ -385,6 +442,87 @@ Deno.test("compose.yaml: plantd services configured with variables the code read
         assert.ok(source in (file.volumes ?? {}), `volume ${source} is declared`);
       }
     }
+  }
+});
+
+Deno.test("compose.yaml: nothing published beyond the host, ZeroMQ not at all; keygen makes every key read", () => {
+  const file = compose();
+  const raw = read("compose.yaml");
+  const services = plantdServices();
+  for (const [name, service] of Object.entries(file.services as Record<string, Any>)) {
+    for (const entry of service.ports ?? []) {
+      assert.match(String(entry), /^127\.0\.0\.1:/, `${name} publishes ${entry} beyond the host`);
+    }
+  }
+  for (const s of services) {
+    for (const port of publishedPorts(s.service.ports)) {
+      const what = s.listens.ports.get(port)!;
+      assert.ok(what === "gateway" || what === "health", `${s.name} publishes ZeroMQ ${what}`);
+    }
+  }
+  // Grafana's admin password must be given: no fallback.
+  assert.match(raw, /GF_SECURITY_ADMIN_PASSWORD: "\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}"/);
+  // The keygen service makes each file the components read from /keys, before they start.
+  const keygen = file.services.keygen;
+  assert.ok(keygen, "compose has a keygen service");
+  const script = keygen.command.join("\n") as string;
+  const names = /for name in ([\w ]+); do/.exec(script)?.[1]?.split(" ") ?? [];
+  assert.match(script, /main\.ts keygen --out "\$\$?name"/);
+  const allowList = /grep -hv '\^#' ([^>]+) > allowed/.exec(script)?.[1]?.trim().split(/\s+/) ?? [];
+  const keysVolume = (keygen.volumes as string[]).find((v) => v.endsWith(":/keys"))!.split(":")[0];
+  const broker = services.find((s) => s.component.name === "broker")!;
+  const brokerKey = broker.env.PLANTD_BROKER_CURVE_SECRET_KEY_FILE!;
+  assert.equal(broker.env.PLANTD_BROKER_CURVE_ALLOWED_KEYS_FILE, "/keys/allowed");
+  for (const s of services) {
+    for (const path of filesRead(s.env).filter((p) => p.startsWith("/keys/"))) {
+      const base = path.slice("/keys/".length);
+      assert.ok(
+        base === "allowed" || names.some((n) => base === `${n}.key` || base === `${n}.pub`),
+        `${s.name}: keygen makes no ${path}`,
+      );
+    }
+    assert.ok(
+      (s.service.volumes as string[]).includes(`${keysVolume}:/keys:ro`),
+      `${s.name} mounts the keys read-only`,
+    );
+    if (s === broker) continue;
+    const own = s.env[`${s.component.envPrefix}_CURVE_SECRET_KEY_FILE`]!;
+    assert.ok(
+      allowList.includes(own.replace("/keys/", "").replace(/\.key$/, ".pub")),
+      `${s.name}: its public key is on the broker's allow-list`,
+    );
+    assert.equal(
+      s.env[`${s.component.envPrefix}_CURVE_SERVER_KEY_FILE`],
+      brokerKey.replace(/\.key$/, ".pub"),
+      `${s.name}: the broker's public key`,
+    );
+    assert.equal(
+      s.service.depends_on?.broker?.condition,
+      "service_healthy",
+      `${s.name} starts after the broker (after keygen)`,
+    );
+  }
+  assert.equal(broker.service.depends_on?.keygen?.condition, "service_completed_successfully");
+  // Prometheus sends the metrics token the components check, from the same file.
+  const tokenMount = (keygen.volumes as string[]).find((v) => !v.endsWith(":/keys"))!;
+  const [tokenVolume, tokenDir] = tokenMount.split(":");
+  const tokenFile = /> (\/\S+metrics-token)/.exec(script)?.[1];
+  assert.ok(tokenFile?.startsWith(tokenDir + "/"), "keygen writes the metrics token");
+  assert.ok(
+    (file.services.prometheus.volumes as string[]).includes(`${tokenVolume}:${tokenDir}:ro`),
+    "Prometheus mounts the metrics token",
+  );
+  assert.equal(
+    file.services.prometheus.depends_on?.keygen?.condition,
+    "service_completed_successfully",
+  );
+  const prometheus = parseYaml(read("deploy/prometheus/prometheus.yml"));
+  for (const job of prometheus.scrape_configs as Any[]) {
+    assert.equal(job.authorization?.type, "Bearer", `${job.job_name} authorization`);
+    assert.equal(job.authorization?.credentials_file, tokenFile, `${job.job_name} token file`);
+  }
+  for (const s of services.filter((s) => s.component.name !== "echo")) {
+    assert.equal(s.env[`${s.component.envPrefix}_METRICS_TOKEN_FILE`], tokenFile, s.name);
   }
 });
 
@@ -473,12 +611,32 @@ Deno.test("Kubernetes: Deployments configured with variables the code reads, pro
     PLANTD_GATEWAY_JWT_SECRET: operatorSecret,
     PLANTD_STATE_JWT_SECRET: operatorSecret,
   });
+  // The committed CURVE keys and metrics token are placeholders too: refused.
+  const curve = secrets.get("plantd-curve") as Record<string, string>;
+  assert.ok(curve, "a plantd-curve Secret");
+  for (const [key, value] of Object.entries(curve)) {
+    assert.throws(() => keysInFile(key, value), /not a CURVE key/, `plantd-curve ${key}`);
+  }
+  const token = (secrets.get("plantd-metrics-token") as Record<string, string>)["metrics-token"]!;
+  assert.throws(
+    () => metricsAccess(components.stateConfig, { metrics_token_file: "t" }, () => token),
+    /fewer than 32/,
+  );
+  const deployments = docs.filter((d) => d.kind === "Deployment");
+  // Secrets given as variables hold variables some component reads; the others are files.
+  const envSecrets = new Set(
+    deployments.flatMap((d) =>
+      d.spec.template.spec.containers.flatMap((c: Any) =>
+        (c.envFrom ?? []).map((from: Any) => from.secretRef?.name).filter(Boolean)
+      )
+    ),
+  );
   for (const [name, data] of [...configMaps, ...secrets]) {
+    if (secrets.has(name) && !envSecrets.has(name)) continue;
     for (const key of Object.keys(data)) {
       assert.ok(readerOf(key), `${name}: ${key} is read by no component`);
     }
   }
-  const deployments = docs.filter((d) => d.kind === "Deployment");
   const services = docs.filter((d) => d.kind === "Service");
   const pvcs = new Set(
     docs.filter((d) => d.kind === "PersistentVolumeClaim").map((d) => d.metadata.name),
@@ -546,13 +704,34 @@ Deno.test("Kubernetes: Deployments configured with variables the code reads, pro
       where,
     );
     assert.equal(Number(annotations["prometheus.io/port"]), listens.health, `${where} scrape port`);
+    /** Files each mount shows: mount path + file -> the Secret key behind it. */
+    const files = new Map<string, string>();
     for (const mount of container.volumeMounts ?? []) {
       const volume = pod.spec.volumes.find((v: Any) => v.name === mount.name);
+      if (volume?.secret) {
+        const data = secrets.get(volume.secret.secretName);
+        assert.ok(data, `${where}: ${mount.name}: no Secret ${volume.secret.secretName}`);
+        assert.equal(mount.readOnly, true, `${where}: ${mount.name} read-only`);
+        const items = volume.secret.items ??
+          Object.keys(data).map((key) => ({ key, path: key }));
+        for (const item of items) {
+          assert.ok(
+            item.key in data,
+            `${where}: Secret ${volume.secret.secretName} has ${item.key}`,
+          );
+          files.set(`${mount.mountPath}/${item.path}`, item.key);
+        }
+        continue;
+      }
       assert.ok(
         pvcs.has(volume?.persistentVolumeClaim?.claimName),
         `${where}: ${mount.name} claim`,
       );
     }
+    for (const path of filesRead(own)) {
+      assert.ok(files.has(path), `${where}: ${path} is not mounted`);
+    }
+    checkSecured(where, component, config);
     if (component.name === "state") {
       const mounted = (container.volumeMounts ?? []).some((m: Any) =>
         config.db.startsWith(m.mountPath + "/")
@@ -593,6 +772,62 @@ Deno.test("Kubernetes: Deployments configured with variables the code reads, pro
       const expected = what === "broker" ? "mdp" : what;
       assert.equal(peer.listens.ports.get(containerPort), expected, `${name}: ${what} ${endpoint}`);
     }
+  }
+});
+
+Deno.test("Kubernetes: only plantd's pods reach the broker and bus ports; none leaves the cluster", () => {
+  const docs = manifests();
+  const deployments = docs.filter((d) => d.kind === "Deployment");
+  const broker = deployments.find((d) => d.spec.template.spec.containers[0].args[0] === "broker");
+  const container = broker.spec.template.spec.containers[0];
+  const config = resolve("broker", components.brokerConfig, [], {
+    ...docs.find((d) => d.kind === "ConfigMap").data,
+  });
+  const zmq = [...listening(components.brokerConfig, config).ports]
+    .filter(([, what]) => what !== "health").map(([port]) => port);
+  assert.equal(zmq.length, 7);
+  const labels = broker.spec.template.metadata.labels;
+  const policies = docs.filter((d) =>
+    d.kind === "NetworkPolicy" &&
+    Object.entries(d.spec.podSelector.matchLabels ?? {}).every(([k, v]) => labels[k] === v)
+  );
+  assert.equal(policies.length, 1, "one NetworkPolicy selects the broker");
+  const [policy] = policies;
+  assert.ok(policy.spec.policyTypes.includes("Ingress"));
+  const selects = (selector: Any, pod: Any) =>
+    Object.entries(selector.matchLabels ?? {}).every(([k, v]) => pod.metadata.labels[k] === v);
+  const portNumber = (port: Any) =>
+    typeof port.port === "number"
+      ? port.port
+      : container.ports.find((p: Any) => p.name === port.port)?.containerPort;
+  for (const port of zmq) {
+    const rules = policy.spec.ingress.filter((rule: Any) =>
+      !rule.ports || rule.ports.some((p: Any) => portNumber(p) === port)
+    );
+    assert.ok(rules.length > 0, `port ${port}: some rule lets the components in`);
+    for (const rule of rules) {
+      assert.ok(rule.from?.length > 0, `port ${port}: a rule open to everyone`);
+      for (const peer of rule.from) {
+        assert.ok(peer.podSelector, `port ${port}: only pods (no ipBlock)`);
+        assert.equal(peer.namespaceSelector, undefined, `port ${port}: only this namespace`);
+        // Pods it lets in are plantd's Deployments.
+        assert.ok(Object.keys(peer.podSelector.matchLabels ?? {}).length > 0, "a label selector");
+      }
+    }
+    // Every component that connects to the broker is let in.
+    for (const d of deployments) {
+      const pod = d.spec.template;
+      assert.ok(
+        rules.some((rule: Any) => rule.from.some((peer: Any) => selects(peer.podSelector, pod))),
+        `${d.metadata.name} may reach port ${port}`,
+      );
+    }
+  }
+  for (const service of docs.filter((d) => d.kind === "Service")) {
+    assert.ok(
+      [undefined, "ClusterIP"].includes(service.spec.type),
+      `Service ${service.metadata.name} is ${service.spec.type}: published beyond the cluster`,
+    );
   }
 });
 

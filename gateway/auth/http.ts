@@ -13,6 +13,7 @@ import { PERMISSIONS, serviceCall, statePermissions } from "../../auth/permissio
 import { AuthError, type Principal } from "../../auth/tokens.ts";
 import { STATE_SERVICE } from "../../state/operations.ts";
 import type { GatewayMetrics } from "../../telemetry/gateway_metrics.ts";
+import { bearerIs } from "../../telemetry/health.ts";
 import { ApiError } from "../errors.ts";
 import { checkBodyType, utf8Body } from "../routes/body.ts";
 import type { SecureHeaders } from "../secure_headers.ts";
@@ -141,6 +142,8 @@ export interface PipelineOptions {
   rateLimitPerToken: number;
   /** `/metrics` needs no permission. */
   publicMetrics: boolean;
+  /** A bearer secret that also admits `/metrics` (a scraper's metrics_token). */
+  metricsToken?: string | undefined;
   /** Largest request body of `/api/*`. */
   maxBodyBytes: number;
 }
@@ -269,6 +272,12 @@ export function requestPipeline(options: PipelineOptions): RequestPipeline {
     return authenticate(c, path);
   };
 
+  /** Whether `/metrics` is asked with the scraper's metrics_token (no user, no rate limit). */
+  const scraper = (c: Context): boolean => {
+    if (options.metricsToken === undefined) return false;
+    return bearerIs(c.req.header("authorization"), options.metricsToken);
+  };
+
   /** Step 3, then the route; a promise only when something has to be waited for. */
   const route = (c: Context, api: boolean, next: Next): Promise<unknown> | unknown => {
     if (api) checkBodyType(c);
@@ -320,7 +329,8 @@ export function requestPipeline(options: PipelineOptions): RequestPipeline {
     let done: Promise<unknown> | unknown;
     try {
       c.set("clientIp", clientIp(c, trustedProxies));
-      const waiting = api || path === "/ws" || path === "/metrics" ? admit(c, path) : undefined;
+      const guarded = api || path === "/ws" || (path === "/metrics" && !scraper(c));
+      const waiting = guarded ? admit(c, path) : undefined;
       done = waiting ? waiting.then(() => route(c, api, next)) : route(c, api, next);
     } catch (error) {
       return refuse(error);
