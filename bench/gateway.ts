@@ -23,6 +23,7 @@
  *
  * @module
  */
+import { randomToken } from "../auth/secrets.ts";
 import { TokenIssuer } from "../auth/tokens.ts";
 import { Publisher } from "../bus/publisher.ts";
 import { num, table, writeBenchmarksSection } from "./_stats.ts";
@@ -244,6 +245,10 @@ try {
   const gatewayPort = freePort();
   const cachedGatewayPort = freePort();
   const authGatewayPort = freePort();
+  // State service and gateways share the key of the state bus's change events (inherited).
+  const stateBusSecret = randomToken();
+  Deno.env.set("PLANTD_STATE_STATE_BUS_SECRET", stateBusSecret);
+  Deno.env.set("PLANTD_GATEWAY_STATE_BUS_SECRET", stateBusSecret);
   const broker = startComponent("broker", ["--endpoint", brokerEndpoint, "--health-port", "0"], {
     PLANTD_BROKER_BUSES: JSON.stringify([
       {

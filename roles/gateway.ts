@@ -11,6 +11,7 @@ import { AuthStore } from "../auth/store.ts";
 import { TokenIssuer, tokenSettingsFrom } from "../auth/tokens.ts";
 import { ConfigError } from "../config/load.ts";
 import { busClientCurve, clientCurve } from "../config/curve.ts";
+import { stateBusKey } from "../config/state_bus.ts";
 import { createApp } from "../gateway/app.ts";
 import { Guard } from "../gateway/auth/guard.ts";
 import { createCounters } from "../gateway/shared/counters.ts";
@@ -22,6 +23,8 @@ import { RedisLink } from "../gateway/shared/redis.ts";
 import { redisStateCache } from "../gateway/shared/state_cache.ts";
 import { ServiceDirectory } from "../gateway/directory.ts";
 import { StateCache } from "../gateway/state_cache.ts";
+import { StateBusGate } from "../gateway/state_bus_gate.ts";
+import { ChangeKey } from "../state/changes.ts";
 import { CLOSE, STATE_BUS, type WsSession } from "../gateway/ws.ts";
 import { MdpClient } from "../mdp/client.ts";
 import { openMetricsReader } from "../metrics/open.ts";
@@ -30,6 +33,7 @@ import { STATE_SERVICE } from "../state/operations.ts";
 import { gatewayMetrics } from "../telemetry/gateway_metrics.ts";
 import { type Check, serveOrExplain } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";
+import { logLimiter } from "../telemetry/log_limiter.ts";
 import type { Running } from "./running.ts";
 
 /** Health checks the gateway's host process adds (buses it runs, the state store in dev). */
@@ -66,6 +70,7 @@ export async function startGateway(
   const log = logger("gateway");
   const brokerCurve = clientCurve("gateway", config);
   const busCurve = busClientCurve("gateway", config);
+  const busKey = stateBusKey("gateway", config);
   const settings = await tokenSettingsFrom(config);
   if (!settings && !isLoopback(config.host)) {
     throw new ConfigError(
@@ -141,7 +146,30 @@ export async function startGateway(
       ...(redis ? { link: redis } : {}),
     })
     : undefined;
+  // Only the state service speaks for state: its change events are checked before anything reads them.
+  const limited = logLimiter(10_000);
+  const stateGate = config.buses[STATE_BUS] !== undefined
+    ? new StateBusGate({
+      ...(busKey ? { key: new ChangeKey(busKey.key) } : {}),
+      maxSkewMs: config.state_bus_max_skew_ms,
+      onReject: (reason, message) => {
+        metrics.busRejected?.(STATE_BUS, reason);
+        limited(reason, (repeated) =>
+          log.warn("state bus: dropped a change event ({reason}) on topic {topic}", {
+            reason,
+            topic: message.topic.slice(0, 200),
+            ...(repeated ? { repeated } : {}),
+          }));
+      },
+    })
+    : undefined;
+  if (stateGate && !busKey) {
+    log.warn(
+      "no state bus key: every state change event is dropped (no live updates, no read cache refresh): set state_bus_secret (PLANTD_GATEWAY_STATE_BUS_SECRET), state_bus_secret_file or jwt_secret, the same as the state service's",
+    );
+  }
   const hub = new BusHub(config.buses, config.envelopes, {
+    ...(stateGate ? { admit: { [STATE_BUS]: (message) => stateGate.admit(message) } } : {}),
     // State changes are few, and a watch must see a change made right after
     // it was acknowledged (the dashboard edits, then watches, then others write).
     everything: [STATE_BUS],
@@ -149,8 +177,8 @@ export async function startGateway(
     ...(busCurve ? { curve: busCurve } : {}),
   });
   const outlet = new BusOutlet(config.publish_buses, busCurve);
-  // The read cache needs the state bus: without its change events it stays off.
-  const stateCache = config.state_cache_ttl_ms > 0 && config.buses.state
+  // The read cache needs the state bus's change events (so a key to verify them): without them it stays off.
+  const stateCache = config.state_cache_ttl_ms > 0 && stateGate?.hasKey
     ? new StateCache({
       ttlMs: config.state_cache_ttl_ms,
       ...(redis ? { shared: redisStateCache(redis, config.state_cache_ttl_ms) } : {}),
@@ -257,6 +285,9 @@ export async function startGateway(
   log.info("gateway listening on {url}", {
     url,
     authentication: settings ? "on" : "off (loopback only)",
+    state_changes: stateGate
+      ? busKey ? `verified (key from ${busKey.source})` : "dropped (no state bus key)"
+      : "no state bus",
     broker: config.broker_endpoint,
     buses: config.buses,
   });
