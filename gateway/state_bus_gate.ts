@@ -13,8 +13,10 @@
  *
  * @module
  */
+import type { Logger } from "@logtape/logtape";
 import { z } from "zod";
 import type { BusMessage } from "../bus/envelope.ts";
+import { logLimiter } from "../telemetry/log_limiter.ts";
 import { type ChangeKey, type SignatureFault, verifyChange } from "../state/changes.ts";
 
 /** Why a state bus message was dropped (label `reason` of gateway_bus_rejected_total). */
@@ -98,4 +100,34 @@ export class StateBusGate {
     }
     return null;
   }
+}
+
+/**
+ * The gate of a gateway: each refusal counted with `count` and logged at
+ * warning level, at most once per 10 s per reason (a flood must not flood the
+ * log), with the number held back.
+ */
+export function loggedStateBusGate(
+  options: Omit<StateBusGateOptions, "onReject"> & {
+    count?: (reason: RejectReason) => void;
+    log: Logger;
+  },
+): StateBusGate {
+  const { count, log, ...rest } = options;
+  const limited = logLimiter(10_000);
+  return new StateBusGate({
+    ...rest,
+    onReject: (reason, message) => {
+      count?.(reason);
+      limited(
+        reason,
+        (repeated) =>
+          log.warn("state bus: dropped a change event ({reason}) on topic {topic}", {
+            reason,
+            topic: message.topic.slice(0, 200),
+            ...(repeated ? { repeated } : {}),
+          }),
+      );
+    },
+  });
 }

@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import type { BusMessage } from "../bus/envelope.ts";
 import { ChangeKey, ChangeSigner, publishChanges } from "../state/changes.ts";
 import type { Change } from "../state/store.ts";
-import { type RejectReason, StateBusGate } from "./state_bus_gate.ts";
+import type { Logger } from "@logtape/logtape";
+import { loggedStateBusGate, type RejectReason, StateBusGate } from "./state_bus_gate.ts";
 
 const encoder = new TextEncoder();
 const KEY = new ChangeKey(encoder.encode("a state bus secret of 32+ characters, for tests"));
@@ -124,4 +125,20 @@ Deno.test("a signed payload that is not a change event is refused as malformed",
     false,
   );
   assert.deepEqual(rejected, ["malformed"]);
+});
+
+Deno.test("a gateway's gate counts every refusal and logs a flood once per reason", () => {
+  const counted: RejectReason[] = [];
+  const lines: [string, Record<string, unknown>][] = [];
+  const log = {
+    warn: (message: string, props: Record<string, unknown>) => lines.push([message, props]),
+  } as unknown as Logger;
+  const g = loggedStateBusGate({ key: KEY, maxSkewMs: 0, count: (r) => counted.push(r), log });
+  const [unsigned] = messages([set("valve", "OPEN-FORGED")]);
+  for (let i = 0; i < 5; i++) assert.equal(g.admit(unsigned!), false);
+  assert.deepEqual(counted, Array(5).fill("unsigned"));
+  assert.deepEqual(lines, [[
+    "state bus: dropped a change event ({reason}) on topic {topic}",
+    { reason: "unsigned", topic: "plant" },
+  ]]);
 });

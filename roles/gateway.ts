@@ -23,7 +23,7 @@ import { RedisLink } from "../gateway/shared/redis.ts";
 import { redisStateCache } from "../gateway/shared/state_cache.ts";
 import { ServiceDirectory } from "../gateway/directory.ts";
 import { StateCache } from "../gateway/state_cache.ts";
-import { StateBusGate } from "../gateway/state_bus_gate.ts";
+import { loggedStateBusGate } from "../gateway/state_bus_gate.ts";
 import { ChangeKey } from "../state/changes.ts";
 import { CLOSE, STATE_BUS, type WsSession } from "../gateway/ws.ts";
 import { MdpClient } from "../mdp/client.ts";
@@ -33,7 +33,6 @@ import { STATE_SERVICE } from "../state/operations.ts";
 import { gatewayMetrics } from "../telemetry/gateway_metrics.ts";
 import { type Check, serveOrExplain } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";
-import { logLimiter } from "../telemetry/log_limiter.ts";
 import type { Running } from "./running.ts";
 
 /** Health checks the gateway's host process adds (buses it runs, the state store in dev). */
@@ -147,20 +146,12 @@ export async function startGateway(
     })
     : undefined;
   // Only the state service speaks for state: its change events are checked before anything reads them.
-  const limited = logLimiter(10_000);
   const stateGate = config.buses[STATE_BUS] !== undefined
-    ? new StateBusGate({
+    ? loggedStateBusGate({
       ...(busKey ? { key: new ChangeKey(busKey.key) } : {}),
       maxSkewMs: config.state_bus_max_skew_ms,
-      onReject: (reason, message) => {
-        metrics.busRejected?.(STATE_BUS, reason);
-        limited(reason, (repeated) =>
-          log.warn("state bus: dropped a change event ({reason}) on topic {topic}", {
-            reason,
-            topic: message.topic.slice(0, 200),
-            ...(repeated ? { repeated } : {}),
-          }));
-      },
+      count: (reason) => metrics.busRejected?.(STATE_BUS, reason),
+      log,
     })
     : undefined;
   if (stateGate && !busKey) {
