@@ -17,6 +17,7 @@ import { ConfigError, loadConfig } from "./config/load.ts";
 import { inProcessCurve } from "./config/curve.ts";
 import { withGrant } from "./config/service_policy.ts";
 import { devCert, userAdd } from "./auth/commands.ts";
+import { randomToken } from "./auth/secrets.ts";
 import { startBroker } from "./roles/broker.ts";
 import { keygen } from "./roles/keygen.ts";
 import { startBusComponent } from "./roles/bus.ts";
@@ -113,10 +114,19 @@ async function startDev(
       jwt_max_lifetime_s: gateway.jwt_max_lifetime_s,
       jwt_clock_skew_s: gateway.jwt_clock_skew_s,
     };
+    // Change events are signed and verified with a key made for this run, unless one is configured.
+    const configuredKey = [gateway, state].find((c) =>
+      c.state_bus_secret || c.state_bus_secret_file
+    );
+    const stateBusKey = {
+      state_bus_secret: configuredKey ? configuredKey.state_bus_secret : randomToken(),
+      state_bus_secret_file: configuredKey?.state_bus_secret_file,
+    };
     const stateRole = await startState(
       {
         ...state,
         ...stateKeys,
+        ...stateBusKey,
         ...curveKeys,
         db,
         broker_endpoint: brokerEndpoint,
@@ -150,6 +160,7 @@ async function startDev(
       {
         ...gateway,
         ...curveKeys,
+        ...stateBusKey,
         broker_endpoint: brokerEndpoint,
         buses,
         metrics_database_url: metrics.database_url,

@@ -24,6 +24,7 @@
  * @module
  */
 import { AuthStore } from "../auth/store.ts";
+import { randomToken } from "../auth/secrets.ts";
 import { TokenIssuer } from "../auth/tokens.ts";
 import { Publisher } from "../bus/publisher.ts";
 import { median, num, saveResult, table, writeBenchmarksSection } from "./_stats.ts";
@@ -247,6 +248,10 @@ try {
   const gatewayPort = freePort();
   const cachedGatewayPort = freePort();
   const authGatewayPort = freePort();
+  // State service and gateways share the key of the state bus's change events (inherited).
+  const stateBusSecret = randomToken();
+  Deno.env.set("PLANTD_STATE_STATE_BUS_SECRET", stateBusSecret);
+  Deno.env.set("PLANTD_GATEWAY_STATE_BUS_SECRET", stateBusSecret);
   const broker = startComponent("broker", ["--endpoint", brokerEndpoint, "--health-port", "0"], {
     PLANTD_BROKER_BUSES: JSON.stringify([
       {

@@ -135,6 +135,17 @@ const tokenKeys = {
   jwt_clock_skew_s: z.number().int().min(0).max(3600).default(60),
 };
 
+/**
+ * The key that signs the state service's change events and that gateways
+ * verify them with (config/state_bus.ts, docs/security.md "Only the state
+ * service speaks for state"). Unset: derived from jwt_secret when set.
+ */
+const stateBusKeys = {
+  state_bus_secret: z.string().min(32, "state_bus_secret needs at least 32 characters").optional(),
+  /** A file holding state_bus_secret (surrounding whitespace ignored). */
+  state_bus_secret_file: z.string().min(1).optional(),
+};
+
 export const brokerConfig = {
   name: "broker",
   envPrefix: "PLANTD_BROKER",
@@ -229,6 +240,7 @@ export const stateConfig = {
     ...mdpTransport,
     /** With any key set, every request must carry a valid `token` with the operation's permission. */
     ...tokenKeys,
+    ...stateBusKeys,
     /** CURVE keys for the broker and the state bus (config/curve.ts). */
     ...curveClientShape,
     ...busCurveClientShape,
@@ -307,6 +319,10 @@ export const gatewayConfig = {
     history_max_messages: z.number().int().min(0).default(10_000),
     /** Age of the oldest message kept; 0: no age limit. */
     history_max_age_ms: z.number().int().min(0).default(600_000),
+    /** Without a state bus key every state change event is dropped (counted). */
+    ...stateBusKeys,
+    /** Clock skew allowed between state service and gateway: older change events count as replays. */
+    state_bus_max_skew_ms: z.number().int().min(0).default(30_000),
     /**
      * Authentication is on when any token key is set, and required on any
      * address other than loopback (the gateway refuses to start without one).

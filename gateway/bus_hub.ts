@@ -163,6 +163,7 @@ class BusFeed {
     history: HubHistory | undefined,
     everything: boolean,
     curve?: CurveClientKeys,
+    readonly admit?: Admit,
   ) {
     this.subscriber = new Subscriber(endpoint, {
       bus: name,
@@ -194,7 +195,10 @@ class BusFeed {
         return; // closed
       }
       const history = this.#history;
+      const admit = this.admit;
       for (const message of batch) {
+        // Ingress check first: a refused message reaches neither history nor any listener.
+        if (admit && !admit(message)) continue;
         if (history) {
           const offset = history.received(this.name, message);
           if (offset !== null) calls += this.dispatch(message, offset);
@@ -271,8 +275,16 @@ function delivery(message: BusMessage, offset?: string): Delivery {
   return new SharedDelivery(message, offset);
 }
 
+/** Decides whether a message received from a bus goes on (see {@link BusHubOptions.admit}). */
+export type Admit = (message: BusMessage) => boolean;
+
 /** Options of {@link BusHub}. */
 export interface BusHubOptions {
+  /**
+   * Per bus, a check of every message received, before history and listeners
+   * (gateway/state_bus_gate.ts for the state bus); false drops the message.
+   */
+  admit?: Record<string, Admit>;
   /** Topic history; the hub owns it and closes it. */
   history?: HubHistory;
   /** CURVE keys for buses that require CURVE. */
@@ -308,6 +320,7 @@ export class BusHub {
           options.history,
           options.everything?.includes(name) ?? false,
           options.curve,
+          options.admit?.[name],
         ),
       );
     }

@@ -13,6 +13,7 @@ import { busClientCurve, clientCurve } from "../config/curve.ts";
 import { type GatewayConfig, gatewayConfig } from "../config/components.ts";
 import { metricsAccess } from "../config/metrics_token.ts";
 import { isLoopback } from "../transport/loopback.ts";
+import { stateBusKey } from "../config/state_bus.ts";
 import { createApp } from "../gateway/app.ts";
 import { Guard } from "../gateway/auth/guard.ts";
 import { createCounters } from "../gateway/shared/counters.ts";
@@ -24,6 +25,8 @@ import { RedisLink } from "../gateway/shared/redis.ts";
 import { redisStateCache } from "../gateway/shared/state_cache.ts";
 import { ServiceDirectory } from "../gateway/directory.ts";
 import { StateCache } from "../gateway/state_cache.ts";
+import { loggedStateBusGate } from "../gateway/state_bus_gate.ts";
+import { ChangeKey } from "../state/changes.ts";
 import { CLOSE, STATE_BUS, type WsSession } from "../gateway/ws.ts";
 import { MdpClient } from "../mdp/client.ts";
 import { openMetricsReader } from "../metrics/open.ts";
@@ -65,6 +68,7 @@ export async function startGateway(
   const log = logger("gateway");
   const brokerCurve = clientCurve("gateway", config);
   const busCurve = busClientCurve("gateway", config);
+  const busKey = stateBusKey("gateway", config);
   const settings = await tokenSettingsFrom(config);
   if (!settings && !isLoopback(config.host)) {
     throw new ConfigError(
@@ -155,7 +159,22 @@ export async function startGateway(
       ...(redis ? { link: redis } : {}),
     })
     : undefined;
+  // Only the state service speaks for state: its change events are checked before anything reads them.
+  const stateGate = config.buses[STATE_BUS] !== undefined
+    ? loggedStateBusGate({
+      ...(busKey ? { key: new ChangeKey(busKey.key) } : {}),
+      maxSkewMs: config.state_bus_max_skew_ms,
+      count: (reason) => metrics.busRejected?.(STATE_BUS, reason),
+      log,
+    })
+    : undefined;
+  if (stateGate && !busKey) {
+    log.warn(
+      "no state bus key: every state change event is dropped (no live updates, no read cache refresh): set state_bus_secret (PLANTD_GATEWAY_STATE_BUS_SECRET), state_bus_secret_file or jwt_secret, the same as the state service's",
+    );
+  }
   const hub = new BusHub(config.buses, config.envelopes, {
+    ...(stateGate ? { admit: { [STATE_BUS]: (message) => stateGate.admit(message) } } : {}),
     // State changes are few, and a watch must see a change made right after
     // it was acknowledged (the dashboard edits, then watches, then others write).
     everything: [STATE_BUS],
@@ -163,8 +182,8 @@ export async function startGateway(
     ...(busCurve ? { curve: busCurve } : {}),
   });
   const outlet = new BusOutlet(config.publish_buses, busCurve);
-  // The read cache needs the state bus: without its change events it stays off.
-  const stateCache = config.state_cache_ttl_ms > 0 && config.buses.state
+  // The read cache needs the state bus's change events (so a key to verify them): without them it stays off.
+  const stateCache = config.state_cache_ttl_ms > 0 && stateGate?.hasKey
     ? new StateCache({
       ttlMs: config.state_cache_ttl_ms,
       ...(redis ? { shared: redisStateCache(redis, config.state_cache_ttl_ms) } : {}),
@@ -272,6 +291,9 @@ export async function startGateway(
   log.info("gateway listening on {url}", {
     url,
     authentication: settings ? "on" : "off (loopback only)",
+    state_changes: stateGate
+      ? busKey ? `verified (key from ${busKey.source})` : "dropped (no state bus key)"
+      : "no state bus",
     broker: config.broker_endpoint,
     buses: config.buses,
   });

@@ -15,24 +15,10 @@ import { metricsWriterOpener, redactUrl } from "../metrics/open.ts";
 import type { Check } from "../telemetry/health.ts";
 import { ingesterMetrics } from "../telemetry/ingester_metrics.ts";
 import { logger } from "../telemetry/log.ts";
+import { logLimiter } from "../telemetry/log_window.ts";
 import { processMetrics } from "../telemetry/process_metrics.ts";
 import { startHealthServer } from "./health_server.ts";
 import type { Running } from "./running.ts";
-
-/** Logs at most one line per key and interval, with the number of lines held back. */
-function rateLimiter(intervalMs: number) {
-  const last = new Map<string, { at: number; suppressed: number }>();
-  return (key: string, log: (suppressed: number) => void): void => {
-    const now = Date.now();
-    const entry = last.get(key);
-    if (entry && now - entry.at < intervalMs) {
-      entry.suppressed++;
-      return;
-    }
-    log(entry?.suppressed ?? 0);
-    last.set(key, { at: now, suppressed: 0 });
-  };
-}
 
 /** A running ingester with its health checks (dev adds them to the gateway's). */
 export interface RunningMetrics extends Running {
@@ -54,7 +40,7 @@ export function startMetrics(
   const curve = clientCurve("metrics", config);
   if (!registry.getSingleMetric("process_cpu_seconds_total")) processMetrics(registry);
   const metrics = ingesterMetrics(registry, config.buffer_points);
-  const limited = rateLimiter(10_000);
+  const limited = logLimiter(10_000);
   const database = config.database_url !== ""
     ? redactUrl(config.database_url)
     : libsqlUrl(config.db);

@@ -9,7 +9,8 @@ import { type StateConfig, stateConfig } from "../config/components.ts";
 import { metricsAccess } from "../config/metrics_token.ts";
 import { busClientCurve } from "../config/curve.ts";
 import { Publisher } from "../bus/publisher.ts";
-import { type ChangeSink, publishChanges } from "../state/changes.ts";
+import { ChangeKey, ChangeSigner, type ChangeSink, publishChanges } from "../state/changes.ts";
+import { stateBusKey } from "../config/state_bus.ts";
 import { openStateDatabase } from "../state/db.ts";
 import { tokenSettingsFrom, TokenVerifier } from "../auth/tokens.ts";
 import { StateOperations } from "../state/operations.ts";
@@ -32,6 +33,9 @@ export async function startState(
   const access = metricsAccess(stateConfig, config);
   const options = workerOptions(config, "state");
   const busCurve = busClientCurve("state", config);
+  const busKey = stateBusKey("state", config);
+  // Gateways drop change events they cannot verify (docs/security.md).
+  const signer = busKey ? new ChangeSigner(new ChangeKey(busKey.key)) : undefined;
   processMetrics(registry);
   const metrics = stateMetrics(registry);
   const open = await openStateDatabase({
@@ -50,7 +54,7 @@ export async function startState(
   const sink = changes ?? publisher;
   const store = await StateStore.load(open, {
     onCommit: metrics.commit,
-    onChanges: sink ? (list) => publishChanges(sink, list) : undefined,
+    onChanges: sink ? (list) => publishChanges(sink, list, signer) : undefined,
   });
   const settings = await tokenSettingsFrom(config);
   const verifier = settings ? new TokenVerifier(settings) : undefined;
@@ -73,6 +77,11 @@ export async function startState(
     options,
     logWorkerEvents(log),
   );
+  if (!busKey && sink) {
+    log.warn(
+      "change events are published unsigned, so gateways drop them: set state_bus_secret (PLANTD_STATE_STATE_BUS_SECRET), state_bus_secret_file or jwt_secret, the same as the gateway's",
+    );
+  }
   let storeStatus: { ok: boolean; at: string } = { ok: true, at: new Date().toISOString() };
   const health = startHealthServer(
     "state",
@@ -103,6 +112,7 @@ export async function startState(
     scopes: store.scopes().length,
     changes: publisher ? publisher.endpoint : changes ? "in process" : "off",
     authentication: verifier ? "tokens required" : "off",
+    change_signatures: busKey ? `on (key from ${busKey.source})` : "off",
     health: health.port ? `http://${config.health_host}:${health.port}/healthz` : "off",
   });
   return {

@@ -19,6 +19,8 @@ export interface GatewayMetrics {
   denied?(): void;
   /** A WebSocket upgrade refused by a connection limit. */
   wsRefused?(reason: "node" | "user"): void;
+  /** A bus message dropped at ingress (gateway/state_bus_gate.ts), per bus and reason. */
+  busRejected?(bus: string, reason: string): void;
 }
 
 /** Requests of one method and route. */
@@ -222,6 +224,13 @@ export function gatewayMetrics(registry: Registry): GatewayMetrics {
     labelNames: ["reason"],
     registers,
   });
+  const busRejected = new Counter({
+    name: "gateway_bus_rejected_total",
+    help:
+      "Bus messages dropped at ingress (forged, unsigned or replayed state changes), per bus and reason",
+    labelNames: ["bus", "reason"],
+    registers,
+  });
   return {
     request(method, route, status, seconds) {
       let byRoute = series.get(method);
@@ -244,6 +253,7 @@ export function gatewayMetrics(registry: Registry): GatewayMetrics {
     authFailure: (code) => authFailures.inc({ code }),
     denied: () => denials.inc(),
     wsRefused: (reason) => wsRefused.inc({ reason }),
+    busRejected: (bus, reason) => busRejected.inc({ bus, reason }),
     ws: {
       opened: () => connections.inc(),
       closed: () => connections.dec(),

@@ -36,3 +36,12 @@ export class LogWindow {
     return last?.suppressed ?? 0;
   }
 }
+
+/** The same throttle as a function: `log` runs when the line `key` may be logged. */
+export function logLimiter(windowMs: number, now: () => number = Date.now) {
+  const window = new LogWindow(windowMs, now);
+  return (key: string, log: (suppressed: number) => void): void => {
+    const suppressed = window.pass(key);
+    if (suppressed !== undefined) log(suppressed);
+  };
+}

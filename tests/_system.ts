@@ -20,11 +20,14 @@ import { startGateway } from "../roles/gateway.ts";
 import { connectableEndpoint, type Running } from "../roles/running.ts";
 import { startState } from "../roles/state.ts";
 import { sharedPoller } from "../transport/fd_poller.ts";
+import { randomToken } from "../auth/secrets.ts";
 
 /** A running system. */
 export interface System {
   url: string;
   brokerEndpoint: string;
+  /** The key state service and gateway sign and verify change events with. */
+  stateBusSecret: string;
   /** Bus name to frontend (publishers) endpoint. */
   frontends: Record<string, string>;
   /** Bus name to backend (subscribers) endpoint, e.g. for a second gateway. */
@@ -76,6 +79,8 @@ export async function startSystem(
   const backends = Object.fromEntries(
     broker.buses.set.buses.map((bus) => [bus.name, connectableEndpoint(bus.backend)]),
   );
+  // As in `task dev`: a key per run, shared by the state service and the gateway.
+  const stateBusSecret = randomToken();
   const stateSettings: StateConfig = {
     ...loadConfig(stateConfig, { args: [], env }),
     db: `${dir}/state.db`,
@@ -85,6 +90,7 @@ export async function startSystem(
     heartbeat_interval_ms: 200,
     heartbeat_liveness: 10,
     bus_endpoint: frontends.state!,
+    state_bus_secret: stateBusSecret,
     ...overrides.state,
   };
   let state: Running | undefined = await startState(stateSettings, undefined, registry);
@@ -103,6 +109,7 @@ export async function startSystem(
       request_timeout_ms: 2000,
       auth_db: `${dir}/auth.db`,
       publish_buses: { event: frontends.event!, metric: frontends.metric! },
+      state_bus_secret: stateBusSecret,
       ...overrides.gateway,
     },
     () => broker.buses.checks(),
@@ -110,6 +117,7 @@ export async function startSystem(
   );
   return {
     url: gateway.url,
+    stateBusSecret,
     brokerEndpoint: endpoint,
     frontends,
     backends,

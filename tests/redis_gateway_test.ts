@@ -74,6 +74,7 @@ async function spawnGateway(system: System, env: Record<string, string>) {
         PLANTD_GATEWAY_BUSES: JSON.stringify(system.backends),
         PLANTD_GATEWAY_METRICS_DB: "",
         PLANTD_GATEWAY_LOG_LEVEL: "warn",
+        PLANTD_GATEWAY_STATE_BUS_SECRET: system.stateBusSecret,
         ...env,
       },
       stdin: "null",
