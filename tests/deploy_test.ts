@@ -16,6 +16,7 @@ import * as components from "../config/components.ts";
 import { type ComponentConfig, loadConfig } from "../config/load.ts";
 import { keysInFile } from "../config/curve.ts";
 import { metricsAccess } from "../config/metrics_token.ts";
+import { readPolicyFile } from "../config/service_policy.ts";
 import { healthUrl } from "../deploy/healthcheck.ts";
 import { openPgWriter } from "../metrics/pg.ts";
 import { startEcho } from "../roles/echo.ts";
@@ -477,7 +478,9 @@ Deno.test("compose.yaml: nothing published beyond the host, ZeroMQ not at all; k
     for (const path of filesRead(s.env).filter((p) => p.startsWith("/keys/"))) {
       const base = path.slice("/keys/".length);
       assert.ok(
-        base === "allowed" || names.some((n) => base === `${n}.key` || base === `${n}.pub`),
+        base === "allowed" ||
+          (base === "service-policy.yaml" && /> service-policy\.yaml/.test(script)) ||
+          names.some((n) => base === `${n}.key` || base === `${n}.pub`),
         `${s.name}: keygen makes no ${path}`,
       );
     }
@@ -523,6 +526,44 @@ Deno.test("compose.yaml: nothing published beyond the host, ZeroMQ not at all; k
   }
   for (const s of services.filter((s) => s.component.name !== "echo")) {
     assert.equal(s.env[`${s.component.envPrefix}_METRICS_TOKEN_FILE`], tokenFile, s.name);
+  }
+});
+
+Deno.test("compose.yaml: keygen's service policy grants the state and echo keys their services", async () => {
+  // Run the policy lines of the keygen script on keys made the same way, and
+  // read the result as the broker would: a typo in the shell would stop the broker.
+  const script = compose().services.keygen.command.join("\n") as string;
+  const lines = script.split("\n");
+  const start = lines.findIndex((line) => line.trimStart().startsWith("printf"));
+  assert.ok(start >= 0, "keygen writes a service policy with printf");
+  let shell = "";
+  for (let i = start; i < lines.length; i++) {
+    shell += lines[i]!.trim() + "\n";
+    if (!lines[i]!.trimEnd().endsWith("\\")) break;
+  }
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const name of ["state", "echo"]) {
+      const made = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", `${ROOT}main.ts`, "keygen", "--out", `${dir}/${name}`],
+        stdout: "null",
+      }).output();
+      assert.equal(made.code, 0);
+    }
+    const run = await new Deno.Command("sh", {
+      args: ["-ec", shell.replaceAll("$$", "$")],
+      cwd: dir,
+    }).output();
+    assert.equal(run.code, 0, new TextDecoder().decode(run.stderr));
+    const grants = readPolicyFile(`${dir}/service-policy.yaml`, Deno.readTextFileSync);
+    const publicKey = (name: string) =>
+      keysInFile(name, Deno.readTextFileSync(`${dir}/${name}.pub`))[0];
+    assert.deepEqual(grants, [
+      { key: publicKey("state"), services: ["org.plantd.State"] },
+      { key: publicKey("echo"), services: ["org.plantd.module.Echo"] },
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
 
