@@ -6,8 +6,9 @@
  * state worker takes once, for the request they were made for, for seconds.
  */
 import assert from "node:assert/strict";
-import { decodeJwt, decodeProtectedHeader } from "jose";
+import { decodeJwt, decodeProtectedHeader, exportPKCS8, exportSPKI, generateKeyPair } from "jose";
 import { CALL_TYP } from "../auth/call_credentials.ts";
+import { TokenIssuer } from "../auth/tokens.ts";
 import { MdpClient } from "../mdp/client.ts";
 import { text } from "../mdp/protocol.ts";
 import { MdpWorker } from "../mdp/worker.ts";
@@ -259,4 +260,84 @@ Deno.test("a real state worker refuses a captured call credential once it has ex
       await client.close();
     }
   }, { gateway: { call_token_ttl_s: 1 } });
+});
+
+Deno.test("signed with jwt_private_key, call credentials verify at a state worker holding only the public key", async () => {
+  const pair = await generateKeyPair("EdDSA", { extractable: true });
+  const privateKey = await exportPKCS8(pair.privateKey);
+  const publicKey = await exportSPKI(pair.publicKey);
+  const keys = { jwt_secret: undefined, jwt_algorithm: "EdDSA" as const };
+  // An access token of the gateway's own (as a login would answer).
+  const { token } = await new TokenIssuer({
+    privateKey,
+    algorithm: "EdDSA",
+    issuer: "plantd",
+    audience: "plantd",
+  }).issue({ sub: "user:ops", name: "ops", roles: [], perms: ["state:*"] }, 60);
+  await withSecuredSystem(async (system) => {
+    const put = await call(
+      system.url,
+      "PUT",
+      "/api/state/line/speed",
+      bearer(token),
+      '{"value":"7"}',
+    );
+    assert.equal(put.status, 200, JSON.stringify(put.body));
+    const got = await call(system.url, "GET", "/api/state/line?keys=speed", bearer(token));
+    assert.equal(got.body.entries.speed.value, "7");
+    // A Go client sending the same access token itself still works.
+    const client = new MdpClient(system.brokerEndpoint, { timeoutMs: 5000 });
+    try {
+      const reply = await ask(
+        client,
+        "state-get",
+        JSON.stringify({ service: "line", key: "speed", token }),
+      );
+      assert.equal(reply.data.value, "7");
+    } finally {
+      await client.close();
+    }
+  }, {
+    gateway: { ...keys, jwt_private_key: privateKey },
+    state: { ...keys, jwt_public_key: publicKey },
+  });
+});
+
+Deno.test("a gateway with no signing key (outside issuer only) sends state requests without any credential", async () => {
+  const pair = await generateKeyPair("ES256", { extractable: true });
+  const publicKey = await exportSPKI(pair.publicKey);
+  const { token } = await new TokenIssuer({
+    privateKey: await exportPKCS8(pair.privateKey),
+    algorithm: "ES256",
+    issuer: "plantd",
+    audience: "plantd",
+  }).issue({ sub: "user:idp", name: "idp", roles: [], perms: ["*"] }, 60);
+  await withSecuredSystem(async (system) => {
+    const fake = await harvest(system);
+    try {
+      const bridged = await call(
+        system.url,
+        "POST",
+        `/api/services/${STATE_SERVICE}/state-set-many`,
+        bearer(token),
+        JSON.stringify({ service: "plant", entries: { a: "1" }, token }),
+      );
+      assert.equal(bridged.status, 200, JSON.stringify(bridged.body));
+      assert.equal(
+        (await call(system.url, "PUT", "/api/state/plant/b", bearer(token), '{"value":"2"}'))
+          .status,
+        200,
+      );
+      assert.equal(fake.got.length, 2);
+      for (const { request, frames } of fake.got) {
+        assert.equal(request.token, undefined, "no credential, and not the caller's own");
+        assert.ok(!frames.join("\n").includes(token));
+      }
+    } finally {
+      await fake.close();
+    }
+  }, {
+    gateway: { jwt_secret: undefined, jwt_public_key: publicKey },
+    state: { jwt_secret: undefined },
+  });
 });
