@@ -18,6 +18,8 @@ import { inProcessCurve } from "./config/curve.ts";
 import { withGrant } from "./config/service_policy.ts";
 import { devCert, userAdd } from "./auth/commands.ts";
 import { randomToken } from "./auth/secrets.ts";
+import { publicKeyPem } from "./auth/call_credentials.ts";
+import { tokenSettingsFrom } from "./auth/tokens.ts";
 import { startBroker } from "./roles/broker.ts";
 import { keygen } from "./roles/keygen.ts";
 import { startBusComponent } from "./roles/bus.ts";
@@ -103,10 +105,12 @@ async function startDev(
     // Embedded default: the state database lives in ./data unless PLANTD_STATE_DB says otherwise.
     const db = Deno.env.get("PLANTD_STATE_DB") ?? "data/plantd-state.db";
     const stateBus = started.buses.set.get("state");
-    // Without keys of its own, the state worker checks the gateway's tokens when the gateway does.
+    // Without keys of its own, the state worker checks the gateway's tokens when the gateway does,
+    // and its call credentials: signed with jwt_private_key, they verify with its public half.
+    const gatewayKey = (await tokenSettingsFrom(gateway))?.privateKey;
     const stateKeys = state.jwt_secret || state.jwt_public_key || state.jwks_url ? {} : {
       jwt_secret: gateway.jwt_secret,
-      jwt_public_key: gateway.jwt_public_key,
+      jwt_public_key: gatewayKey ? publicKeyPem(gatewayKey) : gateway.jwt_public_key,
       jwt_algorithm: gateway.jwt_algorithm,
       jwks_url: gateway.jwks_url,
       jwt_issuer: gateway.jwt_issuer,

@@ -37,9 +37,13 @@ export interface Principal {
   permissions: string[];
   /** When the credential stops being valid (ms since the epoch); undefined: never. */
   expiresAt?: number;
-  /** The bearer token, when the principal came from one (forwarded to services). */
-  token?: string;
 }
+
+/**
+ * `typ` of a call credential (auth/call_credentials.ts): the gateway's grant
+ * of one call to a service, never a bearer token.
+ */
+export const CALL_TYP = "plantd-call+jwt";
 
 /** Why a credential was refused. */
 export class AuthError extends Error {
@@ -49,6 +53,16 @@ export class AuthError extends Error {
   ) {
     super(message);
     this.name = "AuthError";
+  }
+}
+
+/** A call credential presented as a bearer token: refused and audited, never treated as stale. */
+export class CallCredentialAsBearer extends AuthError {
+  constructor() {
+    super(
+      "AUTHENTICATION_FAILED",
+      "A call credential (typ plantd-call+jwt) is not a bearer token: only the service it names accepts it",
+    );
   }
 }
 
@@ -91,7 +105,7 @@ function claimList(value: unknown): string[] {
 }
 
 /** Permissions and roles carried by a verified payload. */
-function principalOf(payload: JWTPayload, token: string): Principal {
+function principalOf(payload: JWTPayload): Principal {
   const roles = claimList(payload.roles);
   const direct = [
     ...claimList(payload.perms),
@@ -108,7 +122,6 @@ function principalOf(payload: JWTPayload, token: string): Principal {
     roles,
     permissions,
     ...(payload.exp ? { expiresAt: payload.exp * 1000 } : {}),
-    token,
   };
 }
 
@@ -170,11 +183,14 @@ export class TokenVerifier {
   }
 
   async #verify(token: string): Promise<Principal> {
+    let typ: unknown;
     try {
-      decodeProtectedHeader(token);
+      typ = decodeProtectedHeader(token).typ;
     } catch {
       throw new AuthError("AUTHENTICATION_FAILED", "Malformed token");
     }
+    // Its audience is a service, so jwt_audience refuses it too; this says why.
+    if (typ === CALL_TYP) throw new CallCredentialAsBearer();
     try {
       const skew = this.#settings.clockSkewS ?? TOKEN_CLOCK_SKEW_S;
       const { payload } = await jwtVerify(token, this.#resolve, {
@@ -186,7 +202,7 @@ export class TokenVerifier {
         clockTolerance: skew,
       });
       this.#checkLifetime(payload, skew);
-      return principalOf(payload, token);
+      return principalOf(payload);
     } catch (error) {
       if (error instanceof AuthError) throw error;
       if (error instanceof errors.JWTExpired) {

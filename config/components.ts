@@ -338,6 +338,11 @@ export const gatewayConfig = {
     /** Audit events older than this are deleted (checked hourly); 0 keeps them forever. */
     audit_retention_days: z.number().min(0).default(365),
     access_token_ttl_s: z.number().int().min(10).max(86_400).default(900),
+    /**
+     * Lifetime of the call credentials state requests carry (auth/call_credentials.ts);
+     * the state service refuses any living longer than 60 s.
+     */
+    call_token_ttl_s: z.number().int().min(1).max(60).default(10),
     refresh_token_ttl_s: z.number().int().min(60).default(7 * 86_400),
     /** Fixed window of the rate limits. */
     rate_limit_window_ms: positiveMs.default(60_000),

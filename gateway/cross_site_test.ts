@@ -9,7 +9,8 @@ import assert from "node:assert/strict";
 import { SignJWT } from "jose";
 import { Registry } from "prom-client";
 import { AuthStore } from "../auth/store.ts";
-import { TokenIssuer, type TokenSettings, TokenVerifier } from "../auth/tokens.ts";
+import { TokenIssuer, type TokenSettings } from "../auth/tokens.ts";
+import { serviceTokenCheck } from "../auth/call_credentials.ts";
 import { gatewayConfig } from "../config/components.ts";
 import { ConfigError, loadConfig } from "../config/load.ts";
 import type { MdpClient } from "../mdp/client.ts";
@@ -53,11 +54,9 @@ async function withGateway(
   const open = await openStateDatabase({ location: ":memory:" });
   const state = await StateStore.load(open);
   const settings = options.auth ? SETTINGS : undefined;
-  const verifier = settings ? new TokenVerifier(settings) : undefined;
-  const ops = new StateOperations(
-    state,
-    verifier ? { verify: (token) => verifier.verify(token) } : {},
-  );
+  // As roles/state.ts checks them: the gateway's call credentials and Go clients' own tokens.
+  const verify = settings ? serviceTokenCheck(settings, STATE_SERVICE) : undefined;
+  const ops = new StateOperations(state, verify ? { verify } : {});
   const calls: string[][] = [];
   const client = {
     request: async (service: string, frames: string[]) => {

@@ -43,31 +43,35 @@ function failure(error: string, data?: Record<string, unknown>): ApiError {
   return new ApiError("UPSTREAM_ERROR", error);
 }
 
+/**
+ * The JSON sent for one state request: with authentication on, the request
+ * with a call credential for it (gateway/auth/guard.ts `stateRequest`).
+ */
+export type RequestJson = (operation: string, request: Record<string, unknown>) => string;
+
 /** State operations for the REST routes. */
 export class StateApi {
   #call: Call;
   #directory: ServiceDirectory;
   #cache: StateCache | undefined;
-  #token: string | undefined;
+  #json: RequestJson | undefined;
 
-  constructor(call: Call, directory: ServiceDirectory, cache?: StateCache, token?: string) {
+  constructor(call: Call, directory: ServiceDirectory, cache?: StateCache, json?: RequestJson) {
     this.#call = call;
     this.#directory = directory;
     this.#cache = cache;
-    this.#token = token;
+    this.#json = json;
   }
 
-  /** The same API sending `token` with every request, for a state worker that checks tokens. */
-  as(token: string | undefined): StateApi {
-    return token === undefined
-      ? this
-      : new StateApi(this.#call, this.#directory, this.#cache, token);
+  /** The same API building each request's JSON with `json` (a caller's call credentials). */
+  as(json: RequestJson | undefined): StateApi {
+    return json === undefined ? this : new StateApi(this.#call, this.#directory, this.#cache, json);
   }
 
   async #op(operation: string, request: Record<string, unknown>): Promise<Record<string, unknown>> {
     await this.#directory.require(STATE_SERVICE);
-    if (this.#token !== undefined) request.token = this.#token;
-    const [frame] = await this.#call(STATE_SERVICE, [operation, JSON.stringify(request)]);
+    const json = this.#json ? this.#json(operation, request) : JSON.stringify(request);
+    const [frame] = await this.#call(STATE_SERVICE, [operation, json]);
     let reply: Reply;
     try {
       reply = JSON.parse(text(frame ?? new Uint8Array()));

@@ -113,7 +113,18 @@ export async function startGateway(
     else log.warn("redis down ({error}): in-process fallbacks", { error: redis.lastError });
   });
   const authStore = await AuthStore.open(config.auth_db, config.auth_db_token);
-  const guard = new Guard(authStore, settings, metrics);
+  const guard = new Guard(authStore, settings, metrics, {
+    callTokenTtlS: config.call_token_ttl_s,
+  });
+  if (settings && !guard.calls) {
+    log.warn(
+      "authentication is on, but with no jwt_private_key (or jwt_secret) the gateway cannot sign " +
+        "call credentials: requests to {service} carry none, and a state service that checks " +
+        "tokens refuses them. Set jwt_private_key and give the state service its public key " +
+        "(PLANTD_STATE_JWT_PUBLIC_KEY)",
+      { service: STATE_SERVICE },
+    );
+  }
   const pruneAudit = async () => {
     if (config.audit_retention_days <= 0) return;
     try {

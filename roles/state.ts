@@ -12,8 +12,9 @@ import { Publisher } from "../bus/publisher.ts";
 import { ChangeKey, ChangeSigner, type ChangeSink, publishChanges } from "../state/changes.ts";
 import { stateBusKey } from "../config/state_bus.ts";
 import { openStateDatabase } from "../state/db.ts";
-import { tokenSettingsFrom, TokenVerifier } from "../auth/tokens.ts";
-import { StateOperations } from "../state/operations.ts";
+import { tokenSettingsFrom } from "../auth/tokens.ts";
+import { serviceTokenCheck } from "../auth/call_credentials.ts";
+import { STATE_SERVICE, StateOperations } from "../state/operations.ts";
 import { StateStore } from "../state/store.ts";
 import { startStateWorker } from "../state/worker.ts";
 import { logger } from "../telemetry/log.ts";
@@ -57,11 +58,12 @@ export async function startState(
     onChanges: sink ? (list) => publishChanges(sink, list, signer) : undefined,
   });
   const settings = await tokenSettingsFrom(config);
-  const verifier = settings ? new TokenVerifier(settings) : undefined;
+  // Call credentials of the gateway (bound to one request, used once) and Go clients' own tokens.
+  const verify = settings ? serviceTokenCheck(settings, STATE_SERVICE) : undefined;
   const audit = logger("state", "audit");
   const operations = new StateOperations(store, {
     maxValueBytes: config.max_value_bytes,
-    ...(verifier ? { verify: (token: string) => verifier.verify(token) } : {}),
+    ...(verify ? { verify } : {}),
   }, {
     ...metrics,
     refused: (code, operation, scope, reason) => {
@@ -111,7 +113,7 @@ export async function startState(
     endpoint: config.broker_endpoint,
     scopes: store.scopes().length,
     changes: publisher ? publisher.endpoint : changes ? "in process" : "off",
-    authentication: verifier ? "tokens required" : "off",
+    authentication: verify ? "tokens required" : "off",
     change_signatures: busKey ? `on (key from ${busKey.source})` : "off",
     health: health.port ? `http://${config.health_host}:${health.port}/healthz` : "off",
   });

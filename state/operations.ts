@@ -23,11 +23,17 @@ export interface OperationsOptions {
   /** Keys per batch operation at most. @default 10000 */
   maxBatch?: number;
   /**
-   * Verifies the `token` field Go plantd clients send when auth is on. With
-   * it, every operation but `health` needs a valid token holding the
-   * operation's permission (auth/permissions.ts).
+   * Verifies the `token` field when auth is on: a gateway's call credential
+   * for this very request, or the access token a Go plantd client sends
+   * (auth/call_credentials.ts serviceTokenCheck). With it, every operation
+   * but `health` needs a valid token holding the operation's permission
+   * (auth/permissions.ts).
    */
-  verify?: (token: string) => Promise<Principal>;
+  verify?: (
+    token: string,
+    operation: string,
+    request: Record<string, unknown>,
+  ) => Promise<Principal>;
 }
 
 /** What the operations report, for metrics. */
@@ -158,7 +164,7 @@ export class StateOperations {
       if (typeof token !== "string" || token === "") {
         throw new AuthError("AUTHENTICATION_REQUIRED", "no token");
       }
-      const principal = await this.#verify!(token);
+      const principal = await this.#verify!(token, operation, request);
       const needed = statePermissions(operation, scope) ?? [PERMISSIONS.stateAdmin];
       if (!allows(principal.permissions, ...needed)) {
         throw new AuthError("PERMISSION_DENIED", `${principal.id} lacks ${needed[0]}`);

@@ -11,6 +11,7 @@
  */
 import type { AuditEvent, AuthStore } from "../../auth/store.ts";
 import { allows } from "../../auth/permissions.ts";
+import { CallSigner, requestJson } from "../../auth/call_credentials.ts";
 import { AuthError, type Principal, TokenIssuer, TokenVerifier } from "../../auth/tokens.ts";
 import type { TokenSettings } from "../../auth/tokens.ts";
 import { logger } from "../../telemetry/log.ts";
@@ -41,14 +42,14 @@ export interface GuardObserver {
 const API_KEY_PREFIX = "pk_";
 /** Verified API keys are remembered this long, so a key costs no database read per request. */
 const API_KEY_CACHE_MS = 10_000;
-/** Lifetime of the tokens minted for API-key principals, forwarded to services. */
-const SERVICE_TOKEN_S = 300;
 
 /** Authentication and authorization of the gateway. */
 export class Guard {
   readonly enabled: boolean;
   readonly store: AuthStore;
   readonly issuer?: TokenIssuer;
+  /** Signs the call credentials state requests carry; undefined without a signing key. */
+  readonly calls?: CallSigner;
   readonly #verifier?: TokenVerifier;
   readonly #observer: GuardObserver;
   readonly #keys = new Map<string, { principal: Principal; until: number }>();
@@ -58,6 +59,7 @@ export class Guard {
     store: AuthStore,
     settings: TokenSettings | undefined,
     observer: GuardObserver = {},
+    options: { callTokenTtlS?: number } = {},
   ) {
     this.store = store;
     this.enabled = settings !== undefined;
@@ -65,7 +67,28 @@ export class Guard {
     if (settings) {
       this.#verifier = new TokenVerifier(settings);
       if (TokenIssuer.possible(settings)) this.issuer = new TokenIssuer(settings);
+      if (CallSigner.possible(settings)) {
+        this.calls = new CallSigner(settings, options.callTokenTtlS ?? 10);
+      }
     }
+  }
+
+  /**
+   * The JSON of a request to `service` made for `principal`. With
+   * authentication on, a `token` the caller put in is dropped (the gateway
+   * speaks for the caller, and no caller's credential goes to a worker) and a
+   * call credential for this request only is added (auth/call_credentials.ts);
+   * with authentication off, the request as it is.
+   */
+  stateRequest(
+    principal: Principal,
+    service: string,
+    operation: string,
+    request: Record<string, unknown>,
+  ): string {
+    if (!this.enabled) return JSON.stringify(request);
+    if (!this.calls) return requestJson(request);
+    return this.calls.stateRequest(principal, service, operation, request);
   }
 
   /** The principal behind a credential; throws {@link AuthError} when it is missing or bad. */
@@ -108,13 +131,6 @@ export class Guard {
       permissions,
       ...(view.expires_at !== null ? { expiresAt: view.expires_at } : {}),
     };
-    // Services that check tokens themselves get a short-lived one for the key.
-    if (this.issuer) {
-      principal.token = (await this.issuer.issue(
-        { sub: principal.id, name: principal.name, roles: view.roles, perms: permissions },
-        SERVICE_TOKEN_S,
-      )).token;
-    }
     if (this.#keys.size > 10_000) this.#keys.clear();
     this.#keys.set(key, { principal, until: Date.now() + API_KEY_CACHE_MS });
     return principal;

@@ -10,7 +10,7 @@ import { bodyLimit } from "hono/body-limit";
 import { getCookie } from "hono/cookie";
 import { getConnInfo } from "hono/deno";
 import { PERMISSIONS, serviceCall, statePermissions } from "../../auth/permissions.ts";
-import { AuthError, type Principal } from "../../auth/tokens.ts";
+import { AuthError, CallCredentialAsBearer, type Principal } from "../../auth/tokens.ts";
 import { STATE_SERVICE } from "../../state/operations.ts";
 import type { GatewayMetrics } from "../../telemetry/gateway_metrics.ts";
 import { bearerIs } from "../../telemetry/health.ts";
@@ -89,8 +89,8 @@ export function authorize(c: Context, guard: Guard, ...alternatives: string[]): 
  * Checks a Majordomo call on behalf of a principal: `service:call:<service>`,
  * and for the state service the operation's own permission, so the generic
  * bridge is no way around the state routes' checks. Returns the body to
- * send: state requests carry the caller's token for a state worker that
- * checks tokens itself.
+ * send: state requests carry a call credential for that request only
+ * ({@link Guard.stateRequest}), never the caller's token.
  */
 export function authorizeCall(
   guard: Guard,
@@ -114,8 +114,7 @@ export function authorizeCall(
   const scope = typeof request.service === "string" ? request.service : undefined;
   const needed = statePermissions(body[0]!, scope);
   if (needed) guard.require(principal, ip, needed, target);
-  if (!principal.token) return body;
-  return [body[0]!, JSON.stringify({ ...request, token: principal.token }), ...body.slice(2)];
+  return [body[0]!, guard.stateRequest(principal, service, body[0]!, request), ...body.slice(2)];
 }
 
 /**
@@ -247,8 +246,9 @@ export function requestPipeline(options: PipelineOptions): RequestPipeline {
     }, (error) => {
       if (!(error instanceof AuthError)) throw error;
       // A stale session cookie is not a request to be someone: the caller is
-      // anonymous (and may log in or refresh); a bad header credential is refused.
-      if (found.source === "cookie") {
+      // anonymous (and may log in or refresh); a bad header credential, or a
+      // call credential in any place, is refused.
+      if (found.source === "cookie" && !(error instanceof CallCredentialAsBearer)) {
         c.set("principal", UNAUTHENTICATED);
         return authenticated(c, path);
       }

@@ -15,6 +15,7 @@ import { authorize } from "../auth/http.ts";
 import { ApiError } from "../errors.ts";
 import type { SecureHeaders } from "../secure_headers.ts";
 import type { StateApi, StateEntry } from "../state_api.ts";
+import { STATE_SERVICE } from "../../state/operations.ts";
 import { errorResponses, jsonResponse as json } from "./schemas.ts";
 
 // deno-lint-ignore no-control-regex
@@ -217,10 +218,12 @@ export function stateRoutes(
   guard: Guard,
   headers: SecureHeaders,
 ): void {
-  /** Checks the operation's permission; the API then acts with the caller's token. */
+  /** Checks the operation's permission; the API then sends call credentials for the caller. */
   const allowed = (c: Context, operation: string, scope?: string): StateApi => {
     authorize(c, guard, ...statePermissions(operation, scope)!);
-    return stateApi.as(c.get("principal").token);
+    if (!guard.enabled) return stateApi;
+    const principal = c.get("principal");
+    return stateApi.as((op, request) => guard.stateRequest(principal, STATE_SERVICE, op, request));
   };
   /** Audits a change made through the gateway (with authentication on: then it has a who). */
   const changed = (c: Context, action: string, target: string, details?: object) => {
