@@ -1,0 +1,28 @@
+/**
+ * A Web Worker of {@link HashPool}: runs argon2id (auth/secrets.ts, same
+ * parameters) off the gateway's event loop. One request at a time, in order.
+ *
+ * @module
+ */
+/// <reference lib="deno.worker" />
+import { hashPassword, verifyPassword } from "./secrets.ts";
+
+/** A request from the pool. */
+export type HashRequest =
+  | { id: number; op: "hash"; password: string }
+  | { id: number; op: "verify"; password: string; hash: string };
+
+/** The answer to one request. */
+export type HashReply = { id: number; value: string | boolean } | { id: number; error: string };
+
+self.onmessage = async (event: MessageEvent<HashRequest>) => {
+  const request = event.data;
+  try {
+    const value = request.op === "hash"
+      ? await hashPassword(request.password)
+      : await verifyPassword(request.password, request.hash);
+    self.postMessage({ id: request.id, value } satisfies HashReply);
+  } catch (error) {
+    self.postMessage({ id: request.id, error: String(error) } satisfies HashReply);
+  }
+};
