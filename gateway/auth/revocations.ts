@@ -76,8 +76,11 @@ export class Revocations {
       const subscriber = link.blockingConnection(`${link.keyPrefix}revocations`);
       revocations.#subscriber = subscriber;
       subscriber.on("message", () => void revocations.poll());
-      subscriber.subscribe(channel).catch(() => {
-        // resubscribed on reconnection; polling covers the gap
+      // Commands are not queued while connecting: subscribe once ready (again after a reconnection).
+      subscriber.on("ready", () => {
+        subscriber.subscribe(channel).catch(() => {
+          // the next connection tries again; polling covers the gap
+        });
       });
       // Announcements sent while the link was down were missed: read the log.
       revocations.#stopWatching = link.watch((up) => void (up && revocations.poll()));
