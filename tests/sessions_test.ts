@@ -209,9 +209,9 @@ Deno.test("a disabled user's open WebSocket is closed with 4003 and gets no furt
 
       await call(url, "PATCH", "/api/auth/users/ada", { disabled: true }, admin);
       for (const c of [ws, ws2]) {
-        const closed = await c.whenClosed;
-        assert.equal(closed.code, CLOSE.REVOKED);
-        assert.equal(closed.reason, "access revoked");
+        await waitFor(() => c.closed !== undefined, { what: "the socket closed", timeoutMs: 2000 });
+        assert.equal(c.closed!.code, CLOSE.REVOKED);
+        assert.equal(c.closed!.reason, "access revoked");
       }
       await call(url, "PUT", "/api/state/plant/valve", { value: "SHUT" }, admin);
       assert.equal(ws.all.filter((m) => m.type === "change").length, 1);
@@ -314,7 +314,11 @@ for (const redis of [true, false]) {
             what: "401 on the second gateway",
             timeoutMs: redis ? 1000 : 2000,
           });
-          assert.equal((await ws.whenClosed).code, CLOSE.REVOKED);
+          await waitFor(() => ws.closed !== undefined, {
+            what: "the socket closed",
+            timeoutMs: 2000,
+          });
+          assert.equal(ws.closed!.code, CLOSE.REVOKED);
         } finally {
           await b.close();
         }
