@@ -219,6 +219,8 @@ export class AuthStore {
     if (inserted.length === 0) {
       throw new AuthStoreError("CONFLICT", `User '${username}' exists`);
     }
+    // Gateways that remember the name as deleted must read it again.
+    await this.#revoke("user", username, now + USER_REVOCATION_KEEP_MS);
     return userView(row);
   }
 

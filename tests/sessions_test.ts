@@ -161,6 +161,8 @@ Deno.test("disabling, deleting or re-roling a user voids its access tokens at on
     assert.equal((await me(url, cy2.access)).status, 401);
     await createUser(url, admin, "cy", ["viewer"]);
     assert.equal((await me(url, cy2.access)).status, 401);
+    // The new cy is not taken for the deleted one.
+    assert.equal((await me(url, (await loggedIn(url, "cy")).access)).status, 200);
   });
 });
 

@@ -550,6 +550,7 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
     authorize(c, guard, PERMISSIONS.authAdmin);
     const { username, password, roles } = c.req.valid("json");
     const user = await store.createUser(username, password, roles).catch(storeError);
+    await guard.revocations?.changed(); // a gateway may remember the name as deleted
     adminAudit(c, "admin.user.create", `user:${username}`, { roles });
     return c.json(user, 201);
   });
