@@ -8,7 +8,14 @@
  * @module
  */
 import { hashPassword, verifyPassword } from "./secrets.ts";
-import type { HashReply, HashRequest } from "./hash_worker.ts";
+
+/** A request to a worker (auth/hash_worker.ts). */
+export type HashRequest =
+  | { id: number; op: "hash"; password: string }
+  | { id: number; op: "verify"; password: string; hash: string };
+
+/** A worker's answer to one request. */
+export type HashReply = { id: number; value: string | boolean } | { id: number; error: string };
 
 /** Hashes and checks passwords (auth/store.ts uses one). */
 export interface PasswordHasher {

@@ -5,15 +5,8 @@
  * @module
  */
 /// <reference lib="deno.worker" />
+import type { HashReply, HashRequest } from "./hash_pool.ts";
 import { hashPassword, verifyPassword } from "./secrets.ts";
-
-/** A request from the pool. */
-export type HashRequest =
-  | { id: number; op: "hash"; password: string }
-  | { id: number; op: "verify"; password: string; hash: string };
-
-/** The answer to one request. */
-export type HashReply = { id: number; value: string | boolean } | { id: number; error: string };
 
 self.onmessage = async (event: MessageEvent<HashRequest>) => {
   const request = event.data;
