@@ -15,6 +15,11 @@ export const users = sqliteTable("users", {
   passwordHash: text("password_hash").notNull(),
   roles: text("roles", { mode: "json" }).$type<string[]>().notNull(),
   disabled: integer("disabled", { mode: "boolean" }).notNull().default(false),
+  /**
+   * Bumped by every change that ends the user's sessions (disable, role or
+   * password change); the gateway's access tokens carry it as `sep`.
+   */
+  sessionEpoch: integer("session_epoch").notNull().default(0),
   createdAt: integer("created_at").notNull(),
   updatedAt: integer("updated_at").notNull(),
 });
@@ -57,3 +62,18 @@ export const auditEvents = sqliteTable("audit_events", {
   index("audit_events_actor").on(table.actor, table.time),
   index("audit_events_action").on(table.action, table.time),
 ]);
+
+/**
+ * What every gateway must learn at once: a user's sessions ended (`user`,
+ * subject = username) or one login session's access tokens revoked
+ * (`session`, subject = its sid). Gateways read rows past the last id they
+ * saw (gateway/auth/revocations.ts); rows are deleted after `expires_at`.
+ */
+export const revocations = sqliteTable("revocations", {
+  id: integer("id").primaryKey({ autoIncrement: true }),
+  kind: text("kind").notNull(),
+  subject: text("subject").notNull(),
+  /** ms since the epoch: no token this row concerns is valid after it. */
+  expiresAt: integer("expires_at").notNull(),
+  createdAt: integer("created_at").notNull(),
+}, (table) => [index("revocations_expires").on(table.expiresAt)]);

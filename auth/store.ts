@@ -6,18 +6,13 @@
  * @module
  */
 import type { Client } from "@libsql/client";
-import { and, desc, eq, gte, isNull, lt, lte, type SQL } from "drizzle-orm";
+import { and, desc, eq, gt, gte, inArray, isNull, lt, lte, type SQL, sql } from "drizzle-orm";
 import { drizzle, type LibSQLDatabase } from "drizzle-orm/libsql";
 import { openLibsql } from "../storage/libsql.ts";
 import { BUILTIN_ROLES, isPermission, permissionsOf } from "./permissions.ts";
 import * as schema from "./schema.ts";
-import {
-  constantTimeEqual,
-  hashPassword,
-  randomToken,
-  sha256Hex,
-  verifyPassword,
-} from "./secrets.ts";
+import { inProcessHasher, type PasswordHasher } from "./hash_pool.ts";
+import { constantTimeEqual, randomToken, sha256Hex } from "./secrets.ts";
 
 const MIGRATIONS = new URL("../migrations/auth", import.meta.url).pathname;
 
@@ -40,7 +35,27 @@ export interface ApiKeyView {
   created_at: number;
   expires_at: number | null;
   revoked_at: number | null;
+  /** The username of the user who created it, while that user exists. */
+  owner?: string;
 }
+
+/** Whether a user's sessions may go on, and the epoch its access tokens must carry. */
+export interface SessionState {
+  epoch: number;
+  /** False when the user is disabled (a deleted user has no state). */
+  active: boolean;
+}
+
+/** A row of the revocation log (see schema.ts `revocations`). */
+export interface Revocation {
+  id: number;
+  kind: "user" | "session";
+  subject: string;
+  expiresAt: number;
+}
+
+/** How long a `user` revocation row stays: gateways poll every second or two. */
+const USER_REVOCATION_KEEP_MS = 600_000;
 
 /** One audit event. */
 export interface AuditEvent {
@@ -104,24 +119,35 @@ function keyView(row: typeof schema.apiKeys.$inferSelect): ApiKeyView {
 export class AuthStore {
   readonly #client: Client;
   readonly #db: LibSQLDatabase<typeof schema>;
+  readonly #hasher: PasswordHasher;
+  /** An argon2id hash of a random password, compared against for unknown users. */
+  #dummyHash?: Promise<string>;
   #roles?: { at: number; map: Record<string, string[]> };
   #pendingAudit: AuditEvent[] = [];
   #flushing?: Promise<void>;
 
-  private constructor(client: Client) {
+  private constructor(client: Client, hasher: PasswordHasher) {
     this.#client = client;
+    this.#hasher = hasher;
     this.#db = drizzle(client, { schema });
   }
 
-  /** Opens (and migrates) the database at `location`. */
-  static async open(location: string, authToken?: string): Promise<AuthStore> {
+  /**
+   * Opens (and migrates) the database at `location`. A server passes a
+   * {@link HashPool} as `hasher`, so argon2id runs off its event loop.
+   */
+  static async open(
+    location: string,
+    authToken?: string,
+    hasher: PasswordHasher = inProcessHasher,
+  ): Promise<AuthStore> {
     const { client } = await openLibsql({
       location,
       authToken,
       synchronous: "full",
       migrations: MIGRATIONS,
     });
-    return new AuthStore(client);
+    return new AuthStore(client, hasher);
   }
 
   // --- roles
@@ -180,9 +206,11 @@ export class AuthStore {
     const row = {
       id: crypto.randomUUID(),
       username,
-      passwordHash: await hashPassword(password),
+      passwordHash: await this.#hasher.hash(password),
       roles,
       disabled: false,
+      // Not 0: a user deleted and created again must not revive the old tokens.
+      sessionEpoch: now,
       createdAt: now,
       updatedAt: now,
     };
@@ -191,6 +219,8 @@ export class AuthStore {
     if (inserted.length === 0) {
       throw new AuthStoreError("CONFLICT", `User '${username}' exists`);
     }
+    // Gateways that remember the name as deleted must read it again.
+    await this.#revoke("user", username, now + USER_REVOCATION_KEEP_MS);
     return userView(row);
   }
 
@@ -217,9 +247,63 @@ export class AuthStore {
       eq(schema.users.username, username),
     );
     // Hash even for unknown users, so timing does not tell which names exist.
-    const hash = row?.passwordHash ?? await (dummyHash ??= hashPassword(randomToken(16)));
-    const ok = await verifyPassword(password, hash);
+    const hash = row?.passwordHash ?? await this.#dummy();
+    const ok = await this.#hasher.verify(password, hash);
     return row && ok && !row.disabled ? userView(row) : undefined;
+  }
+
+  #dummy(): Promise<string> {
+    this.#dummyHash ??= this.#hasher.hash(randomToken(16));
+    // A refused hash (the pool is full) is tried again next time.
+    this.#dummyHash.catch(() => this.#dummyHash = undefined);
+    return this.#dummyHash;
+  }
+
+  /** Session states of users by name; deleted users are missing. */
+  async sessionStates(usernames: string[]): Promise<Map<string, SessionState>> {
+    const states = new Map<string, SessionState>();
+    for (let i = 0; i < usernames.length; i += 500) {
+      const rows = await this.#db.select({
+        username: schema.users.username,
+        epoch: schema.users.sessionEpoch,
+        disabled: schema.users.disabled,
+      }).from(schema.users).where(inArray(schema.users.username, usernames.slice(i, i + 500)));
+      for (const r of rows) states.set(r.username, { epoch: r.epoch, active: !r.disabled });
+    }
+    return states;
+  }
+
+  /** Records that one login session's access tokens (`sid`) are void until `expiresAt`. */
+  async revokeSession(sid: string, expiresAt: number): Promise<void> {
+    await this.#revoke("session", sid, expiresAt);
+  }
+
+  async #revoke(kind: Revocation["kind"], subject: string, expiresAt: number): Promise<void> {
+    await this.#db.insert(schema.revocations).values({
+      kind,
+      subject,
+      expiresAt,
+      createdAt: Date.now(),
+    });
+  }
+
+  /** Revocations with an id above `after`, oldest first, still in force. */
+  async revocationsAfter(after: number): Promise<Revocation[]> {
+    const t = schema.revocations;
+    const rows = await this.#db.select().from(t).where(
+      and(gt(t.id, after), gt(t.expiresAt, Date.now())),
+    ).orderBy(t.id).limit(10_000);
+    return rows.map((r) => ({
+      id: r.id,
+      kind: r.kind === "user" ? "user" : "session",
+      subject: r.subject,
+      expiresAt: r.expiresAt,
+    }));
+  }
+
+  /** Deletes revocations past their expiry. */
+  async pruneRevocations(): Promise<void> {
+    await this.#db.delete(schema.revocations).where(lte(schema.revocations.expiresAt, Date.now()));
   }
 
   async updateUser(
@@ -233,18 +317,31 @@ export class AuthStore {
     const set: Partial<typeof schema.users.$inferInsert> = { updatedAt: Date.now() };
     if (change.roles) set.roles = change.roles;
     if (change.disabled !== undefined) set.disabled = change.disabled;
-    if (change.password !== undefined) set.passwordHash = await hashPassword(change.password);
+    if (change.password !== undefined) {
+      set.passwordHash = await this.#hasher.hash(change.password);
+    }
+    const ends = change.roles !== undefined || change.disabled !== undefined ||
+      change.password !== undefined;
+    // Every access token carries the epoch it was issued under: bumping it voids them all.
+    if (ends) set.sessionEpoch = sql`${schema.users.sessionEpoch} + 1` as unknown as number;
     const [row] = await this.#db.update(schema.users).set(set).where(
       eq(schema.users.username, username),
     ).returning();
     if (!row) throw new AuthStoreError("NOT_FOUND", `No user '${username}'`);
+    if (ends) await this.#revoke("user", username, Date.now() + USER_REVOCATION_KEEP_MS);
     return userView(row);
   }
 
+  /** Deletes a user, revokes the API keys it created and voids its access tokens. */
   async deleteUser(username: string): Promise<UserView | undefined> {
     const [row] = await this.#db.delete(schema.users).where(eq(schema.users.username, username))
       .returning();
-    return row ? userView(row) : undefined;
+    if (!row) return undefined;
+    await this.#db.update(schema.apiKeys).set({ revokedAt: Date.now() }).where(
+      and(eq(schema.apiKeys.createdBy, `user:${username}`), isNull(schema.apiKeys.revokedAt)),
+    );
+    await this.#revoke("user", username, Date.now() + USER_REVOCATION_KEEP_MS);
+    return userView(row);
   }
 
   // --- API keys
@@ -283,7 +380,12 @@ export class AuthStore {
     const hash = await sha256Hex(match[2]!);
     if (!row || !constantTimeEqual(hash, row.secretHash)) return undefined;
     if (row.expiresAt !== null && row.expiresAt <= Date.now()) return undefined;
-    return keyView(row);
+    // A key works only while the user who created it may act.
+    if (!row.createdBy.startsWith("user:")) return keyView(row);
+    const owner = row.createdBy.slice("user:".length);
+    const state = (await this.sessionStates([owner])).get(owner);
+    if (state && !state.active) return undefined;
+    return { ...keyView(row), ...(state ? { owner } : {}) };
   }
 
   async apiKeys(): Promise<ApiKeyView[]> {
@@ -358,6 +460,3 @@ export class AuthStore {
     this.#client.close();
   }
 }
-
-/** An argon2id hash of a random password, compared against for unknown users. */
-let dummyHash: Promise<string> | undefined;

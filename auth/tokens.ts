@@ -37,6 +37,14 @@ export interface Principal {
   permissions: string[];
   /** When the credential stops being valid (ms since the epoch); undefined: never. */
   expiresAt?: number;
+  /**
+   * A login session of the gateway's own users (its tokens carry `sep` and
+   * `sid`): valid while the user's session epoch is `epoch` and `sid` is not
+   * revoked (gateway/auth/revocations.ts).
+   */
+  session?: { user: string; epoch: number; sid?: string };
+  /** An API key's creator (a username): the key works while that user may act. */
+  owner?: string;
 }
 
 /**
@@ -122,6 +130,15 @@ function principalOf(payload: JWTPayload): Principal {
     roles,
     permissions,
     ...(payload.exp ? { expiresAt: payload.exp * 1000 } : {}),
+    ...(typeof payload.sep === "number" && sub.startsWith("user:")
+      ? {
+        session: {
+          user: sub.slice("user:".length),
+          epoch: payload.sep,
+          ...(typeof payload.sid === "string" ? { sid: payload.sid } : {}),
+        },
+      }
+      : {}),
   };
 }
 
@@ -260,6 +277,10 @@ export interface IssueClaims {
   name: string;
   roles: string[];
   perms: string[];
+  /** The user's session epoch, for tokens of a login (see {@link Principal.session}). */
+  sep?: number;
+  /** The login session (refresh-token family) the token belongs to. */
+  sid?: string;
 }
 
 /** Signs the gateway's own access tokens (with the secret, or the private key). */
@@ -292,7 +313,13 @@ export class TokenIssuer {
     ttlSeconds: number,
   ): Promise<{ token: string; expiresAt: number }> {
     const now = Math.floor(Date.now() / 1000);
-    const token = await new SignJWT({ name: claims.name, roles: claims.roles, perms: claims.perms })
+    const token = await new SignJWT({
+      name: claims.name,
+      roles: claims.roles,
+      perms: claims.perms,
+      ...(claims.sep !== undefined ? { sep: claims.sep } : {}),
+      ...(claims.sid !== undefined ? { sid: claims.sid } : {}),
+    })
       .setProtectedHeader({ alg: this.#alg, typ: "JWT" })
       .setSubject(claims.sub)
       .setIssuer(this.#settings.issuer)

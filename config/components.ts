@@ -350,6 +350,19 @@ export const gatewayConfig = {
     rate_limit_per_ip: z.number().int().min(0).default(6000),
     /** Requests per window with one credential (user, API key, token subject); 0: no limit. */
     rate_limit_per_token: z.number().int().min(0).default(12_000),
+    /** Login attempts per minute from one client address, whatever the username; beyond it 429. */
+    login_per_ip: z.number().int().min(1).default(20),
+    /** Login attempts per minute for one username, from any address; beyond it 429. */
+    login_per_user: z.number().int().min(1).default(10),
+    /** Web Workers hashing passwords (argon2id) off the event loop. */
+    hash_workers: z.number().int().min(1).max(64).default(1),
+    /** Password hashes waiting or running beyond which a login gets 503 at once. */
+    hash_max_pending: z.number().int().min(1).default(32),
+    /**
+     * How often the auth database's revocation log is read: the longest a
+     * revocation made on another gateway takes here without Redis.
+     */
+    revocation_poll_ms: positiveMs.default(1000),
     /** Addresses of reverse proxies whose X-Forwarded-For names the client. */
     trusted_proxies: z.array(z.string().min(1)).default(() => []),
     /** Open WebSockets on this gateway; beyond it upgrades get 503. */

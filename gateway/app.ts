@@ -32,7 +32,7 @@ import { StateApi } from "./state_api.ts";
 import type { RateCounters } from "./shared/counters.ts";
 import type { SessionStore } from "./shared/sessions.ts";
 import type { StateCache } from "./state_cache.ts";
-import { type WsAuth, type WsLimits, WsSession } from "./ws.ts";
+import { CLOSE, type WsAuth, type WsLimits, WsSession } from "./ws.ts";
 
 /** What the app needs. */
 export interface GatewayDeps {
@@ -75,6 +75,10 @@ export interface SecurityOptions {
   publicMetrics: boolean;
   /** A bearer secret that also admits `/metrics` (metrics_token). */
   metricsToken?: string | undefined;
+  /** Login attempts per minute from one address, whatever the username. @default 20 */
+  loginPerIp?: number;
+  /** Login attempts per minute for one username. @default 10 */
+  loginPerUser?: number;
 }
 
 /** Limits and policies of the app. */
@@ -163,6 +167,18 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
     accessTtlS: security.accessTtlS,
     refreshTtlS: security.refreshTtlS,
     secureCookies: security.tls,
+    loginPerIp: security.loginPerIp ?? 20,
+    loginPerUser: security.loginPerUser ?? 10,
+    loginRefused: (kind) => metrics.rateLimited?.(kind),
+  });
+  // A revoked principal's open WebSockets close at once: no event after the revocation.
+  guard.revocations?.onChange(() => {
+    for (const session of [...sessions]) {
+      const principal = session.principal;
+      if (principal && !guard.stillValid(principal)) {
+        session.close(CLOSE.REVOKED, "access revoked");
+      }
+    }
   });
   app.doc31("/api/openapi.json", {
     openapi: "3.1.0",

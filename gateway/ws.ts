@@ -28,6 +28,12 @@ export const CLOSE = {
   GOING_AWAY: 1001,
   /** No valid credential: none sent in time, or the token expired. */
   UNAUTHENTICATED: 4001,
+  /**
+   * The principal's access was revoked: its user disabled, deleted, given
+   * other roles or a new password, its login ended, or its API key's creator
+   * disabled or deleted (gateway/auth/revocations.ts).
+   */
+  REVOKED: 4003,
   /** The principal has too many connections open. */
   TOO_MANY_CONNECTIONS: 4029,
 } as const;
@@ -201,6 +207,11 @@ export class WsSession {
     socket.onmessage = (event) => this.#onMessage(event.data);
     socket.onclose = () => this.#teardown();
     socket.onerror = () => {};
+  }
+
+  /** Who the connection acts as; undefined before it authenticated. */
+  get principal(): Principal | undefined {
+    return this.#principal;
   }
 
   #send(message: Record<string, unknown>): void {

@@ -6,6 +6,7 @@
  */
 import { Registry } from "prom-client";
 import { processMetrics } from "../telemetry/process_metrics.ts";
+import { HashPool } from "../auth/hash_pool.ts";
 import { AuthStore } from "../auth/store.ts";
 import { TokenIssuer, tokenSettingsFrom } from "../auth/tokens.ts";
 import { ConfigError } from "../config/load.ts";
@@ -16,6 +17,7 @@ import { isLoopback } from "../transport/loopback.ts";
 import { stateBusKey } from "../config/state_bus.ts";
 import { createApp } from "../gateway/app.ts";
 import { Guard } from "../gateway/auth/guard.ts";
+import { Revocations } from "../gateway/auth/revocations.ts";
 import { createCounters } from "../gateway/shared/counters.ts";
 import { createSessions } from "../gateway/shared/sessions.ts";
 import { BusHub } from "../gateway/bus_hub.ts";
@@ -112,9 +114,22 @@ export async function startGateway(
     if (up) log.info("redis up at {url}", { url: redis.url });
     else log.warn("redis down ({error}): in-process fallbacks", { error: redis.lastError });
   });
-  const authStore = await AuthStore.open(config.auth_db, config.auth_db_token);
+  // argon2id in Web Workers: a login flood must not stall the event loop.
+  const hashPool = new HashPool({
+    workers: config.hash_workers,
+    maxPending: config.hash_max_pending,
+  });
+  const authStore = await AuthStore.open(config.auth_db, config.auth_db_token, hashPool);
+  const revocations = settings
+    ? await Revocations.start({
+      store: authStore,
+      ...(redis ? { link: redis } : {}),
+      pollMs: config.revocation_poll_ms,
+    })
+    : undefined;
   const guard = new Guard(authStore, settings, metrics, {
     callTokenTtlS: config.call_token_ttl_s,
+    ...(revocations ? { revocations } : {}),
   });
   if (settings && !guard.calls) {
     log.warn(
@@ -279,6 +294,8 @@ export async function startGateway(
         wsMaxPerUser: config.ws_max_per_user,
         publicMetrics: config.public_metrics,
         metricsToken,
+        loginPerIp: config.login_per_ip,
+        loginPerUser: config.login_per_user,
       },
     },
   }, sessions);
@@ -292,6 +309,8 @@ export async function startGateway(
     await redis?.close();
     await client.close();
     await metricsStore?.close();
+    await revocations?.close();
+    hashPool.close();
     await authStore.close();
     throw error;
   }
@@ -325,6 +344,8 @@ export async function startGateway(
       await counters.close();
       await userSessions.close();
       clearInterval(pruning);
+      await revocations?.close();
+      hashPool.close();
       await authStore.close();
       log.info("gateway stopped");
     },

@@ -12,7 +12,7 @@ export interface GatewayMetrics {
   request(method: string, route: string, status: number, seconds: number): void;
   ws: WsObserver;
   /** A request refused by a rate limit. */
-  rateLimited?(kind: "ip" | "token"): void;
+  rateLimited?(kind: "ip" | "token" | "login_ip" | "login_user" | "login_busy"): void;
   /** A credential refused, per reason code. */
   authFailure?(code: string): void;
   /** A request refused for lack of a permission. */
@@ -203,7 +203,8 @@ export function gatewayMetrics(registry: Registry): GatewayMetrics {
   });
   const rateLimited = new Counter({
     name: "gateway_rate_limited_total",
-    help: "Requests refused with 429 by a rate limit, per kind (ip, token)",
+    help:
+      "Requests refused by a rate limit, per kind (ip, token; logins: login_ip, login_user, login_busy = 503, hash pool full)",
     labelNames: ["kind"],
     registers,
   });

@@ -15,6 +15,7 @@ import { CallSigner, requestJson } from "../../auth/call_credentials.ts";
 import { AuthError, type Principal, TokenIssuer, TokenVerifier } from "../../auth/tokens.ts";
 import type { TokenSettings } from "../../auth/tokens.ts";
 import { logger } from "../../telemetry/log.ts";
+import type { Revocations } from "./revocations.ts";
 
 /** Name of the cookie holding a browser's access token. */
 export const ACCESS_COOKIE = "plantd_access";
@@ -54,14 +55,20 @@ export class Guard {
   readonly #observer: GuardObserver;
   readonly #keys = new Map<string, { principal: Principal; until: number }>();
   readonly #log = logger("gateway", "audit");
+  /** Session epochs and revoked sessions; none: tokens are good until they expire. */
+  readonly revocations?: Revocations;
 
   constructor(
     store: AuthStore,
     settings: TokenSettings | undefined,
     observer: GuardObserver = {},
-    options: { callTokenTtlS?: number } = {},
+    options: { callTokenTtlS?: number; revocations?: Revocations } = {},
   ) {
     this.store = store;
+    const { revocations } = options;
+    this.revocations = revocations;
+    // A revoked user's API keys may sit in the cache: read them again.
+    revocations?.onChange(() => this.forgetApiKeys());
     this.enabled = settings !== undefined;
     this.#observer = observer;
     if (settings) {
@@ -97,8 +104,13 @@ export class Guard {
     if (!credential) {
       throw new AuthError("AUTHENTICATION_REQUIRED", "Authentication required");
     }
-    if (credential.startsWith(API_KEY_PREFIX)) return await this.#apiKey(credential);
-    return await this.#verifier!.verify(credential);
+    const principal = credential.startsWith(API_KEY_PREFIX)
+      ? await this.#apiKey(credential)
+      : await this.#verifier!.verify(credential);
+    if (this.revocations && !await this.revocations.check(principal)) {
+      throw new AuthError("AUTHENTICATION_FAILED", "Access revoked");
+    }
+    return principal;
   }
 
   /**
@@ -109,11 +121,22 @@ export class Guard {
   authenticated(credential: string | undefined): Principal | undefined {
     if (!this.enabled) return ANONYMOUS;
     if (!credential) return undefined;
+    let principal: Principal | undefined;
     if (credential.startsWith(API_KEY_PREFIX)) {
       const cached = this.#keys.get(credential);
-      return cached && cached.until > Date.now() ? cached.principal : undefined;
-    }
-    return this.#verifier!.verified(credential);
+      principal = cached && cached.until > Date.now() ? cached.principal : undefined;
+    } else principal = this.#verifier!.verified(credential);
+    // Revoked, or not known yet: authenticate() says which.
+    if (!principal || !this.revocations) return principal;
+    const ok = this.revocations.check(principal);
+    if (ok === true) return principal;
+    if (ok !== false) ok.catch(() => {}); // authenticate() reads it again and reports
+    return undefined;
+  }
+
+  /** Whether a principal admitted earlier (an open WebSocket's) may still act. */
+  stillValid(principal: Principal): boolean {
+    return this.revocations?.valid(principal) ?? true;
   }
 
   async #apiKey(key: string): Promise<Principal> {
@@ -130,6 +153,7 @@ export class Guard {
       roles: view.roles,
       permissions,
       ...(view.expires_at !== null ? { expiresAt: view.expires_at } : {}),
+      ...(view.owner !== undefined ? { owner: view.owner } : {}),
     };
     if (this.#keys.size > 10_000) this.#keys.clear();
     this.#keys.set(key, { principal, until: Date.now() + API_KEY_CACHE_MS });

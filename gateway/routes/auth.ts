@@ -4,16 +4,23 @@
  *
  * Login answers an access token (a JWT, also set as an HttpOnly cookie for
  * the dashboard) and a refresh token (opaque, kept in the session store by
- * its SHA-256, also an HttpOnly cookie limited to /api/auth). Refreshing
- * rotates the refresh token and re-reads the user's roles; logging out
- * deletes the session. Admin routes need `auth:admin`, the audit log
- * `audit:read`.
+ * its SHA-256, also an HttpOnly cookie limited to /api/auth). Logins are
+ * limited per client address (whatever the username) and per username, and
+ * hash in the store's pool (auth/hash_pool.ts): a full pool answers 503 at
+ * once. Refreshing rotates the refresh token within its family and re-reads
+ * the user's roles; a rotated token presented again revokes the whole
+ * family (`auth.refresh.reuse`). Logging out ends the family and voids its
+ * access tokens (their `sid`); disabling, deleting, or changing a user's
+ * roles or password voids all of theirs (the session epoch, see
+ * gateway/auth/revocations.ts). Admin routes need `auth:admin`, the audit
+ * log `audit:read`.
  *
  * @module
  */
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
+import { HashPoolBusy } from "../../auth/hash_pool.ts";
 import { PERMISSIONS } from "../../auth/permissions.ts";
 import { randomToken, sha256Hex } from "../../auth/secrets.ts";
 import { AuthStoreError, type UserView } from "../../auth/store.ts";
@@ -34,10 +41,14 @@ export interface AuthRoutesDeps {
   refreshTtlS: number;
   /** Cookies get `Secure` (the gateway serves TLS). */
   secureCookies: boolean;
+  /** Login attempts per minute from one client address, whatever the username. */
+  loginPerIp: number;
+  /** Login attempts per minute for one username, from anywhere. */
+  loginPerUser: number;
+  /** A login refused by a limit or a full hash pool, for metrics. */
+  loginRefused?(kind: "login_ip" | "login_user" | "login_busy"): void;
 }
 
-/** Login attempts per address and username per window, against password guessing. */
-const LOGIN_ATTEMPTS = 10;
 const LOGIN_WINDOW_MS = 60_000;
 
 const body = <T extends z.ZodType>(schema: T) => ({
@@ -345,12 +356,25 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
       maxAge,
     });
 
-  /** Issues an access token and a new session for a user, and sets both cookies. */
-  const issue = async (c: Context, user: UserView) => {
+  /**
+   * Issues an access token and a new session of `family` (a new login when
+   * none) for a user, and sets both cookies.
+   */
+  const issue = async (c: Context, user: UserView, family = randomToken(12)) => {
     const issuer = guard.issuer!;
     const permissions = await store.permissionsOf(user.roles);
+    // The epoch read after the password check: a change in between voids this token too.
+    const state = (await store.sessionStates([user.username])).get(user.username);
+    if (!state?.active) throw new AuthError("AUTHENTICATION_FAILED", "Account not active");
     const access = await issuer.issue(
-      { sub: `user:${user.username}`, name: user.username, roles: user.roles, perms: permissions },
+      {
+        sub: `user:${user.username}`,
+        name: user.username,
+        roles: user.roles,
+        perms: permissions,
+        sep: state.epoch,
+        sid: family,
+      },
       deps.accessTtlS,
     );
     const refreshToken = randomToken(32);
@@ -359,6 +383,7 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
     await sessions.put(await sha256Hex(refreshToken), {
       userId: user.id,
       username: user.username,
+      family,
       createdAt: now,
       expiresAt: refreshExpiresAt,
     });
@@ -395,23 +420,50 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
     return getCookie(c, REFRESH_COOKIE);
   };
 
+  /** Ends a login: its refresh tokens, and at once its access tokens on every gateway. */
+  const endFamily = async (family: string) => {
+    await sessions.deleteFamily(family);
+    await guard.revocations?.revokeSession(family, Date.now() + deps.accessTtlS * 1000);
+  };
+
+  const limited = (
+    kind: "login_ip" | "login_user" | "login_busy",
+    message: string,
+    seconds: number,
+  ) => {
+    deps.loginRefused?.(kind);
+    return new ApiError(
+      kind === "login_busy" ? "SERVICE_UNAVAILABLE" : "RATE_LIMITED",
+      message,
+      undefined,
+      { "Retry-After": String(Math.max(1, Math.ceil(seconds))) },
+    );
+  };
+
   app.openapi(login, async (c) => {
     requireIssuer();
     const { username, password } = c.req.valid("json");
     const ip = c.get("clientIp");
-    const attempts = await deps.counters.hit(`login:${ip}:${username}`, LOGIN_WINDOW_MS);
-    if (attempts.count > LOGIN_ATTEMPTS) {
-      const seconds = Math.max(1, Math.ceil(attempts.resetMs / 1000));
-      throw new ApiError(
-        "RATE_LIMITED",
-        `Too many login attempts; retry in ${seconds} s`,
-        undefined,
-        {
-          "Retry-After": String(seconds),
-        },
+    // Per address whatever the username (rotating names), then per username
+    // whatever the address (one account guessed from many).
+    const fromIp = await deps.counters.hit(`login-ip:${ip}`, LOGIN_WINDOW_MS);
+    if (fromIp.count > deps.loginPerIp) {
+      const seconds = Math.ceil(fromIp.resetMs / 1000);
+      throw limited(
+        "login_ip",
+        `Too many logins from this address; retry in ${seconds} s`,
+        seconds,
       );
     }
-    const user = await store.checkPassword(username, password);
+    const forUser = await deps.counters.hit(`login-user:${username}`, LOGIN_WINDOW_MS);
+    if (forUser.count > deps.loginPerUser) {
+      const seconds = Math.ceil(forUser.resetMs / 1000);
+      throw limited("login_user", `Too many logins for this user; retry in ${seconds} s`, seconds);
+    }
+    const user = await store.checkPassword(username, password).catch((error) => {
+      if (!(error instanceof HashPoolBusy)) throw error;
+      throw limited("login_busy", "Too many logins waiting; retry in 1 s", 1);
+    });
     if (!user) {
       const error = new AuthError("AUTHENTICATION_FAILED", "Wrong username or password");
       guard.failed(error, ip, `login ${username}`);
@@ -433,21 +485,43 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
     const token = await refreshTokenOf(c);
     const ip = c.get("clientIp");
     const id = token ? await sha256Hex(token) : undefined;
-    const session = id ? await sessions.get(id) : undefined;
+    const claimed = id ? await sessions.claim(id) : undefined;
+    if (claimed?.reused) {
+      // A rotated token came back: it was stolen, or the thief already used
+      // its successor. Either way the whole login ends.
+      const { record } = claimed;
+      await endFamily(record.family);
+      guard.audit({
+        time: Date.now(),
+        actor: `user:${record.username}`,
+        action: "auth.refresh.reuse",
+        target: `user:${record.username}`,
+        outcome: "denied",
+        ip,
+        details: { family_created_at: record.createdAt },
+      });
+    }
+    const session = claimed && !claimed.reused ? claimed.record : undefined;
     const user = session ? await store.user(session.username) : undefined;
     if (!id || !session || !user || user.disabled || user.id !== session.userId) {
-      if (id) await sessions.delete(id);
+      if (id && !claimed?.reused) await sessions.delete(id);
       const error = new AuthError("AUTHENTICATION_FAILED", "Refresh token is not valid");
       guard.failed(error, ip, "refresh");
       throw error;
     }
-    await sessions.delete(id);
-    return c.json(await issue(c, user), 200);
+    // The rotated token stays (marked) until it expires, so its reuse is seen.
+    return c.json(await issue(c, user, session.family), 200);
   });
 
   app.openapi(logout, async (c) => {
     const token = await refreshTokenOf(c);
-    if (token) await sessions.delete(await sha256Hex(token));
+    const session = token ? await sessions.get(await sha256Hex(token)) : undefined;
+    // The login of the refresh token, and the one of the access token used, if any.
+    const families = new Set<string>();
+    if (session) families.add(session.family);
+    const sid = c.get("principal").session?.sid;
+    if (sid) families.add(sid);
+    for (const family of families) await endFamily(family);
     deleteCookie(c, ACCESS_COOKIE, { path: "/" });
     deleteCookie(c, REFRESH_COOKIE, { path: "/api/auth" });
     return c.json({ status: "logged out" as const }, 200);
@@ -479,6 +553,7 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
     authorize(c, guard, PERMISSIONS.authAdmin);
     const { username, password, roles } = c.req.valid("json");
     const user = await store.createUser(username, password, roles).catch(storeError);
+    await guard.revocations?.changed(); // a gateway may remember the name as deleted
     adminAudit(c, "admin.user.create", `user:${username}`, { roles });
     return c.json(user, 201);
   });
@@ -488,8 +563,10 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
     const { username } = c.req.valid("param");
     const change = c.req.valid("json");
     const user = await store.updateUser(username, change).catch(storeError);
-    // New roles, a new password or a disabled account: existing sessions end.
+    // New roles, a new password or a disabled account: existing sessions end,
+    // access tokens included (the store bumped the user's session epoch).
     const ended = await sessions.deleteUser(user.id);
+    await guard.revocations?.changed();
     adminAudit(c, "admin.user.update", `user:${username}`, {
       ...(change.roles ? { roles: change.roles } : {}),
       ...(change.password !== undefined ? { password: "changed" } : {}),
@@ -505,6 +582,7 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
     const user = await store.deleteUser(username);
     if (!user) throw new ApiError("NOT_FOUND", `No user '${username}'`);
     await sessions.deleteUser(user.id);
+    await guard.revocations?.changed();
     adminAudit(c, "admin.user.delete", `user:${username}`);
     return c.json({ username, status: "deleted" as const }, 200);
   });

@@ -50,9 +50,10 @@ Deno.test("redisCounters are shared by two links on one Redis", async () => {
   });
 });
 
-const record = (userId: string, ttlMs = 60_000): SessionRecord => ({
+const record = (userId: string, ttlMs = 60_000, family = `f-${userId}`): SessionRecord => ({
   userId,
   username: `name-${userId}`,
+  family,
   createdAt: Date.now(),
   expiresAt: Date.now() + ttlMs,
 });
@@ -78,9 +79,29 @@ async function sessionContract(store: SessionStore, expire: () => Promise<void>)
   await store.put("short", record("carol", 50));
   await expire();
   assert.equal(await store.get("short"), undefined);
+
+  // Families: the first claim of a token rotates it, a second one is reuse;
+  // deleteFamily ends every session of the login and nothing else.
+  await store.put("r1", record("erin", 60_000, "login-1"));
+  assert.deepEqual(await store.claim("r1"), {
+    record: await store.get("r1"),
+    reused: false,
+  });
+  await store.put("r2", record("erin", 60_000, "login-1"));
+  await store.put("other", record("erin", 60_000, "login-2"));
+  assert.equal((await store.claim("r1"))?.reused, true, "a rotated token claimed again");
+  assert.equal((await store.claim("r2"))?.reused, false);
+  assert.equal(await store.claim("nope"), undefined);
+  assert.equal(await store.deleteFamily("login-1"), 2);
+  assert.equal(await store.claim("r1"), undefined);
+  assert.equal(await store.get("r2"), undefined);
+  assert.equal((await store.get("other"))?.family, "login-2");
+  // A token put again (never in practice: tokens are random) is fresh.
+  await store.put("other", record("erin", 60_000, "login-2"));
+  assert.equal((await store.claim("other"))?.reused, false);
 }
 
-Deno.test("memorySessions: put, get, delete, deleteUser, expiry", async () => {
+Deno.test("memorySessions: put, get, delete, deleteUser, expiry, families and reuse", async () => {
   let offset = 0;
   const store = memorySessions(() => Date.now() + offset);
   await sessionContract(store, () => {
@@ -90,7 +111,7 @@ Deno.test("memorySessions: put, get, delete, deleteUser, expiry", async () => {
   await store.close();
 });
 
-Deno.test("redisSessions: the same contract in Redis, with Redis expiring the keys", async () => {
+Deno.test("redisSessions: the same contract in Redis (families and reuse too), with Redis expiring the keys", async () => {
   await withLink(async (link) => {
     const store = redisSessions(link);
     await sessionContract(store, async () => {
