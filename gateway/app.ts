@@ -22,6 +22,8 @@ import type { BusOutlet } from "./bus_outlet.ts";
 import { busRoutes } from "./routes/buses.ts";
 import type { Call, ServiceDirectory } from "./directory.ts";
 import { ApiError, toApiError } from "./errors.ts";
+import { logger } from "../telemetry/log.ts";
+import { logLimiter } from "../telemetry/log_window.ts";
 import { authRoutes } from "./routes/auth.ts";
 import { metricsRoutes } from "./routes/metrics.ts";
 import { servicesRoutes } from "./routes/services.ts";
@@ -125,8 +127,22 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
 
   const { guard, counters } = deps;
   const security = options.security;
+  const log = logger("gateway");
+  const logOnce = logLimiter(10_000);
   const errorResponse = (error: Error, c: Context) => {
     const api = toApiError(error);
+    if (api.code === "INTERNAL" || api.code === "STORAGE_FULL") {
+      // The client gets a code; the operator needs the cause.
+      logOnce(api.code, (suppressed) =>
+        log.error("{method} {path}: {code}: {error}", {
+          method: c.req.method,
+          path: c.req.path,
+          code: api.code,
+          error: String(error),
+          cause: error.cause === undefined ? undefined : String(error.cause),
+          suppressed,
+        }));
+    }
     return c.json(api.body(), api.status, api.headers);
   };
   // Client address, rate limits, credentials, body checks, security headers and

@@ -32,6 +32,7 @@ export type ApiErrorCode =
   | "SERVICE_UNAVAILABLE"
   | "TIMEOUT"
   | "UPSTREAM_ERROR"
+  | "STORAGE_FULL"
   | "INTERNAL";
 
 const STATUS: Record<ApiErrorCode, ContentfulStatusCode> = {
@@ -50,6 +51,7 @@ const STATUS: Record<ApiErrorCode, ContentfulStatusCode> = {
   SERVICE_UNAVAILABLE: 503,
   TIMEOUT: 504,
   UPSTREAM_ERROR: 502,
+  STORAGE_FULL: 507,
   INTERNAL: 500,
 };
 
@@ -124,5 +126,22 @@ export function toApiError(error: unknown): ApiError {
     // chunked encoding): a bad request, not a fault of the gateway.
     return new ApiError("BAD_REQUEST", "The request body could not be read");
   }
+  if (storageFull(error)) {
+    // Nothing was written: the caller may retry once space is freed.
+    return new ApiError("STORAGE_FULL", "The gateway's database is full (disk or size limit)");
+  }
   return new ApiError("INTERNAL", "Internal error");
+}
+
+/**
+ * Whether an error (or one it was caused by: Drizzle wraps the driver's) says
+ * the disk or the database is full: SQLite's SQLITE_FULL, or ENOSPC.
+ */
+export function storageFull(error: unknown): boolean {
+  for (let e = error, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (code === "SQLITE_FULL" || code === "ENOSPC") return true;
+    if (/database or disk is full|No space left on device/.test(e.message)) return true;
+  }
+  return false;
 }

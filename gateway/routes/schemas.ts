@@ -23,6 +23,7 @@ const MEANING: Record<number, string> = {
   502: "The service answered with an error",
   503: "No worker serves the service",
   504: "The service did not answer in time",
+  507: "A database is full (disk or size limit); nothing was written",
 };
 
 /** OpenAPI entries for the given error statuses. */
