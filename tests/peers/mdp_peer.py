@@ -192,6 +192,10 @@ class Worker:
 
     def reply_frames(self, name, client, body):
         if self.dialect == "plantd":
+            # plantd has no "" after the client id, but brokers drop one if
+            # present: a body starting with "" needs one in front to survive.
+            if body and body[0] == b"":
+                return self.signal_frames(name, client, b"", *body)
             return self.signal_frames(name, client, *body)
         return self.signal_frames(name, client, b"", *body)
 
