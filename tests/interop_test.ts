@@ -519,3 +519,49 @@ Deno.test("over HTTP the gateway answers 502 WORKER_LOST, not 504, when the Pyth
     await system.stop();
   }
 });
+
+// ------------------------------------------------------------ bodies with empty frames
+
+const EMPTY_SHAPES: string[][] = [[""], ["", "x"], ["x", ""], ["", ""]];
+
+Deno.test("Python clients of every dialect get bodies with empty frames back unchanged from the TS echo worker of every dialect", async () => {
+  await requirePythonZmq();
+  await withBroker({}, async (server, track) => {
+    for (const wd of DIALECTS) {
+      const echo = track(startEchoWorker(server.endpoint, { dialect: wd }));
+      await waitFor(() => workersOf(server, ECHO_SERVICE) === 1, { what: `${wd} echo worker` });
+      for (const cd of DIALECTS) {
+        for (const shape of EMPTY_SHAPES) {
+          const [reply] = await runPythonClient(server.endpoint, cd, ECHO_SERVICE, [
+            "echo",
+            ...shape,
+          ]);
+          assert.equal(reply?.event, "reply", JSON.stringify(reply));
+          assert.deepEqual(reply?.body_hex, shape.map(hex), `${cd} python client, ${wd} worker`);
+        }
+      }
+      await echo.close();
+      await waitFor(() => workersOf(server, ECHO_SERVICE) === 0, { what: "echo worker gone" });
+    }
+  });
+});
+
+Deno.test("the TS client of every dialect gets bodies with empty frames back unchanged from Python workers of every dialect", async () => {
+  await requirePythonZmq();
+  await withBroker({}, async (server, track) => {
+    for (const wd of DIALECTS) {
+      const service = `py.empty.${wd}`;
+      const worker = track(await PythonWorker.start(server.endpoint, wd, service));
+      await waitFor(() => workersOf(server, service) === 1, { what: `python ${wd} worker` });
+      for (const cd of DIALECTS) {
+        const client = track(new MdpClient(server.endpoint, { dialect: cd, timeoutMs: 5000 }));
+        for (const shape of EMPTY_SHAPES) {
+          const reply = await client.request(service, shape);
+          assert.deepEqual(reply.map(hex), shape.map(hex), `${cd} client, ${wd} python worker`);
+        }
+        await client.close();
+      }
+      await stopCleanly(server, worker, service);
+    }
+  });
+});
