@@ -13,6 +13,7 @@ import {
   encodeClientReply,
   encodeWorkerControl,
   encodeWorkerRequest,
+  equalBytes,
   frame,
   type PeerMessage,
   text,
@@ -20,7 +21,7 @@ import {
 import type { Frames } from "../transport/frames.ts";
 import { brokerErrorBody, type BrokerErrorCode } from "./errors.ts";
 import { Fifo } from "./fifo.ts";
-import type { RefusalReason, ServicePolicy } from "./service_policy.ts";
+import { patternCovers, type RefusalReason, type ServicePolicy } from "./service_policy.ts";
 
 /** Options of the broker. */
 export interface BrokerOptions {
@@ -36,6 +37,13 @@ export interface BrokerOptions {
   maxMessageBytes?: number;
   /** Re-queue (once) a request whose worker died, instead of failing it. @default false */
   requeueLost?: boolean;
+  /**
+   * Services (names or `a.b.*` patterns, as in service_policy.ts) whose
+   * requests are re-queued once when their worker is lost, as `requeueLost`
+   * does for all. Only for idempotent services: the lost worker may have
+   * acted before it died. @default none
+   */
+  requeueLostServices?: readonly string[];
   /** Version reported by `mmi.broker`. @default "0.1.0" */
   version?: string;
   /**
@@ -93,6 +101,8 @@ interface Service {
   /** Workers with spare capacity, the one that waited longest first. */
   idle: Set<Worker>;
   workers: Set<Worker>;
+  /** Requests a lost worker held are re-queued once rather than failed. */
+  requeueLost: boolean;
 }
 
 /** A snapshot of one service, as `org.plantd.Broker` and the gateway report it. */
@@ -150,6 +160,7 @@ export class Broker {
   readonly #maxQueue: number;
   readonly #maxBytes: number;
   readonly #requeueLost: boolean;
+  readonly #requeueLostServices: readonly string[];
   readonly #version: string;
   readonly #started: number;
   #policy: ServicePolicy | undefined;
@@ -172,6 +183,7 @@ export class Broker {
     this.#maxQueue = options.maxQueuePerService ?? 100_000;
     this.#maxBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
     this.#requeueLost = options.requeueLost ?? false;
+    this.#requeueLostServices = options.requeueLostServices ?? [];
     this.#version = options.version ?? "0.1.0";
     this.#policy = options.servicePolicy;
     this.#started = now();
@@ -205,6 +217,22 @@ export class Broker {
       if (policy.allows(worker.peerKey, worker.service.name)) continue;
       this.#observer.workerRefused?.(worker.service.name, "revoked", worker.peerKey);
       this.#removeWorker(worker, true, "service policy revoked");
+    }
+  }
+
+  /**
+   * The connection of peer `identity` ended (the ROUTER said so): its worker
+   * is removed at once, the requests it held answered `WORKER_LOST` or
+   * re-queued per service policy, and the requests it queued as a client are
+   * dropped (nobody is left to answer). Expiry catches what this cannot see.
+   */
+  peerGone(identity: Uint8Array): void {
+    const worker = this.#workers.get(keyOf(identity));
+    if (worker) this.#removeWorker(worker, false, "connection closed");
+    for (const service of this.#services.values()) {
+      if (service.requests.length === 0) continue;
+      const dropped = service.requests.removeWhere((r) => equalBytes(r.client, identity));
+      for (let i = 0; i < dropped.length; i++) this.#drop("client gone");
     }
   }
 
@@ -280,7 +308,14 @@ export class Broker {
   #service(name: string): Service {
     let service = this.#services.get(name);
     if (!service) {
-      service = { name, requests: new Fifo(), idle: new Set(), workers: new Set() };
+      service = {
+        name,
+        requests: new Fifo(),
+        idle: new Set(),
+        workers: new Set(),
+        requeueLost: this.#requeueLost ||
+          this.#requeueLostServices.some((pattern) => patternCovers(pattern, name)),
+      };
       this.#services.set(name, service);
     }
     return service;
@@ -448,7 +483,7 @@ export class Broker {
     worker.inFlight.clear();
     let requeued = false;
     for (const request of lost.reverse()) {
-      if (this.#requeueLost && request.attempts < 2 && reason !== "broker shutdown") {
+      if (service.requeueLost && request.attempts < 2 && reason !== "broker shutdown") {
         service.requests.unshift(request);
         requeued = true;
       } else {

@@ -105,6 +105,7 @@ export class BrokerServer {
         maxMessageSize: maxBytes,
         sendHighWaterMark: 100_000,
         receiveHighWaterMark: 100_000,
+        notifyPeerGone: true,
       });
       try {
         guard = ListenerGuard.apply(native, {
@@ -130,6 +131,8 @@ export class BrokerServer {
       { ...options, maxMessageBytes: maxBytes, ...(servicePolicy ? { servicePolicy } : {}) },
       observer,
     );
+    // A closed connection ends its worker at once, not when heartbeats run out.
+    socket.onPeerGone?.((routingId) => broker.peerGone(routingId));
     const onError = (error: unknown) =>
       observer.drop?.(`socket error: ${(error as Error).message}`);
     return Promise.resolve(

@@ -10,7 +10,7 @@ import { LOG_LEVELS } from "../telemetry/log.ts";
 import { DIALECTS } from "../mdp/protocol.ts";
 import type { ComponentConfig } from "./load.ts";
 import { busCurveClientShape, curveClientShape, curveServerShape } from "./curve.ts";
-import { serviceGrants } from "../broker/service_policy.ts";
+import { serviceGrants, servicePattern } from "../broker/service_policy.ts";
 import { plaintextNetworkShape } from "./listeners.ts";
 import { metricsTokenShape } from "./metrics_token.ts";
 
@@ -161,6 +161,11 @@ export const brokerConfig = {
     max_message_bytes: z.number().int().min(1024).default(16 * 1024 * 1024),
     max_queue: z.number().int().min(1).default(100_000),
     requeue_lost: z.boolean().default(false),
+    /**
+     * Services (names or `a.b.*` patterns) whose requests are re-queued once
+     * when their worker is lost; others get WORKER_LOST (docs/transport.md "Lost peers").
+     */
+    requeue_lost_services: z.array(servicePattern).default(() => []),
     ...mdpTransport,
     /** Pub/sub buses this process runs; [] for none. */
     buses,

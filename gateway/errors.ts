@@ -32,6 +32,7 @@ export type ApiErrorCode =
   | "SERVICE_UNAVAILABLE"
   | "TIMEOUT"
   | "UPSTREAM_ERROR"
+  | "WORKER_LOST"
   | "STORAGE_FULL"
   | "INTERNAL";
 
@@ -51,6 +52,7 @@ const STATUS: Record<ApiErrorCode, ContentfulStatusCode> = {
   SERVICE_UNAVAILABLE: 503,
   TIMEOUT: 504,
   UPSTREAM_ERROR: 502,
+  WORKER_LOST: 502,
   STORAGE_FULL: 507,
   INTERNAL: 500,
 };
@@ -99,6 +101,9 @@ export function toApiError(error: unknown): ApiError {
     return new ApiError(
       error.code === "QUEUE_FULL" || error.code === "SHUTTING_DOWN"
         ? "SERVICE_UNAVAILABLE"
+        // Its own code: the worker may have acted before it died, so the caller decides on a retry.
+        : error.code === "WORKER_LOST"
+        ? "WORKER_LOST"
         : "UPSTREAM_ERROR",
       error.message,
       { service: error.service, upstream_code: error.code },

@@ -442,7 +442,13 @@ export function encodeWorkerReply(
     throw new RangeError("MDP/0.1 has no partial replies");
   }
   const head = [workerHeader(dialect), workerCommandFrame(dialect, final ? "FINAL" : "PARTIAL")];
-  if (dialect === "plantd") return [EMPTY, ...head, client, ...body];
+  if (dialect === "plantd") {
+    // plantd sends no "" after client-id, and brokers (Go's and ours) drop one
+    // if present: a body that starts with "" gets one in front so it survives.
+    return body[0]?.length === 0
+      ? [EMPTY, ...head, client, EMPTY, ...body]
+      : [EMPTY, ...head, client, ...body];
+  }
   const message = [...head, client, EMPTY, ...body];
   return dialect === "mdp01" ? [EMPTY, ...message] : message;
 }

@@ -69,6 +69,7 @@ export async function startBroker(
     maxMessageBytes: config.max_message_bytes,
     maxQueuePerService: config.max_queue,
     requeueLost: config.requeue_lost,
+    requeueLostServices: config.requeue_lost_services,
     transport: config.mdp_transport,
     ...(curve ? { curve } : {}),
     ...(servicePolicy ? { servicePolicy } : {}),

@@ -8,9 +8,12 @@
 import assert from "node:assert/strict";
 import type { BrokerServer } from "../broker/server.ts";
 import { MdpClient } from "../mdp/client.ts";
+import { MdpBrokerError } from "../mdp/errors.ts";
+import { MdpWorker } from "../mdp/worker.ts";
 import { type Dialect, text } from "../mdp/protocol.ts";
 import { ECHO_SERVICE, startEchoWorker } from "../workers/echo.ts";
 import { waitFor, withBroker } from "./_helpers.ts";
+import { startSystem } from "./_system.ts";
 
 const PYTHON = "/usr/bin/python3";
 const PEER = new URL("./peers/mdp_peer.py", import.meta.url).pathname;
@@ -148,6 +151,17 @@ class PythonWorker {
       stderr: "piped",
     }).spawn();
     return new PythonWorker(child);
+  }
+
+  /** SIGKILL: the process dies without a word, its connections close; idempotent. */
+  async kill(): Promise<void> {
+    if (this.#status) return;
+    try {
+      this.#child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+    this.#status = await this.#child.status;
   }
 
   /** Events that report a broken contract. */
@@ -368,4 +382,186 @@ Deno.test("broker answers a Python worker of every dialect with HEARTBEATs it ac
       }
     },
   );
+});
+
+// ------------------------------------------------------------ lost peers (SIGKILL)
+
+/** Broker timing for the lost-peer tests: heartbeat expiry far beyond what the tests wait. */
+const LOST = { heartbeatIntervalMs: 1000, heartbeatLiveness: 20, tickMs: 50 };
+const EXPIRY_MS = LOST.heartbeatIntervalMs * LOST.heartbeatLiveness;
+/** A Python worker heartbeating as the broker does, never giving up on a silent broker. */
+const STEADY = ["--heartbeat-ms", String(LOST.heartbeatIntervalMs), "--liveness", "1000"];
+
+function requested(worker: PythonWorker): number {
+  return worker.events.filter((e) => e.event === "request").length;
+}
+
+for (const transport of ["auto", "libzmq"] as const) {
+  const router = transport === "auto" ? "ZMTP" : "libzmq";
+  Deno.test(`broker (${router} ROUTER) answers WORKER_LOST as soon as a Python worker holding the request is SIGKILLed, long before heartbeat expiry, and a replacement serves the next request`, async () => {
+    await requirePythonZmq();
+    await withBroker({ ...LOST, transport }, async (server, track) => {
+      assert.equal(server.transport, transport === "auto" ? "zmtp" : "libzmq");
+      const held = track(
+        await PythonWorker.start(server.endpoint, "plantd", "py.lost", [
+          "--mode",
+          "hold",
+          ...STEADY,
+        ]),
+      );
+      await waitFor(() => workersOf(server, "py.lost") === 1, { what: "the python worker" });
+      const client = track(new MdpClient(server.endpoint, { timeoutMs: EXPIRY_MS + 5000 }));
+      const pending = client.request("py.lost", ["work"]).then(() => undefined, (e) => e);
+      await waitFor(() => requested(held) === 1, { what: "the python worker to hold the request" });
+      const killedAt = Date.now();
+      await held.kill();
+      const error = await pending;
+      const took = Date.now() - killedAt;
+      assert.ok(error instanceof MdpBrokerError && error.code === "WORKER_LOST", String(error));
+      assert.match(error.message, /connection closed/);
+      // The worker was heard from within an interval of the kill: expiry cannot fire this soon.
+      assert.ok(took < EXPIRY_MS - 2 * LOST.heartbeatIntervalMs, `WORKER_LOST after ${took} ms`);
+      assert.equal(workersOf(server, "py.lost"), 0, "the dead worker is gone");
+
+      const replacement = track(new MdpWorker(server.endpoint, "py.lost", (body) => body));
+      await waitFor(() => workersOf(server, "py.lost") === 1, { what: "the replacement" });
+      assert.deepEqual((await client.request("py.lost", ["again"])).map(text), ["again"]);
+      await replacement.close();
+    });
+  });
+
+  Deno.test(`broker (${router} ROUTER) forgets a SIGKILLed idle Python worker at once, so the next request goes to its replacement`, async () => {
+    await requirePythonZmq();
+    await withBroker({ ...LOST, transport }, async (server, track) => {
+      const first = track(await PythonWorker.start(server.endpoint, "mdp02", "py.idle", STEADY));
+      await waitFor(() => workersOf(server, "py.idle") === 1, { what: "the python worker" });
+      await first.kill();
+      // Well within the window where a silent worker still counts as fresh (two intervals).
+      await waitFor(() => workersOf(server, "py.idle") === 0, {
+        what: "the broker to forget the killed worker",
+        timeoutMs: LOST.heartbeatIntervalMs,
+      });
+      track(new MdpWorker(server.endpoint, "py.idle", (body) => body, { dialect: "mdp01" }));
+      await waitFor(() => workersOf(server, "py.idle") === 1, { what: "the replacement" });
+      const client = track(new MdpClient(server.endpoint, { timeoutMs: 5000 }));
+      assert.deepEqual((await client.request("py.idle", ["next"])).map(text), ["next"]);
+      assert.equal(requested(first), 0);
+    });
+  });
+}
+
+Deno.test("broker re-queues the request a SIGKILLed Python worker held when requeue_lost_services covers the service, and the replacement serves it", async () => {
+  await requirePythonZmq();
+  await withBroker(
+    { ...LOST, requeueLostServices: ["py.requeue.*"] },
+    async (server, track) => {
+      const held = track(
+        await PythonWorker.start(server.endpoint, "plantd", "py.requeue.a", [
+          "--mode",
+          "hold",
+          ...STEADY,
+        ]),
+      );
+      await waitFor(() => workersOf(server, "py.requeue.a") === 1, { what: "the python worker" });
+      const client = track(new MdpClient(server.endpoint, { timeoutMs: EXPIRY_MS + 5000 }));
+      // Settled either way, so a failure below leaves no promise rejected unobserved.
+      const pending = client.request("py.requeue.a", ["work"]).catch((error: Error) => error);
+      await waitFor(() => requested(held) === 1, { what: "the python worker to hold the request" });
+      await held.kill();
+      await waitFor(
+        () => server.broker.services().find((s) => s.name === "py.requeue.a")?.queued === 1,
+        {
+          what: "the held request back in the queue",
+          timeoutMs: LOST.heartbeatIntervalMs,
+        },
+      );
+      const replacement = track(new MdpWorker(server.endpoint, "py.requeue.a", (body) => body));
+      const reply = await pending;
+      assert.ok(Array.isArray(reply), String(reply));
+      assert.deepEqual(reply.map(text), ["work"]);
+      await replacement.close();
+    },
+  );
+});
+
+Deno.test("over HTTP the gateway answers 502 WORKER_LOST, not 504, when the Python worker holding the request is SIGKILLed", async () => {
+  await requirePythonZmq();
+  const system = await startSystem();
+  // startSystem's broker: 200 ms heartbeats, expiry 2 s; the call waits 1.5 s, less than that.
+  const held = await PythonWorker.start(system.brokerEndpoint, "plantd", "py.http", [
+    "--mode",
+    "hold",
+    "--heartbeat-ms",
+    "200",
+    "--liveness",
+    "1000",
+  ]);
+  try {
+    await waitFor(async () => {
+      const listed = await (await fetch(`${system.url}/api/services`)).json();
+      return listed.services.some((s: { name: string }) => s.name === "py.http");
+    }, { what: "py.http listed by the gateway" });
+    const response = fetch(`${system.url}/api/services/py.http/op?timeout_ms=1500`, {
+      method: "POST",
+      body: "{}",
+      headers: { "content-type": "application/json" },
+    });
+    await waitFor(() => requested(held) === 1, { what: "the python worker to hold the request" });
+    await held.kill();
+    const reply = await response;
+    const body = await reply.json();
+    assert.equal(reply.status, 502, JSON.stringify(body));
+    assert.equal(body.error.code, "WORKER_LOST");
+    assert.equal(body.error.upstream_code, "WORKER_LOST");
+    assert.equal(body.error.service, "py.http");
+  } finally {
+    await held.stop();
+    await system.stop();
+  }
+});
+
+// ------------------------------------------------------------ bodies with empty frames
+
+const EMPTY_SHAPES: string[][] = [[""], ["", "x"], ["x", ""], ["", ""]];
+
+Deno.test("Python clients of every dialect get bodies with empty frames back unchanged from the TS echo worker of every dialect", async () => {
+  await requirePythonZmq();
+  await withBroker({}, async (server, track) => {
+    for (const wd of DIALECTS) {
+      const echo = track(startEchoWorker(server.endpoint, { dialect: wd }));
+      await waitFor(() => workersOf(server, ECHO_SERVICE) === 1, { what: `${wd} echo worker` });
+      for (const cd of DIALECTS) {
+        for (const shape of EMPTY_SHAPES) {
+          const [reply] = await runPythonClient(server.endpoint, cd, ECHO_SERVICE, [
+            "echo",
+            ...shape,
+          ]);
+          assert.equal(reply?.event, "reply", JSON.stringify(reply));
+          assert.deepEqual(reply?.body_hex, shape.map(hex), `${cd} python client, ${wd} worker`);
+        }
+      }
+      await echo.close();
+      await waitFor(() => workersOf(server, ECHO_SERVICE) === 0, { what: "echo worker gone" });
+    }
+  });
+});
+
+Deno.test("the TS client of every dialect gets bodies with empty frames back unchanged from Python workers of every dialect", async () => {
+  await requirePythonZmq();
+  await withBroker({}, async (server, track) => {
+    for (const wd of DIALECTS) {
+      const service = `py.empty.${wd}`;
+      const worker = track(await PythonWorker.start(server.endpoint, wd, service));
+      await waitFor(() => workersOf(server, service) === 1, { what: `python ${wd} worker` });
+      for (const cd of DIALECTS) {
+        const client = track(new MdpClient(server.endpoint, { dialect: cd, timeoutMs: 5000 }));
+        for (const shape of EMPTY_SHAPES) {
+          const reply = await client.request(service, shape);
+          assert.deepEqual(reply.map(hex), shape.map(hex), `${cd} client, ${wd} python worker`);
+        }
+        await client.close();
+      }
+      await stopCleanly(server, worker, service);
+    }
+  });
 });

@@ -3,10 +3,11 @@ import assert from "node:assert/strict";
 import { BrokerServer } from "../broker/server.ts";
 import { MdpClient } from "../mdp/client.ts";
 import { MdpBrokerError, MdpServiceUnavailableError, MdpTimeoutError } from "../mdp/errors.ts";
-import { frame, text } from "../mdp/protocol.ts";
+import { DIALECTS, frame, text } from "../mdp/protocol.ts";
 import { MdpWorker } from "../mdp/worker.ts";
 import { sharedPoller } from "../transport/fd_poller.ts";
 import { BindError } from "../transport/bind.ts";
+import { ECHO_SERVICE, startEchoWorker } from "../workers/echo.ts";
 import { sleep, waitFor } from "./_helpers.ts";
 
 interface World {
@@ -297,3 +298,28 @@ for (const broker of ["auto", "libzmq"] as const) {
     );
   }
 }
+
+/** Bodies whose empty frames a Majordomo hop could mistake for a delimiter. */
+const EMPTY_SHAPES: string[][] = [[""], ["", "x"], ["x", ""], ["", ""], ["", "", "x"], []];
+
+Deno.test("bodies with empty frames anywhere (or none at all) come back unchanged from the echo worker in every client and worker dialect", async () => {
+  await withWorld({}, async (world) => {
+    for (const wd of DIALECTS) {
+      const echo = startEchoWorker(world.server.endpoint, { dialect: wd });
+      await waitFor(() => world.server.broker.workerCount === 1, { what: `${wd} echo worker` });
+      for (const cd of DIALECTS) {
+        const client = new MdpClient(world.server.endpoint, { dialect: cd, timeoutMs: 5000 });
+        try {
+          for (const shape of EMPTY_SHAPES) {
+            const reply = await client.request(ECHO_SERVICE, ["echo", ...shape]);
+            assert.deepEqual(reply.map(text), shape, `${cd} client, ${wd} worker`);
+          }
+        } finally {
+          await client.close();
+        }
+      }
+      await echo.close();
+      await waitFor(() => world.server.broker.workerCount === 0, { what: "echo worker gone" });
+    }
+  });
+});

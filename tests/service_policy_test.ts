@@ -11,6 +11,7 @@
  */
 import assert from "node:assert/strict";
 import { Registry } from "prom-client";
+import { Broker } from "../broker/broker.ts";
 import { patternCovers, ServicePolicy } from "../broker/service_policy.ts";
 import { brokerConfig } from "../config/components.ts";
 import { ConfigError, loadConfig } from "../config/load.ts";
@@ -168,7 +169,7 @@ Deno.test("CURVE broker: a key allowed to connect but not granted org.plantd.Sta
   }, brokerMetrics(registry, () => undefined));
 });
 
-Deno.test("CURVE broker: a peer with another key that takes over a registered worker's routing id is disconnected, and the worker's requests never reach it", async () => {
+Deno.test("CURVE broker: a peer with another key that takes over a gone worker's routing id is disconnected, and the worker's requests never reach it", async () => {
   const server = curveKeyPair();
   const stateKey = curveKeyPair();
   const intruder = curveKeyPair();
@@ -192,19 +193,19 @@ Deno.test("CURVE broker: a peer with another key that takes over a registered wo
     await waitFor(async () => (await known(client, STATE)) === "200", {
       what: "the granted worker registered",
     });
-    // It goes away without a word; the broker keeps its registration until expiry.
+    // It goes away without a word; the closed connection ends its registration at once.
     await real.close();
     await waitFor(() => disconnects >= 1, {
       what: "the broker seeing the worker's connection end",
     });
+    await waitFor(async () => (await known(client, STATE)) === "404", {
+      what: "the gone worker's registration dropped",
+    });
 
     const thief = track(curvePeer(broker.endpoint, server, intruder, "thief", "state-1"));
     await thief.socket.send(encodeWorkerSignal("plantd", "HEARTBEAT"));
+    // An unknown worker now: the registration it aimed at is gone (key_changed: the test below).
     assert.equal(kind(await nextCommand(thief)), "disconnect");
-    assert.equal(
-      await counter(registry, "mdp_workers_refused_total", { reason: "key_changed" }),
-      1,
-    );
     assert.equal(await known(client, STATE), "404", "the taken-over registration is gone");
 
     const pending = client.request(STATE, ["get"]);
@@ -342,4 +343,26 @@ Deno.test("service policy config: grants need CURVE, a bad pattern or file stops
     })),
     (e: unknown) => e instanceof ConfigError && e.message.includes("service_policy_file"),
   );
+});
+
+Deno.test("broker: a message from a registered worker's routing id with another CURVE key ends that registration (key_changed) and gets DISCONNECT", () => {
+  // As when a peer takes over a routing id whose connection the broker has not yet seen close.
+  const stateKey = curveKeyPair();
+  const intruder = curveKeyPair();
+  const sent: Frames[] = [];
+  const refused: string[] = [];
+  const broker = new Broker(
+    (identity, frames) => sent.push([identity, ...frames]),
+    { servicePolicy: new ServicePolicy([{ key: stateKey.publicKey, services: [STATE] }]) },
+    { workerRefused: (_service, reason) => refused.push(reason) },
+  );
+  const id = new TextEncoder().encode("state-1");
+  broker.handle([id, ...encodeWorkerSignal("plantd", "READY", STATE)], stateKey.publicKey);
+  assert.equal(broker.workerCount, 1);
+  broker.handle([id, ...encodeWorkerSignal("plantd", "HEARTBEAT")], intruder.publicKey);
+  assert.deepEqual(refused, ["key_changed"]);
+  assert.equal(broker.workerCount, 0);
+  const last = sent.at(-1)!;
+  assert.deepEqual(last[0], id);
+  assert.equal(kind(last.slice(1)), "disconnect");
 });

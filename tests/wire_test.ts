@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import type { BrokerServer } from "../broker/server.ts";
 import type { Frames } from "../transport/frames.ts";
+import { ECHO_SERVICE, startEchoWorker } from "../workers/echo.ts";
 import {
   byte,
   describe,
@@ -806,3 +807,71 @@ Deno.test("broker answers mmi.broker with the same services count as org.plantd.
     assert.equal(info.workers, 0);
   });
 });
+
+// ------------------------------------------------------------ bodies with empty frames
+
+const EMPTY_SHAPES: FrameLike[][] = [[""], ["", "x"], ["x", ""], ["", ""], ["", BINARY, ""]];
+
+for (const wd of DIALECTS) {
+  Deno.test(`broker and the ${NAME[wd]} TS echo worker return bodies with empty frames unchanged to raw clients of every dialect`, async () => {
+    await withBroker({}, async (server, track) => {
+      const echo = track(startEchoWorker(server.endpoint, { dialect: wd }));
+      await waitFor(() => serviceInfo(server, ECHO_SERVICE)?.workers === 1, { what: "echo" });
+      for (const cd of DIALECTS) {
+        const c = track(new Peer(server.endpoint, { routingId: `client-${cd}` }));
+        for (const shape of EMPTY_SHAPES) {
+          assertFrames(
+            await ask(c, cd, ECHO_SERVICE, ["echo", ...shape]),
+            client.reply(cd, true, ECHO_SERVICE, shape),
+            `${NAME[cd]} client: ${describe(toFrames(shape))}`,
+          );
+        }
+      }
+      await echo.close();
+    });
+  });
+}
+
+Deno.test("broker passes a plantd worker's FINAL body that starts with an empty frame through when the worker puts the optional empty frame after the client id", async () => {
+  await withBroker({}, async (server, track) => {
+    const w = await readyWorker(server, track, "plantd", "test.echo", "worker-1");
+    const c = track(new Peer(server.endpoint, { routingId: "client-1" }));
+    for (const shape of EMPTY_SHAPES) {
+      await c.send(client.request("plantd", "test.echo", shape));
+      assertFrames(
+        await w.next({ skip: heartbeats("plantd") }),
+        worker.request("plantd", "client-1", shape),
+      );
+      // The contract's optional "" after the client id, dropped by the broker, protects the body.
+      await w.send(["", "MDPW02", "FINAL", "client-1", "", ...shape]);
+      assertFrames(await c.next(), client.reply("plantd", true, "test.echo", shape));
+    }
+  });
+});
+
+// ------------------------------------------------------------ gone clients
+
+for (const transport of ["auto", "libzmq"] as const) {
+  Deno.test(`broker (${transport === "auto" ? "ZMTP" : "libzmq"} ROUTER) drops the queued requests of a client whose connection closed`, async () => {
+    let gone = 0;
+    await withBroker({ transport }, async (server, track) => {
+      const c = new Peer(server.endpoint, { routingId: "client-gone" });
+      const stays = track(new Peer(server.endpoint, { routingId: "client-stays" }));
+      await c.send(client.request("plantd", "test.orphan", ["a"]));
+      await c.send(client.request("mdp02", "test.orphan", ["b"]));
+      await stays.send(client.request("plantd", "test.orphan", ["c"]));
+      await waitFor(() => serviceInfo(server, "test.orphan")?.queued === 3, { what: "queued" });
+      c.socket.close();
+      await waitFor(() => serviceInfo(server, "test.orphan")?.queued === 1, {
+        what: "the gone client's requests dropped (request expiry is 30 s away)",
+      });
+      assert.equal(gone, 2);
+      // The other client's request is still served.
+      const w = await readyWorker(server, track, "mdp02", "test.orphan", "worker-1");
+      assertFrames(
+        await w.next({ skip: heartbeats("mdp02") }),
+        worker.request("mdp02", "client-stays", ["c"]),
+      );
+    }, { drop: (reason) => reason === "client gone" && gone++ });
+  });
+}

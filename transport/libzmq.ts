@@ -50,6 +50,9 @@ export const ZMQ_CURVE_SECRETKEY = 49;
 export const ZMQ_CURVE_SERVERKEY = 50;
 export const ZMQ_ZAP_DOMAIN = 55;
 export const ZMQ_HANDSHAKE_IVL = 66;
+/** Draft (4.3.2+): a ROUTER delivers an empty message from a peer on connect/disconnect. */
+export const ZMQ_ROUTER_NOTIFY = 97;
+export const ZMQ_NOTIFY_DISCONNECT = 2;
 /** libzmq's draft options (4.3.3+, built into the library we load): bytes read or written per batch. */
 export const ZMQ_IN_BATCH_SIZE = 101;
 export const ZMQ_OUT_BATCH_SIZE = 102;

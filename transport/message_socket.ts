@@ -33,6 +33,14 @@ export interface MessageSocket {
   drain(onMessage: (frames: Frames, peerKey?: string) => void): Promise<void>;
   /** Closes; queued output gets `linger` ms (else the socket's own linger). */
   close(linger?: number): void;
+  /**
+   * A ROUTER: calls `listener` from within {@link drain}, in order with the
+   * peer's messages, with the routing id of each peer whose connection ended.
+   * Both implementations can (a libzmq ROUTER when made with
+   * `notifyPeerGone`); a half-open connection is not noticed here, only by
+   * its silence.
+   */
+  onPeerGone?(listener: (routingId: Uint8Array) => void): void;
 }
 
 /** Which implementation a socket uses; "auto" is ZMTP where it can be. */

@@ -36,10 +36,12 @@ import {
   ZMQ_LINGER,
   ZMQ_MAXMSGSIZE,
   ZMQ_MSG_T_SIZE,
+  ZMQ_NOTIFY_DISCONNECT,
   ZMQ_OUT_BATCH_SIZE,
   ZMQ_POLLIN,
   ZMQ_POLLOUT,
   ZMQ_RCVHWM,
+  ZMQ_ROUTER_NOTIFY,
   ZMQ_ROUTING_ID,
   ZMQ_SNDHWM,
   ZMQ_SNDMORE,
@@ -88,6 +90,12 @@ export interface NativeSocketOptions {
   curveClient?: CurveClientKeys;
   /** CURVE server: connections must complete a CURVE handshake and pass ZAP (zap.ts). */
   curveServer?: CurveServerSocketOptions;
+  /**
+   * A ROUTER: ZMQ_ROUTER_NOTIFY (a draft option, built into the libzmq we
+   * load) for disconnects, so {@link NativeSocket.onPeerGone} hears of each
+   * peer whose connection ended after its handshake.
+   */
+  notifyPeerGone?: boolean;
 }
 
 /** The CURVE server options of one socket. */
@@ -213,6 +221,9 @@ export class NativeSocket {
   #kick: (() => void) | undefined;
   /** A CURVE server: {@link drain} reports each message's peer key (see #peerKey). */
   #peerKeys = false;
+  /** ZMQ_ROUTER_NOTIFY is on: a lone empty frame after the routing id is libzmq's notice. */
+  #notifies = false;
+  #onPeerGone: ((routingId: Uint8Array) => void) | undefined;
 
   constructor(type: number, options: NativeSocketOptions = {}, poller: FdPoller = sharedPoller()) {
     const zmq = libzmq();
@@ -236,6 +247,10 @@ export class NativeSocket {
     if (options.routingId !== undefined) {
       const id = options.routingId;
       this.#setBytes(ZMQ_ROUTING_ID, typeof id === "string" ? new TextEncoder().encode(id) : id);
+    }
+    if (options.notifyPeerGone) {
+      this.setInt(ZMQ_ROUTER_NOTIFY, ZMQ_NOTIFY_DISCONNECT);
+      this.#notifies = true;
     }
     if (options.maxMessageSize !== undefined) {
       const value = new BigInt64Array([BigInt(options.maxMessageSize)]);
@@ -657,7 +672,11 @@ export class NativeSocket {
           await this.#waitAfterEmpty();
           break;
         }
-        if (this.#peerKeys) onMessage(frames, this.#peerKey());
+        if (this.#notifies && frames.length === 2 && frames[1]!.length === 0) {
+          // libzmq's disconnect notice; a peer sending one empty frame looks the
+          // same, and can only end its own registration by it.
+          this.#onPeerGone?.(frames[0]!);
+        } else if (this.#peerKeys) onMessage(frames, this.#peerKey());
         else onMessage(frames);
         if (this.#closed) return;
       }
@@ -680,6 +699,15 @@ export class NativeSocket {
       this.#poller.wait(this.#fd).then(resolve);
     });
     this.#kick = undefined;
+  }
+
+  /**
+   * With `notifyPeerGone`: calls `listener` from within {@link drain} with
+   * the routing id of every peer whose connection ended, in order with that
+   * peer's messages. Without it the socket cannot tell, and never calls it.
+   */
+  onPeerGone(listener: (routingId: Uint8Array) => void): void {
+    this.#onPeerGone = listener;
   }
 
   /** Messages until the socket closes. */

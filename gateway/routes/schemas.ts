@@ -20,7 +20,7 @@ const MEANING: Record<number, string> = {
   413: "Value or body too large",
   415: "Content type not accepted: application/json (text/plain also on PUT /api/state/…)",
   429: "Rate limited",
-  502: "The service answered with an error",
+  502: "The service answered with an error, or its worker was lost mid-request (WORKER_LOST)",
   503: "No worker serves the service",
   504: "The service did not answer in time",
   507: "A database is full (disk or size limit); nothing was written",

@@ -50,7 +50,7 @@ const listScopes = createRoute({
   summary: "List scopes",
   responses: {
     200: json(z.object({ count: z.number().int(), scopes: z.array(z.string()) }), "Scopes"),
-    ...errorResponses(503, 504),
+    ...errorResponses(502, 503, 504),
   },
 });
 
@@ -74,7 +74,7 @@ const listKeys = createRoute({
       }),
       "Keys, or entries when ?keys= is given",
     ),
-    ...errorResponses(400, 404, 503, 504),
+    ...errorResponses(400, 404, 502, 503, 504),
   },
 });
 
@@ -85,7 +85,7 @@ const createScope = createRoute({
   request: { params: z.object({ scope: Scope }) },
   responses: {
     201: json(z.object({ scope: z.string(), status: z.literal("created") }), "Created"),
-    ...errorResponses(400, 409, 503, 504),
+    ...errorResponses(400, 409, 502, 503, 504),
   },
 });
 
@@ -109,7 +109,7 @@ const setMany = createRoute({
       z.object({ scope: z.string(), revisions: z.record(z.string(), z.number().int()) }),
       "New revisions",
     ),
-    ...errorResponses(400, 413, 415, 503, 504),
+    ...errorResponses(400, 413, 415, 502, 503, 504),
   },
 });
 
@@ -120,7 +120,7 @@ const deleteScope = createRoute({
   request: { params: z.object({ scope: Scope }) },
   responses: {
     200: json(z.object({ scope: z.string(), status: z.literal("deleted") }), "Deleted"),
-    ...errorResponses(400, 404, 503, 504),
+    ...errorResponses(400, 404, 502, 503, 504),
   },
 });
 
@@ -131,7 +131,7 @@ const getKey = createRoute({
   request: { params: z.object({ scope: Scope, key: Key }) },
   responses: {
     200: json(EntrySchema, "The value with its revision (also in ETag)"),
-    ...errorResponses(400, 404, 503, 504),
+    ...errorResponses(400, 404, 502, 503, 504),
   },
 });
 
@@ -154,7 +154,7 @@ const putKey = createRoute({
   },
   responses: {
     200: json(EntrySchema.omit({ updated_at: true }), "Written"),
-    ...errorResponses(400, 409, 413, 415, 503, 504),
+    ...errorResponses(400, 409, 413, 415, 502, 503, 504),
   },
 });
 
@@ -168,7 +168,7 @@ const deleteKey = createRoute({
       z.object({ scope: z.string(), key: z.string(), status: z.literal("deleted") }),
       "Deleted",
     ),
-    ...errorResponses(400, 404, 503, 504),
+    ...errorResponses(400, 404, 502, 503, 504),
   },
 });
 

@@ -9,7 +9,7 @@ Usage:
   mdp_peer.py client --endpoint E --dialect {plantd,mdp01,mdp02} --service S
                      [--timeout-ms 5000] BODY...
   mdp_peer.py worker --endpoint E --dialect {plantd,mdp01,mdp02} --service S
-                     [--mode {echo,upper}] [--partials N] [--heartbeat-ms 2500]
+                     [--mode {echo,upper,hold}] [--partials N] [--heartbeat-ms 2500]
                      [--liveness 3] [--max-seconds 120]
 
 A BODY frame written `hex:0aff` is sent as those bytes, anything else as UTF-8.
@@ -192,6 +192,10 @@ class Worker:
 
     def reply_frames(self, name, client, body):
         if self.dialect == "plantd":
+            # plantd has no "" after the client id, but brokers drop one if
+            # present: a body starting with "" needs one in front to survive.
+            if body and body[0] == b"":
+                return self.signal_frames(name, client, b"", *body)
             return self.signal_frames(name, client, *body)
         return self.signal_frames(name, client, b"", *body)
 
@@ -240,6 +244,8 @@ class Worker:
     def serve(self, client, body):
         emit({"event": "request", "client_hex": client.hex(),
               "body": [as_text(f) for f in body], "body_hex": [f.hex() for f in body]})
+        if self.args.mode == "hold":
+            return  # keeps the request, as a worker busy (or killed) mid-request
         if "PARTIAL" in self.cmd:
             for i in range(self.args.partials):
                 part = [("partial-%d" % (i + 1)).encode()]
@@ -312,7 +318,7 @@ def main():
     c.add_argument("--timeout-ms", type=int, default=5000)
     c.add_argument("body", nargs="*")
     w = sub.choices["worker"]
-    w.add_argument("--mode", choices=["echo", "upper"], default="echo")
+    w.add_argument("--mode", choices=["echo", "upper", "hold"], default="echo")
     w.add_argument("--partials", type=int, default=0)
     w.add_argument("--heartbeat-ms", type=int, default=2500)
     w.add_argument("--liveness", type=int, default=3)

@@ -40,9 +40,12 @@ export interface ZmtpRouterOptions {
   /**
    * A connection that ended other than by {@link ZmtpRouter.close}: `refused`
    * when the peer broke the protocol (oversized frame, bad handshake, routing
-   * id in use) or never completed the handshake.
+   * id in use) or never completed the handshake. `routingId`: the peer's,
+   * when its handshake was done and it still held the id.
    */
-  onConnectionEnd?: (event: { refused: boolean; reason: string; address: string }) => void;
+  onConnectionEnd?: (
+    event: { refused: boolean; reason: string; address: string; routingId?: Uint8Array },
+  ) => void;
 }
 
 const latin1 = new TextDecoder("latin1");
@@ -74,6 +77,7 @@ export class ZmtpRouter {
   #nextId = (Math.random() * 0xffff_ffff) >>> 0;
   #accepting: Promise<void>;
   #room = new RoomWaiters();
+  #onPeerGone: ((routingId: Uint8Array) => void) | undefined;
   /** Messages sent to a routing id with no connection (dropped, as libzmq's ROUTER does). */
   unroutable = 0;
 
@@ -170,12 +174,22 @@ export class ZmtpRouter {
     closed: (connection: ZmtpConnection, reason: string | undefined, refused: boolean) => {
       this.#connections.delete(connection);
       const id = connection.prefix;
-      if (id && this.#byId.get(idKey(id)) === connection) this.#byId.delete(idKey(id));
+      const held = id !== undefined && this.#byId.get(idKey(id)) === connection;
+      if (held) {
+        this.#byId.delete(idKey(id));
+        // Through the inbox, so the notice comes after every message the peer sent.
+        if (this.#onPeerGone && !this.#closed) this.#inbox.deliver([id]);
+      }
       // A sender waiting for this peer's queue to drain must not wait forever.
       this.#room.wakeAll();
       if (reason !== undefined) {
         report(() =>
-          this.#options.onConnectionEnd?.({ refused, reason, address: connection.remote })
+          this.#options.onConnectionEnd?.({
+            refused,
+            reason,
+            address: connection.remote,
+            ...(held ? { routingId: id } : {}),
+          })
         );
       }
     },
@@ -208,9 +222,22 @@ export class ZmtpRouter {
     return this.#room.retry(() => this.trySend(frames), () => this.#closed);
   }
 
+  /**
+   * Calls `listener` with the routing id of every peer whose connection ends
+   * (closed by it, lost, or dropped here), in order with that peer's messages
+   * and from within {@link drain}. Set it before peers connect.
+   */
+  onPeerGone(listener: (routingId: Uint8Array) => void): void {
+    this.#onPeerGone = listener;
+  }
+
   /** See {@link Inbox.drain}. */
   drain(onMessage: (frames: Frames) => void): Promise<void> {
-    return this.#inbox.drain(onMessage);
+    // A peer's message has its routing id and at least one frame: one frame alone is a notice.
+    return this.#inbox.drain((frames) => {
+      if (frames.length === 1) this.#onPeerGone?.(frames[0]!);
+      else onMessage(frames);
+    });
   }
 
   /**
