@@ -118,6 +118,7 @@ async function spawnProc(script: string, args: string[]) {
   })();
   await until(() => Promise.resolve(readyLine !== undefined), 60_000, script);
   return {
+    pid: child.pid,
     ready: readyLine!,
     latest: () => latest,
     async stop() {
@@ -133,6 +134,10 @@ async function spawnProc(script: string, args: string[]) {
 
 interface WrkResult {
   requestsPerSecond: number;
+  /** Requests completed in the run. */
+  requests: number;
+  /** CPU time the serving process used per request, in microseconds (set by the caller). */
+  cpuUsPerRequest?: number;
   p50Ms: number;
   p99Ms: number;
   errors: string;
@@ -158,12 +163,14 @@ async function wrk(url: string, extra: string[] = []): Promise<WrkResult | strin
   }
   const text = new TextDecoder().decode(output.stdout);
   const rps = /Requests\/sec:\s+([\d.]+)/.exec(text);
+  const requests = /(\d+) requests in/.exec(text);
   const p50 = /\s50%\s+(\S+)/.exec(text);
   const p99 = /\s99%\s+(\S+)/.exec(text);
   const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(text);
   const socketErrors = /Socket errors: (.*)/.exec(text);
   return {
     requestsPerSecond: rps ? Number(rps[1]) : NaN,
+    requests: requests ? Number(requests[1]) : NaN,
     p50Ms: p50 ? toMs(p50[1]!) : NaN,
     p99Ms: p99 ? toMs(p99[1]!) : NaN,
     errors:
@@ -294,7 +301,7 @@ try {
     `${dir}/auth-1.db`,
   ]);
   // With the read cache, refreshed by the state bus's change events.
-  startComponent("gateway", [
+  const cachedGateway = startComponent("gateway", [
     "--port",
     String(cachedGatewayPort),
     "--broker-endpoint",
@@ -309,7 +316,7 @@ try {
   const authStore = await AuthStore.open(`${dir}/auth-3.db`);
   const { key: apiKey } = await authStore.createApiKey("bench", ["viewer"], "bench");
   await authStore.close();
-  startComponent("gateway", [
+  const authGateway = startComponent("gateway", [
     "--port",
     String(authGatewayPort),
     "--broker-endpoint",
@@ -366,37 +373,52 @@ try {
   // HTTP: every system once per round, in an order that rotates between rounds, so drift
   // of the shared machine falls on all of them alike; median and range per system.
   const http = PARTS.has("http");
-  const httpSystems: { label: string; url: string; headers: string[] }[] = [
+  const httpSystems: { label: string; url: string; headers: string[]; pid: number }[] = [
     {
       label: "gateway GET /api/state/:scope/:key, read cache, auth on (bearer JWT HS256)",
       url: `http://127.0.0.1:${authGatewayPort}/api/state/bench/key`,
       headers: ["-H", `Authorization: Bearer ${token}`],
+      pid: authGateway.pid,
     },
     {
       label: "same, auth on (API key)",
       url: `http://127.0.0.1:${authGatewayPort}/api/state/bench/key`,
       headers: ["-H", `Authorization: Bearer ${apiKey}`],
+      pid: authGateway.pid,
     },
     {
       label: "same, auth off (loopback dev default)",
       url: `http://127.0.0.1:${cachedGatewayPort}/api/state/bench/key`,
       headers: [],
+      pid: cachedGateway.pid,
     },
     {
       label: "gateway GET, no cache (state_cache_ttl_ms 0), auth off",
       url: `${gateway}/api/state/bench/key`,
       headers: [],
+      pid: wsGateway.pid,
     },
-    { label: "bare Hono constant", url: `http://127.0.0.1:${barePort}/`, headers: [] },
+    {
+      label: "bare Hono constant",
+      url: `http://127.0.0.1:${barePort}/`,
+      headers: [],
+      pid: bare.pid,
+    },
   ];
   const httpRuns = httpSystems.map(() => [] as WrkResult[]);
   const httpFailures = httpSystems.map(() => [] as string[]);
   for (let round = 0; http && round < ROUNDS; round++) {
     for (let k = 0; k < httpSystems.length; k++) {
       const i = (k + round) % httpSystems.length;
-      const result = await wrk(httpSystems[i]!.url, httpSystems[i]!.headers);
-      if (typeof result === "string") httpFailures[i]!.push(result);
-      else httpRuns[i]!.push(result);
+      const system = httpSystems[i]!;
+      const cpuBefore = cpuSeconds(system.pid);
+      const result = await wrk(system.url, system.headers);
+      if (typeof result === "string") {
+        httpFailures[i]!.push(result);
+        continue;
+      }
+      result.cpuUsPerRequest = (cpuSeconds(system.pid) - cpuBefore) * 1e6 / result.requests;
+      httpRuns[i]!.push(result);
     }
   }
   const medianOf = (runs: WrkResult[], pick: (r: WrkResult) => number) => median(runs.map(pick));
@@ -413,6 +435,7 @@ try {
       `${num(Math.min(...rps))}-${num(Math.max(...rps))}`,
       num(medianOf(runs, (r) => r.p50Ms), 2),
       num(medianOf(runs, (r) => r.p99Ms), 2),
+      num(medianOf(runs, (r) => r.cpuUsPerRequest ?? NaN), 1),
       runs.map((r) => r.errors).join(", "),
     ];
   });
@@ -422,14 +445,26 @@ try {
   );
   out();
   out(
-    table(["system", "req/s (median)", "range", "p50 ms", "p99 ms", "errors per run"], httpRows),
+    table(
+      [
+        "system",
+        "req/s (median)",
+        "range",
+        "p50 ms",
+        "p99 ms",
+        "server CPU us/req",
+        "errors per run",
+      ],
+      httpRows,
+    ),
   );
   out();
   out(
     "Settings beside the defaults: rate limits counted but raised to 1e9 per window (wrk sends " +
       "from one address; the default 6,000 a minute would turn a run into 429s); one key " +
       "(every cached read a hit). The bearer token carries `state:data:read`; the API key has the " +
-      "`viewer` role.",
+      "`viewer` role. Server CPU: the serving process's CPU time (user + system, /proc) over the " +
+      "requests of a run; for the uncached row the gateway only (broker and state worker not counted).",
   );
 
   // WebSocket fan-out.
