@@ -27,6 +27,7 @@ import {
   startBuses,
 } from "./bus.ts";
 import { startHealthServer } from "./health_server.ts";
+import { wireHeartbeat } from "./wire_heartbeat.ts";
 import { watchServicePolicy } from "./service_policy.ts";
 import type { Running } from "./running.ts";
 
@@ -70,6 +71,8 @@ export async function startBroker(
     maxQueuePerService: config.max_queue,
     requeueLost: config.requeue_lost,
     transport: config.mdp_transport,
+    wireHeartbeat: wireHeartbeat(config),
+    handover: config.router_handover,
     ...(curve ? { curve } : {}),
     ...(servicePolicy ? { servicePolicy } : {}),
     onListenerEvent: endpointObserver(registry, logger("broker", "security")),
