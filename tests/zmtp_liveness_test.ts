@@ -20,7 +20,10 @@ import {
 import { ZmtpDealer } from "../transport/zmtp/dealer.ts";
 import { parseTcpEndpoint } from "../transport/zmtp/endpoint.ts";
 import { ZmtpRouter, type ZmtpRouterOptions } from "../transport/zmtp/router.ts";
-import { sleep, waitFor } from "./_helpers.ts";
+import { sleep, waitFor, withBroker } from "./_helpers.ts";
+import { brokerConfig, echoConfig } from "../config/components.ts";
+import { ConfigError, loadConfig } from "../config/load.ts";
+import { wireHeartbeat } from "../roles/wire_heartbeat.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -70,7 +73,7 @@ class RawPeer {
     this.ended = this.#read();
   }
 
-  static async connect(router: ZmtpRouter, identity?: Uint8Array): Promise<RawPeer> {
+  static async connect(router: { endpoint: string }, identity?: Uint8Array): Promise<RawPeer> {
     const peer = await RawPeer.open(router);
     await writeAll(peer.conn, greeting());
     const properties: Record<string, Uint8Array> = { "Socket-Type": enc.encode("DEALER") };
@@ -80,7 +83,7 @@ class RawPeer {
   }
 
   /** A TCP connection and nothing sent yet. */
-  static async open(router: ZmtpRouter): Promise<RawPeer> {
+  static async open(router: { endpoint: string }): Promise<RawPeer> {
     return new RawPeer(await Deno.connect(parseTcpEndpoint(router.endpoint)!));
   }
 
@@ -494,4 +497,46 @@ Deno.test("ZMTP strictness: HELLO (or a PING) where READY is expected is refused
   assert.ok(hello.ms < 1000, `${hello.ms} ms`);
   const ping = await refusal([greeting(), command("PING", Uint8Array.from([0, 0]))]);
   assert.equal(ping.error, "PING where READY was expected");
+});
+
+Deno.test("the broker's ROUTER, ZMTP or libzmq, pings its peers when configured", async () => {
+  for (const transport of ["auto", "libzmq"] as const) {
+    await withBroker({
+      transport,
+      wireHeartbeat: { heartbeatIvlMs: 100, heartbeatTimeoutMs: 5000, heartbeatTtlMs: 3000 },
+      handover: true,
+    }, async (server) => {
+      const peer = await RawPeer.connect(server);
+      try {
+        await waitFor(() => peer.named("PING").length >= 2, { what: `PINGs from ${transport}` });
+        const ping = peer.named("PING")[0]!;
+        assert.equal((ping.body[0]! << 8) | ping.body[1]!, 30, `${transport}: TTL in deciseconds`);
+      } finally {
+        peer.close();
+      }
+    });
+  }
+});
+
+Deno.test("config: ZMTP heartbeats on by default (5 s, timeout 15 s, TTL 15 s), handover on for the broker; bad values name the key", () => {
+  const broker = loadConfig(brokerConfig, { args: [], env: {} });
+  assert.deepEqual(wireHeartbeat(broker), {
+    heartbeatIvlMs: 5000,
+    heartbeatTimeoutMs: 15_000,
+    heartbeatTtlMs: 15_000,
+  });
+  assert.equal(broker.router_handover, true);
+  const off = loadConfig(echoConfig, {
+    args: [],
+    env: { PLANTD_MODULE_ECHO_ZMTP_HEARTBEAT_IVL_MS: "0" },
+  });
+  assert.equal(wireHeartbeat(off).heartbeatIvlMs, undefined, "0 turns PINGs off");
+  assert.throws(
+    () =>
+      loadConfig(brokerConfig, {
+        args: [],
+        env: { PLANTD_BROKER_ZMTP_HEARTBEAT_TTL_MS: "7000000" },
+      }),
+    (e) => e instanceof ConfigError && e.message.includes("zmtp_heartbeat_ttl_ms"),
+  );
 });
