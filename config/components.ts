@@ -180,10 +180,11 @@ export const brokerConfig = {
     ...zmtpHeartbeat,
     /**
      * A peer connecting with a routing id in use takes it over and the old
-     * connection is closed (ZMQ_ROUTER_HANDOVER): a worker restarted with a
-     * fixed identity is served at once (docs/transport.md "Routing ids").
+     * connection is closed (ZMQ_ROUTER_HANDOVER). Off: the newcomer waits
+     * until the name is free, as libzmq; on, any peer knowing a routing id
+     * can disconnect its holder (docs/transport.md "Routing ids").
      */
-    router_handover: z.boolean().default(true),
+    router_handover: z.boolean().default(false),
     /** Pub/sub buses this process runs; [] for none. */
     buses,
     /** CURVE for the broker endpoint and its buses (config/curve.ts, docs/security.md). */
