@@ -6,7 +6,7 @@
  * A second peer asking for an Identity in use is kept connected but not
  * routed to until the name is free, as libzmq's ROUTER does (closing it
  * made a libzmq peer reconnect every 100 ms); with `handover` it takes the
- * name and the old connection is closed (ZMQ_ROUTER_HANDOVER).
+ * name and the old connection waits instead (ZMQ_ROUTER_HANDOVER).
  *
  * Why not libzmq's ROUTER: every message through it crosses libzmq's I/O
  * thread and a wake-up of ours, which made a brokered round trip cost about
@@ -49,8 +49,9 @@ export interface ZmtpRouterOptions extends HeartbeatOptions {
    */
   onConnectionEnd?: (event: { refused: boolean; reason: string; address: string }) => void;
   /**
-   * ZMQ_ROUTER_HANDOVER: a peer whose Identity is in use takes it over and
-   * the connection that held it is closed. @default false (as libzmq)
+   * ZMQ_ROUTER_HANDOVER: a peer whose Identity is in use takes it over; the
+   * connection that held it stays open, unrouted, its messages dropped (as
+   * libzmq detaches its pipe). @default false (as libzmq)
    */
   handover?: boolean;
 }
@@ -174,8 +175,10 @@ export class ZmtpRouter {
       } else {
         const holder = this.#byId.get(idKey(id));
         if (holder && this.#options.handover) {
-          this.#byId.delete(idKey(id));
-          void holder.close();
+          // As libzmq: the holder is detached, not closed (a live one would reconnect and
+          // take the name back, over and over). It waits as a newcomer does; heartbeats
+          // reap it if it is dead.
+          this.#anonymous.set(holder.prefix!, holder);
         } else if (holder) {
           // The routing id still heads its messages: it is how they are told apart.
           connection.setPrefix(id);
