@@ -218,6 +218,120 @@ Deno.test("ZMTP ROUTER keeps a second peer with a routing id in use connected bu
   }
 });
 
+Deno.test("ZMTP ROUTER limits: a frame too big ends the connection, a message too big is discarded", async () => {
+  const ends: string[] = [];
+  let oversized = 0;
+  const router = ZmtpRouter.bind("tcp://127.0.0.1:0", "test", {
+    maxMessageSize: 1000,
+    onOversized: () => oversized++,
+    onConnectionEnd: (end) => ends.push(end.reason),
+  });
+  const inbox = new Collector(router);
+  const native = new NativeSocket(ZMQ_DEALER, { linger: 0 });
+  const dealer = new ZmtpDealer({ reconnectMs: 60_000 });
+  try {
+    native.connect(router.endpoint);
+    await native.send(Array.from({ length: 20 }, () => new Uint8Array(100)));
+    await native.send([enc.encode("after")]);
+    assert.deepEqual(text(await inbox.next()).slice(1), ["after"], "connection kept");
+    assert.equal(oversized, 1);
+    dealer.connect(router.endpoint);
+    await dealer.send([new Uint8Array(1001)]);
+    await waitFor(() => ends.length > 0, { what: "the disconnect" });
+    assert.match(ends[0]!, /frame over the limit of 1000 bytes/);
+    assert.equal(inbox.size, 0);
+  } finally {
+    native.close();
+    dealer.close();
+    router.close();
+    await inbox.done;
+    await sharedPoller().idle();
+  }
+});
+
+Deno.test("ZMTP ROUTER refuses raw bytes (telling them why) and CURVE clients", async () => {
+  const ends: string[] = [];
+  const router = ZmtpRouter.bind("tcp://127.0.0.1:0", "test", {
+    onConnectionEnd: (end) => ends.push(end.reason),
+  });
+  const inbox = new Collector(router);
+  const keys = curveKeyPair();
+  const client = curveKeyPair();
+  const curve = new NativeSocket(ZMQ_DEALER, {
+    linger: 0,
+    curveClient: { serverKey: keys.publicKey, secretKey: client.secretKey },
+  });
+  try {
+    const conn = await Deno.connect(parseTcpEndpoint(router.endpoint)!);
+    await conn.write(enc.encode("GET / HTTP/1.1\r\n\r\n"));
+    const reply = new Uint8Array(256);
+    const n = await conn.read(reply);
+    conn.close();
+    assert.ok(n !== null && dec.decode(reply.subarray(0, n)).includes("not a ZMTP peer"));
+    curve.connect(router.endpoint);
+    await waitFor(() => ends.some((r) => r.startsWith("handshake not completed")), {
+      what: () => `the CURVE refusal in ${ends}`,
+    });
+    assert.ok(ends.includes("not a ZMTP peer"), ends.join("; "));
+    assert.equal(router.peers, 0);
+  } finally {
+    curve.close();
+    router.close();
+    await inbox.done;
+    await sharedPoller().idle();
+  }
+});
+
+Deno.test("ZMTP DEALER reconnects to a ROUTER restarted on the same port", async () => {
+  let router = ZmtpRouter.bind("tcp://127.0.0.1:0", "test");
+  const endpoint = router.endpoint;
+  let inbox = new Collector(router);
+  const dealer = new ZmtpDealer({ routingId: "r1" });
+  try {
+    dealer.connect(endpoint);
+    await dealer.send([enc.encode("before")]);
+    assert.deepEqual(text(await inbox.next()), ["r1", "before"]);
+    router.close();
+    await inbox.done;
+    await waitFor(() => !dealer.connected, { what: "the dealer to notice" });
+    router = ZmtpRouter.bind(endpoint, "test");
+    inbox = new Collector(router);
+    await dealer.send([enc.encode("after")]);
+    assert.deepEqual(text(await inbox.next()), ["r1", "after"]);
+  } finally {
+    dealer.close();
+    router.close();
+    await inbox.done;
+  }
+});
+
+Deno.test("ZMTP ROUTER close with linger still delivers what was queued; bind errors name the cause", async () => {
+  const router = ZmtpRouter.bind("tcp://127.0.0.1:0", "test", { linger: 500 });
+  const inbox = new Collector(router);
+  const native = new NativeSocket(ZMQ_DEALER, { linger: 0 });
+  try {
+    assert.throws(
+      () => ZmtpRouter.bind(router.endpoint, "broker"),
+      /broker: cannot bind .*: address already in use/,
+    );
+    assert.throws(() => ZmtpRouter.bind("tcp://nonsense", "broker"), /invalid endpoint/);
+    native.connect(router.endpoint);
+    await native.send([enc.encode("hi")]);
+    const [id] = await inbox.next();
+    const big = new Uint8Array(4_000_000).fill(3);
+    assert.ok(router.trySendAfter(id!, [big]));
+    router.close();
+    const got = await native.receive();
+    assert.equal(got[0]!.length, big.length);
+  } finally {
+    native.close();
+    router.close();
+    await inbox.done;
+    await sharedPoller().idle();
+  }
+});
+
+/** A raw TCP peer that has done the DEALER side of the handshake. */
 async function rawDealer(router: ZmtpRouter): Promise<Deno.TcpConn> {
   const conn = await Deno.connect(parseTcpEndpoint(router.endpoint)!);
   await writeAll(conn, greeting());
