@@ -552,3 +552,49 @@ Deno.test("config: ZMTP heartbeats on by default (5 s, timeout 15 s, TTL 15 s), 
     (e) => e instanceof ConfigError && e.message.includes("zmtp_heartbeat_ttl_ms"),
   );
 });
+
+Deno.test("ZMTP liveness against libzmq with its heartbeats on: our PONGs keep libzmq's connection up, its TTL drops it once stopped", async () => {
+  const python = new Python(`
+import sys, zmq
+from zmq.utils.monitor import recv_monitor_message
+r = zmq.Context().socket(zmq.ROUTER)
+r.setsockopt(zmq.HEARTBEAT_IVL, 100)
+r.setsockopt(zmq.HEARTBEAT_TIMEOUT, 400)
+r.setsockopt(zmq.HEARTBEAT_TTL, 500)
+mon = r.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_ACCEPTED)
+port = r.bind_to_random_port("tcp://127.0.0.1")
+print(port, flush=True)
+ident, body = r.recv_multipart()
+r.send_multipart([ident, body])
+# Quiet for 1.5 s (about four of its timeouts): only heartbeats flow.
+events = []
+while mon.poll(1500):
+    events.append(recv_monitor_message(mon)["event"])
+    if len(events) > 5: break
+print("accepted", events.count(zmq.EVENT_ACCEPTED), "disconnected", events.count(zmq.EVENT_DISCONNECTED), flush=True)
+sys.stdin.read()
+`);
+  // No heartbeats of ours: only our PONGs count as traffic for libzmq, only its TTL can close.
+  const dealer = new ZmtpDealer({ reconnectMs: 60_000 });
+  const replies: string[] = [];
+  const drained = dealer.drain((frames) => replies.push(dec.decode(frames[0])));
+  try {
+    dealer.connect(`tcp://127.0.0.1:${await python.line(0)}`);
+    await dealer.send([enc.encode("hello")]);
+    await waitFor(() => replies.length === 1, { what: "the echo" });
+    assert.equal(await python.line(1, 5000), "accepted 1 disconnected 0", "libzmq kept us");
+    assert.equal(dealer.connected, true, "and we kept libzmq");
+    Deno.kill(python.child.pid, "SIGSTOP");
+    const stopped = performance.now();
+    await waitFor(() => !dealer.connected, {
+      timeoutMs: 3000,
+      what: "the dealer dropping a stopped peer",
+    });
+    const waited = performance.now() - stopped;
+    assert.ok(waited < 1200, `dropped ${waited.toFixed(0)} ms after SIGSTOP, TTL 500`);
+  } finally {
+    dealer.close();
+    await python.stop();
+    await drained;
+  }
+});
