@@ -18,7 +18,8 @@ export function wireHeartbeat(config: WireHeartbeatConfig): HeartbeatOptions {
   if (config.zmtp_heartbeat_ivl_ms === 0) return { heartbeatTtlMs: config.zmtp_heartbeat_ttl_ms };
   return {
     heartbeatIvlMs: config.zmtp_heartbeat_ivl_ms,
-    heartbeatTimeoutMs: config.zmtp_heartbeat_timeout_ms,
+    // Spelled out: libzmq reads a timeout of 0 as "none", the key means "the interval".
+    heartbeatTimeoutMs: config.zmtp_heartbeat_timeout_ms || config.zmtp_heartbeat_ivl_ms,
     heartbeatTtlMs: config.zmtp_heartbeat_ttl_ms,
   };
 }

@@ -543,6 +543,15 @@ Deno.test("config: ZMTP heartbeats on by default (5 s, timeout 15 s, TTL 15 s), 
     env: { PLANTD_MODULE_ECHO_ZMTP_HEARTBEAT_IVL_MS: "0" },
   });
   assert.equal(wireHeartbeat(off).heartbeatIvlMs, undefined, "0 turns PINGs off");
+  const same = loadConfig(echoConfig, {
+    args: [],
+    env: { PLANTD_MODULE_ECHO_ZMTP_HEARTBEAT_TIMEOUT_MS: "0" },
+  });
+  assert.equal(
+    wireHeartbeat(same).heartbeatTimeoutMs,
+    5000,
+    "timeout 0: the interval, on libzmq too",
+  );
   assert.throws(
     () =>
       loadConfig(brokerConfig, {
