@@ -5,6 +5,7 @@
  */
 import type { CurveServerKeys } from "../transport/curve.ts";
 import { type ListenerEvent, ListenerGuard } from "../transport/guard.ts";
+import type { HeartbeatOptions } from "../transport/heartbeat.ts";
 import { ZMQ_ROUTER } from "../transport/libzmq.ts";
 import { type MessageSocket, type TransportChoice, usesZmtp } from "../transport/message_socket.ts";
 import { NativeSocket, splitEndpoint } from "../transport/native_socket.ts";
@@ -28,6 +29,10 @@ export interface BrokerServerOptions extends BrokerOptions {
   onListenerEvent?: (event: ListenerEvent) => void;
   /** "libzmq" keeps libzmq's ROUTER on a plaintext tcp:// endpoint. @default "auto" */
   transport?: TransportChoice;
+  /** ZMTP heartbeats on every peer connection (either ROUTER). @default none */
+  wireHeartbeat?: HeartbeatOptions;
+  /** ZMQ_ROUTER_HANDOVER: a peer with a routing id in use takes it over. @default false */
+  handover?: boolean;
 }
 
 /** A broker bound to its endpoint. */
@@ -81,6 +86,8 @@ export class BrokerServer {
       const onEvent = options.onListenerEvent;
       const router = ZmtpRouter.bind(address, "broker", {
         linger: 200,
+        ...options.wireHeartbeat,
+        ...(options.handover ? { handover: true } : {}),
         maxMessageSize: maxBytes,
         // The same count as a large message the broker itself sees (libzmq delivers those).
         onOversized: () => observer.drop?.("message too large"),
@@ -106,6 +113,8 @@ export class BrokerServer {
         sendHighWaterMark: 100_000,
         receiveHighWaterMark: 100_000,
         notifyPeerGone: true,
+        ...options.wireHeartbeat,
+        ...(options.handover ? { handover: true } : {}),
       });
       try {
         guard = ListenerGuard.apply(native, {

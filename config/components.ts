@@ -105,6 +105,21 @@ const buses = z.array(busSchema).superRefine((list, context) => {
  */
 const mdpTransport = { mdp_transport: z.enum(["auto", "libzmq"]).default("auto") };
 
+/**
+ * ZMTP heartbeats (PING/PONG) on each Majordomo connection, as libzmq's
+ * ZMQ_HEARTBEAT_IVL/TIMEOUT/TTL, below the MDP heartbeats of
+ * heartbeat_interval_ms: they find a dead or half-open peer when no MDP
+ * traffic would (docs/transport.md "Liveness").
+ */
+const zmtpHeartbeat = {
+  /** A PING this often on each connection; 0 turns ZMTP heartbeats off. */
+  zmtp_heartbeat_ivl_ms: z.number().int().min(0).default(5000),
+  /** With PINGs on, a peer that sends nothing for this long is disconnected; 0: the interval. */
+  zmtp_heartbeat_timeout_ms: z.number().int().min(0).default(15_000),
+  /** Sent in our PINGs: the peer drops us after this long without traffic; 0: not asked. */
+  zmtp_heartbeat_ttl_ms: z.number().int().min(0).max(6_553_500).default(15_000),
+};
+
 const common = {
   log_level: z.enum(LOG_LEVELS).default("info"),
   log_format: z.enum(["json", "pretty"]).default("json"),
@@ -167,6 +182,14 @@ export const brokerConfig = {
      */
     requeue_lost_services: z.array(servicePattern).default(() => []),
     ...mdpTransport,
+    ...zmtpHeartbeat,
+    /**
+     * A peer connecting with a routing id in use takes it over and the old
+     * connection is closed (ZMQ_ROUTER_HANDOVER). Off: the newcomer waits
+     * until the name is free, as libzmq; on, any peer knowing a routing id
+     * can disconnect its holder (docs/transport.md "Routing ids").
+     */
+    router_handover: z.boolean().default(false),
     /** Pub/sub buses this process runs; [] for none. */
     buses,
     /** CURVE for the broker endpoint and its buses (config/curve.ts, docs/security.md). */
@@ -212,6 +235,7 @@ export const echoConfig = {
     heartbeat_interval_ms: positiveMs.default(2500),
     heartbeat_liveness: z.number().int().min(1).default(3),
     ...mdpTransport,
+    ...zmtpHeartbeat,
     /** CURVE keys for a broker that requires CURVE (config/curve.ts). */
     ...curveClientShape,
   }),
@@ -243,6 +267,7 @@ export const stateConfig = {
     heartbeat_interval_ms: positiveMs.default(2500),
     heartbeat_liveness: z.number().int().min(1).default(3),
     ...mdpTransport,
+    ...zmtpHeartbeat,
     /** With any key set, every request must carry a valid `token` with the operation's permission. */
     ...tokenKeys,
     ...stateBusKeys,
@@ -288,6 +313,7 @@ export const gatewayConfig = {
     })),
     request_timeout_ms: positiveMs.default(5000),
     ...mdpTransport,
+    ...zmtpHeartbeat,
     /** Longest time a cached state read is served (change events refresh it sooner); 0: no cache. */
     state_cache_ttl_ms: z.number().int().min(0).default(2000),
     max_body_bytes: z.number().int().min(1024).default(4 * 1024 * 1024),

@@ -11,6 +11,7 @@
  */
 import type { CurveClientKeys } from "../transport/curve.ts";
 import { type Frames, readUint32, writeUint32 } from "../transport/frames.ts";
+import type { HeartbeatOptions } from "../transport/heartbeat.ts";
 import {
   connectDealer,
   type MessageSocket,
@@ -43,6 +44,8 @@ export interface ClientOptions {
   curve?: CurveClientKeys;
   /** "libzmq" forces libzmq's DEALER on a plaintext tcp:// endpoint. @default "auto" */
   transport?: TransportChoice;
+  /** ZMTP heartbeats of the connection (below MDP's). @default none */
+  wireHeartbeat?: HeartbeatOptions;
 }
 
 /** Per-request overrides. */
@@ -185,6 +188,7 @@ export class MdpClient {
       receiveHighWaterMark: 100_000,
       ...(options.curve ? { curveClient: options.curve } : {}),
       ...(options.transport ? { transport: options.transport } : {}),
+      ...options.wireHeartbeat,
     });
     this.#loop = this.#run();
   }

@@ -8,6 +8,7 @@
  */
 import type { CurveClientKeys } from "../transport/curve.ts";
 import type { Frames } from "../transport/frames.ts";
+import type { HeartbeatOptions } from "../transport/heartbeat.ts";
 import {
   connectDealer,
   type MessageSocket,
@@ -58,6 +59,8 @@ export interface WorkerOptions {
   curve?: CurveClientKeys;
   /** "libzmq" forces libzmq's DEALER on a plaintext tcp:// endpoint. @default "auto" */
   transport?: TransportChoice;
+  /** ZMTP heartbeats of the connection (below MDP's). @default none */
+  wireHeartbeat?: HeartbeatOptions;
 }
 
 /** Events a worker reports; the application decides what to log. */
@@ -145,6 +148,7 @@ class Session {
   #capacity: number;
   #curve?: CurveClientKeys;
   #transport?: TransportChoice;
+  #wireHeartbeat: HeartbeatOptions;
   #onEvent: (event: WorkerEvent) => void;
   #socket!: MessageSocket;
   #abort!: AbortController;
@@ -171,6 +175,7 @@ class Session {
     this.#capacity = Math.max(1, options.capacity ?? 1);
     if (options.curve) this.#curve = options.curve;
     if (options.transport) this.#transport = options.transport;
+    this.#wireHeartbeat = options.wireHeartbeat ?? {};
     this.#onEvent = onEvent;
     this.#connect();
   }
@@ -182,6 +187,7 @@ class Session {
       linger: 200,
       ...(this.#curve ? { curveClient: this.#curve } : {}),
       ...(this.#transport ? { transport: this.#transport } : {}),
+      ...this.#wireHeartbeat,
     });
     this.#liveness = this.#maxLiveness;
     this.#send(encodeWorkerSignal(this.#dialect, "READY", this.#service, this.#capacity));

@@ -27,6 +27,7 @@ import {
   startBuses,
 } from "./bus.ts";
 import { startHealthServer } from "./health_server.ts";
+import { wireHeartbeat } from "./wire_heartbeat.ts";
 import { watchServicePolicy } from "./service_policy.ts";
 import type { Running } from "./running.ts";
 
@@ -71,6 +72,8 @@ export async function startBroker(
     requeueLost: config.requeue_lost,
     requeueLostServices: config.requeue_lost_services,
     transport: config.mdp_transport,
+    wireHeartbeat: wireHeartbeat(config),
+    handover: config.router_handover,
     ...(curve ? { curve } : {}),
     ...(servicePolicy ? { servicePolicy } : {}),
     onListenerEvent: endpointObserver(registry, logger("broker", "security")),

@@ -14,6 +14,7 @@ import { busClientCurve, clientCurve } from "../config/curve.ts";
 import { type GatewayConfig, gatewayConfig } from "../config/components.ts";
 import { metricsAccess } from "../config/metrics_token.ts";
 import { isLoopback } from "../transport/loopback.ts";
+import { wireHeartbeat } from "./wire_heartbeat.ts";
 import { stateBusKey } from "../config/state_bus.ts";
 import { createApp } from "../gateway/app.ts";
 import { Guard } from "../gateway/auth/guard.ts";
@@ -163,6 +164,7 @@ export async function startGateway(
     timeoutMs: config.request_timeout_ms,
     ...(brokerCurve ? { curve: brokerCurve } : {}),
     transport: config.mdp_transport,
+    wireHeartbeat: wireHeartbeat(config),
   });
   const directory = new ServiceDirectory((service, body, timeoutMs) =>
     client.request(service, body, { timeoutMs: timeoutMs ?? config.request_timeout_ms })

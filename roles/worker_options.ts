@@ -9,9 +9,10 @@ import { clientCurve, type CurveClientConfig } from "../config/curve.ts";
 import type { Dialect } from "../mdp/protocol.ts";
 import type { WorkerEvent, WorkerOptions } from "../mdp/worker.ts";
 import type { TransportChoice } from "../transport/message_socket.ts";
+import { wireHeartbeat, type WireHeartbeatConfig } from "./wire_heartbeat.ts";
 
 /** The configuration keys shared by worker components. */
-export interface WorkerConfig extends CurveClientConfig {
+export interface WorkerConfig extends CurveClientConfig, WireHeartbeatConfig {
   concurrency: number;
   capacity: number;
   heartbeat_interval_ms: number;
@@ -31,6 +32,7 @@ export function workerOptions(config: WorkerConfig, component = "worker"): Worke
     heartbeatLiveness: config.heartbeat_liveness,
     ...(config.dialect ? { dialect: config.dialect } : {}),
     transport: config.mdp_transport,
+    wireHeartbeat: wireHeartbeat(config),
   };
 }
 

@@ -11,6 +11,7 @@
  */
 import type { CurveClientKeys } from "./curve.ts";
 import type { Frames } from "./frames.ts";
+import type { HeartbeatOptions } from "./heartbeat.ts";
 import { ZMQ_DEALER } from "./libzmq.ts";
 import { NativeSocket } from "./native_socket.ts";
 import { ZmtpDealer } from "./zmtp/dealer.ts";
@@ -47,7 +48,7 @@ export interface MessageSocket {
 export type TransportChoice = "auto" | "libzmq";
 
 /** Options of {@link connectDealer}. */
-export interface DealerOptions {
+export interface DealerOptions extends HeartbeatOptions {
   linger?: number;
   sendHighWaterMark?: number;
   /** libzmq only (a ZMTP socket hands messages over as they arrive). */

@@ -31,6 +31,9 @@ import {
   ZMQ_DONTWAIT,
   ZMQ_EVENTS,
   ZMQ_FD,
+  ZMQ_HEARTBEAT_IVL,
+  ZMQ_HEARTBEAT_TIMEOUT,
+  ZMQ_HEARTBEAT_TTL,
   ZMQ_IN_BATCH_SIZE,
   ZMQ_LAST_ENDPOINT,
   ZMQ_LINGER,
@@ -41,6 +44,7 @@ import {
   ZMQ_POLLIN,
   ZMQ_POLLOUT,
   ZMQ_RCVHWM,
+  ZMQ_ROUTER_HANDOVER,
   ZMQ_ROUTER_NOTIFY,
   ZMQ_ROUTING_ID,
   ZMQ_SNDHWM,
@@ -51,6 +55,7 @@ import {
   ZmqError,
 } from "./libzmq.ts";
 import type { Frames } from "./frames.ts";
+import type { HeartbeatOptions } from "./heartbeat.ts";
 
 /** Whether an endpoint is bound or connected. */
 export type AttachMode = "bind" | "connect";
@@ -69,7 +74,7 @@ export function splitEndpoint(
 }
 
 /** Options applied when a {@link NativeSocket} is created. */
-export interface NativeSocketOptions {
+export interface NativeSocketOptions extends HeartbeatOptions {
   /** ZMQ_SNDHWM; 0 means no limit. @default 1000 (libzmq's) */
   sendHighWaterMark?: number;
   /** ZMQ_RCVHWM; 0 means no limit. @default 1000 (libzmq's) */
@@ -86,6 +91,8 @@ export interface NativeSocketOptions {
    * buffer of this size both ways). @default 8192 (libzmq's)
    */
   batchBytes?: number;
+  /** ZMQ_ROUTER_HANDOVER (ROUTER only): a peer with an Identity in use takes it over. */
+  handover?: boolean;
   /** CURVE client: every connection of the socket is encrypted to this server key. */
   curveClient?: CurveClientKeys;
   /** CURVE server: connections must complete a CURVE handshake and pass ZAP (zap.ts). */
@@ -252,6 +259,17 @@ export class NativeSocket {
       this.setInt(ZMQ_ROUTER_NOTIFY, ZMQ_NOTIFY_DISCONNECT);
       this.#notifies = true;
     }
+    // libzmq has the same heartbeats as the ZMTP sockets (ms; TTL rounded to 100 ms by libzmq).
+    if (options.heartbeatIvlMs !== undefined) {
+      this.setInt(ZMQ_HEARTBEAT_IVL, options.heartbeatIvlMs);
+    }
+    if (options.heartbeatTimeoutMs !== undefined) {
+      this.setInt(ZMQ_HEARTBEAT_TIMEOUT, options.heartbeatTimeoutMs);
+    }
+    if (options.heartbeatTtlMs !== undefined) {
+      this.setInt(ZMQ_HEARTBEAT_TTL, options.heartbeatTtlMs);
+    }
+    if (options.handover) this.setInt(ZMQ_ROUTER_HANDOVER, 1);
     if (options.maxMessageSize !== undefined) {
       const value = new BigInt64Array([BigInt(options.maxMessageSize)]);
       if (zmq.zmq_setsockopt(socket, ZMQ_MAXMSGSIZE, new Uint8Array(value.buffer), 8n) !== 0) {

@@ -49,6 +49,8 @@ export function checkGreeting(bytes: Uint8Array): GreetingCheck {
   if (mechanism !== "NULL") {
     return { ok: false, reason: `mechanism ${mechanism || "(none)"} (plaintext NULL expected)` };
   }
+  // RFC 37: with NULL the as-server field MUST be zero (libzmq does not check it).
+  if (bytes[32] !== 0) return { ok: false, reason: "as-server set with the NULL mechanism" };
   return { ok: true, minor: bytes[11]! };
 }
 
@@ -146,6 +148,28 @@ export function parseProperties(body: Uint8Array): Map<string, Uint8Array> | und
     at += valueLength;
   }
   return properties;
+}
+
+/** Flag bits RFC 37 reserves: they MUST be zero (libzmq ignores them). */
+export const RESERVED_FLAGS = 0xf8;
+
+/**
+ * A PING: our TTL in deciseconds as RFC 37 puts it on the wire (rounded up,
+ * at most 0xffff), then `context` (at most 16 bytes, echoed in the PONG).
+ */
+export function pingCommand(ttlMs: number, context: Uint8Array): Uint8Array {
+  const body = new Uint8Array(2 + Math.min(context.length, 16));
+  const ttl = Math.min(0xffff, Math.ceil(ttlMs / 100));
+  body[0] = ttl >> 8;
+  body[1] = ttl & 0xff;
+  body.set(context.subarray(0, 16), 2);
+  return command("PING", body);
+}
+
+/** The TTL of a PING's body in milliseconds (0: none, or a body too short to hold one). */
+export function pingTtlMs(pingBody: Uint8Array): number {
+  if (pingBody.length < 2) return 0;
+  return ((pingBody[0]! << 8) | pingBody[1]!) * 100;
 }
 
 /** The PONG that answers a PING's body (TTL, then up to 16 bytes of context). */

@@ -22,10 +22,14 @@ import {
   messageBytes,
   parseCommand,
   parseProperties,
+  pingCommand,
+  pingTtlMs,
   pongFor,
   readFrameHead,
   readyCommand,
+  RESERVED_FLAGS,
 } from "./codec.ts";
+import type { HeartbeatOptions } from "../heartbeat.ts";
 import { waitAtMost } from "../../support/wait_at_most.ts";
 
 const SLAB_BYTES = 64 * 1024;
@@ -54,7 +58,7 @@ export interface ZmtpPeer {
 }
 
 /** Options of one {@link ZmtpConnection}. */
-export interface ZmtpConnectionOptions {
+export interface ZmtpConnectionOptions extends HeartbeatOptions {
   socketType: ZmtpSocketType;
   /** Our Identity property (a DEALER's routing id). */
   identity?: Uint8Array;
@@ -121,6 +125,17 @@ export class ZmtpConnection {
   #pongQueued = false;
   /** Settled once queued output is written or the connection closes (see #flushedWithin). */
   #flushed: PromiseWithResolvers<void> | undefined;
+  /** The peer's greeting's minor version (0: ZMTP 3.0, which has no PING). */
+  #minor = 0;
+  /** When the last bytes came from the peer (performance.now()), set once per read. */
+  #lastHeard = 0;
+  /** The TTL of the peer's last PING, in ms: silent that long, it is closed. 0: none. */
+  #peerTtlMs = 0;
+  #nextPingAt = 0;
+  #pings = 0;
+  /** The one liveness timer of this connection, and when it fires. */
+  #livenessTimer: ReturnType<typeof setTimeout> | undefined;
+  #livenessAt = Infinity;
 
   constructor(conn: Deno.TcpConn, options: ZmtpConnectionOptions, events: ZmtpConnectionEvents) {
     this.#conn = conn;
@@ -131,6 +146,8 @@ export class ZmtpConnection {
     this.remote = `tcp://${address.hostname}:${address.port}`;
     try {
       conn.setNoDelay(true);
+      // The kernel reaps a half-open connection even when no heartbeat is configured.
+      conn.setKeepAlive(true);
     } catch {
       // Already reset by the peer: the first read reports it.
     }
@@ -292,6 +309,8 @@ export class ZmtpConnection {
           return;
         }
         end += n;
+        // Any bytes count as traffic (libzmq: any frame); once per read, not per frame.
+        this.#lastHeard = performance.now();
         start = this.#parse(slab, start, end);
       }
     } catch (error) {
@@ -337,6 +356,7 @@ export class ZmtpConnection {
       }
       const check = checkGreeting(bytes.subarray(at, at + GREETING_BYTES));
       if (!check.ok) throw new ProtocolError(check.reason);
+      this.#minor = check.minor;
       this.#greeted = true;
       at += GREETING_BYTES;
     }
@@ -345,6 +365,9 @@ export class ZmtpConnection {
       if (!head) {
         this.#needed = 9;
         return at;
+      }
+      if ((bytes[at]! & RESERVED_FLAGS) !== 0) {
+        throw new ProtocolError("reserved frame flag bits set");
       }
       if (head.size > this.#maxBytes) {
         throw new ProtocolError(`frame over the limit of ${this.#maxBytes} bytes`);
@@ -388,6 +411,10 @@ export class ZmtpConnection {
   #command(body: Uint8Array): void {
     const command = parseCommand(body);
     if (!command) throw new ProtocolError("malformed command");
+    if (!this.#ready && command.name !== "READY" && command.name !== "ERROR") {
+      // NULL's handshake is READY or ERROR, nothing else (libzmq closes too, without ERROR).
+      throw new ProtocolError(`${command.name} where READY was expected`);
+    }
     switch (command.name) {
       case "READY": {
         if (this.#ready) throw new ProtocolError("second READY");
@@ -402,17 +429,28 @@ export class ZmtpConnection {
         clearTimeout(this.#handshakeTimer);
         this.#handshakeTimer = undefined;
         const identity = properties.get("identity")?.slice() ?? new Uint8Array(0);
+        // RFC 37: an Identity is at most 255 octets; a leading zero is reserved (generated ids).
+        if (identity.length > 255) throw new ProtocolError("Identity longer than 255 bytes");
+        if (identity[0] === 0) throw new ProtocolError("Identity starting with a zero byte");
         const refusal = this.#events.ready(this, { socketType, identity });
         if (refusal) throw new ProtocolError(refusal);
         this.#ready = true;
+        this.#startHeartbeats();
         return;
       }
-      case "PING":
+      case "PING": {
+        const ttl = pingTtlMs(command.body);
+        if (ttl > 0) {
+          // libzmq: the TTL bounds the silence that follows this PING.
+          this.#peerTtlMs = ttl;
+          this.#armLiveness(this.#lastHeard + ttl);
+        }
         // A peer that pings without reading gets one PONG per write, not one per PING.
         if (this.#pongQueued) return;
         this.#pongQueued = true;
         this.#append(pongFor(command.body));
         return;
+      }
       case "ERROR":
         throw new PeerError(
           `peer error: ${new TextDecoder().decode(command.body.subarray(1, 1 + command.body[0]!))}`,
@@ -421,6 +459,64 @@ export class ZmtpConnection {
         // PONG and commands of later versions carry nothing we need.
         return;
     }
+  }
+
+  get #heartbeatIvlMs(): number {
+    return this.#minor >= 1 ? this.#options.heartbeatIvlMs ?? 0 : 0;
+  }
+
+  get #heartbeatTimeoutMs(): number {
+    return this.#options.heartbeatTimeoutMs || this.#heartbeatIvlMs;
+  }
+
+  #startHeartbeats(): void {
+    const ivl = this.#heartbeatIvlMs;
+    if (ivl <= 0) return;
+    this.#nextPingAt = performance.now() + ivl;
+    this.#armLiveness(this.#nextPingAt);
+  }
+
+  /**
+   * Makes the liveness timer fire by `at` at the latest. One timer per
+   * connection, moved only when it fires or a PING brings a nearer deadline:
+   * traffic just updates #lastHeard.
+   */
+  #armLiveness(at: number): void {
+    if (this.#closed || at >= this.#livenessAt) return;
+    clearTimeout(this.#livenessTimer);
+    this.#livenessAt = at;
+    this.#livenessTimer = setTimeout(
+      () => this.#onLiveness(),
+      Math.max(0, at - performance.now()),
+    );
+  }
+
+  #onLiveness(): void {
+    this.#livenessTimer = undefined;
+    this.#livenessAt = Infinity;
+    if (this.#closed) return;
+    const now = performance.now();
+    const silent = now - this.#lastHeard;
+    const ivl = this.#heartbeatIvlMs;
+    const timeout = ivl > 0 ? this.#heartbeatTimeoutMs : 0;
+    if (timeout > 0 && silent >= timeout) {
+      this.#shut(`peer silent for ${Math.round(silent)} ms (heartbeat timeout ${timeout} ms)`);
+      return;
+    }
+    if (this.#peerTtlMs > 0 && silent >= this.#peerTtlMs) {
+      this.#shut(`peer silent for ${Math.round(silent)} ms (its PING's TTL ${this.#peerTtlMs} ms)`);
+      return;
+    }
+    if (ivl > 0 && now >= this.#nextPingAt) {
+      const context = new Uint8Array(4);
+      new DataView(context.buffer).setUint32(0, this.#pings++ >>> 0);
+      this.#append(pingCommand(this.#options.heartbeatTtlMs ?? 0, context));
+      this.#nextPingAt = now + ivl;
+    }
+    let next = Infinity;
+    if (ivl > 0) next = Math.min(this.#nextPingAt, this.#lastHeard + timeout);
+    if (this.#peerTtlMs > 0) next = Math.min(next, this.#lastHeard + this.#peerTtlMs);
+    if (next < Infinity) this.#armLiveness(next);
   }
 
   #settleFlushed(): void {
@@ -433,6 +529,13 @@ export class ZmtpConnection {
     this.#closed = true;
     clearTimeout(this.#handshakeTimer);
     this.#handshakeTimer = undefined;
+    clearTimeout(this.#livenessTimer);
+    this.#livenessTimer = undefined;
+    // Output that will never be written goes now, whoever still holds this object.
+    this.#out = new Uint8Array(0);
+    this.#spare = undefined;
+    this.#outLength = 0;
+    this.#message = [];
     try {
       this.#conn.close();
     } catch {

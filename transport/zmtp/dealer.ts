@@ -13,12 +13,13 @@ import type { Frames } from "../frames.ts";
 import { encodeMessageInto, messageBytes } from "./codec.ts";
 import { ZmtpConnection, type ZmtpConnectionEvents } from "./connection.ts";
 import { parseTcpEndpoint, type TcpAddress } from "./endpoint.ts";
+import { type HeartbeatOptions, heartbeatOptions } from "../heartbeat.ts";
 import { Inbox } from "./inbox.ts";
 import { RoomWaiters, ZmtpSocketClosedError } from "./room.ts";
 import { waitAtMost } from "../../support/wait_at_most.ts";
 
 /** Options of a {@link ZmtpDealer}. */
-export interface ZmtpDealerOptions {
+export interface ZmtpDealerOptions extends HeartbeatOptions {
   /** The Identity sent to the ROUTER. @default none (the ROUTER makes one) */
   routingId?: string | Uint8Array;
   /** Messages waiting for a connection beyond which trySend refuses. 0: no limit. @default 1000 */
@@ -108,6 +109,7 @@ export class ZmtpDealer {
       ...(this.#options.maxMessageSize !== undefined
         ? { maxMessageBytes: this.#options.maxMessageSize }
         : {}),
+      ...heartbeatOptions(this.#options),
     }, this.#events);
   }
 

@@ -49,6 +49,11 @@ export class Inbox {
     return done;
   }
 
+  /** Drops queued messages that `match` (those of a connection that closed). */
+  discard(match: (frames: Frames) => boolean): void {
+    if (this.#queue.length > 0) this.#queue = this.#queue.filter((frames) => !match(frames));
+  }
+
   close(): void {
     this.#closed = true;
     this.#handler = undefined;

@@ -3,6 +3,10 @@
  * NULL mechanism, and routes by routing id as libzmq's ROUTER does (the
  * peer's Identity when it sends one that is free, else a 5-byte id; a reply
  * to an unknown id is dropped). Incoming messages start with the routing id.
+ * A second peer asking for an Identity in use is kept connected but not
+ * routed to until the name is free, as libzmq's ROUTER does (closing it
+ * made a libzmq peer reconnect every 100 ms); with `handover` it takes the
+ * name and the old connection waits instead (ZMQ_ROUTER_HANDOVER).
  *
  * Why not libzmq's ROUTER: every message through it crosses libzmq's I/O
  * thread and a wake-up of ours, which made a brokered round trip cost about
@@ -16,11 +20,12 @@ import { BindError, listenFailure } from "../bind.ts";
 import type { Frames } from "../frames.ts";
 import { ZmtpConnection, type ZmtpConnectionEvents, type ZmtpPeer } from "./connection.ts";
 import { formatTcpEndpoint, parseTcpEndpoint } from "./endpoint.ts";
+import { type HeartbeatOptions, heartbeatOptions } from "../heartbeat.ts";
 import { Inbox } from "./inbox.ts";
 import { RoomWaiters } from "./room.ts";
 
 /** Options of {@link ZmtpRouter.bind}. */
-export interface ZmtpRouterOptions {
+export interface ZmtpRouterOptions extends HeartbeatOptions {
   /**
    * A peer sending a larger frame is disconnected; a larger message of
    * smaller frames is discarded and reported to `onOversized`. @default no limit
@@ -46,6 +51,12 @@ export interface ZmtpRouterOptions {
   onConnectionEnd?: (
     event: { refused: boolean; reason: string; address: string; routingId?: Uint8Array },
   ) => void;
+  /**
+   * ZMQ_ROUTER_HANDOVER: a peer whose Identity is in use takes it over; the
+   * connection that held it stays open, unrouted, its messages dropped (as
+   * libzmq detaches its pipe). @default false (as libzmq)
+   */
+  handover?: boolean;
 }
 
 const latin1 = new TextDecoder("latin1");
@@ -72,6 +83,11 @@ export class ZmtpRouter {
   #options: ZmtpRouterOptions;
   #connections = new Set<ZmtpConnection>();
   #byId = new Map<string, ZmtpConnection>();
+  /**
+   * Connections whose Identity was in use at their handshake, by their
+   * prefix object: not routed to; each message of theirs tries the name again.
+   */
+  #anonymous = new Map<Uint8Array, ZmtpConnection>();
   #inbox: Inbox;
   #closed = false;
   #nextId = (Math.random() * 0xffff_ffff) >>> 0;
@@ -80,6 +96,8 @@ export class ZmtpRouter {
   #onPeerGone: ((routingId: Uint8Array) => void) | undefined;
   /** Messages sent to a routing id with no connection (dropped, as libzmq's ROUTER does). */
   unroutable = 0;
+  /** Messages dropped from a peer whose Identity another connection holds. */
+  duplicateDropped = 0;
 
   private constructor(listener: Deno.TcpListener, options: ZmtpRouterOptions) {
     this.#listener = listener;
@@ -142,6 +160,7 @@ export class ZmtpRouter {
           ...(this.#options.maxMessageSize !== undefined
             ? { maxMessageBytes: this.#options.maxMessageSize }
             : {}),
+          ...heartbeatOptions(this.#options),
         }, this.#events),
       );
     }
@@ -157,8 +176,19 @@ export class ZmtpRouter {
           new DataView(id.buffer).setUint32(1, this.#nextId);
           this.#nextId = (this.#nextId + 1) >>> 0;
         } while (this.#byId.has(idKey(id)));
-      } else if (this.#byId.has(idKey(id))) {
-        return "routing id already in use";
+      } else {
+        const holder = this.#byId.get(idKey(id));
+        if (holder && this.#options.handover) {
+          // As libzmq: the holder is detached, not closed (a live one would reconnect and
+          // take the name back, over and over). It waits as a newcomer does; heartbeats
+          // reap it if it is dead.
+          this.#anonymous.set(holder.prefix!, holder);
+        } else if (holder) {
+          // The routing id still heads its messages: it is how they are told apart.
+          connection.setPrefix(id);
+          this.#anonymous.set(id, connection);
+          return undefined;
+        }
       }
       this.#byId.set(idKey(id), connection);
       // The routing id heads every message of the peer, and is how close() finds its entry.
@@ -167,17 +197,25 @@ export class ZmtpRouter {
     },
     // Nothing is handed over once close() began (connections may still read while lingering).
     message: (frames: Frames) => {
-      if (!this.#closed) this.#inbox.deliver(frames);
+      if (this.#closed) return;
+      if (this.#anonymous.size > 0 && !this.#adopted(frames[0]!)) {
+        this.duplicateDropped++;
+        return;
+      }
+      this.#inbox.deliver(frames);
     },
     oversized: () => report(() => this.#options.onOversized?.()),
     drained: () => this.#room.wakeAll(),
     closed: (connection: ZmtpConnection, reason: string | undefined, refused: boolean) => {
       this.#connections.delete(connection);
       const id = connection.prefix;
+      if (id) this.#anonymous.delete(id);
       const held = id !== undefined && this.#byId.get(idKey(id)) === connection;
       if (held) {
         this.#byId.delete(idKey(id));
-        // Through the inbox, so the notice comes after every message the peer sent.
+        // Its messages that arrived are still delivered (a reply sent before the
+        // peer went away is a reply, as libzmq reads a pipe to its end); the
+        // notice goes through the inbox, so it comes after them.
         if (this.#onPeerGone && !this.#closed) this.#inbox.deliver([id]);
       }
       // A sender waiting for this peer's queue to drain must not wait forever.
@@ -194,6 +232,33 @@ export class ZmtpRouter {
       }
     },
   };
+
+  /**
+   * Whether a message headed by `prefix` may be delivered: yes unless its
+   * connection waits for its Identity, which it takes if now free (libzmq
+   * tries the name again when such a peer has a message).
+   */
+  #adopted(prefix: Uint8Array): boolean {
+    const waiting = this.#anonymous.get(prefix);
+    if (!waiting) return true;
+    const key = idKey(prefix);
+    if (this.#byId.has(key)) return false;
+    this.#anonymous.delete(prefix);
+    this.#byId.set(key, waiting);
+    return true;
+  }
+
+  /**
+   * Closes the connection of the peer `routingId` names (its queued output
+   * and undelivered messages are dropped); false when there is none.
+   */
+  closePeer(routingId: Uint8Array): boolean {
+    const connection = this.#byId.get(idKey(routingId));
+    if (!connection) return false;
+    this.#byId.delete(idKey(routingId));
+    void connection.close();
+    return true;
+  }
 
   /**
    * Sends `frames` to the peer `head` names without waiting. False when that
