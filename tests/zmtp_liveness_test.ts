@@ -20,7 +20,7 @@ import {
 import { ZmtpDealer } from "../transport/zmtp/dealer.ts";
 import { parseTcpEndpoint } from "../transport/zmtp/endpoint.ts";
 import { ZmtpRouter, type ZmtpRouterOptions } from "../transport/zmtp/router.ts";
-import { sleep, waitFor, withBroker } from "./_helpers.ts";
+import { Peer, sleep, waitFor, withBroker } from "./_helpers.ts";
 import { brokerConfig, echoConfig } from "../config/components.ts";
 import { ConfigError, loadConfig } from "../config/load.ts";
 import { wireHeartbeat } from "../roles/wire_heartbeat.ts";
@@ -606,4 +606,28 @@ sys.stdin.read()
     await python.stop();
     await drained;
   }
+});
+
+Deno.test("broker with router_handover: a worker restarted with its fixed identity takes over at once, without a DISCONNECT", async () => {
+  await withBroker({ handover: true }, async (server, track) => {
+    const ready = ["", "MDPW02", "READY", "svc.handover"];
+    const old = track(new Peer(server.endpoint, { routingId: "worker-1", name: "old" }));
+    await old.send(ready);
+    const workers = () =>
+      server.broker.services().find((s) => s.name === "svc.handover")?.workers ?? 0;
+    await waitFor(() => workers() === 1, { what: "old worker" });
+    // Its successor connects with the same identity while the old connection is still open.
+    const successor = track(new Peer(server.endpoint, { routingId: "worker-1", name: "new" }));
+    await successor.send(ready);
+    const client = track(new Peer(server.endpoint, { name: "client" }));
+    await client.send(["", "MDPC02", "REQUEST", "svc.handover", "ping"]);
+    const request = await successor.next({
+      skip: (frames) => new TextDecoder().decode(frames[1]) === "HEARTBEAT",
+    });
+    assert.deepEqual(
+      [request[0], request[1], request[4]].map((f) => new TextDecoder().decode(f)),
+      ["MDPW02", "REQUEST", "ping"],
+      "the request reached the successor, which was not told to DISCONNECT first",
+    );
+  });
 });

@@ -183,6 +183,9 @@ export class ZmtpRouter {
           // take the name back, over and over). It waits as a newcomer does; heartbeats
           // reap it if it is dead.
           this.#anonymous.set(holder.prefix!, holder);
+          // To its user the holder is gone: a restarted worker's READY must not meet its
+          // predecessor's registration (the notice comes before the newcomer's messages).
+          if (this.#onPeerGone && !this.#closed) this.#inbox.deliver([holder.prefix!]);
         } else if (holder) {
           // The routing id still heads its messages: it is how they are told apart.
           connection.setPrefix(id);
