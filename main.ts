@@ -56,6 +56,7 @@ components:
                       PLANTD_USER_PASSWORD or a piped line)
   dev-cert [--out data]   self-signed TLS certificate for localhost
   keygen [--out NAME]     new CURVE key pair for the broker, buses or a client
+  keygen --jwt --out NAME   Ed25519 key pair for the gateway's tokens (PEM)
 
 Every key of a component's configuration is a flag (--log-level debug), an
 environment variable (PLANTD_BROKER_LOG_LEVEL=debug) and a YAML key (log_level).`;

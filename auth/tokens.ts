@@ -24,6 +24,8 @@ import {
   jwtVerify,
   SignJWT,
 } from "jose";
+import { createPrivateKey, createPublicKey } from "node:crypto";
+import { ConfigError } from "../config/load.ts";
 import { isPermission, permissionsOf } from "./permissions.ts";
 
 /** Who made a request and what they may do. */
@@ -332,7 +334,14 @@ export class TokenIssuer {
   }
 }
 
-/** Token settings from a component's configuration; undefined when no key is set (auth off). */
+/** The key type each signing algorithm needs (node:crypto's asymmetricKeyType). */
+const KEY_TYPES = { RS256: "rsa", ES256: "ec", EdDSA: "ed25519" } as const;
+
+/**
+ * Token settings from a component's configuration; undefined when no key is
+ * set (auth off). A key that cannot be read or parsed, or does not fit
+ * jwt_algorithm, is a {@link ConfigError} naming the key.
+ */
 export async function tokenSettingsFrom(config: {
   jwt_secret?: string;
   jwt_public_key?: string;
@@ -344,16 +353,41 @@ export async function tokenSettingsFrom(config: {
   jwt_max_lifetime_s?: number;
   jwt_clock_skew_s?: number;
 }): Promise<TokenSettings | undefined> {
-  const pem = async (value: string | undefined) =>
-    value === undefined
-      ? undefined
-      : value.startsWith("-----BEGIN")
-      ? value
-      : await Deno.readTextFile(value);
+  const pem = async (key: "jwt_public_key" | "jwt_private_key", value: string | undefined) => {
+    if (value === undefined) return undefined;
+    const where = value.startsWith("-----BEGIN") ? "" : ` (${value})`;
+    let text = value;
+    if (where) {
+      try {
+        text = await Deno.readTextFile(value);
+      } catch (error) {
+        throw new ConfigError(`${key}: cannot read ${value}: ${(error as Error).message}`);
+      }
+    }
+    // A bad key is a configuration error at start, not a crash at the first token.
+    const expected = KEY_TYPES[config.jwt_algorithm];
+    let type: string | undefined;
+    try {
+      const parsed = key === "jwt_private_key" ? createPrivateKey(text) : createPublicKey(text);
+      type = parsed.asymmetricKeyType;
+    } catch {
+      throw new ConfigError(
+        `${key}${where} is not a PEM ${
+          key === "jwt_private_key" ? "PKCS#8 private" : "SPKI public"
+        } key (make one with \`main.ts keygen --jwt --out NAME\`)`,
+      );
+    }
+    if (type !== expected) {
+      throw new ConfigError(
+        `${key}${where} is a ${type} key, but jwt_algorithm ${config.jwt_algorithm} needs ${expected}`,
+      );
+    }
+    return text;
+  };
   const settings: TokenSettings = {
     secret: config.jwt_secret,
-    publicKey: await pem(config.jwt_public_key),
-    privateKey: await pem(config.jwt_private_key),
+    publicKey: await pem("jwt_public_key", config.jwt_public_key),
+    privateKey: await pem("jwt_private_key", config.jwt_private_key),
     algorithm: config.jwt_algorithm,
     jwksUrl: config.jwks_url,
     issuer: config.jwt_issuer,

@@ -4,7 +4,15 @@
  */
 import assert from "node:assert/strict";
 import { exportJWK, exportPKCS8, exportSPKI, generateKeyPair, SignJWT } from "jose";
-import { AuthError, TokenIssuer, type TokenSettings, TokenVerifier } from "./tokens.ts";
+import { generateKeyPairSync } from "node:crypto";
+import { ConfigError } from "../config/load.ts";
+import {
+  AuthError,
+  TokenIssuer,
+  type TokenSettings,
+  tokenSettingsFrom,
+  TokenVerifier,
+} from "./tokens.ts";
 
 const SECRET = "a-test-secret-that-is-32-bytes-long!";
 const BASE: TokenSettings = { issuer: "plantd", audience: "plantd" };
@@ -147,4 +155,32 @@ Deno.test("a token living longer than jwt_max_lifetime_s is refused (exp - iat, 
   const byDefault = new TokenVerifier({ ...BASE, secret: SECRET });
   await refused(byDefault, await timed({ iat: now, exp: now + 86_400 + 1 }), /86400 s allowed/);
   assert.ok(await byDefault.verify(await timed({ iat: now, exp: now + 86_400 })));
+});
+
+Deno.test("tokenSettingsFrom: a key that cannot be read, is no PEM key, or does not fit jwt_algorithm is a ConfigError naming it", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const base = { jwt_issuer: "plantd", jwt_audience: "plantd" };
+    await Deno.writeTextFile(`${dir}/bad.pem`, "change-me\n");
+    await assert.rejects(
+      tokenSettingsFrom({ ...base, jwt_algorithm: "EdDSA", jwt_private_key: `${dir}/bad.pem` }),
+      (error) =>
+        error instanceof ConfigError && /jwt_private_key .* is not a PEM/.test(error.message),
+    );
+    await assert.rejects(
+      tokenSettingsFrom({ ...base, jwt_algorithm: "EdDSA", jwt_public_key: `${dir}/missing.pem` }),
+      (error) => error instanceof ConfigError && /jwt_public_key: cannot read/.test(error.message),
+    );
+    const { publicKey } = generateKeyPairSync("ed25519");
+    const spki = publicKey.export({ type: "spki", format: "pem" }) as string;
+    await assert.rejects(
+      tokenSettingsFrom({ ...base, jwt_algorithm: "ES256", jwt_public_key: spki }),
+      (error) =>
+        error instanceof ConfigError && /ed25519 key, but jwt_algorithm ES256/.test(error.message),
+    );
+    const ok = await tokenSettingsFrom({ ...base, jwt_algorithm: "EdDSA", jwt_public_key: spki });
+    assert.equal(ok?.publicKey, spki);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

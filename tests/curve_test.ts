@@ -16,6 +16,9 @@ import { ConfigError, loadConfig } from "../config/load.ts";
 import { startBroker } from "../roles/broker.ts";
 import { startEcho } from "../roles/echo.ts";
 import { keygen } from "../roles/keygen.ts";
+import { CallSigner, serviceTokenCheck } from "../auth/call_credentials.ts";
+import { TokenIssuer, tokenSettingsFrom, TokenVerifier } from "../auth/tokens.ts";
+import { STATE_SERVICE } from "../state/operations.ts";
 import { run as plant } from "../cli/main.ts";
 import { ECHO_SERVICE, startEchoWorker } from "../workers/echo.ts";
 import { ServicePolicy } from "../broker/service_policy.ts";
@@ -415,6 +418,47 @@ Deno.test("keygen writes NAME.key (0600) and NAME.pub that the _file keys read",
     assert.ok(lines.some((line) => line.includes(pair.publicKey)));
     assert.throws(() => keygen(["--out", `${dir}/broker`], () => {}), ConfigError, "no overwrite");
     keygen(["--out", `${dir}/broker`, "--force"], () => {});
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("keygen --jwt writes an Ed25519 pair: the gateway signs with NAME.pem, a state worker holding only NAME.pub.pem verifies and cannot sign", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const { files } = keygen(["--jwt", "--out", `${dir}/gateway-jwt`], () => {});
+    assert.deepEqual(files, [`${dir}/gateway-jwt.pem`, `${dir}/gateway-jwt.pub.pem`]);
+    assert.equal((await Deno.stat(`${dir}/gateway-jwt.pem`)).mode! & 0o777, 0o600);
+    const keys = { jwt_algorithm: "EdDSA" as const, jwt_issuer: "plantd", jwt_audience: "plantd" };
+    // The config keys take file paths, as compose and k8s give them.
+    const gateway = (await tokenSettingsFrom({ ...keys, jwt_private_key: files[0] }))!;
+    const state = (await tokenSettingsFrom({ ...keys, jwt_public_key: files[1] }))!;
+    const caller = {
+      id: "user:ada",
+      name: "ada",
+      kind: "user" as const,
+      roles: [],
+      permissions: ["*"],
+    };
+    const request = { service: "plant", key: "k", value: "v" };
+    const body = new CallSigner(gateway, 10).stateRequest(
+      caller,
+      STATE_SERVICE,
+      "state-set",
+      request,
+    );
+    const { token, ...sent } = JSON.parse(body);
+    const principal = await serviceTokenCheck(state, STATE_SERVICE)(token, "state-set", sent);
+    assert.equal(principal.id, "user:ada");
+    // The gateway's own access tokens verify there too; the state worker has nothing to sign with.
+    const access = await new TokenIssuer(gateway).issue(
+      { sub: "user:ada", name: "ada", roles: [], perms: ["*"] },
+      60,
+    );
+    assert.equal((await new TokenVerifier(state).verify(access.token)).id, "user:ada");
+    assert.equal(TokenIssuer.possible(state), false);
+    assert.equal(CallSigner.possible(state), false);
+    assert.throws(() => keygen(["--jwt"], () => {}), ConfigError, "--out is required");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

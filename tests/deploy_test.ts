@@ -15,6 +15,9 @@ import { Registry } from "prom-client";
 import * as components from "../config/components.ts";
 import { type ComponentConfig, loadConfig } from "../config/load.ts";
 import { keysInFile } from "../config/curve.ts";
+import { publicKeyPem } from "../auth/call_credentials.ts";
+import { tokenSettingsFrom } from "../auth/tokens.ts";
+import { curvePublicKey } from "../transport/curve.ts";
 import { metricsAccess } from "../config/metrics_token.ts";
 import { readPolicyFile } from "../config/service_policy.ts";
 import { healthUrl } from "../deploy/healthcheck.ts";
@@ -180,9 +183,14 @@ function checkSecured(where: string, component: Component, config: Record<string
   }
 }
 
-/** The `*_FILE` values of an environment (keys and tokens read from files). */
+/**
+ * Files an environment makes a component read: the `*_FILE` values, and the
+ * PEM keys given as paths (`*_JWT_PUBLIC_KEY`, `*_JWT_PRIVATE_KEY` take either).
+ */
 function filesRead(env: Record<string, string>): string[] {
-  return Object.entries(env).filter(([name]) => name.endsWith("_FILE")).map(([, path]) => path);
+  return Object.entries(env).filter(([name, value]) =>
+    name.endsWith("_FILE") || (/_JWT_(PUBLIC|PRIVATE)_KEY$/.test(name) && value.startsWith("/"))
+  ).map(([, path]) => path);
 }
 
 /** Checks env names: PLANTD_* only, each read by `component` (derived from its schema). */
@@ -446,7 +454,7 @@ Deno.test("compose.yaml: plantd services configured with variables the code read
   }
 });
 
-Deno.test("compose.yaml: nothing published beyond the host, ZeroMQ not at all; keygen makes every key read", () => {
+Deno.test("compose.yaml: nothing published beyond the host, ZeroMQ not at all; keygen makes every key read, each secret seen by its owner only", async () => {
   const file = compose();
   const raw = read("compose.yaml");
   const services = plantdServices();
@@ -463,53 +471,115 @@ Deno.test("compose.yaml: nothing published beyond the host, ZeroMQ not at all; k
   }
   // Grafana's admin password must be given: no fallback.
   assert.match(raw, /GF_SECURITY_ADMIN_PASSWORD: "\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}"/);
-  // The keygen service makes each file the components read from /keys, before they start.
+  // The keygen service makes each file the components read, before they start:
+  // run its script with each volume in a temporary directory and look.
   const keygen = file.services.keygen;
   assert.ok(keygen, "compose has a keygen service");
   const script = keygen.command.join("\n") as string;
-  const names = /for name in ([\w ]+); do/.exec(script)?.[1]?.split(" ") ?? [];
-  assert.match(script, /main\.ts keygen --out "\$\$?name"/);
-  const allowList = /grep -hv '\^#' ([^>]+) > allowed/.exec(script)?.[1]?.trim().split(/\s+/) ?? [];
-  const keysVolume = (keygen.volumes as string[]).find((v) => v.endsWith(":/keys"))!.split(":")[0];
-  const broker = services.find((s) => s.component.name === "broker")!;
-  const brokerKey = broker.env.PLANTD_BROKER_CURVE_SECRET_KEY_FILE!;
-  assert.equal(broker.env.PLANTD_BROKER_CURVE_ALLOWED_KEYS_FILE, "/keys/allowed");
-  for (const s of services) {
-    for (const path of filesRead(s.env).filter((p) => p.startsWith("/keys/"))) {
-      const base = path.slice("/keys/".length);
+  const dir = await Deno.makeTempDir();
+  const volumeOf = new Map<string, string>(); // keygen's mount path -> volume name
+  try {
+    let shell = script.replaceAll("$$", "$").replaceAll("/app/main.ts", `${ROOT}main.ts`)
+      .replace(/chown -R \S+/, "true");
+    // Each volume keygen mounts at PATH lives at DIR/PATH; the script's paths move with them.
+    const pathOf = new Map<string, string>(); // volume name -> keygen's mount path
+    const roots = new Set<string>();
+    for (const [volume, path] of (keygen.volumes as string[]).map((v) => v.split(":"))) {
+      volumeOf.set(path!, volume!);
+      pathOf.set(volume!, path!);
+      roots.add(path!.split("/")[1]!);
+      await Deno.mkdir(`${dir}${path}`, { recursive: true });
+    }
+    for (const root of roots) {
+      shell = shell.replace(new RegExp(`(?<![\\w.])/${root}\\b`, "g"), `${dir}/${root}`);
+    }
+    const run = await new Deno.Command("sh", { args: ["-ec", shell] }).output();
+    assert.equal(run.code, 0, new TextDecoder().decode(run.stderr));
+    /** The file a service sees at `path`, through its own volume mounts (read-only). */
+    const seen = (s: { name: string; service: Any }, path: string): string | undefined => {
+      for (const entry of s.service.volumes as string[]) {
+        const [volume, target, mode] = entry.split(":");
+        if (!path.startsWith(target + "/") || !pathOf.has(volume!)) continue;
+        assert.equal(mode, "ro", `${s.name} mounts ${volume} read-only`);
+        return `${dir}${pathOf.get(volume!)}/${path.slice(target!.length + 1)}`;
+      }
+      return undefined;
+    };
+    const broker = services.find((s) => s.component.name === "broker")!;
+    const allowed = keysInFile(
+      "allowed",
+      Deno.readTextFileSync(seen(broker, broker.env.PLANTD_BROKER_CURVE_ALLOWED_KEYS_FILE!)!),
+    );
+    const brokerSecret = keysInFile(
+      "broker",
+      Deno.readTextFileSync(seen(broker, broker.env.PLANTD_BROKER_CURVE_SECRET_KEY_FILE!)!),
+    )[0]!;
+    for (const s of services) {
+      const prefix = s.component.envPrefix;
+      for (const path of filesRead(s.env)) {
+        const local = seen(s, path);
+        assert.ok(
+          local !== undefined && Deno.statSync(local).isFile,
+          `${s.name}: keygen makes no ${path} it can see`,
+        );
+      }
+      if (s === broker) continue;
+      const secret = keysInFile(
+        s.name,
+        Deno.readTextFileSync(seen(s, s.env[`${prefix}_CURVE_SECRET_KEY_FILE`]!)!),
+      )[0]!;
       assert.ok(
-        base === "allowed" ||
-          (base === "service-policy.yaml" && /> service-policy\.yaml/.test(script)) ||
-          names.some((n) => base === `${n}.key` || base === `${n}.pub`),
-        `${s.name}: keygen makes no ${path}`,
+        allowed.includes(curvePublicKey(secret)),
+        `${s.name}: its public key is on the broker's allow-list`,
+      );
+      const server = keysInFile(
+        "server",
+        Deno.readTextFileSync(seen(s, s.env[`${prefix}_CURVE_SERVER_KEY_FILE`]!)!),
+      )[0];
+      assert.equal(server, curvePublicKey(brokerSecret), `${s.name}: the broker's public key`);
+      assert.equal(
+        s.service.depends_on?.broker?.condition,
+        "service_healthy",
+        `${s.name} starts after the broker (after keygen)`,
       );
     }
-    assert.ok(
-      (s.service.volumes as string[]).includes(`${keysVolume}:/keys:ro`),
-      `${s.name} mounts the keys read-only`,
-    );
-    if (s === broker) continue;
-    const own = s.env[`${s.component.envPrefix}_CURVE_SECRET_KEY_FILE`]!;
-    assert.ok(
-      allowList.includes(own.replace("/keys/", "").replace(/\.key$/, ".pub")),
-      `${s.name}: its public key is on the broker's allow-list`,
+    // No container holds another's secrets: each secret volume has one user besides keygen.
+    for (const volume of [...volumeOf.values()].filter((v) => v.endsWith("-secret"))) {
+      const users = Object.entries(file.services as Record<string, Any>)
+        .filter(([name, service]) =>
+          name !== "keygen" &&
+          (service.volumes ?? []).some((v: string) => v.startsWith(`${volume}:`))
+        ).map(([name]) => name);
+      assert.equal(users.length, 1, `${volume} is mounted by ${users.join(", ")}`);
+    }
+    // The state worker verifies the gateway's tokens and cannot sign them.
+    const state = services.find((s) => s.component.name === "state")!;
+    const gateway = services.find((s) => s.component.name === "gateway")!;
+    assert.equal(state.env.PLANTD_STATE_JWT_SECRET, undefined, "no shared JWT secret");
+    assert.equal(state.env.PLANTD_STATE_JWT_PRIVATE_KEY, undefined);
+    const publicPem = Deno.readTextFileSync(seen(state, state.env.PLANTD_STATE_JWT_PUBLIC_KEY!)!);
+    const privatePem = Deno.readTextFileSync(
+      seen(gateway, gateway.env.PLANTD_GATEWAY_JWT_PRIVATE_KEY!)!,
     );
     assert.equal(
-      s.env[`${s.component.envPrefix}_CURVE_SERVER_KEY_FILE`],
-      brokerKey.replace(/\.key$/, ".pub"),
-      `${s.name}: the broker's public key`,
+      publicKeyPem(privatePem),
+      publicPem,
+      "the state worker has the gateway key's public half",
     );
     assert.equal(
-      s.service.depends_on?.broker?.condition,
-      "service_healthy",
-      `${s.name} starts after the broker (after keygen)`,
+      Deno.readTextFileSync(seen(state, state.env.PLANTD_STATE_STATE_BUS_SECRET_FILE!)!),
+      Deno.readTextFileSync(seen(gateway, gateway.env.PLANTD_GATEWAY_STATE_BUS_SECRET_FILE!)!),
+      "state and gateway share the state bus key",
     );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
+  const broker = services.find((s) => s.component.name === "broker")!;
   assert.equal(broker.service.depends_on?.keygen?.condition, "service_completed_successfully");
   // Prometheus sends the metrics token the components check, from the same file.
-  const tokenMount = (keygen.volumes as string[]).find((v) => !v.endsWith(":/keys"))!;
-  const [tokenVolume, tokenDir] = tokenMount.split(":");
   const tokenFile = /> (\/\S+metrics-token)/.exec(script)?.[1];
+  const [tokenVolume, tokenDir] = (keygen.volumes as string[]).map((v) => v.split(":"))
+    .find(([, path]) => tokenFile?.startsWith(path + "/")) ?? [];
   assert.ok(tokenFile?.startsWith(tokenDir + "/"), "keygen writes the metrics token");
   assert.ok(
     (file.services.prometheus.volumes as string[]).includes(`${tokenVolume}:${tokenDir}:ro`),
@@ -623,7 +693,7 @@ function manifests(): Any[] {
   return docs;
 }
 
-Deno.test("Kubernetes: Deployments configured with variables the code reads, probes on /livez and /readyz", () => {
+Deno.test("Kubernetes: Deployments configured with variables the code reads, probes on /livez and /readyz", async () => {
   const docs = manifests();
   const kustomization = docs.find((d) => d.kind === "Kustomization");
   const files = new Set(docs.map((d) => d.__file));
@@ -635,29 +705,46 @@ Deno.test("Kubernetes: Deployments configured with variables the code reads, pro
   const secrets = new Map(
     docs.filter((d) => d.kind === "Secret").map((d) => [d.metadata.name, d.stringData ?? {}]),
   );
-  // The committed JWT secrets are placeholders an operator must replace: the
-  // gateway refuses them (too short) rather than run with a published key.
-  const auth = secrets.get("plantd-auth") as Record<string, string>;
-  assert.equal(auth.PLANTD_GATEWAY_JWT_SECRET, "change-me");
-  assert.throws(
-    () =>
-      loadConfig(components.gatewayConfig, {
-        args: [],
-        env: { PLANTD_GATEWAY_JWT_SECRET: "change-me" },
-      }),
-    /jwt_secret needs at least 32 characters/,
-  );
-  const operatorSecret = "x".repeat(48);
-  secrets.set("plantd-auth", {
-    PLANTD_GATEWAY_JWT_SECRET: operatorSecret,
-    PLANTD_STATE_JWT_SECRET: operatorSecret,
-  });
+  // No JWT secret is shared: the gateway signs with an Ed25519 key, the state
+  // worker verifies with its public half (both from plantd-curve). The
+  // committed placeholders are refused at start rather than run with a published key.
+  assert.equal(secrets.get("plantd-auth"), undefined, "no shared JWT secret");
+  const config = configMaps.get("plantd-config") as Record<string, string>;
+  assert.equal(config.PLANTD_STATE_JWT_SECRET, undefined);
+  assert.equal(config.PLANTD_STATE_JWT_PRIVATE_KEY, undefined);
+  assert.equal(config.PLANTD_GATEWAY_JWT_SECRET, undefined);
+  const placeholders = secrets.get("plantd-curve") as Record<string, string>;
+  // Mounted as files, as the Deployments do.
+  const mounted = await Deno.makeTempDir();
+  try {
+    for (const key of ["jwt_private_key", "jwt_public_key"] as const) {
+      const file = `${mounted}/${key}`;
+      await Deno.writeTextFile(
+        file,
+        placeholders[key === "jwt_private_key" ? "gateway-jwt.pem" : "gateway-jwt.pub.pem"]!,
+      );
+      await assert.rejects(
+        tokenSettingsFrom({
+          jwt_algorithm: "EdDSA",
+          jwt_issuer: "plantd",
+          jwt_audience: "plantd",
+          [key]: file,
+        }),
+        /is not a PEM/,
+        key,
+      );
+    }
+  } finally {
+    await Deno.remove(mounted, { recursive: true });
+  }
   // The committed CURVE keys and metrics token are placeholders too: refused.
   const curve = secrets.get("plantd-curve") as Record<string, string>;
   assert.ok(curve, "a plantd-curve Secret");
   for (const [key, value] of Object.entries(curve)) {
     assert.throws(() => keysInFile(key, value), /not a CURVE key/, `plantd-curve ${key}`);
   }
+  // The state bus key placeholder is too short to be one.
+  assert.ok(curve["state-bus-secret"]!.length < 32, "state-bus-secret placeholder refused");
   const token = (secrets.get("plantd-metrics-token") as Record<string, string>)["metrics-token"]!;
   assert.throws(
     () => metricsAccess(components.stateConfig, { metrics_token_file: "t" }, () => token),
