@@ -79,16 +79,27 @@ export async function readFor(
   return { bytes: out.subarray(0, got), closed: false };
 }
 
-/** Resolves once the peer closes `conn` (EOF or reset); data read meanwhile is discarded. */
-export async function untilClosed(conn: Deno.Conn): Promise<void> {
+/**
+ * Resolves once the peer closes `conn` (EOF or reset; data read meanwhile is
+ * discarded); throws if it has not within `ms` (and closes it then).
+ */
+export async function untilClosed(conn: Deno.Conn, ms = 5000): Promise<void> {
   const buffer = new Uint8Array(64 * 1024);
+  let late = false;
+  const timer = setTimeout(() => {
+    late = true;
+    conn.close();
+  }, ms);
   try {
     while ((await conn.read(buffer)) !== null) {
       // discard
     }
   } catch {
-    // reset: closed too
+    // reset (or closed by the timer)
+  } finally {
+    clearTimeout(timer);
   }
+  if (late) throw new Error(`the peer did not close the connection within ${ms} ms`);
 }
 
 /** Open file descriptors of this process (Linux). */

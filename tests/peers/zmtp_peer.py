@@ -99,7 +99,11 @@ def handle(command):
         frames = [frame_of(f) for f in command["frames"]]
         if not socket.poll(command.get("timeout_ms", 5000), zmq.POLLOUT):
             return {"ok": False, "error": "timeout"}
-        socket.send_multipart(frames, zmq.DONTWAIT)
+        try:
+            socket.send_multipart(frames, zmq.DONTWAIT)
+        except zmq.Again:
+            # Writable at the poll, full again since (a pipe went away): not taken.
+            return {"ok": False, "error": "timeout"}
         return {}
     if op == "recv":
         if not socket.poll(command.get("timeout_ms", 5000), zmq.POLLIN):
