@@ -108,3 +108,19 @@ export function openFds(): number {
   for (const _ of Deno.readDirSync("/proc/self/fd")) n++;
   return n;
 }
+
+/**
+ * Whether this machine has a TCP socket from `localPort` to `remotePort` on
+ * 127.0.0.1 still held by a process (a socket closed by its owner keeps only
+ * kernel states with no inode): the server's end of one connection, released
+ * or not. Linux, IPv4.
+ */
+export function tcpSocketHeld(localPort: number, remotePort: number): boolean {
+  const local = `0100007F:${localPort.toString(16).toUpperCase().padStart(4, "0")}`;
+  const remote = `0100007F:${remotePort.toString(16).toUpperCase().padStart(4, "0")}`;
+  for (const line of Deno.readTextFileSync("/proc/net/tcp").split("\n").slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    if (fields[1] === local && fields[2] === remote && fields[9] !== "0") return true;
+  }
+  return false;
+}

@@ -9,7 +9,7 @@
  * - nothing escapes a connection: no unhandled rejection or uncaught error;
  * - no buffer beyond the configured maximum message size is allocated (every
  *   `new Uint8Array(n)` / `new ArrayBuffer(n)` is recorded while it runs);
- * - the connection is released (the session's descriptors are closed);
+ * - the connection is released (the broker's end of it is closed);
  * - the broker, with a real worker and client, answers a request; the DEALER
  *   still talks to a well-behaved ROUTER.
  *
@@ -24,7 +24,7 @@ import { command, greeting, readyCommand } from "../transport/zmtp/codec.ts";
 import { ZmtpDealer } from "../transport/zmtp/dealer.ts";
 import { ECHO_SERVICE, startEchoWorker } from "../workers/echo.ts";
 import { waitFor } from "./_helpers.ts";
-import { Collector, openFds, rawConnect, writeAll } from "./_zmtp.ts";
+import { Collector, rawConnect, tcpSocketHeld, untilClosed, writeAll } from "./_zmtp.ts";
 
 /** The maximum message size of the sockets under test: small, so any allocation of a declared size shows. */
 export const FUZZ_MAX_MESSAGE_BYTES = 4096;
@@ -190,7 +190,9 @@ const sessionArb = (socketType: string) =>
       { maxLength: 12 },
     ),
     cuts: fc.array(fc.integer({ min: 0, max: 1 << 16 }), { maxLength: 6 }),
-  }).map(({ greeting, ready, items, cuts }) => {
+    // How the fuzzer leaves: FIN (it read everything) or, closing with unread input, RST.
+    ending: fc.constantFrom("fin" as const, "reset" as const),
+  }).map(({ greeting, ready, items, cuts, ending }) => {
     const bytes = concat([greeting, ready, ...items]);
     const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
     const writes: Uint8Array[] = [];
@@ -199,10 +201,10 @@ const sessionArb = (socketType: string) =>
       if (point > from) writes.push(bytes.subarray(from, point));
       from = point;
     }
-    return { bytes, writes };
+    return { bytes, writes, ending };
   });
 
-export type Session = { bytes: Uint8Array; writes: Uint8Array[] };
+export type Session = { bytes: Uint8Array; writes: Uint8Array[]; ending: "fin" | "reset" };
 
 function concat(parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
@@ -286,6 +288,22 @@ function describeError(error: unknown): string {
   return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
 }
 
+/**
+ * Ends a session as it says: a FIN, after which the peer must close its end
+ * too (within 3 s), or a close with unread input (a reset).
+ */
+async function endSession(conn: Deno.TcpConn, session: Session): Promise<void> {
+  if (session.ending === "fin") {
+    try {
+      await conn.closeWrite();
+    } catch {
+      // Reset by the peer already.
+    }
+    await untilClosed(conn, 3000);
+  }
+  conn.close();
+}
+
 /** Writes a session's pieces, a macrotask apart (so they arrive as separate reads); stops once refused. */
 async function writeSession(conn: Deno.Conn, session: Session): Promise<void> {
   try {
@@ -316,16 +334,17 @@ export async function fuzzBroker(run: FuzzRun): Promise<void> {
   try {
     const first = await client.request(ECHO_SERVICE, ["echo", "ready"]);
     if (first.map(text).join() !== "ready") throw new Error("the broker does not echo");
-    const baseline = openFds();
+    const serverPort = Number(server.endpoint.split(":").pop());
     let done = 0;
     watch.start();
     await fc.assert(
       fc.asyncProperty(sessionArb("DEALER"), async (session) => {
         watch.reset();
         const conn = await rawConnect(server.endpoint);
+        const clientPort = (conn.localAddr as Deno.NetAddr).port;
         await writeSession(conn, session);
-        conn.close();
-        await waitFor(() => openFds() <= baseline, {
+        await endSession(conn, session);
+        await waitFor(() => !tcpSocketHeld(serverPort, clientPort), {
           timeoutMs: 3000,
           what: "the broker to release the connection",
         });
@@ -335,7 +354,12 @@ export async function fuzzBroker(run: FuzzRun): Promise<void> {
         if (violation) throw new Error(violation);
         if (++done % 500 === 0) run.log?.(`broker: ${done} sessions`);
       }),
-      { seed: run.seed, numRuns: run.runs, timeout: 5000 },
+      {
+        seed: run.seed,
+        numRuns: run.runs,
+        timeout: 5000,
+        endOnFailure: Deno.env.get("ZMTP_FUZZ_NOSHRINK") === "1",
+      },
     );
   } finally {
     watch.stop();
@@ -368,7 +392,7 @@ export async function fuzzDealer(run: FuzzRun): Promise<void> {
         watch.reset();
         const conn = await next;
         await writeSession(conn, session);
-        conn.close();
+        await endSession(conn, session);
         // The DEALER dials again only once it has closed this connection: done with it.
         next = listener.accept();
         await next;
@@ -376,7 +400,12 @@ export async function fuzzDealer(run: FuzzRun): Promise<void> {
         if (violation) throw new Error(violation);
         if (++done % 500 === 0) run.log?.(`dealer: ${done} sessions`);
       }),
-      { seed: run.seed, numRuns: run.runs, timeout: 5000 },
+      {
+        seed: run.seed,
+        numRuns: run.runs,
+        timeout: 5000,
+        endOnFailure: Deno.env.get("ZMTP_FUZZ_NOSHRINK") === "1",
+      },
     );
     watch.stop();
     // A well-behaved ROUTER now: the DEALER's next connection works.

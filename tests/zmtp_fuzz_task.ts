@@ -39,6 +39,8 @@ try {
   if (target !== "broker") await fuzzDealer({ seed, runs, log });
 } catch (error) {
   console.error((error as Error).message);
+  // fast-check puts the property's own error in `cause`.
+  if ((error as Error).cause) console.error("cause:", (error as Error).cause);
   console.error(`replay: ZMTP_FUZZ_SEED=${seed} ZMTP_FUZZ_RUNS=${runs} deno task fuzz:zmtp`);
   Deno.exit(1);
 }
