@@ -334,8 +334,8 @@ async function rawDealerExchange(
   try {
     await writeAll(conn, greetingOf(3, 0));
     await writeAll(conn, readyCommand({ "Socket-Type": bytes("DEALER"), Identity: bytes("v30") }));
-    // libzmq 4.3 loses a message that arrives in the same read as the READY before
-    // it: wait for its READY (a real libzmq peer never sends before the handshake).
+    // libzmq 4.3.4 loses a message that arrives in the same read as the greeting and
+    // READY before it (docs/transport.md): wait for its READY, as a libzmq peer would.
     const reader = new RawReader(conn);
     await reader.ready();
     await writeAll(conn, Uint8Array.of(0, 3, ...bytes("old")));
