@@ -34,8 +34,12 @@
  *   -> zmtp_test.ts ("ZMTP ROUTER limits ...", "a flood of empty frames ...")
  * - PING answered with PONG and its context, bounded under a flood
  *   -> zmtp_test.ts ("answers a PING flood ...")
- * - Random and mutated input (codec, handshake, commands, headers up to 2^63)
- *   -> tests/zmtp_fuzz_test.ts
+ * - Random and mutated input (codec, handshake, commands, headers up to 2^64 - 1)
+ *   -> tests/zmtp_fuzz_test.ts (longer: `deno task fuzz:zmtp`); random MDP messages
+ *   through the broker -> tests/broker_fuzz_test.ts
+ *
+ * New transport behaviour (liveness, routing-id handover, strictness, memory
+ * limits, lost peers) gets its line here, with its test here or where it lives.
  */
 import assert from "node:assert/strict";
 import type { Frames } from "../transport/frames.ts";
