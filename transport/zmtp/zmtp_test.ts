@@ -26,35 +26,10 @@ import { ZmtpDealer } from "./dealer.ts";
 import { parseTcpEndpoint } from "./endpoint.ts";
 import { ZmtpRouter } from "./router.ts";
 import { sleep, waitFor } from "../../tests/_helpers.ts";
-import { waitAtMost } from "../../support/wait_at_most.ts";
+import { Collector, writeAll } from "../../tests/_zmtp.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-
-/** Collects a socket's messages; `next()` waits (bounded) for the next one. */
-class Collector {
-  #queue: Frames[] = [];
-  #waiter: (() => void) | undefined;
-  readonly done: Promise<void>;
-  constructor(socket: { drain(onMessage: (frames: Frames) => void): Promise<void> }) {
-    this.done = socket.drain((frames) => {
-      this.#queue.push(frames.map((f) => f.slice()));
-      this.#waiter?.();
-    });
-  }
-  async next(ms = 5000): Promise<Frames> {
-    const deadline = Date.now() + ms;
-    while (this.#queue.length === 0) {
-      if (Date.now() > deadline) throw new Error(`no message within ${ms} ms`);
-      await waitAtMost(new Promise<void>((resolve) => this.#waiter = resolve), 50);
-      this.#waiter = undefined;
-    }
-    return this.#queue.shift()!;
-  }
-  get size(): number {
-    return this.#queue.length;
-  }
-}
 
 const text = (frames: Frames) => frames.map((f) => dec.decode(f));
 
@@ -337,12 +312,6 @@ async function rawDealer(router: ZmtpRouter): Promise<Deno.TcpConn> {
   await writeAll(conn, greeting());
   await writeAll(conn, readyCommand({ "Socket-Type": enc.encode("DEALER") }));
   return conn;
-}
-
-async function writeAll(conn: Deno.TcpConn, bytes: Uint8Array): Promise<void> {
-  for (let written = 0; written < bytes.length;) {
-    written += await conn.write(bytes.subarray(written));
-  }
 }
 
 Deno.test("ZMTP ROUTER: a flood of empty frames counts toward the message limit and is discarded", async () => {
