@@ -5,8 +5,11 @@
  * turn (many messages per system call under load, no timer wait when idle:
  * `setImmediate` runs in the same turn).
  *
- * Incoming frames are views into 64 KiB slabs, as with {@link NativeSocket}:
- * a frame that is kept keeps its slab alive (copy it to let go).
+ * Incoming bytes are read into one 64 KiB slab per connection, reused: a
+ * delivered message's frames are copied out of it (one allocation per
+ * message), and a large frame not yet all in is read into a buffer of its
+ * own and delivered as is. What a receiver keeps costs what it holds, not a
+ * slab per message.
  *
  * @module
  */
@@ -17,6 +20,7 @@ import {
   compatible,
   encodeMessageInto,
   errorCommand,
+  type FrameHead,
   greeting,
   GREETING_BYTES,
   messageBytes,
@@ -31,6 +35,8 @@ import { waitAtMost } from "../../support/wait_at_most.ts";
 const SLAB_BYTES = 64 * 1024;
 /** Below this much room left in the slab, the next read goes to a new one. */
 const MIN_READ_ROOM = 8 * 1024;
+/** A frame this large that is not all in yet is read into a buffer of its own. */
+const LARGE_FRAME_BYTES = 16 * 1024;
 const OUT_INITIAL_BYTES = 16 * 1024;
 /** The read buffer of a connection until its handshake is done (a greeting and a READY). */
 const HANDSHAKE_BYTES = 1024;
@@ -42,6 +48,33 @@ const HANDSHAKE_BYTES = 1024;
 const FRAME_COST = 64;
 /** Default of {@link ZmtpConnectionOptions.sendBufferBytes}. */
 const SEND_BUFFER_BYTES = 64 * 1024 * 1024;
+
+/**
+ * `message` with its frames that are views into a larger buffer (a read
+ * slab) and smaller than `copyBelow` copied into one buffer of their own: a
+ * receiver that keeps a 60-byte request must not keep the 64 KiB slab it
+ * arrived in (issue #17: 4,000 such requests held 273 MB). Larger frames
+ * stay views: they come in a slab sized for them, which they fill.
+ * Costs one allocation per message and a copy of its bytes.
+ */
+export function ownedFrames(message: Frames, copyBelow: number): Frames {
+  let total = 0;
+  for (let i = 0; i < message.length; i++) {
+    const frame = message[i]!;
+    if (frame.length < copyBelow && frame.length < frame.buffer.byteLength) total += frame.length;
+  }
+  if (total === 0) return message;
+  const owned = new Uint8Array(total);
+  let at = 0;
+  for (let i = 0; i < message.length; i++) {
+    const frame = message[i]!;
+    if (frame.length >= copyBelow || frame.length === frame.buffer.byteLength) continue;
+    owned.set(frame, at);
+    message[i] = owned.subarray(at, at + frame.length);
+    at += frame.length;
+  }
+  return message;
+}
 
 /** The socket type this side announces. */
 export type ZmtpSocketType = "ROUTER" | "DEALER";
@@ -107,6 +140,8 @@ export class ZmtpConnection {
   #greeted = false;
   #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   #message: Frames = [];
+  /** A large frame being read into its own buffer. */
+  #large: { head: FrameHead; body: Uint8Array; filled: number } | undefined;
   #messageBytes = 0;
   #discarding = false;
   #needed = 0;
@@ -278,13 +313,35 @@ export class ZmtpConnection {
     let end = 0;
     try {
       while (!this.#closed) {
+        const large = this.#large;
+        if (large) {
+          // The rest of a large frame goes straight into its own buffer.
+          const n = await this.#conn.read(large.body.subarray(large.filled));
+          if (n === null) {
+            this.#shut(this.#duringHandshake("peer closed the connection"));
+            return;
+          }
+          large.filled += n;
+          if (large.filled === large.body.length) {
+            this.#large = undefined;
+            this.#frame(large.head, large.body);
+          }
+          continue;
+        }
         const room = slab.length - end;
         if ((room < MIN_READ_ROOM && this.#ready) || start + this.#needed > slab.length) {
-          const next = new Uint8Array(Math.max(SLAB_BYTES, this.#needed + MIN_READ_ROOM));
-          next.set(slab.subarray(start, end));
+          if (slab.length >= SLAB_BYTES && this.#needed <= slab.length) {
+            // One slab per connection, reused: no frame delivered is a view of it, and the
+            // frames of a message still being assembled leave it now.
+            ownedFrames(this.#message, SLAB_BYTES);
+            if (start > 0) slab.copyWithin(0, start, end);
+          } else {
+            const next = new Uint8Array(Math.max(SLAB_BYTES, this.#needed + MIN_READ_ROOM));
+            next.set(slab.subarray(start, end));
+            slab = next;
+          }
           end -= start;
           start = 0;
-          slab = next;
         }
         const n = await this.#conn.read(slab.subarray(end));
         if (n === null) {
@@ -351,38 +408,50 @@ export class ZmtpConnection {
       }
       const frameEnd = head.start + head.size;
       if (frameEnd > end) {
+        if (head.size >= LARGE_FRAME_BYTES) {
+          // Its own buffer (the size is within the limit, checked above): the slab stays free
+          // for reuse, and the frame is delivered without another copy.
+          const body = new Uint8Array(head.size);
+          body.set(bytes.subarray(head.start, end));
+          this.#large = { head, body, filled: end - head.start };
+          return end;
+        }
         this.#needed = frameEnd - at;
         return at;
       }
-      const body = bytes.subarray(head.start, frameEnd);
       at = frameEnd;
-      if (head.command) {
-        this.#command(body);
-        continue;
-      }
-      if (!this.#ready) throw new ProtocolError("message before READY");
-      if (this.#message.length === 0 && this.#prefix) this.#message.push(this.#prefix);
-      this.#messageBytes += head.size + FRAME_COST;
-      if (this.#messageBytes > this.#maxBytes) {
-        // Memory stays bounded: the frames so far go now, the rest as they come.
-        this.#discarding = true;
-        this.#message.length = 0;
-      } else if (!this.#discarding) {
-        this.#message.push(body);
-      }
-      if (!head.more) {
-        const message = this.#message;
-        this.#message = [];
-        this.#messageBytes = 0;
-        if (this.#discarding) {
-          this.#discarding = false;
-          this.#events.oversized?.();
-        } else {
-          this.#events.message(message);
-        }
-      }
+      this.#frame(head, bytes.subarray(head.start, frameEnd));
     }
     return at;
+  }
+
+  /** Handles one complete frame (a view of the slab, or a large frame's own buffer). */
+  #frame(head: FrameHead, body: Uint8Array): void {
+    if (head.command) {
+      this.#command(body);
+      return;
+    }
+    if (!this.#ready) throw new ProtocolError("message before READY");
+    if (this.#message.length === 0 && this.#prefix) this.#message.push(this.#prefix);
+    this.#messageBytes += head.size + FRAME_COST;
+    if (this.#messageBytes > this.#maxBytes) {
+      // Memory stays bounded: the frames so far go now, the rest as they come.
+      this.#discarding = true;
+      this.#message.length = 0;
+    } else if (!this.#discarding) {
+      this.#message.push(body);
+    }
+    if (head.more) return;
+    const message = this.#message;
+    this.#message = [];
+    this.#messageBytes = 0;
+    if (this.#discarding) {
+      this.#discarding = false;
+      this.#events.oversized?.();
+    } else {
+      // Out of the slab, which the next read reuses.
+      this.#events.message(ownedFrames(message, SLAB_BYTES));
+    }
   }
 
   #command(body: Uint8Array): void {
