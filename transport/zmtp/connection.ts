@@ -46,6 +46,12 @@ const HANDSHAKE_BYTES = 1024;
  * bounded too.
  */
 const FRAME_COST = 64;
+/**
+ * Default of {@link ZmtpConnectionOptions.maxMessageBytes}: 4 times the
+ * broker's default `max_message_bytes` (16 MiB), so a broker configured higher
+ * still works, while a peer declaring a huge frame cannot make us allocate it.
+ */
+export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 /** Default of {@link ZmtpConnectionOptions.sendBufferBytes}. */
 const SEND_BUFFER_BYTES = 64 * 1024 * 1024;
 
@@ -94,8 +100,9 @@ export interface ZmtpConnectionOptions {
   /**
    * A frame larger than this closes the connection (libzmq's ZMQ_MAXMSGSIZE);
    * a message of smaller frames that adds up to more is discarded as it
-   * arrives and reported by {@link ZmtpConnectionEvents.oversized}.
-   * @default no limit
+   * arrives and reported by {@link ZmtpConnectionEvents.oversized}. Checked
+   * on a frame's header, before a buffer is allocated for it.
+   * @default {@link DEFAULT_MAX_MESSAGE_BYTES}
    */
   maxMessageBytes?: number;
   /**
@@ -161,7 +168,7 @@ export class ZmtpConnection {
     this.#conn = conn;
     this.#options = options;
     this.#events = events;
-    this.#maxBytes = options.maxMessageBytes ?? Number.MAX_SAFE_INTEGER;
+    this.#maxBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     const address = conn.remoteAddr as Deno.NetAddr;
     this.remote = `tcp://${address.hostname}:${address.port}`;
     try {

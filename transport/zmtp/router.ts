@@ -23,7 +23,7 @@ import { RoomWaiters } from "./room.ts";
 export interface ZmtpRouterOptions {
   /**
    * A peer sending a larger frame is disconnected; a larger message of
-   * smaller frames is discarded and reported to `onOversized`. @default no limit
+   * smaller frames is discarded and reported to `onOversized`. @default 64 MiB
    */
   maxMessageSize?: number;
   /** A message over `maxMessageSize` was discarded. */

@@ -1,0 +1,116 @@
+/**
+ * Limits of the ZMTP sockets (issue #17, finding 5): the largest message a
+ * DEALER takes, checked on a frame's header before anything is allocated.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { connectDealer, type MessageSocket } from "../transport/message_socket.ts";
+import { greeting, readyCommand } from "../transport/zmtp/codec.ts";
+import { ZmtpDealer } from "../transport/zmtp/dealer.ts";
+
+const encoder = new TextEncoder();
+const latin1 = new TextDecoder("latin1");
+
+/** A long message-frame header declaring `size` bytes. */
+function longHeader(size: number | bigint): Uint8Array {
+  const header = new Uint8Array(9);
+  header[0] = 2;
+  new DataView(header.buffer).setBigUint64(1, BigInt(size));
+  return header;
+}
+
+/**
+ * A raw TCP "ROUTER": handshakes with the one DEALER that connects, sends
+ * `bytes`, and returns everything the DEALER sent after its greeting until it
+ * closed the connection (or `timeoutMs` passed: then `closed` is false).
+ */
+async function rawRouter(
+  connect: (endpoint: string) => MessageSocket,
+  bytes: Uint8Array,
+  timeoutMs = 5000,
+): Promise<{ received: string; closed: boolean; socket: MessageSocket }> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const socket = connect(`tcp://127.0.0.1:${listener.addr.port}`);
+  const conn = await listener.accept();
+  listener.close();
+  try {
+    await conn.write(greeting());
+    await conn.write(readyCommand({ "Socket-Type": encoder.encode("ROUTER") }));
+    await conn.write(bytes);
+    let received = "";
+    const buffer = new Uint8Array(4096);
+    const deadline = setTimeout(() => conn.close(), timeoutMs);
+    let closed = false;
+    try {
+      for (;;) {
+        const n = await conn.read(buffer);
+        if (n === null) {
+          closed = true;
+          break;
+        }
+        received += latin1.decode(buffer.subarray(0, n));
+      }
+    } catch {
+      // closed by the deadline
+    } finally {
+      clearTimeout(deadline);
+    }
+    return { received, closed, socket };
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // closed already
+    }
+  }
+}
+
+Deno.test("ZMTP DEALER: a frame header declaring 2^40 bytes closes the connection with ERROR, nothing allocated", async () => {
+  const { received, closed, socket } = await rawRouter(
+    (endpoint) => connectDealer(endpoint),
+    longHeader(2n ** 40n),
+  );
+  socket.close();
+  assert.ok(closed, "the DEALER closed the connection");
+  // Refused on the header (ERROR names the limit), not by a failed 1 TiB allocation.
+  assert.match(received, /ERROR.*frame over the limit of 67108864 bytes/s);
+});
+
+Deno.test("ZMTP DEALER: the default limit holds on connectDealer sockets: 64 MiB + 1 declared is refused", async () => {
+  const { received, closed, socket } = await rawRouter(
+    (endpoint) => connectDealer(endpoint),
+    longHeader(64 * 1024 * 1024 + 1),
+  );
+  socket.close();
+  assert.ok(closed, "the DEALER closed the connection");
+  assert.match(received, /frame over the limit of 67108864 bytes/);
+});
+
+Deno.test("ZMTP DEALER: a frame one byte over maxMessageSize is refused, one at it is read", async () => {
+  // A frame at the limit passes the header check (the message, with its per-frame
+  // overhead, is then over it and discarded as it comes in, without closing).
+  const atLimit = new Uint8Array(9 + 1000);
+  atLimit.set(longHeader(1000));
+  const kept = await rawRouter(
+    (endpoint) => {
+      const socket = new ZmtpDealer({ maxMessageSize: 1000 });
+      socket.connect(endpoint);
+      return socket;
+    },
+    atLimit,
+    300,
+  );
+  kept.socket.close();
+  assert.ok(!kept.closed, "a frame at the limit keeps the connection");
+  assert.doesNotMatch(kept.received, /ERROR/);
+
+  const over = await rawRouter((endpoint) => {
+    const socket = new ZmtpDealer({ maxMessageSize: 1000 });
+    socket.connect(endpoint);
+    return socket;
+  }, longHeader(1001));
+  over.socket.close();
+  assert.ok(over.closed);
+  assert.match(over.received, /frame over the limit of 1000 bytes/);
+});
