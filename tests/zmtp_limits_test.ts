@@ -8,6 +8,8 @@ import assert from "node:assert/strict";
 import { connectDealer, type MessageSocket } from "../transport/message_socket.ts";
 import { greeting, readyCommand } from "../transport/zmtp/codec.ts";
 import { ZmtpDealer } from "../transport/zmtp/dealer.ts";
+import { ZmtpRouter } from "../transport/zmtp/router.ts";
+import { waitFor } from "./_helpers.ts";
 
 const encoder = new TextEncoder();
 const latin1 = new TextDecoder("latin1");
@@ -113,4 +115,83 @@ Deno.test("ZMTP DEALER: a frame one byte over maxMessageSize is refused, one at 
   over.socket.close();
   assert.ok(over.closed);
   assert.match(over.received, /frame over the limit of 1000 bytes/);
+});
+
+/** A raw TCP DEALER that handshakes as `identity` and then never reads. */
+async function slowReader(endpoint: string, identity: string): Promise<Deno.TcpConn> {
+  const port = Number(endpoint.split(":").pop());
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(greeting());
+  await conn.write(
+    readyCommand({ "Socket-Type": encoder.encode("DEALER"), Identity: encoder.encode(identity) }),
+  );
+  return conn;
+}
+
+Deno.test("ZMTP ROUTER: connections beyond maxConnections are closed at accept and counted", async () => {
+  const limits: string[] = [];
+  const router = ZmtpRouter.bind("tcp://127.0.0.1:0", "test", {
+    maxConnections: 3,
+    onLimit: (limit) => limits.push(limit),
+  });
+  const port = Number(router.endpoint.split(":").pop());
+  const conns: Deno.TcpConn[] = [];
+  try {
+    // Handshaking or not, a connection counts.
+    for (let i = 0; i < 3; i++) conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+    await conns[0]!.write(greeting());
+    await waitFor(async () => {
+      const buffer = new Uint8Array(64);
+      return (await conns[0]!.read(buffer)) !== null;
+    }, { what: "the router's greeting on a connection within the limit" });
+    const extra = await Deno.connect({ hostname: "127.0.0.1", port });
+    conns.push(extra);
+    assert.equal(await extra.read(new Uint8Array(64)), null, "the fourth is closed at once");
+    assert.equal(router.refusedConnections, 1);
+    assert.deepEqual(limits, ["connections"]);
+  } finally {
+    for (const conn of conns) conn.close();
+    router.close();
+    await router.drain(() => {});
+  }
+});
+
+Deno.test("ZMTP ROUTER: output queued across slow readers stays within maxBufferedOutputBytes", async () => {
+  const budget = 4 * 1024 * 1024;
+  const limits: string[] = [];
+  const router = ZmtpRouter.bind("tcp://127.0.0.1:0", "test", {
+    maxBufferedOutputBytes: budget,
+    onLimit: (limit) => limits.push(limit),
+  });
+  const readers = [
+    await slowReader(router.endpoint, "slow-1"),
+    await slowReader(router.endpoint, "slow-2"),
+  ];
+  try {
+    await waitFor(() => router.peers === 2, { what: "both slow readers" });
+    const rssBefore = Deno.memoryUsage().rss;
+    const payload = new Uint8Array(1024 * 1024);
+    let sent = 0;
+    let peak = 0;
+    // 64 MiB offered to each: each peer's own limit (64 MiB) would take it all.
+    for (let i = 0; i < 64; i++) {
+      for (const id of ["slow-1", "slow-2"]) {
+        if (router.trySend([encoder.encode(id), payload])) sent++;
+        peak = Math.max(peak, router.bufferedOutputBytes);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    assert.ok(peak <= budget, `peak ${peak} B queued over the ${budget} B budget`);
+    assert.ok(sent >= 2, "messages within the budget were taken");
+    assert.ok(router.overBudget > 0 && limits.includes("output"), "drops were counted");
+    assert.equal(router.overBudget, 128 - sent);
+    const grown = Deno.memoryUsage().rss - rssBefore;
+    assert.ok(grown < 40e6, `RSS grew by ${(grown / 1e6).toFixed(1)} MB`);
+  } finally {
+    for (const conn of readers) conn.close();
+    router.close();
+    await router.drain(() => {});
+  }
+  // Bytes of closed connections leave the budget with them.
+  await waitFor(() => router.bufferedOutputBytes === 0, { what: "budget released" });
 });

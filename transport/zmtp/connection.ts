@@ -31,6 +31,7 @@ import {
   readyCommand,
 } from "./codec.ts";
 import { waitAtMost } from "../../support/wait_at_most.ts";
+import type { OutputBudget } from "./output_budget.ts";
 
 const SLAB_BYTES = 64 * 1024;
 /** Below this much room left in the slab, the next read goes to a new one. */
@@ -112,6 +113,8 @@ export interface ZmtpConnectionOptions {
   sendBufferBytes?: number;
   /** A peer that has not completed the handshake by then is dropped. @default 10000 */
   handshakeMs?: number;
+  /** Output queued across the socket's connections (see {@link OutputBudget}). @default none */
+  outputBudget?: OutputBudget;
 }
 
 /** What a {@link ZmtpConnection} tells its socket. */
@@ -121,6 +124,8 @@ export interface ZmtpConnectionEvents {
   message(frames: Frames): void;
   /** A message over `maxMessageBytes` was discarded. */
   oversized?(): void;
+  /** {@link ZmtpConnection.send} refused a message: the socket's output budget is spent. */
+  overBudget?(): void;
   /** Everything handed to {@link ZmtpConnection.send} has been written. */
   drained(connection: ZmtpConnection): void;
   /**
@@ -155,6 +160,8 @@ export class ZmtpConnection {
   #prefix: Uint8Array | undefined;
   #out: Uint8Array<ArrayBuffer> = new Uint8Array(OUT_INITIAL_BYTES);
   #outLength = 0;
+  /** Bytes of ours counted in the socket's output budget (queued or being written). */
+  #charged = 0;
   #spare: Uint8Array<ArrayBuffer> | undefined;
   #inFlight = 0;
   #writing = false;
@@ -225,6 +232,14 @@ export class ZmtpConnection {
       return false;
     }
     const n = messageBytes(frames, head);
+    const budget = this.#options.outputBudget;
+    if (budget) {
+      if (!budget.take(n)) {
+        this.#events.overBudget?.();
+        return false;
+      }
+      this.#charged += n;
+    }
     this.#reserve(n);
     this.#outLength = encodeMessageInto(this.#out, this.#outLength, frames, head);
     this.#scheduleFlush();
@@ -256,6 +271,10 @@ export class ZmtpConnection {
   }
 
   #append(bytes: Uint8Array): void {
+    if (this.#options.outputBudget) {
+      this.#options.outputBudget.force(bytes.length);
+      this.#charged += bytes.length;
+    }
     this.#reserve(bytes.length);
     this.#out.set(bytes, this.#outLength);
     this.#outLength += bytes.length;
@@ -297,6 +316,7 @@ export class ZmtpConnection {
           written += await this.#conn.write(chunk.subarray(written));
         }
         this.#inFlight = 0;
+        this.#uncharge(chunk.length);
         // Keep a large buffer only while traffic needs one.
         this.#spare = chunk.buffer.byteLength <= 4 * SLAB_BYTES
           ? new Uint8Array(chunk.buffer)
@@ -499,6 +519,14 @@ export class ZmtpConnection {
     }
   }
 
+  /** Gives back to the output budget bytes written (or dropped at close). */
+  #uncharge(n: number): void {
+    const given = Math.min(n, this.#charged);
+    if (given === 0) return;
+    this.#charged -= given;
+    this.#options.outputBudget?.give(given);
+  }
+
   #settleFlushed(): void {
     this.#flushed?.resolve();
     this.#flushed = undefined;
@@ -515,6 +543,8 @@ export class ZmtpConnection {
       // Closed already.
     }
     this.#settleFlushed();
+    // Output still queued will never be written: it leaves the budget with us.
+    this.#uncharge(this.#charged);
     this.#events.closed(this, reason, refused);
   }
 }

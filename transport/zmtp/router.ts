@@ -17,6 +17,7 @@ import type { Frames } from "../frames.ts";
 import { ZmtpConnection, type ZmtpConnectionEvents, type ZmtpPeer } from "./connection.ts";
 import { formatTcpEndpoint, parseTcpEndpoint } from "./endpoint.ts";
 import { Inbox } from "./inbox.ts";
+import { OutputBudget } from "./output_budget.ts";
 import { RoomWaiters } from "./room.ts";
 
 /** Options of {@link ZmtpRouter.bind}. */
@@ -33,6 +34,20 @@ export interface ZmtpRouterOptions {
    * (libzmq's high-water mark, in bytes). @default 64 MiB
    */
   sendBufferBytes?: number;
+  /**
+   * Connections (handshaking or not) beyond which a new one is closed as
+   * soon as it is accepted, and counted. @default no limit
+   */
+  maxConnections?: number;
+  /**
+   * Output queued across all peers beyond which a message is dropped for
+   * its peer (counted; as libzmq's ROUTER does at a peer's high-water mark
+   * without ZMQ_ROUTER_MANDATORY), {@link ZmtpRouter.trySend} returning
+   * false. @default no limit
+   */
+  maxBufferedOutputBytes?: number;
+  /** A connection refused at `maxConnections`, or a message at `maxBufferedOutputBytes`. */
+  onLimit?: (limit: "connections" | "output") => void;
   /** Milliseconds queued output gets to be written at close. @default 0 */
   linger?: number;
   /** Messages kept while nothing drains the socket. @default 100000 */
@@ -76,11 +91,17 @@ export class ZmtpRouter {
   #room = new RoomWaiters();
   /** Messages sent to a routing id with no connection (dropped, as libzmq's ROUTER does). */
   unroutable = 0;
+  /** Connections closed at accept because `maxConnections` were open. */
+  refusedConnections = 0;
+  #budget: OutputBudget | undefined;
 
   private constructor(listener: Deno.TcpListener, options: ZmtpRouterOptions) {
     this.#listener = listener;
     this.#options = options;
     this.#inbox = new Inbox(options.receiveQueue ?? 100_000);
+    if (options.maxBufferedOutputBytes !== undefined) {
+      this.#budget = new OutputBudget(options.maxBufferedOutputBytes);
+    }
     this.endpoint = formatTcpEndpoint(listener.addr);
     this.#accepting = this.#accept();
   }
@@ -107,6 +128,16 @@ export class ZmtpRouter {
     return this.#byId.size;
   }
 
+  /** Output queued across all peers, in bytes (counted when `maxBufferedOutputBytes` is set). */
+  get bufferedOutputBytes(): number {
+    return this.#budget?.used ?? 0;
+  }
+
+  /** Messages dropped at `maxBufferedOutputBytes`. */
+  get overBudget(): number {
+    return this.#budget?.refused ?? 0;
+  }
+
   async #accept(): Promise<void> {
     while (!this.#closed) {
       let conn: Deno.TcpConn;
@@ -129,6 +160,13 @@ export class ZmtpRouter {
         conn.close();
         return;
       }
+      if (this.#connections.size >= (this.#options.maxConnections ?? Infinity)) {
+        // Refused before any buffer or timer exists for it: a flood costs an fd for a moment.
+        conn.close();
+        this.refusedConnections++;
+        report(() => this.#options.onLimit?.("connections"));
+        continue;
+      }
       this.#connections.add(
         new ZmtpConnection(conn, {
           socketType: "ROUTER",
@@ -138,6 +176,7 @@ export class ZmtpRouter {
           ...(this.#options.maxMessageSize !== undefined
             ? { maxMessageBytes: this.#options.maxMessageSize }
             : {}),
+          ...(this.#budget ? { outputBudget: this.#budget } : {}),
         }, this.#events),
       );
     }
@@ -166,6 +205,7 @@ export class ZmtpRouter {
       if (!this.#closed) this.#inbox.deliver(frames);
     },
     oversized: () => report(() => this.#options.onOversized?.()),
+    overBudget: () => report(() => this.#options.onLimit?.("output")),
     drained: () => this.#room.wakeAll(),
     closed: (connection: ZmtpConnection, reason: string | undefined, refused: boolean) => {
       this.#connections.delete(connection);
@@ -183,7 +223,8 @@ export class ZmtpRouter {
 
   /**
    * Sends `frames` to the peer `head` names without waiting. False when that
-   * peer has more than `sendBufferBytes` queued; a message to an unknown peer
+   * peer has more than `sendBufferBytes` queued, or the message would take
+   * the output of all peers over `maxBufferedOutputBytes`; a message to an unknown peer
    * is dropped and counted in {@link unroutable} (true, as libzmq does).
    */
   trySendAfter(head: Uint8Array, frames: Frames): boolean {
