@@ -28,6 +28,12 @@ export interface BrokerServerOptions extends BrokerOptions {
   onListenerEvent?: (event: ListenerEvent) => void;
   /** "libzmq" keeps libzmq's ROUTER on a plaintext tcp:// endpoint. @default "auto" */
   transport?: TransportChoice;
+  /** ZMTP ROUTER: connections held at once; more are closed at accept. @default 10000 */
+  maxConnections?: number;
+  /** ZMTP ROUTER: output queued for all peers; beyond it messages are dropped. @default 256 MiB */
+  maxBufferedOutputBytes?: number;
+  /** ZMTP ROUTER: a connection refused or a message dropped at one of the two limits above. */
+  onLimit?: (limit: "connections" | "output") => void;
 }
 
 /** A broker bound to its endpoint. */
@@ -84,6 +90,9 @@ export class BrokerServer {
         maxMessageSize: maxBytes,
         // The same count as a large message the broker itself sees (libzmq delivers those).
         onOversized: () => observer.drop?.("message too large"),
+        maxConnections: options.maxConnections ?? 10_000,
+        maxBufferedOutputBytes: options.maxBufferedOutputBytes ?? 256 * 1024 * 1024,
+        ...(options.onLimit ? { onLimit: options.onLimit } : {}),
         ...(onEvent
           ? {
             // Counted as disconnects, as libzmq's monitor reported them; the reason is logged.

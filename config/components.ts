@@ -161,6 +161,19 @@ export const brokerConfig = {
     max_message_bytes: z.number().int().min(1024).default(16 * 1024 * 1024),
     max_queue: z.number().int().min(1).default(100_000),
     requeue_lost: z.boolean().default(false),
+    /**
+     * Connections the broker endpoint holds at once (ZMTP transport); beyond it
+     * a new one is closed at accept and counted. Far above a plant's workers and
+     * clients, below the fds a process usually gets.
+     */
+    max_connections: z.number().int().min(1).default(10_000),
+    /**
+     * Output queued for all peers together (ZMTP transport; each peer also has
+     * its own 64 MiB cap); beyond it a message is dropped for its peer, as
+     * libzmq's ROUTER does at a peer's high-water mark, and counted. 256 MiB:
+     * four peers at their own cap.
+     */
+    max_buffered_output_bytes: z.number().int().min(1024 * 1024).default(256 * 1024 * 1024),
     ...mdpTransport,
     /** Pub/sub buses this process runs; [] for none. */
     buses,

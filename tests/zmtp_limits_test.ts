@@ -5,6 +5,10 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { Registry } from "prom-client";
+import { brokerConfig } from "../config/components.ts";
+import { loadConfig } from "../config/load.ts";
+import { startBroker } from "../roles/broker.ts";
 import { connectDealer, type MessageSocket } from "../transport/message_socket.ts";
 import { greeting, readyCommand } from "../transport/zmtp/codec.ts";
 import { ZmtpDealer } from "../transport/zmtp/dealer.ts";
@@ -194,4 +198,43 @@ Deno.test("ZMTP ROUTER: output queued across slow readers stays within maxBuffer
   }
   // Bytes of closed connections leave the budget with them.
   await waitFor(() => router.bufferedOutputBytes === 0, { what: "budget released" });
+});
+
+Deno.test("broker role: max_connections refusals are counted on /metrics", async () => {
+  const registry = new Registry();
+  const broker = await startBroker(
+    loadConfig(brokerConfig, {
+      args: [
+        "--endpoint",
+        "tcp://127.0.0.1:0",
+        "--health-port",
+        "0",
+        "--buses",
+        "[]",
+        "--max-connections",
+        "2",
+        "--log-level",
+        "error",
+      ],
+      env: {},
+    }),
+    registry,
+  );
+  const port = Number(broker.server.endpoint.split(":").pop());
+  const conns: Deno.TcpConn[] = [];
+  try {
+    for (let i = 0; i < 2; i++) conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+    // The router greets the two it took: both are in before the third is refused.
+    for (const conn of conns) assert.notEqual(await conn.read(new Uint8Array(64)), null);
+    const extra = await Deno.connect({ hostname: "127.0.0.1", port });
+    conns.push(extra);
+    assert.equal(await extra.read(new Uint8Array(64)), null);
+    assert.match(
+      await registry.metrics(),
+      /plantd_endpoint_limit_refusals_total\{endpoint="broker",limit="connections"\} 1\n/,
+    );
+  } finally {
+    for (const conn of conns) conn.close();
+    await broker.close();
+  }
 });
