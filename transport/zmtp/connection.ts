@@ -5,7 +5,8 @@
  * turn (many messages per system call under load, no timer wait when idle:
  * `setImmediate` runs in the same turn).
  *
- * Incoming bytes are read into one 64 KiB slab per connection, reused: a
+ * Incoming bytes are read into one slab per connection, reused (4 KiB,
+ * doubling up to 64 KiB while reads fill it): a
  * delivered message's frames are copied out of it (one allocation per
  * message), and a large frame not yet all in is read into a buffer of its
  * own and delivered as is. What a receiver keeps costs what it holds, not a
@@ -38,7 +39,10 @@ const SLAB_BYTES = 64 * 1024;
 const MIN_READ_ROOM = 8 * 1024;
 /** A frame this large that is not all in yet is read into a buffer of its own. */
 const LARGE_FRAME_BYTES = 16 * 1024;
-const OUT_INITIAL_BYTES = 16 * 1024;
+/** Small: an idle peer holds two of these; a busy one's grow with its traffic. */
+const OUT_INITIAL_BYTES = 2 * 1024;
+/** The first read slab after the handshake; it doubles on reads that fill it. */
+const READ_START_BYTES = 4 * 1024;
 /** The read buffer of a connection until its handshake is done (a greeting and a READY). */
 const HANDSHAKE_BYTES = 1024;
 /**
@@ -336,6 +340,8 @@ export class ZmtpConnection {
   async #readLoop(): Promise<void> {
     // Small until the handshake is done: a flood of idle connections costs little.
     let slab = new Uint8Array(HANDSHAKE_BYTES);
+    // An idle peer keeps a small slab; a busy one gets 64 KiB (fewer reads).
+    let slabBytes = READ_START_BYTES;
     let start = 0;
     let end = 0;
     try {
@@ -356,14 +362,15 @@ export class ZmtpConnection {
           continue;
         }
         const room = slab.length - end;
-        if ((room < MIN_READ_ROOM && this.#ready) || start + this.#needed > slab.length) {
-          if (slab.length >= SLAB_BYTES && this.#needed <= slab.length) {
+        const minRoom = Math.min(MIN_READ_ROOM, slab.length >> 2);
+        if ((room < minRoom && this.#ready) || start + this.#needed > slab.length) {
+          if (slab.length >= slabBytes && this.#needed <= slab.length) {
             // One slab per connection, reused: no frame delivered is a view of it, and the
             // frames of a message still being assembled leave it now.
             ownedFrames(this.#message, SLAB_BYTES);
             if (start > 0) slab.copyWithin(0, start, end);
           } else {
-            const next = new Uint8Array(Math.max(SLAB_BYTES, this.#needed + MIN_READ_ROOM));
+            const next = new Uint8Array(Math.max(slabBytes, this.#needed + minRoom));
             next.set(slab.subarray(start, end));
             slab = next;
           }
@@ -375,6 +382,8 @@ export class ZmtpConnection {
           this.#shut(this.#duringHandshake("peer closed the connection"));
           return;
         }
+        // A read that filled the room: more is coming, the next slab is larger (up to 64 KiB).
+        if (n === slab.length - end && slabBytes < SLAB_BYTES) slabBytes *= 2;
         end += n;
         start = this.#parse(slab, start, end);
       }
