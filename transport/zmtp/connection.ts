@@ -6,11 +6,10 @@
  * `setImmediate` runs in the same turn).
  *
  * Incoming bytes are read into one slab per connection, reused (4 KiB,
- * doubling up to 64 KiB while reads fill it): a
- * delivered message's frames are copied out of it (one allocation per
- * message), and a large frame not yet all in is read into a buffer of its
- * own and delivered as is. What a receiver keeps costs what it holds, not a
- * slab per message.
+ * doubling up to 64 KiB while reads fill it). A delivered message's frames
+ * are copied out of it (copy_arena.ts); a large frame not yet all in is
+ * read into a buffer of its own and delivered as is. What a receiver keeps
+ * costs what it holds, not a slab per message.
  *
  * @module
  */
@@ -33,6 +32,7 @@ import {
 } from "./codec.ts";
 import { waitAtMost } from "../../support/wait_at_most.ts";
 import type { OutputBudget } from "./output_budget.ts";
+import { CopyArena } from "./copy_arena.ts";
 
 const SLAB_BYTES = 64 * 1024;
 /** Below this much room left in the slab, the next read goes to a new one. */
@@ -59,33 +59,6 @@ const FRAME_COST = 64;
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 /** Default of {@link ZmtpConnectionOptions.sendBufferBytes}. */
 const SEND_BUFFER_BYTES = 64 * 1024 * 1024;
-
-/**
- * `message` with its frames that are views into a larger buffer (a read
- * slab) and smaller than `copyBelow` copied into one buffer of their own: a
- * receiver that keeps a 60-byte request must not keep the 64 KiB slab it
- * arrived in (issue #17: 4,000 such requests held 273 MB). Larger frames
- * stay views: they come in a slab sized for them, which they fill.
- * Costs one allocation per message and a copy of its bytes.
- */
-export function ownedFrames(message: Frames, copyBelow: number): Frames {
-  let total = 0;
-  for (let i = 0; i < message.length; i++) {
-    const frame = message[i]!;
-    if (frame.length < copyBelow && frame.length < frame.buffer.byteLength) total += frame.length;
-  }
-  if (total === 0) return message;
-  const owned = new Uint8Array(total);
-  let at = 0;
-  for (let i = 0; i < message.length; i++) {
-    const frame = message[i]!;
-    if (frame.length >= copyBelow || frame.length === frame.buffer.byteLength) continue;
-    owned.set(frame, at);
-    message[i] = owned.subarray(at, at + frame.length);
-    at += frame.length;
-  }
-  return message;
-}
 
 /** The socket type this side announces. */
 export type ZmtpSocketType = "ROUTER" | "DEALER";
@@ -156,6 +129,8 @@ export class ZmtpConnection {
   #greeted = false;
   #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   #message: Frames = [];
+  /** Where message frames are copied to out of the read slab. */
+  #arena = new CopyArena();
   /** A large frame being read into its own buffer. */
   #large: { head: FrameHead; body: Uint8Array; filled: number } | undefined;
   #messageBytes = 0;
@@ -365,9 +340,7 @@ export class ZmtpConnection {
         const minRoom = Math.min(MIN_READ_ROOM, slab.length >> 2);
         if ((room < minRoom && this.#ready) || start + this.#needed > slab.length) {
           if (slab.length >= slabBytes && this.#needed <= slab.length) {
-            // One slab per connection, reused: no frame delivered is a view of it, and the
-            // frames of a message still being assembled leave it now.
-            ownedFrames(this.#message, SLAB_BYTES);
+            // One slab per connection, reused: message frames are copies, never views of it.
             if (start > 0) slab.copyWithin(0, start, end);
           } else {
             const next = new Uint8Array(Math.max(slabBytes, this.#needed + minRoom));
@@ -456,7 +429,13 @@ export class ZmtpConnection {
         return at;
       }
       at = frameEnd;
-      this.#frame(head, bytes.subarray(head.start, frameEnd));
+      // A command is used before the slab is read into again; a message frame may be kept.
+      this.#frame(
+        head,
+        head.command
+          ? bytes.subarray(head.start, frameEnd)
+          : this.#arena.copy(bytes, head.start, head.size),
+      );
     }
     return at;
   }
@@ -485,8 +464,7 @@ export class ZmtpConnection {
       this.#discarding = false;
       this.#events.oversized?.();
     } else {
-      // Out of the slab, which the next read reuses.
-      this.#events.message(ownedFrames(message, SLAB_BYTES));
+      this.#events.message(message);
     }
   }
 
