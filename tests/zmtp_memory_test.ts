@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { ZmtpDealer } from "../transport/zmtp/dealer.ts";
+import { ZmtpRouter } from "../transport/zmtp/router.ts";
 import { waitFor } from "./_helpers.ts";
 
 const encoder = new TextEncoder();
@@ -112,4 +113,32 @@ Deno.test({
     console.log(`RSS growth ${mb(grown)} MB, ${mb(baseline)} MB without the requests`);
     assert(kept < 30e6, `the queued requests hold ${mb(kept)} MB (limit 30 MB)`);
   },
+});
+
+Deno.test("ZMTP: kept message frames stay intact while the read slab is reused", async () => {
+  const router = ZmtpRouter.bind("tcp://127.0.0.1:0", "test");
+  const dealer = new ZmtpDealer({ sendHighWaterMark: 0 });
+  const kept: Uint8Array[][] = [];
+  const draining = router.drain((frames) => void kept.push(frames));
+  try {
+    dealer.connect(router.endpoint);
+    // Sizes on both sides of the arena and own-buffer thresholds, and frames that straddle reads.
+    const sizes = [0, 5, 32, 33, 1000, 1025, 5000, 20_000, 70_000];
+    const count = 600;
+    for (let i = 0; i < count; i++) {
+      const size = sizes[i % sizes.length]!;
+      await dealer.send([encoder.encode(`m${i}`), new Uint8Array(size).fill(i & 0xff)]);
+    }
+    await waitFor(() => kept.length === count, { timeoutMs: 20_000, what: "every message" });
+    kept.forEach((frames, i) => {
+      assert.equal(new TextDecoder().decode(frames[1]), `m${i}`);
+      const body = frames[2]!;
+      assert.equal(body.length, sizes[i % sizes.length]);
+      assert.ok(body.every((b) => b === (i & 0xff)), `message ${i} overwritten`);
+    });
+  } finally {
+    dealer.close();
+    router.close();
+    await draining;
+  }
 });
