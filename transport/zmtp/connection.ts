@@ -35,7 +35,7 @@ import type { OutputBudget } from "./output_budget.ts";
 import { CopyArena } from "./copy_arena.ts";
 
 const SLAB_BYTES = 64 * 1024;
-/** Below this much room left in the slab, the next read goes to a new one. */
+/** Below this much room left in the slab (a quarter of a smaller one), the unread tail moves to its start. */
 const MIN_READ_ROOM = 8 * 1024;
 /** A frame this large that is not all in yet is read into a buffer of its own. */
 const LARGE_FRAME_BYTES = 16 * 1024;
@@ -429,10 +429,11 @@ export class ZmtpConnection {
         return at;
       }
       at = frameEnd;
-      // A command is used before the slab is read into again; a message frame may be kept.
+      // A command is used before the slab is read into again, and so is a frame of a message
+      // being discarded; a message frame may be kept.
       this.#frame(
         head,
-        head.command
+        head.command || this.#discarding
           ? bytes.subarray(head.start, frameEnd)
           : this.#arena.copy(bytes, head.start, head.size),
       );
@@ -440,7 +441,10 @@ export class ZmtpConnection {
     return at;
   }
 
-  /** Handles one complete frame (a view of the slab, or a large frame's own buffer). */
+  /**
+   * Handles one complete frame: a command's is a view of the slab, a message
+   * frame's a copy or a large frame's own buffer.
+   */
   #frame(head: FrameHead, body: Uint8Array): void {
     if (head.command) {
       this.#command(body);
