@@ -33,6 +33,12 @@ export interface BrokerServerOptions extends BrokerOptions {
   wireHeartbeat?: HeartbeatOptions;
   /** ZMQ_ROUTER_HANDOVER: a peer with a routing id in use takes it over. @default false */
   handover?: boolean;
+  /** ZMTP ROUTER: connections held at once; more are closed at accept. @default 10000 */
+  maxConnections?: number;
+  /** ZMTP ROUTER: output queued for all peers; beyond it messages are dropped. @default 256 MiB */
+  maxBufferedOutputBytes?: number;
+  /** ZMTP ROUTER: a connection refused or a message dropped at one of the two limits above. */
+  onLimit?: (limit: "connections" | "output") => void;
 }
 
 /** A broker bound to its endpoint. */
@@ -91,6 +97,9 @@ export class BrokerServer {
         maxMessageSize: maxBytes,
         // The same count as a large message the broker itself sees (libzmq delivers those).
         onOversized: () => observer.drop?.("message too large"),
+        maxConnections: options.maxConnections ?? 10_000,
+        maxBufferedOutputBytes: options.maxBufferedOutputBytes ?? 256 * 1024 * 1024,
+        ...(options.onLimit ? { onLimit: options.onLimit } : {}),
         ...(onEvent
           ? {
             // Counted as disconnects, as libzmq's monitor reported them; the reason is logged.

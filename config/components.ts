@@ -181,6 +181,19 @@ export const brokerConfig = {
      * when their worker is lost; others get WORKER_LOST (docs/transport.md "Lost peers").
      */
     requeue_lost_services: z.array(servicePattern).default(() => []),
+    /**
+     * Connections the broker endpoint holds at once (ZMTP transport); beyond it
+     * a new one is closed at accept and counted. Far above a plant's workers and
+     * clients, below the fds a process usually gets.
+     */
+    max_connections: z.number().int().min(1).default(10_000),
+    /**
+     * Output queued for all peers together (ZMTP transport; each peer also has
+     * its own 64 MiB cap); beyond it a message is dropped for its peer, as
+     * libzmq's ROUTER does at a peer's high-water mark, and counted. 256 MiB:
+     * four peers at their own cap.
+     */
+    max_buffered_output_bytes: z.number().int().min(1024 * 1024).default(256 * 1024 * 1024),
     ...mdpTransport,
     ...zmtpHeartbeat,
     /**

@@ -13,7 +13,7 @@ import { servicePolicyOf } from "../config/service_policy.ts";
 import { brokerMetrics, servicePolicyMetrics } from "../telemetry/broker_metrics.ts";
 import { busEndpoints, plaintextNetworkEndpoints } from "../config/listeners.ts";
 import { metricsAccess } from "../config/metrics_token.ts";
-import { endpointObserver } from "../telemetry/endpoint_metrics.ts";
+import { endpointLimitCounter, endpointObserver } from "../telemetry/endpoint_metrics.ts";
 import type { Check } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";
 import { LogWindow } from "../telemetry/log_window.ts";
@@ -77,6 +77,9 @@ export async function startBroker(
     ...(curve ? { curve } : {}),
     ...(servicePolicy ? { servicePolicy } : {}),
     onListenerEvent: endpointObserver(registry, logger("broker", "security")),
+    maxConnections: config.max_connections,
+    maxBufferedOutputBytes: config.max_buffered_output_bytes,
+    onLimit: endpointLimitCounter(registry, "broker"),
   }, {
     ...metrics,
     drop: (reason) => {

@@ -70,3 +70,25 @@ export function endpointObserver(
     });
   }
 }
+
+const LIMITS = "plantd_endpoint_limit_refusals_total";
+
+/**
+ * Registers (once per registry) the counter of what a listening endpoint's
+ * global limits refused: connections beyond `max_connections`, messages
+ * dropped beyond `max_buffered_output_bytes`. Returns what feeds it for `endpoint`.
+ */
+export function endpointLimitCounter(
+  registry: Registry | undefined,
+  endpoint: string,
+): (limit: "connections" | "output") => void {
+  if (!registry) return () => {};
+  const counter = (registry.getSingleMetric(LIMITS) as Counter | undefined) ?? new Counter({
+    name: LIMITS,
+    help:
+      "Refused at a listening endpoint's global limits: connections beyond max_connections, messages dropped beyond max_buffered_output_bytes",
+    labelNames: ["endpoint", "limit"],
+    registers: [registry],
+  });
+  return (limit) => counter.inc({ endpoint, limit });
+}

@@ -14,7 +14,7 @@ import type { Frames } from "./frames.ts";
 import type { HeartbeatOptions } from "./heartbeat.ts";
 import { ZMQ_DEALER } from "./libzmq.ts";
 import { NativeSocket } from "./native_socket.ts";
-import { ZmtpDealer } from "./zmtp/dealer.ts";
+import { DEALER_MAX_MESSAGE_BYTES, ZmtpDealer } from "./zmtp/dealer.ts";
 import { parseTcpEndpoint } from "./zmtp/endpoint.ts";
 
 /** What Majordomo needs of a socket; {@link NativeSocket} and the zmtp/ sockets have it. */
@@ -54,6 +54,11 @@ export interface DealerOptions extends HeartbeatOptions {
   /** libzmq only (a ZMTP socket hands messages over as they arrive). */
   receiveHighWaterMark?: number;
   routingId?: string | Uint8Array;
+  /**
+   * A peer sending a larger frame is disconnected, before a buffer for it is
+   * allocated (ZMQ_MAXMSGSIZE). @default DEALER_MAX_MESSAGE_BYTES (64 MiB)
+   */
+  maxMessageSize?: number;
   curveClient?: CurveClientKeys;
   transport?: TransportChoice;
 }
@@ -65,7 +70,8 @@ export function usesZmtp(endpoint: string, curve: unknown, transport?: Transport
 
 /** A DEALER connected (in the background) to `endpoint`. */
 export function connectDealer(endpoint: string, options: DealerOptions = {}): MessageSocket {
-  const { curveClient, transport, receiveHighWaterMark, ...rest } = options;
+  const { curveClient, transport, receiveHighWaterMark, ...given } = options;
+  const rest = { ...given, maxMessageSize: given.maxMessageSize ?? DEALER_MAX_MESSAGE_BYTES };
   if (usesZmtp(endpoint, curveClient, transport)) {
     const dealer = new ZmtpDealer(rest);
     dealer.connect(endpoint);

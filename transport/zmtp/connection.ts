@@ -5,8 +5,11 @@
  * turn (many messages per system call under load, no timer wait when idle:
  * `setImmediate` runs in the same turn).
  *
- * Incoming frames are views into 64 KiB slabs, as with {@link NativeSocket}:
- * a frame that is kept keeps its slab alive (copy it to let go).
+ * Incoming bytes are read into one slab per connection, reused (4 KiB,
+ * doubling up to 64 KiB while reads fill it). A delivered message's frames
+ * are copied out of it (copy_arena.ts); a large frame not yet all in is
+ * read into a buffer of its own and delivered as is. What a receiver keeps
+ * costs what it holds, not a slab per message.
  *
  * @module
  */
@@ -17,6 +20,7 @@ import {
   compatible,
   encodeMessageInto,
   errorCommand,
+  type FrameHead,
   greeting,
   GREETING_BYTES,
   messageBytes,
@@ -31,11 +35,18 @@ import {
 } from "./codec.ts";
 import type { HeartbeatOptions } from "../heartbeat.ts";
 import { waitAtMost } from "../../support/wait_at_most.ts";
+import type { OutputBudget } from "./output_budget.ts";
+import { CopyArena } from "./copy_arena.ts";
 
 const SLAB_BYTES = 64 * 1024;
-/** Below this much room left in the slab, the next read goes to a new one. */
+/** Below this much room left in the slab (a quarter of a smaller one), the unread tail moves to its start. */
 const MIN_READ_ROOM = 8 * 1024;
-const OUT_INITIAL_BYTES = 16 * 1024;
+/** A frame this large that is not all in yet is read into a buffer of its own. */
+const LARGE_FRAME_BYTES = 16 * 1024;
+/** Small: an idle peer holds two of these; a busy one's grow with its traffic. */
+const OUT_INITIAL_BYTES = 2 * 1024;
+/** The first read slab after the handshake; it doubles on reads that fill it. */
+const READ_START_BYTES = 4 * 1024;
 /** The read buffer of a connection until its handshake is done (a greeting and a READY). */
 const HANDSHAKE_BYTES = 1024;
 /**
@@ -44,6 +55,12 @@ const HANDSHAKE_BYTES = 1024;
  * bounded too.
  */
 const FRAME_COST = 64;
+/**
+ * Default of {@link ZmtpConnectionOptions.maxMessageBytes}: 4 times the
+ * broker's default `max_message_bytes` (16 MiB), so a broker configured higher
+ * still works, while a peer declaring a huge frame cannot make us allocate it.
+ */
+export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 /** Default of {@link ZmtpConnectionOptions.sendBufferBytes}. */
 const SEND_BUFFER_BYTES = 64 * 1024 * 1024;
 
@@ -65,8 +82,9 @@ export interface ZmtpConnectionOptions extends HeartbeatOptions {
   /**
    * A frame larger than this closes the connection (libzmq's ZMQ_MAXMSGSIZE);
    * a message of smaller frames that adds up to more is discarded as it
-   * arrives and reported by {@link ZmtpConnectionEvents.oversized}.
-   * @default no limit
+   * arrives and reported by {@link ZmtpConnectionEvents.oversized}. Checked
+   * on a frame's header, before a buffer is allocated for it.
+   * @default {@link DEFAULT_MAX_MESSAGE_BYTES}
    */
   maxMessageBytes?: number;
   /**
@@ -76,6 +94,8 @@ export interface ZmtpConnectionOptions extends HeartbeatOptions {
   sendBufferBytes?: number;
   /** A peer that has not completed the handshake by then is dropped. @default 10000 */
   handshakeMs?: number;
+  /** Output queued across the socket's connections (see {@link OutputBudget}). @default none */
+  outputBudget?: OutputBudget;
 }
 
 /** What a {@link ZmtpConnection} tells its socket. */
@@ -85,6 +105,8 @@ export interface ZmtpConnectionEvents {
   message(frames: Frames): void;
   /** A message over `maxMessageBytes` was discarded. */
   oversized?(): void;
+  /** {@link ZmtpConnection.send} refused a message: the socket's output budget is spent. */
+  overBudget?(): void;
   /** Everything handed to {@link ZmtpConnection.send} has been written. */
   drained(connection: ZmtpConnection): void;
   /**
@@ -111,12 +133,18 @@ export class ZmtpConnection {
   #greeted = false;
   #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   #message: Frames = [];
+  /** Where message frames are copied to out of the read slab. */
+  #arena = new CopyArena();
+  /** A large frame being read into its own buffer. */
+  #large: { head: FrameHead; body: Uint8Array; filled: number } | undefined;
   #messageBytes = 0;
   #discarding = false;
   #needed = 0;
   #prefix: Uint8Array | undefined;
   #out: Uint8Array<ArrayBuffer> = new Uint8Array(OUT_INITIAL_BYTES);
   #outLength = 0;
+  /** Bytes of ours counted in the socket's output budget (queued or being written). */
+  #charged = 0;
   #spare: Uint8Array<ArrayBuffer> | undefined;
   #inFlight = 0;
   #writing = false;
@@ -141,7 +169,7 @@ export class ZmtpConnection {
     this.#conn = conn;
     this.#options = options;
     this.#events = events;
-    this.#maxBytes = options.maxMessageBytes ?? Number.MAX_SAFE_INTEGER;
+    this.#maxBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     const address = conn.remoteAddr as Deno.NetAddr;
     this.remote = `tcp://${address.hostname}:${address.port}`;
     try {
@@ -200,6 +228,14 @@ export class ZmtpConnection {
       return false;
     }
     const n = messageBytes(frames, head);
+    const budget = this.#options.outputBudget;
+    if (budget) {
+      if (!budget.take(n)) {
+        this.#events.overBudget?.();
+        return false;
+      }
+      this.#charged += n;
+    }
     this.#reserve(n);
     this.#outLength = encodeMessageInto(this.#out, this.#outLength, frames, head);
     this.#scheduleFlush();
@@ -231,6 +267,10 @@ export class ZmtpConnection {
   }
 
   #append(bytes: Uint8Array): void {
+    if (this.#options.outputBudget) {
+      this.#options.outputBudget.force(bytes.length);
+      this.#charged += bytes.length;
+    }
     this.#reserve(bytes.length);
     this.#out.set(bytes, this.#outLength);
     this.#outLength += bytes.length;
@@ -272,6 +312,7 @@ export class ZmtpConnection {
           written += await this.#conn.write(chunk.subarray(written));
         }
         this.#inFlight = 0;
+        this.#uncharge(chunk.length);
         // Keep a large buffer only while traffic needs one.
         this.#spare = chunk.buffer.byteLength <= 4 * SLAB_BYTES
           ? new Uint8Array(chunk.buffer)
@@ -291,23 +332,48 @@ export class ZmtpConnection {
   async #readLoop(): Promise<void> {
     // Small until the handshake is done: a flood of idle connections costs little.
     let slab = new Uint8Array(HANDSHAKE_BYTES);
+    // An idle peer keeps a small slab; a busy one gets 64 KiB (fewer reads).
+    let slabBytes = READ_START_BYTES;
     let start = 0;
     let end = 0;
     try {
       while (!this.#closed) {
+        const large = this.#large;
+        if (large) {
+          // The rest of a large frame goes straight into its own buffer.
+          const n = await this.#conn.read(large.body.subarray(large.filled));
+          if (n === null) {
+            this.#shut(this.#duringHandshake("peer closed the connection"));
+            return;
+          }
+          large.filled += n;
+          if (large.filled === large.body.length) {
+            this.#large = undefined;
+            this.#frame(large.head, large.body);
+          }
+          continue;
+        }
         const room = slab.length - end;
-        if ((room < MIN_READ_ROOM && this.#ready) || start + this.#needed > slab.length) {
-          const next = new Uint8Array(Math.max(SLAB_BYTES, this.#needed + MIN_READ_ROOM));
-          next.set(slab.subarray(start, end));
+        const minRoom = Math.min(MIN_READ_ROOM, slab.length >> 2);
+        if ((room < minRoom && this.#ready) || start + this.#needed > slab.length) {
+          if (slab.length >= slabBytes && this.#needed <= slab.length) {
+            // One slab per connection, reused: message frames are copies, never views of it.
+            if (start > 0) slab.copyWithin(0, start, end);
+          } else {
+            const next = new Uint8Array(Math.max(slabBytes, this.#needed + minRoom));
+            next.set(slab.subarray(start, end));
+            slab = next;
+          }
           end -= start;
           start = 0;
-          slab = next;
         }
         const n = await this.#conn.read(slab.subarray(end));
         if (n === null) {
           this.#shut(this.#duringHandshake("peer closed the connection"));
           return;
         }
+        // A read that filled the room: more is coming, the next slab is larger (up to 64 KiB).
+        if (n === slab.length - end && slabBytes < SLAB_BYTES) slabBytes *= 2;
         end += n;
         // Any bytes count as traffic (libzmq: any frame); once per read, not per frame.
         this.#lastHeard = performance.now();
@@ -374,38 +440,59 @@ export class ZmtpConnection {
       }
       const frameEnd = head.start + head.size;
       if (frameEnd > end) {
+        if (head.size >= LARGE_FRAME_BYTES) {
+          // Its own buffer (the size is within the limit, checked above): the slab stays free
+          // for reuse, and the frame is delivered without another copy.
+          const body = new Uint8Array(head.size);
+          body.set(bytes.subarray(head.start, end));
+          this.#large = { head, body, filled: end - head.start };
+          return end;
+        }
         this.#needed = frameEnd - at;
         return at;
       }
-      const body = bytes.subarray(head.start, frameEnd);
       at = frameEnd;
-      if (head.command) {
-        this.#command(body);
-        continue;
-      }
-      if (!this.#ready) throw new ProtocolError("message before READY");
-      if (this.#message.length === 0 && this.#prefix) this.#message.push(this.#prefix);
-      this.#messageBytes += head.size + FRAME_COST;
-      if (this.#messageBytes > this.#maxBytes) {
-        // Memory stays bounded: the frames so far go now, the rest as they come.
-        this.#discarding = true;
-        this.#message.length = 0;
-      } else if (!this.#discarding) {
-        this.#message.push(body);
-      }
-      if (!head.more) {
-        const message = this.#message;
-        this.#message = [];
-        this.#messageBytes = 0;
-        if (this.#discarding) {
-          this.#discarding = false;
-          this.#events.oversized?.();
-        } else {
-          this.#events.message(message);
-        }
-      }
+      // A command is used before the slab is read into again, and so is a frame of a message
+      // being discarded; a message frame may be kept.
+      this.#frame(
+        head,
+        head.command || this.#discarding
+          ? bytes.subarray(head.start, frameEnd)
+          : this.#arena.copy(bytes, head.start, head.size),
+      );
     }
     return at;
+  }
+
+  /**
+   * Handles one complete frame: a command's is a view of the slab, a message
+   * frame's a copy or a large frame's own buffer.
+   */
+  #frame(head: FrameHead, body: Uint8Array): void {
+    if (head.command) {
+      this.#command(body);
+      return;
+    }
+    if (!this.#ready) throw new ProtocolError("message before READY");
+    if (this.#message.length === 0 && this.#prefix) this.#message.push(this.#prefix);
+    this.#messageBytes += head.size + FRAME_COST;
+    if (this.#messageBytes > this.#maxBytes) {
+      // Memory stays bounded: the frames so far go now, the rest as they come.
+      this.#discarding = true;
+      this.#message.length = 0;
+    } else if (!this.#discarding) {
+      this.#message.push(body);
+    }
+    if (head.more) return;
+    const message = this.#message;
+    this.#message = [];
+    this.#messageBytes = 0;
+    if (this.#discarding) {
+      this.#discarding = false;
+      this.#events.oversized?.();
+    } else {
+      this.#events.message(message);
+    }
   }
 
   #command(body: Uint8Array): void {
@@ -519,6 +606,14 @@ export class ZmtpConnection {
     if (next < Infinity) this.#armLiveness(next);
   }
 
+  /** Gives back to the output budget bytes written (or dropped at close). */
+  #uncharge(n: number): void {
+    const given = Math.min(n, this.#charged);
+    if (given === 0) return;
+    this.#charged -= given;
+    this.#options.outputBudget?.give(given);
+  }
+
   #settleFlushed(): void {
     this.#flushed?.resolve();
     this.#flushed = undefined;
@@ -542,6 +637,8 @@ export class ZmtpConnection {
       // Closed already.
     }
     this.#settleFlushed();
+    // Output still queued will never be written: it leaves the budget with us.
+    this.#uncharge(this.#charged);
     this.#events.closed(this, reason, refused);
   }
 }

@@ -11,7 +11,11 @@
  */
 import type { Frames } from "../frames.ts";
 import { encodeMessageInto, messageBytes } from "./codec.ts";
-import { ZmtpConnection, type ZmtpConnectionEvents } from "./connection.ts";
+import {
+  DEFAULT_MAX_MESSAGE_BYTES,
+  ZmtpConnection,
+  type ZmtpConnectionEvents,
+} from "./connection.ts";
 import { parseTcpEndpoint, type TcpAddress } from "./endpoint.ts";
 import { type HeartbeatOptions, heartbeatOptions } from "../heartbeat.ts";
 import { Inbox } from "./inbox.ts";
@@ -26,7 +30,11 @@ export interface ZmtpDealerOptions extends HeartbeatOptions {
   sendHighWaterMark?: number;
   /** Bytes queued on a connection beyond which trySend refuses. @default 64 MiB */
   sendBufferBytes?: number;
-  /** A peer sending a larger frame or message is disconnected. @default no limit */
+  /**
+   * A peer sending a larger frame is disconnected (checked on the frame's
+   * header, before anything is allocated for it); a larger message of
+   * smaller frames is discarded. @default {@link DEALER_MAX_MESSAGE_BYTES}
+   */
   maxMessageSize?: number;
   /** Milliseconds queued output gets to be written at close. @default 0 */
   linger?: number;
@@ -35,6 +43,9 @@ export interface ZmtpDealerOptions extends HeartbeatOptions {
   /** Messages kept while nothing drains the socket. @default 100000 */
   receiveQueue?: number;
 }
+
+/** Default largest message a DEALER takes (see {@link DEFAULT_MAX_MESSAGE_BYTES}). */
+export const DEALER_MAX_MESSAGE_BYTES = DEFAULT_MAX_MESSAGE_BYTES;
 
 /** A connecting DEALER; see the module documentation. */
 export class ZmtpDealer {
@@ -106,9 +117,7 @@ export class ZmtpDealer {
       ...(this.#options.sendBufferBytes !== undefined
         ? { sendBufferBytes: this.#options.sendBufferBytes }
         : {}),
-      ...(this.#options.maxMessageSize !== undefined
-        ? { maxMessageBytes: this.#options.maxMessageSize }
-        : {}),
+      maxMessageBytes: this.#options.maxMessageSize ?? DEALER_MAX_MESSAGE_BYTES,
       ...heartbeatOptions(this.#options),
     }, this.#events);
   }

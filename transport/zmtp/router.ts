@@ -22,13 +22,14 @@ import { ZmtpConnection, type ZmtpConnectionEvents, type ZmtpPeer } from "./conn
 import { formatTcpEndpoint, parseTcpEndpoint } from "./endpoint.ts";
 import { type HeartbeatOptions, heartbeatOptions } from "../heartbeat.ts";
 import { Inbox } from "./inbox.ts";
+import { OutputBudget } from "./output_budget.ts";
 import { RoomWaiters } from "./room.ts";
 
 /** Options of {@link ZmtpRouter.bind}. */
 export interface ZmtpRouterOptions extends HeartbeatOptions {
   /**
    * A peer sending a larger frame is disconnected; a larger message of
-   * smaller frames is discarded and reported to `onOversized`. @default no limit
+   * smaller frames is discarded and reported to `onOversized`. @default 64 MiB
    */
   maxMessageSize?: number;
   /** A message over `maxMessageSize` was discarded. */
@@ -38,6 +39,20 @@ export interface ZmtpRouterOptions extends HeartbeatOptions {
    * (libzmq's high-water mark, in bytes). @default 64 MiB
    */
   sendBufferBytes?: number;
+  /**
+   * Connections (handshaking or not) beyond which a new one is closed as
+   * soon as it is accepted, and counted. @default no limit
+   */
+  maxConnections?: number;
+  /**
+   * Output queued across all peers beyond which a message is dropped for
+   * its peer (counted; as libzmq's ROUTER does at a peer's high-water mark
+   * without ZMQ_ROUTER_MANDATORY), {@link ZmtpRouter.trySend} returning
+   * false. @default no limit
+   */
+  maxBufferedOutputBytes?: number;
+  /** A connection refused at `maxConnections`, or a message at `maxBufferedOutputBytes`. */
+  onLimit?: (limit: "connections" | "output") => void;
   /** Milliseconds queued output gets to be written at close. @default 0 */
   linger?: number;
   /** Messages kept while nothing drains the socket. @default 100000 */
@@ -98,11 +113,17 @@ export class ZmtpRouter {
   unroutable = 0;
   /** Messages dropped from a peer whose Identity another connection holds. */
   duplicateDropped = 0;
+  /** Connections closed at accept because `maxConnections` were open. */
+  refusedConnections = 0;
+  #budget: OutputBudget | undefined;
 
   private constructor(listener: Deno.TcpListener, options: ZmtpRouterOptions) {
     this.#listener = listener;
     this.#options = options;
     this.#inbox = new Inbox(options.receiveQueue ?? 100_000);
+    if (options.maxBufferedOutputBytes !== undefined) {
+      this.#budget = new OutputBudget(options.maxBufferedOutputBytes);
+    }
     this.endpoint = formatTcpEndpoint(listener.addr);
     this.#accepting = this.#accept();
   }
@@ -129,6 +150,16 @@ export class ZmtpRouter {
     return this.#byId.size;
   }
 
+  /** Output queued across all peers, in bytes (counted when `maxBufferedOutputBytes` is set). */
+  get bufferedOutputBytes(): number {
+    return this.#budget?.used ?? 0;
+  }
+
+  /** Messages dropped at `maxBufferedOutputBytes`. */
+  get overBudget(): number {
+    return this.#budget?.refused ?? 0;
+  }
+
   async #accept(): Promise<void> {
     while (!this.#closed) {
       let conn: Deno.TcpConn;
@@ -151,6 +182,13 @@ export class ZmtpRouter {
         conn.close();
         return;
       }
+      if (this.#connections.size >= (this.#options.maxConnections ?? Infinity)) {
+        // Refused before any buffer or timer exists for it: a flood costs an fd for a moment.
+        conn.close();
+        this.refusedConnections++;
+        report(() => this.#options.onLimit?.("connections"));
+        continue;
+      }
       this.#connections.add(
         new ZmtpConnection(conn, {
           socketType: "ROUTER",
@@ -161,6 +199,7 @@ export class ZmtpRouter {
             ? { maxMessageBytes: this.#options.maxMessageSize }
             : {}),
           ...heartbeatOptions(this.#options),
+          ...(this.#budget ? { outputBudget: this.#budget } : {}),
         }, this.#events),
       );
     }
@@ -208,6 +247,7 @@ export class ZmtpRouter {
       this.#inbox.deliver(frames);
     },
     oversized: () => report(() => this.#options.onOversized?.()),
+    overBudget: () => report(() => this.#options.onLimit?.("output")),
     drained: () => this.#room.wakeAll(),
     closed: (connection: ZmtpConnection, reason: string | undefined, refused: boolean) => {
       this.#connections.delete(connection);
@@ -265,7 +305,8 @@ export class ZmtpRouter {
 
   /**
    * Sends `frames` to the peer `head` names without waiting. False when that
-   * peer has more than `sendBufferBytes` queued; a message to an unknown peer
+   * peer has more than `sendBufferBytes` queued, or the message would take
+   * the output of all peers over `maxBufferedOutputBytes`; a message to an unknown peer
    * is dropped and counted in {@link unroutable} (true, as libzmq does).
    */
   trySendAfter(head: Uint8Array, frames: Frames): boolean {
