@@ -21,7 +21,7 @@
  */
 import { TokenIssuer } from "../auth/tokens.ts";
 import { freePort, startComponent, stopAll, until } from "./_components.ts";
-import { num, summarize, table, writeBenchmarksSection } from "./_stats.ts";
+import { num, saveResult, summarize, table, writeBenchmarksSection } from "./_stats.ts";
 
 const ROUNDS = Number(Deno.env.get("BENCH_ROUNDS") ?? "3");
 const PHASE_MS = Number(Deno.env.get("BENCH_PHASE_MS") ?? "4000");
@@ -30,7 +30,6 @@ const SECTION = "## Login flood (deno task bench:login)";
 const JWT_SECRET = "bench-login-secret-of-at-least-32-characters";
 const NO_WRITE = Deno.env.get("BENCH_NO_WRITE") === "1" || Deno.env.has("BENCH_ROUNDS") ||
   Deno.env.has("BENCH_PHASE_MS") || Deno.env.has("BENCH_LOGINS_PER_S");
-const RESULTS = new URL("./results/login.json", import.meta.url).pathname;
 
 const watchdog = setTimeout(async () => {
   console.error("bench:login: watchdog expired, stopping");
@@ -233,24 +232,13 @@ try {
     `${sent - total("401") - total("503") - total("429")} other.`,
   ];
   console.log(lines.join("\n"));
-  await Deno.mkdir(new URL("./results/", import.meta.url), { recursive: true });
-  await Deno.writeTextFile(
-    RESULTS,
-    JSON.stringify(
-      {
-        started,
-        cores: navigator.hardwareConcurrency,
-        rounds: ROUNDS,
-        phaseMs: PHASE_MS,
-        loginsPerSecond: LOGINS_PER_S,
-        quiet,
-        flooded,
-        logins,
-      },
-      null,
-      2,
-    ) + "\n",
-  );
+  const saved = await saveResult("login", {
+    rounds: ROUNDS,
+    phaseMs: PHASE_MS,
+    loginsPerSecond: LOGINS_PER_S,
+    overridden: NO_WRITE,
+  }, { started, quiet, flooded, logins });
+  console.log(`raw result: ${saved}`);
   if (!NO_WRITE) {
     await writeBenchmarksSection(
       SECTION,
@@ -259,7 +247,7 @@ try {
         `and one gateway (authentication on, read cache on, \`hash_workers\` 1, ` +
         `\`hash_max_pending\` 32: the defaults; \`trusted_proxies\` 127.0.0.1 so each login ` +
         `names its own address) in child processes; probes and logins from the bench process. ` +
-        `Raw results: bench/results/login.json.\n\n${lines.join("\n")}\n`,
+        `Raw results: bench/results/login-<time>.json.\n\n${lines.join("\n")}\n`,
     );
   }
   await Deno.remove(dir, { recursive: true });
