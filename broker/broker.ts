@@ -15,6 +15,7 @@ import {
   encodeWorkerRequest,
   equalBytes,
   frame,
+  type Malformed,
   type PeerMessage,
   text,
 } from "../mdp/protocol.ts";
@@ -58,11 +59,27 @@ export interface BrokerObserver {
   request?(service: string): void;
   reply?(service: string, seconds: number): void;
   error?(service: string, code: BrokerErrorCode): void;
-  drop?(reason: string): void;
+  /**
+   * A message dropped (or a request refused unanswered), by `reason`, a fixed
+   * phrase. `from` names the peer whose message it was, when one did wrong.
+   */
+  drop?(reason: string, from?: DroppedFrom): void;
   workerJoined?(service: string, dialect: Dialect): void;
   workerLeft?(service: string, reason: string): void;
   /** A READY refused (DISCONNECT sent), or a worker removed when the policy no longer allows it. */
   workerRefused?(service: string, reason: RefusalReason, peerKey: string | undefined): void;
+}
+
+/** The peer behind a dropped message, and what was wrong, for the log. */
+export interface DroppedFrom {
+  /** Its routing id. */
+  id: Uint8Array;
+  /** Where it connected from, when the socket knows (added by the server). */
+  address?: string;
+  /** What exactly was wrong, beyond the reason. */
+  detail?: string;
+  /** What the peer was sent instead of silence, if anything. */
+  answered?: "DISCONNECT" | "error reply";
 }
 
 /** Service name the broker answers itself with real data. */
@@ -201,7 +218,7 @@ export class Broker {
     for (const f of message) size += f.length;
     if (size > this.#maxBytes) return this.#drop("message too large");
     const decoded = decodePeerMessage(message, 1);
-    if (decoded.kind === "malformed") return this.#drop(decoded.reason);
+    if (decoded.kind === "malformed") return this.#onMalformed(identity, decoded);
     if (decoded.kind === "request") return this.#onRequest(identity, decoded);
     this.#onWorker(identity, decoded, peerKey);
   }
@@ -301,8 +318,44 @@ export class Broker {
     };
   }
 
-  #drop(reason: string): void {
-    this.#observer.drop?.(reason);
+  #drop(reason: string, from?: DroppedFrom): void {
+    this.#observer.drop?.(reason, from);
+  }
+
+  /**
+   * A message the broker cannot act on: a client that can be answered gets an
+   * error reply in its dialect, a worker-shaped peer DISCONNECT (and loses
+   * its registration), anything else is dropped. Counted and reported either way.
+   */
+  #onMalformed(identity: Uint8Array, m: Malformed): void {
+    const from: DroppedFrom = { id: identity, ...(m.detail ? { detail: m.detail } : {}) };
+    if (m.client) {
+      const now = this.#now();
+      const service = text(m.client.service);
+      this.#fail(
+        {
+          client: identity,
+          dialect: m.client.dialect,
+          stack: m.client.stack,
+          service,
+          body: [],
+          address: identity,
+          received: now,
+          deadline: now,
+          attempts: 0,
+        },
+        "BAD_REQUEST",
+        `The broker cannot read this request: ${m.detail ?? m.reason}`,
+      );
+      return this.#drop(m.reason, { ...from, answered: "error reply" });
+    }
+    if (m.worker) {
+      const worker = this.#workers.get(keyOf(identity));
+      if (worker) this.#removeWorker(worker, false, m.reason);
+      this.#send(identity, encodeWorkerControl(m.worker, "DISCONNECT"));
+      return this.#drop(m.reason, { ...from, answered: "DISCONNECT" });
+    }
+    this.#drop(m.reason, from);
   }
 
   #service(name: string): Service {
@@ -361,14 +414,32 @@ export class Broker {
       this.#observer.workerRefused?.(worker.service.name, "key_changed", peerKey);
       this.#removeWorker(worker, false, "peer key changed");
       this.#send(identity, encodeWorkerControl(m.dialect, "DISCONNECT"));
-      return this.#drop("worker message from another peer key");
+      return this.#drop("worker message from another peer key", {
+        id: identity,
+        answered: "DISCONNECT",
+      });
+    }
+    if (worker && m.dialect !== worker.dialect && m.kind !== "ready") {
+      // It registered in one dialect and speaks another: what the broker sends
+      // it (in the READY's dialect) is not what it reads. Refused, not served.
+      this.#removeWorker(worker, false, "dialect changed");
+      this.#send(identity, encodeWorkerControl(m.dialect, "DISCONNECT"));
+      return this.#drop("worker changed dialect", {
+        id: identity,
+        detail: `READY in ${worker.dialect}, then ${m.kind.toUpperCase()} in ${m.dialect}`,
+        answered: "DISCONNECT",
+      });
     }
     switch (m.kind) {
       case "ready": {
         if (worker) {
           this.#removeWorker(worker, false, "second READY");
           this.#send(identity, encodeWorkerControl(m.dialect, "DISCONNECT"));
-          return this.#drop("invalid READY");
+          return this.#drop("invalid READY", {
+            id: identity,
+            detail: "READY from a registered worker",
+            answered: "DISCONNECT",
+          });
         }
         const refusal: RefusalReason | undefined =
           m.service.startsWith("mmi.") || m.service === BROKER_SERVICE
@@ -379,6 +450,7 @@ export class Broker {
         if (refusal) {
           this.#observer.workerRefused?.(m.service, refusal, peerKey);
           this.#send(identity, encodeWorkerControl(m.dialect, "DISCONNECT"));
+          // Logged by workerRefused (the audit trail): counted here only.
           return this.#drop("invalid READY");
         }
         const service = this.#service(m.service);
@@ -405,7 +477,11 @@ export class Broker {
       case "reply": {
         if (!worker) {
           this.#send(identity, encodeWorkerControl(m.dialect, "DISCONNECT"));
-          return this.#drop("message from unknown worker");
+          return this.#drop("message from unknown worker", {
+            id: identity,
+            detail: `${m.kind.toUpperCase()} before READY`,
+            answered: "DISCONNECT",
+          });
         }
         worker.expiry = this.#now() + this.#expiryMs;
         if (m.kind === "reply") this.#onReply(worker, m);
@@ -416,7 +492,12 @@ export class Broker {
   #onReply(worker: Worker, m: Extract<PeerMessage, { kind: "reply" }>): void {
     const key = addressKey(m.client);
     const request = worker.inFlight.get(key);
-    if (!request) return this.#drop("reply for no pending request");
+    if (!request) {
+      return this.#drop("reply for no pending request", {
+        id: worker.identity,
+        detail: "a reply for a client address the worker holds no request of",
+      });
+    }
     this.#reply(request, m.final, m.body);
     if (!m.final) return;
     worker.inFlight.delete(key);

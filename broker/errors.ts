@@ -13,7 +13,9 @@ export type BrokerErrorCode =
   | "WORKER_LOST"
   | "EMPTY_REQUEST"
   | "QUEUE_FULL"
-  | "SHUTTING_DOWN";
+  | "SHUTTING_DOWN"
+  /** A client message the broker cannot read as a request (e.g. command 0x02). */
+  | "BAD_REQUEST";
 
 /** The body frame of a broker-made error reply. */
 export function brokerErrorBody(

@@ -147,7 +147,14 @@ export class BrokerServer {
         }
       },
       { ...options, maxMessageBytes: maxBytes, ...(servicePolicy ? { servicePolicy } : {}) },
-      observer,
+      {
+        ...observer,
+        // The peer's address, looked up while its connection (and the message) is at hand.
+        drop: (reason, from) => {
+          const address = from && socket.peerAddress?.(from.id);
+          observer.drop?.(reason, address ? { ...from, address } : from);
+        },
+      },
     );
     // A closed connection ends its worker at once, not when heartbeats run out.
     socket.onPeerGone?.((routingId) => broker.peerGone(routingId));

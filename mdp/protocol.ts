@@ -153,7 +153,14 @@ export type PeerMessage =
 /** Why a message could not be read; the broker drops it and counts the reason. */
 export interface Malformed {
   kind: "malformed";
+  /** A short fixed phrase (a metric label): never peer data. */
   reason: string;
+  /** What exactly was wrong, for the log (may quote the peer's bytes). */
+  detail?: string;
+  /** The sender reads as a worker of this dialect: it can be told DISCONNECT. */
+  worker?: Dialect;
+  /** The sender reads as a client that can be answered with an error, in its own dialect. */
+  client?: { dialect: Dialect; stack: Frames; service: Uint8Array };
 }
 
 export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
@@ -171,8 +178,39 @@ function headerOf(f: Uint8Array | undefined): "C01" | "C02" | "W01" | "W02" | un
   return undefined;
 }
 
-function malformed(reason: string): Malformed {
-  return { kind: "malformed", reason };
+function malformed(reason: string, more: Omit<Malformed, "kind" | "reason"> = {}): Malformed {
+  return { kind: "malformed", reason, ...more };
+}
+
+/** A frame for the log: text when printable ASCII, else hex. */
+function shown(f: Uint8Array): string {
+  const printable = f.length > 0 && f.length <= 32 && f.every((b) => b >= 0x20 && b < 0x7f);
+  if (printable) return JSON.stringify(text(f));
+  return "0x" + Array.from(f.subarray(0, 32), (b) => b.toString(16).padStart(2, "0")).join("") +
+    (f.length > 32 ? "…" : "");
+}
+
+/**
+ * `"" | "" | … | MDPWxx | command …`: a worker message after two or more
+ * empty frames. No dialect has that shape (RFC 18 has no leading empty frame,
+ * plantd and RFC 7 one), so the worker would not parse what the broker sends
+ * back; read its dialect so it can be refused in it.
+ */
+function extraEmptyWorker(frames: Frames, start: number): Malformed | undefined {
+  let at = start;
+  const end = Math.min(frames.length, start + MAX_STACK + 1);
+  while (at < end && frames[at]!.length === 0) at++;
+  if (at - start < 2) return undefined;
+  const header = headerOf(frames[at]);
+  if (header !== "W01" && header !== "W02") return undefined;
+  const decoded = decodeWorker(header, frames, at + 1);
+  if (decoded.kind === "malformed") return undefined;
+  return malformed("worker message with extra empty frames", {
+    detail: `${at - start} empty frames before ${
+      text(frames[at]!)
+    } (RFC 18 workers send none, plantd and RFC 7 workers one)`,
+    worker: decoded.dialect,
+  });
 }
 
 /**
@@ -201,9 +239,15 @@ function stackOf(frames: Frames, start: number, at: number): Frames {
 export function decodePeerMessage(frames: Frames, start = 0): PeerMessage | Malformed {
   if (frames.length <= start) return malformed("empty message");
   const at = headerIndex(frames, start);
-  if (at < 0) return malformed("unknown header");
-  const header = headerOf(frames[at]);
-  if (header === undefined) return malformed("unknown header");
+  const header = at < 0 ? undefined : headerOf(frames[at]);
+  if (header === undefined) {
+    return extraEmptyWorker(frames, start) ??
+      malformed("unknown header", {
+        detail: `no MDPC01/MDPC02/MDPW01/MDPW02 header; frame ${Math.max(at, start) - start} is ${
+          shown(frames[Math.max(at, start)] ?? EMPTY)
+        }`,
+      });
+  }
   if (header === "C01" || header === "C02") {
     return decodeClient(header, stackOf(frames, start, at), frames, at + 1);
   }
@@ -223,7 +267,7 @@ function decodeClient(
     if (!command) return malformed("missing client command");
     if (command.length === 1 && command[0] === CLIENT_BYTES.REQUEST) dialect = "mdp02";
     else if (equalBytes(command, REQUEST_WORD) || text(command) === "REQUEST") dialect = "plantd";
-    else return malformed("unknown client command");
+    else return unknownClientCommand(stack, command, frames[at]);
   }
   const service = frames[at++];
   if (!service || service.length === 0) return malformed("missing service name");
@@ -234,6 +278,24 @@ function decodeClient(
     service: cachedText(service),
     body: frames.slice(at),
   };
+}
+
+/**
+ * A client frame 2 that is not REQUEST (0x02, a worker's REQUEST code, is the
+ * usual mistake). With a service name the client can be answered: a one-byte
+ * command marks RFC 18, a word plantd.
+ */
+function unknownClientCommand(
+  stack: Frames,
+  command: Uint8Array,
+  service: Uint8Array | undefined,
+): Malformed {
+  const dialect: Dialect = command.length === 1 ? "mdp02" : "plantd";
+  const expected = dialect === "mdp02" ? "0x01" : '"REQUEST"';
+  return malformed("unknown client command", {
+    detail: `client command ${shown(command)} is not REQUEST (${expected})`,
+    ...(service && service.length > 0 ? { client: { dialect, stack, service } } : {}),
+  });
 }
 
 function decodeWorker(header: "W01" | "W02", frames: Frames, at: number): PeerMessage | Malformed {

@@ -11,6 +11,7 @@ import { type BrokerConfig, brokerConfig } from "../config/components.ts";
 import { serverCurve } from "../config/curve.ts";
 import { servicePolicyOf } from "../config/service_policy.ts";
 import { brokerMetrics, servicePolicyMetrics } from "../telemetry/broker_metrics.ts";
+import { dropLog } from "../telemetry/broker_drops.ts";
 import { busEndpoints, plaintextNetworkEndpoints } from "../config/listeners.ts";
 import { metricsAccess } from "../config/metrics_token.ts";
 import { endpointLimitCounter, endpointObserver } from "../telemetry/endpoint_metrics.ts";
@@ -49,6 +50,7 @@ export async function startBroker(
   const curve = serverCurve("broker", config);
   const audit = logger("broker", "audit");
   const refusals = new LogWindow();
+  const logDrop = dropLog(log.with({ context: "protocol" }));
   const servicePolicy = servicePolicyOf(config, curve !== undefined);
   const access = metricsAccess(brokerConfig, config);
   // Loopback unless secured: refused here, before anything binds.
@@ -82,9 +84,9 @@ export async function startBroker(
     onLimit: endpointLimitCounter(registry, "broker"),
   }, {
     ...metrics,
-    drop: (reason) => {
-      metrics.drop?.(reason);
-      log.with({ context: "protocol" }).debug("dropped message: {reason}", { reason });
+    drop: (reason, from) => {
+      metrics.drop?.(reason, from);
+      logDrop(reason, from);
     },
     workerJoined: (service, dialect) =>
       logger("broker", "worker", "registration").debug("worker registered", { service, dialect }),

@@ -42,6 +42,11 @@ export interface MessageSocket {
    * its silence.
    */
   onPeerGone?(listener: (routingId: Uint8Array) => void): void;
+  /**
+   * A ROUTER: the address of the peer `routingId` names, where the
+   * implementation knows it (the ZMTP one does; libzmq's does not say).
+   */
+  peerAddress?(routingId: Uint8Array): string | undefined;
 }
 
 /** Which implementation a socket uses; "auto" is ZMTP where it can be. */

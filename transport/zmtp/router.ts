@@ -292,6 +292,14 @@ export class ZmtpRouter {
   }
 
   /**
+   * The address (`tcp://host:port`) of the peer `routingId` names while its
+   * connection is open, for a log line about what it sent; else undefined.
+   */
+  peerAddress(routingId: Uint8Array): string | undefined {
+    return (this.#byId.get(idKey(routingId)) ?? this.#anonymous.get(routingId))?.remote;
+  }
+
+  /**
    * Closes the connection of the peer `routingId` names (its queued output
    * and undelivered messages are dropped); false when there is none.
    */
