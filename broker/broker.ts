@@ -213,10 +213,13 @@ export class Broker {
    */
   handle(message: Frames, peerKey?: string): void {
     const identity = message[0];
-    if (!identity || message.length < 2) return this.#drop("empty message");
+    if (!identity) return this.#drop("empty message");
+    if (message.length < 2) return this.#drop("empty message", { id: identity });
     let size = 0;
     for (const f of message) size += f.length;
-    if (size > this.#maxBytes) return this.#drop("message too large");
+    if (size > this.#maxBytes) {
+      return this.#drop("message too large", { id: identity, detail: `${size} bytes` });
+    }
     const decoded = decodePeerMessage(message, 1);
     if (decoded.kind === "malformed") return this.#onMalformed(identity, decoded);
     if (decoded.kind === "request") return this.#onRequest(identity, decoded);

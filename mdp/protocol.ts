@@ -321,11 +321,17 @@ function decodeWorker(header: "W01" | "W02", frames: Frames, at: number): PeerMe
     case "READY": {
       const rest = frames.slice(at);
       const service = rest[0];
-      if (!service || service.length === 0) return malformed("READY without a service name");
+      // A worker refused here would wait for requests forever: it is told DISCONNECT.
+      if (!service || service.length === 0) {
+        return malformed("READY without a service name", { worker: dialect });
+      }
       if (rest.length < 2) return { kind: "ready", dialect, service: text(service) };
       const capacity = Number(text(rest[1]!));
       if (!Number.isInteger(capacity) || capacity < 1 || capacity > MAX_CAPACITY) {
-        return malformed("READY with a bad capacity");
+        return malformed("READY with a bad capacity", {
+          detail: `capacity ${shown(rest[1]!)}, not an integer from 1 to ${MAX_CAPACITY}`,
+          worker: dialect,
+        });
       }
       return { kind: "ready", dialect, service: text(service), capacity };
     }

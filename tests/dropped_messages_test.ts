@@ -165,3 +165,18 @@ Deno.test("a worker that registers in RFC 7 and then speaks RFC 18 gets DISCONNE
     }
   });
 });
+
+Deno.test("a worker whose READY announces a bad capacity gets DISCONNECT rather than silence", async () => {
+  await withObservedBroker(async (server, registry) => {
+    const worker = await PyZmq.start("DEALER", { routing_id: "bad-capacity" });
+    try {
+      await worker.connect(server.endpoint);
+      await worker.send([EMPTY, enc("MDPW02"), enc("READY"), enc("py.cap"), enc("lots")]);
+      assert.deepEqual(await next(worker, "DISCONNECT"), [enc("MDPW02"), enc("DISCONNECT")]);
+      assert.equal(server.broker.workerCount, 0);
+      assert.equal(await dropped(registry, "READY with a bad capacity"), 1);
+    } finally {
+      await worker.close();
+    }
+  });
+});
