@@ -10,6 +10,7 @@
 import {
   decodePeerMessage,
   type Dialect,
+  EMPTY,
   encodeClientReply,
   encodeWorkerControl,
   encodeWorkerRequest,
@@ -110,6 +111,8 @@ interface Worker {
   capacity: number;
   /** Requests sent and not yet answered with FINAL, by address. */
   inFlight: Map<string, Request>;
+  /** An RFC 18 worker that framed its READY with a leading empty frame gets one too. */
+  emptyFirst: boolean;
 }
 
 interface Service {
@@ -281,7 +284,7 @@ export class Broker {
       for (const service of this.#services.values()) {
         for (const worker of service.workers) {
           if (worker.inFlight.size > 0) continue; // busy workers heartbeat us
-          this.#send(worker.identity, encodeWorkerControl(worker.dialect, "HEARTBEAT"));
+          this.#toWorker(worker, encodeWorkerControl(worker.dialect, "HEARTBEAT"));
         }
       }
     }
@@ -466,6 +469,7 @@ export class Broker {
           expiry: this.#now() + this.#expiryMs,
           capacity: m.capacity ?? 1,
           inFlight: new Map(),
+          emptyFirst: m.emptyFirst === true,
         };
         this.#workers.set(key, created);
         service.workers.add(created);
@@ -549,15 +553,16 @@ export class Broker {
       }
       worker.inFlight.set(key, request);
       if (worker.inFlight.size < worker.capacity) service.idle.add(worker);
-      this.#send(
-        worker.identity,
-        encodeWorkerRequest(worker.dialect, request.address, request.body),
-      );
+      this.#toWorker(worker, encodeWorkerRequest(worker.dialect, request.address, request.body));
     }
   }
 
+  #toWorker(worker: Worker, frames: Frames): void {
+    this.#send(worker.identity, worker.emptyFirst ? [EMPTY, ...frames] : frames);
+  }
+
   #removeWorker(worker: Worker, disconnect: boolean, reason: string): void {
-    if (disconnect) this.#send(worker.identity, encodeWorkerControl(worker.dialect, "DISCONNECT"));
+    if (disconnect) this.#toWorker(worker, encodeWorkerControl(worker.dialect, "DISCONNECT"));
     this.#workers.delete(worker.key);
     const service = worker.service;
     service.workers.delete(worker);

@@ -145,6 +145,11 @@ export type PeerMessage =
      * after the service name (decimal). Plain MDP workers send none: 1.
      */
     capacity?: number;
+    /**
+     * RFC 18 commands after a leading empty frame (RFC 18 has none, plantd
+     * and RFC 7 framing one): the worker gets one in front of what it is sent.
+     */
+    emptyFirst?: true;
   }
   | { kind: "heartbeat"; dialect: Dialect }
   | { kind: "disconnect"; dialect: Dialect }
@@ -252,7 +257,12 @@ export function decodePeerMessage(frames: Frames, start = 0): PeerMessage | Malf
     return decodeClient(header, stackOf(frames, start, at), frames, at + 1);
   }
   if (at !== start && at - 1 > start) return malformed("worker message with an envelope stack");
-  return decodeWorker(header, frames, at + 1);
+  const decoded = decodeWorker(header, frames, at + 1);
+  // Such a worker reads what it is sent as it framed its READY: mirrored, it parses either way.
+  if (decoded.kind === "ready" && decoded.dialect === "mdp02" && at !== start) {
+    return { ...decoded, emptyFirst: true };
+  }
+  return decoded;
 }
 
 function decodeClient(

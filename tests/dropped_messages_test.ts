@@ -180,3 +180,39 @@ Deno.test("a worker whose READY announces a bad capacity gets DISCONNECT rather 
     }
   });
 });
+
+Deno.test("an RFC 18 worker whose READY starts with an empty frame gets one in front of its requests and heartbeats", async () => {
+  await withBroker(
+    { tickMs: 20, heartbeatIntervalMs: 100, heartbeatLiveness: 50 },
+    async (server) => {
+      const worker = await PyZmq.start("DEALER", { routing_id: "framed-rfc18" });
+      const client = new MdpClient(server.endpoint, { dialect: "mdp02", timeoutMs: 3000 });
+      try {
+        await worker.connect(server.endpoint);
+        await worker.send([EMPTY, enc("MDPW02"), Uint8Array.of(0x01), enc("py.framed")]);
+        assert.deepEqual(await next(worker, "HEARTBEAT"), [
+          EMPTY,
+          enc("MDPW02"),
+          Uint8Array.of(0x05),
+        ]);
+        const reply = client.request("py.framed", ["ping"]);
+        const request = await next(worker, "REQUEST");
+        assert.deepEqual(request.slice(0, 3), [EMPTY, enc("MDPW02"), Uint8Array.of(0x02)]);
+        assert.deepEqual(request.slice(4), [EMPTY, enc("ping")]);
+        // Its replies keep its framing too; the broker reads them.
+        await worker.send([
+          EMPTY,
+          enc("MDPW02"),
+          Uint8Array.of(0x04),
+          request[3]!,
+          EMPTY,
+          enc("pong"),
+        ]);
+        assert.deepEqual((await reply).map((f) => new TextDecoder().decode(f)), ["pong"]);
+      } finally {
+        await client.close();
+        await worker.close();
+      }
+    },
+  );
+});
