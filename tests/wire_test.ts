@@ -265,7 +265,7 @@ Deno.test("broker answers a client with a libzmq-made identity: the worker sees 
   });
 });
 
-Deno.test("broker answers peers that add an optional leading empty frame in RFC 18 like the ones that do not", async () => {
+Deno.test("broker answers peers that add an optional leading empty frame in RFC 18, mirroring it to the worker", async () => {
   await withBroker({}, async (server, track) => {
     const service = "test.echo";
     const w = track(new Peer(server.endpoint, { routingId: "worker-1" }));
@@ -273,8 +273,11 @@ Deno.test("broker answers peers that add an optional leading empty frame in RFC 
     await waitFor(() => serviceInfo(server, service)?.workers === 1, { what: "worker" });
     const c = track(new Peer(server.endpoint, { routingId: "client-1" }));
     await c.send(["", ...client.request("mdp02", service, ["x"])]);
-    const request = await w.next({ skip: heartbeats("mdp02") });
-    assertFrames(request, worker.request("mdp02", "client-1", ["x"]));
+    // Its READY cannot say whether it wants the empty frame back: it gets one (docs/transport.md).
+    const request = await w.next({
+      skip: (f) => same(f, ["", ...worker.brokerHeartbeat("mdp02")]),
+    });
+    assertFrames(request, ["", ...worker.request("mdp02", "client-1", ["x"])]);
     await w.send(["", ...worker.final("mdp02", "client-1", ["y"])]);
     assertFrames(await c.next(), client.reply("mdp02", true, service, ["y"]));
   });
@@ -686,7 +689,7 @@ for (const d of DIALECTS) {
 
 // ------------------------------------------------------------ robustness
 
-Deno.test("broker answers malformed messages with nothing, counts them, and keeps serving", async () => {
+Deno.test("broker answers malformed messages with nothing unless they can be answered, counts them, and keeps serving", async () => {
   let drops = 0;
   await withBroker({}, async (server, track) => {
     const c = track(new Peer(server.endpoint, { routingId: "client-1" }));
@@ -694,12 +697,9 @@ Deno.test("broker answers malformed messages with nothing, counts them, and keep
       ["garbage"],
       ["", "MDPX99", "REQUEST", "svc", "x"],
       ["MDPC02"],
-      ["MDPC02", "NONSENSE", "svc", "x"],
-      ["MDPC02", byte(0x07), "svc", "x"],
       ["", "MDPC02", "REQUEST", ""],
       ["MDPW02", byte(0x09)],
       ["", "MDPW02", "SING"],
-      ["", "MDPW01", byte(W01.READY), ""],
     ];
     for (const message of garbage) await c.send(message);
     assertFrames(
@@ -708,6 +708,15 @@ Deno.test("broker answers malformed messages with nothing, counts them, and keep
       "nothing came back for the garbage",
     );
     assert.equal(drops, garbage.length);
+    // A client command that is not REQUEST, with a service: an error in the client's dialect.
+    await c.send(["MDPC02", "NONSENSE", "svc", "x"]);
+    assertErrorReply("plantd", await c.next(), "svc", "BAD_REQUEST");
+    await c.send(["MDPC02", byte(0x07), "svc", "x"]);
+    assertErrorReply("mdp02", await c.next(), "svc", "BAD_REQUEST");
+    // A READY without a service name: the worker is told, not left waiting.
+    await c.send(["", "MDPW01", byte(W01.READY), ""]);
+    assertFrames(await c.next(), worker.brokerDisconnect("mdp01"));
+    assert.equal(drops, garbage.length + 3);
     assert.equal(server.broker.workerCount, 0);
   }, { drop: () => drops++ });
 });
