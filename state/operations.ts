@@ -9,6 +9,7 @@
 import { allows, PERMISSIONS, statePermissions } from "../auth/permissions.ts";
 import { AuthError, type Principal } from "../auth/tokens.ts";
 import { text } from "../mdp/protocol.ts";
+import { storageFull } from "../storage/failure.ts";
 import type { Frames } from "../transport/frames.ts";
 import type { StateStore, WriteResult } from "./store.ts";
 
@@ -152,6 +153,13 @@ export class StateOperations {
         return JSON.stringify(reply);
       }
       const message = error instanceof Error ? error.message : String(error);
+      if (storageFull(error)) {
+        // A code clients can act on (free space, then retry: nothing was written),
+        // in the shape of the auth errors' replies.
+        return `{"error": "STORAGE_FULL", "message": ${
+          JSON.stringify(`State storage is full, nothing was written: ${message}`)
+        }}`;
+      }
       return JSON.stringify({ success: false, error: `Store failure: ${message}` });
     }
   }
