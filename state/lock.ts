@@ -29,6 +29,9 @@ export interface StateLock {
 /** Takes the lock of the database file `database`, or throws {@link StateLockedError}. */
 export async function lockStateFile(database: string): Promise<StateLock> {
   const path = `${database}.lock`;
+  // Before the database is opened (which would create its folder): create it here.
+  const slash = database.lastIndexOf("/");
+  if (slash > 0) await Deno.mkdir(database.slice(0, slash), { recursive: true });
   const file = await Deno.open(path, { read: true, write: true, create: true });
   let locked = false;
   try {

@@ -49,7 +49,8 @@ async function serving(child: WatchedChild, port: number): Promise<void> {
 
 Deno.test("a second state worker on the same libSQL file exits non-zero naming the lock; after SIGKILL of the first a new one starts", async () => {
   const dir = await Deno.makeTempDir();
-  const db = `${dir}/state.db`;
+  // In a folder that does not exist yet, as `task dev`'s data/ on a first run.
+  const db = `${dir}/data/state.db`;
   const brokerPort = freePort();
   const children: WatchedChild[] = [];
   try {
