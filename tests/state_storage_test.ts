@@ -114,6 +114,9 @@ Deno.test("a write to a full state database answers 507 STORAGE_FULL through the
     assert.equal(response?.status, 507, JSON.stringify(body));
     assert.equal(body.error.code, "STORAGE_FULL");
     assert.match(body.error.message, /full/);
+    // Documented where clients look it up.
+    const doc = await (await fetch(`${system.url}/api/openapi.json`)).json();
+    assert.ok(doc.paths["/api/state/{scope}/{key}"].put.responses["507"], "PUT documents 507");
   } finally {
     await system.stop();
   }
