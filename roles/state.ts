@@ -70,6 +70,7 @@ export async function startState(
   const audit = logger("state", "audit");
   const operations = new StateOperations(store, {
     maxValueBytes: config.max_value_bytes,
+    writeFailure: () => writeHealth.failing,
     ...(verify ? { verify } : {}),
   }, {
     ...metrics,

@@ -30,6 +30,11 @@ export interface OperationsOptions {
    * but `health` needs a valid token holding the operation's permission
    * (auth/permissions.ts).
    */
+  /**
+   * The class of the storage failure while writes fail (state/write_health.ts),
+   * reported by `health`: reads still work then, writes do not.
+   */
+  writeFailure?: () => string | undefined;
   verify?: (
     token: string,
     operation: string,
@@ -98,6 +103,7 @@ export class StateOperations {
   #maxBatch: number;
   #observer: OperationsObserver;
   #verify: OperationsOptions["verify"];
+  #writeFailure: OperationsOptions["writeFailure"];
 
   constructor(
     store: StateStore,
@@ -109,6 +115,7 @@ export class StateOperations {
     this.#maxNameBytes = options.maxNameBytes ?? 1024;
     this.#maxBatch = options.maxBatch ?? 10_000;
     this.#verify = options.verify;
+    this.#writeFailure = options.writeFailure;
     this.#observer = observer;
   }
 
@@ -293,7 +300,14 @@ export class StateOperations {
     },
     "health": async () => {
       await this.#store.ping();
-      return success({ service: STATE_SERVICE, status: "healthy", store_available: true });
+      const failing = this.#writeFailure?.();
+      // Go plantd's reply while writes work; "degraded" and the failure's class while they fail.
+      return success({
+        service: STATE_SERVICE,
+        status: failing ? "degraded" : "healthy",
+        store_available: true,
+        ...(failing ? { write_failure: failing } : {}),
+      });
     },
     "state-get-many": (request) => {
       const scope = this.#name(request, "service");

@@ -76,6 +76,12 @@ Deno.test("the state worker's health is DOWN naming STORAGE_FULL while writes fa
       // Reads are still served from memory: the store itself answers.
       assert.equal(health.body.checks.find((c: any) => c.name === "store")?.status, "UP");
 
+      // The service's own health operation says so too (gateways ask it).
+      let data = (await stateReply(client, "health", {})).data;
+      assert.equal(data.status, "degraded");
+      assert.equal(data.write_failure, "STORAGE_FULL");
+      assert.equal(data.store_available, true);
+
       // Freeing space (deleting needs none) lets the next write through.
       assert.equal((await stateReply(client, "delete-scope", { service: "big" })).success, true);
       reply = await stateReply(client, "state-set", { service: "small", key: "k", value: "v" });
@@ -86,6 +92,9 @@ Deno.test("the state worker's health is DOWN naming STORAGE_FULL while writes fa
         health.body.checks.find((c: any) => c.name === "store_writes")?.status,
         "UP",
       );
+      data = (await stateReply(client, "health", {})).data;
+      assert.equal(data.status, "healthy");
+      assert.equal(data.write_failure, undefined);
     });
   } finally {
     await Deno.remove(dir, { recursive: true });
