@@ -269,6 +269,8 @@ export const stateConfig = {
     db_auth_token: z.string().optional(),
     /** "full": commits survive power loss; "normal": they survive process crashes. */
     synchronous: z.enum(["full", "normal"]).default("full"),
+    /** Largest size of a local database file in bytes; writes beyond it fail STORAGE_FULL. 0: the disk's. */
+    max_db_bytes: z.number().int().min(0).default(0),
     health_port: port.default(8082),
     /** Broker connections; each takes `capacity` requests at once. Concurrent writes share a commit. */
     concurrency: z.number().int().min(1).max(1024).default(4),

@@ -14,6 +14,9 @@ import {
   MdpServiceUnavailableError,
   MdpTimeoutError,
 } from "../mdp/errors.ts";
+import { storageFull } from "../storage/failure.ts";
+
+export { storageFull };
 
 /** Stable error codes of the REST and WebSocket API. */
 export type ApiErrorCode =
@@ -136,17 +139,4 @@ export function toApiError(error: unknown): ApiError {
     return new ApiError("STORAGE_FULL", "The gateway's database is full (disk or size limit)");
   }
   return new ApiError("INTERNAL", "Internal error");
-}
-
-/**
- * Whether an error (or one it was caused by: Drizzle wraps the driver's) says
- * the disk or the database is full: SQLite's SQLITE_FULL, or ENOSPC.
- */
-export function storageFull(error: unknown): boolean {
-  for (let e = error, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
-    const code = (e as { code?: unknown }).code;
-    if (code === "SQLITE_FULL" || code === "ENOSPC") return true;
-    if (/database or disk is full|No space left on device/.test(e.message)) return true;
-  }
-  return false;
 }

@@ -82,6 +82,9 @@ export class StateApi {
     if (reply.error === "AUTHENTICATION_FAILED" || reply.error === "AUTHENTICATION_REQUIRED") {
       throw new ApiError("UNAUTHENTICATED", `State service: ${reply.message ?? reply.error}`);
     }
+    if (reply.error === "STORAGE_FULL") {
+      throw new ApiError("STORAGE_FULL", `State service: ${reply.message ?? reply.error}`);
+    }
     if (reply.error === "PERMISSION_DENIED") {
       throw new ApiError("FORBIDDEN", `State service: ${reply.message ?? reply.error}`);
     }

@@ -17,6 +17,7 @@ import { serviceTokenCheck } from "../auth/call_credentials.ts";
 import { STATE_SERVICE, StateOperations } from "../state/operations.ts";
 import { StateStore } from "../state/store.ts";
 import { startStateWorker } from "../state/worker.ts";
+import { WriteHealth } from "../state/write_health.ts";
 import { logger } from "../telemetry/log.ts";
 import { stateMetrics } from "../telemetry/state_metrics.ts";
 import { startHealthServer } from "./health_server.ts";
@@ -43,6 +44,7 @@ export async function startState(
     location: config.db,
     authToken: config.db_auth_token,
     synchronous: config.synchronous,
+    maxBytes: config.max_db_bytes,
   });
   // Changes go to the state bus as [scope, json] unless the caller takes them.
   const publisher = !changes && config.bus_endpoint !== ""
@@ -53,8 +55,13 @@ export async function startState(
     })
     : undefined;
   const sink = changes ?? publisher;
+  const writeHealth = new WriteHealth(log);
   const store = await StateStore.load(open, {
-    onCommit: metrics.commit,
+    onCommit: (writes, seconds, wrote) => {
+      metrics.commit(writes, seconds);
+      if (wrote) writeHealth.succeeded();
+    },
+    onCommitError: (error, writes) => writeHealth.failed(error, writes),
     onChanges: sink ? (list) => publishChanges(sink, list, signer) : undefined,
   });
   const settings = await tokenSettingsFrom(config);
@@ -63,6 +70,7 @@ export async function startState(
   const audit = logger("state", "audit");
   const operations = new StateOperations(store, {
     maxValueBytes: config.max_value_bytes,
+    writeFailure: () => writeHealth.failing,
     ...(verify ? { verify } : {}),
   }, {
     ...metrics,
@@ -98,6 +106,7 @@ export async function startState(
       }
       return [
         { name: "store", status: storeStatus.ok ? "UP" : "DOWN", lastUpdated: storeStatus.at },
+        writeHealth.check(),
         {
           name: "broker_connection",
           status: worker.connected ? "UP" : "DOWN",

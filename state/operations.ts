@@ -9,6 +9,7 @@
 import { allows, PERMISSIONS, statePermissions } from "../auth/permissions.ts";
 import { AuthError, type Principal } from "../auth/tokens.ts";
 import { text } from "../mdp/protocol.ts";
+import { storageFull } from "../storage/failure.ts";
 import type { Frames } from "../transport/frames.ts";
 import type { StateStore, WriteResult } from "./store.ts";
 
@@ -29,6 +30,11 @@ export interface OperationsOptions {
    * but `health` needs a valid token holding the operation's permission
    * (auth/permissions.ts).
    */
+  /**
+   * The class of the storage failure while writes fail (state/write_health.ts),
+   * reported by `health`: reads still work then, writes do not.
+   */
+  writeFailure?: () => string | undefined;
   verify?: (
     token: string,
     operation: string,
@@ -97,6 +103,7 @@ export class StateOperations {
   #maxBatch: number;
   #observer: OperationsObserver;
   #verify: OperationsOptions["verify"];
+  #writeFailure: OperationsOptions["writeFailure"];
 
   constructor(
     store: StateStore,
@@ -108,6 +115,7 @@ export class StateOperations {
     this.#maxNameBytes = options.maxNameBytes ?? 1024;
     this.#maxBatch = options.maxBatch ?? 10_000;
     this.#verify = options.verify;
+    this.#writeFailure = options.writeFailure;
     this.#observer = observer;
   }
 
@@ -152,6 +160,13 @@ export class StateOperations {
         return JSON.stringify(reply);
       }
       const message = error instanceof Error ? error.message : String(error);
+      if (storageFull(error)) {
+        // A code clients can act on (free space, then retry: nothing was written),
+        // in the shape of the auth errors' replies.
+        return `{"error": "STORAGE_FULL", "message": ${
+          JSON.stringify(`State storage is full, nothing was written: ${message}`)
+        }}`;
+      }
       return JSON.stringify({ success: false, error: `Store failure: ${message}` });
     }
   }
@@ -285,7 +300,14 @@ export class StateOperations {
     },
     "health": async () => {
       await this.#store.ping();
-      return success({ service: STATE_SERVICE, status: "healthy", store_available: true });
+      const failing = this.#writeFailure?.();
+      // Go plantd's reply while writes work; "degraded" and the failure's class while they fail.
+      return success({
+        service: STATE_SERVICE,
+        status: failing ? "degraded" : "healthy",
+        store_available: true,
+        ...(failing ? { write_failure: failing } : {}),
+      });
     },
     "state-get-many": (request) => {
       const scope = this.#name(request, "service");

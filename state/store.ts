@@ -9,8 +9,8 @@
  * a reply always follows its commit, throughput does not collapse to one
  * fsync per write, and reads never wait for the disk.
  *
- * The mirror assumes this process is the only writer of its database (as
- * plantd's single state service is).
+ * The mirror assumes this process is the only writer of its database: a
+ * local file is locked for it (lock.ts).
  *
  * @module
  */
@@ -69,8 +69,13 @@ export interface StoreOptions {
   maxGroup?: number;
   /** Called with each group's changes after it committed. */
   onChanges?: (changes: Change[]) => void;
-  /** Called after each commit with its size and duration, for metrics. */
-  onCommit?: (writes: number, seconds: number) => void;
+  /**
+   * Called after each commit with its size and duration, for metrics;
+   * `wrote` is false when the group changed nothing (so the disk was not tried).
+   */
+  onCommit?: (writes: number, seconds: number, wrote: boolean) => void;
+  /** Called when a group failed to commit (its writers are rejected with `error`). */
+  onCommitError?: (error: unknown, writes: number) => void;
   now?: () => number;
 }
 
@@ -239,7 +244,8 @@ export class StateStore {
   #idle: Array<() => void> = [];
   #maxGroup: number;
   #onChanges: (changes: Change[]) => void;
-  #onCommit: (writes: number, seconds: number) => void;
+  #onCommit: (writes: number, seconds: number, wrote: boolean) => void;
+  #onCommitError: (error: unknown, writes: number) => void;
   #now: () => number;
 
   private constructor(open: OpenDatabase, mirror: Mirror, options: StoreOptions) {
@@ -248,6 +254,7 @@ export class StateStore {
     this.#maxGroup = options.maxGroup ?? 4096;
     this.#onChanges = options.onChanges ?? (() => {});
     this.#onCommit = options.onCommit ?? (() => {});
+    this.#onCommitError = options.onCommitError ?? (() => {});
     this.#now = options.now ?? Date.now;
   }
 
@@ -328,14 +335,16 @@ export class StateStore {
         const started = performance.now();
         const overlay = new Overlay(this.#mirror, this.#now());
         const results = group.map((q) => overlay.apply(q.write));
+        let wrote: boolean;
         try {
-          await this.#persist(overlay);
+          wrote = await this.#persist(overlay);
         } catch (error) {
+          this.#onCommitError(error, group.length);
           for (const q of group) q.reject(error);
           continue;
         }
         overlay.applyTo(this.#mirror);
-        this.#onCommit(group.length, (performance.now() - started) / 1000);
+        this.#onCommit(group.length, (performance.now() - started) / 1000, wrote);
         group.forEach((q, i) => q.resolve(results[i]!));
         if (overlay.changes.length > 0) this.#onChanges(overlay.changes);
       }
@@ -351,7 +360,7 @@ export class StateStore {
    * took ~9% of a busy state worker's CPU (profiled), and the texts repeat, so
    * each is built once per row count.
    */
-  async #persist(overlay: Overlay): Promise<void> {
+  async #persist(overlay: Overlay): Promise<boolean> {
     const statements: InStatement[] = [];
     const reset = [...overlay.scopeReset];
     for (let i = 0; i < reset.length; i += ROWS_PER_INSERT) {
@@ -383,14 +392,15 @@ export class StateStore {
       const args = rows.slice(i, i + ROWS_PER_INSERT * ENTRY_COLUMNS);
       statements.push({ sql: sqlText("upsert-entries", args.length / ENTRY_COLUMNS), args });
     }
-    if (statements.length === 0) return;
+    if (statements.length === 0) return false;
     // One batch is one transaction: the whole group commits or none of it.
     await this.#open.client.batch(statements, "write");
+    return true;
   }
 
   /** Waits for queued writes, then closes the database. */
   async close(): Promise<void> {
     await this.drain();
-    this.#open.client.close();
+    this.#open.close();
   }
 }

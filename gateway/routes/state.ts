@@ -85,7 +85,7 @@ const createScope = createRoute({
   request: { params: z.object({ scope: Scope }) },
   responses: {
     201: json(z.object({ scope: z.string(), status: z.literal("created") }), "Created"),
-    ...errorResponses(400, 409, 502, 503, 504),
+    ...errorResponses(400, 409, 502, 503, 504, 507),
   },
 });
 
@@ -109,7 +109,7 @@ const setMany = createRoute({
       z.object({ scope: z.string(), revisions: z.record(z.string(), z.number().int()) }),
       "New revisions",
     ),
-    ...errorResponses(400, 413, 415, 502, 503, 504),
+    ...errorResponses(400, 413, 415, 502, 503, 504, 507),
   },
 });
 
@@ -120,7 +120,7 @@ const deleteScope = createRoute({
   request: { params: z.object({ scope: Scope }) },
   responses: {
     200: json(z.object({ scope: z.string(), status: z.literal("deleted") }), "Deleted"),
-    ...errorResponses(400, 404, 502, 503, 504),
+    ...errorResponses(400, 404, 502, 503, 504, 507),
   },
 });
 
@@ -154,7 +154,7 @@ const putKey = createRoute({
   },
   responses: {
     200: json(EntrySchema.omit({ updated_at: true }), "Written"),
-    ...errorResponses(400, 409, 413, 415, 502, 503, 504),
+    ...errorResponses(400, 409, 413, 415, 502, 503, 504, 507),
   },
 });
 
@@ -168,7 +168,7 @@ const deleteKey = createRoute({
       z.object({ scope: z.string(), key: z.string(), status: z.literal("deleted") }),
       "Deleted",
     ),
-    ...errorResponses(400, 404, 502, 503, 504),
+    ...errorResponses(400, 404, 502, 503, 504, 507),
   },
 });
 

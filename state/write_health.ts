@@ -1,0 +1,83 @@
+/**
+ * Whether the state store's writes succeed, for the worker's /healthz and
+ * log: reads are served from memory, so a database that answers `SELECT 1`
+ * can still refuse every write (disk full, read-only, I/O errors). The last
+ * commit decides: a failed one turns the `store_writes` check DOWN with its
+ * class and cause, the next successful one turns it UP again.
+ *
+ * @module
+ */
+import type { Check } from "../telemetry/health.ts";
+import { logLimiter } from "../telemetry/log_window.ts";
+import { type StorageFailure, storageFailure } from "../storage/failure.ts";
+
+/** Where failures and the recovery are reported (a logger's methods). */
+export interface WriteHealthLog {
+  error(message: string, properties: Record<string, unknown>): void;
+  info(message: string, properties: Record<string, unknown>): void;
+}
+
+interface Failing {
+  failure: StorageFailure;
+  cause: string;
+  since: string;
+}
+
+/** Tracks commit outcomes; feed it the store's onCommit and onCommitError. */
+export class WriteHealth {
+  #log: WriteHealthLog;
+  #limit: ReturnType<typeof logLimiter>;
+  #failing: Failing | undefined;
+  #changed = new Date().toISOString();
+
+  /** Each failure class is logged at most once per `windowMs`, with how many were held back. */
+  constructor(log: WriteHealthLog, windowMs = 60_000) {
+    this.#log = log;
+    this.#limit = logLimiter(windowMs);
+  }
+
+  /** A group of `writes` failed to commit with `error`. */
+  failed(error: unknown, writes: number): void {
+    const failure = storageFailure(error);
+    const cause = error instanceof Error ? error.message : String(error);
+    if (this.#failing?.failure !== failure) {
+      this.#changed = new Date().toISOString();
+    }
+    this.#failing = { failure, cause, since: this.#failing?.since ?? this.#changed };
+    this.#limit(failure, (suppressed) =>
+      this.#log.error("state writes fail: {failure}: {cause}", {
+        failure,
+        cause,
+        writes,
+        // Failures of this class not logged since the last line.
+        suppressed,
+      }));
+  }
+
+  /** A commit wrote to the database. */
+  succeeded(): void {
+    if (!this.#failing) return;
+    this.#log.info("state writes succeed again after {failure}", {
+      failure: this.#failing.failure,
+      since: this.#failing.since,
+    });
+    this.#failing = undefined;
+    this.#changed = new Date().toISOString();
+  }
+
+  /** The failure class while writes fail, else undefined. */
+  get failing(): StorageFailure | undefined {
+    return this.#failing?.failure;
+  }
+
+  /** The `store_writes` health check. */
+  check(): Check {
+    const failing = this.#failing;
+    return {
+      name: "store_writes",
+      status: failing ? "DOWN" : "UP",
+      lastUpdated: this.#changed,
+      ...(failing ? { output: `${failing.failure}: ${failing.cause}` } : {}),
+    };
+  }
+}
