@@ -12,6 +12,7 @@
 import type { CurveClientKeys } from "./curve.ts";
 import type { Frames } from "./frames.ts";
 import type { HeartbeatOptions } from "./heartbeat.ts";
+import type { SendOptions } from "./send_options.ts";
 import { ZMQ_DEALER } from "./libzmq.ts";
 import { NativeSocket } from "./native_socket.ts";
 import { DEALER_MAX_MESSAGE_BYTES, ZmtpDealer } from "./zmtp/dealer.ts";
@@ -24,8 +25,14 @@ export interface MessageSocket {
   trySend(frames: Frames): boolean;
   /** {@link trySend} of `[head, ...frames]`. */
   trySendAfter(head: Uint8Array, frames: Frames): boolean;
-  /** Sends, waiting while the socket is full. */
-  send(frames: Frames): Promise<void>;
+  /** Sends, waiting while the socket is full; `options.signal` withdraws a message still waiting. */
+  send(frames: Frames, options?: SendOptions): Promise<void>;
+  /**
+   * A DEALER of zmtp/: whether its connection has completed its handshake
+   * (false from the moment it closes, or its heartbeats time out). Undefined
+   * where the socket cannot tell (libzmq).
+   */
+  readonly connected?: boolean;
   /**
    * Calls `onMessage` for every message until the socket closes (see
    * NativeSocket.drain). `peerKey` is the sender's authenticated CURVE public
@@ -54,6 +61,11 @@ export interface DealerOptions extends HeartbeatOptions {
   /** libzmq only (a ZMTP socket hands messages over as they arrive). */
   receiveHighWaterMark?: number;
   routingId?: string | Uint8Array;
+  /**
+   * ZMQ_IMMEDIATE: nothing is queued while no connection is up; trySend
+   * refuses and send waits (withdrawable) instead. @default false
+   */
+  immediate?: boolean;
   /**
    * A peer sending a larger frame is disconnected, before a buffer for it is
    * allocated (ZMQ_MAXMSGSIZE). @default DEALER_MAX_MESSAGE_BYTES (64 MiB)
