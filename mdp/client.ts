@@ -344,6 +344,7 @@ export class MdpClient {
         this.#socket.send(message, {
           signal,
           beforeTry: () => {
+            if (signal.aborted) return;
             const left = pending.deadline - Date.now();
             if (left <= 0) pending.reject(pending.timeout());
             else writeBudget(deadline, left);
