@@ -210,6 +210,8 @@ export class MdpClient {
       // Nothing waits in the socket for a connection: a request whose caller
       // timed out meanwhile could not be taken back (see #attempt).
       immediate: true,
+      // Known connection state on libzmq too: the gateway fails fast on it.
+      watchConnection: true,
       sendHighWaterMark: 100_000,
       receiveHighWaterMark: 100_000,
       ...(options.curve ? { curveClient: options.curve } : {}),
@@ -221,7 +223,7 @@ export class MdpClient {
 
   /**
    * Whether the connection to the broker is up (handshake done, not closed,
-   * heartbeats answered); undefined where the transport cannot tell (libzmq).
+   * heartbeats answered).
    */
   get connected(): boolean | undefined {
     return this.#socket.connected;

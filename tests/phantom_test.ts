@@ -87,6 +87,7 @@ Deno.test("broker drops a queued request whose caller's deadline passed instead 
 /** A gateway and state worker on `endpoint`, with a broker that comes and goes. */
 async function withGateway(
   requestTimeoutMs: number,
+  transport: "auto" | "libzmq",
   body: (url: string, broker: { start(): Promise<void>; stop(): Promise<void> }) => Promise<void>,
 ): Promise<void> {
   const endpoint = `tcp://127.0.0.1:${freePort()}`;
@@ -101,6 +102,7 @@ async function withGateway(
       buses: {},
       publish_buses: {},
       request_timeout_ms: requestTimeoutMs,
+      mdp_transport: transport,
       auth_db: `${dir}/auth.db`,
     },
     () => [],
@@ -145,21 +147,23 @@ const putter = (url: string) => (key: string, value: string) =>
     body: value,
   });
 
-Deno.test("gateway answers 503 at once, not after its request timeout, while the broker is down", async () => {
-  await withGateway(10_000, async (url) => {
-    const started = Date.now();
-    const refused = await putter(url)("k1", "stale1");
-    const elapsed = Date.now() - started;
-    const error = await refused.json();
-    assert.equal(refused.status, 503, JSON.stringify(error));
-    assert.equal(error.error.code, "SERVICE_UNAVAILABLE");
-    assert.equal(refused.headers.get("retry-after"), "1");
-    assert.ok(elapsed < 2500, `answered in ${elapsed} ms, not after the 10 s timeout`);
+for (const transport of ["auto", "libzmq"] as const) {
+  Deno.test(`gateway (${transport} DEALER) answers 503 at once, not after its request timeout, while the broker is down`, async () => {
+    await withGateway(10_000, transport, async (url) => {
+      const started = Date.now();
+      const refused = await putter(url)("k1", "stale1");
+      const elapsed = Date.now() - started;
+      const error = await refused.json();
+      assert.equal(refused.status, 503, JSON.stringify(error));
+      assert.equal(error.error.code, "SERVICE_UNAVAILABLE");
+      assert.equal(refused.headers.get("retry-after"), "1");
+      assert.ok(elapsed < 2500, `answered in ${elapsed} ms, not after the 10 s timeout`);
+    });
   });
-});
+}
 
 Deno.test("a write the gateway failed while the broker was down is not applied when broker and state worker come up", async () => {
-  await withGateway(2000, async (url, broker) => {
+  await withGateway(2000, "auto", async (url, broker) => {
     const put = putter(url);
     const failed = await put("k1", "stale1");
     await failed.body?.cancel();
@@ -177,23 +181,25 @@ Deno.test("a write the gateway failed while the broker was down is not applied w
   });
 });
 
-Deno.test("gateway /healthz broker_connection goes DOWN as soon as the broker's connection closes", async () => {
-  await withGateway(2000, async (url, broker) => {
-    const brokerCheck = async () => {
-      const body = await (await fetch(`${url}/healthz`)).json();
-      return body.checks.find((c: { name: string }) => c.name === "broker_connection");
-    };
-    await broker.start();
-    await waitFor(async () => (await brokerCheck()).status === "UP", {
-      timeoutMs: 10_000,
-      what: "broker_connection UP",
+for (const transport of ["auto", "libzmq"] as const) {
+  Deno.test(`gateway (${transport} DEALER) /healthz broker_connection goes DOWN as soon as the broker's connection closes`, async () => {
+    await withGateway(2000, transport, async (url, broker) => {
+      const brokerCheck = async () => {
+        const body = await (await fetch(`${url}/healthz`)).json();
+        return body.checks.find((c: { name: string }) => c.name === "broker_connection");
+      };
+      await broker.start();
+      await waitFor(async () => (await brokerCheck()).status === "UP", {
+        timeoutMs: 10_000,
+        what: "broker_connection UP",
+      });
+      await broker.stop();
+      // Before: UP until three directory refreshes had failed (about 4 s).
+      await waitFor(async () => (await brokerCheck()).status === "DOWN", {
+        timeoutMs: 1000,
+        what: "broker_connection DOWN",
+      });
+      assert.match((await brokerCheck()).output, /connection to the broker is down/);
     });
-    await broker.stop();
-    // Before: UP until three directory refreshes had failed (about 4 s).
-    await waitFor(async () => (await brokerCheck()).status === "DOWN", {
-      timeoutMs: 1000,
-      what: "broker_connection DOWN",
-    });
-    assert.match((await brokerCheck()).output, /connection to the broker is down/);
   });
-});
+}
