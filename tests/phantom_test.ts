@@ -12,7 +12,7 @@ import { gatewayConfig, stateConfig } from "../config/components.ts";
 import { loadConfig } from "../config/load.ts";
 import { MdpClient } from "../mdp/client.ts";
 import { MdpTimeoutError } from "../mdp/errors.ts";
-import { readDeadline } from "../mdp/protocol.ts";
+import { deadlineFrame, decodePeerMessage, readDeadline } from "../mdp/protocol.ts";
 import { MdpWorker } from "../mdp/worker.ts";
 import { startGateway } from "../roles/gateway.ts";
 import type { Running } from "../roles/running.ts";
@@ -203,3 +203,26 @@ for (const transport of ["auto", "libzmq"] as const) {
     });
   });
 }
+
+Deno.test("deadline frame: the broker reads it off the end of the stack and leaves any other frame there", () => {
+  const id = Uint8Array.of(0, 0, 0, 7);
+  const request = (stack: Uint8Array[]) =>
+    decodePeerMessage([
+      ...stack,
+      new Uint8Array(0),
+      ...["MDPC02", "REQUEST", "svc", "body"].map((t) => new TextEncoder().encode(t)),
+    ]);
+  const stamped = request([id, deadlineFrame(1234)]);
+  assert.equal(stamped.kind, "request");
+  if (stamped.kind !== "request") return;
+  assert.equal(stamped.budgetMs, 1234);
+  assert.deepEqual(stamped.stack, [id], "workers and replies see the id only");
+
+  // Plain MDP and Go clients: no deadline, the stack as sent.
+  const plain = request([id]);
+  assert.ok(plain.kind === "request" && plain.budgetMs === undefined);
+  const lookalike = Uint8Array.of(0xff, 0x64, 0x6c, 0x02, 0, 0, 0, 1);
+  const other = request([id, lookalike]);
+  assert.ok(other.kind === "request" && other.budgetMs === undefined);
+  assert.deepEqual(other.kind === "request" && other.stack, [id, lookalike]);
+});
