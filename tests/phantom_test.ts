@@ -22,6 +22,7 @@ import type { Frames } from "../transport/frames.ts";
 import { ZMQ_ROUTER } from "../transport/libzmq.ts";
 import { NativeSocket } from "../transport/native_socket.ts";
 import { freePort, waitFor, withBroker } from "./_helpers.ts";
+import { openWs } from "./_ws.ts";
 
 const dec = new TextDecoder();
 const texts = (frames: Frames) => frames.map((f) => dec.decode(f));
@@ -161,6 +162,23 @@ for (const transport of ["auto", "libzmq"] as const) {
     });
   });
 }
+
+Deno.test("gateway answers a WebSocket request SERVICE_UNAVAILABLE at once while the broker is down", async () => {
+  await withGateway(10_000, "auto", async (url) => {
+    const ws = await openWs(url);
+    try {
+      const started = Date.now();
+      ws.send({ type: "request", id: "r1", service: "org.plantd.module.Echo", body: ["x"] });
+      const answer = await ws.next((m) => m.id === "r1");
+      const elapsed = Date.now() - started;
+      assert.equal(answer.type, "error");
+      assert.equal(answer.code, "SERVICE_UNAVAILABLE");
+      assert.ok(elapsed < 2500, `answered in ${elapsed} ms, not after the 10 s timeout`);
+    } finally {
+      await ws.close();
+    }
+  });
+});
 
 Deno.test("a write the gateway failed while the broker was down is not applied when broker and state worker come up", async () => {
   await withGateway(2000, "auto", async (url, broker) => {
