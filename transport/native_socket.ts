@@ -546,13 +546,7 @@ export class NativeSocket {
       beforeTry?.();
       signal?.throwIfAborted();
       if (this.trySend(frames)) return;
-      if (!signal) {
-        await this.#waitFor(ZMQ_POLLOUT);
-        continue;
-      }
-      const { promise: aborted, resolve } = Promise.withResolvers<void>();
-      signal.addEventListener("abort", () => resolve(), { once: true });
-      await Promise.race([this.#waitFor(ZMQ_POLLOUT), aborted]);
+      await this.#waitFor(ZMQ_POLLOUT, signal);
     }
   }
 
@@ -768,13 +762,15 @@ export class NativeSocket {
     return this.#waitFor(ZMQ_POLLIN);
   }
 
-  async #waitFor(event: number): Promise<void> {
+  /** Waits until `event` is set, or `signal` aborts (a withdrawn send must not keep waiting). */
+  async #waitFor(event: number, signal?: AbortSignal): Promise<void> {
     while (true) {
       this.#check();
-      if ((this.events & event) !== 0) return;
+      if ((this.events & event) !== 0 || signal?.aborted) return;
       await new Promise<void>((resolve) => {
         this.#kick = resolve;
         this.#poller.wait(this.#fd).then(resolve);
+        signal?.addEventListener("abort", () => resolve(), { once: true });
       });
       this.#kick = undefined;
     }
