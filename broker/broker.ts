@@ -96,6 +96,12 @@ interface Request {
   address: Uint8Array;
   received: number;
   deadline: number;
+  /**
+   * When the caller stops waiting (its deadline frame), else Infinity. Past
+   * it the request is dropped unanswered, never sent to a worker: the caller
+   * was already told it failed, and a late execution would be a phantom.
+   */
+  callerDeadline: number;
   attempts: number;
 }
 
@@ -267,6 +273,9 @@ export class Broker {
     }
     for (const service of this.#services.values()) {
       if (service.requests.length === 0) continue;
+      for (const _ of service.requests.removeWhere((r) => r.callerDeadline <= now)) {
+        this.#drop("caller deadline passed");
+      }
       for (const request of service.requests.removeWhere((r) => r.deadline <= now)) {
         this.#fail(
           request,
@@ -391,6 +400,7 @@ export class Broker {
       address: addressOf(client, m.stack),
       received: now,
       deadline: now + this.#requestTimeoutMs,
+      callerDeadline: m.budgetMs === undefined ? Infinity : now + m.budgetMs,
       attempts: 0,
     };
     this.#observer.request?.(m.service);
@@ -537,12 +547,18 @@ export class Broker {
   }
 
   #dispatch(service: Service): void {
+    const now = this.#now();
     while (service.idle.size > 0 && service.requests.length > 0) {
       const worker = this.#freshIdle(service);
       if (!worker) return;
+      const request = service.requests.shift()!;
+      // tick() drops expired ones too, but only every ~100 ms: check here as well.
+      if (request.callerDeadline <= now) {
+        this.#drop("caller deadline passed");
+        continue;
+      }
       // Re-queued at the back while it has room: workers with capacity share the load.
       service.idle.delete(worker);
-      const request = service.requests.shift()!;
       request.attempts++;
       const key = addressKey(request.address);
       if (worker.inFlight.has(key)) {

@@ -19,7 +19,14 @@ export interface DirectoryOptions {
   refreshMs?: number;
   /** Timeout of one refresh. @default 1000 */
   timeoutMs?: number;
+  /**
+   * Whether the connection to the broker is up (MdpClient.connected):
+   * false means known down, undefined that the transport cannot tell.
+   */
+  connected?: () => boolean | undefined;
 }
+
+const CONNECTION_DOWN = "the connection to the broker is down";
 
 /** The broker's list of services, kept fresh. */
 export class ServiceDirectory {
@@ -31,9 +38,11 @@ export class ServiceDirectory {
   #lastError = "not asked yet";
   #timer: ReturnType<typeof setInterval> | undefined;
   #refreshing: Promise<void> | undefined;
+  #connected: () => boolean | undefined;
 
   constructor(call: Call, options: DirectoryOptions = {}) {
     this.#call = call;
+    this.#connected = options.connected ?? (() => undefined);
     this.#refreshMs = options.refreshMs ?? 1000;
     this.#timeoutMs = options.timeoutMs ?? 1000;
   }
@@ -68,13 +77,18 @@ export class ServiceDirectory {
     }
   }
 
-  /** True when the broker answered within three refresh periods. */
+  /**
+   * True when the connection is not known down and the broker answered
+   * within three refresh periods. A closed connection (or one whose
+   * heartbeats timed out) counts at once, not after the refreshes fail.
+   */
   get brokerReachable(): boolean {
-    return Date.now() - this.#lastOk < this.#refreshMs * 3 + this.#timeoutMs;
+    return this.#connected() !== false &&
+      Date.now() - this.#lastOk < this.#refreshMs * 3 + this.#timeoutMs;
   }
 
   get lastError(): string {
-    return this.#lastError;
+    return this.#connected() === false ? CONNECTION_DOWN : this.#lastError;
   }
 
   get lastOk(): number {
@@ -90,12 +104,19 @@ export class ServiceDirectory {
   }
 
   /**
-   * Fails fast with 503 when the broker is reachable and knows no worker for
-   * `service`. The list may be up to a refresh period old (a worker that just
-   * came back): before refusing, it asks the broker again. When the broker is
-   * not reachable the request is tried anyway and its own timeout decides.
+   * Fails fast with 503 while the broker connection is known down (nothing
+   * would be sent; waiting for the timeout only delays the answer), and when
+   * the broker is reachable and knows no worker for `service`. The list may
+   * be up to a refresh period old (a worker that just came back): before
+   * refusing, it asks the broker again. When the broker is not reachable for
+   * another reason the request is tried anyway and its own timeout decides.
    */
   async require(service: string): Promise<void> {
+    if (this.#connected() === false) {
+      throw new ApiError("SERVICE_UNAVAILABLE", `Cannot reach '${service}': ${CONNECTION_DOWN}`, {
+        service,
+      }, { "Retry-After": "1" });
+    }
     if (!this.brokerReachable || this.workers(service) > 0) return;
     await this.refresh();
     if (this.brokerReachable && this.workers(service) === 0) {

@@ -528,6 +528,10 @@ export class WsSession {
         `At most ${most} requests pending per connection`,
       );
     }
+    if (this.#client.connected === false) {
+      // As REST does (directory.ts): nothing would be sent, so say so now.
+      return this.#error(id, "SERVICE_UNAVAILABLE", "The connection to the broker is down");
+    }
     const abort = new AbortController();
     this.#requests.set(id, abort);
     try {

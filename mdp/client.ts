@@ -7,6 +7,11 @@
  * with every reply, so replies are matched to requests whatever order workers
  * answer in. Late replies of timed-out attempts are discarded.
  *
+ * No phantom requests: a request is never sent after its caller was told it
+ * failed. The socket queues nothing while disconnected (ZMQ_IMMEDIATE); a
+ * request waiting to be sent is withdrawn when it times out; and each carries
+ * a deadline frame (protocol.ts) so the broker drops it once its caller gave up.
+ *
  * @module
  */
 import type { CurveClientKeys } from "../transport/curve.ts";
@@ -17,7 +22,15 @@ import {
   type MessageSocket,
   type TransportChoice,
 } from "../transport/message_socket.ts";
-import { decodeClientReply, type Dialect, encodeClientRequest, frame, text } from "./protocol.ts";
+import {
+  deadlineFrame,
+  decodeClientReply,
+  type Dialect,
+  encodeClientRequest,
+  frame,
+  text,
+  writeBudget,
+} from "./protocol.ts";
 import {
   MdpBrokerError,
   MdpClosedError,
@@ -75,6 +88,8 @@ class Pending {
   readonly #reject: (error: unknown) => void;
   readonly #signal: AbortSignal | undefined;
   #onAbort: (() => void) | undefined;
+  /** Withdraws the request from the socket while it waits to be sent (made only then). */
+  #unsent: AbortController | undefined;
 
   constructor(
     table: Map<number, Pending>,
@@ -106,6 +121,14 @@ class Pending {
   #settle(): void {
     this.#table.delete(this.#id);
     if (this.#onAbort) this.#signal?.removeEventListener("abort", this.#onAbort);
+    // Its caller is told now: the message must not go out later.
+    this.#unsent?.abort();
+  }
+
+  /** A signal that aborts when the attempt settles, for a send still waiting. */
+  unsentSignal(): AbortSignal {
+    this.#unsent ??= new AbortController();
+    return this.#unsent.signal;
   }
 
   resolve(body: Frames): void {
@@ -184,6 +207,11 @@ export class MdpClient {
     this.#dialect = options.dialect ?? "plantd";
     this.#socket = connectDealer(this.endpoint, {
       linger: 0,
+      // Nothing waits in the socket for a connection: a request whose caller
+      // timed out meanwhile could not be taken back (see #attempt).
+      immediate: true,
+      // Known connection state on libzmq too: the gateway fails fast on it.
+      watchConnection: true,
       sendHighWaterMark: 100_000,
       receiveHighWaterMark: 100_000,
       ...(options.curve ? { curveClient: options.curve } : {}),
@@ -191,6 +219,14 @@ export class MdpClient {
       ...options.wireHeartbeat,
     });
     this.#loop = this.#run();
+  }
+
+  /**
+   * Whether the connection to the broker is up (handshake done, not closed,
+   * heartbeats answered).
+   */
+  get connected(): boolean | undefined {
+    return this.#socket.connected;
   }
 
   /** Number of requests waiting for their final reply. */
@@ -300,11 +336,24 @@ export class MdpClient {
     );
     this.#pending.set(id, pending);
     this.#sweepSoon(timeoutMs);
-    const message = encodeClientRequest(this.#dialect, service, frames, [idFrame]);
+    const deadline = deadlineFrame(timeoutMs);
+    const message = encodeClientRequest(this.#dialect, service, frames, [idFrame, deadline]);
     try {
-      // Sent at once unless the socket is full; then it waits for room.
+      // Sent at once when connected with room; otherwise it waits, withdrawn
+      // if its caller is answered first, and carries the time left when it goes.
       if (!this.#socket.trySend(message)) {
-        this.#socket.send(message).catch((error) => pending.reject(error));
+        const signal = pending.unsentSignal();
+        this.#socket.send(message, {
+          signal,
+          beforeTry: () => {
+            if (signal.aborted) return;
+            const left = pending.deadline - Date.now();
+            if (left <= 0) pending.reject(pending.timeout());
+            else writeBudget(deadline, left);
+          },
+        }).catch((error) => {
+          if (!signal.aborted) pending.reject(error);
+        });
       }
     } catch (error) {
       pending.reject(error);

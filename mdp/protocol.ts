@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Frames } from "../transport/frames.ts";
+import { type Frames, readUint32, writeUint32 } from "../transport/frames.ts";
 
 /** Which Majordomo variant a peer speaks. */
 export type Dialect = "plantd" | "mdp01" | "mdp02";
@@ -126,6 +126,42 @@ export const MAX_CAPACITY = 4096;
 /** Longest envelope stack (frames before the empty delimiter) the broker accepts. */
 export const MAX_STACK = 8;
 
+/**
+ * Extension: a client's request deadline, as the last envelope frame before
+ * the empty delimiter: 8 bytes, the marker `ff 64 6c 01` ("dl", version 1)
+ * then the milliseconds the caller still waits (big-endian u32), stamped
+ * when the message is handed to a live connection. Relative, not a time of
+ * day: the broker's clock need not agree with the client's. Our broker takes
+ * the frame off the stack (workers and replies never see it) and drops the
+ * request unanswered once that budget has passed; a broker that does not
+ * know it returns it with the stack like any other frame, which the client
+ * ignores.
+ */
+export const DEADLINE_FRAME_BYTES = 8;
+const DEADLINE_MARKER = [0xff, 0x64, 0x6c, 0x01] as const;
+
+/** A deadline frame with `budgetMs` (see {@link DEADLINE_FRAME_BYTES}). */
+export function deadlineFrame(budgetMs: number): Uint8Array {
+  const out = new Uint8Array(DEADLINE_FRAME_BYTES);
+  out.set(DEADLINE_MARKER);
+  writeBudget(out, budgetMs);
+  return out;
+}
+
+/** Re-stamps a frame made by {@link deadlineFrame} (clamped to 1 ms .. 2^32 - 1 ms). */
+export function writeBudget(deadline: Uint8Array, budgetMs: number): void {
+  writeUint32(deadline, 4, Math.min(0xffffffff, Math.max(1, Math.ceil(budgetMs))));
+}
+
+/** The budget in a deadline frame; undefined when `f` is not one. */
+export function readDeadline(f: Uint8Array): number | undefined {
+  if (f.length !== DEADLINE_FRAME_BYTES) return undefined;
+  for (let i = 0; i < DEADLINE_MARKER.length; i++) {
+    if (f[i] !== DEADLINE_MARKER[i]) return undefined;
+  }
+  return readUint32(f, 4);
+}
+
 /** A message a peer sent to the broker, after the ROUTER identity frame. */
 export type PeerMessage =
   | {
@@ -135,6 +171,8 @@ export type PeerMessage =
     stack: Frames;
     service: string;
     body: Frames;
+    /** Milliseconds the caller still waits, from a deadline frame (taken off `stack`). */
+    budgetMs?: number;
   }
   | {
     kind: "ready";
@@ -281,6 +319,18 @@ function decodeClient(
   }
   const service = frames[at++];
   if (!service || service.length === 0) return malformed("missing service name");
+  const last = stack[stack.length - 1];
+  const budgetMs = last === undefined ? undefined : readDeadline(last);
+  if (budgetMs !== undefined) {
+    return {
+      kind: "request",
+      dialect,
+      stack: stack.slice(0, -1),
+      service: cachedText(service),
+      body: frames.slice(at),
+      budgetMs,
+    };
+  }
   return {
     kind: "request",
     dialect,

@@ -166,8 +166,10 @@ export async function startGateway(
     transport: config.mdp_transport,
     wireHeartbeat: wireHeartbeat(config),
   });
-  const directory = new ServiceDirectory((service, body, timeoutMs) =>
-    client.request(service, body, { timeoutMs: timeoutMs ?? config.request_timeout_ms })
+  const directory = new ServiceDirectory(
+    (service, body, timeoutMs) =>
+      client.request(service, body, { timeoutMs: timeoutMs ?? config.request_timeout_ms }),
+    { connected: () => client.connected },
   );
   await directory.start();
   if (!directory.brokerReachable) {

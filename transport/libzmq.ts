@@ -48,6 +48,7 @@ export const ZMQ_HEARTBEAT_TIMEOUT = 77;
 export const ZMQ_SNDHWM = 23;
 export const ZMQ_RCVHWM = 24;
 export const ZMQ_LAST_ENDPOINT = 32;
+export const ZMQ_IMMEDIATE = 39;
 export const ZMQ_CURVE_SERVER = 47;
 export const ZMQ_CURVE_PUBLICKEY = 48;
 export const ZMQ_CURVE_SECRETKEY = 49;

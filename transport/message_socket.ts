@@ -12,10 +12,12 @@
 import type { CurveClientKeys } from "./curve.ts";
 import type { Frames } from "./frames.ts";
 import type { HeartbeatOptions } from "./heartbeat.ts";
+import type { SendOptions } from "./send_options.ts";
 import { ZMQ_DEALER } from "./libzmq.ts";
 import { NativeSocket } from "./native_socket.ts";
 import { DEALER_MAX_MESSAGE_BYTES, ZmtpDealer } from "./zmtp/dealer.ts";
 import { parseTcpEndpoint } from "./zmtp/endpoint.ts";
+import { WatchedDealer } from "./watched_dealer.ts";
 
 /** What Majordomo needs of a socket; {@link NativeSocket} and the zmtp/ sockets have it. */
 export interface MessageSocket {
@@ -24,8 +26,14 @@ export interface MessageSocket {
   trySend(frames: Frames): boolean;
   /** {@link trySend} of `[head, ...frames]`. */
   trySendAfter(head: Uint8Array, frames: Frames): boolean;
-  /** Sends, waiting while the socket is full. */
-  send(frames: Frames): Promise<void>;
+  /** Sends, waiting while the socket is full; `options.signal` withdraws a message still waiting. */
+  send(frames: Frames, options?: SendOptions): Promise<void>;
+  /**
+   * A DEALER: whether its connection has completed its handshake (false from
+   * the moment it closes, or its heartbeats time out). Undefined where the
+   * socket cannot tell (a libzmq DEALER made without `watchConnection`).
+   */
+  readonly connected?: boolean;
   /**
    * Calls `onMessage` for every message until the socket closes (see
    * NativeSocket.drain). `peerKey` is the sender's authenticated CURVE public
@@ -60,6 +68,16 @@ export interface DealerOptions extends HeartbeatOptions {
   receiveHighWaterMark?: number;
   routingId?: string | Uint8Array;
   /**
+   * ZMQ_IMMEDIATE: nothing is queued while no connection is up; trySend
+   * refuses and send waits (withdrawable) instead. @default false
+   */
+  immediate?: boolean;
+  /**
+   * libzmq's DEALER: keep `connected` up to date through a socket monitor
+   * (ZMTP DEALERs always know it). @default false
+   */
+  watchConnection?: boolean;
+  /**
    * A peer sending a larger frame is disconnected, before a buffer for it is
    * allocated (ZMQ_MAXMSGSIZE). @default DEALER_MAX_MESSAGE_BYTES (64 MiB)
    */
@@ -75,7 +93,7 @@ export function usesZmtp(endpoint: string, curve: unknown, transport?: Transport
 
 /** A DEALER connected (in the background) to `endpoint`. */
 export function connectDealer(endpoint: string, options: DealerOptions = {}): MessageSocket {
-  const { curveClient, transport, receiveHighWaterMark, ...given } = options;
+  const { curveClient, transport, receiveHighWaterMark, watchConnection: _, ...given } = options;
   const rest = { ...given, maxMessageSize: given.maxMessageSize ?? DEALER_MAX_MESSAGE_BYTES };
   if (usesZmtp(endpoint, curveClient, transport)) {
     const dealer = new ZmtpDealer(rest);
@@ -87,6 +105,8 @@ export function connectDealer(endpoint: string, options: DealerOptions = {}): Me
     ...(receiveHighWaterMark !== undefined ? { receiveHighWaterMark } : {}),
     ...(curveClient ? { curveClient } : {}),
   });
+  // Watched before it connects, so the first handshake is not missed.
+  const watched = options.watchConnection ? new WatchedDealer(socket) : undefined;
   socket.connect(endpoint);
-  return socket;
+  return watched ?? socket;
 }

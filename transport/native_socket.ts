@@ -34,6 +34,7 @@ import {
   ZMQ_HEARTBEAT_IVL,
   ZMQ_HEARTBEAT_TIMEOUT,
   ZMQ_HEARTBEAT_TTL,
+  ZMQ_IMMEDIATE,
   ZMQ_IN_BATCH_SIZE,
   ZMQ_LAST_ENDPOINT,
   ZMQ_LINGER,
@@ -56,6 +57,7 @@ import {
 } from "./libzmq.ts";
 import type { Frames } from "./frames.ts";
 import type { HeartbeatOptions } from "./heartbeat.ts";
+import type { SendOptions } from "./send_options.ts";
 
 /** Whether an endpoint is bound or connected. */
 export type AttachMode = "bind" | "connect";
@@ -81,6 +83,11 @@ export interface NativeSocketOptions extends HeartbeatOptions {
   receiveHighWaterMark?: number;
   /** ZMQ_LINGER in ms, applied at close. @default 0 */
   linger?: number;
+  /**
+   * ZMQ_IMMEDIATE: messages are queued only to connections that completed
+   * their handshake; with none, a send would block (trySend refuses). @default false
+   */
+  immediate?: boolean;
   /** ZMQ_ROUTING_ID: the identity a ROUTER peer sees (libzmq makes a 5-byte one otherwise). */
   routingId?: string | Uint8Array;
   /** ZMQ_MAXMSGSIZE: a peer sending a larger frame is disconnected. @default no limit */
@@ -270,6 +277,7 @@ export class NativeSocket {
       this.setInt(ZMQ_HEARTBEAT_TTL, options.heartbeatTtlMs);
     }
     if (options.handover) this.setInt(ZMQ_ROUTER_HANDOVER, 1);
+    if (options.immediate) this.setInt(ZMQ_IMMEDIATE, 1);
     if (options.maxMessageSize !== undefined) {
       const value = new BigInt64Array([BigInt(options.maxMessageSize)]);
       if (zmq.zmq_setsockopt(socket, ZMQ_MAXMSGSIZE, new Uint8Array(value.buffer), 8n) !== 0) {
@@ -528,9 +536,18 @@ export class NativeSocket {
     return true;
   }
 
-  /** Sends a multipart message, waiting while the socket is full. */
-  async send(frames: Frames): Promise<void> {
-    while (!this.trySend(frames)) await this.#waitFor(ZMQ_POLLOUT);
+  /**
+   * Sends a multipart message, waiting while the socket is full. Aborting
+   * `options.signal` ends the wait without sending.
+   */
+  async send(frames: Frames, options: SendOptions = {}): Promise<void> {
+    const { signal, beforeTry } = options;
+    while (true) {
+      beforeTry?.();
+      signal?.throwIfAborted();
+      if (this.trySend(frames)) return;
+      await this.#waitFor(ZMQ_POLLOUT, signal);
+    }
   }
 
   /** Receives one message if one is queued, else undefined. Never waits. */
@@ -745,13 +762,15 @@ export class NativeSocket {
     return this.#waitFor(ZMQ_POLLIN);
   }
 
-  async #waitFor(event: number): Promise<void> {
+  /** Waits until `event` is set, or `signal` aborts (a withdrawn send must not keep waiting). */
+  async #waitFor(event: number, signal?: AbortSignal): Promise<void> {
     while (true) {
       this.#check();
-      if ((this.events & event) !== 0) return;
+      if ((this.events & event) !== 0 || signal?.aborted) return;
       await new Promise<void>((resolve) => {
         this.#kick = resolve;
         this.#poller.wait(this.#fd).then(resolve);
+        signal?.addEventListener("abort", () => resolve(), { once: true });
       });
       this.#kick = undefined;
     }

@@ -10,6 +10,7 @@
  * @module
  */
 import type { Frames } from "../frames.ts";
+import type { SendOptions } from "../send_options.ts";
 import { encodeMessageInto, messageBytes } from "./codec.ts";
 import {
   DEFAULT_MAX_MESSAGE_BYTES,
@@ -28,6 +29,12 @@ export interface ZmtpDealerOptions extends HeartbeatOptions {
   routingId?: string | Uint8Array;
   /** Messages waiting for a connection beyond which trySend refuses. 0: no limit. @default 1000 */
   sendHighWaterMark?: number;
+  /**
+   * ZMQ_IMMEDIATE: messages go only to a connection that completed its
+   * handshake; while there is none, trySend refuses and send waits (nothing
+   * is kept to go out later). @default false
+   */
+  immediate?: boolean;
   /** Bytes queued on a connection beyond which trySend refuses. @default 64 MiB */
   sendBufferBytes?: number;
   /**
@@ -166,6 +173,7 @@ export class ZmtpDealer {
     if (this.#closed) throw new ZmtpSocketClosedError();
     const connection = this.#connection;
     if (connection?.ready) return connection.send(frames, head);
+    if (this.#options.immediate) return false;
     const limit = this.#options.sendHighWaterMark ?? 1000;
     if (limit > 0 && this.#waiting.length >= limit) return false;
     // Encoded now: the caller may reuse its buffers once this returns.
@@ -175,9 +183,9 @@ export class ZmtpDealer {
     return true;
   }
 
-  /** Sends, waiting while the socket is full. */
-  send(frames: Frames): Promise<void> {
-    return this.#room.retry(() => this.trySend(frames), () => this.#closed);
+  /** Sends, waiting while the socket is full (or, `immediate`, not connected). */
+  send(frames: Frames, options?: SendOptions): Promise<void> {
+    return this.#room.retry(() => this.trySend(frames), () => this.#closed, options);
   }
 
   /** See {@link Inbox.drain}. */
