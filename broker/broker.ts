@@ -357,6 +357,7 @@ export class Broker {
           address: identity,
           received: now,
           deadline: now,
+          callerDeadline: Infinity,
           attempts: 0,
         },
         "BAD_REQUEST",
