@@ -67,6 +67,8 @@ export async function openStateDatabase(options: OpenOptions): Promise<OpenDatab
     if (local && options.maxBytes) {
       const [row] = (await client.execute("PRAGMA page_size")).rows;
       const pages = Math.max(1, Math.floor(options.maxBytes / Number(row?.[0] ?? 4096)));
+      // PRAGMAs take no bound arguments: the value is an integer computed here.
+      if (!Number.isSafeInteger(pages)) throw new RangeError(`max_db_bytes gives ${pages} pages`);
       await client.execute(`PRAGMA max_page_count = ${pages}`);
     }
     return {

@@ -487,8 +487,10 @@ Deno.test("the state sources build no SQL from strings: Drizzle and bound argume
       ];
       for (const pattern of patterns) {
         for (const match of source.matchAll(pattern)) {
-          // The one allowed: a PRAGMA whose interpolation chooses between two constants.
+          // Allowed: a PRAGMA whose interpolation chooses between two constants, and the
+          // page limit, an integer computed in state/db.ts (PRAGMAs take no bound arguments).
           if (match[0].includes('options.synchronous === "normal" ? "NORMAL" : "FULL"')) continue;
+          if (match[0] === ".execute(`PRAGMA max_page_count = ${pages}`") continue;
           offenders.push(`${file}: ${match[0]}`);
         }
       }
