@@ -229,19 +229,31 @@ export async function startGateway(
     })
     : undefined;
   const check = checkTracker();
-  let storeCheck = { ok: false, output: "not checked yet", at: 0 };
+  let storeCheck = {
+    ok: false,
+    output: "not checked yet",
+    at: 0,
+    writeFailure: undefined as string | undefined,
+  };
   const stateStore = async (): Promise<void> => {
     if (Date.now() - storeCheck.at < 2000) return;
     try {
       const [reply] = await client.request(STATE_SERVICE, ["health", "{}"], { timeoutMs: 1000 });
       const parsed = JSON.parse(text(reply!));
+      const failure = parsed?.data?.write_failure;
       storeCheck = {
         ok: parsed?.data?.store_available === true,
         output: "store not available",
         at: Date.now(),
+        writeFailure: typeof failure === "string" ? failure : undefined,
       };
     } catch (error) {
-      storeCheck = { ok: false, output: (error as Error).message, at: Date.now() };
+      storeCheck = {
+        ok: false,
+        output: (error as Error).message,
+        at: Date.now(),
+        writeFailure: undefined,
+      };
     }
   };
   const checks = async (): Promise<Check[]> => {
@@ -251,6 +263,13 @@ export async function startGateway(
       check("broker_connection", directory.brokerReachable, directory.lastError),
       check("state_worker", stateWorkers > 0, "no org.plantd.State worker registered"),
       check("state_store", stateWorkers > 0 && storeCheck.ok, storeCheck.output),
+      // Not required: reads are still served while the state service cannot write.
+      check(
+        "state_writes",
+        storeCheck.writeFailure === undefined,
+        `state writes fail: ${storeCheck.writeFailure}`,
+        false,
+      ),
       // Not required: without Redis the gateway serves from its fallbacks.
       ...(redis ? [check("redis", redis.up, redis.lastError, false)] : []),
       ...await extraChecks(),

@@ -123,6 +123,15 @@ Deno.test("a write to a full state database answers 507 STORAGE_FULL through the
     assert.equal(response?.status, 507, JSON.stringify(body));
     assert.equal(body.error.code, "STORAGE_FULL");
     assert.match(body.error.message, /full/);
+    // The gateway's /healthz shows it (not required: reads are still served).
+    let writes: any;
+    await waitFor(async () => {
+      const health = await (await fetch(`${system.url}/healthz`)).json();
+      writes = health.checks.find((c: { name: string }) => c.name === "state_writes");
+      return writes?.status === "DOWN";
+    }, { what: "state_writes DOWN on the gateway's /healthz" });
+    assert.equal(writes.required, false);
+    assert.match(writes.output, /STORAGE_FULL/);
     // Documented where clients look it up.
     const doc = await (await fetch(`${system.url}/api/openapi.json`)).json();
     assert.ok(doc.paths["/api/state/{scope}/{key}"].put.responses["507"], "PUT documents 507");
