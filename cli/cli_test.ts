@@ -451,6 +451,23 @@ Deno.test("plant call times out with exit 3 both ways; Ctrl-C interrupts it with
   });
 });
 
+Deno.test("plant pub keeps the whole topic by default: a subscriber to a shorter prefix gets alarm.pump, not alarm. + pumpdry", async () => {
+  const system = await startSystem();
+  try {
+    const event = system.frontends.event!;
+    const sub = new Streaming(["--gateway", system.url, "sub", "event", "alarm.", "-n", "2"]);
+    await sub.subscribed();
+    assertOk(await plant(["pub", "event", "alarm.pump", "dry", "--endpoint", event]));
+    // Go plantd's single frame on request: split at the prefix the subscriber knows.
+    assertOk(await plant(["pub", "event", "alarm.pump", "dry", "--single", "--endpoint", event]));
+    const r = await sub.result();
+    assertOk(r);
+    assert.equal(r.stdout, "alarm.pump dry\nalarm. pumpdry\n");
+  } finally {
+    await system.stop();
+  }
+});
+
 Deno.test("plant sub through the gateway prints what plant pub publishes", async () => {
   const system = await startSystem();
   let stopped = false;
@@ -484,7 +501,7 @@ Deno.test("plant sub through the gateway prints what plant pub publishes", async
     assert.equal(published.bytes, "org.plantd.Other".length + 3);
     r = await sub.result();
     assertOk(r);
-    // Go plantd's single frame is split at its envelope; [topic, payload] keeps its topic.
+    // [topic, payload] (the default, and --frames) keeps each topic whole.
     assert.equal(r.stdout, 'org.plantd.Metric {"value":1.5}\norg.plantd.Other two\n');
 
     const jsonSub = new Streaming([

@@ -224,7 +224,7 @@ export const COMMANDS: Command[] = [
   {
     words: ["pub"],
     args: ["BUS", "TOPIC", "PAYLOAD"],
-    options: ["endpoint", "frames", "wait"],
+    options: ["endpoint", "frames", "single", "wait"],
     summary: "publish one message on a bus (straight to its frontend)",
     async run({ out, positionals, frontendOf, frames, waitMs, timeoutMs, curve }) {
       const [bus, topic, payload] = positionals as [string, string, string];

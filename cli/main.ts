@@ -41,6 +41,7 @@ const OPTIONS = {
   endpoint: { type: "string" },
   count: { type: "string", short: "n" },
   frames: { type: "boolean" },
+  single: { type: "boolean" },
   wait: { type: "string" },
   url: { type: "string" },
 } as const;
@@ -51,7 +52,8 @@ const OPTION_HELP: Record<string, string> = {
   service: "-s, --service SCOPE  state scope (alias --scope; default org.plantd.Client)",
   endpoint: "--endpoint ENDPOINT  the bus's ZeroMQ endpoint (sub: backend, pub: frontend)",
   count: "-n, --count N        stop after N messages",
-  frames: "--frames             send [topic, payload] instead of Go plantd's single frame",
+  frames: "--frames             send [topic, payload] (the default: the topic arrives whole)",
+  single: "--single             send Go plantd's single frame (topic + payload) for Go subscribers",
   wait: "--wait MS            wait this long for a subscriber before sending (default 1000)",
   url: "--url URL            a component's health server, e.g. http://127.0.0.1:8081",
 };
@@ -231,7 +233,8 @@ export async function run(
       timeoutMs,
       count: positiveInt(values.count, "--count"),
       endpoint,
-      frames: values.frames === true,
+      // [topic, payload] unless --single: one frame has no topic boundary.
+      frames: values.single !== true,
       waitMs: values.wait === undefined ? DEFAULT_WAIT_MS : positiveInt(values.wait, "--wait")!,
       healthUrl: values.url,
       signal: stop.signal,

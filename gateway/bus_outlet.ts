@@ -23,7 +23,7 @@ export interface Outgoing {
   /** Text, or base64 with `encoding: "base64"`. */
   payload: string;
   encoding?: "text" | "base64";
-  /** `single` (Go plantd's one frame, the default) or `frames` (`[topic, payload]`). */
+  /** `frames` (`[topic, payload]`, the default) or `single` (Go plantd's one frame). */
   form?: MessageForm;
 }
 
@@ -73,7 +73,9 @@ export class BusOutlet {
     if (payload.length > MAX_PUBLISH_BYTES) {
       throw new ApiError("PAYLOAD_TOO_LARGE", `Payload over ${MAX_PUBLISH_BYTES} bytes`);
     }
-    publisher.publish(message.topic, payload, message.form ?? "single");
+    // [topic, payload] unless asked otherwise: a single frame has no topic boundary, and
+    // a subscriber would split it at its own prefix, cutting the topic.
+    publisher.publish(message.topic, payload, message.form ?? "frames");
     this.published.set(message.bus, (this.published.get(message.bus) ?? 0) + 1);
     return payload.length;
   }

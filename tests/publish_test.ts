@@ -1,6 +1,7 @@
 /**
  * Publishing through the gateway: REST and WebSocket messages reach
- * subscribers, in Go plantd's single-frame form by default; the state bus
+ * subscribers whole, as [topic, payload] by default (Go plantd's single
+ * frame when asked for); the state bus
  * and unknown buses take nothing; with authentication on, a topic needs its
  * `bus:publish` grant.
  */
@@ -23,8 +24,7 @@ Deno.test("REST and WebSocket publishing reach bus subscribers", async () => {
     const received: string[] = [];
     const pump = (async () => {
       for await (const message of subscriber) {
-        // A single frame has no topic boundary: the subscriber splits at its prefix.
-        received.push(`${message.topic}${text(message.payload)}|${message.form}`);
+        received.push(`${message.topic}|${text(message.payload)}|${message.form}`);
       }
     })();
     // Until the subscription has reached the bus, messages are dropped: repeat.
@@ -38,7 +38,18 @@ Deno.test("REST and WebSocket publishing reach bus subscribers", async () => {
       assert.deepEqual(await reply.json(), { bus: "event", topic: "alarm.boiler", bytes: 3 });
       return received.length > 0;
     });
-    assert.equal(received[0], "alarm.boilerhot|single");
+    // The default form keeps the whole topic (#21: a single frame was cut at the prefix).
+    assert.equal(received[0], "alarm.boiler|hot|frames");
+    // Go plantd's single frame on request: it has no topic boundary, so a subscriber
+    // splits it at the longest envelope or subscription it knows (docs/websocket.md).
+    const single = await fetch(`${system.url}/api/buses/event/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ topic: "alarm.boiler", payload: "hot", form: "single" }),
+    });
+    assert.equal(single.status, 202);
+    await single.body?.cancel();
+    await waitFor(() => received.includes("alarm.|boilerhot|single"));
 
     ws.socket.send(JSON.stringify({
       type: "publish",

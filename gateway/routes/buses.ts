@@ -44,7 +44,9 @@ const publish = createRoute({
             payload: z.string().openapi({ example: '{"level":"high"}' }),
             encoding: z.enum(["text", "base64"]).optional(),
             form: z.enum(["single", "frames"]).optional().openapi({
-              description: "single: Go plantd's one frame (default); frames: [topic, payload]",
+              description: "frames: [topic, payload] (default, the topic arrives whole); single: " +
+                "Go plantd's one frame, for Go subscribers, split by a subscriber at the longest " +
+                "envelope or subscription it knows",
             }),
           }).openapi("Publish"),
         },
