@@ -110,6 +110,19 @@ export function healthRoutes(
       return c.body(texts.map((text) => text + "\n").join(""));
     });
   }
+  // Probes and scrapers read; any other method is answered, not 404.
+  const paths = ["/healthz", "/livez", "/readyz", ...(registry ? ["/metrics"] : [])];
+  app.on(["POST", "PUT", "PATCH", "DELETE"], paths, (c) =>
+    c.json(
+      {
+        error: {
+          code: "METHOD_NOT_ALLOWED",
+          message: `${c.req.method} is not allowed on ${c.req.path}: use GET or HEAD`,
+        },
+      },
+      405,
+      { Allow: "GET, HEAD" },
+    ));
   return app;
 }
 

@@ -27,3 +27,18 @@ Deno.test("/metrics?name= answers just the named metrics; without it, everything
   assert.match(all, /^points_written_total 42$/m);
   assert.match(all, /^process_cpu_user_seconds_total /m);
 });
+
+Deno.test("a write method on a health or metrics path gets 405 with Allow, not 404", async () => {
+  const app = healthRoutes(() => [], new Registry());
+  for (const path of ["/healthz", "/livez", "/readyz", "/metrics"]) {
+    for (const method of ["POST", "PUT", "PATCH", "DELETE"]) {
+      const response = await app.request(path, { method });
+      assert.equal(response.status, 405, `${method} ${path}`);
+      assert.equal(response.headers.get("allow"), "GET, HEAD");
+      assert.equal((await response.json()).error.code, "METHOD_NOT_ALLOWED");
+    }
+  }
+  // GET and HEAD still answer.
+  assert.equal((await app.request("/healthz")).status, 200);
+  assert.equal((await app.request("/livez", { method: "HEAD" })).status, 200);
+});
