@@ -376,6 +376,8 @@ const WINDOWS = { "15m": [15 * 60e3, "10s"], "1h": [3600e3, "1m"], "24h": [86400
 function drawChart(times, values) {
   const data = [times, values];
   $("metric-count").textContent = `${times.length} point${times.length === 1 ? "" : "s"}`;
+  // The newest time plotted (seconds), for people and tests inspecting the page.
+  $("metric-chart").dataset.lastTime = String(times.at(-1) ?? "");
   if (chart) return chart.setData(data);
   chart = new uPlot(
     {
@@ -429,7 +431,10 @@ $("metrics-form").addEventListener("submit", async (event) => {
     const pointDevice = point.device ?? point.service_name;
     const pointChannel = point.channel ?? point.metric_name;
     if (pointDevice !== device || pointChannel !== channel) return;
-    times.push(Date.parse(point.time ?? point.timestamp) / 1000);
+    // The ingester stamps a point without a time when it arrives; so does the chart
+    // (a NaN time would blank it for good).
+    const at = Date.parse(point.time ?? point.timestamp);
+    times.push((Number.isFinite(at) ? at : Date.now()) / 1000);
     values.push(Number(point.value));
     drawChart(times, values);
   });

@@ -114,6 +114,18 @@ Deno.test("dashboard shows services, edits state live, and streams a bus topic",
         return Number(count?.split(" ")[0]) > 0;
       }, { timeoutMs: 30_000, intervalMs: 100, what: "a live point in the chart" });
       assert.equal(await page.locator("#metrics-note").isVisible(), true);
+      // A point without a time (the ingester accepts it) is plotted at its arrival, not as NaN.
+      const before = Number((await page.locator("#metric-count").textContent())?.split(" ")[0]);
+      metrics.publish(
+        "org.plantd.Metric",
+        JSON.stringify({ device: "boiler", channel: "temperature", value: 61 }),
+      );
+      await waitFor(async () => {
+        const count = await page.locator("#metric-count").textContent();
+        return Number(count?.split(" ")[0]) > before;
+      }, { timeoutMs: 10_000, what: "the time-less point in the chart" });
+      const lastTime = Number(await page.locator("#metric-chart").getAttribute("data-last-time"));
+      assert.ok(Number.isFinite(lastTime), `last time plotted: ${lastTime}`);
     } finally {
       await metrics.close();
     }
