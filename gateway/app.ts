@@ -264,6 +264,7 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
       },
       auth,
       deps.outlet,
+      directory,
     );
     sessions.add(session);
     return response;

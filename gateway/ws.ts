@@ -13,6 +13,7 @@ import type { Body, MdpClient } from "../mdp/client.ts";
 import { text } from "../mdp/protocol.ts";
 import type { BusHub, Listener, ListenOptions } from "./bus_hub.ts";
 import type { BusOutlet } from "./bus_outlet.ts";
+import type { ServiceDirectory } from "./directory.ts";
 import { toApiError } from "./errors.ts";
 import { frameToJson } from "./routes/services.ts";
 
@@ -159,6 +160,7 @@ export class WsSession {
   #batchMs = new Map<string, number>();
   #auth: WsAuth;
   #outlet: BusOutlet | undefined;
+  #services: Pick<ServiceDirectory, "require"> | undefined;
   #principal: Principal | undefined;
   #authTimer: ReturnType<typeof setTimeout> | undefined;
   #authFailures = 0;
@@ -176,8 +178,10 @@ export class WsSession {
     observer: WsObserver = {},
     auth: WsAuth = OPEN,
     outlet?: BusOutlet,
+    services?: Pick<ServiceDirectory, "require">,
   ) {
     this.#outlet = outlet;
+    this.#services = services;
     this.#socket = socket;
     this.#hub = hub;
     this.#client = client;
@@ -535,6 +539,8 @@ export class WsSession {
     const abort = new AbortController();
     this.#requests.set(id, abort);
     try {
+      // As REST does: a service no worker serves is SERVICE_UNAVAILABLE now, not a TIMEOUT later.
+      await this.#services?.require(service);
       for await (
         const reply of this.#client.stream(service, body, { timeoutMs, signal: abort.signal })
       ) {

@@ -9,6 +9,7 @@ import { gatewayConfig } from "../config/components.ts";
 import { ConfigError, loadConfig } from "../config/load.ts";
 import { startGateway } from "../roles/gateway.ts";
 import { waitFor } from "./_helpers.ts";
+import { MdpWorker } from "../mdp/worker.ts";
 import { bearer, SECRET, tokenWith, withSecuredSystem } from "./_auth.ts";
 import { openWs } from "./_ws.ts";
 
@@ -232,25 +233,35 @@ Deno.test("WebSocket: a client flooding messages gets RATE_LIMITED, then is serv
 });
 
 Deno.test("WebSocket: pending requests per connection are capped", async () => {
-  await withSecuredSystem(async ({ url }) => {
-    const ws = await openWs(url, bearer(await tokenWith(["service:call:*"])));
+  await withSecuredSystem(async ({ url, brokerEndpoint }) => {
+    // A worker that holds every request (a service without workers is refused at once).
+    const held: Array<() => void> = [];
+    const worker = new MdpWorker(
+      brokerEndpoint,
+      "slow",
+      () => new Promise<string[]>((resolve) => held.push(() => resolve(["done"]))),
+      { capacity: 8 },
+    );
+    const ws = await openWs(url, bearer(await tokenWith(["service:call:*", "service:list"])));
     try {
-      // A service without workers: requests wait until their timeout.
-      for (let i = 0; i < 5; i++) {
-        ws.send({
-          type: "request",
-          id: `r${i}`,
-          service: "nobody",
-          body: ["x"],
-          timeout_ms: 60_000,
+      await waitFor(async () => {
+        const response = await fetch(`${url}/api/services`, {
+          headers: bearer(await tokenWith(["service:list"])),
         });
+        const body = await response.json();
+        return body.services?.some((s: { name: string }) => s.name === "slow");
+      }, { what: "the slow worker" });
+      for (let i = 0; i < 5; i++) {
+        ws.send({ type: "request", id: `r${i}`, service: "slow", body: ["x"], timeout_ms: 60_000 });
       }
       const refused = await ws.nextOf("error", "r3");
       assert.equal(refused.code, "TOO_MANY_REQUESTS");
       assert.equal((await ws.nextOf("error", "r4")).code, "TOO_MANY_REQUESTS");
       assert.ok(!ws.all.some((m) => m.type === "error" && ["r0", "r1", "r2"].includes(m.id)));
     } finally {
+      for (const release of held) release();
       await ws.close();
+      await worker.close();
     }
   }, { gateway: { ws_max_pending_requests: 3 } });
 });

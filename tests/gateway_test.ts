@@ -391,8 +391,16 @@ Deno.test("a WebSocket sends Majordomo requests and gets PARTIAL and FINAL repli
       await ws.next((m) => m.id === "r2" && m.type === "final");
       const partials = ws.received.filter((m) => m.id === "r2" && m.type === "partial");
       assert.deepEqual(partials.map((m) => m.frames[0].text), ["1", "2"]);
-      ws.send({ type: "request", id: "r3", service: "nobody.home", body: ["x"], timeout_ms: 200 });
-      assert.equal((await ws.next((m) => m.id === "r3")).code, "TIMEOUT");
+      // A service no worker serves: SERVICE_UNAVAILABLE at once, as over REST, not a TIMEOUT
+      // after timeout_ms (a minute here, longer than ws.next waits).
+      ws.send({
+        type: "request",
+        id: "r3",
+        service: "nobody.home",
+        body: ["x"],
+        timeout_ms: 60_000,
+      });
+      assert.equal((await ws.next((m) => m.id === "r3")).code, "SERVICE_UNAVAILABLE");
     } finally {
       await ws.close();
       await counter.close();
