@@ -42,3 +42,13 @@ Deno.test("a write method on a health or metrics path gets 405 with Allow, not 4
   assert.equal((await app.request("/healthz")).status, 200);
   assert.equal((await app.request("/livez", { method: "HEAD" })).status, 200);
 });
+
+Deno.test("process metrics: no process_heap_bytes (VmData, the reserved heap), the V8 heap in use instead", async () => {
+  const registry = new Registry();
+  processMetrics(registry);
+  const text = await registry.metrics();
+  assert.doesNotMatch(text, /^process_heap_bytes /m);
+  const used = Number(/^nodejs_heap_size_used_bytes (\d+)/m.exec(text)?.[1]);
+  const rss = Number(/^process_resident_memory_bytes (\d+)/m.exec(text)?.[1]);
+  assert.ok(used > 0 && used < rss, `heap used ${used} within resident ${rss}`);
+});

@@ -1370,6 +1370,7 @@ Deno.test("the Dockerfile's command line starts, answers /healthz, passes its HE
         "metrics_database",
         "state_store",
         "state_worker",
+        "state_writes",
       ],
     );
     const livez = await fetch(`${url}/livez`);
