@@ -12,8 +12,8 @@
  *   `state:scope:` and the last segment; a grant's scope is that name or `*`
  *   (any scope), its op the op or `*`.
  * - `service:call:<name>`: the name is everything after `service:call:`; a
- *   grant names a service, `*` (any), or a dotted namespace `org.plantd.*`
- *   (every name that starts with `org.plantd.`).
+ *   grant names a service pattern (mdp/service_pattern.ts, the broker's rule
+ *   too): a service, `*` (any), or a dotted namespace `org.plantd.*`.
  *
  * Bus grants are prefixes: `bus:subscribe:<bus>:<prefix>` allows subscribing
  * to any prefix that starts with `<prefix>`, so a subscription can never
@@ -28,6 +28,7 @@
  *
  * @module
  */
+import { patternCovers } from "../mdp/service_pattern.ts";
 
 /** Every permission name the system checks (scoped forms are built by the helpers below). */
 export const PERMISSIONS = {
@@ -87,7 +88,7 @@ export function grantCovers(grant: string, required: string): boolean {
   if (isScoped(g)) return isScoped(r) && scopedCovers(g, r);
   if (g[0] === "service" && g[1] === "call" && g.length >= 3) {
     return r[0] === "service" && r[1] === "call" && r.length >= 3 &&
-      nameCovers(g.slice(2).join(":"), r.slice(2).join(":"));
+      patternCovers(g.slice(2).join(":"), r.slice(2).join(":"));
   }
   for (let i = 0; i < g.length; i++) {
     const segment = g[i]!;
@@ -111,13 +112,6 @@ function scopedCovers(g: readonly string[], r: readonly string[]): boolean {
   const scope = g.slice(2, -1).join(":");
   return (scope === "*" || scope === r.slice(2, -1).join(":")) &&
     segmentMatches(g[g.length - 1]!, r[r.length - 1]!);
-}
-
-/** A service name pattern: the name, `*`, or a dotted namespace `a.b.*`. */
-function nameCovers(pattern: string, name: string): boolean {
-  if (pattern === "*" || pattern === name) return true;
-  return pattern.endsWith(".*") && name.length > pattern.length - 1 &&
-    name.startsWith(pattern.slice(0, -1));
 }
 
 /** Whether any of `grants` covers any of `required` (alternatives). */

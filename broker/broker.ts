@@ -23,7 +23,8 @@ import {
 import type { Frames } from "../transport/frames.ts";
 import { brokerErrorBody, type BrokerErrorCode } from "./errors.ts";
 import { Fifo } from "./fifo.ts";
-import { patternCovers, type RefusalReason, type ServicePolicy } from "./service_policy.ts";
+import { patternCovers } from "../mdp/service_pattern.ts";
+import type { RefusalReason, ServicePolicy } from "./service_policy.ts";
 
 /** Options of the broker. */
 export interface BrokerOptions {

@@ -10,7 +10,8 @@ import { LOG_LEVELS } from "../telemetry/log.ts";
 import { DIALECTS } from "../mdp/protocol.ts";
 import type { ComponentConfig } from "./load.ts";
 import { busCurveClientShape, curveClientShape, curveServerShape } from "./curve.ts";
-import { serviceGrants, servicePattern } from "../broker/service_policy.ts";
+import { serviceGrants } from "../broker/service_policy.ts";
+import { servicePattern } from "../mdp/service_pattern.ts";
 import { plaintextNetworkShape } from "./listeners.ts";
 import { metricsTokenShape } from "./metrics_token.ts";
 

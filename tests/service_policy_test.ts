@@ -12,7 +12,8 @@
 import assert from "node:assert/strict";
 import { Registry } from "prom-client";
 import { Broker } from "../broker/broker.ts";
-import { patternCovers, ServicePolicy } from "../broker/service_policy.ts";
+import { ServicePolicy } from "../broker/service_policy.ts";
+import { patternCovers } from "../mdp/service_pattern.ts";
 import { brokerConfig } from "../config/components.ts";
 import { ConfigError, loadConfig } from "../config/load.ts";
 import { servicePolicyOf } from "../config/service_policy.ts";
