@@ -16,8 +16,6 @@ import {
 } from "../mdp/errors.ts";
 import { storageFull } from "../storage/failure.ts";
 
-export { storageFull };
-
 /** Stable error codes of the REST and WebSocket API. */
 export type ApiErrorCode =
   | "BAD_REQUEST"

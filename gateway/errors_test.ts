@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { createClient } from "@libsql/client";
 import { sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/libsql";
-import { storageFull, toApiError } from "./errors.ts";
+import { storageFull } from "../storage/failure.ts";
+import { toApiError } from "./errors.ts";
 
 Deno.test("a full database is STORAGE_FULL (507) naming it, not a bare 500", async () => {
   const dir = await Deno.makeTempDir();

@@ -43,9 +43,6 @@ import type { Running } from "./running.ts";
 /** Health checks the gateway's host process adds (buses it runs, the state store in dev). */
 export type ExtraChecks = () => Check[] | Promise<Check[]>;
 
-// Moved to transport/loopback.ts (one test for every listener); re-exported for old importers.
-export { isLoopback };
-
 /** Tracks when a check last changed, for `lastUpdated`. */
 function checkTracker() {
   const since = new Map<string, { up: boolean; at: string }>();
