@@ -38,3 +38,18 @@ export async function serveUntilParentExits(
   }
   return await stop();
 }
+
+/**
+ * `{ wireHeartbeat }` when BENCH_WIRE_HEARTBEAT_MS is set: ZMTP heartbeats at
+ * that interval, timeout and TTL 3x (the config defaults' ratio); `{}` otherwise.
+ */
+export function wireHeartbeatFromEnv(): {
+  wireHeartbeat?: { heartbeatIvlMs: number; heartbeatTimeoutMs: number; heartbeatTtlMs: number };
+} {
+  const ivl = Number(Deno.env.get("BENCH_WIRE_HEARTBEAT_MS") ?? "0");
+  return ivl > 0
+    ? {
+      wireHeartbeat: { heartbeatIvlMs: ivl, heartbeatTimeoutMs: 3 * ivl, heartbeatTtlMs: 3 * ivl },
+    }
+    : {};
+}

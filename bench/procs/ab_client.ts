@@ -8,17 +8,14 @@
  *
  * @module
  */
+import { wireHeartbeatFromEnv } from "./_child.ts";
+
 const [tree, endpoint] = Deno.args;
 if (!tree || !endpoint) throw new Error("usage: ab_client.ts <tree> <endpoint>");
 const { MdpClient } = await import(`${tree}/mdp/client.ts`);
-const ivl = Number(Deno.env.get("BENCH_WIRE_HEARTBEAT_MS") ?? "0");
 const client = new MdpClient(endpoint, {
   timeoutMs: 5000,
-  ...(ivl > 0
-    ? {
-      wireHeartbeat: { heartbeatIvlMs: ivl, heartbeatTimeoutMs: 3 * ivl, heartbeatTtlMs: 3 * ivl },
-    }
-    : {}),
+  ...wireHeartbeatFromEnv(),
 });
 const payload = new TextEncoder().encode("0123456789abcdef");
 const samples = new Float64Array(1_000_000);

@@ -8,23 +8,18 @@
  */
 import type { TransportChoice } from "../../transport/message_socket.ts";
 import { startEchoWorker } from "../../workers/echo.ts";
-import { serveUntilParentExits } from "./_child.ts";
+import { serveUntilParentExits, wireHeartbeatFromEnv } from "./_child.ts";
 
 const endpoint = Deno.args[0];
 if (!endpoint) throw new Error("usage: echo_worker.ts <endpoint> [concurrency]");
 const concurrency = Number(Deno.args[1] ?? "1");
 const capacity = Number(Deno.args[2] ?? "1");
 const transport = (Deno.args[3] ?? "auto") as TransportChoice;
-// BENCH_WIRE_HEARTBEAT_MS: ZMTP heartbeats at that interval (timeout and TTL 3x, as the config's).
-const ivl = Number(Deno.env.get("BENCH_WIRE_HEARTBEAT_MS") ?? "0");
 const worker = startEchoWorker(endpoint, {
   concurrency,
   capacity,
   transport,
-  ...(ivl > 0
-    ? {
-      wireHeartbeat: { heartbeatIvlMs: ivl, heartbeatTimeoutMs: 3 * ivl, heartbeatTtlMs: 3 * ivl },
-    }
-    : {}),
+  // BENCH_WIRE_HEARTBEAT_MS: ZMTP heartbeats (bench:broker:ab).
+  ...wireHeartbeatFromEnv(),
 });
 await serveUntilParentExits("READY", () => worker.close());
