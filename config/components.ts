@@ -7,7 +7,7 @@
  */
 import { z } from "zod";
 import { LOG_LEVELS } from "../telemetry/log.ts";
-import { DIALECTS } from "../mdp/protocol.ts";
+import { WORKER_DIALECTS } from "../mdp/dialect_discovery.ts";
 import type { ComponentConfig } from "./load.ts";
 import { busCurveClientShape, curveClientShape, curveServerShape } from "./curve.ts";
 import { serviceGrants } from "../broker/service_policy.ts";
@@ -242,7 +242,11 @@ export const echoConfig = {
     ...common,
     broker_endpoint: endpoint.default("tcp://127.0.0.1:9797"),
     health_port: port.default(0),
-    dialect: z.enum(DIALECTS).default("plantd"),
+    /**
+     * The broker's Majordomo dialect; "auto" tries plantd, RFC 7 and RFC 18 in
+     * turn until the broker answers (mdp/dialect_discovery.ts, README "Dialects").
+     */
+    dialect: z.enum(WORKER_DIALECTS).default("auto"),
     concurrency: z.number().int().min(1).max(1024).default(1),
     /** Requests one connection takes at once (plantd-ts brokers; README "Wire extensions"). */
     capacity: z.number().int().min(1).max(4096).default(1),
