@@ -112,6 +112,9 @@ export function featuresOfAnswer(reply: ClientReply): BrokerFeatures | undefined
   );
 }
 
+/** How often the connection is sampled while the probe is out (reconnects take longer). */
+const WATCH_MS = 25;
+
 /** Learns a broker's features once (see the module's doc). */
 export class Negotiator {
   #options: NegotiatorOptions;
@@ -119,6 +122,9 @@ export class Negotiator {
   #settled: PromiseWithResolvers<BrokerFeatures> = Promise.withResolvers();
   #abort = new AbortController();
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** Samples the connection while the probe is out: a drop voids the wait. */
+  #watch: ReturnType<typeof setInterval> | undefined;
+  #dropped = false;
   #awaiting = false;
 
   constructor(options: NegotiatorOptions) {
@@ -160,7 +166,13 @@ export class Negotiator {
     this.#options.send(message, this.#abort.signal).then(() => {
       if (this.#features || this.#abort.signal.aborted) return;
       this.#awaiting = true;
+      this.#dropped = false;
       this.#timer = setTimeout(() => this.#timedOut(), this.#options.probeTimeoutMs);
+      // A broker restarted meanwhile lost the probe; the client may be back on
+      // a new connection by the timeout, so the drop itself must be seen.
+      this.#watch = setInterval(() => {
+        if (this.#options.connected() === false) this.#dropped = true;
+      }, WATCH_MS);
     }, () => {
       // Closed while waiting for a connection: settled by close().
     });
@@ -168,8 +180,9 @@ export class Negotiator {
 
   #timedOut(): void {
     this.#timer = undefined;
+    clearInterval(this.#watch);
     if (this.#features) return;
-    if (this.#options.connected() === false) {
+    if (this.#dropped || this.#options.connected() === false) {
       // The connection went down with the probe out: no verdict, ask on the next one
       // (a new connection is a new client to the broker, with no request outstanding).
       this.#awaiting = false;
@@ -187,6 +200,7 @@ export class Negotiator {
     this.#features = learned;
     this.#awaiting = false;
     clearTimeout(this.#timer);
+    clearInterval(this.#watch);
     this.#settled.resolve(learned);
   }
 
@@ -194,6 +208,7 @@ export class Negotiator {
   close(): void {
     this.#abort.abort();
     clearTimeout(this.#timer);
+    clearInterval(this.#watch);
     this.#settle(features([], undefined, "client closed before the broker answered"));
   }
 }
