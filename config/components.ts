@@ -8,6 +8,8 @@
 import { z } from "zod";
 import { LOG_LEVELS } from "../telemetry/log.ts";
 import { WORKER_DIALECTS } from "../mdp/dialect_discovery.ts";
+import { EXTENSIONS_MODES } from "../mdp/negotiation.ts";
+import { DIALECTS } from "../mdp/protocol.ts";
 import type { ComponentConfig } from "./load.ts";
 import { busCurveClientShape, curveClientShape, curveServerShape } from "./curve.ts";
 import { serviceGrants } from "../broker/service_policy.ts";
@@ -314,6 +316,14 @@ export const gatewayConfig = {
     host: z.string().min(1).default("127.0.0.1"),
     port: port.default(8080),
     broker_endpoint: endpoint.default("tcp://127.0.0.1:9797"),
+    /** The broker's Majordomo dialect: plantd (plantd-ts, Go plantd), mdp01 (RFC 7), mdp02 (RFC 18). */
+    broker_dialect: z.enum(DIALECTS).default("plantd"),
+    /**
+     * Request ids and deadline frames: auto asks the broker (mmi.broker) and
+     * uses them only with a plantd-ts broker; on assumes one; off speaks plain
+     * MDP (docs/interop.md).
+     */
+    broker_extensions: z.enum(EXTENSIONS_MODES).default("auto"),
     /** Bus name to backend endpoint (where subscribers connect). */
     buses: z.record(z.string().min(1), endpoint).default(() => ({ ...DEFAULT_GATEWAY_BUSES })),
     /** Envelopes that split single-frame bus messages into topic and payload. */

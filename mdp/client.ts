@@ -257,6 +257,11 @@ export class MdpClient {
     return this.#negotiator.settled();
   }
 
+  /** {@link features} once known, else undefined. */
+  get knownFeatures(): BrokerFeatures | undefined {
+    return this.#negotiator.features;
+  }
+
   /**
    * Whether the connection to the broker is up (handshake done, not closed,
    * heartbeats answered).

@@ -14,11 +14,15 @@
  * python3-zmq is required: without it these tests fail, they do not skip.
  */
 import assert from "node:assert/strict";
+import { Registry } from "prom-client";
+import { gatewayConfig } from "../config/components.ts";
+import { loadConfig } from "../config/load.ts";
 import { MdpClient } from "../mdp/client.ts";
 import { MdpTimeoutError } from "../mdp/errors.ts";
 import type { Dialect } from "../mdp/protocol.ts";
 import { text } from "../mdp/protocol.ts";
 import { MdpWorker, type WorkerEvent } from "../mdp/worker.ts";
+import { startGateway } from "../roles/gateway.ts";
 import { ECHO_SERVICE, startEchoWorker } from "../workers/echo.ts";
 import { waitFor } from "./_helpers.ts";
 import {
@@ -359,5 +363,59 @@ for (const rfc of ["7", "18"] as const) {
       assert.equal(r.code, 3, r.stderr);
       assert.match(r.stderr, /got no reply within 1500 ms.*not the 'plantd' dialect/);
     }, { refusals: true });
+  });
+}
+
+// ------------------------------------------------------------ the gateway
+
+for (const kind of [{ rfc: "7", mmi: true }, { rfc: "18", mmi: false }] as const) {
+  const dialect = DIALECT_OF[kind.rfc];
+  Deno.test(`interop: the gateway with broker_dialect ${dialect} answers 1000/1000 POST /api/services/.../echo through ${label(kind)}; broker_connection UP, no services listed`, async () => {
+    await withStrictBroker(kind, async (broker, track) => {
+      track(startEchoWorker(broker.endpoint, { dialect, ...WORKER }));
+      await waitFor(() => broker.readyCount(ECHO_SERVICE) === 1, { what: "echo worker" });
+      const dir = await Deno.makeTempDir();
+      const gateway = await startGateway(
+        {
+          ...loadConfig(gatewayConfig, { args: [], env: {} }),
+          port: 0,
+          broker_endpoint: broker.endpoint,
+          broker_dialect: dialect,
+          buses: {},
+          publish_buses: {},
+          auth_db: `${dir}/auth.db`,
+        },
+        () => [],
+        new Registry(),
+      );
+      try {
+        const post = async (i: number) => {
+          const response = await fetch(`${gateway.url}/api/services/${ECHO_SERVICE}/echo`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ i }),
+          });
+          const body = await response.json();
+          assert.equal(response.status, 200, JSON.stringify(body));
+          return body.frames[0].json.i;
+        };
+        const answered: number[] = [];
+        for (let start = 0; start < 1000; start += 50) {
+          const batch = Array.from({ length: 50 }, (_, k) => start + k);
+          answered.push(...await Promise.all(batch.map(post)));
+        }
+        assert.deepEqual(answered, Array.from({ length: 1000 }, (_, i) => i));
+        const services = await (await fetch(`${gateway.url}/api/services`)).json();
+        assert.deepEqual(services.services, []);
+        const health = await (await fetch(`${gateway.url}/healthz`)).json();
+        const connection = health.checks.find((c: { name: string }) =>
+          c.name === "broker_connection"
+        );
+        assert.equal(connection?.status, "UP", JSON.stringify(health));
+      } finally {
+        await gateway.close();
+        await Deno.remove(dir, { recursive: true });
+      }
+    });
   });
 }
