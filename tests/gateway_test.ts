@@ -217,7 +217,9 @@ Deno.test("healthz goes DOWN when the state worker stops and UP when it returns"
     }
     assert.equal((await fetch(system.url + "/healthz", { method: "HEAD" })).status, 200);
     assert.equal((await fetch(system.url + "/livez")).status, 200);
-    await (await fetch(system.url + "/readyz")).body?.cancel();
+    const ready = await fetch(system.url + "/readyz");
+    assert.equal(ready.status, 200);
+    assert.deepEqual(await ready.json(), { status: "UP" });
 
     await system.stopState();
     await waitFor(async () => (await health()).status === 503, { what: "DOWN", timeoutMs: 10_000 });
@@ -227,7 +229,9 @@ Deno.test("healthz goes DOWN when the state worker stops and UP when it returns"
       down.checks.find((c: { name: string }) => c.name === "state_worker").status,
       "DOWN",
     );
-    assert.equal((await fetch(system.url + "/readyz")).status, 503);
+    const notReady = await fetch(system.url + "/readyz");
+    assert.equal(notReady.status, 503);
+    assert.deepEqual(await notReady.json(), { status: "DOWN" });
 
     await system.startState();
     await waitFor(async () => (await health()).status === 200, {
