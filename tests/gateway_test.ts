@@ -259,6 +259,19 @@ Deno.test("metrics expose HTTP, WebSocket, broker and bus series", async () => {
       assert.match(text, new RegExp(`^# TYPE ${name} `, "m"), name);
     }
     assert.match(text, /http_requests_total\{method="GET",route="\/api\/state",status="200"\} 1/);
+    // The broker's KPIs carry values, not only declarations: the request just
+    // made reached org.plantd.State through it and was answered.
+    const value = (series: string) => {
+      const line = text.split("\n").find((l) => l.startsWith(series + " "));
+      assert.ok(line, `${series} in /metrics`);
+      return Number(line.slice(series.length + 1));
+    };
+    const state = '{service="org.plantd.State"}';
+    assert.ok(value(`mdp_workers${state}`) >= 1); // one per state worker connection
+    assert.ok(value(`mdp_requests_total${state}`) >= 1);
+    assert.ok(value(`mdp_replies_total${state}`) >= 1);
+    assert.ok(value(`mdp_request_duration_seconds_count${state}`) >= 1);
+    assert.equal(value(`mdp_queue_depth${state}`), 0);
   });
 });
 
