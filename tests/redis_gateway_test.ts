@@ -12,7 +12,7 @@ import {
   randomPrefix,
   RedisServer,
   TEST_REDIS_URL,
-} from "../gateway/shared/_testing.ts";
+} from "./_redis.ts";
 import { RedisLink } from "../gateway/shared/redis.ts";
 import { freePort, spawnWatched, waitFor } from "./_helpers.ts";
 import { startSystem, type System } from "./_system.ts";

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import type { BusMessage } from "../../bus/envelope.ts";
 import type { HistorySink } from "../bus_hub.ts";
 import { waitFor } from "../../tests/_helpers.ts";
-import { TEST_REDIS_URL, withLink } from "./_testing.ts";
+import { TEST_REDIS_URL, withLink } from "../../tests/_redis.ts";
 import { compareStreamIds, Ring, TopicHistory } from "./history.ts";
 import { RedisLink } from "./redis.ts";
 
