@@ -3,7 +3,8 @@ import type { BusMessage } from "../../bus/envelope.ts";
 import type { HistorySink } from "../bus_hub.ts";
 import { waitFor } from "../../tests/_helpers.ts";
 import { TEST_REDIS_URL, withLink } from "../../tests/_redis.ts";
-import { compareStreamIds, Ring, TopicHistory } from "./history.ts";
+import { TopicHistory } from "./history.ts";
+import { compareStreamIds, Ring } from "./history_ring.ts";
 import { RedisLink } from "./redis.ts";
 
 const encoder = new TextEncoder();
