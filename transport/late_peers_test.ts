@@ -27,14 +27,12 @@ const dec = new TextDecoder();
  * all happened. Start it before the peers connect.
  */
 function handshakes(socket: NativeSocket, count: number): Promise<void> {
-  return new Promise((resolve) => {
-    let seen = 0;
-    const monitor = new SocketMonitor(socket, ZMQ_EVENT_HANDSHAKE_SUCCEEDED, () => {
-      if (++seen !== count) return;
-      monitor.stop();
-      monitor.close().then(resolve);
-    });
+  const { promise, resolve } = Promise.withResolvers<void>();
+  let seen = 0;
+  const monitor: SocketMonitor = new SocketMonitor(socket, ZMQ_EVENT_HANDSHAKE_SUCCEEDED, () => {
+    if (++seen === count) resolve();
   });
+  return promise.then(() => monitor.close());
 }
 
 /**

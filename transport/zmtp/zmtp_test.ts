@@ -15,7 +15,6 @@ import {
   command,
   errorCommand,
   greeting,
-  GREETING_BYTES,
   parseCommand,
   parseProperties,
   readFrameHead,
