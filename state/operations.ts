@@ -426,10 +426,19 @@ export class StateOperations {
     "delete": (request) => {
       const scope = this.#name(request, "service");
       const key = this.#name(request, "key");
+      // Keyed, the reply says whether the key existed: a replay then gives
+      // the gateway the first answer (404 or 200) rather than today's state.
+      const keyed = request[IDEMPOTENCY_FIELD] !== undefined;
       return {
         write: { kind: "delete", scope, key },
         args: { service: scope, key },
-        reply: () => succeeded({ key, scope, status: "deleted" }),
+        reply: (result) =>
+          succeeded({
+            key,
+            scope,
+            status: "deleted",
+            ...(keyed ? { existed: result.kind === "delete" && result.existed } : {}),
+          }),
       };
     },
     "state-set-many": (request) => {
