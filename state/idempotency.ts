@@ -18,10 +18,9 @@ import type { WriteResult } from "./store.ts";
  * A key: 1 to 255 printable ASCII characters (space included), what the
  * draft's structured-field string can carry.
  */
-export const IdempotencyKey = z.string().min(1).max(255).regex(
-  /^[\x20-\x7e]+$/,
-  "must be 1..255 printable ASCII characters",
-);
+const KEY_RULE = "must be a string of 1..255 printable ASCII characters";
+export const IdempotencyKey = z.string({ error: KEY_RULE }).min(1, KEY_RULE).max(255, KEY_RULE)
+  .regex(/^[\x20-\x7e]+$/, KEY_RULE);
 
 /** The wire field carrying the key in a state request's JSON. */
 export const IDEMPOTENCY_FIELD = "idempotency_key";
