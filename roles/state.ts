@@ -19,6 +19,7 @@ import { STATE_SERVICE, StateOperations } from "../state/operations.ts";
 import { StateStore } from "../state/store.ts";
 import { startStateWorker } from "../state/worker.ts";
 import { WriteHealth } from "../state/write_health.ts";
+import { checkTracker } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";
 import { stateMetrics } from "../telemetry/state_metrics.ts";
 import { startHealthServer } from "./health_server.ts";
@@ -95,26 +96,22 @@ export async function startState(
       "change events are published unsigned, so gateways drop them: set state_bus_secret (PLANTD_STATE_STATE_BUS_SECRET), state_bus_secret_file or jwt_secret, the same as the gateway's",
     );
   }
-  let storeStatus: { ok: boolean; at: string } = { ok: true, at: new Date().toISOString() };
+  const check = checkTracker();
   const health = startHealthServer(
     "state",
     config.health_host,
     config.health_port,
     async () => {
+      let storeError: string | undefined;
       try {
         await store.ping();
-        storeStatus = { ok: true, at: new Date().toISOString() };
-      } catch {
-        storeStatus = { ok: false, at: new Date().toISOString() };
+      } catch (error) {
+        storeError = (error as Error).message;
       }
       return [
-        { name: "store", status: storeStatus.ok ? "UP" : "DOWN", lastUpdated: storeStatus.at },
+        check("store", storeError === undefined, storeError),
         writeHealth.check(),
-        {
-          name: "broker_connection",
-          status: worker.connected ? "UP" : "DOWN",
-          lastUpdated: new Date().toISOString(),
-        },
+        check("broker_connection", worker.connected, "not registered at the broker"),
       ];
     },
     registry,
