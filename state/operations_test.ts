@@ -311,9 +311,9 @@ Deno.test("idempotency_key: a retry gets the first reply marked replayed, anothe
       const [operation, json] of [
         ["state-set-many", '{"service":"s","entries":{"a":"1","b":"3"},"idempotency_key":"K1"}'],
         ["state-set", '{"service":"s","key":"a","value":"1","idempotency_key":"K1"}'],
-      ]
+      ] as const
     ) {
-      const reply = JSON.parse(await call(ops, operation!, json!));
+      const reply = JSON.parse(await call(ops, operation, json));
       assert.equal(reply.error, "IDEMPOTENCY_KEY_REUSED", operation);
       assert.match(reply.message, /'K1' was used for a different request/);
     }
