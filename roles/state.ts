@@ -12,6 +12,7 @@ import { Publisher } from "../bus/publisher.ts";
 import { ChangeKey, ChangeSigner, type ChangeSink, publishChanges } from "../state/changes.ts";
 import { stateBusKey } from "../config/state_bus.ts";
 import { openStateDatabase } from "../state/db.ts";
+import { purgeIntervalMs, startKeyPurge } from "../state/idempotency.ts";
 import { tokenSettingsFrom } from "../auth/tokens.ts";
 import { serviceTokenCheck } from "../auth/call_credentials.ts";
 import { STATE_SERVICE, StateOperations } from "../state/operations.ts";
@@ -57,7 +58,9 @@ export async function startState(
     : undefined;
   const sink = changes ?? publisher;
   const writeHealth = new WriteHealth(log);
+  const windowMs = config.idempotency_window_s * 1000;
   const store = await StateStore.load(open, {
+    idempotencyWindowMs: windowMs,
     onCommit: (writes, seconds, wrote) => {
       metrics.commit(writes, seconds);
       if (wrote) writeHealth.succeeded();
@@ -114,12 +117,20 @@ export async function startState(
     registry,
     access,
   );
+  // Started last, so a failure above leaves no timer running.
+  const purge = startKeyPurge(store, {
+    intervalMs: purgeIntervalMs(windowMs),
+    onPurged: (count) => metrics.keysPurged(count),
+    onError: (error) =>
+      log.warn("purging expired idempotency keys failed: {error}", { error: String(error) }),
+  });
   log.info("state service on {db} serving via {endpoint}", {
     db: open.url,
     endpoint: config.broker_endpoint,
     scopes: store.scopes().length,
     changes: publisher ? publisher.endpoint : changes ? "in process" : "off",
     authentication: verify ? "tokens required" : "off",
+    idempotency_window_s: config.idempotency_window_s,
     change_signatures: busKey ? `on (key from ${busKey.source})` : "off",
     health: health.port ? `http://${config.health_host}:${health.port}/healthz` : "off",
   });
@@ -128,6 +139,7 @@ export async function startState(
     async close() {
       await health.close();
       await worker.close();
+      await purge.stop();
       await store.close();
       await publisher?.close();
       log.info("state service stopped");
