@@ -251,11 +251,11 @@ export class BrokerBackend implements Backend {
   }
 
   createScope(scope: string): Promise<void> {
-    return this.#run(() => this.#state.createScope(scope));
+    return this.#run(async () => void await this.#state.createScope(scope));
   }
 
   deleteScope(scope: string): Promise<void> {
-    return this.#run(() => this.#state.deleteScope(scope));
+    return this.#run(async () => void await this.#state.deleteScope(scope));
   }
 
   get(scope: string, key: string): Promise<Entry> {
@@ -269,7 +269,7 @@ export class BrokerBackend implements Backend {
   }
 
   set(scope: string, key: string, value: string): Promise<number> {
-    return this.#run(() => this.#state.set(scope, key, value));
+    return this.#run(async () => (await this.#state.set(scope, key, value)).revision);
   }
 
   delete(scope: string, key: string): Promise<void> {

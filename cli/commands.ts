@@ -235,14 +235,15 @@ export const COMMANDS: Command[] = [
     async run({ out, positionals, frontendOf, frames, waitMs, timeoutMs, curve }) {
       const [bus, topic, payload] = positionals as [string, string, string];
       const endpoint = frontendOf(bus);
-      const { flushNativeSockets, publishDirect } = await import("./bus_direct.ts");
+      const { publishDirect } = await import("./bus_direct.ts");
+      const { flushClosedSockets } = await import("../transport/pubsub.ts");
       const published = await publishDirect(endpoint, bus, topic, payload, {
         form: frames ? "frames" : "single",
         waitMs,
         timeoutMs,
         ...(curve ? { curve } : {}),
       });
-      await flushNativeSockets();
+      await flushClosedSockets();
       out.data(published);
       out.line(
         `published ${published.bytes} bytes on bus '${bus}' topic '${topic}' at ${endpoint}`,

@@ -284,6 +284,12 @@ export const stateConfig = {
     /** Requests one connection takes at once (plantd-ts brokers; a Go broker sends one at a time). */
     capacity: z.number().int().min(1).max(4096).default(64),
     max_value_bytes: z.number().int().min(1).default(1024 * 1024),
+    /**
+     * How long a write's idempotency key (and its reply) is remembered, in
+     * seconds: a retry with the key within it is answered with the first
+     * reply instead of being applied again (docs/state.md, Idempotency keys).
+     */
+    idempotency_window_s: z.number().int().min(1).max(365 * 86_400).default(86_400),
     /** Frontend of the state bus where changes are published; empty turns publishing off. */
     bus_endpoint: z.union([endpoint, z.literal("")]).default("tcp://127.0.0.1:11000"),
     heartbeat_interval_ms: positiveMs.default(2500),

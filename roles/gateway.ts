@@ -37,28 +37,12 @@ import { openMetricsReader } from "../metrics/open.ts";
 import { text } from "../mdp/protocol.ts";
 import { STATE_SERVICE } from "../state/operations.ts";
 import { gatewayMetrics } from "../telemetry/gateway_metrics.ts";
-import { type Check, serveOrExplain } from "../telemetry/health.ts";
+import { type Check, checkTracker, serveOrExplain } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";
 import type { Running } from "./running.ts";
 
 /** Health checks the gateway's host process adds (buses it runs, the state store in dev). */
 export type ExtraChecks = () => Check[] | Promise<Check[]>;
-
-/** Tracks when a check last changed, for `lastUpdated`. */
-function checkTracker() {
-  const since = new Map<string, { up: boolean; at: string }>();
-  return (name: string, up: boolean, output?: string, required = true): Check => {
-    const previous = since.get(name);
-    if (!previous || previous.up !== up) since.set(name, { up, at: new Date().toISOString() });
-    return {
-      name,
-      status: up ? "UP" : "DOWN",
-      lastUpdated: since.get(name)!.at,
-      ...(required ? {} : { required }),
-      ...(!up && output ? { output } : {}),
-    };
-  };
-}
 
 /** Starts the gateway; waits for the broker with a visible retry. */
 export async function startGateway(

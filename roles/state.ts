@@ -12,12 +12,14 @@ import { Publisher } from "../bus/publisher.ts";
 import { ChangeKey, ChangeSigner, type ChangeSink, publishChanges } from "../state/changes.ts";
 import { stateBusKey } from "../config/state_bus.ts";
 import { openStateDatabase } from "../state/db.ts";
+import { purgeIntervalMs, startKeyPurge } from "../state/idempotency.ts";
 import { tokenSettingsFrom } from "../auth/tokens.ts";
 import { serviceTokenCheck } from "../auth/call_credentials.ts";
 import { STATE_SERVICE, StateOperations } from "../state/operations.ts";
 import { StateStore } from "../state/store.ts";
 import { startStateWorker } from "../state/worker.ts";
 import { WriteHealth } from "../state/write_health.ts";
+import { checkTracker } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";
 import { stateMetrics } from "../telemetry/state_metrics.ts";
 import { startHealthServer } from "./health_server.ts";
@@ -56,7 +58,9 @@ export async function startState(
     : undefined;
   const sink = changes ?? publisher;
   const writeHealth = new WriteHealth(log);
+  const windowMs = config.idempotency_window_s * 1000;
   const store = await StateStore.load(open, {
+    idempotencyWindowMs: windowMs,
     onCommit: (writes, seconds, wrote) => {
       metrics.commit(writes, seconds);
       if (wrote) writeHealth.succeeded();
@@ -92,37 +96,41 @@ export async function startState(
       "change events are published unsigned, so gateways drop them: set state_bus_secret (PLANTD_STATE_STATE_BUS_SECRET), state_bus_secret_file or jwt_secret, the same as the gateway's",
     );
   }
-  let storeStatus: { ok: boolean; at: string } = { ok: true, at: new Date().toISOString() };
+  const check = checkTracker();
   const health = startHealthServer(
     "state",
     config.health_host,
     config.health_port,
     async () => {
+      let storeError: string | undefined;
       try {
         await store.ping();
-        storeStatus = { ok: true, at: new Date().toISOString() };
-      } catch {
-        storeStatus = { ok: false, at: new Date().toISOString() };
+      } catch (error) {
+        storeError = (error as Error).message;
       }
       return [
-        { name: "store", status: storeStatus.ok ? "UP" : "DOWN", lastUpdated: storeStatus.at },
+        check("store", storeError === undefined, storeError),
         writeHealth.check(),
-        {
-          name: "broker_connection",
-          status: worker.connected ? "UP" : "DOWN",
-          lastUpdated: new Date().toISOString(),
-        },
+        check("broker_connection", worker.connected, "not registered at the broker"),
       ];
     },
     registry,
     access,
   );
+  // Started last, so a failure above leaves no timer running.
+  const purge = startKeyPurge(store, {
+    intervalMs: purgeIntervalMs(windowMs),
+    onPurged: (count) => metrics.keysPurged(count),
+    onError: (error) =>
+      log.warn("purging expired idempotency keys failed: {error}", { error: String(error) }),
+  });
   log.info("state service on {db} serving via {endpoint}", {
     db: open.url,
     endpoint: config.broker_endpoint,
     scopes: store.scopes().length,
     changes: publisher ? publisher.endpoint : changes ? "in process" : "off",
     authentication: verify ? "tokens required" : "off",
+    idempotency_window_s: config.idempotency_window_s,
     change_signatures: busKey ? `on (key from ${busKey.source})` : "off",
     health: health.port ? `http://${config.health_host}:${health.port}/healthz` : "off",
   });
@@ -131,6 +139,7 @@ export async function startState(
     async close() {
       await health.close();
       await worker.close();
+      await purge.stop();
       await store.close();
       await publisher?.close();
       log.info("state service stopped");

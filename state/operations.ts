@@ -2,7 +2,8 @@
  * The `org.plantd.State` wire protocol: request body `[operation, json]`, one
  * JSON reply frame, byte-compatible with Go plantd (its key order, its error
  * texts, including the hand-written `{"error": "…"}` replies with a space),
- * plus batch and compare-and-set operations. Reference: docs/state.md.
+ * plus batch and compare-and-set operations, and idempotency keys on writes
+ * (state/idempotency.ts). Reference: docs/state.md.
  *
  * @module
  */
@@ -11,7 +12,15 @@ import { AuthError, type Principal } from "../auth/tokens.ts";
 import { text } from "../mdp/protocol.ts";
 import { storageFull } from "../storage/failure.ts";
 import type { Frames } from "../transport/frames.ts";
-import type { StateStore, WriteResult } from "./store.ts";
+import {
+  ANONYMOUS_OWNER,
+  fingerprint,
+  IDEMPOTENCY_FIELD,
+  IdempotencyKey,
+  replayReply,
+  reusedReply,
+} from "./idempotency.ts";
+import type { StateStore, Write, WriteResult } from "./store.ts";
 
 export const STATE_SERVICE = "org.plantd.State";
 
@@ -50,6 +59,12 @@ export interface OperationsObserver {
   refused?(code: string, operation: string, scope: string | undefined, reason: string): void;
   /** A change made with a verified token, for the audit trail. */
   changed?(principal: Principal, operation: string, scope: string | undefined): void;
+  /**
+   * A write with an idempotency key: `applied` (first use), `replayed` (the
+   * stored reply answered it), `reused` (refused: the key was used for
+   * another request).
+   */
+  idempotent?(outcome: "applied" | "replayed" | "reused"): void;
 }
 
 /** Operations that change nothing (not audited). */
@@ -87,6 +102,32 @@ function sorted(object: Record<string, unknown>): Record<string, unknown> {
 
 function success(data: Record<string, unknown>): string {
   return JSON.stringify({ success: true, data: sorted(data) });
+}
+
+/** A reply text and whether it reports success (for metrics). */
+interface Reply {
+  ok: boolean;
+  text: string;
+}
+
+const succeeded = (data: Record<string, unknown>): Reply => ({ ok: true, text: success(data) });
+
+/** The callbacks' failure reply (as {@link CallbackError} renders). */
+function failed(message: string, data?: Record<string, unknown>): Reply {
+  const reply: Record<string, unknown> = { success: false, error: message };
+  if (data) reply.data = sorted(data);
+  return { ok: false, text: JSON.stringify(reply) };
+}
+
+/**
+ * A checked write request: what to write, its arguments in the form that
+ * fingerprints it, and the reply of its result (built inside the commit
+ * for a keyed write, whose reply is stored with its key).
+ */
+interface WritePlan {
+  write: Write;
+  args: Record<string, unknown>;
+  reply(result: WriteResult): Reply;
 }
 
 type Request = Record<string, unknown>;
@@ -130,7 +171,8 @@ export class StateOperations {
     const run = Object.hasOwn(this.#operations, operation)
       ? this.#operations[operation]
       : undefined;
-    if (!run) {
+    const plan = Object.hasOwn(this.#writes, operation) ? this.#writes[operation] : undefined;
+    if (!run && !plan) {
       this.#observer.badRequest?.("invalid operation");
       return wrapperError("Invalid operation");
     }
@@ -142,7 +184,8 @@ export class StateOperations {
         if (typeof refused === "string") return refused;
         principal = refused;
       }
-      const reply = await run(request);
+      if (plan) return await this.#runWrite(operation, plan(request), request, principal);
+      const reply = await run!(request);
       this.#observer.operation?.(operation, true);
       if (principal && !READS.has(operation)) {
         this.#observer.changed?.(principal, operation, scopeOf(request));
@@ -169,6 +212,57 @@ export class StateOperations {
       }
       return JSON.stringify({ success: false, error: `Store failure: ${message}` });
     }
+  }
+
+  /**
+   * Runs a checked write; with an `idempotency_key`, at most once per key of
+   * the caller (`principal`, or the anonymous owner without authentication).
+   */
+  async #runWrite(
+    operation: string,
+    plan: WritePlan,
+    request: Request,
+    principal: Principal | undefined,
+  ): Promise<string> {
+    const key = this.#idempotencyKey(request);
+    let reply: Reply;
+    if (key === undefined) reply = plan.reply(await this.#store.write(plan.write));
+    else {
+      let applied: Reply | undefined;
+      const outcome = await this.#store.writeKeyed(plan.write, {
+        owner: principal?.id ?? ANONYMOUS_OWNER,
+        key,
+        fingerprint: fingerprint(operation, plan.args),
+        reply: (result) => (applied = plan.reply(result)).text,
+      });
+      this.#observer.idempotent?.(outcome.kind);
+      if (outcome.kind === "reused") {
+        this.#observer.operation?.(operation, false);
+        return reusedReply(key);
+      }
+      if (outcome.kind === "replayed") {
+        // Nothing changed: counted as a replay, not audited as a change.
+        this.#observer.operation?.(operation, outcome.reply.startsWith('{"success":true'));
+        return replayReply(outcome.reply);
+      }
+      reply = applied!;
+    }
+    this.#observer.operation?.(operation, reply.ok);
+    if (principal && reply.ok) this.#observer.changed?.(principal, operation, scopeOf(request));
+    return reply.text;
+  }
+
+  /** The request's idempotency key, if it has one (checked). */
+  #idempotencyKey(request: Request): string | undefined {
+    const given = request[IDEMPOTENCY_FIELD];
+    if (given === undefined) return undefined;
+    const parsed = IdempotencyKey.safeParse(given);
+    if (!parsed.success) {
+      throw new WrapperError(
+        `${IDEMPOTENCY_FIELD} ${parsed.error.issues[0]?.message ?? "is not valid"}`,
+      );
+    }
+    return parsed.data;
   }
 
   /** The caller's principal, or the reply refusing the request. */
@@ -250,43 +344,11 @@ export class StateOperations {
     if (!this.#store.hasScope(scope)) throw new CallbackError(`Scope '${scope}' does not exist`);
   }
 
-  #write = (write: Parameters<StateStore["write"]>[0]): Promise<WriteResult> =>
-    this.#store.write(write);
-
   #operations: Record<string, (request: Request) => Promise<string> | string> = {
-    "create-scope": async (request) => {
-      const scope = this.#name(request, "service");
-      const result = await this.#write({ kind: "create-scope", scope });
-      if (result.kind === "scope" && !result.changed) {
-        throw new CallbackError(`Scope '${scope}' already exists`);
-      }
-      return success({ scope, status: "created" });
-    },
-    "delete-scope": async (request) => {
-      const scope = this.#name(request, "service");
-      const result = await this.#write({ kind: "delete-scope", scope });
-      if (result.kind === "scope" && !result.changed) {
-        throw new CallbackError(`Scope '${scope}' does not exist`);
-      }
-      return success({ scope, status: "deleted" });
-    },
-    "state-set": async (request) => {
-      const scope = this.#name(request, "service");
-      const key = this.#name(request, "key");
-      const value = this.#value(request, key);
-      await this.#write({ kind: "set", scope, entries: [[key, value]] });
-      return success({ key, scope, status: "set", value });
-    },
     "state-get": (request) => {
       const scope = this.#name(request, "service");
       const key = this.#name(request, "key");
       return success({ key, scope, value: this.#store.get(scope, key)?.value ?? "" });
-    },
-    "delete": async (request) => {
-      const scope = this.#name(request, "service");
-      const key = this.#name(request, "key");
-      await this.#write({ kind: "delete", scope, key });
-      return success({ key, scope, status: "deleted" });
     },
     "list-scopes": () => {
       const scopes = this.#store.scopes();
@@ -326,7 +388,60 @@ export class StateOperations {
       }
       return success({ entries: sorted(found), scope });
     },
-    "state-set-many": async (request) => {
+  };
+  /** The write operations: each checks its request and plans its write. */
+  #writes: Record<string, (request: Request) => WritePlan> = {
+    "create-scope": (request) => {
+      const scope = this.#name(request, "service");
+      return {
+        write: { kind: "create-scope", scope },
+        args: { service: scope },
+        reply: (result) =>
+          result.kind === "scope" && !result.changed
+            ? failed(`Scope '${scope}' already exists`)
+            : succeeded({ scope, status: "created" }),
+      };
+    },
+    "delete-scope": (request) => {
+      const scope = this.#name(request, "service");
+      return {
+        write: { kind: "delete-scope", scope },
+        args: { service: scope },
+        reply: (result) =>
+          result.kind === "scope" && !result.changed
+            ? failed(`Scope '${scope}' does not exist`)
+            : succeeded({ scope, status: "deleted" }),
+      };
+    },
+    "state-set": (request) => {
+      const scope = this.#name(request, "service");
+      const key = this.#name(request, "key");
+      const value = this.#value(request, key);
+      return {
+        write: { kind: "set", scope, entries: [[key, value]] },
+        args: { service: scope, key, value },
+        reply: () => succeeded({ key, scope, status: "set", value }),
+      };
+    },
+    "delete": (request) => {
+      const scope = this.#name(request, "service");
+      const key = this.#name(request, "key");
+      // Keyed, the reply says whether the key existed: a replay then gives
+      // the gateway the first answer (404 or 200) rather than today's state.
+      const keyed = request[IDEMPOTENCY_FIELD] !== undefined;
+      return {
+        write: { kind: "delete", scope, key },
+        args: { service: scope, key },
+        reply: (result) =>
+          succeeded({
+            key,
+            scope,
+            status: "deleted",
+            ...(keyed ? { existed: result.kind === "delete" && result.existed } : {}),
+          }),
+      };
+    },
+    "state-set-many": (request) => {
       const scope = this.#name(request, "service");
       const given = request.entries;
       if (typeof given !== "object" || given === null || Array.isArray(given)) {
@@ -341,14 +456,20 @@ export class StateOperations {
         this.#checkName(key, "key");
         return [key, this.#value(request, key, value)] as const;
       });
-      const result = await this.#write({ kind: "set", scope, entries: checked });
-      const revisions: Record<string, number> = {};
-      if (result.kind === "set") {
-        checked.forEach(([key], i) => revisions[key] = result.revisions[i]!);
-      }
-      return success({ revisions: sorted(revisions), scope, status: "set" });
+      return {
+        write: { kind: "set", scope, entries: checked },
+        // Pairs, sorted: an object would drop or mangle a "__proto__" key.
+        args: { service: scope, entries: [...checked].sort(([a], [b]) => a < b ? -1 : 1) },
+        reply: (result) => {
+          const revisions: Record<string, number> = {};
+          if (result.kind === "set") {
+            checked.forEach(([key], i) => revisions[key] = result.revisions[i]!);
+          }
+          return succeeded({ revisions: sorted(revisions), scope, status: "set" });
+        },
+      };
     },
-    "state-cas": async (request) => {
+    "state-cas": (request) => {
       const scope = this.#name(request, "service");
       const key = this.#name(request, "key");
       const value = this.#value(request, key);
@@ -356,15 +477,20 @@ export class StateOperations {
       if (typeof expected !== "number" || !Number.isInteger(expected) || expected < 0) {
         throw new WrapperError("revision parameter missing (0 for a key that must not exist)");
       }
-      const result = await this.#write({ kind: "set", scope, entries: [[key, value]], expected });
-      if (result.kind === "conflict") {
-        throw new CallbackError(
-          `Revision mismatch for key '${key}': expected ${expected}, current ${result.current}`,
-          { current_revision: result.current, key, scope },
-        );
-      }
-      const revision = result.kind === "set" ? result.revisions[0]! : 0;
-      return success({ key, revision, scope, status: "set", value });
+      return {
+        write: { kind: "set", scope, entries: [[key, value]], expected },
+        args: { service: scope, key, value, revision: expected },
+        reply: (result) => {
+          if (result.kind === "conflict") {
+            return failed(
+              `Revision mismatch for key '${key}': expected ${expected}, current ${result.current}`,
+              { current_revision: result.current, key, scope },
+            );
+          }
+          const revision = result.kind === "set" ? result.revisions[0]! : 0;
+          return succeeded({ key, revision, scope, status: "set", value });
+        },
+      };
     },
   };
 }
