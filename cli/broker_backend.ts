@@ -29,9 +29,11 @@ import { subscribeDirect } from "./bus_direct.ts";
 import { apiFailure, CliError } from "./errors.ts";
 import { probe } from "./net.ts";
 
+const BROKER_SERVICE = "org.plantd.Broker";
+
 /** Services the broker answers itself: never refused for lack of workers. */
 function brokerOwn(service: string): boolean {
-  return service.startsWith("mmi.") || service === "org.plantd.Broker";
+  return service.startsWith("mmi.") || service === BROKER_SERVICE;
 }
 
 /** What `services` asks `mmi.service` about when given no names. */
@@ -175,6 +177,7 @@ export class BrokerBackend implements Backend {
   call(service: string, operation: string, json: string): Promise<Frame[]> {
     return this.#run(async () => {
       if (!brokerOwn(service)) await this.#require(service);
+      else this.#refuseUnanswered(service);
       const frames = await this.#client.request(service, [operation, json]);
       return frames.map(frameToJson);
     });
@@ -233,6 +236,20 @@ export class BrokerBackend implements Backend {
         },
       );
     }
+  }
+
+  /**
+   * A service the broker would answer itself, asked of a broker known not to:
+   * a clear refusal rather than a request queued for a worker that never comes.
+   */
+  #refuseUnanswered(service: string): void {
+    const features = this.#features!;
+    const missing = service === BROKER_SERVICE ? !this.#hasDirectory : features.mmi === false;
+    if (!missing) return;
+    throw new CliError(
+      `the broker at ${this.target} does not answer ${service}: it is ${features.summary}`,
+      "UNSUPPORTED",
+    );
   }
 
   /** Whether a state worker is registered: the directory, mmi.service, or unknown (undefined). */

@@ -341,7 +341,17 @@ for (const kind of KINDS) {
           assert.equal(r.code, 1, r.stderr);
           assert.match(r.stderr, /cannot list its services: .*did not answer mmi\.broker/);
           assert.match(r.stderr, /'plant call SERVICE OPERATION' still works/);
+          r = await plant([...cli, "call", "mmi.service", "x"]);
+          assert.equal(r.code, 1, r.stderr);
+          assert.match(
+            r.stderr,
+            /does not answer mmi\.service: it is a broker that did not answer/,
+          );
         }
+        // Our broker's own service, asked of one that has none: refused at once, not queued.
+        r = await plant([...cli, "call", "org.plantd.Broker", "services"]);
+        assert.equal(r.code, 1, r.stderr);
+        assert.match(r.stderr, /does not answer org\.plantd\.Broker: it is /);
 
         r = await plant([...cli, "--json", "health"]);
         assert.equal(r.code, 1, r.stderr);
