@@ -373,7 +373,7 @@ function paramsText(row: Row): string {
 
 function metricsText(metrics: Metrics): string {
   return Object.entries(metrics).slice(0, 4).map(([k, v]) =>
-    `${k} ${num(v, Math.abs(v) < 10 ? 3 : 0)}`
+    `${k} ${num(v, Number.isInteger(v) || Math.abs(v) >= 10 ? 0 : 3)}`
   ).join(", ");
 }
 
