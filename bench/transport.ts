@@ -91,7 +91,9 @@ async function startBroker(extra: string[] = []) {
   return { broker, port };
 }
 
-async function idlePeers(peers: number): Promise<{ before: number; after: number; perPeer: number }> {
+async function idlePeers(
+  peers: number,
+): Promise<{ before: number; after: number; perPeer: number }> {
   const { broker, port } = await startBroker();
   const mmi = clientRequest("mmi.service", encoder.encode("nobody"));
   const conns: Deno.TcpConn[] = [];
