@@ -63,6 +63,7 @@ import {
 import { renderSection, stats } from "./_render.ts";
 import { foreignCores, foreignTicks, idleFraction, num, ticksPerSecond } from "./_stats.ts";
 
+export type { Check, Table } from "./_result.ts";
 export {
   Child,
   type ChildOptions,
