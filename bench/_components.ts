@@ -25,7 +25,7 @@ export interface ChildOptions {
   /** Shown in its diagnostics. */
   name: string;
   /** Script path, absolute or relative to the repository (e.g. `bench/procs/broker.ts`). */
-  script: string;
+  script?: string;
   args?: string[];
   env?: Record<string, string>;
   /** Working directory and the tree whose deno.json is used (default: this repository). */
@@ -34,6 +34,8 @@ export interface ChildOptions {
   denoFlags?: string[];
   /** How {@link Child.stop} asks it to end: close stdin (bench/procs) or SIGTERM (components). */
   stopBy?: "stdin" | "SIGTERM";
+  /** Runs this executable with `args` instead of a Deno script (e.g. a private redis-server). */
+  command?: string;
 }
 
 /** A child Deno process; its stdout is read in lines as they come. */
@@ -52,11 +54,13 @@ export class Child {
 
   constructor(options: ChildOptions) {
     const tree = (options.tree ?? REPO).replace(/\/?$/, "/");
-    const script = options.script.startsWith("/") ? options.script : `${tree}${options.script}`;
+    if (!options.script && !options.command) throw new Error(`${options.name}: nothing to run`);
+    const named = options.script ?? "";
+    const script = named.startsWith("/") ? named : `${tree}${named}`;
     this.name = options.name;
     this.#stopBy = options.stopBy ?? "stdin";
-    const process = new Deno.Command(Deno.execPath(), {
-      args: [
+    const process = new Deno.Command(options.command ?? Deno.execPath(), {
+      args: options.command ? (options.args ?? []) : [
         "run",
         "-A",
         ...(options.denoFlags ?? []),

@@ -107,7 +107,7 @@ function cell(row: Row, input: Column): string {
 function renderTable(result: BenchResult, spec: Table): string {
   const rows = spec.rows.map((key) => {
     const row = rowOf(result, key);
-    if (!row) return spec.columns.map((c, i) => i === 0 ? `${key} (not measured)` : "");
+    if (!row) return spec.columns.map((_, i) => i === 0 ? `${key} (not measured)` : "");
     return spec.columns.map((c) => cell(row, c).replaceAll("|", "\\|"));
   });
   return table(spec.columns.map((c) => c.header), rows);
