@@ -192,8 +192,9 @@ export function renderSection(result: BenchResult, file: string): string {
         : "") +
       `; ${machineText(result)}. Raw result: ${file}.`,
     "",
-    `${result.rounds} ${result.rounds === 1 ? "round" : "rounds"}, rows interleaved in rotating ` +
-      "order within each round; tables give the median over rounds and the range (min–max). " +
+    `${result.rounds} ${result.rounds === 1 ? "round" : "rounds"}; each round runs every row ` +
+      "once, round-robin, starting at a different row; tables give the median over rounds and " +
+      "the range (min–max). " +
       (result.overridden.length
         ? `Settings, OVERRIDDEN (${result.overridden.join(", ")}; not for BENCHMARKS.md): `
         : "Settings, all at their defaults: ") +

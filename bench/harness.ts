@@ -7,8 +7,8 @@
  *   Every bench also has `rounds` (BENCH_ROUNDS, 3) and `quiet_wait_ms`
  *   (BENCH_QUIET_WAIT_MS, 20000).
  * - Rows are measured in N rounds; within a round every row (or unit of rows
- *   measured together) runs once, in an order that rotates between rounds, so
- *   drift of a shared machine hits every row alike.
+ *   measured together) runs once, round-robin, each round starting a different
+ *   stretch into the list, so drift of a shared machine hits every row alike.
  * - Before each run, a quiet-machine check (waits, bounded, for the machine to
  *   be {@link DEFAULT_MIN_IDLE} idle) whose outcome is recorded with the run,
  *   as is the CPU other processes used during it.
@@ -296,8 +296,9 @@ export class Bench<S extends SettingsSpec> {
   }
 
   /**
-   * `rounds` rounds (the setting unless given); in each, every unit once, in
-   * an order rotated by one per round, each after a quiet check. A unit's
+   * `rounds` rounds (the setting unless given); in each, every unit once,
+   * round-robin from a start that moves by units/rounds per round, each after
+   * a quiet check. A unit's
    * rows must have been declared with {@link row} (a unit without `rows`
    * fills the row of its key). A failing measurement is recorded as a failed
    * run of its rows and the bench goes on.
@@ -309,9 +310,12 @@ export class Bench<S extends SettingsSpec> {
   ): Promise<void> {
     const rounds = options.rounds ?? this.settings.rounds;
     const ticks = await ticksPerSecond();
+    // Each round starts a different stretch into the list, so a drift over the run does not
+    // fall on the same units every round.
+    const stride = Math.max(1, Math.ceil(units.length / rounds));
     for (let round = 0; round < rounds; round++) {
       for (let k = 0; k < units.length; k++) {
-        const unit = units[(k + round) % units.length]!;
+        const unit = units[(k + round * stride) % units.length]!;
         const keys = unit.rows ?? [unit.key];
         const rows = keys.map((key) => {
           const row = this.rows.find((r) => r.key === key);

@@ -7,12 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { Publisher } from "../bus/publisher.ts";
-import {
-  deleteKeys,
-  randomPrefix,
-  RedisServer,
-  TEST_REDIS_URL,
-} from "./_redis.ts";
+import { deleteKeys, randomPrefix, RedisServer, TEST_REDIS_URL } from "./_redis.ts";
 import { RedisLink } from "../gateway/shared/redis.ts";
 import { freePort, spawnWatched, waitFor } from "./_helpers.ts";
 import { startSystem, type System } from "./_system.ts";
