@@ -18,7 +18,9 @@
  *   through transport/native_socket.ts;
  * - NATS: nats-server (system service), responder subscription in a child
  *   process, client here through @nats-io/transport-node on Deno's Node
- *   layer; the CPU table shows what that client costs ("client").
+ *   layer; and the same with the C client (bench/native/nats_echo.c, built
+ *   here with `cc` against Debian's libnats-dev) as requester and responder
+ *   processes. The CPU table shows what each client costs ("client").
  *
  * Each run: {@link WARMUP_MS} warm-up, then `measure_ms` or
  * {@link MAX_REQUESTS} round trips, closed loop with N requests in flight.
@@ -41,7 +43,7 @@ const IDLE_SETTLE_MS = 1000;
 const IDLE_SAMPLE_MS = 5000;
 const PAYLOAD_BYTES = 64;
 const PAYLOAD = new Uint8Array(PAYLOAD_BYTES).map((_, i) => 97 + (i % 26));
-const ALL_SYSTEMS = "ts-1x1,ts-4x1,ts-16x1,ts-1x256,libzmq-1x1,zmq,nats";
+const ALL_SYSTEMS = "ts-1x1,ts-4x1,ts-16x1,ts-1x256,libzmq-1x1,zmq,nats,nats-c";
 const DENO_JSON = new URL("../deno.json", import.meta.url);
 
 /** The version of an npm import in deno.json, for labels. */
@@ -156,6 +158,8 @@ interface System {
   key: string;
   label: string;
   call: () => Promise<void>;
+  /** Measures a run itself (a client in another process) instead of driving `call` here. */
+  measure?: (inFlight: number, ms: number) => Promise<Metrics>;
   /** Processes whose CPU is shown, by name. */
   processes: Array<[string, number | "self"]>;
   close(): Promise<void>;
@@ -296,6 +300,88 @@ async function startNats(server: string): Promise<System> {
   };
 }
 
+/**
+ * NATS request-reply through the C client (Debian's libnats-dev), requester
+ * and responder each in a process of its own: what a native client costs.
+ */
+async function startNatsC(server: string): Promise<System> {
+  const dir = await Deno.makeTempDir({ prefix: "bench-nats-c-" });
+  const binary = `${dir}/nats_echo`;
+  const source = new URL("./native/nats_echo.c", import.meta.url).pathname;
+  const build = await new Deno.Command("cc", {
+    args: ["-O2", "-o", binary, source, "-lnats"],
+    stdout: "null",
+    stderr: "piped",
+  }).output().catch((error) => ({
+    success: false,
+    stderr: new TextEncoder().encode(String(error)),
+  }));
+  if (!build.success) {
+    throw new Error(
+      "the C client needs cc and Debian's libnats-dev (apt-get install gcc libnats-dev): " +
+        new TextDecoder().decode(build.stderr).split("\n")[0],
+    );
+  }
+  const url = `nats://${server}`;
+  const subject = `plantd.bench.cecho.${crypto.randomUUID()}`;
+  const responder = await spawnReady({
+    name: "nats-c responder",
+    command: binary,
+    args: ["respond", url, subject],
+  });
+  const serverPid = findPid("nats-server");
+  const ticks = await ticksPerSecond();
+  return {
+    key: "nats-c",
+    label: `NATS request-reply (nats-server; client and responder: C client ${responder.ready}, ` +
+      "send_asap as its Request() sends)",
+    call: () => Promise.reject(new Error("measured by the requester process")),
+    measure: async (inFlight, ms) => {
+      const pids = serverPid === undefined
+        ? [responder.child.pid]
+        : [responder.child.pid, serverPid];
+      const meter = new CpuMeter(pids, ticks);
+      const requester = new Deno.Command(binary, {
+        args: [
+          "request",
+          url,
+          subject,
+          String(inFlight),
+          String(WARMUP_MS),
+          String(ms),
+          String(PAYLOAD_BYTES),
+        ],
+        stdout: "piped",
+        stderr: "inherit",
+      }).output();
+      // The requester measures after its warm-up; the others are metered over about the same time.
+      await new Promise((r) => setTimeout(r, WARMUP_MS));
+      meter.start();
+      const output = await requester;
+      const percents = meter.percent();
+      const line = new TextDecoder().decode(output.stdout).split("\n").find((l) =>
+        l.startsWith("RESULT ")
+      );
+      if (!output.success || !line) throw new Error("C requester failed");
+      const r = JSON.parse(line.slice("RESULT ".length));
+      return {
+        "req/s": r.count / r.seconds,
+        "p50 ms": r.p50Ms,
+        "p99 ms": r.p99Ms,
+        errors: 0,
+        "cpu.client": r.cpuSeconds / r.seconds * 100,
+        "cpu.responder": percents[0]!,
+        ...(serverPid === undefined ? {} : { "cpu.nats-server": percents[1]! }),
+      };
+    },
+    processes: [],
+    close: async () => {
+      await responder.child.stop();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
 await runBench({
   name: "broker",
   title: "Broker (deno task bench:broker)",
@@ -323,11 +409,12 @@ await runBench({
         if (key in BROKER_LAYOUTS) systems.push(await startBroker(key));
         else if (key === "zmq") systems.push(await startZmq());
         else if (key === "nats") systems.push(await startNats(bench.settings.nats_server));
+        else if (key === "nats-c") systems.push(await startNatsC(bench.settings.nats_server));
         else throw new Error(`unknown system '${key}' (known: ${ALL_SYSTEMS})`);
       } catch (error) {
-        // NATS may be down: its rows say so; an unknown name is a mistake.
-        if (key !== "nats") throw error;
-        problems.push(`NATS at ${bench.settings.nats_server}: ${(error as Error).message}`);
+        // NATS may be down, or the C client missing: their rows say so; an unknown name is a mistake.
+        if (!key.startsWith("nats")) throw error;
+        problems.push(`${key} at ${bench.settings.nats_server}: ${(error as Error).message}`);
       }
     }
     const units = systems.flatMap((system) =>
@@ -349,6 +436,7 @@ await runBench({
         const [broker, worker] = idle.percent() as [number, number];
         return { "cpu.broker": broker, "cpu.worker": worker };
       }
+      if (system.measure) return await system.measure(inFlight, bench.settings.measure_ms);
       await drive(inFlight, system.call, WARMUP_MS);
       const meter = new CpuMeter(system.processes.map(([, pid]) => pid), ticks);
       meter.start();
@@ -371,13 +459,13 @@ await runBench({
   const keys = (system: string) => IN_FLIGHT.map((n) => `${system}@${n}`);
   const present = (system: string) => systems.some((s) => s.key === system);
   const tableRows = systems.flatMap((s) => keys(s.key));
-  const natsVs = (system: string, what: string) =>
-    present(system) && present("nats")
+  const natsVs = (system: string, what: string, nats: string, client: string) =>
+    present(system) && present(nats)
       ? IN_FLIGHT.map((n) => ({
-        name: `not slower than NATS at ${n} in flight, ${what}`,
+        name: `not slower than NATS (${client}) at ${n} in flight, ${what}`,
         value: { rows: [`${system}@${n}`], metric: "req/s" },
         op: ">=" as const,
-        target: { rows: [`nats@${n}`], metric: "req/s" },
+        target: { rows: [`${nats}@${n}`], metric: "req/s" },
       }))
       : [];
   return {
@@ -408,8 +496,10 @@ await runBench({
       },
       {
         intro: "CPU during each run, % of one core per process (median over rounds); the client " +
-          "is the bench process. For NATS, `client` is the @nats-io/transport-node client's " +
-          "cost and nats-server is the system service.",
+          "is the bench process, except for the C client's row, where it is the requester " +
+          "process (its own CPU time over its measured window; responder and nats-server over " +
+          "about the same time). For NATS, `client` is what the client library costs, and " +
+          "nats-server is the system service.",
         rows: tableRows,
         columns: [
           { header: "system", show: "label" },
@@ -446,8 +536,10 @@ await runBench({
         op: ">=",
         target: 25_000,
       },
-      ...natsVs("ts-1x1", "echo worker at defaults"),
-      ...natsVs("ts-1x256", "worker of capacity 256"),
+      ...natsVs("ts-1x1", "echo worker at defaults", "nats", "Node client"),
+      ...natsVs("ts-1x1", "echo worker at defaults", "nats-c", "C client"),
+      ...natsVs("ts-1x256", "worker of capacity 256", "nats", "Node client"),
+      ...natsVs("ts-1x256", "worker of capacity 256", "nats-c", "C client"),
       {
         name: "unloaded p50 < 0.5 ms (1 in flight, echo worker at defaults), ms",
         value: { rows: ["ts-1x1@1"], metric: "p50 ms" },
