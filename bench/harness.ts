@@ -423,6 +423,9 @@ export async function runBench<S extends SettingsSpec>(
   };
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
+  // A crash outside `body` (an unhandled rejection) must not leave components running.
+  globalThis.addEventListener("unload", killAll);
+  globalThis.addEventListener("unhandledrejection", killAll);
   let timedOut = false;
   const watchdog = setTimeout(() => {
     timedOut = true;
