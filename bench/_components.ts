@@ -203,6 +203,29 @@ export function startComponent(
   return { pid: child.pid, stop: () => child.stop(3000) };
 }
 
+/**
+ * `main.ts state` on `<dir>/state.db` against the broker at `brokerEndpoint`,
+ * publishing its changes to `busEndpoint` ("" for none), health server off.
+ */
+export function startStateService(
+  dir: string,
+  brokerEndpoint: string,
+  busEndpoint: string,
+  extra: string[] = [],
+): Component {
+  return startComponent("state", [
+    "--db",
+    `${dir}/state.db`,
+    "--broker-endpoint",
+    brokerEndpoint,
+    "--health-port",
+    "0",
+    "--bus-endpoint",
+    busEndpoint,
+    ...extra,
+  ]);
+}
+
 /** Stops every child still running (end of a bench, error paths). */
 export async function stopAll(): Promise<void> {
   await Promise.all([...running].map((child) => child.stop(3000)));

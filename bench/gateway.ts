@@ -37,6 +37,7 @@ import {
   runBench,
   spawnReady,
   startComponent,
+  startStateService,
   stopAll,
   until,
 } from "./harness.ts";
@@ -162,16 +163,7 @@ await runBench({
         { name: "state", frontend: stateFrontend, backend: stateBackend },
       ]),
     });
-    startComponent("state", [
-      "--db",
-      `${dir}/state.db`,
-      "--broker-endpoint",
-      brokerEndpoint,
-      "--health-port",
-      "0",
-      "--bus-endpoint",
-      stateFrontend,
-    ]);
+    startStateService(dir, brokerEndpoint, stateFrontend);
     const gateway = (port: number, extra: string[], env: Record<string, string> = {}) =>
       startComponent("gateway", [
         "--port",

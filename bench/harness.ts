@@ -71,6 +71,7 @@ export {
   freePort,
   spawnReady,
   startComponent,
+  startStateService,
   stopAll,
   until,
 } from "./_components.ts";

@@ -22,7 +22,14 @@
  */
 import { TokenIssuer } from "../auth/tokens.ts";
 import { summarize } from "./_stats.ts";
-import { freePort, runBench, startComponent, stopAll, until } from "./harness.ts";
+import {
+  freePort,
+  runBench,
+  startComponent,
+  startStateService,
+  stopAll,
+  until,
+} from "./harness.ts";
 
 const JWT_SECRET = "bench-login-secret-of-at-least-32-characters";
 
@@ -101,18 +108,7 @@ await runBench({
         { name: "state", frontend: stateFrontend, backend: stateBackend },
       ]),
     });
-    startComponent("state", [
-      "--db",
-      `${dir}/state.db`,
-      "--broker-endpoint",
-      brokerEndpoint,
-      "--health-port",
-      "0",
-      "--bus-endpoint",
-      stateFrontend,
-      "--jwt-secret",
-      JWT_SECRET,
-    ]);
+    startStateService(dir, brokerEndpoint, stateFrontend, ["--jwt-secret", JWT_SECRET]);
     startComponent("gateway", [
       "--port",
       String(port),

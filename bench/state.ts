@@ -30,6 +30,7 @@ import {
   type Metrics,
   runBench,
   startComponent,
+  startStateService,
   until,
 } from "./harness.ts";
 
@@ -59,18 +60,7 @@ async function plantd(
   const broker = startComponent("broker", ["--endpoint", endpoint, "--health-port", "0"], {
     PLANTD_BROKER_BUSES: "[]",
   });
-  const state = startComponent("state", [
-    "--db",
-    `${dir}/state.db`,
-    "--broker-endpoint",
-    endpoint,
-    "--health-port",
-    "0",
-    "--bus-endpoint",
-    "",
-    "--synchronous",
-    synchronous,
-  ]);
+  const state = startStateService(dir, endpoint, "", ["--synchronous", synchronous]);
   const client = new MdpClient(endpoint, { timeoutMs: 10_000 });
   try {
     await until(
