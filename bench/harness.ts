@@ -45,8 +45,15 @@
  * });
  * ```
  *
- * Spawning: {@link Child} / {@link spawnReady} for bench/procs scripts,
- * {@link startComponent} for `main.ts` components (bench/_components.ts).
+ * Spawning (bench/_components.ts, re-exported here): {@link Child} /
+ * {@link spawnReady} for bench/procs scripts or, with `command`, any
+ * executable (a private redis-server); {@link startComponent} and
+ * {@link startStateService} for `main.ts` components; all stopped by the
+ * harness. Also {@link closedLoop}, {@link until}, {@link freePort},
+ * {@link filesystemOf} (record where a database lives: fsync is free on
+ * tmpfs) and {@link provenance}. A new bench gets a section in BENCHMARKS.md
+ * as soon as it has a run with default settings; add it to KNOWN_BENCHES in
+ * bench/report.ts to place it (and to get a placeholder before its first run).
  *
  * @module
  */
