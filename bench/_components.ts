@@ -204,18 +204,19 @@ export function startComponent(
 }
 
 /**
- * `main.ts state` on `<dir>/state.db` against the broker at `brokerEndpoint`,
- * publishing its changes to `busEndpoint` ("" for none), health server off.
+ * `main.ts state` on `db` (a file, or a database URL) against the broker at
+ * `brokerEndpoint`, publishing its changes to `busEndpoint` ("" for none),
+ * health server off.
  */
 export function startStateService(
-  dir: string,
+  db: string,
   brokerEndpoint: string,
   busEndpoint: string,
   extra: string[] = [],
 ): Component {
   return startComponent("state", [
     "--db",
-    `${dir}/state.db`,
+    db,
     "--broker-endpoint",
     brokerEndpoint,
     "--health-port",

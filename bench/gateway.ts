@@ -163,7 +163,7 @@ await runBench({
         { name: "state", frontend: stateFrontend, backend: stateBackend },
       ]),
     });
-    startStateService(dir, brokerEndpoint, stateFrontend);
+    startStateService(`${dir}/state.db`, brokerEndpoint, stateFrontend);
     const gateway = (port: number, extra: string[], env: Record<string, string> = {}) =>
       startComponent("gateway", [
         "--port",

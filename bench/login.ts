@@ -108,7 +108,10 @@ await runBench({
         { name: "state", frontend: stateFrontend, backend: stateBackend },
       ]),
     });
-    startStateService(dir, brokerEndpoint, stateFrontend, ["--jwt-secret", JWT_SECRET]);
+    startStateService(`${dir}/state.db`, brokerEndpoint, stateFrontend, [
+      "--jwt-secret",
+      JWT_SECRET,
+    ]);
     startComponent("gateway", [
       "--port",
       String(port),

@@ -60,7 +60,7 @@ async function plantd(
   const broker = startComponent("broker", ["--endpoint", endpoint, "--health-port", "0"], {
     PLANTD_BROKER_BUSES: "[]",
   });
-  const state = startStateService(dir, endpoint, "", ["--synchronous", synchronous]);
+  const state = startStateService(`${dir}/state.db`, endpoint, "", ["--synchronous", synchronous]);
   const client = new MdpClient(endpoint, { timeoutMs: 10_000 });
   try {
     await until(
