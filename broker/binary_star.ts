@@ -135,7 +135,9 @@ export class BinaryStar {
             error: "both brokers of the pair were active (split brain): the backup went passive",
           };
         }
-        return { error: "both brokers of the pair were active (split brain): the backup must yield" };
+        return {
+          error: "both brokers of the pair were active (split brain): the backup must yield",
+        };
       case "passive":
         if (state === "primary" || state === "backup") {
           return this.#go("active", `the ${state} restarted: active`);

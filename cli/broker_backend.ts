@@ -25,9 +25,13 @@ function brokerOwn(service: string): boolean {
   return service.startsWith("mmi.") || service === "org.plantd.Broker";
 }
 
-/** The broker at `endpoint`; `busEndpoint` names a bus's backend for subscribe. */
+/**
+ * The broker at `endpoint` (or the active one of a pair's endpoints);
+ * `busEndpoint` names a bus's backend for subscribe.
+ */
 export class BrokerBackend implements Backend {
   readonly target: string;
+  #endpoints: readonly string[];
   #client: MdpClient;
   #timeoutMs: number;
   #directory: ServiceDirectory;
@@ -37,12 +41,13 @@ export class BrokerBackend implements Backend {
   #curve: CurveClientKeys | undefined;
 
   constructor(
-    endpoint: string,
+    endpoint: string | readonly string[],
     timeoutMs: number,
     busEndpoint: (bus: string) => string,
     curve?: CurveClientKeys,
   ) {
-    this.target = endpoint;
+    this.#endpoints = typeof endpoint === "string" ? [endpoint] : endpoint;
+    this.target = this.#endpoints.join(",");
     this.#timeoutMs = timeoutMs;
     this.#busEndpoint = busEndpoint;
     this.#curve = curve;
@@ -55,7 +60,7 @@ export class BrokerBackend implements Backend {
 
   /** Runs `work` once the broker is known to listen and its services are known. */
   async #run<T>(work: () => Promise<T>): Promise<T> {
-    this.#probed ??= probe(this.target, "broker", this.#timeoutMs).then(async () => {
+    this.#probed ??= this.#probe().then(async () => {
       await this.#directory.refresh();
       if (this.#directory.lastOk === 0) {
         throw apiFailure(
@@ -74,6 +79,15 @@ export class BrokerBackend implements Backend {
       }
       throw error;
     }
+  }
+
+  /** Fails fast when no broker listens; one of a pair listening is enough. */
+  async #probe(): Promise<void> {
+    const results = await Promise.allSettled(
+      this.#endpoints.map((endpoint) => probe(endpoint, "broker", this.#timeoutMs)),
+    );
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed && results.every((r) => r.status === "rejected")) throw failed.reason;
   }
 
   services(): Promise<ServiceRow[]> {

@@ -159,6 +159,8 @@ export async function startGateway(
   const userSessions = createSessions(redis);
   const client = new MdpClient(config.broker_endpoint, {
     timeoutMs: config.request_timeout_ms,
+    onFailover: ({ from, to, reason }) =>
+      log.warn("broker connection moved from {from} to {to}: {reason}", { from, to, reason }),
     ...(brokerCurve ? { curve: brokerCurve } : {}),
     transport: config.mdp_transport,
     wireHeartbeat: wireHeartbeat(config),

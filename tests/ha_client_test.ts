@@ -1,0 +1,212 @@
+/**
+ * Clients and workers of a broker pair (docs/ha.md), in this process on real
+ * sockets: a client given several endpoints moves to the one that serves, a
+ * passive broker refuses requests (BROKER_PASSIVE) and the client takes them
+ * to the active one, a request already written to a broker that dies is
+ * never sent to the other (no phantom), and a worker registers with both.
+ */
+import assert from "node:assert/strict";
+import { brokerConfig, echoConfig, endpointList, stateConfig } from "../config/components.ts";
+import { loadConfig } from "../config/load.ts";
+import { type FailoverEvent, MdpClient } from "../mdp/client.ts";
+import { MdpBrokerError, MdpTimeoutError } from "../mdp/errors.ts";
+import { MdpWorker } from "../mdp/worker.ts";
+import { sharedPoller } from "../transport/fd_poller.ts";
+import type { Frames } from "../transport/frames.ts";
+import { ZMQ_ROUTER } from "../transport/libzmq.ts";
+import { NativeSocket } from "../transport/native_socket.ts";
+import { freePort, waitFor, withBroker } from "./_helpers.ts";
+import { pairPorts, startPairBroker } from "./_pair.ts";
+
+const dec = new TextDecoder();
+
+Deno.test("config: broker_endpoint takes one endpoint as before, or a list (array, comma-separated, JSON)", () => {
+  const one = loadConfig(stateConfig, { args: [], env: {} });
+  assert.equal(one.broker_endpoint, "tcp://127.0.0.1:9797", "one endpoint stays a string");
+  const pair = ["tcp://10.0.0.1:9797", "tcp://10.0.0.2:9797"];
+  const sources: Array<{ args: string[]; env: Record<string, string> }> = [
+    { args: ["--broker-endpoint", pair.join(",")], env: {} },
+    { args: [], env: { PLANTD_STATE_BROKER_ENDPOINT: `${pair[0]}, ${pair[1]}` } },
+    { args: [], env: { PLANTD_STATE_BROKER_ENDPOINT: JSON.stringify(pair) } },
+  ];
+  for (const source of sources) {
+    assert.deepEqual(loadConfig(stateConfig, source).broker_endpoint, pair);
+  }
+  assert.deepEqual(
+    loadConfig(echoConfig, { args: [], env: {}, readTextFile: () => "" }).broker_endpoint,
+    "tcp://127.0.0.1:9797",
+  );
+  assert.deepEqual(endpointList("tcp://a:1"), ["tcp://a:1"]);
+  assert.throws(
+    () => loadConfig(stateConfig, { args: ["--broker-endpoint", "tcp://a:1,http://b"], env: {} }),
+    /broker_endpoint.*ZeroMQ endpoint/,
+  );
+  assert.throws(
+    () => loadConfig(stateConfig, { args: ["--broker-endpoint", "[]"], env: {} }),
+    /at least one broker endpoint/,
+  );
+});
+
+Deno.test("config: ha needs a role, its state_bind and the peer's, heartbeat_ms defaults to 1000", () => {
+  const ha = {
+    role: "backup",
+    state_bind: "tcp://127.0.0.1:9798",
+    peer_state_endpoint: "tcp://127.0.0.1:9799",
+  };
+  const config = loadConfig(brokerConfig, {
+    args: [],
+    env: { PLANTD_BROKER_HA: JSON.stringify(ha) },
+  });
+  assert.deepEqual(config.ha, { ...ha, heartbeat_ms: 1000 });
+  assert.equal(loadConfig(brokerConfig, { args: [], env: {} }).ha, undefined, "off by default");
+  assert.throws(
+    () =>
+      loadConfig(brokerConfig, {
+        args: ["--ha", JSON.stringify({ ...ha, role: "leader" })],
+        env: {},
+      }),
+    /ha\.role/,
+  );
+  assert.throws(
+    () =>
+      loadConfig(brokerConfig, { args: ["--ha", JSON.stringify({ role: "primary" })], env: {} }),
+    /ha\.state_bind/,
+  );
+});
+
+Deno.test("a client of two endpoints whose first broker is down is served by the second", async () => {
+  await withBroker({}, async (server, track) => {
+    track(new MdpWorker(server.endpoint, "echo", (body) => body));
+    const moves: FailoverEvent[] = [];
+    const dead = `tcp://127.0.0.1:${freePort()}`;
+    const client = track(
+      new MdpClient([dead, server.endpoint], {
+        timeoutMs: 5000,
+        connectTimeoutMs: 200,
+        onFailover: (event) => moves.push(event),
+      }),
+    );
+    const [reply] = await client.request("echo", ["hello"]);
+    assert.equal(dec.decode(reply), "hello");
+    assert.equal(client.endpoint, server.endpoint);
+    assert.deepEqual(moves, [{ from: dead, to: server.endpoint, reason: "no connection" }]);
+  });
+});
+
+Deno.test("a passive broker refuses requests with BROKER_PASSIVE; a client of the pair takes them to the active one", async () => {
+  const ports = pairPorts();
+  const primary = await startPairBroker(ports, "primary");
+  const backup = await startPairBroker(ports, "backup");
+  const closables: Array<{ close(): Promise<unknown> }> = [];
+  try {
+    await waitFor(
+      () => primary.pair?.fsm.state === "active" && backup.pair?.fsm.state === "passive",
+      { what: "primary active, backup passive" },
+    );
+    // One worker per broker, to see which broker routed what.
+    const seen: string[] = [];
+    for (const [name, broker] of [["primary", primary], ["backup", backup]] as const) {
+      closables.push(
+        new MdpWorker(broker.endpoint, "echo", (body) => {
+          seen.push(`${name}:${dec.decode(body[0])}`);
+          return body;
+        }, { heartbeatIntervalMs: 200 }),
+      );
+    }
+    await waitFor(
+      () =>
+        primary.server.broker.services().length === 1 &&
+        backup.server.broker.services().length === 1,
+      { what: "the workers registered at both brokers" },
+    );
+    // A client of the passive broker alone is told so.
+    const alone = new MdpClient(backup.endpoint, { timeoutMs: 5000 });
+    closables.push(alone);
+    await assert.rejects(
+      alone.request("echo", ["refused"]),
+      (error: Error) => error instanceof MdpBrokerError && error.code === "BROKER_PASSIVE",
+    );
+    // A client of the pair that starts at the passive one moves to the active one.
+    const moves: FailoverEvent[] = [];
+    const client = new MdpClient([backup.endpoint, primary.endpoint], {
+      timeoutMs: 5000,
+      onFailover: (event) => moves.push(event),
+    });
+    closables.push(client);
+    const [reply] = await client.request("echo", ["moved"]);
+    assert.equal(dec.decode(reply), "moved");
+    assert.deepEqual(seen, ["primary:moved"], "the passive broker routed nothing");
+    assert.deepEqual(moves.map((m) => m.reason), ["broker passive"]);
+    assert.equal(backup.pair?.fsm.state, "passive", "a client while the primary lives is no vote");
+  } finally {
+    for (const closable of closables.reverse()) await closable.close();
+    await backup.close();
+    await primary.close();
+    await sharedPoller().idle();
+  }
+});
+
+Deno.test("no phantom on failover: a request written to a broker that then dies is never sent to the next one", async () => {
+  await withBroker({}, async (server, track) => {
+    const seen: string[] = [];
+    track(
+      new MdpWorker(server.endpoint, "svc", (body) => {
+        seen.push(dec.decode(body[0]));
+        return body;
+      }),
+    );
+    // The first broker: a raw ROUTER that takes the request and dies without answering.
+    const first = `tcp://127.0.0.1:${freePort()}`;
+    const router = new NativeSocket(ZMQ_ROUTER, { linger: 0 });
+    router.attach(first, "bind", "test");
+    const received: Frames[] = [];
+    const loop = router.drain((frames) => received.push(frames));
+    const moves: FailoverEvent[] = [];
+    const client = track(
+      new MdpClient([first, server.endpoint], {
+        connectTimeoutMs: 5000,
+        onFailover: (event) => moves.push(event),
+      }),
+    );
+    try {
+      const written = client.request("svc", ["written"], { timeoutMs: 1500 });
+      await waitFor(() => received.length === 1, { what: "the request at the first broker" });
+      router.close();
+      await loop;
+      await waitFor(() => moves.length === 1, { what: "the client to move on" });
+      assert.equal(moves[0]!.reason, "connection lost");
+      // The caller is told at its deadline; the second broker never sees the request.
+      await assert.rejects(written, MdpTimeoutError);
+      const [fresh] = await client.request("svc", ["fresh"], { timeoutMs: 5000 });
+      assert.equal(dec.decode(fresh), "fresh");
+      assert.deepEqual(seen, ["fresh"], "the written request was not sent again");
+    } finally {
+      router.close();
+      await loop;
+    }
+  });
+});
+
+Deno.test("a worker given both endpoints registers with both brokers and stays connected while one is down", async () => {
+  await withBroker({ heartbeatIntervalMs: 100 }, async (server, track) => {
+    const dead = `tcp://127.0.0.1:${freePort()}`;
+    const worker = track(
+      new MdpWorker([server.endpoint, dead], "both", (body) => body, {
+        heartbeatIntervalMs: 100,
+        concurrency: 2,
+      }),
+    );
+    await waitFor(() => worker.connected, { what: "the worker connected to the live broker" });
+    assert.deepEqual(worker.connectedEndpoints, [server.endpoint]);
+    assert.equal(server.broker.services()[0]?.workers, 2, "concurrency per broker");
+    await withBroker({ endpoint: dead, heartbeatIntervalMs: 100 }, async (second) => {
+      await waitFor(() => second.broker.services()[0]?.workers === 2, {
+        timeoutMs: 10_000,
+        what: "the worker registered at the second broker too",
+      });
+      await waitFor(() => worker.connectedEndpoints.length === 2, {
+        what: "the worker connected to both brokers",
+      });
+    });
+  });
+});
