@@ -9,6 +9,10 @@ import { brokerConfig } from "../config/components.ts";
 import { loadConfig } from "../config/load.ts";
 import { startBroker } from "../roles/broker.ts";
 import { connectableEndpoint } from "../roles/running.ts";
+import type { MdpClient } from "../mdp/client.ts";
+import { MdpError } from "../mdp/errors.ts";
+import { text } from "../mdp/protocol.ts";
+import { STATE_SERVICE } from "../state/operations.ts";
 import { freePort, spawnWatched, waitFor, type WatchedChild } from "./_helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -153,4 +157,194 @@ export class BrokerProcess {
   stop(): Promise<Deno.CommandStatus> {
     return this.child.stop("SIGTERM");
   }
+}
+
+/** A `main.ts state` process serving through both brokers of a pair. */
+export function startStateProcess(endpoints: readonly string[], db: string): WatchedChild {
+  return spawnWatched(
+    new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "main.ts",
+        "state",
+        "--broker-endpoint",
+        endpoints.join(","),
+        "--db",
+        db,
+        "--health-port",
+        "0",
+        "--bus-endpoint",
+        "",
+        "--heartbeat-interval-ms",
+        "200",
+        "--heartbeat-liveness",
+        "10",
+        "--log-level",
+        "warn",
+      ],
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }),
+  );
+}
+
+/** What became of one write of a {@link WriteLoad}. */
+export interface WriteRecord {
+  key: string;
+  sentAt: number;
+  /** When its success reply arrived. */
+  ackedAt?: number;
+  /** When its caller was told it failed, and how. */
+  failedAt?: number;
+  error?: string;
+}
+
+/**
+ * Steady state writes through an MdpClient, as a gateway sends them: a new
+ * write every `1000 / rate` ms whatever happens to the others (at most
+ * `maxInFlight` at once), each setting a fresh key once (`k1`, `k2`, …) in
+ * `scope`, until stopped. A failed write is not retried.
+ */
+export class WriteLoad {
+  readonly records: WriteRecord[] = [];
+  #stopped = false;
+  #inFlight = new Set<Promise<void>>();
+  #loop: Promise<void>;
+  #next = 1;
+  #client: MdpClient;
+  #scope: string;
+  #timeoutMs: number;
+
+  constructor(
+    client: MdpClient,
+    scope: string,
+    options: { rate: number; maxInFlight: number; timeoutMs: number },
+  ) {
+    this.#client = client;
+    this.#scope = scope;
+    this.#timeoutMs = options.timeoutMs;
+    const interval = 1000 / options.rate;
+    this.#loop = (async () => {
+      let due = Date.now();
+      while (!this.#stopped) {
+        while (due <= Date.now() && this.#inFlight.size < options.maxInFlight) {
+          const write: Promise<void> = this.#write().finally(() => this.#inFlight.delete(write));
+          this.#inFlight.add(write);
+          due += interval;
+        }
+        // Behind (in-flight cap): no burst to catch up.
+        if (due < Date.now() - interval) due = Date.now();
+        await new Promise((resolve) => setTimeout(resolve, Math.max(1, due - Date.now())));
+      }
+    })();
+  }
+
+  async #write(): Promise<void> {
+    const record: WriteRecord = { key: `k${this.#next++}`, sentAt: Date.now() };
+    this.records.push(record);
+    try {
+      const [reply] = await this.#client.request(STATE_SERVICE, [
+        "state-set",
+        JSON.stringify({ service: this.#scope, key: record.key, value: record.key }),
+      ], { timeoutMs: this.#timeoutMs });
+      const parsed = JSON.parse(text(reply!));
+      if (parsed.success === true) record.ackedAt = Date.now();
+      else {
+        record.failedAt = Date.now();
+        record.error = String(parsed.error);
+      }
+    } catch (error) {
+      record.failedAt = Date.now();
+      record.error = error instanceof MdpError ? `${error.name}: ${error.message}` : String(error);
+    }
+  }
+
+  /** Writes acknowledged so far whose request was sent at or after `since`. */
+  ackedSince(since: number): number {
+    return this.records.filter((r) => r.ackedAt !== undefined && r.sentAt >= since).length;
+  }
+
+  get acked(): number {
+    return this.records.filter((r) => r.ackedAt !== undefined).length;
+  }
+
+  /** The first acknowledgement of a write sent at or after `since`. */
+  firstAckSince(since: number): number | undefined {
+    let first: number | undefined;
+    for (const r of this.records) {
+      if (
+        r.ackedAt !== undefined && r.sentAt >= since && (first === undefined || r.ackedAt < first)
+      ) {
+        first = r.ackedAt;
+      }
+    }
+    return first;
+  }
+
+  /** Stops making writes and waits for those in flight to settle. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.#loop;
+    await Promise.all(this.#inFlight);
+  }
+}
+
+/** The outcome of a {@link WriteLoad} against what the store holds. */
+export interface WriteCheck {
+  attempted: number;
+  acked: number;
+  failed: number;
+  /** Failed writes that were applied anyway (before their caller was told). */
+  failedApplied: number;
+  /** Acknowledged writes missing from the store or holding another value. */
+  lost: string[];
+  /** Keys at a revision above 1: applied more than once. */
+  duplicated: string[];
+  /** Failed writes applied after their caller was told they failed. */
+  phantoms: string[];
+}
+
+/** Reads every key a load wrote (through `client`) and checks it (see {@link WriteCheck}). */
+export async function checkWrites(
+  client: MdpClient,
+  scope: string,
+  records: readonly WriteRecord[],
+): Promise<WriteCheck> {
+  const check: WriteCheck = {
+    attempted: records.length,
+    acked: 0,
+    failed: 0,
+    failedApplied: 0,
+    lost: [],
+    duplicated: [],
+    phantoms: [],
+  };
+  for (let i = 0; i < records.length; i += 1000) {
+    const chunk = records.slice(i, i + 1000);
+    const [reply] = await client.request(STATE_SERVICE, [
+      "state-get-many",
+      JSON.stringify({ service: scope, keys: chunk.map((r) => r.key) }),
+    ], { timeoutMs: 10_000 });
+    const parsed = JSON.parse(text(reply!));
+    if (parsed.success !== true) throw new Error(`state-get-many failed: ${parsed.error}`);
+    const entries = parsed.data.entries as Record<
+      string,
+      { value: string; revision: number; updated_at: number } | null
+    >;
+    for (const record of chunk) {
+      const entry = entries[record.key];
+      if (record.ackedAt !== undefined) check.acked++;
+      if (record.failedAt !== undefined) check.failed++;
+      if (entry && entry.revision !== 1) check.duplicated.push(record.key);
+      if (record.ackedAt !== undefined && entry?.value !== record.key) check.lost.push(record.key);
+      if (record.failedAt !== undefined && entry) {
+        check.failedApplied++;
+        if (entry.updated_at > record.failedAt) check.phantoms.push(record.key);
+      }
+    }
+  }
+  return check;
 }

@@ -188,18 +188,22 @@ Deno.test("no phantom on failover: a request written to a broker that then dies 
 });
 
 Deno.test("a worker given both endpoints registers with both brokers and stays connected while one is down", async () => {
-  await withBroker({ heartbeatIntervalMs: 100 }, async (server, track) => {
+  // Heartbeats every tick: a loaded machine must not make the worker give a broker up.
+  const brokerOptions = { heartbeatIntervalMs: 100, tickMs: 20 };
+  await withBroker(brokerOptions, async (server, track) => {
     const dead = `tcp://127.0.0.1:${freePort()}`;
     const worker = track(
       new MdpWorker([server.endpoint, dead], "both", (body) => body, {
         heartbeatIntervalMs: 100,
+        heartbeatLiveness: 10,
+        reconnectMs: 100,
         concurrency: 2,
       }),
     );
     await waitFor(() => worker.connected, { what: "the worker connected to the live broker" });
     assert.deepEqual(worker.connectedEndpoints, [server.endpoint]);
     assert.equal(server.broker.services()[0]?.workers, 2, "concurrency per broker");
-    await withBroker({ endpoint: dead, heartbeatIntervalMs: 100 }, async (second) => {
+    await withBroker({ ...brokerOptions, endpoint: dead }, async (second) => {
       await waitFor(() => second.broker.services()[0]?.workers === 2, {
         timeoutMs: 10_000,
         what: "the worker registered at the second broker too",
