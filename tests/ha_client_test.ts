@@ -4,9 +4,20 @@
  * passive broker refuses requests (BROKER_PASSIVE) and the client takes them
  * to the active one, a request already written to a broker that dies is
  * never sent to the other (no phantom), and a worker registers with both.
+ * The gateway, the state worker and `plant --broker` take a list.
  */
 import assert from "node:assert/strict";
-import { brokerConfig, echoConfig, endpointList, stateConfig } from "../config/components.ts";
+import { Registry } from "prom-client";
+import {
+  brokerConfig,
+  echoConfig,
+  endpointList,
+  gatewayConfig,
+  stateConfig,
+} from "../config/components.ts";
+import { startGateway } from "../roles/gateway.ts";
+import { startState } from "../roles/state.ts";
+import { startEchoWorker } from "../workers/echo.ts";
 import { loadConfig } from "../config/load.ts";
 import { type FailoverEvent, MdpClient } from "../mdp/client.ts";
 import { MdpBrokerError, MdpTimeoutError } from "../mdp/errors.ts";
@@ -212,5 +223,86 @@ Deno.test("a worker given both endpoints registers with both brokers and stays c
         what: "the worker connected to both brokers",
       });
     });
+  });
+});
+
+Deno.test("the gateway and the state worker given a pair's endpoints serve through the active broker", async () => {
+  const ports = pairPorts();
+  const primary = await startPairBroker(ports, "primary");
+  const backup = await startPairBroker(ports, "backup");
+  const dir = await Deno.makeTempDir({ prefix: "ha-gateway-" });
+  const parts: Array<{ close(): Promise<unknown> }> = [];
+  try {
+    await waitFor(
+      () => primary.pair?.fsm.state === "active" && backup.pair?.fsm.state === "passive",
+      { what: "primary active, backup passive" },
+    );
+    // The passive broker first: both must find the active one.
+    const endpoints = [backup.endpoint, primary.endpoint];
+    parts.push(
+      await startState(
+        {
+          ...loadConfig(stateConfig, { args: [], env: {} }),
+          db: `${dir}/state.db`,
+          broker_endpoint: endpoints,
+          health_port: 0,
+          heartbeat_interval_ms: 200,
+          heartbeat_liveness: 10,
+          bus_endpoint: "",
+        },
+        undefined,
+        new Registry(),
+      ),
+    );
+    const gateway = await startGateway(
+      {
+        ...loadConfig(gatewayConfig, {
+          args: ["--broker-endpoint", endpoints.join(",")],
+          env: {},
+        }),
+        port: 0,
+        buses: {},
+        publish_buses: {},
+        auth_db: `${dir}/auth.db`,
+      },
+      () => [],
+      new Registry(),
+    );
+    parts.push(gateway);
+    await waitFor(async () => {
+      const response = await fetch(`${gateway.url}/api/state/ha/k1`, {
+        method: "PUT",
+        headers: { "content-type": "text/plain" },
+        body: "v1",
+      });
+      await response.body?.cancel();
+      return response.ok;
+    }, { timeoutMs: 10_000, intervalMs: 100, what: "a write through the gateway" });
+    const read = await (await fetch(`${gateway.url}/api/state/ha/k1`)).json();
+    assert.equal(read.value, "v1");
+    assert.equal(backup.server.broker.services().length, 1, "the state worker is at both brokers");
+  } finally {
+    for (const part of parts.reverse()) await part.close();
+    await backup.close();
+    await primary.close();
+    await sharedPoller().idle();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("plant --broker takes a pair's endpoints separated by a comma and finds the one that serves", async () => {
+  await withBroker({}, async (server, track) => {
+    track(startEchoWorker(server.endpoint));
+    const dead = `tcp://127.0.0.1:${freePort()}`;
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "cli/main.ts", "--broker", `${dead},${server.endpoint}`, "echo", "hi"],
+      cwd: new URL("..", import.meta.url).pathname,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stdout = dec.decode(output.stdout);
+    assert.equal(output.code, 0, `${stdout}${dec.decode(output.stderr)}`);
+    assert.match(stdout, /^hi /);
   });
 });

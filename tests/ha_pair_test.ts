@@ -101,7 +101,12 @@ Deno.test("broker pair in processes: SIGKILL of the primary under steady writes 
     });
     await load.stop();
     const firstAck = load.firstAckSince(killedAt)!;
-    assert.equal((await pairHealth(ports.backup.healthPort)).state, "active");
+    // The backup serves alone: healthy, its peer check (not required) DOWN.
+    const alone = await pairHealth(ports.backup.healthPort);
+    assert.equal(alone.state, "active");
+    assert.equal(alone.status, 200);
+    assert.equal(alone.peerUp, false, alone.peer);
+    assert.match(alone.peer, /no report from the peer/);
 
     const check = await checkWrites(writer, SCOPE, load.records);
     console.log(
