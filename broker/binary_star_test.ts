@@ -88,7 +88,7 @@ for (const [role, before, peer, after, error] of PEER_TABLE) {
     const outcome = fsm.onPeer(peer);
     assert.equal(fsm.state, after);
     assert.equal(outcome.transition?.to, after === before ? undefined : after);
-    assert.equal(outcome.error !== undefined, error, outcome.error);
+    assert.equal(outcome.error !== undefined, error, outcome.error ?? "no error");
     assert.ok(fsm.peerAlive, "any report counts as a live peer");
   });
 }
