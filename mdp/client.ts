@@ -15,7 +15,9 @@
  * Given the endpoints of a broker pair (docs/ha.md), it talks to one at a
  * time and moves to the next when the connection is lost or never comes up,
  * when a request times out with nothing heard from the broker since it was
- * sent, or when the broker answers BROKER_PASSIVE. Requests not yet sent,
+ * sent, or when the broker answers BROKER_PASSIVE (unless the other broker
+ * was just found unreachable: then it asks the passive one again, its vote
+ * for a takeover). Requests not yet sent,
  * and those the passive broker refused (it neither queued nor routed them),
  * go to the next broker within their own deadline; a request already sent
  * to the broker that was left is never sent again: its reply may still
@@ -265,6 +267,9 @@ export class MdpClient {
   #everConnected = false;
   #lastHeard = 0;
   #lastMove = -Infinity;
+  /** Per endpoint: until when it counts as unreachable (left for its connection or silence). */
+  #unreachableUntil: number[] = [];
+  #unreachableMs: number;
   #moveTimer: ReturnType<typeof setTimeout> | undefined;
   /** Requests the passive broker refused, to be sent once the client has moved. */
   #parked = new Set<Pending>();
@@ -282,6 +287,7 @@ export class MdpClient {
     this.#dialect = options.dialect ?? "plantd";
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 500;
     this.#settleMs = options.failoverSettleMs ?? 200;
+    this.#unreachableMs = 4 * this.#connectTimeoutMs;
     this.#onFailover = options.onFailover;
     this.#socketOptions = {
       linger: 0,
@@ -567,7 +573,11 @@ export class MdpClient {
     if (Date.now() - this.#openedAt >= this.#connectTimeoutMs) this.#requestMove("no connection");
   }
 
-  /** Moves to the next endpoint now, or once the last move is `failoverSettleMs` old. */
+  /**
+   * Moves to the next endpoint now, or once the last move is `failoverSettleMs`
+   * old. Refused by a passive broker while the other one was found
+   * unreachable within `4 × connectTimeoutMs`, it stays and asks again.
+   */
   #requestMove(reason: string): void {
     if (this.#closed || this.#moveTimer !== undefined) return;
     const wait = this.#lastMove + this.#settleMs - Date.now();
@@ -579,19 +589,33 @@ export class MdpClient {
   }
 
   #move(reason: string): void {
+    const now = Date.now();
+    const next = (this.#index + 1) % this.endpoints.length;
+    this.#lastMove = now;
+    if (reason === "broker passive" && (this.#unreachableUntil[next] ?? 0) > now) {
+      // The other broker was just found unreachable: ask this one again. Each request is
+      // a vote that makes it take over once its peer has been silent long enough.
+      return this.#resendParked();
+    }
+    if (reason !== "broker passive") {
+      this.#unreachableUntil[this.#index] = now + this.#unreachableMs;
+    }
     const from = this.endpoint;
     const old = this.#socket;
-    this.#index = (this.#index + 1) % this.endpoints.length;
+    this.#index = next;
     this.#socket = this.#open();
-    this.#lastMove = Date.now();
     this.#lastHeard = 0;
     this.#retire(old);
     // Requests still waiting for the old connection go to the new one.
     for (const pending of this.#pending.values()) if (pending.socket === undefined) pending.move();
+    this.#resendParked();
+    this.#onFailover?.({ from, to: this.endpoint, reason });
+  }
+
+  #resendParked(): void {
     const parked = [...this.#parked];
     this.#parked.clear();
     for (const pending of parked) if (!pending.settled) this.#resend(pending);
-    this.#onFailover?.({ from, to: this.endpoint, reason });
   }
 
   /**

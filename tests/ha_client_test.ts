@@ -157,6 +157,55 @@ Deno.test("a passive broker refuses requests with BROKER_PASSIVE; a client of th
   }
 });
 
+Deno.test("when the active broker stops, a client of the pair moves once and stays at the passive one until it takes over", async () => {
+  const ports = pairPorts();
+  const primary = await startPairBroker(ports, "primary");
+  const backup = await startPairBroker(ports, "backup");
+  const closables: Array<{ close(): Promise<unknown> }> = [];
+  let primaryClosed = false;
+  try {
+    await waitFor(
+      () => primary.pair?.fsm.state === "active" && backup.pair?.fsm.state === "passive",
+      { what: "primary active, backup passive" },
+    );
+    const endpoints = [primary.endpoint, backup.endpoint];
+    closables.push(
+      new MdpWorker(endpoints, "echo", (body) => body, {
+        heartbeatIntervalMs: 100,
+        heartbeatLiveness: 10,
+      }),
+    );
+    const moves: FailoverEvent[] = [];
+    const client = new MdpClient(endpoints, {
+      timeoutMs: 5000,
+      onFailover: (event) => moves.push(event),
+    });
+    closables.push(client);
+    await waitFor(() => backup.server.broker.services().length === 1, {
+      what: "the worker at the backup",
+    });
+    assert.equal(dec.decode((await client.request("echo", ["before"]))[0]), "before");
+    await primary.close();
+    primaryClosed = true;
+    // Sent before the client sees the connection end, a request would go down with it.
+    await waitFor(() => moves.length === 1, { what: "the client to leave the primary" });
+    assert.equal(dec.decode((await client.request("echo", ["after"]))[0]), "after");
+    assert.equal(backup.pair?.fsm.state, "active");
+    // Refused while the backup's peer was not yet silent long enough, it asked the backup
+    // again rather than going back to the broker it had just lost.
+    assert.deepEqual(moves, [{
+      from: primary.endpoint,
+      to: backup.endpoint,
+      reason: "connection lost",
+    }]);
+  } finally {
+    for (const closable of closables.reverse()) await closable.close();
+    await backup.close();
+    if (!primaryClosed) await primary.close();
+    await sharedPoller().idle();
+  }
+});
+
 Deno.test("no phantom on failover: a request written to a broker that then dies is never sent to the next one", async () => {
   await withBroker({}, async (server, track) => {
     const seen: string[] = [];
