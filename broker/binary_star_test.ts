@@ -2,10 +2,12 @@
  * The Binary Star state machine (broker/binary_star.ts): the guide's
  * transitions, table by table, and the two rules that keep a pair from
  * splitting its brain: no failover while the peer is alive, and none
- * without a client request.
+ * without a client request. And the broker's side of the vote.
  */
 import assert from "node:assert/strict";
+import { encodeClientRequest, frame, text } from "../mdp/protocol.ts";
 import { BinaryStar, type PairRole, type PairState } from "./binary_star.ts";
+import { Broker } from "./broker.ts";
 
 const HEARTBEAT = 1000;
 
@@ -174,4 +176,33 @@ Deno.test("binary star: a peer with the same role is an error, counted alive, an
 
 Deno.test("binary star: the heartbeat must be positive", () => {
   assert.throws(() => new BinaryStar("primary", { heartbeatMs: 0 }), RangeError);
+});
+
+Deno.test("broker: a request the pair's vote refuses gets BROKER_PASSIVE, unqueued; going passive refuses the queue", () => {
+  const sent: Array<{ to: string; body: string }> = [];
+  let admit = true;
+  const broker = new Broker(
+    (identity, frames) =>
+      sent.push({ to: new TextDecoder().decode(identity), body: text(frames.at(-1)!) }),
+    { admitClient: () => admit },
+  );
+  const request = (client: string, body: string) =>
+    broker.handle([
+      new TextEncoder().encode(client),
+      ...encodeClientRequest("plantd", "svc", [frame(body)]),
+    ]);
+  // Admitted with no worker: queued.
+  request("c1", "queued");
+  assert.equal(broker.services()[0]?.queued, 1);
+  assert.equal(sent.length, 0);
+  admit = false;
+  request("c2", "refused");
+  assert.equal(broker.services()[0]?.queued, 1, "a refused request is not queued");
+  assert.equal(sent.length, 1);
+  assert.equal(sent[0]!.to, "c2");
+  assert.equal(JSON.parse(sent[0]!.body).mdp.code, "BROKER_PASSIVE");
+  broker.refuseQueued();
+  assert.equal(broker.services().length, 0, "the queue is empty");
+  assert.equal(sent[1]!.to, "c1");
+  assert.equal(JSON.parse(sent[1]!.body).mdp.code, "BROKER_PASSIVE");
 });
