@@ -69,15 +69,17 @@ export async function startPairBroker(
   ports: PairPorts,
   role: "primary" | "backup",
   heartbeatMs = 100,
+  extraArgs: string[] = [],
 ) {
+  const registry = new Registry();
   const started = await startBroker(
     loadConfig(brokerConfig, {
-      args: [...pairArgs(ports, role, heartbeatMs), "--log-level", "error"],
+      args: [...pairArgs(ports, role, heartbeatMs, extraArgs), "--log-level", "error"],
       env: {},
     }),
-    new Registry(),
+    registry,
   );
-  return { ...started, endpoint: connectableEndpoint(started.server.endpoint) };
+  return { ...started, registry, endpoint: connectableEndpoint(started.server.endpoint) };
 }
 
 /** The `pair_state` and `pair_peer` checks of a broker's /healthz. */

@@ -22,6 +22,7 @@ import { loadConfig } from "../config/load.ts";
 import { type FailoverEvent, MdpClient } from "../mdp/client.ts";
 import { MdpBrokerError, MdpTimeoutError } from "../mdp/errors.ts";
 import { MdpWorker } from "../mdp/worker.ts";
+import { curveKeyPair } from "../transport/curve.ts";
 import { sharedPoller } from "../transport/fd_poller.ts";
 import type { Frames } from "../transport/frames.ts";
 import { ZMQ_ROUTER } from "../transport/libzmq.ts";
@@ -203,6 +204,42 @@ Deno.test("when the active broker stops, a client of the pair moves once and sta
     await backup.close();
     if (!primaryClosed) await primary.close();
     await sharedPoller().idle();
+  }
+});
+
+Deno.test("with CURVE the state channel admits only the pair's shared key: same key, the pair forms; another key, no report gets through", async () => {
+  const pair = curveKeyPair();
+  const stranger = curveKeyPair();
+  for (const [backupKey, forms] of [[pair.secretKey, true], [stranger.secretKey, false]] as const) {
+    const ports = pairPorts();
+    const primary = await startPairBroker(ports, "primary", 100, [
+      "--curve-secret-key",
+      pair.secretKey,
+    ]);
+    const backup = await startPairBroker(ports, "backup", 100, ["--curve-secret-key", backupKey]);
+    try {
+      if (forms) {
+        await waitFor(
+          () => primary.pair?.fsm.state === "active" && backup.pair?.fsm.state === "passive",
+          { what: "the pair to form over CURVE" },
+        );
+      } else {
+        // Each side's listener refuses the other's connection, so no report is ever read.
+        const refused = async (broker: typeof primary) =>
+          (await broker.registry.getSingleMetric("plantd_curve_refused_total")?.get())?.values
+            .some((v) => v.labels.endpoint === "pair" && v.value > 0) === true;
+        await waitFor(async () => await refused(primary) && await refused(backup), {
+          what: "both state channels refusing the other key",
+        });
+        assert.equal(primary.pair?.fsm.peerHeardAt, undefined, "the primary heard no report");
+        assert.equal(backup.pair?.fsm.peerHeardAt, undefined, "the backup heard no report");
+        assert.equal(backup.pair?.fsm.state, "backup");
+      }
+    } finally {
+      await backup.close();
+      await primary.close();
+      await sharedPoller().idle();
+    }
   }
 });
 
