@@ -18,7 +18,8 @@ import {
 import { startGateway } from "../roles/gateway.ts";
 import { startState } from "../roles/state.ts";
 import { startEchoWorker } from "../workers/echo.ts";
-import { loadConfig } from "../config/load.ts";
+import { ConfigError, loadConfig } from "../config/load.ts";
+import { startBroker } from "../roles/broker.ts";
 import { type FailoverEvent, MdpClient } from "../mdp/client.ts";
 import { MdpBrokerError, MdpTimeoutError } from "../mdp/errors.ts";
 import { MdpWorker } from "../mdp/worker.ts";
@@ -84,6 +85,27 @@ Deno.test("config: ha needs a role, its state_bind and the peer's, heartbeat_ms 
       loadConfig(brokerConfig, { args: ["--ha", JSON.stringify({ role: "primary" })], env: {} }),
     /ha\.state_bind/,
   );
+});
+
+Deno.test("ha.state_bind is a listener: beyond loopback without CURVE the broker refuses to start, naming it", async () => {
+  const ha = {
+    role: "primary",
+    state_bind: "tcp://0.0.0.0:0",
+    peer_state_endpoint: `tcp://127.0.0.1:${freePort()}`,
+  };
+  await assert.rejects(
+    startBroker(
+      loadConfig(brokerConfig, {
+        args: ["--endpoint", "tcp://127.0.0.1:0", "--health-port", "0", "--buses", "[]"],
+        env: { PLANTD_BROKER_HA: JSON.stringify(ha) },
+      }),
+      new Registry(),
+    ),
+    (error: Error) =>
+      error instanceof ConfigError &&
+      /ha\.state_bind tcp:\/\/0\.0\.0\.0:0 is reachable/.test(error.message),
+  );
+  await sharedPoller().idle();
 });
 
 Deno.test("a client of two endpoints whose first broker is down is served by the second", async () => {
