@@ -17,11 +17,10 @@
  * when a request times out with nothing heard from the broker since it was
  * sent, or when the broker answers BROKER_PASSIVE (unless the other broker
  * was just found unreachable: then it asks the passive one again, its vote
- * for a takeover). Requests not yet sent,
- * and those the passive broker refused (it neither queued nor routed them),
- * go to the next broker within their own deadline; a request already sent
- * to the broker that was left is never sent again: its reply may still
- * come, else it times out.
+ * for a takeover). Requests not yet sent, and those the passive broker
+ * refused (it neither queued nor routed them), go to the next broker within
+ * their own deadline; a request already sent to the broker that was left is
+ * never sent again: its reply may still come, else it times out.
  *
  * @module
  */
@@ -589,6 +588,8 @@ export class MdpClient {
   }
 
   #move(reason: string): void {
+    // A move decided a moment ago for a connection that has come up since is not needed.
+    if (reason !== "broker passive" && reason !== "no reply" && this.#socket.connected) return;
     const now = Date.now();
     const next = (this.#index + 1) % this.endpoints.length;
     this.#lastMove = now;
