@@ -39,9 +39,13 @@ function brokerOwn(service: string): boolean {
 /** What `services` asks `mmi.service` about when given no names. */
 const WELL_KNOWN_SERVICES = [ECHO_SERVICE, STATE_SERVICE];
 
-/** The broker at `endpoint`; `busEndpoint` names a bus's backend for subscribe. */
+/**
+ * The broker at `endpoint` (or the active one of a pair's endpoints);
+ * `busEndpoint` names a bus's backend for subscribe.
+ */
 export class BrokerBackend implements Backend {
   readonly target: string;
+  #endpoints: readonly string[];
   #client: MdpClient;
   #timeoutMs: number;
   #directory: ServiceDirectory;
@@ -53,13 +57,14 @@ export class BrokerBackend implements Backend {
   #features: BrokerFeatures | undefined;
 
   constructor(
-    endpoint: string,
+    endpoint: string | readonly string[],
     timeoutMs: number,
     busEndpoint: (bus: string) => string,
     curve?: CurveClientKeys,
     dialect: Dialect = "plantd",
   ) {
-    this.target = endpoint;
+    this.#endpoints = typeof endpoint === "string" ? [endpoint] : endpoint;
+    this.target = this.#endpoints.join(",");
     this.#timeoutMs = timeoutMs;
     this.#busEndpoint = busEndpoint;
     this.#curve = curve;
@@ -80,7 +85,7 @@ export class BrokerBackend implements Backend {
    * and, on a plantd-ts broker, its services are known.
    */
   async #run<T>(work: () => Promise<T>): Promise<T> {
-    this.#probed ??= probe(this.target, "broker", this.#timeoutMs).then(async () => {
+    this.#probed ??= this.#probe().then(async () => {
       this.#features = await this.#learnFeatures();
       if (!this.#hasDirectory) return;
       await this.#directory.refresh();
@@ -101,6 +106,15 @@ export class BrokerBackend implements Backend {
       }
       throw error;
     }
+  }
+
+  /** Fails fast when no broker listens; one of a pair listening is enough. */
+  async #probe(): Promise<void> {
+    const results = await Promise.allSettled(
+      this.#endpoints.map((endpoint) => probe(endpoint, "broker", this.#timeoutMs)),
+    );
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed && results.every((r) => r.status === "rejected")) throw failed.reason;
   }
 
   /** The broker's features, bounded by the timeout (a peer that is no ZMTP broker never answers). */

@@ -82,7 +82,8 @@ options:
   --gateway URL        gateway to use (PLANTD_CLI_GATEWAY, default ${DEFAULT_GATEWAY})
   --token TOKEN        access token or API key for a secured gateway (PLANTD_CLI_TOKEN)
   --broker ENDPOINT    talk to the broker over Majordomo and to the buses directly
-                       instead (PLANTD_CLI_BROKER), e.g. tcp://127.0.0.1:9797
+                       instead (PLANTD_CLI_BROKER), e.g. tcp://127.0.0.1:9797; a broker
+                       pair's two endpoints separated by a comma (docs/ha.md)
   --dialect D          the broker's Majordomo dialect with --broker: plantd (default,
                        plantd-ts and Go plantd), mdp01 (RFC 7) or mdp02 (RFC 18)
                        (PLANTD_CLI_DIALECT); docs/interop.md
@@ -221,10 +222,12 @@ export async function run(
     const curve = cliCurve(env);
     const timeoutMs = positiveInt(values.timeout, "--timeout") ??
       positiveInt(env.PLANTD_CLI_TIMEOUT_MS, "PLANTD_CLI_TIMEOUT_MS") ?? DEFAULT_TIMEOUT_MS;
-    const broker = values.gateway !== undefined
+    const brokerGiven = values.gateway !== undefined
       ? undefined
       : values.broker ?? (env.PLANTD_CLI_BROKER || undefined);
-    if (broker !== undefined) checkEndpoint(broker, "--broker");
+    // One endpoint, or a pair's separated by commas: the client fails over between them.
+    const brokers = brokerGiven?.split(",").map((e) => checkEndpoint(e.trim(), "--broker"));
+    const broker = brokers?.[0];
     const dialect = brokerDialect(values.dialect ?? (env.PLANTD_CLI_DIALECT || undefined));
     if (values.dialect !== undefined && broker === undefined) {
       throw new UsageError("--dialect applies to --broker (the gateway speaks to its own broker)");
@@ -266,7 +269,7 @@ export async function run(
         if (broker !== undefined) {
           const { BrokerBackend } = await import("./broker_backend.ts");
           backend = new BrokerBackend(
-            broker,
+            brokers!.length === 1 ? broker : brokers!,
             timeoutMs,
             (bus) => busEndpoint(bus, "backend"),
             curve,

@@ -204,6 +204,21 @@ export class Negotiator {
     this.#settled.resolve(learned);
   }
 
+  /**
+   * The client moved to another broker before the answer came: the probe
+   * (maybe waiting on the connection left behind) is sent again on the new
+   * one, and {@link settled} waits on. A known answer stands.
+   */
+  reprobe(): void {
+    if (this.#features) return;
+    this.#abort.abort();
+    this.#abort = new AbortController();
+    clearTimeout(this.#timer);
+    clearInterval(this.#watch);
+    this.#awaiting = false;
+    this.#probe();
+  }
+
   /** Stops asking; a pending {@link settled} resolves as plain Majordomo. */
   close(): void {
     this.#abort.abort();

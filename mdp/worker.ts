@@ -4,6 +4,10 @@
  * DISCONNECT, DISCONNECT on clean shutdown, and optional concurrency (several
  * connections, each one MDP worker serving one request at a time).
  *
+ * Given the endpoints of a broker pair (docs/ha.md), it registers with both
+ * brokers: the passive one never sends it a request, and after a failover
+ * the new active broker has it registered already.
+ *
  * @module
  */
 import type { CurveClientKeys } from "../transport/curve.ts";
@@ -84,26 +88,44 @@ export type WorkerEvent =
 /** A worker for one service. */
 export class MdpWorker {
   readonly service: string;
+  /** The broker endpoints, each with `concurrency` connections. */
+  readonly endpoints: readonly string[];
   #sessions: Session[] = [];
+  #byEndpoint: Session[][] = [];
 
   constructor(
-    endpoint: string,
+    endpoint: string | readonly string[],
     service: string,
     handler: Handler,
     options: WorkerOptions = {},
     onEvent: (event: WorkerEvent) => void = () => {},
   ) {
     this.service = service;
-    const target = endpoint.startsWith(">") ? endpoint.slice(1) : endpoint;
+    const given = typeof endpoint === "string" ? [endpoint] : endpoint;
+    if (given.length === 0) throw new Error("a worker needs at least one broker endpoint");
+    this.endpoints = given.map((e) => e.startsWith(">") ? e.slice(1) : e);
     const count = Math.max(1, options.concurrency ?? 1);
-    for (let i = 0; i < count; i++) {
-      this.#sessions.push(new Session(target, service, handler, options, onEvent));
+    for (const target of this.endpoints) {
+      const sessions: Session[] = [];
+      for (let i = 0; i < count; i++) {
+        sessions.push(new Session(target, service, handler, options, onEvent));
+      }
+      this.#byEndpoint.push(sessions);
+      this.#sessions.push(...sessions);
     }
   }
 
-  /** True when every connection has heard from the broker within its liveness window. */
+  /**
+   * True when every connection to some broker has heard from it within its
+   * liveness window (one broker: every connection).
+   */
   get connected(): boolean {
-    return this.#sessions.every((s) => s.connected);
+    return this.#byEndpoint.some((sessions) => sessions.every((s) => s.connected));
+  }
+
+  /** The endpoints whose every connection is up, in configuration order. */
+  get connectedEndpoints(): string[] {
+    return this.endpoints.filter((_, i) => this.#byEndpoint[i]!.every((s) => s.connected));
   }
 
   /** Requests being handled right now. */

@@ -146,6 +146,8 @@ export async function startGateway(
     timeoutMs: config.request_timeout_ms,
     dialect: config.broker_dialect,
     extensions: config.broker_extensions,
+    onFailover: ({ from, to, reason }) =>
+      log.warn("broker connection moved from {from} to {to}: {reason}", { from, to, reason }),
     ...(brokerCurve ? { curve: brokerCurve } : {}),
     transport: config.mdp_transport,
     wireHeartbeat: wireHeartbeat(config),
