@@ -15,7 +15,11 @@ export type BrokerErrorCode =
   | "QUEUE_FULL"
   | "SHUTTING_DOWN"
   /** A client message the broker cannot read as a request (e.g. command 0x02). */
-  | "BAD_REQUEST";
+  | "BAD_REQUEST"
+  /** A durable request the journal could not store; the message names the cause (durable.ts). */
+  | "JOURNAL_UNAVAILABLE"
+  /** A durable request that is in the dead-letter queue; the message says why. */
+  | "DEAD_LETTERED";
 
 /** The body frame of a broker-made error reply. */
 export function brokerErrorBody(

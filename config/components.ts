@@ -216,6 +216,27 @@ export const brokerConfig = {
     /** A YAML or JSON file of more such grants; reloaded on SIGHUP and when it changes. */
     service_policy_file: z.string().min(1).optional(),
     ...plaintextNetworkShape,
+    /**
+     * Durable services (names or `a.b.*` patterns): their requests are
+     * journaled before they are routed, routed again after a restart, and
+     * dead-lettered when they keep failing (docs/durability.md). [] for none:
+     * no journal is opened.
+     */
+    durable_services: z.array(servicePattern).default(() => []),
+    /** The journal of durable requests: a libSQL file path or server URL. */
+    journal: z.string().min(1).default("plantd-broker-journal.db"),
+    /** Token for a remote libSQL server. */
+    journal_auth_token: z.string().optional(),
+    /** "full": a journaled request survives power loss; "normal": a crash of the broker. */
+    journal_synchronous: z.enum(["full", "normal"]).default("full"),
+    /** Largest size of a local journal file in bytes; beyond it durable requests are refused. 0: the disk's. */
+    journal_max_bytes: z.number().int().min(0).default(0),
+    /** Workers lost while holding a durable request before it becomes a dead letter. */
+    durable_max_attempts: z.number().int().min(1).max(100).default(3),
+    /** How long the reply of a durable request is kept for a caller that asks again. */
+    durable_reply_ttl_ms: positiveMs.default(600_000),
+    /** How long a durable request waits for a worker before it is dead-lettered; 0: request_timeout_ms. */
+    durable_timeout_ms: z.number().int().min(0).default(0),
   }),
 } satisfies ComponentConfig<z.ZodObject>;
 

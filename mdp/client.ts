@@ -12,6 +12,11 @@
  * request waiting to be sent is withdrawn when it times out; and each carries
  * a deadline frame (protocol.ts) so the broker drops it once its caller gave up.
  *
+ * Durable requests (`durable`, docs/durability.md) carry a journal key too
+ * (durable_key.ts) and are asked again with it after every reconnection
+ * while their caller waits (durable_resend.ts): a broker that journals the
+ * service answers each exactly once, across its own restarts.
+ *
  * @module
  */
 import type { CurveClientKeys } from "../transport/curve.ts";
@@ -31,6 +36,9 @@ import {
   text,
   writeBudget,
 } from "./protocol.ts";
+import { durableKeyFrame, newDurableKey } from "./durable_key.ts";
+import { DurableResend } from "./durable_resend.ts";
+import { patternCovers } from "./service_pattern.ts";
 import {
   MdpBrokerError,
   MdpClosedError,
@@ -59,13 +67,25 @@ export interface ClientOptions {
   transport?: TransportChoice;
   /** ZMTP heartbeats of the connection (below MDP's). @default none */
   wireHeartbeat?: HeartbeatOptions;
+  /**
+   * Services (names or `a.b.*` patterns) whose requests are sent durable, as
+   * with the request option `durable`. @default none
+   */
+  durableServices?: readonly string[];
 }
 
 /** Per-request overrides. */
 export interface RequestOptions {
   timeoutMs?: number;
+  /** Ignored for durable requests: asking again after a reconnection is their retry. */
   retries?: number;
   signal?: AbortSignal;
+  /**
+   * Send with a journal key and ask again with it after reconnections, for a
+   * service the broker journals (docs/durability.md). `timeoutMs` is then
+   * the caller's whole wait, across broker restarts.
+   */
+  durable?: boolean;
 }
 
 /** One reply of a (possibly streamed) request. */
@@ -191,6 +211,8 @@ export class MdpClient {
   #backoffMs: number;
   #maxBackoffMs: number;
   #dialect: Dialect;
+  #durableServices: readonly string[];
+  #durable = new DurableResend();
   #loop: Promise<void>;
   #closed = false;
   #sweeper: ReturnType<typeof setInterval> | undefined;
@@ -205,6 +227,7 @@ export class MdpClient {
     this.#backoffMs = options.backoffMs ?? 100;
     this.#maxBackoffMs = options.maxBackoffMs ?? 2000;
     this.#dialect = options.dialect ?? "plantd";
+    this.#durableServices = options.durableServices ?? [];
     this.#socket = connectDealer(this.endpoint, {
       linger: 0,
       // Nothing waits in the socket for a connection: a request whose caller
@@ -278,8 +301,12 @@ export class MdpClient {
   }
 
   #withRetries(service: string, frames: Frames, options: RequestOptions): Promise<Frames> {
-    const retries = options.retries ?? this.#retries;
     const timeoutMs = options.timeoutMs ?? this.#timeoutMs;
+    if (options.durable ?? this.#durableServices.some((p) => patternCovers(p, service))) {
+      if (options.signal?.aborted) return Promise.reject(options.signal.reason);
+      return this.#attempt(service, frames, timeoutMs, 1, undefined, options.signal, true);
+    }
+    const retries = options.retries ?? this.#retries;
     // No retries: the attempt is the request (no extra async frame per request).
     if (retries <= 0) {
       if (options.signal?.aborted) return Promise.reject(options.signal.reason);
@@ -316,6 +343,7 @@ export class MdpClient {
     attempt: number,
     onPartial?: (body: Frames) => void,
     signal?: AbortSignal,
+    durable = false,
   ): Promise<Frames> {
     if (this.#closed) return Promise.reject(new MdpClosedError(service));
     const id = this.#nextId;
@@ -337,11 +365,46 @@ export class MdpClient {
     this.#pending.set(id, pending);
     this.#sweepSoon(timeoutMs);
     const deadline = deadlineFrame(timeoutMs);
-    const message = encodeClientRequest(this.#dialect, service, frames, [idFrame, deadline]);
+    const keyFrame = durable ? durableKeyFrame(newDurableKey()) : undefined;
+    const message = encodeClientRequest(
+      this.#dialect,
+      service,
+      frames,
+      keyFrame ? [idFrame, keyFrame, deadline] : [idFrame, deadline],
+    );
+    const sent = keyFrame
+      ? {
+        message,
+        keyFrame,
+        deadlineFrame: deadline,
+        deadline: pending.deadline,
+        sentOn: undefined as number | undefined,
+        settled: () => this.#pending.get(id) !== pending,
+      }
+      : undefined;
+    if (sent) {
+      this.#durable.add(id, sent);
+      promise.then(() => this.#durable.delete(id), () => this.#durable.delete(id));
+    }
+    this.#send(pending, message, deadline, sent);
+    return promise;
+  }
+
+  /**
+   * Sends at once when connected with room; otherwise the message waits,
+   * withdrawn if its caller is answered first, and carries the time left
+   * when it goes. A durable one notes the connection it went out on.
+   */
+  #send(
+    pending: Pending,
+    message: Frames,
+    deadline: Uint8Array,
+    sent: { sentOn: number | undefined } | undefined,
+  ): void {
     try {
-      // Sent at once when connected with room; otherwise it waits, withdrawn
-      // if its caller is answered first, and carries the time left when it goes.
-      if (!this.#socket.trySend(message)) {
+      if (this.#socket.trySend(message)) {
+        if (sent) sent.sentOn = this.#socket.handshakes;
+      } else {
         const signal = pending.unsentSignal();
         this.#socket.send(message, {
           signal,
@@ -351,14 +414,15 @@ export class MdpClient {
             if (left <= 0) pending.reject(pending.timeout());
             else writeBudget(deadline, left);
           },
-        }).catch((error) => {
+        }).then(() => {
+          if (sent) sent.sentOn = this.#socket.handshakes;
+        }, (error) => {
           if (!signal.aborted) pending.reject(error);
         });
       }
     } catch (error) {
       pending.reject(error);
     }
-    return promise;
   }
 
   /**
@@ -378,6 +442,13 @@ export class MdpClient {
     const now = Date.now();
     for (const pending of [...this.#pending.values()]) {
       if (pending.deadline <= now) pending.reject(pending.timeout());
+    }
+    if (this.#durable.size > 0) {
+      // A new connection: the broker may have restarted and forgotten what was sent.
+      this.#durable.check(this.#socket.handshakes, (sent, id) => {
+        const pending = this.#pending.get(id);
+        if (pending) this.#send(pending, sent.message, sent.deadlineFrame, sent);
+      });
     }
     if (this.#pending.size === 0) {
       clearInterval(this.#sweeper);

@@ -30,6 +30,7 @@ import {
 import { startHealthServer } from "./health_server.ts";
 import { wireHeartbeat } from "./wire_heartbeat.ts";
 import { watchServicePolicy } from "./service_policy.ts";
+import { openDurable } from "./durable.ts";
 import type { Running } from "./running.ts";
 
 /** Starts the broker from its resolved configuration. */
@@ -64,6 +65,7 @@ export async function startBroker(
   // The metrics read the broker once it exists; it is created after them.
   const holder: { server?: BrokerServer } = {};
   const metrics = brokerMetrics(registry, () => holder.server?.broker);
+  const durable = await openDurable(config, registry);
   const server = holder.server = await BrokerServer.start({
     endpoint: config.endpoint,
     heartbeatIntervalMs: config.heartbeat_interval_ms,
@@ -82,6 +84,7 @@ export async function startBroker(
     maxConnections: config.max_connections,
     maxBufferedOutputBytes: config.max_buffered_output_bytes,
     onLimit: endpointLimitCounter(registry, "broker"),
+    ...(durable ? { durable: durable.durable } : {}),
   }, {
     ...metrics,
     drop: (reason, from) => {
@@ -105,6 +108,9 @@ export async function startBroker(
         ...(repeated ? { repeated } : {}),
       });
     },
+  }).catch(async (error) => {
+    await durable?.close();
+    throw error;
   });
   const reloader = watchServicePolicy(
     config,
@@ -117,6 +123,7 @@ export async function startBroker(
   } catch (error) {
     reloader?.close();
     await server.close();
+    await durable?.close();
     throw error;
   }
   const started = new Date().toISOString();
@@ -130,6 +137,7 @@ export async function startBroker(
       { name: "broker_socket", status: server.endpoint ? "UP" : "DOWN", lastUpdated: started },
       ...buses.checks(),
       ...plaintext,
+      ...(durable ? [durable.check()] : []),
     ],
     registry,
     access,
@@ -157,6 +165,7 @@ export async function startBroker(
       await health.close();
       await buses.close();
       await server.close();
+      await durable?.close();
       log.info("broker stopped");
     },
   };

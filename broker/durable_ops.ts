@@ -1,0 +1,152 @@
+/**
+ * The dead-letter queue and the journal as operations of `org.plantd.Broker`
+ * (body: operation, then a JSON object), answered in plantd's reply shape
+ * `{success, data | error}` like the service's other operations:
+ *
+ * - `dlq-list` `{service?, limit?, after?}`: dead letters, oldest first, and
+ *   `next`, the `after` of the next page, while there may be more;
+ * - `dlq-show` `{id}`: one, with its body frames;
+ * - `dlq-replay` `{id}`: routes it again (its reply is kept under the id);
+ * - `dlq-delete` `{id}` / `dlq-purge` `{service?}`: deletes one / all;
+ * - `durable-status` `{id}`: pending, replied (with the reply), dead or unknown;
+ * - `journal`: rows by kind, storage and settings.
+ *
+ * Like `services`, they are open to every peer of the broker endpoint; the
+ * gateway holds its callers to `dlq:read` and `dlq:write`.
+ *
+ * @module
+ */
+import { keyBytes } from "../mdp/durable_key.ts";
+import { text } from "../mdp/protocol.ts";
+import { type DurableRequests, frameJson, letterJson } from "./durable.ts";
+
+const OPERATIONS = new Set([
+  "dlq-list",
+  "dlq-show",
+  "dlq-replay",
+  "dlq-delete",
+  "dlq-purge",
+  "durable-status",
+  "journal",
+]);
+
+/** Operations that change the dead-letter queue (the gateway asks `dlq:write` for them). */
+export const DLQ_WRITE_OPERATIONS: ReadonlySet<string> = new Set([
+  "dlq-replay",
+  "dlq-delete",
+  "dlq-purge",
+]);
+
+/** Whether `operation` is one of this module's. */
+export function isDurableOperation(operation: string): boolean {
+  return OPERATIONS.has(operation);
+}
+
+type Reply = { success: true; data: unknown } | { success: false; error: string };
+
+function fail(error: string): Reply {
+  return { success: false, error };
+}
+
+function params(frame: Uint8Array | undefined): Record<string, unknown> | undefined {
+  if (!frame || frame.length === 0) return {};
+  try {
+    const parsed = JSON.parse(text(frame));
+    return parsed !== null && typeof parsed === "object" && !Array.isArray(parsed)
+      ? parsed
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function idOf(p: Record<string, unknown>): string | undefined {
+  return typeof p.id === "string" && keyBytes(p.id) ? p.id : undefined;
+}
+
+/** Runs one operation; never rejects (a failure is a `success: false` reply). */
+export async function durableOperation(
+  durable: DurableRequests | undefined,
+  operation: string,
+  body: Uint8Array | undefined,
+): Promise<Reply> {
+  if (!durable) return fail("Durable requests are not configured on this broker");
+  const p = params(body);
+  if (!p) return fail("Operation failed: the parameters are not a JSON object");
+  const id = idOf(p);
+  const needsId = operation !== "dlq-list" && operation !== "dlq-purge" && operation !== "journal";
+  if (needsId && !id) return fail("Operation failed: id must be a request id (32 hex digits)");
+  if (p.service !== undefined && typeof p.service !== "string") {
+    return fail("Operation failed: service must be a string");
+  }
+  const service = p.service as string | undefined;
+  try {
+    switch (operation) {
+      case "dlq-list": {
+        const limit = p.limit === undefined ? 100 : Number(p.limit);
+        if (!Number.isInteger(limit) || limit < 1) {
+          return fail("Operation failed: limit must be a positive integer");
+        }
+        if (p.after !== undefined && typeof p.after !== "string") {
+          return fail("Operation failed: after must be the cursor of a previous page");
+        }
+        const page = await durable.list({
+          limit,
+          ...(service ? { service } : {}),
+          ...(p.after ? { after: p.after as string } : {}),
+        });
+        return {
+          success: true,
+          data: {
+            count: page.letters.length,
+            dead_letters: page.letters.map((l) => letterJson(l, false)),
+            ...(page.next ? { next: page.next } : {}),
+          },
+        };
+      }
+      case "dlq-show": {
+        const letter = await durable.show(id!);
+        return letter
+          ? { success: true, data: letterJson(letter, true) }
+          : fail(`Dead letter '${id}' does not exist`);
+      }
+      case "dlq-replay": {
+        const letter = await durable.replay(id!);
+        return letter
+          ? { success: true, data: { id, service: letter.service, replayed: true } }
+          : fail(`Dead letter '${id}' does not exist (or is being replayed)`);
+      }
+      case "dlq-delete": {
+        const deleted = await durable.forget({ key: id! });
+        return deleted
+          ? { success: true, data: { id, deleted: true } }
+          : fail(`Dead letter '${id}' does not exist`);
+      }
+      case "dlq-purge": {
+        const deleted = await durable.forget(service ? { service } : {});
+        return { success: true, data: { deleted } };
+      }
+      case "durable-status": {
+        const status = await durable.status(id!);
+        const data = status.state === "replied"
+          ? {
+            id,
+            state: status.state,
+            stored_at: new Date(status.reply.storedAt).toISOString(),
+            expires_at: new Date(status.reply.expiresAt).toISOString(),
+            reply: status.reply.body.map(frameJson),
+          }
+          : status.state === "dead"
+          ? { id, state: status.state, dead_letter: letterJson(status.letter, false) }
+          : status.state === "pending"
+          ? { id, state: status.state, attempts: status.failures.length }
+          : { id, state: status.state };
+        return { success: true, data };
+      }
+      default:
+        return { success: true, data: await durable.stats() };
+    }
+  } catch (error) {
+    return fail(`Operation failed: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
