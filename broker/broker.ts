@@ -26,7 +26,8 @@ import { Fifo } from "./fifo.ts";
 import { patternCovers } from "../mdp/service_pattern.ts";
 import type { RefusalReason, ServicePolicy } from "./service_policy.ts";
 import type { DurableRequests, DurableState } from "./durable.ts";
-import { durableOperation, isDurableOperation } from "./durable_ops.ts";
+import { durableOperation } from "./durable_ops.ts";
+import { isDurableOperation } from "../mdp/broker_operations.ts";
 
 /** Options of the broker. */
 export interface BrokerOptions {

@@ -11,41 +11,24 @@
  * - `durable-status` `{id}`: pending, replied (with the reply), dead or unknown;
  * - `journal`: rows by kind, storage and settings.
  *
+ * A failure is `{success: false, error, code}` (mdp/broker_operations.ts).
  * Like `services`, they are open to every peer of the broker endpoint; the
  * gateway holds its callers to `dlq:read` and `dlq:write`.
  *
  * @module
  */
+import type { DurableOperationCode } from "../mdp/broker_operations.ts";
 import { keyBytes } from "../mdp/durable_key.ts";
 import { text } from "../mdp/protocol.ts";
+import { storageFailure } from "../storage/failure.ts";
 import { type DurableRequests, frameJson, letterJson } from "./durable.ts";
 
-const OPERATIONS = new Set([
-  "dlq-list",
-  "dlq-show",
-  "dlq-replay",
-  "dlq-delete",
-  "dlq-purge",
-  "durable-status",
-  "journal",
-]);
+type Reply =
+  | { success: true; data: unknown }
+  | { success: false; error: string; code: DurableOperationCode };
 
-/** Operations that change the dead-letter queue (the gateway asks `dlq:write` for them). */
-export const DLQ_WRITE_OPERATIONS: ReadonlySet<string> = new Set([
-  "dlq-replay",
-  "dlq-delete",
-  "dlq-purge",
-]);
-
-/** Whether `operation` is one of this module's. */
-export function isDurableOperation(operation: string): boolean {
-  return OPERATIONS.has(operation);
-}
-
-type Reply = { success: true; data: unknown } | { success: false; error: string };
-
-function fail(error: string): Reply {
-  return { success: false, error };
+function fail(error: string, code: DurableOperationCode = "BAD_REQUEST"): Reply {
+  return { success: false, error, code };
 }
 
 function params(frame: Uint8Array | undefined): Record<string, unknown> | undefined {
@@ -70,7 +53,9 @@ export async function durableOperation(
   operation: string,
   body: Uint8Array | undefined,
 ): Promise<Reply> {
-  if (!durable) return fail("Durable requests are not configured on this broker");
+  if (!durable) {
+    return fail("Durable requests are not configured on this broker", "NOT_CONFIGURED");
+  }
   const p = params(body);
   if (!p) return fail("Operation failed: the parameters are not a JSON object");
   const id = idOf(p);
@@ -108,19 +93,19 @@ export async function durableOperation(
         const letter = await durable.show(id!);
         return letter
           ? { success: true, data: letterJson(letter, true) }
-          : fail(`Dead letter '${id}' does not exist`);
+          : fail(`Dead letter '${id}' does not exist`, "NOT_FOUND");
       }
       case "dlq-replay": {
         const letter = await durable.replay(id!);
         return letter
           ? { success: true, data: { id, service: letter.service, replayed: true } }
-          : fail(`Dead letter '${id}' does not exist (or is being replayed)`);
+          : fail(`Dead letter '${id}' does not exist (or is being replayed)`, "NOT_FOUND");
       }
       case "dlq-delete": {
         const deleted = await durable.forget({ key: id! });
         return deleted
           ? { success: true, data: { id, deleted: true } }
-          : fail(`Dead letter '${id}' does not exist`);
+          : fail(`Dead letter '${id}' does not exist`, "NOT_FOUND");
       }
       case "dlq-purge": {
         const deleted = await durable.forget(service ? { service } : {});
@@ -147,6 +132,12 @@ export async function durableOperation(
         return { success: true, data: await durable.stats() };
     }
   } catch (error) {
-    return fail(`Operation failed: ${error instanceof Error ? error.message : String(error)}`);
+    // Bad cursors are RangeErrors; anything else comes from the journal's storage.
+    if (error instanceof RangeError) return fail(`Operation failed: ${error.message}`);
+    const cause = error instanceof Error ? error.message : String(error);
+    return fail(
+      `The broker's journal cannot be read or written (${storageFailure(error)}: ${cause})`,
+      "JOURNAL_UNAVAILABLE",
+    );
   }
 }

@@ -237,6 +237,12 @@ export const brokerConfig = {
     durable_reply_ttl_ms: positiveMs.default(600_000),
     /** How long a durable request waits for a worker before it is dead-lettered; 0: request_timeout_ms. */
     durable_timeout_ms: z.number().int().min(0).default(0),
+    /**
+     * One of `buses` (plaintext) on which each new dead letter is published,
+     * topic `org.plantd.Broker.dlq` (docs/durability.md); "" or a bus this
+     * broker does not run: none.
+     */
+    dlq_event_bus: z.string().default("event"),
   }),
 } satisfies ComponentConfig<z.ZodObject>;
 

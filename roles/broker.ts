@@ -30,7 +30,8 @@ import {
 import { startHealthServer } from "./health_server.ts";
 import { wireHeartbeat } from "./wire_heartbeat.ts";
 import { watchServicePolicy } from "./service_policy.ts";
-import { openDurable } from "./durable.ts";
+import { dlqEvents, openDurable } from "./durable.ts";
+import type { DeadLetter } from "../broker/journal.ts";
 import type { Running } from "./running.ts";
 
 /** Starts the broker from its resolved configuration. */
@@ -65,7 +66,9 @@ export async function startBroker(
   // The metrics read the broker once it exists; it is created after them.
   const holder: { server?: BrokerServer } = {};
   const metrics = brokerMetrics(registry, () => holder.server?.broker);
-  const durable = await openDurable(config, registry);
+  // Dead letters are announced on a bus once the buses run.
+  const announce: { publish?: (letter: DeadLetter) => void } = {};
+  const durable = await openDurable(config, registry, (letter) => announce.publish?.(letter));
   const server = holder.server = await BrokerServer.start({
     endpoint: config.endpoint,
     heartbeatIntervalMs: config.heartbeat_interval_ms,
@@ -126,6 +129,8 @@ export async function startBroker(
     await durable?.close();
     throw error;
   }
+  const events = dlqEvents(config, buses, curve !== undefined);
+  announce.publish = events?.publish;
   const started = new Date().toISOString();
   const beyond = boundBeyondLoopback(exposed, [server.endpoint, ...busSetEndpoints(buses.set)]);
   const plaintext = plaintextNetworkCheck(beyond, started);
@@ -163,6 +168,7 @@ export async function startBroker(
     async close() {
       reloader?.close();
       await health.close();
+      await events?.close();
       await buses.close();
       await server.close();
       await durable?.close();

@@ -14,6 +14,9 @@ import { WriteHealth } from "../storage/write_health.ts";
 import { durableMetrics } from "../telemetry/durable_metrics.ts";
 import type { Check } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";
+import { Publisher } from "../bus/publisher.ts";
+import type { RunningBuses } from "./bus.ts";
+import { connectableEndpoint } from "./running.ts";
 
 /** Durable requests, ready to give the broker. */
 export interface OpenDurable {
@@ -93,5 +96,47 @@ export async function openDurable(
     // Not required: non-durable requests are served while the journal fails.
     check: () => ({ ...health.check(), required: false }),
     close: () => durable.close(),
+  };
+}
+
+/** Topic of the dead-letter events on the event bus. */
+export const DLQ_EVENT_TOPIC = "org.plantd.Broker.dlq";
+
+/**
+ * Publishes each new dead letter on one of the broker's own buses (its
+ * frontend, as any publisher), as `[topic, json]`. A CURVE bus would need a
+ * client key of the broker's own: not done, said in the log instead.
+ */
+export function dlqEvents(
+  config: BrokerConfig,
+  buses: RunningBuses,
+  curve: boolean,
+): { publish(letter: DeadLetter): void; close(): Promise<void> } | undefined {
+  const bus = config.dlq_event_bus === "" ? undefined : buses.set.get(config.dlq_event_bus);
+  if (!bus || config.durable_services.length === 0) return undefined;
+  if (curve) {
+    logger("broker", "journal").warn(
+      "dead-letter events are not published: bus {bus} requires CURVE",
+      { bus: config.dlq_event_bus },
+    );
+    return undefined;
+  }
+  const publisher = new Publisher(connectableEndpoint(bus.frontend), { form: "frames" });
+  return {
+    publish(letter) {
+      publisher.publish(
+        DLQ_EVENT_TOPIC,
+        JSON.stringify({
+          id: letter.key,
+          service: letter.service,
+          reason: letter.reason,
+          detail: letter.detail,
+          attempts: letter.attempts,
+          received_at: new Date(letter.receivedAt).toISOString(),
+          dead_at: new Date(letter.deadAt).toISOString(),
+        }),
+      );
+    },
+    close: () => publisher.close(),
   };
 }

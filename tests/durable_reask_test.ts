@@ -33,8 +33,10 @@ async function withDurableBroker(
     timeoutMs: 30_000,
   });
   try {
-    await withBroker({ durable, heartbeatIntervalMs: 200 }, (server, track) =>
-      body(server, track, journal));
+    await withBroker(
+      { durable, heartbeatIntervalMs: 200 },
+      (server, track) => body(server, track, journal),
+    );
   } finally {
     await durable.close();
     await Deno.remove(dir, { recursive: true });
@@ -42,7 +44,14 @@ async function withDurableBroker(
 }
 
 /** A client request asked with `key` from a raw DEALER: id | key frame | "" | MDPC02 | REQUEST | service | body. */
-function ask(peer: Peer, id: string, key: Uint8Array, reask: boolean, service: string, body: string) {
+function ask(
+  peer: Peer,
+  id: string,
+  key: Uint8Array,
+  reask: boolean,
+  service: string,
+  body: string,
+) {
   return peer.send([id, durableKeyFrame(key, reask), "", "MDPC02", "REQUEST", service, body]);
 }
 
