@@ -170,3 +170,23 @@ Deno.test("requests to services that are not durable are not journaled, and a ke
     assert.deepEqual(await journal.counts(), { pending: 0, replies: 0, dead: 0 });
   });
 });
+
+Deno.test("plain MDP clients of a durable service (RFC 7 and RFC 18, no key, no deadline) get their replies as before; the request is journaled under a key of the broker's", async () => {
+  await withDurableBroker(async (server, track, journal) => {
+    track(new MdpWorker(server.endpoint, "plant.valve", (body) => ["done", ...body], workerOptions));
+    const rfc7 = track(new Peer(server.endpoint, { name: "rfc7" }));
+    // A REQ socket's empty delimiter, then MDPC01 | service | body.
+    await rfc7.send(["", "MDPC01", "plant.valve", "open"]);
+    const reply7 = await rfc7.next({ timeoutMs: 10_000 });
+    assert.deepEqual(reply7.map((f) => str(f)), ["", "MDPC01", "plant.valve", "done", "open"]);
+    const rfc18 = track(new Peer(server.endpoint, { name: "rfc18" }));
+    await rfc18.send(["MDPC02", [0x01], "plant.valve", "close"]);
+    const reply18 = await rfc18.next({ timeoutMs: 10_000 });
+    assert.deepEqual(reply18[1], Uint8Array.of(0x03), "FINAL");
+    assert.deepEqual(reply18.slice(2).map((f) => str(f)), ["plant.valve", "done", "close"]);
+    await waitFor(async () => (await journal.counts()).replies === 2, {
+      what: "both replies kept",
+    });
+    assert.equal((await journal.counts()).pending, 0);
+  });
+});
