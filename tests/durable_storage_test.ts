@@ -113,3 +113,27 @@ Deno.test("a full journal refuses durable requests naming STORAGE_FULL, /healthz
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a second broker on the same journal file exits non-zero naming the lock and the holder's pid", async () => {
+  const dir = await Deno.makeTempDir();
+  const first = await startBrokerProcess({
+    journal: `${dir}/journal.db`,
+    durableServices: ["plant.*"],
+  });
+  try {
+    const second = await startBrokerProcess({
+      journal: `${dir}/journal.db`,
+      durableServices: ["plant.*"],
+    }).then((started) => started, (error: Error) => error);
+    if (!(second instanceof Error)) {
+      await second.stop("SIGKILL");
+      assert.fail("a second broker started on the same journal");
+    }
+    assert.match(second.message, /the broker exited: .*in use by another broker \(pid \d+\)/s);
+    assert.ok(!first.child.exited(), "the first broker keeps running");
+    assert.match(first.child.stderr(), /^$/, "and logs nothing of it");
+  } finally {
+    await first.stop("SIGKILL");
+    await Deno.remove(dir, { recursive: true });
+  }
+});
