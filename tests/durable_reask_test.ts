@@ -173,7 +173,9 @@ Deno.test("requests to services that are not durable are not journaled, and a ke
 
 Deno.test("plain MDP clients of a durable service (RFC 7 and RFC 18, no key, no deadline) get their replies as before; the request is journaled under a key of the broker's", async () => {
   await withDurableBroker(async (server, track, journal) => {
-    track(new MdpWorker(server.endpoint, "plant.valve", (body) => ["done", ...body], workerOptions));
+    track(
+      new MdpWorker(server.endpoint, "plant.valve", (body) => ["done", ...body], workerOptions),
+    );
     const rfc7 = track(new Peer(server.endpoint, { name: "rfc7" }));
     // A REQ socket's empty delimiter, then MDPC01 | service | body.
     await rfc7.send(["", "MDPC01", "plant.valve", "open"]);
