@@ -92,6 +92,17 @@ export type JournalChange =
   /** Replies kept past their time are deleted. */
   | { op: "expire-replies"; before: number };
 
+/**
+ * Whether a change must reach the disk before its commit returns (with
+ * synchronous storage): an admission (the request is then routed), a dead
+ * letter (its caller is then told), and an operator's replay or delete. A
+ * reply or a failure count lost to a power cut only makes the request run
+ * again after the restart, which at-least-once allows.
+ */
+export function mustSync(change: JournalChange): boolean {
+  return change.op !== "reply" && change.op !== "failed" && change.op !== "expire-replies";
+}
+
 /** What is known about a key. */
 export type KeyLookup =
   | { state: "replied"; reply: StoredReply }

@@ -25,6 +25,7 @@ import {
   type JournalRequest,
   type JournalStore,
   type KeyLookup,
+  mustSync,
   type StoredReply,
 } from "./journal.ts";
 
@@ -251,11 +252,22 @@ export class LibsqlJournal implements JournalStore {
   readonly description: string;
   #client: Client;
   #release: () => void;
+  /** synchronous=full configured on a local file: syncs only the commits that need it. */
+  #syncing: boolean;
+  /** What the connection's `synchronous` is now. */
+  #full: boolean;
 
-  private constructor(client: Client, description: string, release: () => void) {
+  private constructor(
+    client: Client,
+    description: string,
+    release: () => void,
+    syncing: boolean,
+  ) {
     this.#client = client;
     this.description = description;
     this.#release = release;
+    this.#syncing = syncing;
+    this.#full = syncing;
   }
 
   /** Opens (creating and migrating) the journal; throws JournalLockedError when it is in use. */
@@ -282,7 +294,12 @@ export class LibsqlJournal implements JournalStore {
           options.maxBytes ? `, max ${options.maxBytes} bytes` : ""
         })`
         : `libSQL server ${url.replace(/\/\/[^@/]*@/, "//")}`;
-      return new LibsqlJournal(client, description, () => lock?.release());
+      return new LibsqlJournal(
+        client,
+        description,
+        () => lock?.release(),
+        local && options.synchronous === "full",
+      );
     } catch (error) {
       lock?.release();
       throw error;
@@ -292,6 +309,15 @@ export class LibsqlJournal implements JournalStore {
   async apply(changes: readonly JournalChange[]): Promise<void> {
     const statements = statementsOf(changes);
     if (statements.length === 0) return;
+    if (this.#syncing) {
+      // In WAL mode a synced commit syncs every frame before it: a reply
+      // committed unsynced reaches the disk with the next admission at the latest.
+      const full = changes.some(mustSync);
+      if (full !== this.#full) {
+        await this.#client.execute(`PRAGMA synchronous = ${full ? "FULL" : "NORMAL"}`);
+        this.#full = full;
+      }
+    }
     // One batch is one transaction.
     await this.#client.batch(statements, "write");
   }
