@@ -4,7 +4,8 @@
  * `{success, data | error}` like the service's other operations:
  *
  * - `dlq-list` `{service?, limit?, after?}`: dead letters, oldest first, and
- *   `next`, the `after` of the next page, while there may be more;
+ *   `next`, the `after` of the next page, while there may be more (an empty
+ *   list with `durable: false` from a broker without durable services);
  * - `dlq-show` `{id}`: one, with its body frames;
  * - `dlq-replay` `{id}`: routes it again (its reply is kept under the id);
  * - `dlq-delete` `{id}` / `dlq-purge` `{service?}`: deletes one / all;
@@ -54,6 +55,10 @@ export async function durableOperation(
   body: Uint8Array | undefined,
 ): Promise<Reply> {
   if (!durable) {
+    // Listing an empty queue is no error: a dashboard may ask any broker.
+    if (operation === "dlq-list") {
+      return { success: true, data: { count: 0, dead_letters: [], durable: false } };
+    }
     return fail("Durable requests are not configured on this broker", "NOT_CONFIGURED");
   }
   const p = params(body);

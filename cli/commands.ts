@@ -271,6 +271,7 @@ export const COMMANDS: Command[] = [
       const service = positionals[0];
       const letters: DeadLetterRow[] = [];
       let after: string | undefined;
+      let durable = true;
       do {
         const page = await (await backend()).dlq("list", {
           limit: 1000,
@@ -279,8 +280,10 @@ export const COMMANDS: Command[] = [
         });
         letters.push(...page.dead_letters as DeadLetterRow[]);
         after = page.next as string | undefined;
+        if (page.durable === false) durable = false;
       } while (after);
       out.data({ count: letters.length, dead_letters: letters });
+      if (!durable) return out.line("no dead letters: the broker has no durable services");
       if (letters.length === 0) return out.line("no dead letters");
       out.table(
         ["ID", "SERVICE", "REASON", "ATTEMPTS", "DEAD AT", "OPERATION"],

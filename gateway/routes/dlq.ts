@@ -42,6 +42,9 @@ const PageSchema = z.object({
   count: z.number().int(),
   dead_letters: z.array(DeadLetterSchema),
   next: z.string().optional(),
+  durable: z.literal(false).optional().openapi({
+    description: "Present when the broker has no durable services (and so no dead letters)",
+  }),
 });
 const ReplayedSchema = z.object({ id: z.string(), service: z.string(), replayed: z.boolean() });
 const DeletedSchema = z.object({ id: z.string(), deleted: z.boolean() });
