@@ -223,13 +223,16 @@ export const brokerConfig = {
      * no journal is opened.
      */
     durable_services: z.array(servicePattern).default(() => []),
-    /** The journal of durable requests: a libSQL file path or server URL. */
+    /**
+     * The journal of durable requests: a libSQL file path or server URL, or a
+     * postgres:// URL (a broker pair can share that one; one broker writes it at a time).
+     */
     journal: z.string().min(1).default("plantd-broker-journal.db"),
     /** Token for a remote libSQL server. */
     journal_auth_token: z.string().optional(),
-    /** "full": a journaled request survives power loss; "normal": a crash of the broker. */
+    /** libSQL file: "full": a journaled request survives power loss; "normal": a crash of the broker. */
     journal_synchronous: z.enum(["full", "normal"]).default("full"),
-    /** Largest size of a local journal file in bytes; beyond it durable requests are refused. 0: the disk's. */
+    /** Largest size of a local libSQL journal in bytes; beyond it durable requests are refused. 0: the disk's. */
     journal_max_bytes: z.number().int().min(0).default(0),
     /** Workers lost while holding a durable request before it becomes a dead letter. */
     durable_max_attempts: z.number().int().min(1).max(100).default(3),

@@ -8,8 +8,9 @@
 import type { Registry } from "prom-client";
 import type { BrokerConfig } from "../config/components.ts";
 import { type DurableObserver, DurableRequests } from "../broker/durable.ts";
-import type { DeadLetter } from "../broker/journal.ts";
+import type { DeadLetter, JournalStore } from "../broker/journal.ts";
 import { LibsqlJournal } from "../broker/journal_libsql.ts";
+import { PostgresJournal } from "../broker/journal_postgres.ts";
 import { WriteHealth } from "../storage/write_health.ts";
 import { durableMetrics } from "../telemetry/durable_metrics.ts";
 import type { Check } from "../telemetry/health.ts";
@@ -34,12 +35,14 @@ export async function openDurable(
 ): Promise<OpenDurable | undefined> {
   if (config.durable_services.length === 0) return undefined;
   const log = logger("broker", "journal");
-  const store = await LibsqlJournal.open({
-    location: config.journal,
-    ...(config.journal_auth_token ? { authToken: config.journal_auth_token } : {}),
-    synchronous: config.journal_synchronous,
-    maxBytes: config.journal_max_bytes,
-  });
+  const store: JournalStore = /^postgres(ql)?:\/\//.test(config.journal)
+    ? await PostgresJournal.open(config.journal)
+    : await LibsqlJournal.open({
+      location: config.journal,
+      ...(config.journal_auth_token ? { authToken: config.journal_auth_token } : {}),
+      synchronous: config.journal_synchronous,
+      maxBytes: config.journal_max_bytes,
+    });
   const health = new WriteHealth(log, 60_000, { check: "journal", writes: "journal writes" });
   const holder: { durable?: DurableRequests } = {};
   const metrics = durableMetrics(registry, () => holder.durable);

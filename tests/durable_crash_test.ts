@@ -15,14 +15,32 @@ import { MdpWorker } from "../mdp/worker.ts";
 import { sharedPoller } from "../transport/fd_poller.ts";
 import { allDeadLetters, brokerOp, startBrokerProcess } from "./_durable.ts";
 import { waitFor } from "./_helpers.ts";
+import { freshDatabase } from "./_postgres.ts";
 
 const COUNT = Number(Deno.env.get("DURABLE_CRASH_COUNT") ?? 10_000);
 const decoder = new TextDecoder();
 
 Deno.test(`SIGKILL of the broker with ${COUNT} durable requests queued: after its restart each is answered once to its client, or is a dead letter with its reason`, async () => {
   const dir = await Deno.makeTempDir();
+  try {
+    await crashAndRestart(`${dir}/journal.db`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test(`the same on a PostgreSQL journal`, async () => {
+  const db = await freshDatabase();
+  try {
+    await crashAndRestart(db.url);
+  } finally {
+    await db.drop();
+  }
+});
+
+async function crashAndRestart(journal: string): Promise<void> {
   const broker = await startBrokerProcess({
-    journal: `${dir}/journal.db`,
+    journal,
     durableServices: ["slow.*"],
     // The durable timeout must outlast the test: only a restart is under test here.
     args: ["--durable-timeout-ms", "600000"],
@@ -115,6 +133,5 @@ Deno.test(`SIGKILL of the broker with ${COUNT} durable requests queued: after it
     await worker.close();
     await broker.stop("SIGKILL");
     await sharedPoller().idle();
-    await Deno.remove(dir, { recursive: true });
   }
-});
+}
