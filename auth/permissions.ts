@@ -29,6 +29,7 @@
  * @module
  */
 import { patternCovers } from "../mdp/service_pattern.ts";
+import { DURABLE_READ_OPERATIONS, DURABLE_WRITE_OPERATIONS } from "../mdp/broker_operations.ts";
 
 /** Every permission name the system checks (scoped forms are built by the helpers below). */
 export const PERMISSIONS = {
@@ -45,6 +46,10 @@ export const PERMISSIONS = {
   auditRead: "audit:read",
   /** Prometheus `/metrics` of the gateway. */
   telemetryRead: "telemetry:read",
+  /** Dead letters of durable requests and their journal (docs/durability.md). */
+  dlqRead: "dlq:read",
+  /** Replaying and deleting dead letters. */
+  dlqWrite: "dlq:write",
 } as const;
 
 /** The roles every installation has; more can be defined by admins. */
@@ -55,6 +60,8 @@ export const BUILTIN_ROLES: Record<string, string[]> = {
     "bus:*",
     "service:*",
     PERMISSIONS.metricsRead,
+    // Replaying a dead letter sends a request its service:* grant could send anyway.
+    "dlq:*",
   ],
   viewer: [
     PERMISSIONS.stateDataRead,
@@ -171,4 +178,15 @@ export function permissionsOf(
   const out = new Set<string>();
   for (const role of roles) for (const p of defined[role] ?? BUILTIN_ROLES[role] ?? []) out.add(p);
   return [...out];
+}
+
+/**
+ * The permission an `org.plantd.Broker` operation needs beyond
+ * `service:call:org.plantd.Broker`: the dead-letter operations ask what the
+ * `/api/dlq` routes ask, so the generic bridge is no way around them.
+ */
+export function brokerOperationPermission(operation: string): string | undefined {
+  if (DURABLE_READ_OPERATIONS.has(operation)) return PERMISSIONS.dlqRead;
+  if (DURABLE_WRITE_OPERATIONS.has(operation)) return PERMISSIONS.dlqWrite;
+  return undefined;
 }

@@ -26,6 +26,9 @@ import { Fifo } from "./fifo.ts";
 import { patternCovers } from "../mdp/service_pattern.ts";
 import { BROKER_EXTENSIONS } from "../mdp/negotiation.ts";
 import type { RefusalReason, ServicePolicy } from "./service_policy.ts";
+import type { DurableRequests, DurableState } from "./durable.ts";
+import { durableOperation } from "./durable_ops.ts";
+import { isDurableOperation } from "../mdp/broker_operations.ts";
 
 /** Options of the broker. */
 export interface BrokerOptions {
@@ -62,6 +65,11 @@ export interface BrokerOptions {
    * may take it to the other broker. @default every request is served
    */
   admitClient?: () => boolean;
+  /**
+   * Durable services and their journal (durable.ts): their requests are
+   * journaled before they are routed. Absent: none is durable.
+   */
+  durable?: DurableRequests;
 }
 
 /** What the broker reports about itself; the telemetry layer turns these into metrics. */
@@ -98,7 +106,9 @@ const PASSIVE_MESSAGE =
 /** Service name the broker answers itself with real data. */
 export const BROKER_SERVICE = "org.plantd.Broker";
 
-interface Request {
+/** A request in the broker (exported for durable.ts). */
+export interface Request {
+  /** Its caller; empty while a durable request has none (restored, or its caller gone). */
   client: Uint8Array;
   dialect: Dialect;
   stack: Frames;
@@ -115,6 +125,8 @@ interface Request {
    */
   callerDeadline: number;
   attempts: number;
+  /** Set on requests of durable services. */
+  durable?: DurableState;
 }
 
 interface Worker {
@@ -141,6 +153,8 @@ interface Service {
   workers: Set<Worker>;
   /** Requests a lost worker held are re-queued once rather than failed. */
   requeueLost: boolean;
+  /** Requests are journaled (durable.ts) rather than queued at once. */
+  durable: boolean;
 }
 
 /** A snapshot of one service, as `org.plantd.Broker` and the gateway report it. */
@@ -203,6 +217,7 @@ export class Broker {
   readonly #started: number;
   readonly #admitClient: (() => boolean) | undefined;
   #policy: ServicePolicy | undefined;
+  readonly #durable: DurableRequests | undefined;
   #services = new Map<string, Service>();
   #workers = new Map<string, Worker>();
   #nextHeartbeat: number;
@@ -228,6 +243,17 @@ export class Broker {
     this.#admitClient = options.admitClient;
     this.#started = now();
     this.#nextHeartbeat = this.#started + this.#heartbeatMs;
+    this.#durable = options.durable;
+    // A durable request whose caller is gone (or not back after a restart) has nobody to tell.
+    this.#durable?.bind({
+      enqueue: (request, front) => this.#enqueue(request, front),
+      send: (request, final, body) => {
+        if (request.client.length > 0) this.#reply(request, final, body);
+      },
+      fail: (request, code, message) => {
+        if (request.client.length > 0) this.#fail(request, code, message);
+      },
+    });
   }
 
   /**
@@ -272,8 +298,10 @@ export class Broker {
   peerGone(identity: Uint8Array): void {
     const worker = this.#workers.get(keyOf(identity));
     if (worker) this.#removeWorker(worker, false, "connection closed");
+    this.#durable?.clientGone(identity);
     for (const service of this.#services.values()) {
-      if (service.requests.length === 0) continue;
+      // Durable requests stay: their caller may ask again.
+      if (service.requests.length === 0 || service.durable) continue;
       const dropped = service.requests.removeWhere((r) => equalBytes(r.client, identity));
       for (let i = 0; i < dropped.length; i++) this.#drop("client gone");
     }
@@ -285,8 +313,16 @@ export class Broker {
     for (const worker of [...this.#workers.values()]) {
       if (worker.expiry <= now) this.#removeWorker(worker, false, "expired");
     }
+    this.#durable?.tick(now);
     for (const service of this.#services.values()) {
       if (service.requests.length === 0) continue;
+      if (service.durable) {
+        const expired = (r: Request) => r.deadline <= now || r.callerDeadline <= now;
+        for (const request of service.requests.removeWhere(expired)) {
+          this.#durable!.expired(request, now);
+        }
+        continue;
+      }
       for (const _ of service.requests.removeWhere((r) => r.callerDeadline <= now)) {
         this.#drop("caller deadline passed");
       }
@@ -315,10 +351,13 @@ export class Broker {
 
   /** Tells every worker to go away and fails every queued request: for shutdown. */
   shutdown(): void {
+    // Journaled requests stay journaled, for the next run: nobody is told they failed.
+    this.#durable?.stop();
     for (const worker of [...this.#workers.values()]) {
       this.#removeWorker(worker, true, "broker shutdown");
     }
     for (const service of this.#services.values()) {
+      if (service.durable) continue;
       for (const request of service.requests.removeWhere(() => true)) {
         this.#fail(request, "SHUTTING_DOWN", "The broker is shutting down");
       }
@@ -412,6 +451,7 @@ export class Broker {
         workers: new Set(),
         requeueLost: this.#requeueLost ||
           this.#requeueLostServices.some((pattern) => patternCovers(pattern, name)),
+        durable: this.#durable?.covers(name) ?? false,
       };
       this.#services.set(name, service);
     }
@@ -448,7 +488,16 @@ export class Broker {
     if (service.requests.length >= this.#maxQueue) {
       return this.#fail(request, "QUEUE_FULL", `The queue of service '${m.service}' is full`);
     }
+    if (service.durable) return this.#durable!.admit(request);
     service.requests.push(request);
+    this.#dispatch(service);
+  }
+
+  /** A journaled durable request joins its queue (durable.ts). */
+  #enqueue(request: Request, front: boolean): void {
+    const service = this.#service(request.service);
+    if (front) service.requests.unshift(request);
+    else service.requests.push(request);
     this.#dispatch(service);
   }
 
@@ -550,7 +599,8 @@ export class Broker {
         detail: "a reply for a client address the worker holds no request of",
       });
     }
-    this.#reply(request, m.final, m.body);
+    if (request.durable) this.#durable!.reply(request, m.final, m.body);
+    else this.#reply(request, m.final, m.body);
     if (!m.final) return;
     worker.inFlight.delete(key);
     this.#observer.reply?.(request.service, (this.#now() - request.received) / 1000);
@@ -589,7 +639,8 @@ export class Broker {
       const request = service.requests.shift()!;
       // tick() drops expired ones too, but only every ~100 ms: check here as well.
       if (request.callerDeadline <= now) {
-        this.#drop("caller deadline passed");
+        if (request.durable) this.#durable!.expired(request, now);
+        else this.#drop("caller deadline passed");
         continue;
       }
       // Re-queued at the back while it has room: workers with capacity share the load.
@@ -623,6 +674,13 @@ export class Broker {
     worker.inFlight.clear();
     let requeued = false;
     for (const request of lost.reverse()) {
+      if (request.durable) {
+        if (this.#durable!.lost(request, reason)) {
+          service.requests.unshift(request);
+          requeued = true;
+        }
+        continue;
+      }
       if (service.requeueLost && request.attempts < 2 && reason !== "broker shutdown") {
         service.requests.unshift(request);
         requeued = true;
@@ -670,6 +728,11 @@ export class Broker {
 
   #brokerService(request: Request): void {
     const operation = text(request.body[0]!);
+    if (isDurableOperation(operation)) {
+      const answer = (reply: unknown) => this.#reply(request, true, [frame(JSON.stringify(reply))]);
+      durableOperation(this.#durable, operation, request.body[1]).then(answer);
+      return;
+    }
     let reply: unknown;
     if (operation === "services") {
       const services = this.services();

@@ -20,7 +20,11 @@ export type BrokerErrorCode =
    * The broker is the passive one of a pair (docs/ha.md): the request was
    * not queued nor given to a worker, so it may be sent to the other broker.
    */
-  | "BROKER_PASSIVE";
+  | "BROKER_PASSIVE"
+  /** A durable request the journal could not store; the message names the cause (durable.ts). */
+  | "JOURNAL_UNAVAILABLE"
+  /** A durable request that is in the dead-letter queue; the message says why. */
+  | "DEAD_LETTERED";
 
 /** The body frame of a broker-made error reply. */
 export function brokerErrorBody(

@@ -52,6 +52,9 @@ export interface SubscribeOptions {
   signal: AbortSignal;
 }
 
+/** What `plant dlq` asks of the broker's dead-letter queue (docs/durability.md). */
+export type DlqOperation = "list" | "show" | "replay" | "delete" | "purge";
+
 /** plantd, reached one way or the other. */
 export interface Backend {
   /** Where requests go, for messages. */
@@ -73,6 +76,15 @@ export interface Backend {
   set(scope: string, key: string, value: string): Promise<number>;
   /** Fails with KEY_NOT_FOUND when the key does not exist. */
   delete(scope: string, key: string): Promise<void>;
+  /**
+   * A dead-letter queue operation: `list` takes `service`, `limit`, `after`;
+   * `show`, `replay` and `delete` an `id`; `purge` a `service`. Resolves with
+   * the answer's data (`/api/dlq`'s JSON); a missing dead letter is NOT_FOUND.
+   */
+  dlq(
+    operation: DlqOperation,
+    params: Record<string, string | number>,
+  ): Promise<Record<string, unknown>>;
   /** Streams bus messages until `signal` aborts; rejects when the stream breaks. */
   subscribe(bus: string, prefix: string, options: SubscribeOptions): Promise<void>;
   close(): Promise<void>;

@@ -22,9 +22,17 @@ import { ECHO_SERVICE } from "../workers/echo.ts";
 import type { CurveClientKeys } from "../transport/curve.ts";
 import { MdpError } from "../mdp/errors.ts";
 import { text } from "../mdp/protocol.ts";
+import { BROKER_SERVICE_NAME } from "../mdp/broker_operations.ts";
 import { STATE_SERVICE } from "../state/operations.ts";
 import { type Check, type Health, healthOf } from "../telemetry/health.ts";
-import type { Backend, Entry, Frame, ServiceRow, SubscribeOptions } from "./backend.ts";
+import type {
+  Backend,
+  DlqOperation,
+  Entry,
+  Frame,
+  ServiceRow,
+  SubscribeOptions,
+} from "./backend.ts";
 import { subscribeDirect } from "./bus_direct.ts";
 import { apiFailure, CliError } from "./errors.ts";
 import { probe } from "./net.ts";
@@ -194,6 +202,24 @@ export class BrokerBackend implements Backend {
       else this.#refuseUnanswered(service);
       const frames = await this.#client.request(service, [operation, json]);
       return frames.map(frameToJson);
+    });
+  }
+
+  dlq(
+    operation: DlqOperation,
+    params: Record<string, string | number>,
+  ): Promise<Record<string, unknown>> {
+    return this.#run(async () => {
+      const [frame] = await this.#client.request(BROKER_SERVICE_NAME, [
+        `dlq-${operation}`,
+        JSON.stringify(params),
+      ]);
+      const reply = JSON.parse(text(frame!));
+      if (reply?.success === true) return reply.data as Record<string, unknown>;
+      const code = reply?.code === "NOT_FOUND" || reply?.code === "BAD_REQUEST"
+        ? reply.code
+        : "SERVICE_UNAVAILABLE";
+      throw apiFailure(code, String(reply?.error ?? "the broker refused the operation"));
     });
   }
 

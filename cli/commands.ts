@@ -1,6 +1,6 @@
 /**
  * The commands of `plant`, mirroring Go plantd's client (`echo`, `state …`)
- * plus `services`, `call`, `sub`, `pub` and `health`. Each prints a table or
+ * plus `services`, `call`, `sub`, `pub`, `health` and `dlq …`. Each prints a table or
  * a line for people and one JSON document per result with `--json`.
  *
  * @module
@@ -50,6 +50,20 @@ export interface Command {
   options: string[];
   summary: string;
   run(context: Context): Promise<ExitCode | void>;
+}
+
+/** A dead letter as `/api/dlq` lists it. */
+interface DeadLetterRow {
+  id: string;
+  service: string;
+  reason: string;
+  detail: string;
+  attempts: number;
+  received_at: string;
+  dead_at: string;
+  failures: Array<{ at: string; reason: string }>;
+  replays: number;
+  operation?: string;
 }
 
 /** Go plantd's default state scope. */
@@ -253,6 +267,92 @@ export const COMMANDS: Command[] = [
           `no subscriber for '${topic}' on bus '${bus}' within ${waitMs} ms: the message was dropped`,
         );
       }
+    },
+  },
+  {
+    words: ["dlq", "ls"],
+    args: ["[SERVICE]"],
+    options: [],
+    summary: "dead letters of durable requests (of one service), oldest first",
+    async run({ out, backend, positionals }) {
+      const service = positionals[0];
+      const letters: DeadLetterRow[] = [];
+      let after: string | undefined;
+      let durable = true;
+      do {
+        const page = await (await backend()).dlq("list", {
+          limit: 1000,
+          ...(service ? { service } : {}),
+          ...(after ? { after } : {}),
+        });
+        letters.push(...page.dead_letters as DeadLetterRow[]);
+        after = page.next as string | undefined;
+        if (page.durable === false) durable = false;
+      } while (after);
+      out.data({ count: letters.length, dead_letters: letters });
+      if (!durable) return out.line("no dead letters: the broker has no durable services");
+      if (letters.length === 0) return out.line("no dead letters");
+      out.table(
+        ["ID", "SERVICE", "REASON", "ATTEMPTS", "DEAD AT", "OPERATION"],
+        letters.map((l) => [l.id, l.service, l.reason, l.attempts, l.dead_at, l.operation ?? ""]),
+      );
+    },
+  },
+  {
+    words: ["dlq", "show"],
+    args: ["ID"],
+    options: [],
+    summary: "one dead letter: why, when, its failures and its body",
+    async run({ out, backend, positionals }) {
+      const letter = (await (await backend()).dlq("show", {
+        id: positionals[0]!,
+      })) as unknown as DeadLetterRow & { body?: Frame[] };
+      out.data(letter);
+      out.table(["FIELD", "VALUE"], [
+        ["id", letter.id],
+        ["service", letter.service],
+        ["reason", `${letter.reason}: ${letter.detail}`],
+        ["attempts", letter.attempts],
+        ["received", letter.received_at],
+        ["dead", letter.dead_at],
+        ["replays", letter.replays],
+        ...letter.failures.map((f, i) => [`failure ${i + 1}`, `${f.at} ${f.reason}`]),
+        ...(letter.body ?? []).map((f, i) => [`frame ${i}`, frameText(f)]),
+      ]);
+    },
+  },
+  {
+    words: ["dlq", "replay"],
+    args: ["ID"],
+    options: [],
+    summary: "route a dead letter again (its reply is kept under its id)",
+    async run({ out, backend, positionals }) {
+      const replayed = await (await backend()).dlq("replay", { id: positionals[0]! });
+      out.data(replayed);
+      out.line(`replayed ${replayed.id} to ${replayed.service}`);
+    },
+  },
+  {
+    words: ["dlq", "delete"],
+    args: ["ID"],
+    options: [],
+    summary: "delete one dead letter",
+    async run({ out, backend, positionals }) {
+      const deleted = await (await backend()).dlq("delete", { id: positionals[0]! });
+      out.data(deleted);
+      out.line(`deleted ${deleted.id}`);
+    },
+  },
+  {
+    words: ["dlq", "purge"],
+    args: ["[SERVICE]"],
+    options: [],
+    summary: "delete every dead letter (of one service)",
+    async run({ out, backend, positionals }) {
+      const service = positionals[0];
+      const purged = await (await backend()).dlq("purge", service ? { service } : {});
+      out.data(purged);
+      out.line(`deleted ${purged.deleted} dead letter${purged.deleted === 1 ? "" : "s"}`);
     },
   },
   state("get", ["KEY"], "read a key of the scope", async ({ out, backend, scope, positionals }) => {

@@ -6,7 +6,15 @@
  * @module
  */
 import type { Health } from "../telemetry/health.ts";
-import type { Backend, BusLine, Entry, Frame, ServiceRow, SubscribeOptions } from "./backend.ts";
+import type {
+  Backend,
+  BusLine,
+  DlqOperation,
+  Entry,
+  Frame,
+  ServiceRow,
+  SubscribeOptions,
+} from "./backend.ts";
 import { apiFailure, CliError, EXIT, unreachable } from "./errors.ts";
 
 /** Extra time given to the HTTP exchange beyond the request's own timeout. */
@@ -111,6 +119,25 @@ export class GatewayBackend implements Backend {
     }?timeout_ms=${this.#timeoutMs}`;
     const { json } = await this.#http("POST", path, body, { "content-type": "application/json" });
     return (json as { frames: Frame[] }).frames;
+  }
+
+  async dlq(
+    operation: DlqOperation,
+    params: Record<string, string | number>,
+  ): Promise<Record<string, unknown>> {
+    const id = encodeURIComponent(String(params.id ?? ""));
+    const query = new URLSearchParams(
+      Object.entries(params).filter(([k]) => k !== "id").map(([k, v]) => [k, String(v)]),
+    ).toString();
+    const [method, path] = {
+      list: ["GET", `/api/dlq${query ? `?${query}` : ""}`],
+      show: ["GET", `/api/dlq/${id}`],
+      replay: ["POST", `/api/dlq/${id}/replay`],
+      delete: ["DELETE", `/api/dlq/${id}`],
+      purge: ["DELETE", `/api/dlq${query ? `?${query}` : ""}`],
+    }[operation];
+    const { json } = await this.#http(method!, path!);
+    return json as Record<string, unknown>;
   }
 
   async health(): Promise<Health> {

@@ -271,6 +271,36 @@ export const brokerConfig = {
      * `PLANTD_BROKER_HA='{"role":"primary",…}'`. Absent: a single broker.
      */
     ha: haSchema.optional(),
+    /**
+     * Durable services (names or `a.b.*` patterns): their requests are
+     * journaled before they are routed, routed again after a restart, and
+     * dead-lettered when they keep failing (docs/durability.md). [] for none:
+     * no journal is opened.
+     */
+    durable_services: z.array(servicePattern).default(() => []),
+    /**
+     * The journal of durable requests: a libSQL file path or server URL, or a
+     * postgres:// URL (a broker pair can share that one; one broker writes it at a time).
+     */
+    journal: z.string().min(1).default("plantd-broker-journal.db"),
+    /** Token for a remote libSQL server. */
+    journal_auth_token: z.string().optional(),
+    /** libSQL file: "full": a journaled request survives power loss; "normal": a crash of the broker. */
+    journal_synchronous: z.enum(["full", "normal"]).default("full"),
+    /** Largest size of a local libSQL journal in bytes; beyond it durable requests are refused. 0: the disk's. */
+    journal_max_bytes: z.number().int().min(0).default(0),
+    /** Workers lost while holding a durable request before it becomes a dead letter. */
+    durable_max_attempts: z.number().int().min(1).max(100).default(3),
+    /** How long the reply of a durable request is kept for a caller that asks again. */
+    durable_reply_ttl_ms: positiveMs.default(600_000),
+    /** How long a durable request waits for a worker before it is dead-lettered; 0: request_timeout_ms. */
+    durable_timeout_ms: z.number().int().min(0).default(0),
+    /**
+     * One of `buses` (plaintext) on which each new dead letter is published,
+     * topic `org.plantd.Broker.dlq` (docs/durability.md); "" or a bus this
+     * broker does not run: none.
+     */
+    dlq_event_bus: z.string().default("event"),
   }),
 } satisfies ComponentConfig<z.ZodObject>;
 

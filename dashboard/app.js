@@ -234,6 +234,70 @@ async function refreshServices() {
   }
 }
 
+// ---------------------------------------------------------------- dead letters
+
+/** The broker's dead-letter queue (docs/durability.md); refreshed when one arrives. */
+async function refreshDeadLetters() {
+  const note = (text) => {
+    $("dlq-note").textContent = text;
+    $("dlq-note").hidden = !text;
+  };
+  try {
+    const { dead_letters: letters, next, durable } = await api("/api/dlq?limit=100");
+    note(
+      durable === false
+        ? "no durable services on the broker (docs/durability.md)"
+        : letters.length === 0
+        ? "no dead letters"
+        : next
+        ? "the 100 oldest; plant dlq ls lists them all"
+        : "",
+    );
+    $("dead-letters").replaceChildren(
+      ...letters.map((letter) =>
+        el(
+          "tr",
+          { "data-id": letter.id, title: letter.detail },
+          el("td", { class: "id" }, letter.id.slice(0, 12)),
+          el("td", {}, letter.service),
+          el("td", {}, letter.reason),
+          el("td", { class: "num" }, String(letter.attempts)),
+          el("td", {}, new Date(letter.dead_at).toLocaleTimeString()),
+          el("td", {}, dlqButton("replay", letter.id), dlqButton("delete", letter.id)),
+        )
+      ),
+    );
+  } catch (error) {
+    $("dead-letters").replaceChildren();
+    // No journal, or not this user's to see: say so rather than fail.
+    note(error.status === 403 ? "not permitted (dlq:read)" : error.message);
+  }
+}
+
+function dlqButton(action, id) {
+  const button = el("button", { type: "button", "data-action": action }, action);
+  button.addEventListener("click", async () => {
+    try {
+      await api(
+        action === "replay" ? `/api/dlq/${id}/replay` : `/api/dlq/${id}`,
+        { method: action === "replay" ? "POST" : "DELETE" },
+      );
+    } catch (error) {
+      $("dlq-note").textContent = error.message;
+      $("dlq-note").hidden = false;
+      return;
+    }
+    await refreshDeadLetters();
+  });
+  return button;
+}
+
+live.hold(
+  "dlq-events",
+  { type: "subscribe", bus: "event", prefix: "org.plantd.Broker.dlq" },
+  () => refreshDeadLetters(),
+);
+
 // ---------------------------------------------------------------- state
 
 let currentScope = "";
@@ -444,6 +508,7 @@ $("metrics-form").addEventListener("submit", async (event) => {
 
 refreshHealth();
 refreshServices();
+refreshDeadLetters();
 loadScopes().catch((error) => {
   $("state-error").textContent = error.message;
   $("state-error").hidden = false;

@@ -25,6 +25,7 @@ import { ApiError, toApiError } from "./errors.ts";
 import { logger } from "../telemetry/log.ts";
 import { logLimiter } from "../telemetry/log_window.ts";
 import { authRoutes } from "./routes/auth.ts";
+import { dlqRoutes } from "./routes/dlq.ts";
 import { metricsRoutes } from "./routes/metrics.ts";
 import { servicesRoutes } from "./routes/services.ts";
 import { stateRoutes } from "./routes/state.ts";
@@ -175,6 +176,7 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
 
   stateRoutes(app, new StateApi(call, directory, deps.stateCache), guard, headers);
   servicesRoutes(app, call, directory, guard);
+  dlqRoutes(app, call, guard);
   metricsRoutes(app, deps.metricsStore, guard);
   busRoutes(app, deps.hub, deps.outlet, guard);
   authRoutes(app, {

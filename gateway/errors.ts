@@ -104,7 +104,7 @@ export function toApiError(error: unknown): ApiError {
   if (error instanceof MdpBrokerError) {
     return new ApiError(
       error.code === "QUEUE_FULL" || error.code === "SHUTTING_DOWN" ||
-        error.code === "BROKER_PASSIVE"
+        error.code === "BROKER_PASSIVE" || error.code === "JOURNAL_UNAVAILABLE"
         ? "SERVICE_UNAVAILABLE"
         // Its own code: the worker may have acted before it died, so the caller decides on a retry.
         : error.code === "WORKER_LOST"

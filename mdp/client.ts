@@ -26,6 +26,11 @@
  * their own deadline; a request already sent to the broker that was left is
  * never sent again: its reply may still come, else it times out.
  *
+ * Durable requests (`durable`, docs/durability.md) carry a journal key too
+ * (durable_key.ts) and are asked again with it after every reconnection
+ * while their caller waits (durable_resend.ts): a broker that journals the
+ * service answers each exactly once, across its own restarts.
+ *
  * @module
  */
 import type { CurveClientKeys } from "../transport/curve.ts";
@@ -48,6 +53,9 @@ import {
   text,
   writeBudget,
 } from "./protocol.ts";
+import { durableKeyFrame, newDurableKey } from "./durable_key.ts";
+import { DurableResend, type DurableSent } from "./durable_resend.ts";
+import { patternCovers } from "./service_pattern.ts";
 import {
   MdpBrokerError,
   MdpClosedError,
@@ -98,6 +106,11 @@ export interface ClientOptions {
   failoverSettleMs?: number;
   /** Several endpoints: told of each move to another endpoint. */
   onFailover?: (event: FailoverEvent) => void;
+  /**
+   * Services (names or `a.b.*` patterns) whose requests are sent durable, as
+   * with the request option `durable`. @default none
+   */
+  durableServices?: readonly string[];
 }
 
 /** A move of the client to another broker of a pair. */
@@ -120,8 +133,15 @@ const RETIRE_CHECK_MS = 100;
 /** Per-request overrides. */
 export interface RequestOptions {
   timeoutMs?: number;
+  /** Ignored for durable requests: asking again after a reconnection is their retry. */
   retries?: number;
   signal?: AbortSignal;
+  /**
+   * Send with a journal key and ask again with it after reconnections, for a
+   * service the broker journals (docs/durability.md). `timeoutMs` is then
+   * the caller's whole wait, across broker restarts.
+   */
+  durable?: boolean;
 }
 
 /** One reply of a (possibly streamed) request. */
@@ -141,6 +161,8 @@ class Pending {
   deadlineFrame: Uint8Array | undefined;
   /** The socket the request was written to; undefined while it may still go anywhere. */
   socket: MessageSocket | undefined;
+  /** A durable request's record for asking again after a reconnection. */
+  durable: DurableSent | undefined;
   settled = false;
   readonly #table: Map<number, Pending>;
   readonly #id: number;
@@ -268,6 +290,10 @@ export class MdpClient {
   #maxBackoffMs: number;
   #dialect: Dialect;
   #loops = new Set<Promise<void>>();
+  #durableServices: readonly string[];
+  #durable = new DurableResend();
+  /** Added to the socket's handshake count: a move starts a new series (durable re-asks). */
+  #generationBase = 0;
   #closed = false;
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #sweepPeriod = Infinity;
@@ -309,6 +335,7 @@ export class MdpClient {
     this.#settleMs = options.failoverSettleMs ?? 200;
     this.#unreachableMs = 4 * this.#connectTimeoutMs;
     this.#onFailover = options.onFailover;
+    this.#durableServices = options.durableServices ?? [];
     this.#socketOptions = {
       linger: 0,
       // Nothing waits in the socket for a connection: a request whose caller
@@ -337,6 +364,11 @@ export class MdpClient {
   /** The endpoint of the broker the client talks to now. */
   get endpoint(): string {
     return this.endpoints[this.#index]!;
+  }
+
+  /** Which connection requests go out on: it changes at each reconnection and each move. */
+  #generation(): number {
+    return this.#generationBase + (this.#socket.handshakes ?? 0);
   }
 
   #open(): MessageSocket {
@@ -415,8 +447,12 @@ export class MdpClient {
   }
 
   #withRetries(service: string, frames: Frames, options: RequestOptions): Promise<Frames> {
-    const retries = options.retries ?? this.#retries;
     const timeoutMs = options.timeoutMs ?? this.#timeoutMs;
+    if (options.durable ?? this.#durableServices.some((p) => patternCovers(p, service))) {
+      if (options.signal?.aborted) return Promise.reject(options.signal.reason);
+      return this.#attempt(service, frames, timeoutMs, 1, undefined, options.signal, true);
+    }
+    const retries = options.retries ?? this.#retries;
     // No retries: the attempt is the request (no extra async frame per request).
     if (retries <= 0) {
       if (options.signal?.aborted) return Promise.reject(options.signal.reason);
@@ -453,10 +489,11 @@ export class MdpClient {
     attempt: number,
     onPartial?: (body: Frames) => void,
     signal?: AbortSignal,
+    durable = false,
   ): Promise<Frames> {
     if (this.#closed) return Promise.reject(new MdpClosedError(service));
     if (this.#negotiator.framing !== "extended") {
-      return this.#unextended(service, frames, timeoutMs, attempt, onPartial, signal);
+      return this.#unextended(service, frames, timeoutMs, attempt, onPartial, signal, durable);
     }
     const id = this.#nextId;
     this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1;
@@ -478,7 +515,26 @@ export class MdpClient {
     this.#sweepSoon(timeoutMs);
     const deadline = deadlineFrame(timeoutMs);
     pending.deadlineFrame = deadline;
-    pending.message = encodeClientRequest(this.#dialect, service, frames, [idFrame, deadline]);
+    const keyFrame = durable ? durableKeyFrame(newDurableKey()) : undefined;
+    pending.message = encodeClientRequest(
+      this.#dialect,
+      service,
+      frames,
+      keyFrame ? [idFrame, keyFrame, deadline] : [idFrame, deadline],
+    );
+    if (keyFrame) {
+      const sent = {
+        message: pending.message,
+        keyFrame,
+        deadlineFrame: deadline,
+        deadline: pending.deadline,
+        sentOn: undefined as number | undefined,
+        settled: () => pending.settled,
+      };
+      pending.durable = sent;
+      this.#durable.add(id, sent);
+      promise.then(() => this.#durable.delete(id), () => this.#durable.delete(id));
+    }
     this.#transmit(pending);
     return promise;
   }
@@ -495,6 +551,7 @@ export class MdpClient {
     try {
       if (socket.trySend(message)) {
         pending.socket = socket;
+        if (pending.durable) pending.durable.sentOn = this.#generation();
         // Taken by an immediate socket: the connection was up (the watcher may not have looked).
         if (socket === this.#socket) this.#everConnected = true;
         return;
@@ -512,6 +569,9 @@ export class MdpClient {
       }).then(
         () => {
           pending.socket = socket;
+          if (pending.durable && socket === this.#socket) {
+            pending.durable.sentOn = this.#generation();
+          }
           if (socket === this.#socket) this.#everConnected = true;
         },
         (error) => {
@@ -545,6 +605,7 @@ export class MdpClient {
     attempt: number,
     onPartial?: (body: Frames) => void,
     signal?: AbortSignal,
+    durable = false,
   ): Promise<Frames> {
     const started = Date.now();
     if (this.#negotiator.framing === undefined) {
@@ -570,9 +631,17 @@ export class MdpClient {
       const left = timeoutMs - (Date.now() - started);
       if (left <= 0) throw new MdpTimeoutError(service, timeoutMs, attempt);
       if (this.#negotiator.framing === "extended") {
-        return this.#attempt(service, frames, left, attempt, onPartial, signal);
+        return this.#attempt(service, frames, left, attempt, onPartial, signal, durable);
       }
       timeoutMs = left;
+    }
+    if (durable) {
+      // Only a plantd-ts broker journals: sent as a plain request it would not be durable.
+      throw new MdpBrokerError(
+        service,
+        "BAD_REQUEST",
+        `A durable request needs a plantd-ts broker; the broker is ${this.#negotiator.features?.summary}`,
+      );
     }
     this.#plain ??= new PlainLanes(this.endpoint, {
       dialect: this.#dialect,
@@ -612,6 +681,15 @@ export class MdpClient {
       pending.reject(pending.timeout());
     }
     if (silent && this.#watcher !== undefined) this.#requestMove("no reply");
+    if (this.#durable.size > 0) {
+      // A new connection: the broker may have restarted and forgotten what was sent.
+      this.#durable.check(this.#generation(), (_sent, id) => {
+        const pending = this.#pending.get(id);
+        if (!pending) return;
+        pending.socket = undefined;
+        this.#transmit(pending);
+      });
+    }
     if (this.#pending.size === 0) {
       clearInterval(this.#sweeper);
       this.#sweeper = undefined;
@@ -702,6 +780,10 @@ export class MdpClient {
     const old = this.#socket;
     this.#index = next;
     this.#socket = this.#open();
+    this.#generationBase += 1_000_000;
+    // Durable requests written to the broker left behind are not asked again at this one
+    // (a pair does not share a journal: docs/ha.md); their reply may still come there.
+    this.#durable.forgetSent();
     this.#lastHeard = 0;
     this.#retire(old);
     // Requests still waiting for the old connection go to the new one.

@@ -20,6 +20,7 @@ import { metricsAccess } from "../config/metrics_token.ts";
 import { endpointLimitCounter, endpointObserver } from "../telemetry/endpoint_metrics.ts";
 import { type Check, checkTracker } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";
+import { ConfigError } from "../config/load.ts";
 import { LogWindow } from "../telemetry/log_window.ts";
 import {
   boundBeyondLoopback,
@@ -33,6 +34,8 @@ import {
 import { startHealthServer } from "./health_server.ts";
 import { wireHeartbeat } from "./wire_heartbeat.ts";
 import { watchServicePolicy } from "./service_policy.ts";
+import { dlqEvents, openDurable } from "./durable.ts";
+import type { DeadLetter } from "../broker/journal.ts";
 import type { Running } from "./running.ts";
 
 /** Starts the broker from its resolved configuration. */
@@ -51,6 +54,13 @@ export async function startBroker(
   }
 > {
   const log = logger("broker");
+  if (config.ha && config.durable_services.length > 0) {
+    // Each broker of a pair would keep its own journal and a failover would lose what the
+    // other journaled: refused until the journal moves with the active role (docs/ha.md).
+    throw new ConfigError(
+      "broker config: durable_services cannot be used with ha (a broker pair) yet: the journal does not follow the active broker (docs/ha.md, docs/durability.md)",
+    );
+  }
   // Keys are read (and checked) before anything binds: a bad key file is a config error.
   const curve = serverCurve("broker", config);
   const audit = logger("broker", "audit");
@@ -73,11 +83,16 @@ export async function startBroker(
   // The metrics read the broker once it exists; it is created after them.
   const holder: { server?: BrokerServer } = {};
   const metrics = brokerMetrics(registry, () => holder.server?.broker);
-  const pair = config.ha ? await startPair(config, registry, holder) : undefined;
+  // Dead letters are announced on a bus once the buses run.
+  const announce: { publish?: (letter: DeadLetter) => void } = {};
+  const durable = await openDurable(config, registry, (letter) => announce.publish?.(letter));
+  let pair: Awaited<ReturnType<typeof startPair>> | undefined;
   let server: BrokerServer;
   try {
+    pair = config.ha ? await startPair(config, registry, holder) : undefined;
+    const votes = pair;
     server = holder.server = await BrokerServer.start({
-      ...(pair ? { admitClient: () => pair.admitClient() } : {}),
+      ...(votes ? { admitClient: () => votes.admitClient() } : {}),
       endpoint: config.endpoint,
       heartbeatIntervalMs: config.heartbeat_interval_ms,
       heartbeatLiveness: config.heartbeat_liveness,
@@ -95,6 +110,7 @@ export async function startBroker(
       maxConnections: config.max_connections,
       maxBufferedOutputBytes: config.max_buffered_output_bytes,
       onLimit: endpointLimitCounter(registry, "broker"),
+      ...(durable ? { durable: durable.durable } : {}),
     }, {
       ...metrics,
       drop: (reason, from) => {
@@ -121,6 +137,7 @@ export async function startBroker(
     });
   } catch (error) {
     await pair?.close();
+    await durable?.close();
     throw error;
   }
   const reloader = watchServicePolicy(
@@ -135,8 +152,11 @@ export async function startBroker(
     reloader?.close();
     await server.close();
     await pair?.close();
+    await durable?.close();
     throw error;
   }
+  const events = dlqEvents(config, buses, curve !== undefined);
+  announce.publish = events?.publish;
   const started = new Date().toISOString();
   const check = checkTracker();
   const beyond = boundBeyondLoopback(exposed, [
@@ -154,6 +174,7 @@ export async function startBroker(
       ...(pair ? pairChecks(pair) : []),
       ...buses.checks(),
       ...plaintext,
+      ...(durable ? [durable.check()] : []),
     ],
     registry,
     access,
@@ -189,9 +210,11 @@ export async function startBroker(
     async close() {
       reloader?.close();
       await health.close();
+      await events?.close();
       await buses.close();
       await server.close();
       await pair?.close();
+      await durable?.close();
       log.info("broker stopped");
     },
   };

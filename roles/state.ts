@@ -18,7 +18,7 @@ import { serviceTokenCheck } from "../auth/call_credentials.ts";
 import { STATE_SERVICE, StateOperations } from "../state/operations.ts";
 import { StateStore } from "../state/store.ts";
 import { startStateWorker } from "../state/worker.ts";
-import { WriteHealth } from "../state/write_health.ts";
+import { WriteHealth } from "../storage/write_health.ts";
 import { checkTracker } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";
 import { stateMetrics } from "../telemetry/state_metrics.ts";

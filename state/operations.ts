@@ -40,7 +40,7 @@ export interface OperationsOptions {
    * (auth/permissions.ts).
    */
   /**
-   * The class of the storage failure while writes fail (state/write_health.ts),
+   * The class of the storage failure while writes fail (storage/write_health.ts),
    * reported by `health`: reads still work then, writes do not.
    */
   writeFailure?: () => string | undefined;

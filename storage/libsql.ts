@@ -53,7 +53,15 @@ export async function openLibsql(options: OpenLibsqlOptions): Promise<OpenLibsql
     await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
   }
   const local = path !== undefined || url === ":memory:";
-  const client = createClient({ url, authToken: options.authToken });
+  // One connection for a local file: the client pools connections, and the
+  // PRAGMAs below (synchronous, busy_timeout, a caller's max_page_count) hold
+  // for the connection that ran them only. Every call here is synchronous
+  // inside SQLite (no interactive transactions), so one connection costs nothing.
+  const client = createClient({
+    url,
+    authToken: options.authToken,
+    ...(path !== undefined ? { concurrency: 1 } : {}),
+  });
   try {
     if (local) {
       await client.execute("PRAGMA journal_mode = WAL");

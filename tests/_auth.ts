@@ -4,7 +4,7 @@
  * in the gateway and the state worker.
  */
 import { TokenIssuer } from "../auth/tokens.ts";
-import type { GatewayConfig, StateConfig } from "../config/components.ts";
+import type { BrokerConfig, GatewayConfig, StateConfig } from "../config/components.ts";
 import { startSystem, type System } from "./_system.ts";
 
 export const SECRET = "secret-for-tests-only-32-bytes-long!";
@@ -30,9 +30,14 @@ export function bearer(token: string): Record<string, string> {
 /** The whole system with authentication on (the state worker checks tokens too). */
 export async function withSecuredSystem(
   body: (system: System) => Promise<void>,
-  overrides: { gateway?: Partial<GatewayConfig>; state?: Partial<StateConfig> } = {},
+  overrides: {
+    broker?: Partial<BrokerConfig>;
+    gateway?: Partial<GatewayConfig>;
+    state?: Partial<StateConfig>;
+  } = {},
 ): Promise<void> {
   const system = await startSystem({
+    ...(overrides.broker ? { broker: overrides.broker } : {}),
     gateway: { jwt_secret: SECRET, ...overrides.gateway },
     state: { jwt_secret: SECRET, ...overrides.state },
   });

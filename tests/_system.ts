@@ -6,6 +6,7 @@
  */
 import { Registry } from "prom-client";
 import {
+  type BrokerConfig,
   brokerConfig,
   echoConfig,
   type GatewayConfig,
@@ -46,30 +47,37 @@ const random = (name: string) => ({
   backend: "tcp://127.0.0.1:*",
 });
 
-/** Starts everything; `gateway` and `state` override configuration keys. */
+/** Starts everything; `broker`, `gateway` and `state` override configuration keys. */
 export async function startSystem(
-  overrides: { gateway?: Partial<GatewayConfig>; state?: Partial<StateConfig> } = {},
+  overrides: {
+    broker?: Partial<BrokerConfig>;
+    gateway?: Partial<GatewayConfig>;
+    state?: Partial<StateConfig>;
+  } = {},
 ): Promise<System> {
   const env = {};
   const dir = await Deno.makeTempDir();
   const registry = new Registry();
   const broker = await startBroker(
-    loadConfig(brokerConfig, {
-      args: [
-        "--endpoint",
-        "tcp://127.0.0.1:*",
-        "--health-port",
-        "0",
-        "--log-level",
-        "error",
-        "--heartbeat-interval-ms",
-        "200",
-        // Ten missed heartbeats (2 s): a loaded CI machine can delay a timer past three.
-        "--heartbeat-liveness",
-        "10",
-      ],
-      env: { PLANTD_BROKER_BUSES: JSON.stringify(["state", "event", "metric"].map(random)) },
-    }),
+    {
+      ...loadConfig(brokerConfig, {
+        args: [
+          "--endpoint",
+          "tcp://127.0.0.1:*",
+          "--health-port",
+          "0",
+          "--log-level",
+          "error",
+          "--heartbeat-interval-ms",
+          "200",
+          // Ten missed heartbeats (2 s): a loaded CI machine can delay a timer past three.
+          "--heartbeat-liveness",
+          "10",
+        ],
+        env: { PLANTD_BROKER_BUSES: JSON.stringify(["state", "event", "metric"].map(random)) },
+      }),
+      ...overrides.broker,
+    },
     registry,
   );
   const endpoint = connectableEndpoint(broker.server.endpoint);

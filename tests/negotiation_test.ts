@@ -138,3 +138,14 @@ Deno.test("a probe lost with its connection (the broker restarted) is asked agai
     await settleTransport();
   }
 });
+
+Deno.test("a durable request is refused with BAD_REQUEST by a client speaking plain MDP (only our broker journals)", async () => {
+  await withBroker({}, async (server, track) => {
+    const client = track(new MdpClient(server.endpoint, { extensions: "off", timeoutMs: 2000 }));
+    await assert.rejects(
+      client.request("svc", ["x"], { durable: true }),
+      (error: Error & { code?: string }) =>
+        error.code === "BAD_REQUEST" && /needs a plantd-ts broker/.test(error.message),
+    );
+  });
+});

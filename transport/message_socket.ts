@@ -35,6 +35,13 @@ export interface MessageSocket {
    */
   readonly connected?: boolean;
   /**
+   * A DEALER: how many connections have completed their handshake so far. A
+   * change tells that the connection was replaced (the peer may have
+   * restarted), even when it happened between two looks at `connected`.
+   * Undefined where `connected` is.
+   */
+  readonly handshakes?: number;
+  /**
    * Calls `onMessage` for every message until the socket closes (see
    * NativeSocket.drain). `peerKey` is the sender's authenticated CURVE public
    * key (Z85) on a CURVE server socket; a plaintext peer has none.

@@ -18,6 +18,7 @@ export class WatchedDealer implements MessageSocket {
   #socket: NativeSocket;
   #monitor: SocketMonitor;
   #connected = false;
+  #handshakes = 0;
 
   /** Starts watching `socket`: call before it connects, so no event is missed. */
   constructor(socket: NativeSocket) {
@@ -25,7 +26,10 @@ export class WatchedDealer implements MessageSocket {
     this.#monitor = new SocketMonitor(
       socket,
       ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED,
-      (event) => this.#connected = event.event === ZMQ_EVENT_HANDSHAKE_SUCCEEDED,
+      (event) => {
+        this.#connected = event.event === ZMQ_EVENT_HANDSHAKE_SUCCEEDED;
+        if (this.#connected) this.#handshakes++;
+      },
     );
   }
 
@@ -36,6 +40,11 @@ export class WatchedDealer implements MessageSocket {
   /** Whether the connection completed its handshake and has not ended since. */
   get connected(): boolean {
     return this.#connected && !this.#socket.closed;
+  }
+
+  /** Handshakes completed so far (see MessageSocket). */
+  get handshakes(): number {
+    return this.#handshakes;
   }
 
   trySend(frames: Frames): boolean {

@@ -9,8 +9,14 @@ import type { Context, Next } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { getCookie } from "hono/cookie";
 import { getConnInfo } from "hono/deno";
-import { PERMISSIONS, serviceCall, statePermissions } from "../../auth/permissions.ts";
+import {
+  brokerOperationPermission,
+  PERMISSIONS,
+  serviceCall,
+  statePermissions,
+} from "../../auth/permissions.ts";
 import { AuthError, CallCredentialAsBearer, type Principal } from "../../auth/tokens.ts";
+import { BROKER_SERVICE_NAME } from "../../mdp/broker_operations.ts";
 import { STATE_SERVICE } from "../../state/operations.ts";
 import type { GatewayMetrics } from "../../telemetry/gateway_metrics.ts";
 import { bearerIs } from "../../telemetry/health.ts";
@@ -103,6 +109,11 @@ export function authorizeCall(
   if (!guard.enabled) return body;
   const target = `${service} ${body[0] ?? ""}`;
   guard.require(principal, ip, [serviceCall(service)], target);
+  if (service === BROKER_SERVICE_NAME) {
+    const needed = brokerOperationPermission(body[0] ?? "");
+    if (needed) guard.require(principal, ip, [needed], target);
+    return body;
+  }
   if (service !== STATE_SERVICE || body.length < 2) return body;
   let request: Record<string, unknown>;
   try {

@@ -70,6 +70,7 @@ export class ZmtpDealer {
   #dialAbort = new AbortController();
   #room = new RoomWaiters();
   #whenReady: (() => void) | undefined;
+  #handshakes = 0;
 
   constructor(options: ZmtpDealerOptions = {}) {
     this.#options = options;
@@ -87,6 +88,11 @@ export class ZmtpDealer {
   /** Whether a connection has completed its handshake. */
   get connected(): boolean {
     return this.#connection?.ready === true;
+  }
+
+  /** Handshakes completed so far: a change means a new connection (see MessageSocket). */
+  get handshakes(): number {
+    return this.#handshakes;
   }
 
   /** Starts connecting to `tcp://host:port` (the peer need not be there yet). */
@@ -139,6 +145,7 @@ export class ZmtpDealer {
 
   #events: ZmtpConnectionEvents = {
     ready: (connection) => {
+      this.#handshakes++;
       for (const bytes of this.#waiting) connection.sendEncoded(bytes);
       this.#waiting = [];
       this.#room.wakeAll();

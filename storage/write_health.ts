@@ -1,15 +1,16 @@
 /**
- * Whether the state store's writes succeed, for the worker's /healthz and
- * log: reads are served from memory, so a database that answers `SELECT 1`
- * can still refuse every write (disk full, read-only, I/O errors). The last
- * commit decides: a failed one turns the `store_writes` check DOWN with its
- * class and cause, the next successful one turns it UP again.
+ * Whether a store's writes succeed, for /healthz and the log: the state
+ * worker's (reads are served from memory, so a database that answers
+ * `SELECT 1` can still refuse every write: disk full, read-only, I/O errors)
+ * and the broker's journal of durable requests. The last commit decides: a
+ * failed one turns the check (`store_writes` by default) DOWN with its class
+ * and cause, the next successful one turns it UP again.
  *
  * @module
  */
 import type { Check } from "../telemetry/health.ts";
 import { logLimiter } from "../telemetry/log_window.ts";
-import { type StorageFailure, storageFailure } from "../storage/failure.ts";
+import { type StorageFailure, storageFailure } from "./failure.ts";
 
 /** Where failures and the recovery are reported (a logger's methods). */
 export interface WriteHealthLog {
@@ -23,17 +24,29 @@ interface Failing {
   since: string;
 }
 
+/** Names of a {@link WriteHealth}: its check, and the writes in its log lines. */
+export interface WriteHealthNames {
+  /** @default "store_writes" */
+  check?: string;
+  /** @default "state writes" */
+  writes?: string;
+}
+
 /** Tracks commit outcomes; feed it the store's onCommit and onCommitError. */
 export class WriteHealth {
   #log: WriteHealthLog;
   #limit: ReturnType<typeof logLimiter>;
   #failing: Failing | undefined;
   #changed = new Date().toISOString();
+  #check: string;
+  #writes: string;
 
   /** Each failure class is logged at most once per `windowMs`, with how many were held back. */
-  constructor(log: WriteHealthLog, windowMs = 60_000) {
+  constructor(log: WriteHealthLog, windowMs = 60_000, names: WriteHealthNames = {}) {
     this.#log = log;
     this.#limit = logLimiter(windowMs);
+    this.#check = names.check ?? "store_writes";
+    this.#writes = names.writes ?? "state writes";
   }
 
   /** A group of `writes` failed to commit with `error`. */
@@ -44,20 +57,23 @@ export class WriteHealth {
       this.#changed = new Date().toISOString();
     }
     this.#failing = { failure, cause, since: this.#failing?.since ?? this.#changed };
-    this.#limit(failure, (suppressed) =>
-      this.#log.error("state writes fail: {failure}: {cause}", {
-        failure,
-        cause,
-        writes,
-        // Failures of this class not logged since the last line.
-        suppressed,
-      }));
+    this.#limit(
+      failure,
+      (suppressed) =>
+        this.#log.error(`${this.#writes} fail: {failure}: {cause}`, {
+          failure,
+          cause,
+          writes,
+          // Failures of this class not logged since the last line.
+          suppressed,
+        }),
+    );
   }
 
   /** A commit wrote to the database. */
   succeeded(): void {
     if (!this.#failing) return;
-    this.#log.info("state writes succeed again after {failure}", {
+    this.#log.info(`${this.#writes} succeed again after {failure}`, {
       failure: this.#failing.failure,
       since: this.#failing.since,
     });
@@ -70,11 +86,11 @@ export class WriteHealth {
     return this.#failing?.failure;
   }
 
-  /** The `store_writes` health check. */
+  /** The health check. */
   check(): Check {
     const failing = this.#failing;
     return {
-      name: "store_writes",
+      name: this.#check,
       status: failing ? "DOWN" : "UP",
       lastUpdated: this.#changed,
       ...(failing ? { output: `${failing.failure}: ${failing.cause}` } : {}),
