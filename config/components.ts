@@ -264,8 +264,13 @@ export const stateConfig = {
   schema: z.object({
     ...common,
     broker_endpoint: endpoint.default("tcp://127.0.0.1:9797"),
-    /** A file path, or a libsql://, http(s):// or ws(s):// server URL. */
+    /**
+     * A file path, or a libsql://, http(s):// or ws(s):// server URL; or a
+     * postgres:// (postgresql://) URL: a store several state workers share.
+     */
     db: z.string().min(1).default("plantd-state.db"),
+    /** PostgreSQL connections of this worker: one for the commit in progress, the rest for reads. */
+    db_pool_size: z.number().int().min(2).max(100).default(8),
     /** Token for a remote libSQL server. */
     db_auth_token: z.string().optional(),
     /** "full": commits survive power loss; "normal": they survive process crashes. */

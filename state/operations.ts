@@ -9,9 +9,11 @@
 import { allows, PERMISSIONS, statePermissions } from "../auth/permissions.ts";
 import { AuthError, type Principal } from "../auth/tokens.ts";
 import { text } from "../mdp/protocol.ts";
-import { storageFull } from "../storage/failure.ts";
+import { type StorageFailure, storageFailure } from "../storage/failure.ts";
 import type { Frames } from "../transport/frames.ts";
-import type { StateStore, WriteResult } from "./store.ts";
+import type { StateBackend } from "./backend.ts";
+import { CommitOutcomeUnknown } from "./commit_outcome.ts";
+import type { Write, WriteResult } from "./store.ts";
 
 export const STATE_SERVICE = "org.plantd.State";
 
@@ -55,6 +57,27 @@ export interface OperationsObserver {
 /** Operations that change nothing (not audited). */
 const READS = new Set(["state-get", "state-get-many", "list-keys", "list-scopes", "health"]);
 
+/** The start of a storage failure's message, per class. */
+const STORAGE_MESSAGES: Record<Exclude<StorageFailure, "STORAGE_ERROR">, string> = {
+  STORAGE_FULL: "State storage is full",
+  STORAGE_READONLY: "State storage is read-only",
+  STORAGE_IO: "State storage failed to read or write",
+  STORAGE_BUSY: "State storage is busy",
+  STORAGE_UNAVAILABLE: "State storage is unavailable",
+};
+
+/**
+ * What became of the request: a read changed nothing; a write whose commit
+ * went unanswered may have been applied; any other failed write was rolled
+ * back (retry it once the cause is gone).
+ */
+function outcome(error: unknown, operation: string): string {
+  if (READS.has(operation)) return "";
+  return error instanceof CommitOutcomeUnknown
+    ? ", the write may or may not have been applied"
+    : ", nothing was written";
+}
+
 /** Go plantd's auth error replies: `{"error": CODE, "message": TEXT}`. */
 const AUTH_MESSAGES: Record<AuthError["code"], string> = {
   AUTHENTICATION_REQUIRED: "Authentication token required",
@@ -95,9 +118,9 @@ function scopeOf(request: Request): string | undefined {
   return typeof request.service === "string" ? request.service : undefined;
 }
 
-/** Serves state operations against a {@link StateStore}. */
+/** Serves state operations against a store ({@link StateBackend}). */
 export class StateOperations {
-  #store: StateStore;
+  #store: StateBackend;
   #maxValueBytes: number;
   #maxNameBytes: number;
   #maxBatch: number;
@@ -106,7 +129,7 @@ export class StateOperations {
   #writeFailure: OperationsOptions["writeFailure"];
 
   constructor(
-    store: StateStore,
+    store: StateBackend,
     options: OperationsOptions = {},
     observer: OperationsObserver = {},
   ) {
@@ -160,11 +183,11 @@ export class StateOperations {
         return JSON.stringify(reply);
       }
       const message = error instanceof Error ? error.message : String(error);
-      if (storageFull(error)) {
-        // A code clients can act on (free space, then retry: nothing was written),
-        // in the shape of the auth errors' replies.
-        return `{"error": "STORAGE_FULL", "message": ${
-          JSON.stringify(`State storage is full, nothing was written: ${message}`)
+      const failure = storageFailure(error);
+      if (failure !== "STORAGE_ERROR") {
+        // A code clients can act on, in the shape of the auth errors' replies.
+        return `{"error": "${failure}", "message": ${
+          JSON.stringify(`${STORAGE_MESSAGES[failure]}${outcome(error, operation)}: ${message}`)
         }}`;
       }
       return JSON.stringify({ success: false, error: `Store failure: ${message}` });
@@ -246,12 +269,7 @@ export class StateOperations {
     return value;
   }
 
-  #existingScope(scope: string): void {
-    if (!this.#store.hasScope(scope)) throw new CallbackError(`Scope '${scope}' does not exist`);
-  }
-
-  #write = (write: Parameters<StateStore["write"]>[0]): Promise<WriteResult> =>
-    this.#store.write(write);
+  #write = (write: Write): Promise<WriteResult> => this.#store.write(write);
 
   #operations: Record<string, (request: Request) => Promise<string> | string> = {
     "create-scope": async (request) => {
@@ -277,10 +295,10 @@ export class StateOperations {
       await this.#write({ kind: "set", scope, entries: [[key, value]] });
       return success({ key, scope, status: "set", value });
     },
-    "state-get": (request) => {
+    "state-get": async (request) => {
       const scope = this.#name(request, "service");
       const key = this.#name(request, "key");
-      return success({ key, scope, value: this.#store.get(scope, key)?.value ?? "" });
+      return success({ key, scope, value: (await this.#store.get(scope, key))?.value ?? "" });
     },
     "delete": async (request) => {
       const scope = this.#name(request, "service");
@@ -288,18 +306,28 @@ export class StateOperations {
       await this.#write({ kind: "delete", scope, key });
       return success({ key, scope, status: "deleted" });
     },
-    "list-scopes": () => {
-      const scopes = this.#store.scopes();
+    "list-scopes": async () => {
+      const scopes = await this.#store.scopes();
       return success({ count: scopes.length, scopes });
     },
-    "list-keys": (request) => {
+    "list-keys": async (request) => {
       const scope = this.#name(request, "service");
-      const keys = this.#store.keys(scope);
+      const keys = await this.#store.keys(scope);
       if (!keys) throw new CallbackError(`Scope '${scope}' does not exist`);
       return success({ count: keys.length, keys, scope });
     },
     "health": async () => {
-      await this.#store.ping();
+      try {
+        await this.#store.ping();
+      } catch (error) {
+        // Reads fail too: a gateway's state_store check goes DOWN, its state_writes names why.
+        return success({
+          service: STATE_SERVICE,
+          status: "unavailable",
+          store_available: false,
+          write_failure: storageFailure(error),
+        });
+      }
       const failing = this.#writeFailure?.();
       // Go plantd's reply while writes work; "degraded" and the failure's class while they fail.
       return success({
@@ -309,21 +337,22 @@ export class StateOperations {
         ...(failing ? { write_failure: failing } : {}),
       });
     },
-    "state-get-many": (request) => {
+    "state-get-many": async (request) => {
       const scope = this.#name(request, "service");
       const keys = request.keys;
       if (!Array.isArray(keys) || !keys.every((k) => typeof k === "string" && k !== "")) {
         throw new WrapperError("keys parameter missing (an array of non-empty strings)");
       }
       if (keys.length > this.#maxBatch) throw new WrapperError(`more than ${this.#maxBatch} keys`);
-      this.#existingScope(scope);
+      const entries = await this.#store.getMany(scope, keys as string[]);
+      if (!entries) throw new CallbackError(`Scope '${scope}' does not exist`);
       const found: Record<string, unknown> = {};
-      for (const key of keys as string[]) {
-        const entry = this.#store.get(scope, key);
+      (keys as string[]).forEach((key, i) => {
+        const entry = entries[i];
         found[key] = entry
           ? { revision: entry.revision, updated_at: entry.updatedAt, value: entry.value }
           : null;
-      }
+      });
       return success({ entries: sorted(found), scope });
     },
     "state-set-many": async (request) => {

@@ -1,0 +1,20 @@
+CREATE TABLE "state_change_seq" (
+	"scope" "bytea" PRIMARY KEY NOT NULL,
+	"seq" bigint NOT NULL
+);
+--> statement-breakpoint
+CREATE TABLE "state_entries" (
+	"scope" "bytea" NOT NULL,
+	"key" "bytea" NOT NULL,
+	"value" "bytea" NOT NULL,
+	"revision" bigint NOT NULL,
+	"updated_at" bigint NOT NULL,
+	CONSTRAINT "state_entries_scope_key_pk" PRIMARY KEY("scope","key")
+);
+--> statement-breakpoint
+CREATE TABLE "state_scopes" (
+	"name" "bytea" PRIMARY KEY NOT NULL,
+	"created_at" bigint NOT NULL
+);
+--> statement-breakpoint
+ALTER TABLE "state_entries" ADD CONSTRAINT "state_entries_scope_state_scopes_name_fk" FOREIGN KEY ("scope") REFERENCES "public"."state_scopes"("name") ON DELETE cascade ON UPDATE no action;
