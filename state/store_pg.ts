@@ -377,19 +377,21 @@ export class PgStateStore implements StateBackend {
   /** Steps 4 and 5: the group's net effect, checked against `base`, and the sequence numbers. */
   async #persist(tx: postgres.TransactionSql, overlay: Overlay, base: Mirror): Promise<void> {
     const now = overlay.now;
-    // Sent at once, in this order, and answered in it (one connection, pipelined).
+    // Sent at once, in this order, and answered in it (one connection, pipelined); each
+    // promise here is awaited below, so a failure of any is the group's.
     const statements: Promise<unknown>[] = [];
-    const send = <T>(query: { execute(): PromiseLike<T> }): Promise<T> => {
+    const send = <T>(query: { execute(): PromiseLike<T> }, check?: (result: T) => void) => {
       const sent = Promise.resolve(query.execute());
-      statements.push(sent);
-      return sent;
+      const checked = check ? sent.then((result) => (check(result), result)) : sent;
+      statements.push(checked);
+      return checked;
     };
     const expect = (
       what: string,
       count: number,
       query: { execute(): PromiseLike<{ count: number }> },
     ) =>
-      send(query).then((result) => {
+      send(query, (result) => {
         if (result.count !== count) {
           throw new ConcurrentChange(`${what}: ${result.count} rows of ${count}`);
         }
