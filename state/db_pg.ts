@@ -53,6 +53,10 @@ export async function openPgStateDatabase(options: PgOpenOptions): Promise<OpenP
     max: options.poolSize ?? 8,
     onnotice: () => {},
     connect_timeout: 5,
+    // Seconds before reconnecting after a failed connection: postgres.js's default
+    // grows to 20 s while the server is away, so requests would keep failing for
+    // that long after it is back; at most 1 s here.
+    backoff: (retries: number) => (0.5 + Math.random() / 2) * Math.min(0.05 * 2 ** retries, 1),
     connection: { application_name: "plantd-state" },
   });
   return {

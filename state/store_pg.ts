@@ -27,7 +27,8 @@
  * write's data (class 22, 23, 54 after the retries) is split and each write
  * committed alone, so the others are not failed with it. A connection lost
  * after COMMIT was sent leaves the outcome unknown: the writers are told so
- * ({@link CommitOutcomeUnknown}).
+ * ({@link CommitOutcomeUnknown}); lost before, the transaction was rolled
+ * back by the server.
  *
  * @module
  */
@@ -35,6 +36,7 @@ import { createHash } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { and, eq, inArray, sql } from "drizzle-orm";
 import postgres from "postgres";
+import { storageFailure } from "../storage/failure.ts";
 import type { StateBackend } from "./backend.ts";
 import { CommitOutcomeUnknown } from "./commit_outcome.ts";
 import { type OpenPgDatabase, STATE_LOCK_CLASS } from "./db_pg.ts";
@@ -121,9 +123,27 @@ function dataError(error: unknown): boolean {
   return code.startsWith("22") || code.startsWith("23") || code.startsWith("54");
 }
 
-/** An error of the connection rather than of a statement. */
-function connectionError(error: unknown): boolean {
-  return !(error instanceof postgres.PostgresError) && !(error instanceof ConcurrentChange);
+/**
+ * The connection is gone: postgres.js's own connection errors and the OS's,
+ * or the server ending the session (a FATAL error, such as 57P01 after
+ * pg_terminate_backend or a shutdown). A statement's error leaves it usable.
+ */
+function connectionLost(error: unknown): boolean {
+  if (error instanceof postgres.PostgresError) {
+    return error.severity === "FATAL" || error.severity === "PANIC";
+  }
+  return storageFailure(error) === "STORAGE_UNAVAILABLE";
+}
+
+/**
+ * Waits for pipelined statements; throws the error of the first that failed
+ * in the order they were sent (the later ones then fail only because the
+ * transaction is aborted, 25P02).
+ */
+async function firstFailure(statements: Promise<unknown>[]): Promise<void> {
+  const settled = await Promise.allSettled(statements);
+  const failed = settled.find((result) => result.status === "rejected");
+  if (failed) throw (failed as PromiseRejectedResult).reason;
 }
 
 /** The state store on PostgreSQL. Reads and writes resolve once the database answered. */
@@ -306,31 +326,54 @@ export class PgStateStore implements StateBackend {
   /** Runs the group's transaction, again after a retryable failure. */
   async #transact(writes: Write[]): Promise<Outcome> {
     for (let attempt = 1;; attempt++) {
-      let committing = false;
       try {
-        return await this.#open.sql.begin(async (tx) => {
-          const outcome = await this.#group(tx, writes);
-          // From here on only COMMIT is left.
-          committing = true;
-          return outcome;
-        }) as Outcome;
+        return await this.#transaction(writes);
       } catch (error) {
-        if (retried(error) && attempt < this.#maxAttempts) {
-          this.#onRetry(error, attempt);
-          // Jittered, growing: two workers that collided should not collide again.
-          await new Promise((resolve) =>
-            setTimeout(resolve, Math.random() * Math.min(100, 2 ** attempt))
-          );
-          continue;
-        }
-        if (committing && connectionError(error)) throw new CommitOutcomeUnknown(error);
-        throw error;
+        if (!retried(error) || attempt >= this.#maxAttempts) throw error;
+        this.#onRetry(error, attempt);
+        // Jittered, growing: two workers that collided should not collide again.
+        await new Promise((resolve) =>
+          setTimeout(resolve, Math.random() * Math.min(100, 2 ** attempt))
+        );
       }
     }
   }
 
+  /**
+   * One try of the group on a connection of its own. BEGIN, COMMIT and
+   * ROLLBACK are sent here rather than by `sql.begin`: postgres.js sends its
+   * ROLLBACK even after the connection was lost, and a query on a lost
+   * connection throws outside any promise (the process would end). A lost
+   * connection is therefore left alone, not given back: the pool opens it
+   * anew when it needs it.
+   */
+  async #transaction(writes: Write[]): Promise<Outcome> {
+    const tx = await this.#open.sql.reserve();
+    let committing = false;
+    try {
+      await tx`begin`;
+      const outcome = await this.#group(tx, writes);
+      committing = true;
+      await tx`commit`;
+      tx.release();
+      return outcome;
+    } catch (error) {
+      if (connectionLost(error)) {
+        throw committing ? new CommitOutcomeUnknown(error) : error;
+      }
+      // The statement failed, the session did not: roll back and give the connection back.
+      try {
+        await tx`rollback`;
+        tx.release();
+      } catch {
+        // lost meanwhile: left alone as above
+      }
+      throw error;
+    }
+  }
+
   /** Steps 1-5 of the module doc inside transaction `tx`. */
-  async #group(tx: postgres.TransactionSql, writes: Write[]): Promise<Outcome> {
+  async #group(tx: postgres.ReservedSql, writes: Write[]): Promise<Outcome> {
     const scopes = new Set<string>();
     const pairs = new Map<string, [string, string]>();
     for (const write of writes) {
@@ -375,7 +418,7 @@ export class PgStateStore implements StateBackend {
   }
 
   /** Steps 4 and 5: the group's net effect, checked against `base`, and the sequence numbers. */
-  async #persist(tx: postgres.TransactionSql, overlay: Overlay, base: Mirror): Promise<void> {
+  async #persist(tx: postgres.ReservedSql, overlay: Overlay, base: Mirror): Promise<void> {
     const now = overlay.now;
     // Sent at once, in this order, and answered in it (one connection, pipelined); each
     // promise here is awaited below, so a failure of any is the group's.
@@ -489,7 +532,7 @@ export class PgStateStore implements StateBackend {
       on conflict (scope) do update
         set seq = greatest(c.seq + 1, ${clock}::int8) + (excluded.seq - ${clock}::int8)
       returning encode(scope, 'hex') as scope, seq`);
-    await Promise.all(statements);
+    await firstFailure(statements);
     const next = new Map<string, number>();
     for (const row of await seqRows) {
       const scope = text(Buffer.from(row.scope, "hex"));

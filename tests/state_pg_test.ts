@@ -10,52 +10,11 @@ import { Subscriber } from "../bus/subscriber.ts";
 import { MdpClient } from "../mdp/client.ts";
 import { text } from "../mdp/protocol.ts";
 import { STATE_SERVICE } from "../state/operations.ts";
-import { freePort, spawnWatched, waitFor, type WatchedChild, withBroker } from "./_helpers.ts";
+import { freePort, waitFor, type WatchedChild, withBroker } from "./_helpers.ts";
+import { spawnPgState } from "./_state_pg.ts";
 import { withDatabase } from "./_postgres.ts";
 import { startSystem } from "./_system.ts";
 import { WsClient } from "./_ws.ts";
-
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
-
-/** A state worker process on PostgreSQL database `url`, health (and /metrics) on `healthPort`. */
-export function spawnPgState(
-  url: string,
-  brokerEndpoint: string,
-  healthPort: number,
-  extra: string[] = [],
-): WatchedChild {
-  return spawnWatched(
-    new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        MAIN,
-        "state",
-        "--db",
-        url,
-        "--db-pool-size",
-        "4",
-        "--broker-endpoint",
-        brokerEndpoint,
-        "--health-port",
-        String(healthPort),
-        "--log-level",
-        "error",
-        "--bus-endpoint",
-        "",
-        "--heartbeat-interval-ms",
-        "100",
-        // Ten missed heartbeats (1 s): tests running in parallel on 2 cores can
-        // hold a process past three.
-        "--heartbeat-liveness",
-        "10",
-        ...extra,
-      ],
-      stdout: "null",
-      stderr: "piped",
-    }),
-  );
-}
 
 async function stateReply(client: MdpClient, operation: string, request: unknown) {
   const [reply] = await client.request(STATE_SERVICE, [operation, JSON.stringify(request)]);
