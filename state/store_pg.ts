@@ -351,8 +351,9 @@ export class PgStateStore implements StateBackend {
     const tx = await this.#open.sql.reserve();
     let committing = false;
     try {
-      await tx`begin`;
-      const outcome = await this.#group(tx, writes);
+      // Not awaited: BEGIN goes out in one round trip with the group's first statements.
+      const begun = Promise.resolve(tx`begin`.execute());
+      const outcome = await this.#group(tx, writes, begun);
       committing = true;
       await tx`commit`;
       tx.release();
@@ -373,7 +374,11 @@ export class PgStateStore implements StateBackend {
   }
 
   /** Steps 1-5 of the module doc inside transaction `tx`. */
-  async #group(tx: postgres.ReservedSql, writes: Write[]): Promise<Outcome> {
+  async #group(
+    tx: postgres.ReservedSql,
+    writes: Write[],
+    begun: Promise<unknown>,
+  ): Promise<Outcome> {
     const scopes = new Set<string>();
     const pairs = new Map<string, [string, string]>();
     for (const write of writes) {
@@ -385,24 +390,31 @@ export class PgStateStore implements StateBackend {
       }
     }
     const locks = [...new Set([...scopes].map(scopeLockKey))].sort((a, b) => a - b);
-    await tx`select pg_advisory_xact_lock(${STATE_LOCK_CLASS}::int4, k)
-      from unnest(${locks}::int4[]) with ordinality as l(k, i) order by i`;
-
+    // Pipelined after BEGIN, run by the server one after the other: each read starts
+    // (and takes its snapshot) only once the locks are held.
+    const locked = Promise.resolve(
+      tx`select pg_advisory_xact_lock(${STATE_LOCK_CLASS}::int4, k)
+        from unnest(${locks}::int4[]) with ordinality as l(k, i) order by i`.execute(),
+    );
     const scopeHex = [...scopes].map(hex);
     const pairList = [...pairs.values()];
-    const [existing, rows] = await Promise.all([
+    const existing = Promise.resolve(
       tx<{ name: Uint8Array }[]>`select name from state_scopes
-        where name in (select decode(h, 'hex') from unnest(${scopeHex}::text[]) h)`,
-      pairList.length === 0 ? Promise.resolve([]) : tx<
-        { scope: Uint8Array; key: Uint8Array; revision: string }[]
-      >`select e.scope, e.key, e.revision from state_entries e
+        where name in (select decode(h, 'hex') from unnest(${scopeHex}::text[]) h)`.execute(),
+    );
+    const read = pairList.length === 0 ? Promise.resolve([]) : Promise.resolve(
+      tx<{ scope: Uint8Array; key: Uint8Array; revision: string }[]>`
+        select e.scope, e.key, e.revision from state_entries e
         join unnest(${pairList.map(([s]) => hex(s))}::text[], ${
         pairList.map(([, k]) => hex(k))
-      }::text[]) as t(s, k) on e.scope = decode(t.s, 'hex') and e.key = decode(t.k, 'hex')`,
-    ]);
+      }::text[]) as t(s, k) on e.scope = decode(t.s, 'hex') and e.key = decode(t.k, 'hex')`
+        .execute(),
+    );
+    await firstFailure([begun, locked, existing, read]);
+    const rows = await read;
     // The touched part of the store, as the mirror the overlay computes on.
     const base: Mirror = new Map();
-    for (const row of existing) base.set(text(row.name), new Map());
+    for (const row of await existing) base.set(text(row.name), new Map());
     for (const row of rows) {
       base.get(text(row.scope))?.set(text(row.key), {
         value: "",
