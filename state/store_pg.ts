@@ -30,6 +30,12 @@
  * ({@link CommitOutcomeUnknown}); lost before, the transaction was rolled
  * back by the server.
  *
+ * Idempotency keys fit the same transaction: looked up with the reads of step
+ * 2 (under the scope locks), a known key's stored result answers its write
+ * instead of step 3, and new keys are inserted with the writes of step 4, so
+ * a retried write and its first try cannot both apply, whichever worker each
+ * reaches.
+ *
  * @module
  */
 import { createHash } from "node:crypto";
