@@ -83,6 +83,8 @@ interface Outcome {
 
 /** What the database held, as read by a group that changed it meanwhile: compute again. */
 class ConcurrentChange extends Error {
+  /** A serialization failure's SQLSTATE: STORAGE_BUSY once the retries ran out. */
+  readonly code = "40001";
   constructor(what: string) {
     super(`concurrent change: ${what}`);
     this.name = "ConcurrentChange";
