@@ -13,7 +13,7 @@ import {
   metricsConfig,
   stateConfig,
 } from "./config/components.ts";
-import { ConfigError, loadConfig } from "./config/load.ts";
+import { ConfigError, configHelp, loadConfig, wantsHelp } from "./config/load.ts";
 import { inProcessCurve } from "./config/curve.ts";
 import { withGrant } from "./config/service_policy.ts";
 import { devCert, userAdd } from "./auth/commands.ts";
@@ -21,7 +21,7 @@ import { randomToken } from "./auth/secrets.ts";
 import { publicKeyPem } from "./auth/call_credentials.ts";
 import { tokenSettingsFrom } from "./auth/tokens.ts";
 import { startBroker } from "./roles/broker.ts";
-import { keygen } from "./roles/keygen.ts";
+import { keygen, KEYGEN_USAGE } from "./roles/keygen.ts";
 import { startBusComponent } from "./roles/bus.ts";
 import { startEcho } from "./roles/echo.ts";
 import { startGateway } from "./roles/gateway.ts";
@@ -199,6 +199,47 @@ async function startDev(
   }
 }
 
+/** `main.ts <component> --help`: the component's flags, from its schema where it has one. */
+function help(component: string): string | undefined {
+  const configs = {
+    broker: brokerConfig,
+    bus: busConfig,
+    echo: echoConfig,
+    state: stateConfig,
+    gateway: gatewayConfig,
+    metrics: metricsConfig,
+  } as const;
+  if (component in configs) {
+    const config = configs[component as keyof typeof configs];
+    return configHelp(config, `usage: main.ts ${component} [--config FILE] [--key value ...]`);
+  }
+  switch (component) {
+    case "dev":
+      return `usage: main.ts dev [--log-level debug|info|warn|error] [--log-format json|pretty]
+
+Broker, buses, echo and state workers, metrics ingester and gateway in one
+process on embedded defaults. Each component reads its own environment
+(PLANTD_BROKER_*, PLANTD_GATEWAY_*...): see main.ts <component> --help.`;
+    case "state-backup":
+      return `usage: main.ts state-backup FILE [--db PATH]
+
+Writes a consistent copy of the state database (VACUUM INTO) while the state
+service runs. --db and the other flags are the state service's (main.ts state --help).`;
+    case "user-add":
+      return `usage: main.ts user-add --username NAME [--roles admin[,role...]] [--auth-db PATH]
+
+Creates a gateway user. The password comes from PLANTD_USER_PASSWORD, the first
+line of a pipe, or a prompt.`;
+    case "dev-cert":
+      return `usage: main.ts dev-cert [--out DIR]
+
+Writes a self-signed TLS certificate and key for localhost into DIR (default data).`;
+    case "keygen":
+      return KEYGEN_USAGE;
+  }
+  return undefined;
+}
+
 /** Starts a component; one-shot commands return undefined once done. */
 async function start(component: string, args: string[]): Promise<Running | undefined> {
   switch (component) {
@@ -273,6 +314,13 @@ async function main(): Promise<void> {
   if (!component || component === "help" || component === "--help" || component === "-h") {
     console.log(USAGE);
     return;
+  }
+  if (wantsHelp(args)) {
+    const text = help(component);
+    if (text !== undefined) {
+      console.log(text);
+      return;
+    }
   }
   let running: Running | undefined;
   try {

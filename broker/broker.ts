@@ -24,6 +24,7 @@ import type { Frames } from "../transport/frames.ts";
 import { brokerErrorBody, type BrokerErrorCode } from "./errors.ts";
 import { Fifo } from "./fifo.ts";
 import { patternCovers } from "../mdp/service_pattern.ts";
+import { BROKER_EXTENSIONS } from "../mdp/negotiation.ts";
 import type { RefusalReason, ServicePolicy } from "./service_policy.ts";
 
 /** Options of the broker. */
@@ -627,6 +628,8 @@ export class Broker {
           uptime_s: Math.round((this.#now() - this.#started) / 1000),
           services: this.services().length,
           workers: this.#workers.size,
+          // What a client may send beyond plain MDP (mdp/negotiation.ts asks for it).
+          extensions: BROKER_EXTENSIONS,
         }));
       default:
         return answer("501");

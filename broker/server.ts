@@ -53,6 +53,7 @@ export class BrokerServer {
   #timer: ReturnType<typeof setInterval>;
   #loop: Promise<void>;
   #onError: (error: unknown) => void;
+  #loopEnded = false;
 
   private constructor(
     socket: MessageSocket,
@@ -70,6 +71,11 @@ export class BrokerServer {
     this.transport = socket instanceof ZmtpRouter ? "zmtp" : "libzmq";
     this.#timer = setInterval(() => broker.tick(), tickMs);
     this.#loop = this.#run();
+  }
+
+  /** Whether the endpoint's socket is open and read (false once it closed, for any reason). */
+  get serving(): boolean {
+    return !this.#socket.closed && !this.#loopEnded;
   }
 
   /** Binds and starts serving. Throws a BindError when the endpoint is taken or invalid. */
@@ -174,6 +180,7 @@ export class BrokerServer {
         this.#onError(error);
       }
     }
+    this.#loopEnded = true;
   }
 
   /** Sends DISCONNECT to every worker, fails queued requests, closes the socket. */

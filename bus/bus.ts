@@ -8,7 +8,8 @@
 import type { CurveServerKeys } from "../transport/curve.ts";
 import type { ListenerEvent } from "../transport/guard.ts";
 import { CaptureCounter, type CaptureTotals, type Count } from "./capture.ts";
-import { BusProxy, type ProxyEvent, type ProxyStatistics } from "./proxy.ts";
+import { BusProxy, type ProxyEvent, type ProxyStatistics } from "../transport/proxy.ts";
+import { BUS_BATCH_BYTES } from "./socket_options.ts";
 
 /** One bus, as configured. */
 export interface BusOptions {
@@ -80,6 +81,7 @@ export class Bus {
   static start(options: BusOptions, onEvent: (event: BusEvent) => void = () => {}): Bus {
     const proxy = BusProxy.start({
       name: options.name,
+      batchBytes: BUS_BATCH_BYTES,
       frontend: options.frontend,
       backend: options.backend,
       ...(options.capture ? { capture: true, captureEndpoint: options.capture } : {}),

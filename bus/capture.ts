@@ -11,8 +11,8 @@
  *
  * @module
  */
-import { ZMQ_SUB } from "../transport/libzmq.ts";
-import { NativeSocket, NativeSocketClosedError } from "../transport/native_socket.ts";
+import { SocketClosedError } from "../transport/closed.ts";
+import { openSub, type SubSocket } from "../transport/pubsub.ts";
 import { PrefixSet, startsWith } from "./envelope.ts";
 import { BUS_BATCH_BYTES } from "./socket_options.ts";
 import { nextTurn } from "../support/next_turn.ts";
@@ -70,7 +70,7 @@ function isTokenByte(b: number): boolean {
 /** Reads a capture endpoint and counts per topic until closed. */
 export class CaptureCounter {
   readonly totals: CaptureTotals = { messages: 0, frames: 0, bytes: 0, subscriptions: 0 };
-  #socket: NativeSocket;
+  #socket: SubSocket;
   #prefixes: PrefixSet;
   #byLabel = new Map<string, Count>();
   #learned: Array<{ bytes: Uint8Array; count: Count }> = [];
@@ -85,7 +85,7 @@ export class CaptureCounter {
     this.#prefixes = new PrefixSet(options.topics ?? []);
     this.#maxLearned = options.maxLearnedTopics ?? 100;
     this.#onFailure = options.onFailure ?? (() => {});
-    this.#socket = new NativeSocket(ZMQ_SUB, {
+    this.#socket = openSub({
       batchBytes: BUS_BATCH_BYTES,
       receiveHighWaterMark: options.receiveHighWaterMark ?? 10_000,
     });
@@ -161,7 +161,7 @@ export class CaptureCounter {
         else await this.#socket.waitReadable();
       }
     } catch (error) {
-      if (!(error instanceof NativeSocketClosedError) && !this.#closed) {
+      if (!(error instanceof SocketClosedError) && !this.#closed) {
         this.#failure = error;
         this.#onFailure(error);
       }

@@ -24,6 +24,6 @@ export {
   type MessageForm,
   PrefixSet,
 } from "./envelope.ts";
-export { BusProxy, type ProxyStatistics, type SideStatistics } from "./proxy.ts";
+export { BusProxy, type ProxyStatistics, type SideStatistics } from "../transport/proxy.ts";
 export { Publisher, type PublisherOptions } from "./publisher.ts";
 export { Subscriber, type SubscriberOptions } from "./subscriber.ts";

@@ -12,8 +12,7 @@
  * @module
  */
 import type { CurveClientKeys } from "../transport/curve.ts";
-import { ZMQ_PUB } from "../transport/libzmq.ts";
-import { NativeSocket } from "../transport/native_socket.ts";
+import { openPub, type PubSocket } from "../transport/pubsub.ts";
 import type { MessageForm } from "./envelope.ts";
 import { BUS_BATCH_BYTES } from "./socket_options.ts";
 
@@ -41,7 +40,7 @@ export class Publisher {
   /** Where it connected (or bound, with a `@` prefix). */
   readonly endpoint: string;
   readonly form: MessageForm;
-  #socket: NativeSocket;
+  #socket: PubSocket;
   #linger: number;
   #topics = new Map<string, Uint8Array>();
   #scratch = new Uint8Array(64 * 1024);
@@ -54,7 +53,7 @@ export class Publisher {
   constructor(endpoint: string, options: PublisherOptions = {}) {
     this.form = options.form ?? "single";
     this.#linger = options.linger ?? 1000;
-    this.#socket = new NativeSocket(ZMQ_PUB, {
+    this.#socket = openPub({
       batchBytes: BUS_BATCH_BYTES,
       ...(options.sendHighWaterMark !== undefined
         ? { sendHighWaterMark: options.sendHighWaterMark }

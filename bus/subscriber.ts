@@ -13,8 +13,8 @@
  * @module
  */
 import type { CurveClientKeys } from "../transport/curve.ts";
-import { ZMQ_SUB } from "../transport/libzmq.ts";
-import { NativeSocket, NativeSocketClosedError } from "../transport/native_socket.ts";
+import { SocketClosedError } from "../transport/closed.ts";
+import { openSub, type SubSocket } from "../transport/pubsub.ts";
 import { type BusMessage, PrefixSet, startsWith, toBytes } from "./envelope.ts";
 import { BUS_BATCH_BYTES } from "./socket_options.ts";
 
@@ -39,7 +39,7 @@ export class Subscriber {
   readonly bus: string;
   /** Where it connected (or bound, with a `@` prefix). */
   readonly endpoint: string;
-  #socket: NativeSocket;
+  #socket: SubSocket;
   #prefixes: PrefixSet;
   #subscriptions = new Map<string, number>();
   #received = 0;
@@ -51,7 +51,7 @@ export class Subscriber {
   constructor(endpoint: string, options: SubscriberOptions = {}) {
     this.bus = options.bus ?? "bus";
     this.#prefixes = new PrefixSet(options.envelopes ?? []);
-    this.#socket = new NativeSocket(ZMQ_SUB, {
+    this.#socket = openSub({
       batchBytes: BUS_BATCH_BYTES,
       ...(options.receiveHighWaterMark !== undefined
         ? { receiveHighWaterMark: options.receiveHighWaterMark }
@@ -161,7 +161,7 @@ export class Subscriber {
     return this.#socket.waitReadable();
   }
 
-  /** The next message; rejects with NativeSocketClosedError once closed. */
+  /** The next message; rejects with SocketClosedError once closed. */
   async receive(): Promise<BusMessage> {
     while (true) {
       const message = this.tryReceive();
@@ -196,7 +196,7 @@ export class Subscriber {
         else await this.#socket.waitReadable();
       }
     } catch (error) {
-      if (error instanceof NativeSocketClosedError) return;
+      if (error instanceof SocketClosedError) return;
       throw error;
     }
   }

@@ -15,8 +15,7 @@ import { gatewayConfig } from "../config/components.ts";
 import { encodeFrames, encodeSingle, type MessageForm } from "../bus/envelope.ts";
 import { Subscriber } from "../bus/subscriber.ts";
 import type { CurveClientKeys } from "../transport/curve.ts";
-import { addonPath, nativeContext, ZMQ_XPUB } from "../transport/libzmq.ts";
-import { NativeSocket } from "../transport/native_socket.ts";
+import { openXPub } from "../transport/pubsub.ts";
 import { payloadLine, type SubscribeOptions } from "./backend.ts";
 import { probe } from "./net.ts";
 import { waitAtMost } from "../support/wait_at_most.ts";
@@ -80,7 +79,7 @@ export async function publishDirect(
   options: { form: MessageForm; waitMs: number; timeoutMs: number; curve?: CurveClientKeys },
 ): Promise<Published> {
   await probe(endpoint, `bus '${bus}' frontend`, options.timeoutMs);
-  const socket = new NativeSocket(ZMQ_XPUB, {
+  const socket = openXPub({
     linger: options.timeoutMs,
     ...(options.curve ? { curveClient: options.curve } : {}),
   });
@@ -112,22 +111,5 @@ export async function publishDirect(
     };
   } finally {
     socket.close();
-  }
-}
-
-/**
- * Waits until ZeroMQ has written what closed native sockets still queue (or
- * their linger time ran out), by terminating the native context: a process
- * that exits right after a send would otherwise lose the message. Only for
- * a process that is done with native sockets.
- */
-export async function flushNativeSockets(): Promise<void> {
-  const lib = Deno.dlopen(addonPath(), {
-    zmq_ctx_term: { parameters: ["pointer"], result: "i32", nonblocking: true },
-  });
-  try {
-    await lib.symbols.zmq_ctx_term(nativeContext());
-  } finally {
-    lib.close();
   }
 }

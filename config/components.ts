@@ -7,6 +7,8 @@
  */
 import { z } from "zod";
 import { LOG_LEVELS } from "../telemetry/log.ts";
+import { WORKER_DIALECTS } from "../mdp/dialect_discovery.ts";
+import { EXTENSIONS_MODES } from "../mdp/negotiation.ts";
 import { DIALECTS } from "../mdp/protocol.ts";
 import type { ComponentConfig } from "./load.ts";
 import { busCurveClientShape, curveClientShape, curveServerShape } from "./curve.ts";
@@ -242,7 +244,11 @@ export const echoConfig = {
     ...common,
     broker_endpoint: endpoint.default("tcp://127.0.0.1:9797"),
     health_port: port.default(0),
-    dialect: z.enum(DIALECTS).default("plantd"),
+    /**
+     * The broker's Majordomo dialect; "auto" tries plantd, RFC 7 and RFC 18 in
+     * turn until the broker answers (mdp/dialect_discovery.ts, README "Dialects").
+     */
+    dialect: z.enum(WORKER_DIALECTS).default("auto"),
     concurrency: z.number().int().min(1).max(1024).default(1),
     /** Requests one connection takes at once (plantd-ts brokers; README "Wire extensions"). */
     capacity: z.number().int().min(1).max(4096).default(1),
@@ -269,7 +275,7 @@ export const stateConfig = {
      * postgres:// (postgresql://) URL: a store several state workers share.
      */
     db: z.string().min(1).default("plantd-state.db"),
-    /** PostgreSQL connections of this worker: one for the commit in progress, the rest for reads. */
+    /** PostgreSQL connections of this worker: one for the commits, the rest for reads. */
     db_pool_size: z.number().int().min(2).max(100).default(8),
     /** Token for a remote libSQL server. */
     db_auth_token: z.string().optional(),
@@ -283,6 +289,12 @@ export const stateConfig = {
     /** Requests one connection takes at once (plantd-ts brokers; a Go broker sends one at a time). */
     capacity: z.number().int().min(1).max(4096).default(64),
     max_value_bytes: z.number().int().min(1).default(1024 * 1024),
+    /**
+     * How long a write's idempotency key (and its reply) is remembered, in
+     * seconds: a retry with the key within it is answered with the first
+     * reply instead of being applied again (docs/state.md, Idempotency keys).
+     */
+    idempotency_window_s: z.number().int().min(1).max(365 * 86_400).default(86_400),
     /** Frontend of the state bus where changes are published; empty turns publishing off. */
     bus_endpoint: z.union([endpoint, z.literal("")]).default("tcp://127.0.0.1:11000"),
     heartbeat_interval_ms: positiveMs.default(2500),
@@ -315,6 +327,14 @@ export const gatewayConfig = {
     host: z.string().min(1).default("127.0.0.1"),
     port: port.default(8080),
     broker_endpoint: endpoint.default("tcp://127.0.0.1:9797"),
+    /** The broker's Majordomo dialect: plantd (plantd-ts, Go plantd), mdp01 (RFC 7), mdp02 (RFC 18). */
+    broker_dialect: z.enum(DIALECTS).default("plantd"),
+    /**
+     * Request ids and deadline frames: auto asks the broker (mmi.broker) and
+     * uses them only with a plantd-ts broker; on assumes one; off speaks plain
+     * MDP (docs/interop.md).
+     */
+    broker_extensions: z.enum(EXTENSIONS_MODES).default("auto"),
     /** Bus name to backend endpoint (where subscribers connect). */
     buses: z.record(z.string().min(1), endpoint).default(() => ({ ...DEFAULT_GATEWAY_BUSES })),
     /** Envelopes that split single-frame bus messages into topic and payload. */

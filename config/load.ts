@@ -122,6 +122,46 @@ function checkLayer(
   }
 }
 
+/** Whether `args` ask for help (`--help` or `-h`) rather than a run. */
+export function wantsHelp(args: readonly string[]): boolean {
+  return args.includes("--help") || args.includes("-h");
+}
+
+/**
+ * Every key of a component's configuration as its flag, environment
+ * variable and default: the text of `main.ts <component> --help`, made from
+ * the schema so it cannot drift from what the loader accepts.
+ */
+export function configHelp(component: ComponentConfig<z.ZodObject>, usage: string): string {
+  const shape = component.schema.shape as Record<string, z.ZodType>;
+  const rows = Object.keys(shape).sort().map((key) => {
+    const field = shape[key]!;
+    const parsed = field.safeParse(undefined);
+    const fallback = parsed.success
+      ? parsed.data === undefined
+        ? "unset"
+        : SECRET_KEY.test(key) && parsed.data !== ""
+        ? "(secret)"
+        : JSON.stringify(parsed.data)
+      : "required";
+    return [
+      `--${toFlag(key)} <${kindOf(field)}>`,
+      `${component.envPrefix}_${key.toUpperCase()}`,
+      fallback,
+    ];
+  });
+  const width = (i: number) => Math.max(...rows.map((r) => r[i]!.length));
+  const [flag, env] = [width(0), width(1)];
+  return [
+    usage,
+    "",
+    `Every key is a flag, an environment variable and a YAML key of --config FILE`,
+    `(or ${component.envPrefix}_CONFIG); flags win over the environment, which wins over the file.`,
+    "",
+    ...rows.map(([f, e, d]) => `  ${f!.padEnd(flag)}  ${e!.padEnd(env)}  default ${d}`),
+  ].join("\n");
+}
+
 /** Loads, merges and validates a component's configuration. */
 export function loadConfig<S extends z.ZodObject>(
   component: ComponentConfig<S>,

@@ -30,6 +30,7 @@ import { servicesRoutes } from "./routes/services.ts";
 import { stateRoutes } from "./routes/state.ts";
 import { SecureHeaders } from "./secure_headers.ts";
 import { dashboardRoutes } from "./static.ts";
+import { apiDocsRoutes } from "./api_docs.ts";
 import { StateApi } from "./state_api.ts";
 import type { RateCounters } from "./shared/counters.ts";
 import type { SessionStore } from "./shared/sessions.ts";
@@ -272,5 +273,6 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
 
   app.route("/", healthRoutes(deps.checks, deps.registry));
   app.route("/", dashboardRoutes());
+  app.route("/", apiDocsRoutes());
   return app;
 }

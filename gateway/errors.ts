@@ -28,6 +28,7 @@ export type ApiErrorCode =
   | "KEY_NOT_FOUND"
   | "SCOPE_EXISTS"
   | "REVISION_CONFLICT"
+  | "IDEMPOTENCY_KEY_REUSED"
   | "PAYLOAD_TOO_LARGE"
   | "UNSUPPORTED_MEDIA_TYPE"
   | "SERVICE_UNAVAILABLE"
@@ -48,6 +49,8 @@ const STATUS: Record<ApiErrorCode, ContentfulStatusCode> = {
   KEY_NOT_FOUND: 404,
   SCOPE_EXISTS: 409,
   REVISION_CONFLICT: 409,
+  // The draft's answer to a key reused with another request payload.
+  IDEMPOTENCY_KEY_REUSED: 422,
   PAYLOAD_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
   SERVICE_UNAVAILABLE: 503,

@@ -6,9 +6,11 @@
  * @module
  */
 import { text } from "../mdp/protocol.ts";
+import { IDEMPOTENCY_FIELD, KEY_REUSED, unmarkReplay } from "../state/idempotency.ts";
 import { STATE_SERVICE } from "../state/operations.ts";
 import type { Call, ServiceDirectory } from "./directory.ts";
 import { ApiError } from "./errors.ts";
+import { REPLAYED_HEADER } from "./idempotency.ts";
 import type { StateCache } from "./state_cache.ts";
 
 /** A key's value with its revision and update time (ms since the epoch). */
@@ -26,13 +28,22 @@ interface Reply {
   data?: Record<string, unknown>;
 }
 
-function failure(error: string, data?: Record<string, unknown>): ApiError {
-  if (/^Scope '.*' does not exist$/s.test(error)) return new ApiError("SCOPE_NOT_FOUND", error);
-  if (/^Scope '.*' already exists$/s.test(error)) return new ApiError("SCOPE_EXISTS", error);
+/** The error of a failure reply; `headers` mark a replayed one. */
+function failure(
+  error: string,
+  data: Record<string, unknown> | undefined,
+  headers: Record<string, string>,
+): ApiError {
+  if (/^Scope '.*' does not exist$/s.test(error)) {
+    return new ApiError("SCOPE_NOT_FOUND", error, undefined, headers);
+  }
+  if (/^Scope '.*' already exists$/s.test(error)) {
+    return new ApiError("SCOPE_EXISTS", error, undefined, headers);
+  }
   if (error.startsWith("Revision mismatch")) {
     return new ApiError("REVISION_CONFLICT", error, {
       current_revision: data?.current_revision,
-    });
+    }, headers);
   }
   if (/^Value for key '.*' is \d+ bytes/s.test(error)) {
     return new ApiError("PAYLOAD_TOO_LARGE", error);
@@ -41,6 +52,11 @@ function failure(error: string, data?: Record<string, unknown>): ApiError {
     return new ApiError("BAD_REQUEST", error.slice("Operation failed: ".length));
   }
   return new ApiError("UPSTREAM_ERROR", error);
+}
+
+/** What a write reports besides its data: whether its reply was its key's stored one. */
+export interface Written {
+  replayed: boolean;
 }
 
 /**
@@ -69,16 +85,38 @@ export class StateApi {
   }
 
   async #op(operation: string, request: Record<string, unknown>): Promise<Record<string, unknown>> {
+    return (await this.#send(operation, request)).data;
+  }
+
+  /**
+   * Sends one operation; with `idempotencyKey`, a keyed write
+   * (state/idempotency.ts): `replayed` when the reply is the key's stored
+   * one, whose errors then carry the {@link REPLAYED_HEADER}.
+   */
+  async #send(
+    operation: string,
+    request: Record<string, unknown>,
+    idempotencyKey?: string,
+  ): Promise<{ data: Record<string, unknown> } & Written> {
     await this.#directory.require(STATE_SERVICE);
+    if (idempotencyKey !== undefined) {
+      request = { ...request, [IDEMPOTENCY_FIELD]: idempotencyKey };
+    }
     const json = this.#json ? this.#json(operation, request) : JSON.stringify(request);
     const [frame] = await this.#call(STATE_SERVICE, [operation, json]);
+    let body = text(frame ?? new Uint8Array());
+    let replayed = false;
+    if (idempotencyKey !== undefined) ({ reply: body, replayed } = unmarkReplay(body));
     let reply: Reply;
     try {
-      reply = JSON.parse(text(frame ?? new Uint8Array()));
+      reply = JSON.parse(body);
     } catch {
       throw new ApiError("UPSTREAM_ERROR", "The state service sent a reply that is not JSON");
     }
-    if (reply.success === true) return reply.data ?? {};
+    if (reply.success === true) return { data: reply.data ?? {}, replayed };
+    if (reply.error === KEY_REUSED) {
+      throw new ApiError("IDEMPOTENCY_KEY_REUSED", reply.message ?? reply.error);
+    }
     if (reply.error === "AUTHENTICATION_FAILED" || reply.error === "AUTHENTICATION_REQUIRED") {
       throw new ApiError("UNAUTHENTICATED", `State service: ${reply.message ?? reply.error}`);
     }
@@ -88,7 +126,8 @@ export class StateApi {
     if (reply.error === "PERMISSION_DENIED") {
       throw new ApiError("FORBIDDEN", `State service: ${reply.message ?? reply.error}`);
     }
-    throw failure(String(reply.error ?? "unknown state error"), reply.data);
+    const headers: Record<string, string> = replayed ? { [REPLAYED_HEADER]: "true" } : {};
+    throw failure(String(reply.error ?? "unknown state error"), reply.data, headers);
   }
 
   async listScopes(): Promise<string[]> {
@@ -99,13 +138,15 @@ export class StateApi {
     return (await this.#op("list-keys", { service: scope })).keys as string[];
   }
 
-  async createScope(scope: string): Promise<void> {
-    await this.#op("create-scope", { service: scope });
+  async createScope(scope: string, idempotencyKey?: string): Promise<Written> {
+    const { replayed } = await this.#send("create-scope", { service: scope }, idempotencyKey);
+    return { replayed };
   }
 
-  async deleteScope(scope: string): Promise<void> {
+  async deleteScope(scope: string, idempotencyKey?: string): Promise<Written> {
     try {
-      await this.#op("delete-scope", { service: scope });
+      const { replayed } = await this.#send("delete-scope", { service: scope }, idempotencyKey);
+      return { replayed };
     } finally {
       await this.#cache?.forgetScope(scope);
     }
@@ -161,50 +202,106 @@ export class StateApi {
     return found;
   }
 
-  /** Sets one key; with `expected`, only if its revision is that now. Returns the new revision. */
-  async set(scope: string, key: string, value: string, expected?: number): Promise<number> {
+  /**
+   * Sets one key; with `expected`, only if its revision is that now. Returns
+   * the new revision (a replay: the revision the first use got).
+   */
+  async set(
+    scope: string,
+    key: string,
+    value: string,
+    expected?: number,
+    idempotencyKey?: string,
+  ): Promise<{ revision: number } & Written> {
     // A client reads its own writes: the cache takes the written value with its
     // revision, so a late change event of an older write cannot bring that back.
     try {
-      const revision = await this.#set(scope, key, value, expected);
+      const written = await this.#set(scope, key, value, expected, idempotencyKey);
       // Awaited: a shared cache has it before the client hears of the write.
-      await this.#cache?.put(scope, key, { value, revision, updated_at: Date.now() });
-      return revision;
+      if (!written.replayed) {
+        await this.#cache?.put(scope, key, {
+          value,
+          revision: written.revision,
+          updated_at: Date.now(),
+        });
+      } else {
+        // A replay's value may be older than what the key holds now: never cache it.
+        await this.#cache?.forget(scope, key);
+      }
+      return written;
     } catch (error) {
       await this.#cache?.forget(scope, key);
       throw error;
     }
   }
 
-  async #set(scope: string, key: string, value: string, expected?: number): Promise<number> {
+  async #set(
+    scope: string,
+    key: string,
+    value: string,
+    expected: number | undefined,
+    idempotencyKey: string | undefined,
+  ): Promise<{ revision: number } & Written> {
     if (expected !== undefined) {
-      const data = await this.#op("state-cas", { service: scope, key, value, revision: expected });
-      return data.revision as number;
+      const { data, replayed } = await this.#send(
+        "state-cas",
+        { service: scope, key, value, revision: expected },
+        idempotencyKey,
+      );
+      return { revision: data.revision as number, replayed };
     }
-    const data = await this.#op("state-set-many", { service: scope, entries: { [key]: value } });
-    return (data.revisions as Record<string, number>)[key]!;
+    const { data, replayed } = await this.#send(
+      "state-set-many",
+      { service: scope, entries: { [key]: value } },
+      idempotencyKey,
+    );
+    return { revision: (data.revisions as Record<string, number>)[key]!, replayed };
   }
 
-  async setMany(scope: string, entries: Record<string, string>): Promise<Record<string, number>> {
+  async setMany(
+    scope: string,
+    entries: Record<string, string>,
+    idempotencyKey?: string,
+  ): Promise<{ revisions: Record<string, number> } & Written> {
     try {
-      const revisions = (await this.#op("state-set-many", { service: scope, entries }))
-        .revisions as Record<string, number>;
+      const { data, replayed } = await this.#send(
+        "state-set-many",
+        { service: scope, entries },
+        idempotencyKey,
+      );
+      const revisions = data.revisions as Record<string, number>;
       const now = Date.now();
       await Promise.all(
         Object.entries(entries).map(([key, value]) =>
-          this.#cache?.put(scope, key, { value, revision: revisions[key]!, updated_at: now })
+          // A replay's values may be older than what the keys hold now: never cache them.
+          replayed
+            ? this.#cache?.forget(scope, key)
+            : this.#cache?.put(scope, key, { value, revision: revisions[key]!, updated_at: now })
         ),
       );
-      return revisions;
+      return { revisions, replayed };
     } catch (error) {
       await Promise.all(Object.keys(entries).map((key) => this.#cache?.forget(scope, key)));
       throw error;
     }
   }
 
-  async delete(scope: string, key: string): Promise<void> {
+  /**
+   * Deletes a key. With `idempotencyKey`, `existed` says whether the key was
+   * there when the delete was first applied (the reply a replay repeats).
+   */
+  async delete(
+    scope: string,
+    key: string,
+    idempotencyKey?: string,
+  ): Promise<{ existed?: boolean } & Written> {
     try {
-      await this.#op("delete", { service: scope, key });
+      const { data, replayed } = await this.#send(
+        "delete",
+        { service: scope, key },
+        idempotencyKey,
+      );
+      return typeof data.existed === "boolean" ? { existed: data.existed, replayed } : { replayed };
     } finally {
       await this.#cache?.forget(scope, key);
     }

@@ -15,6 +15,8 @@ import type { BusHub, Listener, ListenOptions } from "./bus_hub.ts";
 import type { BusOutlet } from "./bus_outlet.ts";
 import type { ServiceDirectory } from "./directory.ts";
 import { toApiError } from "./errors.ts";
+import { keyedBody, keyedReply } from "./idempotency.ts";
+import { IdempotencyKey } from "../state/idempotency.ts";
 import { frameToJson } from "./routes/services.ts";
 
 /** Close codes of the protocol. */
@@ -116,6 +118,8 @@ const Inbound = z.discriminatedUnion("type", [
     service: z.string().min(1).max(255),
     body: z.array(z.string()).min(1).max(64),
     timeout_ms: z.number().int().min(1).max(300_000).optional(),
+    /** org.plantd.State writes: apply at most once per key (docs/websocket.md). */
+    idempotency_key: IdempotencyKey.optional(),
   }),
   z.object({ type: z.literal("ping"), id: id.optional() }),
   z.object({ type: z.literal("auth"), id: id.optional(), token: z.string().min(1).max(16_384) }),
@@ -476,18 +480,24 @@ export class WsSession {
         return this.#send({ type: "unsubscribed", id: message.id });
       }
       case "request": {
-        let body: string[] = message.body;
+        let principal: Principal | undefined;
         if (this.#auth.required) {
-          const principal = this.#authenticated(message.id);
+          principal = this.#authenticated(message.id);
           if (!principal) return;
-          try {
-            body = this.#auth.call(principal, message.service, body);
-          } catch (error) {
-            const api = toApiError(error);
-            return this.#error(message.id, api.code, api.message);
-          }
         }
-        return void this.#request(message.id, message.service, body, message.timeout_ms);
+        let body: string[];
+        let keyed: boolean;
+        try {
+          const request = keyedBody(message.service, message.body, message.idempotency_key);
+          keyed = request.key !== undefined;
+          body = principal
+            ? this.#auth.call(principal, message.service, request.body)
+            : request.body;
+        } catch (error) {
+          const api = toApiError(error);
+          return this.#error(message.id, api.code, api.message);
+        }
+        return void this.#request(message.id, message.service, body, message.timeout_ms, keyed);
       }
     }
   }
@@ -520,7 +530,14 @@ export class WsSession {
     this.#subscriptions.set(id, this.#hub.listen(bus, prefix, listener, options));
   }
 
-  async #request(id: string, service: string, body: Body, timeoutMs?: number): Promise<void> {
+  /** Sends a request; `keyed`: a state write with an idempotency key (gateway/idempotency.ts). */
+  async #request(
+    id: string,
+    service: string,
+    body: Body,
+    timeoutMs: number | undefined,
+    keyed: boolean,
+  ): Promise<void> {
     if (this.#requests.has(id)) {
       return this.#error(id, "BAD_REQUEST", `Request id '${id}' is in use`);
     }
@@ -544,11 +561,16 @@ export class WsSession {
       for await (
         const reply of this.#client.stream(service, body, { timeoutMs, signal: abort.signal })
       ) {
+        // A replay comes as its first reply, flagged; a reused key as an error.
+        const { frames, replayed } = keyed && reply.final
+          ? keyedReply(reply.body)
+          : { frames: reply.body, replayed: false };
         this.#send({
           type: reply.final ? "final" : "partial",
           id,
           service,
-          frames: reply.body.map(frameToJson),
+          frames: frames.map(frameToJson),
+          ...(replayed ? { replayed: true } : {}),
         });
       }
     } catch (error) {

@@ -12,6 +12,10 @@
  * request waiting to be sent is withdrawn when it times out; and each carries
  * a deadline frame (protocol.ts) so the broker drops it once its caller gave up.
  *
+ * Both frames are extensions only plantd-ts brokers read: the client asks the
+ * broker first (mdp/negotiation.ts) and, against any other broker, sends
+ * plain RFC framing over a few connections instead (mdp/plain_lanes.ts).
+ *
  * @module
  */
 import type { CurveClientKeys } from "../transport/curve.ts";
@@ -19,9 +23,12 @@ import { type Frames, readUint32, writeUint32 } from "../transport/frames.ts";
 import type { HeartbeatOptions } from "../transport/heartbeat.ts";
 import {
   connectDealer,
+  type DealerOptions,
   type MessageSocket,
   type TransportChoice,
 } from "../transport/message_socket.ts";
+import { type BrokerFeatures, type ExtensionsMode, Negotiator } from "./negotiation.ts";
+import { PlainLanes } from "./plain_lanes.ts";
 import {
   deadlineFrame,
   decodeClientReply,
@@ -59,6 +66,16 @@ export interface ClientOptions {
   transport?: TransportChoice;
   /** ZMTP heartbeats of the connection (below MDP's). @default none */
   wireHeartbeat?: HeartbeatOptions;
+  /**
+   * Request ids and deadline frames: "auto" asks the broker (mmi.broker) and
+   * uses them only with a plantd-ts broker, "on" assumes one, "off" speaks
+   * plain MDP (docs/interop.md). @default "auto"
+   */
+  extensions?: ExtensionsMode;
+  /** How long "auto" waits for the broker's answer once asked. @default 1000 */
+  probeTimeoutMs?: number;
+  /** Plain MDP: connections used at most, each with one request in flight. @default 4 */
+  plainConnections?: number;
 }
 
 /** Per-request overrides. */
@@ -197,6 +214,11 @@ export class MdpClient {
   #sweepPeriod = Infinity;
   /** The last socket error the reading loop survived, for diagnosis. */
   #lastError: unknown;
+  #negotiator: Negotiator;
+  /** Plain MDP connections, opened once a broker without our extensions is found. */
+  #plain: PlainLanes | undefined;
+  #dealerOptions: DealerOptions;
+  #plainConnections: number;
 
   constructor(endpoint: string, options: ClientOptions = {}) {
     this.endpoint = endpoint.startsWith(">") ? endpoint.slice(1) : endpoint;
@@ -205,7 +227,8 @@ export class MdpClient {
     this.#backoffMs = options.backoffMs ?? 100;
     this.#maxBackoffMs = options.maxBackoffMs ?? 2000;
     this.#dialect = options.dialect ?? "plantd";
-    this.#socket = connectDealer(this.endpoint, {
+    this.#plainConnections = Math.max(1, options.plainConnections ?? 4);
+    this.#dealerOptions = {
       linger: 0,
       // Nothing waits in the socket for a connection: a request whose caller
       // timed out meanwhile could not be taken back (see #attempt).
@@ -217,8 +240,26 @@ export class MdpClient {
       ...(options.curve ? { curveClient: options.curve } : {}),
       ...(options.transport ? { transport: options.transport } : {}),
       ...options.wireHeartbeat,
+    };
+    this.#socket = connectDealer(this.endpoint, this.#dealerOptions);
+    this.#negotiator = new Negotiator({
+      mode: options.extensions ?? "auto",
+      dialect: this.#dialect,
+      probeTimeoutMs: options.probeTimeoutMs ?? 1000,
+      send: (frames, signal) => this.#socket.send(frames, { signal }),
+      connected: () => this.#socket.connected,
     });
     this.#loop = this.#run();
+  }
+
+  /** What the broker reads beyond plain MDP; resolves once it has answered (or not). */
+  features(): Promise<BrokerFeatures> {
+    return this.#negotiator.settled();
+  }
+
+  /** {@link features} once known, else undefined. */
+  get knownFeatures(): BrokerFeatures | undefined {
+    return this.#negotiator.features;
   }
 
   /**
@@ -231,7 +272,7 @@ export class MdpClient {
 
   /** Number of requests waiting for their final reply. */
   get inFlight(): number {
-    return this.#pending.size;
+    return this.#pending.size + (this.#plain?.inFlight ?? 0);
   }
 
   /** Sends a request and resolves with the FINAL reply's body (PARTIAL replies are skipped). */
@@ -318,6 +359,9 @@ export class MdpClient {
     signal?: AbortSignal,
   ): Promise<Frames> {
     if (this.#closed) return Promise.reject(new MdpClosedError(service));
+    if (this.#negotiator.framing !== "extended") {
+      return this.#unextended(service, frames, timeoutMs, attempt, onPartial, signal);
+    }
     const id = this.#nextId;
     this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1;
     const idFrame = new Uint8Array(4);
@@ -362,6 +406,61 @@ export class MdpClient {
   }
 
   /**
+   * An attempt while the broker's features are unknown (it waits for them,
+   * within its own timeout) or to a broker without our extensions (plain MDP).
+   */
+  async #unextended(
+    service: string,
+    frames: Frames,
+    timeoutMs: number,
+    attempt: number,
+    onPartial?: (body: Frames) => void,
+    signal?: AbortSignal,
+  ): Promise<Frames> {
+    const started = Date.now();
+    if (this.#negotiator.framing === undefined) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      let onAbort: (() => void) | undefined;
+      try {
+        await Promise.race([
+          this.#negotiator.settled(),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(
+              () => reject(new MdpTimeoutError(service, timeoutMs, attempt)),
+              timeoutMs,
+            );
+            onAbort = () => reject(signal!.reason);
+            signal?.addEventListener("abort", onAbort, { once: true });
+          }),
+        ]);
+      } finally {
+        clearTimeout(timer);
+        if (onAbort) signal?.removeEventListener("abort", onAbort);
+      }
+      if (this.#closed) throw new MdpClosedError(service);
+      const left = timeoutMs - (Date.now() - started);
+      if (left <= 0) throw new MdpTimeoutError(service, timeoutMs, attempt);
+      if (this.#negotiator.framing === "extended") {
+        return this.#attempt(service, frames, left, attempt, onPartial, signal);
+      }
+      timeoutMs = left;
+    }
+    this.#plain ??= new PlainLanes(this.endpoint, {
+      dialect: this.#dialect,
+      maxLanes: this.#plainConnections,
+      dealer: this.#dealerOptions,
+      timeoutNote: () => {
+        const features = this.#negotiator.features;
+        return features?.mmi === false ? `the broker is ${features.summary}` : undefined;
+      },
+    });
+    const body = await this.#plain.request(service, frames, timeoutMs, attempt, onPartial, signal);
+    const error = brokerErrorOf(service, body);
+    if (error) throw error;
+    return body;
+  }
+
+  /**
    * Timeouts come from one sweeping timer rather than a timer per request (a
    * timer costs several µs to set and clear). It runs only while requests are
    * pending, at a tenth of the shortest timeout (10 ms to 250 ms).
@@ -401,7 +500,7 @@ export class MdpClient {
     const reply = decodeClientReply(message);
     if (reply.kind === "malformed") return;
     const idFrame = reply.stack[0];
-    if (!idFrame || idFrame.length !== 4) return;
+    if (!idFrame || idFrame.length !== 4) return this.#negotiator.onReply(reply);
     const id = readUint32(idFrame, 0);
     const pending = this.#pending.get(id);
     if (!pending) return; // a late reply of an attempt that timed out
@@ -423,7 +522,10 @@ export class MdpClient {
     }
     clearInterval(this.#sweeper);
     this.#sweeper = undefined;
+    this.#negotiator.close();
+    const plain = this.#plain?.close();
     this.#socket.close();
     await this.#loop;
+    await plain;
   }
 }

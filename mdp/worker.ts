@@ -22,6 +22,7 @@ import {
   frame,
 } from "./protocol.ts";
 import type { Body } from "./client.ts";
+import { DialectDiscovery, type WorkerDialect } from "./dialect_discovery.ts";
 
 /** What a handler gets besides the request body. */
 export interface RequestContext {
@@ -44,8 +45,11 @@ export interface WorkerOptions {
   heartbeatLiveness?: number;
   /** Wait before reconnecting. @default 1000 */
   reconnectMs?: number;
-  /** Dialect to speak. @default "plantd" */
-  dialect?: Dialect;
+  /**
+   * Dialect to speak; "auto" tries plantd, RFC 7 then RFC 18 until the broker
+   * answers (mdp/dialect_discovery.ts). @default "plantd"
+   */
+  dialect?: WorkerDialect;
   /** Broker connections, each one MDP worker. @default 1 */
   concurrency?: number;
   /**
@@ -67,7 +71,15 @@ export interface WorkerOptions {
 export type WorkerEvent =
   | { type: "ready"; service: string }
   | { type: "reconnect"; service: string; reason: string }
-  | { type: "handler-error"; service: string; error: unknown };
+  | { type: "handler-error"; service: string; error: unknown }
+  | {
+    /** Dialect "auto": the broker answered in `dialect`, or did not (`next` is tried). */
+    type: "dialect";
+    service: string;
+    dialect: Dialect;
+    outcome: "confirmed" | "silent" | "exhausted";
+    next?: Dialect;
+  };
 
 /** A worker for one service. */
 export class MdpWorker {
@@ -150,6 +162,8 @@ class Session {
   #transport?: TransportChoice;
   #wireHeartbeat: HeartbeatOptions;
   #onEvent: (event: WorkerEvent) => void;
+  /** Set for dialect "auto" until the worker's life ends. */
+  #discovery: DialectDiscovery | undefined;
   #socket!: MessageSocket;
   #abort!: AbortController;
   #timer: ReturnType<typeof setInterval> | undefined;
@@ -167,7 +181,9 @@ class Session {
     this.#endpoint = endpoint;
     this.#service = service;
     this.#handler = handler;
-    this.#dialect = options.dialect ?? "plantd";
+    if (options.dialect === "auto") this.#discovery = new DialectDiscovery();
+    this.#dialect = this.#discovery?.dialect ?? (options.dialect as Dialect | undefined) ??
+      "plantd";
     this.#heartbeatMs = options.heartbeatIntervalMs ?? 2500;
     this.#maxLiveness = options.heartbeatLiveness ?? 3;
     this.#liveness = this.#maxLiveness;
@@ -182,15 +198,19 @@ class Session {
 
   #connect(): void {
     this.#abort = new AbortController();
+    if (this.#discovery) this.#dialect = this.#discovery.dialect;
     // Linger lets a DISCONNECT sent just before close() reach the broker.
     this.#socket = connectDealer(this.#endpoint, {
       linger: 200,
+      // Discovery judges a dialect only while connected (libzmq needs a monitor to tell).
+      ...(this.#discovery ? { watchConnection: true } : {}),
       ...(this.#curve ? { curveClient: this.#curve } : {}),
       ...(this.#transport ? { transport: this.#transport } : {}),
       ...this.#wireHeartbeat,
     });
     this.#liveness = this.#maxLiveness;
-    this.#send(encodeWorkerSignal(this.#dialect, "READY", this.#service, this.#capacity));
+    const capacity = this.#discovery?.capacity(this.#capacity) ?? this.#capacity;
+    this.#send(encodeWorkerSignal(this.#dialect, "READY", this.#service, capacity));
     this.#onEvent({ type: "ready", service: this.#service });
     this.#timer = setInterval(() => this.#heartbeat(), this.#heartbeatMs);
     const socket = this.#socket;
@@ -213,12 +233,37 @@ class Session {
     this.#send(encodeWorkerSignal(this.#dialect, "HEARTBEAT"));
     // The broker heartbeats idle workers only, so silence while busy is expected.
     if (this.active > 0) return;
-    if (--this.#liveness <= 0) this.#reconnect("broker silent");
+    if (--this.#liveness <= 0) this.#reconnect(this.#silence());
+  }
+
+  /** Why the broker's silence ends this connection; in discovery, moves to the next dialect. */
+  #silence(): string {
+    const discovery = this.#discovery;
+    if (!discovery || discovery.confirmed || this.#socket.connected === false) {
+      return "broker silent";
+    }
+    const { tried, next, exhausted } = discovery.silent();
+    this.#onEvent({
+      type: "dialect",
+      service: this.#service,
+      dialect: tried,
+      outcome: exhausted ? "exhausted" : "silent",
+      next,
+    });
+    return `no answer to READY in the ${tried} dialect; trying ${next}`;
   }
 
   #onMessage(message: Frames, socket: MessageSocket, signal: AbortSignal): void {
     this.#liveness = this.#maxLiveness;
     this.connected = true;
+    if (this.#discovery?.heard(message)) {
+      this.#onEvent({
+        type: "dialect",
+        service: this.#service,
+        dialect: this.#dialect,
+        outcome: "confirmed",
+      });
+    }
     const decoded = decodeBrokerToWorker(message);
     if (decoded.kind === "disconnect") return this.#reconnect("broker sent DISCONNECT");
     if (decoded.kind !== "request") return;

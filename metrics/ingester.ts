@@ -23,7 +23,7 @@
  * @module
  */
 import type { BusMessage } from "../bus/envelope.ts";
-import { NativeSocketClosedError } from "../transport/native_socket.ts";
+import { SocketClosedError } from "../transport/closed.ts";
 import { parsePoint, type Point, type RejectReason } from "./point.ts";
 import { PointQueue } from "./point_queue.ts";
 import { type MetricsWriter, retentionCutoff } from "./store.ts";
@@ -184,7 +184,7 @@ export class MetricsIngester {
       try {
         messages = await this.#source.receiveBatch(this.#readBatch);
       } catch (error) {
-        if (error instanceof NativeSocketClosedError || this.#stopping) return;
+        if (error instanceof SocketClosedError || this.#stopping) return;
         throw error;
       }
       observer.received?.(messages.length);

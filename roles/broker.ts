@@ -15,7 +15,7 @@ import { dropLog } from "../telemetry/broker_drops.ts";
 import { busEndpoints, plaintextNetworkEndpoints } from "../config/listeners.ts";
 import { metricsAccess } from "../config/metrics_token.ts";
 import { endpointLimitCounter, endpointObserver } from "../telemetry/endpoint_metrics.ts";
-import type { Check } from "../telemetry/health.ts";
+import { type Check, checkTracker } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";
 import { LogWindow } from "../telemetry/log_window.ts";
 import {
@@ -120,6 +120,7 @@ export async function startBroker(
     throw error;
   }
   const started = new Date().toISOString();
+  const check = checkTracker();
   const beyond = boundBeyondLoopback(exposed, [server.endpoint, ...busSetEndpoints(buses.set)]);
   const plaintext = plaintextNetworkCheck(beyond, started);
   const health = startHealthServer(
@@ -127,7 +128,7 @@ export async function startBroker(
     config.health_host,
     config.health_port,
     () => [
-      { name: "broker_socket", status: server.endpoint ? "UP" : "DOWN", lastUpdated: started },
+      check("broker_socket", server.serving, `${server.endpoint} is closed`),
       ...buses.checks(),
       ...plaintext,
     ],

@@ -4,6 +4,7 @@
  * @module
  */
 import type { EchoConfig } from "../config/components.ts";
+import { checkTracker } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";
 import { ECHO_SERVICE, startEchoWorker } from "../workers/echo.ts";
 import { startHealthServer } from "./health_server.ts";
@@ -16,13 +17,12 @@ export function startEcho(config: EchoConfig): Running {
   const worker = startEchoWorker(
     config.broker_endpoint,
     workerOptions(config, "echo"),
-    logWorkerEvents(log),
+    logWorkerEvents(log, "dialect (PLANTD_MODULE_ECHO_DIALECT)"),
   );
-  const health = startHealthServer("echo", config.health_host, config.health_port, () => [{
-    name: "broker_connection",
-    status: worker.connected ? "UP" : "DOWN",
-    lastUpdated: new Date().toISOString(),
-  }]);
+  const check = checkTracker();
+  const health = startHealthServer("echo", config.health_host, config.health_port, () => [
+    check("broker_connection", worker.connected, "not registered at the broker"),
+  ]);
   log.info("echo worker for {service} connecting to {endpoint}", {
     service: ECHO_SERVICE,
     endpoint: config.broker_endpoint,

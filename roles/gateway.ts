@@ -27,6 +27,7 @@ import { TopicHistory } from "../gateway/shared/history.ts";
 import { RedisLink } from "../gateway/shared/redis.ts";
 import { redisStateCache } from "../gateway/shared/state_cache.ts";
 import { ServiceDirectory } from "../gateway/directory.ts";
+import { EXTENSION } from "../mdp/negotiation.ts";
 import { StateCache } from "../gateway/state_cache.ts";
 import { loggedStateBusGate } from "../gateway/state_bus_gate.ts";
 import { ChangeKey } from "../state/changes.ts";
@@ -36,28 +37,12 @@ import { openMetricsReader } from "../metrics/open.ts";
 import { text } from "../mdp/protocol.ts";
 import { STATE_SERVICE } from "../state/operations.ts";
 import { gatewayMetrics } from "../telemetry/gateway_metrics.ts";
-import { type Check, serveOrExplain } from "../telemetry/health.ts";
+import { type Check, checkTracker, serveOrExplain } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";
 import type { Running } from "./running.ts";
 
 /** Health checks the gateway's host process adds (buses it runs, the state store in dev). */
 export type ExtraChecks = () => Check[] | Promise<Check[]>;
-
-/** Tracks when a check last changed, for `lastUpdated`. */
-function checkTracker() {
-  const since = new Map<string, { up: boolean; at: string }>();
-  return (name: string, up: boolean, output?: string, required = true): Check => {
-    const previous = since.get(name);
-    if (!previous || previous.up !== up) since.set(name, { up, at: new Date().toISOString() });
-    return {
-      name,
-      status: up ? "UP" : "DOWN",
-      lastUpdated: since.get(name)!.at,
-      ...(required ? {} : { required }),
-      ...(!up && output ? { output } : {}),
-    };
-  };
-}
 
 /** Starts the gateway; waits for the broker with a visible retry. */
 export async function startGateway(
@@ -159,6 +144,8 @@ export async function startGateway(
   const userSessions = createSessions(redis);
   const client = new MdpClient(config.broker_endpoint, {
     timeoutMs: config.request_timeout_ms,
+    dialect: config.broker_dialect,
+    extensions: config.broker_extensions,
     ...(brokerCurve ? { curve: brokerCurve } : {}),
     transport: config.mdp_transport,
     wireHeartbeat: wireHeartbeat(config),
@@ -166,7 +153,13 @@ export async function startGateway(
   const directory = new ServiceDirectory(
     (service, body, timeoutMs) =>
       client.request(service, body, { timeoutMs: timeoutMs ?? config.request_timeout_ms }),
-    { connected: () => client.connected },
+    {
+      connected: () => client.connected,
+      listed: () => {
+        const features = client.knownFeatures;
+        return features && features.extensions.has(EXTENSION.brokerService);
+      },
+    },
   );
   await directory.start();
   if (!directory.brokerReachable) {

@@ -16,6 +16,7 @@ import { stateBusKey } from "../config/state_bus.ts";
 import type { StateBackend } from "../state/backend.ts";
 import { openStateDatabase } from "../state/db.ts";
 import { openPgStateDatabase } from "../state/db_pg.ts";
+import { purgeIntervalMs, startKeyPurge } from "../state/idempotency.ts";
 import { PgStateStore, type PgStoreOptions } from "../state/store_pg.ts";
 import { storageFailure } from "../storage/failure.ts";
 import { isPostgresUrl, redactUrl } from "../storage/postgres.ts";
@@ -25,6 +26,7 @@ import { STATE_SERVICE, StateOperations } from "../state/operations.ts";
 import { StateStore, type StoreOptions } from "../state/store.ts";
 import { startStateWorker } from "../state/worker.ts";
 import { WriteHealth } from "../state/write_health.ts";
+import { checkTracker } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";
 import { stateMetrics } from "../telemetry/state_metrics.ts";
 import { startHealthServer } from "./health_server.ts";
@@ -57,7 +59,9 @@ export async function startState(
     : undefined;
   const sink = changes ?? publisher;
   const writeHealth = new WriteHealth(log);
+  const windowMs = config.idempotency_window_s * 1000;
   const storeOptions: StoreOptions = {
+    idempotencyWindowMs: windowMs,
     onCommit: (writes, seconds, wrote) => {
       metrics.commit(writes, seconds);
       if (wrote) writeHealth.succeeded();
@@ -97,48 +101,43 @@ export async function startState(
       "change events are published unsigned, so gateways drop them: set state_bus_secret (PLANTD_STATE_STATE_BUS_SECRET), state_bus_secret_file or jwt_secret, the same as the gateway's",
     );
   }
-  let storeStatus: { ok: boolean; at: string; output?: string } = {
-    ok: true,
-    at: new Date().toISOString(),
-  };
+  const check = checkTracker();
   const health = startHealthServer(
     "state",
     config.health_host,
     config.health_port,
     async () => {
+      let storeError: string | undefined;
       try {
         await store.ping();
-        storeStatus = { ok: true, at: new Date().toISOString() };
       } catch (error) {
-        const output = `${storageFailure(error)}: ${(error as Error).message}`;
+        storeError = `${storageFailure(error)}: ${(error as Error).message}`;
         // Writes fail as well: logged (with its cause, once a minute) and named by store_writes.
         writeHealth.unreachable(error);
-        storeStatus = { ok: false, at: new Date().toISOString(), output };
       }
       return [
-        {
-          name: "store",
-          status: storeStatus.ok ? "UP" : "DOWN",
-          lastUpdated: storeStatus.at,
-          ...(storeStatus.output ? { output: storeStatus.output } : {}),
-        },
+        check("store", storeError === undefined, storeError),
         writeHealth.check(),
-        {
-          name: "broker_connection",
-          status: worker.connected ? "UP" : "DOWN",
-          lastUpdated: new Date().toISOString(),
-        },
+        check("broker_connection", worker.connected, "not registered at the broker"),
       ];
     },
     registry,
     access,
   );
+  // Started last, so a failure above leaves no timer running.
+  const purge = startKeyPurge(store, {
+    intervalMs: purgeIntervalMs(windowMs),
+    onPurged: (count) => metrics.keysPurged(count),
+    onError: (error) =>
+      log.warn("purging expired idempotency keys failed: {error}", { error: String(error) }),
+  });
   log.info("state service on {db} serving via {endpoint}", {
     db,
     endpoint: config.broker_endpoint,
     scopes: (await store.scopes()).length,
     changes: publisher ? publisher.endpoint : changes ? "in process" : "off",
     authentication: verify ? "tokens required" : "off",
+    idempotency_window_s: config.idempotency_window_s,
     change_signatures: busKey ? `on (key from ${busKey.source})` : "off",
     health: health.port ? `http://${config.health_host}:${health.port}/healthz` : "off",
   });
@@ -147,6 +146,7 @@ export async function startState(
     async close() {
       await health.close();
       await worker.close();
+      await purge.stop();
       await store.close();
       await publisher?.close();
       log.info("state service stopped");

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import type { KeyedOutcome, KeyedWrite } from "./idempotency.ts";
 import type { Entry, Write, WriteResult } from "./store.ts";
 
 /** A value now, or once the database answered. */
@@ -25,6 +26,13 @@ export interface StateBackend {
   getMany(scope: string, keys: readonly string[]): Awaitable<(Entry | undefined)[] | undefined>;
   /** Resolves once the write is committed. */
   write(write: Write): Promise<WriteResult>;
+  /**
+   * A write guarded by an idempotency key (idempotency.ts): applied and its
+   * key stored in one transaction, or answered with the key's stored reply.
+   */
+  writeKeyed(write: Write, keyed: KeyedWrite): Promise<KeyedOutcome>;
+  /** Deletes at most `limit` expired idempotency keys; resolves with how many went. */
+  purgeExpiredKeys(limit: number): Promise<number>;
   /** Checks that the database answers (for /healthz). */
   ping(): Promise<void>;
   /** Resolves when no write is queued or committing. */

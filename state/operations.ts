@@ -2,7 +2,8 @@
  * The `org.plantd.State` wire protocol: request body `[operation, json]`, one
  * JSON reply frame, byte-compatible with Go plantd (its key order, its error
  * texts, including the hand-written `{"error": "…"}` replies with a space),
- * plus batch and compare-and-set operations. Reference: docs/state.md.
+ * plus batch and compare-and-set operations, and idempotency keys on writes
+ * (state/idempotency.ts). Reference: docs/state.md.
  *
  * @module
  */
@@ -13,6 +14,14 @@ import { type StorageFailure, storageFailure } from "../storage/failure.ts";
 import type { Frames } from "../transport/frames.ts";
 import type { StateBackend } from "./backend.ts";
 import { CommitOutcomeUnknown } from "./commit_outcome.ts";
+import {
+  ANONYMOUS_OWNER,
+  fingerprint,
+  IDEMPOTENCY_FIELD,
+  IdempotencyKey,
+  replayReply,
+  reusedReply,
+} from "./idempotency.ts";
 import type { Write, WriteResult } from "./store.ts";
 
 export const STATE_SERVICE = "org.plantd.State";
@@ -52,6 +61,12 @@ export interface OperationsObserver {
   refused?(code: string, operation: string, scope: string | undefined, reason: string): void;
   /** A change made with a verified token, for the audit trail. */
   changed?(principal: Principal, operation: string, scope: string | undefined): void;
+  /**
+   * A write with an idempotency key: `applied` (first use), `replayed` (the
+   * stored reply answered it), `reused` (refused: the key was used for
+   * another request).
+   */
+  idempotent?(outcome: "applied" | "replayed" | "reused"): void;
 }
 
 /** Operations that change nothing (not audited). */
@@ -112,6 +127,32 @@ function success(data: Record<string, unknown>): string {
   return JSON.stringify({ success: true, data: sorted(data) });
 }
 
+/** A reply text and whether it reports success (for metrics). */
+interface Reply {
+  ok: boolean;
+  text: string;
+}
+
+const succeeded = (data: Record<string, unknown>): Reply => ({ ok: true, text: success(data) });
+
+/** The callbacks' failure reply (as {@link CallbackError} renders). */
+function failed(message: string, data?: Record<string, unknown>): Reply {
+  const reply: Record<string, unknown> = { success: false, error: message };
+  if (data) reply.data = sorted(data);
+  return { ok: false, text: JSON.stringify(reply) };
+}
+
+/**
+ * A checked write request: what to write, its arguments in the form that
+ * fingerprints it, and the reply of its result (built inside the commit
+ * for a keyed write, whose reply is stored with its key).
+ */
+interface WritePlan {
+  write: Write;
+  args: Record<string, unknown>;
+  reply(result: WriteResult): Reply;
+}
+
 type Request = Record<string, unknown>;
 
 function scopeOf(request: Request): string | undefined {
@@ -153,7 +194,8 @@ export class StateOperations {
     const run = Object.hasOwn(this.#operations, operation)
       ? this.#operations[operation]
       : undefined;
-    if (!run) {
+    const plan = Object.hasOwn(this.#writes, operation) ? this.#writes[operation] : undefined;
+    if (!run && !plan) {
       this.#observer.badRequest?.("invalid operation");
       return wrapperError("Invalid operation");
     }
@@ -165,7 +207,8 @@ export class StateOperations {
         if (typeof refused === "string") return refused;
         principal = refused;
       }
-      const reply = await run(request);
+      if (plan) return await this.#runWrite(operation, plan(request), request, principal);
+      const reply = await run!(request);
       this.#observer.operation?.(operation, true);
       if (principal && !READS.has(operation)) {
         this.#observer.changed?.(principal, operation, scopeOf(request));
@@ -192,6 +235,57 @@ export class StateOperations {
       }
       return JSON.stringify({ success: false, error: `Store failure: ${message}` });
     }
+  }
+
+  /**
+   * Runs a checked write; with an `idempotency_key`, at most once per key of
+   * the caller (`principal`, or the anonymous owner without authentication).
+   */
+  async #runWrite(
+    operation: string,
+    plan: WritePlan,
+    request: Request,
+    principal: Principal | undefined,
+  ): Promise<string> {
+    const key = this.#idempotencyKey(request);
+    let reply: Reply;
+    if (key === undefined) reply = plan.reply(await this.#store.write(plan.write));
+    else {
+      let applied: Reply | undefined;
+      const outcome = await this.#store.writeKeyed(plan.write, {
+        owner: principal?.id ?? ANONYMOUS_OWNER,
+        key,
+        fingerprint: fingerprint(operation, plan.args),
+        reply: (result) => (applied = plan.reply(result)).text,
+      });
+      this.#observer.idempotent?.(outcome.kind);
+      if (outcome.kind === "reused") {
+        this.#observer.operation?.(operation, false);
+        return reusedReply(key);
+      }
+      if (outcome.kind === "replayed") {
+        // Nothing changed: counted as a replay, not audited as a change.
+        this.#observer.operation?.(operation, outcome.reply.startsWith('{"success":true'));
+        return replayReply(outcome.reply);
+      }
+      reply = applied!;
+    }
+    this.#observer.operation?.(operation, reply.ok);
+    if (principal && reply.ok) this.#observer.changed?.(principal, operation, scopeOf(request));
+    return reply.text;
+  }
+
+  /** The request's idempotency key, if it has one (checked). */
+  #idempotencyKey(request: Request): string | undefined {
+    const given = request[IDEMPOTENCY_FIELD];
+    if (given === undefined) return undefined;
+    const parsed = IdempotencyKey.safeParse(given);
+    if (!parsed.success) {
+      throw new WrapperError(
+        `${IDEMPOTENCY_FIELD} ${parsed.error.issues[0]?.message ?? "is not valid"}`,
+      );
+    }
+    return parsed.data;
   }
 
   /** The caller's principal, or the reply refusing the request. */
@@ -269,42 +363,11 @@ export class StateOperations {
     return value;
   }
 
-  #write = (write: Write): Promise<WriteResult> => this.#store.write(write);
-
   #operations: Record<string, (request: Request) => Promise<string> | string> = {
-    "create-scope": async (request) => {
-      const scope = this.#name(request, "service");
-      const result = await this.#write({ kind: "create-scope", scope });
-      if (result.kind === "scope" && !result.changed) {
-        throw new CallbackError(`Scope '${scope}' already exists`);
-      }
-      return success({ scope, status: "created" });
-    },
-    "delete-scope": async (request) => {
-      const scope = this.#name(request, "service");
-      const result = await this.#write({ kind: "delete-scope", scope });
-      if (result.kind === "scope" && !result.changed) {
-        throw new CallbackError(`Scope '${scope}' does not exist`);
-      }
-      return success({ scope, status: "deleted" });
-    },
-    "state-set": async (request) => {
-      const scope = this.#name(request, "service");
-      const key = this.#name(request, "key");
-      const value = this.#value(request, key);
-      await this.#write({ kind: "set", scope, entries: [[key, value]] });
-      return success({ key, scope, status: "set", value });
-    },
     "state-get": async (request) => {
       const scope = this.#name(request, "service");
       const key = this.#name(request, "key");
       return success({ key, scope, value: (await this.#store.get(scope, key))?.value ?? "" });
-    },
-    "delete": async (request) => {
-      const scope = this.#name(request, "service");
-      const key = this.#name(request, "key");
-      await this.#write({ kind: "delete", scope, key });
-      return success({ key, scope, status: "deleted" });
     },
     "list-scopes": async () => {
       const scopes = await this.#store.scopes();
@@ -355,7 +418,60 @@ export class StateOperations {
       });
       return success({ entries: sorted(found), scope });
     },
-    "state-set-many": async (request) => {
+  };
+  /** The write operations: each checks its request and plans its write. */
+  #writes: Record<string, (request: Request) => WritePlan> = {
+    "create-scope": (request) => {
+      const scope = this.#name(request, "service");
+      return {
+        write: { kind: "create-scope", scope },
+        args: { service: scope },
+        reply: (result) =>
+          result.kind === "scope" && !result.changed
+            ? failed(`Scope '${scope}' already exists`)
+            : succeeded({ scope, status: "created" }),
+      };
+    },
+    "delete-scope": (request) => {
+      const scope = this.#name(request, "service");
+      return {
+        write: { kind: "delete-scope", scope },
+        args: { service: scope },
+        reply: (result) =>
+          result.kind === "scope" && !result.changed
+            ? failed(`Scope '${scope}' does not exist`)
+            : succeeded({ scope, status: "deleted" }),
+      };
+    },
+    "state-set": (request) => {
+      const scope = this.#name(request, "service");
+      const key = this.#name(request, "key");
+      const value = this.#value(request, key);
+      return {
+        write: { kind: "set", scope, entries: [[key, value]] },
+        args: { service: scope, key, value },
+        reply: () => succeeded({ key, scope, status: "set", value }),
+      };
+    },
+    "delete": (request) => {
+      const scope = this.#name(request, "service");
+      const key = this.#name(request, "key");
+      // Keyed, the reply says whether the key existed: a replay then gives
+      // the gateway the first answer (404 or 200) rather than today's state.
+      const keyed = request[IDEMPOTENCY_FIELD] !== undefined;
+      return {
+        write: { kind: "delete", scope, key },
+        args: { service: scope, key },
+        reply: (result) =>
+          succeeded({
+            key,
+            scope,
+            status: "deleted",
+            ...(keyed ? { existed: result.kind === "delete" && result.existed } : {}),
+          }),
+      };
+    },
+    "state-set-many": (request) => {
       const scope = this.#name(request, "service");
       const given = request.entries;
       if (typeof given !== "object" || given === null || Array.isArray(given)) {
@@ -370,14 +486,20 @@ export class StateOperations {
         this.#checkName(key, "key");
         return [key, this.#value(request, key, value)] as const;
       });
-      const result = await this.#write({ kind: "set", scope, entries: checked });
-      const revisions: Record<string, number> = {};
-      if (result.kind === "set") {
-        checked.forEach(([key], i) => revisions[key] = result.revisions[i]!);
-      }
-      return success({ revisions: sorted(revisions), scope, status: "set" });
+      return {
+        write: { kind: "set", scope, entries: checked },
+        // Pairs, sorted: an object would drop or mangle a "__proto__" key.
+        args: { service: scope, entries: [...checked].sort(([a], [b]) => a < b ? -1 : 1) },
+        reply: (result) => {
+          const revisions: Record<string, number> = {};
+          if (result.kind === "set") {
+            checked.forEach(([key], i) => revisions[key] = result.revisions[i]!);
+          }
+          return succeeded({ revisions: sorted(revisions), scope, status: "set" });
+        },
+      };
     },
-    "state-cas": async (request) => {
+    "state-cas": (request) => {
       const scope = this.#name(request, "service");
       const key = this.#name(request, "key");
       const value = this.#value(request, key);
@@ -385,15 +507,20 @@ export class StateOperations {
       if (typeof expected !== "number" || !Number.isInteger(expected) || expected < 0) {
         throw new WrapperError("revision parameter missing (0 for a key that must not exist)");
       }
-      const result = await this.#write({ kind: "set", scope, entries: [[key, value]], expected });
-      if (result.kind === "conflict") {
-        throw new CallbackError(
-          `Revision mismatch for key '${key}': expected ${expected}, current ${result.current}`,
-          { current_revision: result.current, key, scope },
-        );
-      }
-      const revision = result.kind === "set" ? result.revisions[0]! : 0;
-      return success({ key, revision, scope, status: "set", value });
+      return {
+        write: { kind: "set", scope, entries: [[key, value]], expected },
+        args: { service: scope, key, value, revision: expected },
+        reply: (result) => {
+          if (result.kind === "conflict") {
+            return failed(
+              `Revision mismatch for key '${key}': expected ${expected}, current ${result.current}`,
+              { current_revision: result.current, key, scope },
+            );
+          }
+          const revision = result.kind === "set" ? result.revisions[0]! : 0;
+          return succeeded({ key, revision, scope, status: "set", value });
+        },
+      };
     },
   };
 }

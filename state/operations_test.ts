@@ -379,6 +379,18 @@ const SESSION: Array<Array<[string, Record<string, unknown> | string]>> = [
     ["frobnicate", {}],
   ],
   [["list-keys", { service: "u" }], ["list-scopes", {}]],
+  [
+    ["state-set", { service: "a", key: "kk", value: "1", idempotency_key: "K" }],
+    ["state-set", { service: "a", key: "kk", value: "1", idempotency_key: "K" }],
+    ["state-set", { service: "a", key: "kk", value: "2", idempotency_key: "K" }],
+    ["delete", { service: "a", key: "nope", idempotency_key: "D" }],
+  ],
+  [
+    ["state-set", { service: "a", key: "kk", value: "1", idempotency_key: "K" }],
+    ["delete", { service: "a", key: "nope", idempotency_key: "D" }],
+    ["state-cas", { service: "a", key: "kk", value: "3", revision: 9, idempotency_key: "C" }],
+  ],
+  [["state-cas", { service: "a", key: "kk", value: "3", revision: 9, idempotency_key: "C" }]],
 ];
 
 /** The replies and change events of {@link SESSION} on a store, `updated_at` left out. */
@@ -415,3 +427,80 @@ Deno.test("libSQL and PostgreSQL stores give identical replies and change events
   assert.equal(libsql.replies[2]!.filter((r) => r.startsWith('{"success":true')).length, 3);
   assert.ok(libsql.changes.length > 15);
 });
+
+both(
+  "idempotency_key: a retry gets the first reply marked replayed, another request with the key is refused, a bad key is a clear error",
+  async (kind) => {
+    const counts: Record<string, number> = {};
+    const database = kind === "postgres" ? await freshDatabase() : undefined;
+    const store = await openStore(kind, { url: database?.url }, () => {});
+    const ops = new StateOperations(store, {}, {
+      idempotent: (outcome) => counts[outcome] = (counts[outcome] ?? 0) + 1,
+    });
+    try {
+      const first = await call(
+        ops,
+        "state-set-many",
+        '{"service":"s","entries":{"a":"1","b":"2"},"idempotency_key":"K1"}',
+      );
+      assert.equal(
+        first,
+        '{"success":true,"data":{"revisions":{"a":1,"b":1},"scope":"s","status":"set"}}',
+      );
+      // Field and entry order do not change the request: the same fingerprint.
+      assert.equal(
+        await call(
+          ops,
+          "state-set-many",
+          '{"idempotency_key":"K1","entries":{"b":"2","a":"1"},"service":"s"}',
+        ),
+        '{"success":true,"data":{"revisions":{"a":1,"b":1},"scope":"s","status":"set"},"replayed":true}',
+      );
+      assert.equal((await store.get("s", "a"))?.revision, 1, "applied once");
+      // A domain failure is the first use's reply too: a retry does not re-evaluate it.
+      const conflict = await call(
+        ops,
+        "state-cas",
+        '{"service":"s","key":"a","value":"x","revision":5,"idempotency_key":"K2"}',
+      );
+      assert.match(conflict, /^\{"success":false,"error":"Revision mismatch/);
+      assert.equal(
+        await call(
+          ops,
+          "state-cas",
+          '{"service":"s","key":"a","value":"x","revision":5,"idempotency_key":"K2"}',
+        ),
+        conflict.slice(0, -1) + ',"replayed":true}',
+      );
+      // The same key with another value, or another operation: refused, nothing written.
+      for (
+        const [operation, json] of [
+          ["state-set-many", '{"service":"s","entries":{"a":"1","b":"3"},"idempotency_key":"K1"}'],
+          ["state-set", '{"service":"s","key":"a","value":"1","idempotency_key":"K1"}'],
+        ] as const
+      ) {
+        const reply = JSON.parse(await call(ops, operation, json));
+        assert.equal(reply.error, "IDEMPOTENCY_KEY_REUSED", operation);
+        assert.match(reply.message, /'K1' was used for a different request/);
+      }
+      assert.equal((await store.get("s", "b"))?.value, "2");
+      for (const bad of ['""', '"x'.padEnd(257, "x") + '"', '"tab\\there"', '"é"', "7"]) {
+        assert.match(
+          await call(ops, "delete", `{"service":"s","key":"a","idempotency_key":${bad}}`),
+          /^\{"error": "Operation failed: idempotency_key /,
+          bad,
+        );
+      }
+      assert.equal((await store.get("s", "a"))?.value, "1", "a refused key deletes nothing");
+      // Reads ignore a key; without one, writes answer exactly as before.
+      assert.equal(
+        await call(ops, "state-get", '{"service":"s","key":"a","idempotency_key":"K1"}'),
+        '{"success":true,"data":{"key":"a","scope":"s","value":"1"}}',
+      );
+      assert.deepEqual(counts, { applied: 2, replayed: 2, reused: 2 });
+    } finally {
+      await store.close();
+      await database?.drop();
+    }
+  },
+);

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { bigint, customType, pgTable, primaryKey } from "drizzle-orm/pg-core";
+import { bigint, customType, index, pgTable, primaryKey, text } from "drizzle-orm/pg-core";
 
 /** UTF-8 text kept as bytes. */
 const utf8 = customType<{ data: Uint8Array; driverData: Uint8Array }>({
@@ -42,3 +42,23 @@ export const stateChangeSeq = pgTable("state_change_seq", {
   scope: utf8("scope").primaryKey(),
   seq: bigint("seq", { mode: "number" }).notNull(),
 });
+
+/**
+ * Idempotency keys of writes (state/idempotency.ts): per owner and key, the
+ * fingerprint of the request and the reply it got, until `expires_at` (ms).
+ * Written in the same transaction as the write it guards. The owner (a
+ * principal id) is bytes as names are; the key is printable ASCII, the
+ * fingerprint hex and the reply JSON text.
+ */
+export const stateIdempotencyKeys = pgTable("state_idempotency_keys", {
+  owner: utf8("owner").notNull(),
+  key: text("key").notNull(),
+  fingerprint: text("fingerprint").notNull(),
+  reply: text("reply").notNull(),
+  createdAt: millis("created_at").notNull(),
+  expiresAt: millis("expires_at").notNull(),
+}, (table) => [
+  primaryKey({ columns: [table.owner, table.key] }),
+  // The purge takes the oldest expired keys a batch at a time.
+  index("state_idempotency_keys_expires_at").on(table.expiresAt),
+]);

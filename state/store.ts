@@ -12,6 +12,13 @@
  * The mirror assumes this process is the only writer of its database: a
  * local file is locked for it (lock.ts).
  *
+ * Writes with an idempotency key (state/idempotency.ts) join the same groups:
+ * the group's known keys are read before it is applied (this process being
+ * the only writer, nothing changes them in between), a key met earlier in the
+ * group or stored before answers with its reply instead of applying the write
+ * again, and new keys are inserted in the group's transaction, so a write and
+ * its key commit together or not at all.
+ *
  * @module
  */
 import type { InStatement, InValue } from "@libsql/client";
@@ -20,6 +27,13 @@ import type { StateBackend } from "./backend.ts";
 import type { OpenDatabase } from "./db.ts";
 import { entries, scopes } from "./schema.ts";
 import { nextTurn } from "../support/next_turn.ts";
+import {
+  type KeyedOutcome,
+  type KeyedWrite,
+  keyId,
+  resolveKeyed,
+  type StoredKey,
+} from "./idempotency.ts";
 
 /** A stored value with its revision (1 on creation, +1 per write) and update time (ms). */
 export interface Entry {
@@ -65,7 +79,9 @@ export type WriteResult =
 
 interface Queued {
   write: Write;
-  resolve: (result: WriteResult) => void;
+  keyed?: KeyedWrite;
+  // deno-lint-ignore no-explicit-any -- a WriteResult, or a KeyedOutcome for a keyed write
+  resolve: (result: any) => void;
   reject: (error: unknown) => void;
 }
 
@@ -82,6 +98,8 @@ export interface StoreOptions {
   onCommit?: (writes: number, seconds: number, wrote: boolean) => void;
   /** Called when a group failed to commit (its writers are rejected with `error`). */
   onCommitError?: (error: unknown, writes: number) => void;
+  /** How long an idempotency key is remembered, in ms. @default 86400000 (a day) */
+  idempotencyWindowMs?: number;
   now?: () => number;
 }
 
@@ -94,8 +112,35 @@ export class Overlay {
   readonly scopeReset = new Set<string>();
   readonly entryState = new Map<string, Map<string, Entry | null>>();
   readonly changes: Change[] = [];
+  /** Keys first used in this group, by {@link keyId}, to insert with it. */
+  readonly newKeys = new Map<string, { owner: string; key: string } & StoredKey>();
 
   constructor(readonly mirror: Mirror, readonly now: number) {}
+
+  /**
+   * A keyed write: the reply of the key's first use (in this group, or
+   * `stored` before it) when there is one, else the write applied and its
+   * key staged with its reply.
+   */
+  applyKeyed(
+    write: Write,
+    keyed: KeyedWrite,
+    stored: Map<string, StoredKey>,
+    windowMs: number,
+  ): KeyedOutcome {
+    const id = keyId(keyed.owner, keyed.key);
+    return resolveKeyed(this.newKeys.get(id) ?? stored.get(id), keyed.fingerprint, () => {
+      const reply = keyed.reply(this.apply(write));
+      this.newKeys.set(id, {
+        owner: keyed.owner,
+        key: keyed.key,
+        fingerprint: keyed.fingerprint,
+        reply,
+        expiresAt: this.now + windowMs,
+      });
+      return reply;
+    });
+  }
 
   hasScope(scope: string): boolean {
     return this.scopeState.get(scope) ?? this.mirror.has(scope);
@@ -182,13 +227,16 @@ export class Overlay {
 
 const ROWS_PER_INSERT = 500;
 const ENTRY_COLUMNS = 5;
+const KEY_COLUMNS = 6;
 
 type StatementKind =
   | "delete-entries-of-scopes"
   | "delete-scopes"
   | "insert-scopes"
   | "delete-keys"
-  | "upsert-entries";
+  | "upsert-entries"
+  | "select-idempotency-keys"
+  | "upsert-idempotency-keys";
 
 const texts = new Map<string, string>();
 
@@ -222,6 +270,20 @@ function sqlText(kind: StatementKind, n: number): string {
         marks(n, "(?, ?, ?, ?, ?)")
       } ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value, revision = excluded.revision, updated_at = excluded.updated_at`;
       break;
+    // Blobs, as exactText below: an owner or reply holding NUL reads back whole.
+    case "select-idempotency-keys":
+      text =
+        `SELECT cast(owner as blob), cast(key as blob), fingerprint, cast(reply as blob), expires_at FROM idempotency_keys WHERE expires_at > ? AND (owner, key) IN (VALUES ${
+          marks(n, "(?, ?)")
+        })`;
+      break;
+    // A conflict is a key that expired but was not purged yet: the new use replaces it.
+    case "upsert-idempotency-keys":
+      text =
+        `INSERT INTO idempotency_keys (owner, key, fingerprint, reply, created_at, expires_at) VALUES ${
+          marks(n, "(?, ?, ?, ?, ?, ?)")
+        } ON CONFLICT (owner, key) DO UPDATE SET fingerprint = excluded.fingerprint, reply = excluded.reply, created_at = excluded.created_at, expires_at = excluded.expires_at`;
+      break;
   }
   texts.set(id, text);
   return text;
@@ -253,6 +315,9 @@ export class StateStore implements StateBackend {
   #onChanges: (changes: Change[]) => void;
   #onCommit: (writes: number, seconds: number, wrote: boolean) => void;
   #onCommitError: (error: unknown, writes: number) => void;
+  #windowMs: number;
+  /** Work run by the commit loop between groups, so it never overlaps a commit. */
+  #tasks: Array<() => Promise<void>> = [];
   #now: () => number;
 
   private constructor(open: OpenDatabase, mirror: Mirror, options: StoreOptions) {
@@ -262,6 +327,7 @@ export class StateStore implements StateBackend {
     this.#onChanges = options.onChanges ?? (() => {});
     this.#onCommit = options.onCommit ?? (() => {});
     this.#onCommitError = options.onCommitError ?? (() => {});
+    this.#windowMs = options.idempotencyWindowMs ?? 86_400_000;
     this.#now = options.now ?? Date.now;
   }
 
@@ -316,12 +382,49 @@ export class StateStore implements StateBackend {
   write(write: Write): Promise<WriteResult> {
     return new Promise((resolve, reject) => {
       this.#queue.push({ write, resolve, reject });
-      if (!this.#committing) {
-        this.#committing = true;
-        // Let writes that arrive in the same turn join the first group.
-        queueMicrotask(() => this.#commitLoop());
-      }
+      this.#kick();
     });
+  }
+
+  /**
+   * Queues a write guarded by an idempotency key; resolves once it and its
+   * key are committed, or at once after the group's commit with the reply
+   * of the key's first use (`replayed`), or `reused` when that use was
+   * another request. Same-key writes queued together are answered in order:
+   * the first is applied, the others get its reply.
+   */
+  writeKeyed(write: Write, keyed: KeyedWrite): Promise<KeyedOutcome> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ write, keyed, resolve, reject });
+      this.#kick();
+    });
+  }
+
+  /** Deletes at most `limit` expired idempotency keys, between commits. */
+  purgeExpiredKeys(limit: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.#tasks.push(async () => {
+        try {
+          const result = await this.#open.client.execute({
+            sql:
+              "DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM idempotency_keys WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)",
+            args: [this.#now(), limit],
+          });
+          resolve(result.rowsAffected);
+        } catch (error) {
+          reject(error);
+        }
+      });
+      this.#kick();
+    });
+  }
+
+  #kick(): void {
+    if (!this.#committing) {
+      this.#committing = true;
+      // Let writes that arrive in the same turn join the first group.
+      queueMicrotask(() => this.#commitLoop());
+    }
   }
 
   /** Checks that the database answers (for /healthz). */
@@ -337,18 +440,26 @@ export class StateStore implements StateBackend {
 
   async #commitLoop(): Promise<void> {
     try {
-      while (this.#queue.length > 0) {
+      while (this.#queue.length > 0 || this.#tasks.length > 0) {
         // libSQL runs a local commit synchronously, holding the event loop through
         // the fsync: requests that arrive meanwhile are read only after it. One
         // turn of the loop before each commit lets them in, so they join this
         // group instead of each waiting for a commit of its own.
         await nextTurn();
+        for (const task of this.#tasks.splice(0)) await task();
+        if (this.#queue.length === 0) continue;
         const group = this.#queue.splice(0, this.#maxGroup);
         const started = performance.now();
         const overlay = new Overlay(this.#mirror, this.#now());
-        const results = group.map((q) => overlay.apply(q.write));
+        let results: Array<WriteResult | KeyedOutcome>;
         let wrote: boolean;
         try {
+          const stored = await this.#storedKeys(group, overlay.now);
+          results = group.map((q) =>
+            q.keyed
+              ? overlay.applyKeyed(q.write, q.keyed, stored, this.#windowMs)
+              : overlay.apply(q.write)
+          );
           wrote = await this.#persist(overlay);
         } catch (error) {
           this.#onCommitError(error, group.length);
@@ -357,13 +468,36 @@ export class StateStore implements StateBackend {
         }
         overlay.applyTo(this.#mirror);
         this.#onCommit(group.length, (performance.now() - started) / 1000, wrote);
-        group.forEach((q, i) => q.resolve(results[i]!));
+        group.forEach((q, i) => q.resolve(results[i]));
         if (overlay.changes.length > 0) this.#onChanges(overlay.changes);
       }
     } finally {
       this.#committing = false;
       for (const resolve of this.#idle.splice(0)) resolve();
     }
+  }
+
+  /** The unexpired stored keys of the group's keyed writes, by {@link keyId}. */
+  async #storedKeys(group: Queued[], now: number): Promise<Map<string, StoredKey>> {
+    const stored = new Map<string, StoredKey>();
+    const pairs: string[] = [];
+    for (const q of group) if (q.keyed) pairs.push(q.keyed.owner, q.keyed.key);
+    for (let i = 0; i < pairs.length; i += ROWS_PER_INSERT * 2) {
+      const args = pairs.slice(i, i + ROWS_PER_INSERT * 2);
+      const { rows } = await this.#open.client.execute({
+        sql: sqlText("select-idempotency-keys", args.length / 2),
+        args: [now, ...args],
+      });
+      for (const row of rows) {
+        const bytes = (i: number) => utf8.decode(row[i] as ArrayBuffer);
+        stored.set(keyId(bytes(0), bytes(1)), {
+          fingerprint: String(row[2]),
+          reply: bytes(3),
+          expiresAt: Number(row[4]),
+        });
+      }
+    }
+    return stored;
   }
 
   /**
@@ -403,6 +537,14 @@ export class StateStore implements StateBackend {
     for (let i = 0; i < rows.length; i += ROWS_PER_INSERT * ENTRY_COLUMNS) {
       const args = rows.slice(i, i + ROWS_PER_INSERT * ENTRY_COLUMNS);
       statements.push({ sql: sqlText("upsert-entries", args.length / ENTRY_COLUMNS), args });
+    }
+    const keys: InValue[] = [];
+    for (const k of overlay.newKeys.values()) {
+      keys.push(k.owner, k.key, k.fingerprint, k.reply, overlay.now, k.expiresAt);
+    }
+    for (let i = 0; i < keys.length; i += ROWS_PER_INSERT * KEY_COLUMNS) {
+      const args = keys.slice(i, i + ROWS_PER_INSERT * KEY_COLUMNS);
+      statements.push({ sql: sqlText("upsert-idempotency-keys", args.length / KEY_COLUMNS), args });
     }
     if (statements.length === 0) return false;
     // One batch is one transaction: the whole group commits or none of it.

@@ -30,10 +30,11 @@
  * ({@link CommitOutcomeUnknown}); lost before, the transaction was rolled
  * back by the server.
  *
- * Idempotency keys fit the same transaction: looked up with the reads of step
- * 2 (under the scope locks), a known key's stored result answers its write
- * instead of step 3, and new keys are inserted with the writes of step 4, so
- * a retried write and its first try cannot both apply, whichever worker each
+ * Idempotency keys (idempotency.ts) share the transaction: looked up with the
+ * reads of step 2 (under the scope locks), a known key's stored reply answers
+ * its write instead of step 3, and new keys are inserted with the writes of
+ * step 4 (an unexpired key found there sends the group round again), so a
+ * retried write and its first try cannot both apply, whichever worker each
  * reaches.
  *
  * @module
@@ -41,11 +42,13 @@
 import { createHash } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { and, eq, inArray, sql } from "drizzle-orm";
+import { DrizzleQueryError } from "drizzle-orm/errors";
 import postgres from "postgres";
 import { storageFailure } from "../storage/failure.ts";
 import type { StateBackend } from "./backend.ts";
 import { CommitOutcomeUnknown } from "./commit_outcome.ts";
-import { type OpenPgDatabase, STATE_LOCK_CLASS } from "./db_pg.ts";
+import { type KeyedOutcome, type KeyedWrite, keyId, type StoredKey } from "./idempotency.ts";
+import { type PgReads, type PgStateConnections, STATE_LOCK_CLASS } from "./db_pg.ts";
 import { stateEntries, stateScopes } from "./schema_pg.ts";
 import {
   type Change,
@@ -69,14 +72,20 @@ export interface PgStoreOptions extends StoreOptions {
   pingTimeoutMs?: number;
 }
 
-interface Queued {
+/** A write as queued: `keyed` when it carries an idempotency key. */
+interface Pending {
   write: Write;
-  resolve: (result: WriteResult) => void;
+  keyed?: KeyedWrite;
+}
+
+interface Queued extends Pending {
+  // deno-lint-ignore no-explicit-any -- a WriteResult, or a KeyedOutcome for a keyed write
+  resolve: (result: any) => void;
   reject: (error: unknown) => void;
 }
 
 interface Outcome {
-  results: WriteResult[];
+  results: Array<WriteResult | KeyedOutcome>;
   changes: Change[];
   wrote: boolean;
 }
@@ -154,51 +163,22 @@ async function firstFailure(statements: Promise<unknown>[]): Promise<void> {
   if (failed) throw (failed as PromiseRejectedResult).reason;
 }
 
-/** The state store on PostgreSQL. Reads and writes resolve once the database answered. */
-export class PgStateStore implements StateBackend {
-  #open: OpenPgDatabase;
-  #queue: Queued[] = [];
-  #committing = false;
-  #idle: Array<() => void> = [];
-  #maxGroup: number;
-  #maxAttempts: number;
-  #pingTimeoutMs: number;
-  #onChanges: (changes: Change[]) => void;
-  #onCommit: (writes: number, seconds: number, wrote: boolean) => void;
-  #onCommitError: (error: unknown, writes: number) => void;
-  #onRetry: (error: unknown, attempt: number) => void;
-  #onReachable: () => void;
-  #now: () => number;
-
-  // Prepared once (named statements on each connection).
-  #getOne;
-  #getMany;
-  #keys;
-  #scopes;
-
-  constructor(open: OpenPgDatabase, options: PgStoreOptions = {}) {
-    this.#open = open;
-    this.#maxGroup = options.maxGroup ?? 4096;
-    this.#maxAttempts = options.maxAttempts ?? 8;
-    this.#pingTimeoutMs = options.pingTimeoutMs ?? 2000;
-    this.#onChanges = options.onChanges ?? (() => {});
-    this.#onCommit = options.onCommit ?? (() => {});
-    this.#onCommitError = options.onCommitError ?? (() => {});
-    this.#onRetry = options.onRetry ?? (() => {});
-    this.#onReachable = options.onReachable ?? (() => {});
-    this.#now = options.now ?? Date.now;
-    const db = open.db;
-    const scope = sql.placeholder("scope");
-    this.#getOne = db.select({
+/** The reads as Drizzle prepared statements (named, prepared once per connection). */
+function prepareReads(reads: PgReads) {
+  const db = reads.db;
+  const scope = sql.placeholder("scope");
+  return {
+    reads,
+    getOne: db.select({
       value: stateEntries.value,
       revision: stateEntries.revision,
       updatedAt: stateEntries.updatedAt,
     }).from(stateEntries)
       .where(and(eq(stateEntries.scope, scope), eq(stateEntries.key, sql.placeholder("key"))))
-      .prepare("state_get");
+      .prepare("state_get"),
     // One statement, so one point in time: a row per found key, or a row of
     // nulls for a scope without them; no row when the scope does not exist.
-    this.#getMany = db.select({
+    getMany: db.select({
       key: stateEntries.key,
       value: stateEntries.value,
       revision: stateEntries.revision,
@@ -212,58 +192,142 @@ export class PgStateStore implements StateBackend {
           sql`(select decode(h, 'hex') from unnest(${sql.placeholder("keys")}::text[]) h)`,
         ),
       ),
-    ).where(eq(stateScopes.name, scope)).prepare("state_get_many");
-    this.#keys = db.select({ key: stateEntries.key }).from(stateScopes)
+    ).where(eq(stateScopes.name, scope)).prepare("state_get_many"),
+    keys: db.select({ key: stateEntries.key }).from(stateScopes)
       .leftJoin(stateEntries, eq(stateEntries.scope, stateScopes.name))
-      .where(eq(stateScopes.name, scope)).prepare("state_keys");
-    this.#scopes = db.select({ name: stateScopes.name }).from(stateScopes).prepare("state_scopes");
+      .where(eq(stateScopes.name, scope)).prepare("state_keys"),
+    scopes: db.select({ name: stateScopes.name }).from(stateScopes).prepare("state_scopes"),
+  };
+}
+
+/** The state store on PostgreSQL. Reads and writes resolve once the database answered. */
+export class PgStateStore implements StateBackend {
+  #open: PgStateConnections;
+  #queue: Queued[] = [];
+  #committing = false;
+  #idle: Array<() => void> = [];
+  #maxGroup: number;
+  #maxAttempts: number;
+  #pingTimeoutMs: number;
+  #onChanges: (changes: Change[]) => void;
+  #onCommit: (writes: number, seconds: number, wrote: boolean) => void;
+  #onCommitError: (error: unknown, writes: number) => void;
+  #onRetry: (error: unknown, attempt: number) => void;
+  #onReachable: () => void;
+  #windowMs: number;
+  #now: () => number;
+
+  /** The reads' prepared statements, for the reads client they were made on. */
+  #prepared: ReturnType<typeof prepareReads> | undefined;
+
+  constructor(open: PgStateConnections, options: PgStoreOptions = {}) {
+    this.#open = open;
+    this.#maxGroup = options.maxGroup ?? 4096;
+    this.#maxAttempts = options.maxAttempts ?? 8;
+    this.#pingTimeoutMs = options.pingTimeoutMs ?? 2000;
+    this.#onChanges = options.onChanges ?? (() => {});
+    this.#onCommit = options.onCommit ?? (() => {});
+    this.#onCommitError = options.onCommitError ?? (() => {});
+    this.#onRetry = options.onRetry ?? (() => {});
+    this.#onReachable = options.onReachable ?? (() => {});
+    this.#windowMs = options.idempotencyWindowMs ?? 86_400_000;
+    this.#now = options.now ?? Date.now;
   }
 
-  async scopes(): Promise<string[]> {
-    // Sorted here, in JavaScript's order as the libSQL store does, not by a collation.
-    return (await this.#scopes.execute()).map((row) => text(row.name)).sort();
-  }
-
-  async keys(scope: string): Promise<string[] | undefined> {
-    const rows = await this.#keys.execute({ scope: bytes(scope) });
-    if (rows.length === 0) return undefined;
-    return rows.flatMap((row) => row.key === null ? [] : [text(row.key)]).sort();
-  }
-
-  async get(scope: string, key: string): Promise<Entry | undefined> {
-    const [row] = await this.#getOne.execute({ scope: bytes(scope), key: bytes(key) });
-    return row
-      ? { value: text(row.value), revision: row.revision, updatedAt: row.updatedAt }
-      : undefined;
-  }
-
-  async getMany(
-    scope: string,
-    keys: readonly string[],
-  ): Promise<(Entry | undefined)[] | undefined> {
-    const rows = await this.#getMany.execute({ scope: bytes(scope), keys: keys.map(hex) });
-    if (rows.length === 0) return undefined;
-    const found = new Map<string, Entry>();
-    for (const row of rows) {
-      if (row.key === null || row.value === null) continue;
-      found.set(text(row.key), {
-        value: text(row.value),
-        revision: row.revision!,
-        updatedAt: row.updatedAt!,
-      });
+  /**
+   * Runs a read on the current reads client; a lost connection renews the
+   * client ({@link PgStateConnections.renew}) and fails this read.
+   */
+  async #read<T>(run: (queries: ReturnType<typeof prepareReads>) => Promise<T>): Promise<T> {
+    const reads = this.#open.reads;
+    if (this.#prepared?.reads !== reads) this.#prepared = prepareReads(reads);
+    try {
+      return await run(this.#prepared);
+    } catch (error) {
+      if (connectionLost(error)) this.#open.renew(reads.sql);
+      // The driver's error, not Drizzle's wrapper (whose message is the statement's text).
+      throw error instanceof DrizzleQueryError && error.cause ? error.cause : error;
     }
-    return keys.map((key) => found.get(key));
+  }
+
+  scopes(): Promise<string[]> {
+    // Sorted here, in JavaScript's order as the libSQL store does, not by a collation.
+    return this.#read(async (q) => (await q.scopes.execute()).map((row) => text(row.name)).sort());
+  }
+
+  keys(scope: string): Promise<string[] | undefined> {
+    return this.#read(async (q) => {
+      const rows = await q.keys.execute({ scope: bytes(scope) });
+      if (rows.length === 0) return undefined;
+      return rows.flatMap((row) => row.key === null ? [] : [text(row.key)]).sort();
+    });
+  }
+
+  get(scope: string, key: string): Promise<Entry | undefined> {
+    return this.#read(async (q) => {
+      const [row] = await q.getOne.execute({ scope: bytes(scope), key: bytes(key) });
+      return row
+        ? { value: text(row.value), revision: row.revision, updatedAt: row.updatedAt }
+        : undefined;
+    });
+  }
+
+  getMany(scope: string, keys: readonly string[]): Promise<(Entry | undefined)[] | undefined> {
+    return this.#read(async (q) => {
+      const rows = await q.getMany.execute({ scope: bytes(scope), keys: keys.map(hex) });
+      if (rows.length === 0) return undefined;
+      const found = new Map<string, Entry>();
+      for (const row of rows) {
+        if (row.key === null || row.value === null) continue;
+        found.set(text(row.key), {
+          value: text(row.value),
+          revision: row.revision!,
+          updatedAt: row.updatedAt!,
+        });
+      }
+      return keys.map((key) => found.get(key));
+    });
   }
 
   /** Queues a write; resolves once it is committed. */
   write(write: Write): Promise<WriteResult> {
     return new Promise((resolve, reject) => {
       this.#queue.push({ write, resolve, reject });
-      if (!this.#committing) {
-        this.#committing = true;
-        // Let writes that arrive in the same turn join the first group.
-        queueMicrotask(() => this.#commitLoop());
-      }
+      this.#kick();
+    });
+  }
+
+  #kick(): void {
+    if (!this.#committing) {
+      this.#committing = true;
+      // Let writes that arrive in the same turn join the first group.
+      queueMicrotask(() => this.#commitLoop());
+    }
+  }
+
+  /**
+   * Queues a write guarded by an idempotency key: applied and its key stored
+   * in one transaction, or answered with the reply of the key's first use
+   * (`replayed`), or `reused` when that use was another request, whichever
+   * worker had it (store.ts's writeKeyed, across workers).
+   */
+  writeKeyed(write: Write, keyed: KeyedWrite): Promise<KeyedOutcome> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ write, keyed, resolve, reject });
+      this.#kick();
+    });
+  }
+
+  /**
+   * Deletes at most `limit` expired idempotency keys. Every worker purges;
+   * rows another worker is deleting are skipped, not waited for.
+   */
+  purgeExpiredKeys(limit: number): Promise<number> {
+    return this.#read(async () => {
+      const result = await this.#open.reads.sql`delete from state_idempotency_keys where ctid in (
+        select ctid from state_idempotency_keys where expires_at <= ${this.#now()}::int8
+        order by expires_at limit ${limit} for update skip locked)`;
+      return result.count;
     });
   }
 
@@ -282,8 +346,13 @@ export class PgStateStore implements StateBackend {
         this.#pingTimeoutMs,
       );
     });
+    const reads = this.#open.reads.sql;
     try {
-      await Promise.race([this.#open.sql`select 1`, timeout]);
+      await Promise.race([reads`select 1`, timeout]);
+    } catch (error) {
+      // No answer at all may be a statement stuck on a lost connection: a new client.
+      if (connectionLost(error)) this.#open.renew(reads);
+      throw error;
     } finally {
       clearTimeout(timer);
     }
@@ -315,7 +384,7 @@ export class PgStateStore implements StateBackend {
     const started = performance.now();
     let outcome: Outcome;
     try {
-      outcome = await this.#transact(group.map((q) => q.write));
+      outcome = await this.#transact(group);
     } catch (error) {
       if (group.length > 1 && dataError(error)) {
         // One write's data was refused: commit each alone, so only that one fails.
@@ -332,7 +401,7 @@ export class PgStateStore implements StateBackend {
   }
 
   /** Runs the group's transaction, again after a retryable failure. */
-  async #transact(writes: Write[]): Promise<Outcome> {
+  async #transact(writes: readonly Pending[]): Promise<Outcome> {
     for (let attempt = 1;; attempt++) {
       try {
         return await this.#transaction(writes);
@@ -347,16 +416,9 @@ export class PgStateStore implements StateBackend {
     }
   }
 
-  /**
-   * One try of the group on a connection of its own. BEGIN, COMMIT and
-   * ROLLBACK are sent here rather than by `sql.begin`: postgres.js sends its
-   * ROLLBACK even after the connection was lost, and a query on a lost
-   * connection throws outside any promise (the process would end). A lost
-   * connection is therefore left alone, not given back: the pool opens it
-   * anew when it needs it.
-   */
-  async #transaction(writes: Write[]): Promise<Outcome> {
-    const tx = await this.#open.sql.reserve();
+  /** One try of the group, on the commit connection ({@link PgStateConnections.commits}). */
+  async #transaction(writes: readonly Pending[]): Promise<Outcome> {
+    const tx = this.#open.commits;
     let committing = false;
     try {
       // Not awaited: BEGIN goes out in one round trip with the group's first statements.
@@ -364,32 +426,28 @@ export class PgStateStore implements StateBackend {
       const outcome = await this.#group(tx, writes, begun);
       committing = true;
       await tx`commit`;
-      tx.release();
       return outcome;
     } catch (error) {
       if (connectionLost(error)) {
+        // The server rolled the transaction back; the next group starts on a new client.
+        this.#open.renew(tx);
         throw committing ? new CommitOutcomeUnknown(error) : error;
       }
-      // The statement failed, the session did not: roll back and give the connection back.
-      try {
-        await tx`rollback`;
-        tx.release();
-      } catch {
-        // lost meanwhile: left alone as above
-      }
+      // The statement failed, the session did not: queued ahead of the next group's BEGIN.
+      tx`rollback`.catch(() => {});
       throw error;
     }
   }
 
   /** Steps 1-5 of the module doc inside transaction `tx`. */
   async #group(
-    tx: postgres.ReservedSql,
-    writes: Write[],
+    tx: postgres.Sql,
+    writes: readonly Pending[],
     begun: Promise<unknown>,
   ): Promise<Outcome> {
     const scopes = new Set<string>();
     const pairs = new Map<string, [string, string]>();
-    for (const write of writes) {
+    for (const { write } of writes) {
       scopes.add(write.scope);
       if (write.kind === "set") {
         for (const [key] of write.entries) pairs.set(`${write.scope}\0${key}`, [write.scope, key]);
@@ -418,7 +476,8 @@ export class PgStateStore implements StateBackend {
       }::text[]) as t(s, k) on e.scope = decode(t.s, 'hex') and e.key = decode(t.k, 'hex')`
         .execute(),
     );
-    await firstFailure([begun, locked, existing, read]);
+    const storedKeys = this.#readKeys(tx, writes);
+    await firstFailure([begun, locked, existing, read, storedKeys]);
     const rows = await read;
     // The touched part of the store, as the mirror the overlay computes on.
     const base: Mirror = new Map();
@@ -431,14 +490,53 @@ export class PgStateStore implements StateBackend {
       });
     }
     const overlay = new Overlay(base, this.#now());
-    const results = writes.map((write) => overlay.apply(write));
-    if (overlay.changes.length === 0) return { results, changes: [], wrote: false };
+    const stored = await storedKeys;
+    const results = writes.map(({ write, keyed }) =>
+      keyed ? overlay.applyKeyed(write, keyed, stored, this.#windowMs) : overlay.apply(write)
+    );
+    if (overlay.changes.length === 0 && overlay.newKeys.size === 0) {
+      return { results, changes: [], wrote: false };
+    }
     await this.#persist(tx, overlay, base);
     return { results, changes: overlay.changes, wrote: true };
   }
 
+  /**
+   * The unexpired stored keys of the group's keyed writes, by {@link keyId}:
+   * read under the scope locks, so a retry of a write in the same scope,
+   * whichever worker took it, sees the first one's key.
+   */
+  async #readKeys(
+    tx: postgres.Sql,
+    writes: readonly Pending[],
+  ): Promise<Map<string, StoredKey>> {
+    const stored = new Map<string, StoredKey>();
+    const owners: string[] = [];
+    const keys: string[] = [];
+    for (const { keyed } of writes) {
+      if (keyed) {
+        owners.push(hex(keyed.owner));
+        keys.push(keyed.key);
+      }
+    }
+    if (owners.length === 0) return stored;
+    const rows = await tx<
+      { owner: Uint8Array; key: string; fingerprint: string; reply: string; expires_at: string }[]
+    >`select owner, key, fingerprint, reply, expires_at from state_idempotency_keys
+      where expires_at > ${this.#now()}::int8 and (owner, key) in (
+        select decode(o, 'hex'), k from unnest(${owners}::text[], ${keys}::text[]) as t(o, k))`;
+    for (const row of rows) {
+      stored.set(keyId(text(row.owner), row.key), {
+        fingerprint: row.fingerprint,
+        reply: row.reply,
+        expiresAt: Number(row.expires_at),
+      });
+    }
+    return stored;
+  }
+
   /** Steps 4 and 5: the group's net effect, checked against `base`, and the sequence numbers. */
-  async #persist(tx: postgres.ReservedSql, overlay: Overlay, base: Mirror): Promise<void> {
+  async #persist(tx: postgres.Sql, overlay: Overlay, base: Mirror): Promise<void> {
     const now = overlay.now;
     // Sent at once, in this order, and answered in it (one connection, pipelined); each
     // promise here is awaited below, so a failure of any is the group's.
@@ -538,10 +636,36 @@ export class PgStateStore implements StateBackend {
       );
     }
 
+    // Keys first used in this group, with their replies. An unexpired key stored meanwhile
+    // by another worker (whose write took another scope's lock) is not replaced: the
+    // count check sends this group round again, to find it and answer with it.
+    const newKeys = [...overlay.newKeys.values()];
+    if (newKeys.length > 0) {
+      expect(
+        "new idempotency keys",
+        newKeys.length,
+        tx`insert into state_idempotency_keys as i
+            (owner, key, fingerprint, reply, created_at, expires_at)
+          select decode(o, 'hex'), k, f, r, ${now}::int8, e
+          from unnest(${newKeys.map((k) => hex(k.owner))}::text[], ${
+          newKeys.map((k) => k.key)
+        }::text[], ${newKeys.map((k) => k.fingerprint)}::text[], ${
+          newKeys.map((k) => k.reply)
+        }::text[], ${newKeys.map((k) => k.expiresAt)}::int8[]) as u(o, k, f, r, e)
+          on conflict (owner, key) do update set fingerprint = excluded.fingerprint,
+            reply = excluded.reply, created_at = excluded.created_at, expires_at = excluded.expires_at
+          where i.expires_at <= ${now}::int8`,
+      );
+    }
+
     // Sequence numbers: per scope, above the last one given out and not below this clock (µs).
     const counts = new Map<string, number>();
     for (const change of overlay.changes) {
       counts.set(change.scope, (counts.get(change.scope) ?? 0) + 1);
+    }
+    if (counts.size === 0) {
+      await firstFailure(statements);
+      return;
     }
     const clock = String(Math.floor(now) * 1000);
     const seqScopes = [...counts.keys()];

@@ -132,3 +132,150 @@ Deno.test("two stores on one database, clocks an hour apart: a key's revisions s
     }
   });
 });
+
+Deno.test("an idempotency key sent to two stores on one database at once is applied once: the other replays it, or refuses a different request", async () => {
+  await withDatabase(async (db) => {
+    const stores = await Promise.all(
+      [0, 1].map(async () =>
+        new PgStateStore(await openPgStateDatabase({ url: db.url, poolSize: 2 }))
+      ),
+    );
+    const keyed = (key: string, fingerprint: string) => ({
+      owner: "user\u0000one",
+      key,
+      fingerprint,
+      reply: (result: unknown) => JSON.stringify(result),
+    });
+    try {
+      // The same request (same scope: the scope lock orders them).
+      const same = await Promise.all(Array.from({ length: 20 }, async (_, i) => {
+        const write = { kind: "set" as const, scope: "s", entries: [[`k${i}`, "v"] as const] };
+        return await Promise.all(
+          stores.map((store) => store.writeKeyed(write, keyed(`same${i}`, "f"))),
+        );
+      }));
+      for (const pair of same) {
+        assert.deepEqual(pair.map((o) => o.kind).sort(), ["applied", "replayed"]);
+        assert.equal(
+          pair[0]!.kind === "reused" ? "" : pair[0]!.reply,
+          pair[1]!.kind === "reused" ? "" : pair[1]!.reply,
+        );
+      }
+      // Different requests under one key, on different scopes (no lock in common).
+      const other = await Promise.all(
+        Array.from(
+          { length: 20 },
+          async (_, i) =>
+            await Promise.all(stores.map((store, s) =>
+              store.writeKeyed(
+                { kind: "set", scope: `scope${s}`, entries: [[`k${i}`, "v"]] },
+                keyed(`other${i}`, `f${s}`),
+              )
+            )),
+        ),
+      );
+      for (const pair of other) {
+        assert.deepEqual(pair.map((o) => o.kind).sort(), ["applied", "reused"]);
+      }
+      const [row] = await db.sql`select count(*)::int as n from state_entries`;
+      assert.equal(row!.n, 40, "20 keys of scope s, and one write of each other pair");
+      for (let i = 0; i < 20; i++) assert.equal((await stores[0]!.get("s", `k${i}`))?.revision, 1);
+      // Expired keys go: none yet.
+      assert.equal(await stores[1]!.purgeExpiredKeys(100), 0);
+    } finally {
+      for (const store of stores) await store.close();
+    }
+  });
+});
+
+Deno.test("expired idempotency keys are purged in batches and then count as unused", async () => {
+  await withDatabase(async (db) => {
+    let now = 1_000_000;
+    const store = new PgStateStore(await openPgStateDatabase({ url: db.url, poolSize: 2 }), {
+      idempotencyWindowMs: 1000,
+      now: () => now,
+    });
+    try {
+      const keyed = (key: string) => ({
+        owner: "u",
+        key,
+        fingerprint: "f",
+        reply: (result: unknown) => JSON.stringify(result),
+      });
+      for (let i = 0; i < 5; i++) {
+        await store.writeKeyed(
+          { kind: "set", scope: "s", entries: [["k", `${i}`]] },
+          keyed(`K${i}`),
+        );
+      }
+      assert.equal(
+        (await store.writeKeyed({ kind: "set", scope: "s", entries: [["k", "x"]] }, keyed("K0")))
+          .kind,
+        "replayed",
+      );
+      now += 1000;
+      // Expired: applied again (the row not purged yet is replaced).
+      assert.equal(
+        (await store.writeKeyed({ kind: "set", scope: "s", entries: [["k", "y"]] }, keyed("K0")))
+          .kind,
+        "applied",
+      );
+      assert.equal(await store.purgeExpiredKeys(3), 3);
+      assert.equal(await store.purgeExpiredKeys(3), 1);
+      assert.equal(await store.purgeExpiredKeys(3), 0);
+      const [row] = await db.sql`select count(*)::int as n from state_idempotency_keys`;
+      assert.equal(row!.n, 1, "K0's second use is kept");
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+Deno.test("sessions ended by the server under writes and reads: every request settles, and the next ones succeed", async () => {
+  await withDatabase(async (db) => {
+    const store = new PgStateStore(await openPgStateDatabase({ url: db.url, poolSize: 4 }));
+    /**
+     * How `operation` settled, as soon as it does (the next request then goes out at
+     * once, as under load); fails the test if it never does.
+     */
+    const settles = async (operation: Promise<unknown>) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const never = new Promise<string>((_, reject) => {
+        timer = setTimeout(() => reject(new Error("a request never settled")), 10_000);
+      });
+      try {
+        return await Promise.race([
+          operation.then(() => "ok", (e) => `error: ${e}`),
+          never,
+        ]);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    try {
+      for (let round = 0; round < 15; round++) {
+        await settles(store.write({ kind: "set", scope: "s", entries: [["k", "1"]] }));
+        await settles(store.get("s", "k"));
+        // Every session of the store ends (as a failover or pg_terminate_backend does).
+        await db.admin`select pg_terminate_backend(pid) from pg_stat_activity
+          where datname = ${db.name} and application_name = 'plantd-state'`;
+        // Each request right after the one before failed: the window where a lost session
+        // is known to have failed but is not closed yet.
+        const writes = [];
+        for (let i = 0; i < 3; i++) {
+          writes.push(
+            await settles(store.write({ kind: "set", scope: "s", entries: [["k", `${i}`]] })),
+          );
+        }
+        const reads = [];
+        for (let i = 0; i < 3; i++) reads.push(await settles(store.get("s", "k")));
+        // The first of each kind may fail with the lost session; the last ones must not.
+        assert.equal(writes[2], "ok", `round ${round} writes: ${writes.join(", ")}`);
+        assert.equal(reads[2], "ok", `round ${round} reads: ${reads.join(", ")}`);
+      }
+    } finally {
+      // Bounded too: with a request stuck, closing (which waits for writes) would be.
+      await settles(store.close());
+    }
+  });
+});

@@ -67,6 +67,30 @@ export interface Health {
 export const HEALTH_VERSION = "1";
 export const RELEASE_ID = "0.1.0";
 
+/**
+ * A check builder that remembers when each named check last changed status,
+ * so `lastUpdated` says since when it has been UP or DOWN, not when it was read.
+ */
+export function checkTracker(): (
+  name: string,
+  up: boolean,
+  output?: string,
+  required?: boolean,
+) => Check {
+  const since = new Map<string, { up: boolean; at: string }>();
+  return (name, up, output, required = true) => {
+    const previous = since.get(name);
+    if (!previous || previous.up !== up) since.set(name, { up, at: new Date().toISOString() });
+    return {
+      name,
+      status: up ? "UP" : "DOWN",
+      lastUpdated: since.get(name)!.at,
+      ...(required ? {} : { required }),
+      ...(!up && output ? { output } : {}),
+    };
+  };
+}
+
 /** Builds the health document from check results. */
 export function healthOf(checks: Check[]): Health {
   const down = checks.some((c) => c.status === "DOWN" && c.required !== false);

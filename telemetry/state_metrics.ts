@@ -9,6 +9,8 @@ import type { OperationsObserver } from "../state/operations.ts";
 /** Metrics fed by the operations observer and the store's commit callback. */
 export interface StateMetrics extends OperationsObserver {
   commit(writes: number, seconds: number): void;
+  /** Expired idempotency keys deleted. */
+  keysPurged(count: number): void;
 }
 
 /** Creates the state service's metrics in `registry`. */
@@ -44,8 +46,22 @@ export function stateMetrics(registry: Registry): StateMetrics {
     labelNames: ["code"],
     registers,
   });
+  const idempotent = new Counter({
+    name: "state_idempotent_writes_total",
+    help:
+      "Writes with an idempotency key, per outcome: applied (first use), replayed (answered with the stored reply), reused (refused: the key was used for another request)",
+    labelNames: ["outcome"],
+    registers,
+  });
+  const purged = new Counter({
+    name: "state_idempotency_keys_purged_total",
+    help: "Expired idempotency keys deleted from the store",
+    registers,
+  });
   return {
     refused: (code: string) => refused.inc({ code }),
+    idempotent: (outcome) => idempotent.inc({ outcome }),
+    keysPurged: (count) => purged.inc(count),
     operation: (operation, ok) => operations.inc({ operation, result: ok ? "ok" : "error" }),
     // Reasons are a fixed set of texts, except parse errors: keep the label bounded.
     badRequest: (reason) => bad.inc({ reason: reason.split(":")[0]!.slice(0, 60) }),

@@ -191,3 +191,42 @@ Deno.test("with authentication on, the dashboard asks for a login, works as the 
     }
   });
 });
+
+Deno.test("/api/docs renders the OpenAPI document in Chromium from the gateway's own assets", async () => {
+  const system = await startSystem();
+  const browser = await launch();
+  try {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    const errors: string[] = [];
+    const foreign: string[] = [];
+    page.on("pageerror", (error) => errors.push(String(error)));
+    page.on("console", (message) => {
+      if (message.type() === "error") errors.push(`${message.text()} ${message.location().url}`);
+    });
+    // Nothing from a CDN: a plant network may have no internet, and the CSP allows 'self' only.
+    page.on("request", (request) => {
+      if (!request.url().startsWith(system.url)) foreign.push(request.url());
+    });
+    const response = await page.goto(system.url + "/api/docs");
+    assert.equal(response?.status(), 200);
+    assert.match(response!.headers()["content-security-policy"]!, /default-src 'self'/);
+    // Every documented route shows as an operation, the state routes among them.
+    await page.waitForSelector(".opblock", { timeout: 30_000 });
+    const paths = await page.locator(".opblock-summary-path").allTextContents();
+    const document = await (await fetch(system.url + "/api/openapi.json")).json();
+    const documented = Object.keys(document.paths);
+    assert.ok(documented.length > 5, documented.join(", "));
+    for (const path of documented) {
+      assert.ok(
+        paths.some((shown) => shown.replace(/\u200b/g, "") === path),
+        `${path} on the page`,
+      );
+    }
+    assert.deepEqual(foreign, []);
+    assert.deepEqual(errors, []);
+    await page.screenshot({ path: ARTIFACTS + "api-docs.png" });
+  } finally {
+    await browser.close();
+    await system.stop();
+  }
+});

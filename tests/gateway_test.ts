@@ -217,7 +217,9 @@ Deno.test("healthz goes DOWN when the state worker stops and UP when it returns"
     }
     assert.equal((await fetch(system.url + "/healthz", { method: "HEAD" })).status, 200);
     assert.equal((await fetch(system.url + "/livez")).status, 200);
-    await (await fetch(system.url + "/readyz")).body?.cancel();
+    const ready = await fetch(system.url + "/readyz");
+    assert.equal(ready.status, 200);
+    assert.deepEqual(await ready.json(), { status: "UP" });
 
     await system.stopState();
     await waitFor(async () => (await health()).status === 503, { what: "DOWN", timeoutMs: 10_000 });
@@ -227,7 +229,9 @@ Deno.test("healthz goes DOWN when the state worker stops and UP when it returns"
       down.checks.find((c: { name: string }) => c.name === "state_worker").status,
       "DOWN",
     );
-    assert.equal((await fetch(system.url + "/readyz")).status, 503);
+    const notReady = await fetch(system.url + "/readyz");
+    assert.equal(notReady.status, 503);
+    assert.deepEqual(await notReady.json(), { status: "DOWN" });
 
     await system.startState();
     await waitFor(async () => (await health()).status === 200, {
@@ -255,6 +259,19 @@ Deno.test("metrics expose HTTP, WebSocket, broker and bus series", async () => {
       assert.match(text, new RegExp(`^# TYPE ${name} `, "m"), name);
     }
     assert.match(text, /http_requests_total\{method="GET",route="\/api\/state",status="200"\} 1/);
+    // The broker's KPIs carry values, not only declarations: the request just
+    // made reached org.plantd.State through it and was answered.
+    const value = (series: string) => {
+      const line = text.split("\n").find((l) => l.startsWith(series + " "));
+      assert.ok(line, `${series} in /metrics`);
+      return Number(line.slice(series.length + 1));
+    };
+    const state = '{service="org.plantd.State"}';
+    assert.ok(value(`mdp_workers${state}`) >= 1); // one per state worker connection
+    assert.ok(value(`mdp_requests_total${state}`) >= 1);
+    assert.ok(value(`mdp_replies_total${state}`) >= 1);
+    assert.ok(value(`mdp_request_duration_seconds_count${state}`) >= 1);
+    assert.equal(value(`mdp_queue_depth${state}`), 0);
   });
 });
 

@@ -13,191 +13,16 @@ import { MdpWorker } from "../mdp/worker.ts";
 import { type Dialect, text } from "../mdp/protocol.ts";
 import { ECHO_SERVICE, startEchoWorker } from "../workers/echo.ts";
 import { waitFor, withBroker } from "./_helpers.ts";
+import {
+  DIALECTS,
+  hex,
+  NAME,
+  type PeerEvent,
+  PythonWorker,
+  requirePythonZmq,
+  runPythonClient,
+} from "./_mdp_peers.ts";
 import { startSystem } from "./_system.ts";
-
-const PYTHON = "/usr/bin/python3";
-const PEER = new URL("./peers/mdp_peer.py", import.meta.url).pathname;
-const DIALECTS: readonly Dialect[] = ["plantd", "mdp01", "mdp02"];
-const NAME: Record<Dialect, string> = {
-  plantd: "plantd",
-  mdp01: "RFC 7 (MDP/0.1)",
-  mdp02: "RFC 18 (MDP/0.2)",
-};
-
-/** One JSON line the Python peer printed. */
-interface PeerEvent {
-  event: string;
-  [key: string]: unknown;
-}
-
-function hex(bytes: Uint8Array | string): string {
-  const b = typeof bytes === "string" ? new TextEncoder().encode(bytes) : bytes;
-  return [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
-}
-
-let pythonChecked: Promise<void> | undefined;
-
-/** Fails (never skips) when /usr/bin/python3 cannot import zmq. */
-function requirePythonZmq(): Promise<void> {
-  pythonChecked ??= (async () => {
-    let output: Deno.CommandOutput;
-    try {
-      output = await new Deno.Command(PYTHON, {
-        args: ["-c", "import zmq; print(zmq.zmq_version())"],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-    } catch (error) {
-      throw new Error(`${PYTHON} cannot be run (${error}); install python3 and python3-zmq`);
-    }
-    if (!output.success) {
-      throw new Error(
-        `${PYTHON} cannot import zmq: install it with 'apt-get update && apt-get install -y python3-zmq'\n` +
-          new TextDecoder().decode(output.stderr),
-      );
-    }
-  })();
-  return pythonChecked;
-}
-
-/** Runs a Python client to completion and returns its events. */
-async function runPythonClient(
-  endpoint: string,
-  dialect: Dialect,
-  service: string,
-  body: string[],
-): Promise<PeerEvent[]> {
-  await requirePythonZmq();
-  const abort = new AbortController();
-  const guard = setTimeout(() => abort.abort(), 20_000);
-  try {
-    const output = await new Deno.Command(PYTHON, {
-      args: [
-        PEER,
-        "client",
-        "--endpoint",
-        endpoint,
-        "--dialect",
-        dialect,
-        "--service",
-        service,
-        "--timeout-ms",
-        "5000",
-        "--",
-        ...body,
-      ],
-      stdout: "piped",
-      stderr: "piped",
-      signal: abort.signal,
-    }).output();
-    const stdout = new TextDecoder().decode(output.stdout);
-    const stderr = new TextDecoder().decode(output.stderr);
-    const events = stdout.split("\n").filter((l) => l.trim() !== "").map((l) =>
-      JSON.parse(l) as PeerEvent
-    );
-    assert.equal(output.code, 0, `python ${dialect} client failed: ${stdout}${stderr}`);
-    return events;
-  } finally {
-    clearTimeout(guard);
-  }
-}
-
-/** A long-running Python worker process. */
-class PythonWorker {
-  readonly events: PeerEvent[] = [];
-  readonly #child: Deno.ChildProcess;
-  readonly #stdout: Promise<void>;
-  readonly #stderr: Promise<string>;
-  #status: Deno.CommandStatus | undefined;
-
-  private constructor(child: Deno.ChildProcess) {
-    this.#child = child;
-    this.#stdout = (async () => {
-      let pending = "";
-      for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
-        pending += chunk;
-        let at: number;
-        while ((at = pending.indexOf("\n")) >= 0) {
-          const line = pending.slice(0, at).trim();
-          pending = pending.slice(at + 1);
-          if (line) this.events.push(JSON.parse(line));
-        }
-      }
-    })();
-    this.#stderr = new Response(child.stderr).text();
-  }
-
-  static async start(
-    endpoint: string,
-    dialect: Dialect,
-    service: string,
-    extra: string[] = [],
-  ): Promise<PythonWorker> {
-    await requirePythonZmq();
-    const child = new Deno.Command(PYTHON, {
-      args: [
-        PEER,
-        "worker",
-        "--endpoint",
-        endpoint,
-        "--dialect",
-        dialect,
-        "--service",
-        service,
-        ...extra,
-      ],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    return new PythonWorker(child);
-  }
-
-  /** SIGKILL: the process dies without a word, its connections close; idempotent. */
-  async kill(): Promise<void> {
-    if (this.#status) return;
-    try {
-      this.#child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-    this.#status = await this.#child.status;
-  }
-
-  /** Events that report a broken contract. */
-  errors(): PeerEvent[] {
-    return this.events.filter((e) => e.event === "error");
-  }
-
-  /** Stops the worker (SIGTERM: it sends DISCONNECT) and waits for it; idempotent. */
-  async stop(): Promise<{ status: Deno.CommandStatus; stderr: string }> {
-    if (!this.#status) {
-      try {
-        this.#child.kill("SIGTERM");
-      } catch {
-        // already gone
-      }
-      const killer = setTimeout(() => {
-        try {
-          this.#child.kill("SIGKILL");
-        } catch {
-          // already gone
-        }
-      }, 5000);
-      try {
-        this.#status = await this.#child.status;
-      } finally {
-        clearTimeout(killer);
-      }
-    }
-    await this.#stdout;
-    return { status: this.#status, stderr: await this.#stderr };
-  }
-
-  close(): Promise<unknown> {
-    return this.stop();
-  }
-}
 
 function workersOf(server: BrokerServer, service: string): number {
   return server.broker.services().find((s) => s.name === service)?.workers ?? 0;
@@ -216,10 +41,6 @@ async function stopCleanly(server: BrokerServer, worker: PythonWorker, service: 
 
 const ECHO_BODY = ["echo", "hello", "wörld", "", "hex:00ff10"];
 const ECHO_REPLY_HEX = [hex("hello"), hex("wörld"), "", "00ff10"];
-
-Deno.test("interop: /usr/bin/python3 can import zmq (python3-zmq installed)", async () => {
-  await requirePythonZmq();
-});
 
 // ------------------------------------------------------------ Python clients, TS worker
 

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { Registry } from "prom-client";
 import { type GatewayConfig, gatewayConfig } from "../config/components.ts";
 import { loadConfig } from "../config/load.ts";
-import { randomPrefix, TEST_REDIS_URL } from "../gateway/shared/_testing.ts";
+import { randomPrefix, TEST_REDIS_URL } from "./_redis.ts";
 import { CLOSE } from "../gateway/ws.ts";
 import { startGateway } from "../roles/gateway.ts";
 import { bearer, SECRET, tokenWith, withSecuredSystem } from "./_auth.ts";

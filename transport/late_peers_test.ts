@@ -5,13 +5,48 @@
  * transport must deliver them, and must not rely on the defect either way.
  */
 import assert from "node:assert/strict";
-import { ZMQ_DEALER, ZMQ_PUB, ZMQ_ROUTER, ZMQ_SUB, ZMQ_XPUB, ZMQ_XSUB } from "./libzmq.ts";
+import {
+  ZMQ_DEALER,
+  ZMQ_EVENT_HANDSHAKE_SUCCEEDED,
+  ZMQ_PUB,
+  ZMQ_ROUTER,
+  ZMQ_SUB,
+  ZMQ_XPUB,
+  ZMQ_XSUB,
+} from "./libzmq.ts";
 import { NativeSocket } from "./native_socket.ts";
 import { sharedPoller } from "./fd_poller.ts";
+import { SocketMonitor } from "./monitor.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Resolves once `socket` has completed `count` ZMTP handshakes: the peers'
+ * connection events, which used up the notification edge in the defect, have
+ * all happened. Start it before the peers connect.
+ */
+function handshakes(socket: NativeSocket, count: number): Promise<void> {
+  const { promise, resolve } = Promise.withResolvers<void>();
+  let seen = 0;
+  const monitor: SocketMonitor = new SocketMonitor(socket, ZMQ_EVENT_HANDSHAKE_SUCCEEDED, () => {
+    if (++seen === count) resolve();
+  });
+  return promise.then(() => monitor.close());
+}
+
+/**
+ * Sends with `send` every 10 ms until `arrived` settles: a subscription
+ * reaches a PUB some time after the handshake, and no event says when.
+ */
+async function sendUntil(arrived: Promise<unknown>, send: () => Promise<void>): Promise<void> {
+  let done = false;
+  arrived.then(() => done = true, () => done = true);
+  while (!done) {
+    await send();
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
 
 function bound(type: number): { socket: NativeSocket; endpoint: string } {
   const socket = new NativeSocket(type);
@@ -23,8 +58,9 @@ Deno.test("ROUTER with a pending receive gets messages from DEALERs that connect
   const dealers = [new NativeSocket(ZMQ_DEALER), new NativeSocket(ZMQ_DEALER)];
   try {
     const pending = router.receive();
+    const connected = handshakes(router, dealers.length);
     for (const d of dealers) d.connect(endpoint);
-    await sleep(300);
+    await connected;
     await dealers[0]!.send([enc.encode("one")]);
     await dealers[1]!.send([enc.encode("two")]);
     const first = await pending;
@@ -41,13 +77,13 @@ Deno.test("DEALER with a pending receive gets a reply sent after a wait", async 
   const { socket: router, endpoint } = bound(ZMQ_ROUTER);
   const dealer = new NativeSocket(ZMQ_DEALER, { routingId: "d1" });
   try {
+    const connected = handshakes(dealer, 1);
     dealer.connect(endpoint);
     const pending = dealer.receive();
-    await sleep(300);
+    await connected;
     await dealer.send([enc.encode("hello")]);
     const [id, body] = await router.receive();
     assert.equal(dec.decode(id), "d1");
-    await sleep(300);
     await router.send([id!, body!]);
     assert.equal(dec.decode((await pending)[0]), "hello");
   } finally {
@@ -65,9 +101,11 @@ Deno.test("SUB with a pending receive gets messages from a PUB that binds after 
     const pending = sub.receive();
     const made = bound(ZMQ_PUB);
     pub = made.socket;
+    const connected = handshakes(sub, 1);
     sub.connect(made.endpoint);
-    await sleep(300);
-    await pub.send([enc.encode("topic"), enc.encode("x")]);
+    await connected;
+    const publisher = pub;
+    await sendUntil(pending, () => publisher.send([enc.encode("topic"), enc.encode("x")]));
     assert.equal(dec.decode((await pending)[0]), "topic");
   } finally {
     sub.close();
@@ -84,15 +122,17 @@ Deno.test("XSUB and XPUB with pending receives see a late PUB's messages and a l
   try {
     const message = xsub.receive();
     await xsub.send([Uint8Array.of(1, ...enc.encode("m"))]); // subscribe upstream to "m"
+    const upstream = handshakes(xsub, 1);
     pub.connect(xsubEndpoint);
-    await sleep(300);
-    await pub.send([enc.encode("metric"), enc.encode("1.5")]);
+    await upstream;
+    await sendUntil(message, () => pub.send([enc.encode("metric"), enc.encode("1.5")]));
     const [topic, value] = await message;
     assert.deepEqual([dec.decode(topic), dec.decode(value)], ["metric", "1.5"]);
 
     const subscription = xpub.receive();
+    const downstream = handshakes(xpub, 1);
     sub.connect(xpubEndpoint);
-    await sleep(300);
+    await downstream;
     sub.subscribe(enc.encode("state"));
     const [event] = await subscription;
     assert.equal(event![0], 1);
@@ -126,7 +166,7 @@ Deno.test("closing a socket ends its async iteration", async () => {
   const loop = (async () => {
     for await (const m of router) seen.push(m.length);
   })();
-  await sleep(50);
+  await Promise.resolve(); // the loop's first receive is pending
   router.close();
   await loop;
   assert.deepEqual(seen, []);

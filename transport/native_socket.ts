@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { SocketClosedError } from "./closed.ts";
 import { BindError } from "./bind.ts";
 import { checkKey, type CurveClientKeys, curveKeyPair, curvePublicKey } from "./curve.ts";
 import { type FdPoller, sharedPoller } from "./fd_poller.ts";
@@ -190,7 +191,7 @@ function bigLength(n: number): bigint {
 }
 
 /** Raised by operations on a socket after {@link NativeSocket.close}. */
-export class NativeSocketClosedError extends Error {
+export class NativeSocketClosedError extends SocketClosedError {
   constructor() {
     super("Native socket is closed");
     this.name = "NativeSocketClosedError";

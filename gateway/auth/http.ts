@@ -20,6 +20,7 @@ import type { SecureHeaders } from "../secure_headers.ts";
 import type { RateCounters, RateHit } from "../shared/counters.ts";
 import { crossSiteRefusal, SAFE_METHODS } from "./cross_site.ts";
 import { ACCESS_COOKIE, type CredentialSource, type Guard } from "./guard.ts";
+import { API_DOCS_PATH } from "../api_docs.ts";
 
 declare module "hono" {
   interface ContextVariableMap {
@@ -294,7 +295,8 @@ export function requestPipeline(options: PipelineOptions): RequestPipeline {
   return (c, next) => {
     const started = performance.now();
     const path = c.req.path;
-    const api = path === "/api" || path.startsWith("/api/");
+    // The docs page under /api/docs is a document: it gets the page headers.
+    const api = (path === "/api" || path.startsWith("/api/")) && !path.startsWith(API_DOCS_PATH);
     let refused = false;
     /** Step 4. */
     const finish = (): Response | Promise<Response> => {

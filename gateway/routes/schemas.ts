@@ -19,6 +19,7 @@ const MEANING: Record<number, string> = {
   409: "Scope exists already, or revision conflict",
   413: "Value or body too large",
   415: "Content type not accepted: application/json (text/plain also on PUT /api/state/…)",
+  422: "Idempotency-Key already used for a different request (IDEMPOTENCY_KEY_REUSED)",
   429: "Rate limited",
   502: "The service answered with an error, or its worker was lost mid-request (WORKER_LOST)",
   503: "No worker serves the service",

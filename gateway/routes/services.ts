@@ -13,6 +13,13 @@ import type { Guard } from "../auth/guard.ts";
 import { authorize, authorizeCall } from "../auth/http.ts";
 import type { Call, ServiceDirectory } from "../directory.ts";
 import { ApiError } from "../errors.ts";
+import {
+  IDEMPOTENCY_HEADER,
+  idempotencyKeyHeader,
+  keyedBody,
+  keyedReply,
+  REPLAYED_HEADER,
+} from "../idempotency.ts";
 import { errorResponses } from "./schemas.ts";
 
 const ServiceInfoSchema = z.object({
@@ -51,7 +58,10 @@ const callService = createRoute({
   path: "/api/services/{service}/{operation}",
   summary: "Send a Majordomo request: body frames [operation, JSON body]",
   description: "The body, if any, is JSON (`content-type: application/json`); " +
-    "its text becomes the request frame after the operation (`{}` when empty).",
+    "its text becomes the request frame after the operation (`{}` when empty). " +
+    "An `Idempotency-Key` (org.plantd.State write operations only) is put in the request's " +
+    "`idempotency_key`: a retry with it gets the first reply with `Idempotent-Replayed: true`; " +
+    "the key with another request: 422.",
   request: {
     params: z.object({
       service: z.string().min(1).max(255).openapi({ param: { name: "service", in: "path" } }),
@@ -59,6 +69,11 @@ const callService = createRoute({
     }),
     query: z.object({
       timeout_ms: z.coerce.number().int().min(1).max(300_000).optional(),
+    }),
+    headers: z.object({
+      "idempotency-key": z.string().optional().openapi({
+        description: "org.plantd.State writes: apply at most once per key (docs/state.md)",
+      }),
     }),
   },
   responses: {
@@ -70,7 +85,7 @@ const callService = createRoute({
         },
       },
     },
-    ...errorResponses(400, 415, 502, 503, 504),
+    ...errorResponses(400, 415, 422, 502, 503, 504),
   },
 });
 
@@ -123,17 +138,21 @@ export function servicesRoutes(
         throw new ApiError("BAD_REQUEST", "Body is not valid JSON");
       }
     }
+    const keyed = keyedBody(
+      service,
+      [operation, raw === "" ? "{}" : raw],
+      idempotencyKeyHeader(c.req.header(IDEMPOTENCY_HEADER)),
+    );
     if (!service.startsWith("mmi.") && service !== "org.plantd.Broker") {
       await directory.require(service);
     }
-    const body = authorizeCall(
-      guard,
-      c.get("principal"),
-      c.get("clientIp"),
-      service,
-      [operation, raw === "" ? "{}" : raw],
-    );
-    const frames: Frames = await call(service, body, timeout_ms);
+    const body = authorizeCall(guard, c.get("principal"), c.get("clientIp"), service, keyed.body);
+    let frames: Frames = await call(service, body, timeout_ms);
+    if (keyed.key !== undefined) {
+      const reply = keyedReply(frames);
+      frames = reply.frames;
+      if (reply.replayed) c.header(REPLAYED_HEADER, "true");
+    }
     return c.json({ service, frames: frames.map(frameToJson) }, 200);
   });
 }

@@ -2,7 +2,9 @@
  * `/api/state`: the state store over REST. Scopes and keys are path segments
  * (URL-encoded as needed); values are strings, sent as JSON `{"value": "…"}`
  * or as a `text/plain` body. `If-Match: <revision>` makes a PUT a
- * compare-and-set; revisions also come back as ETags.
+ * compare-and-set; revisions also come back as ETags. Writes take an
+ * `Idempotency-Key` (gateway/idempotency.ts): a retry with it is answered
+ * with the first reply, marked `Idempotent-Replayed: true`.
  *
  * @module
  */
@@ -13,6 +15,7 @@ import { statePermissions } from "../../auth/permissions.ts";
 import type { Guard } from "../auth/guard.ts";
 import { authorize } from "../auth/http.ts";
 import { ApiError } from "../errors.ts";
+import { IDEMPOTENCY_HEADER, idempotencyKeyHeader, REPLAYED_HEADER } from "../idempotency.ts";
 import type { SecureHeaders } from "../secure_headers.ts";
 import type { StateApi, StateEntry } from "../state_api.ts";
 import { STATE_SERVICE } from "../../state/operations.ts";
@@ -39,7 +42,17 @@ const EntrySchema = z.object({
 }).openapi("Entry");
 
 const ValueBody = z.object({ value: z.string() }).openapi("ValueBody");
-const IfMatch = z.object({
+/**
+ * Documented here, parsed by idempotencyKeyHeader: zod would check the raw
+ * text, not the structured-field string it carries.
+ */
+const IdempotencyKeyHeader = z.object({
+  "idempotency-key": z.string().optional().openapi({
+    description:
+      'Apply this write at most once per key (a quoted structured-field string, "…", or a bare value; 1..255 printable ASCII). A retry with the key gets the first reply with Idempotent-Replayed: true; the key with another request: 422',
+  }),
+});
+const IfMatch = IdempotencyKeyHeader.extend({
   "if-match": z.string().regex(/^"?\d+"?$/, "If-Match must be a revision number").optional()
     .openapi({ description: "Revision the key must have now (0: must not exist)" }),
 });
@@ -82,10 +95,10 @@ const createScope = createRoute({
   method: "put",
   path: "/api/state/{scope}",
   summary: "Create a scope",
-  request: { params: z.object({ scope: Scope }) },
+  request: { params: z.object({ scope: Scope }), headers: IdempotencyKeyHeader },
   responses: {
     201: json(z.object({ scope: z.string(), status: z.literal("created") }), "Created"),
-    ...errorResponses(400, 409, 502, 503, 504, 507),
+    ...errorResponses(400, 409, 422, 502, 503, 504, 507),
   },
 });
 
@@ -95,6 +108,7 @@ const setMany = createRoute({
   summary: "Set several keys at once (atomic)",
   request: {
     params: z.object({ scope: Scope }),
+    headers: IdempotencyKeyHeader,
     body: {
       content: {
         "application/json": {
@@ -109,7 +123,7 @@ const setMany = createRoute({
       z.object({ scope: z.string(), revisions: z.record(z.string(), z.number().int()) }),
       "New revisions",
     ),
-    ...errorResponses(400, 413, 415, 502, 503, 504, 507),
+    ...errorResponses(400, 413, 415, 422, 502, 503, 504, 507),
   },
 });
 
@@ -117,10 +131,10 @@ const deleteScope = createRoute({
   method: "delete",
   path: "/api/state/{scope}",
   summary: "Delete a scope and its keys",
-  request: { params: z.object({ scope: Scope }) },
+  request: { params: z.object({ scope: Scope }), headers: IdempotencyKeyHeader },
   responses: {
     200: json(z.object({ scope: z.string(), status: z.literal("deleted") }), "Deleted"),
-    ...errorResponses(400, 404, 502, 503, 504, 507),
+    ...errorResponses(400, 404, 422, 502, 503, 504, 507),
   },
 });
 
@@ -154,7 +168,7 @@ const putKey = createRoute({
   },
   responses: {
     200: json(EntrySchema.omit({ updated_at: true }), "Written"),
-    ...errorResponses(400, 409, 413, 415, 502, 503, 504, 507),
+    ...errorResponses(400, 409, 413, 415, 422, 502, 503, 504, 507),
   },
 });
 
@@ -162,13 +176,13 @@ const deleteKey = createRoute({
   method: "delete",
   path: "/api/state/{scope}/{key}",
   summary: "Delete a key",
-  request: { params: z.object({ scope: Scope, key: Key }) },
+  request: { params: z.object({ scope: Scope, key: Key }), headers: IdempotencyKeyHeader },
   responses: {
     200: json(
       z.object({ scope: z.string(), key: z.string(), status: z.literal("deleted") }),
       "Deleted",
     ),
-    ...errorResponses(400, 404, 502, 503, 504, 507),
+    ...errorResponses(400, 404, 422, 502, 503, 504, 507),
   },
 });
 
@@ -225,6 +239,13 @@ export function stateRoutes(
     const principal = c.get("principal");
     return stateApi.as((op, request) => guard.stateRequest(principal, STATE_SERVICE, op, request));
   };
+  /** The request's Idempotency-Key, if it has one (a 400 when malformed). */
+  const idempotencyKey = (c: Context) => idempotencyKeyHeader(c.req.header(IDEMPOTENCY_HEADER));
+  /** Marks a replayed reply; false when the write was applied now (and is audited then). */
+  const replay = (c: Context, written: { replayed: boolean }): boolean => {
+    if (written.replayed) c.header(REPLAYED_HEADER, "true");
+    return written.replayed;
+  };
   /** Audits a change made through the gateway (with authentication on: then it has a who). */
   const changed = (c: Context, action: string, target: string, details?: object) => {
     if (!guard.enabled) return;
@@ -263,8 +284,10 @@ export function stateRoutes(
 
   app.openapi(createScope, async (c) => {
     const { scope } = c.req.valid("param");
-    await allowed(c, "create-scope", scope).createScope(scope);
-    changed(c, "state.scope.create", scope);
+    const state = allowed(c, "create-scope", scope);
+    if (!replay(c, await state.createScope(scope, idempotencyKey(c)))) {
+      changed(c, "state.scope.create", scope);
+    }
     return c.json({ scope, status: "created" as const }, 201);
   });
 
@@ -272,15 +295,21 @@ export function stateRoutes(
     const { scope } = c.req.valid("param");
     const entries = withProtoKey(c.req.valid("json").entries, await c.req.json());
     if (Object.keys(entries).length === 0) throw new ApiError("BAD_REQUEST", "entries is empty");
-    const revisions = await allowed(c, "state-set-many", scope).setMany(scope, entries);
-    changed(c, "state.set", scope, { keys: Object.keys(entries), revisions });
+    const state = allowed(c, "state-set-many", scope);
+    const written = await state.setMany(scope, entries, idempotencyKey(c));
+    const revisions = written.revisions;
+    if (!replay(c, written)) {
+      changed(c, "state.set", scope, { keys: Object.keys(entries), revisions });
+    }
     return c.json({ scope, revisions }, 200);
   });
 
   app.openapi(deleteScope, async (c) => {
     const { scope } = c.req.valid("param");
-    await allowed(c, "delete-scope", scope).deleteScope(scope);
-    changed(c, "state.scope.delete", scope);
+    const state = allowed(c, "delete-scope", scope);
+    if (!replay(c, await state.deleteScope(scope, idempotencyKey(c)))) {
+      changed(c, "state.scope.delete", scope);
+    }
     return c.json({ scope, status: "deleted" as const }, 200);
   });
 
@@ -354,8 +383,11 @@ export function stateRoutes(
     const expected = ifMatch === undefined ? undefined : Number(ifMatch.replaceAll('"', ""));
     const state = allowed(c, expected === undefined ? "state-set" : "state-cas", scope);
     const value = await readValue(c.req);
-    const revision = await state.set(scope, key, value, expected);
-    changed(c, "state.set", scope, { keys: [key], revisions: { [key]: revision } });
+    const written = await state.set(scope, key, value, expected, idempotencyKey(c));
+    const revision = written.revision;
+    if (!replay(c, written)) {
+      changed(c, "state.set", scope, { keys: [key], revisions: { [key]: revision } });
+    }
     c.header("etag", `"${revision}"`);
     return c.json({ scope, key, value, revision }, 200);
   });
@@ -365,13 +397,26 @@ export function stateRoutes(
     const state = allowed(c, "delete", scope);
     // Go plantd's delete answers "deleted" for a missing key; REST says 404 to
     // callers who may read the scope (to others, whether it existed is not theirs to know).
-    if (guard.allows(c.get("principal"), ...statePermissions("state-get", scope)!)) {
-      const entry = (await state.getMany(scope, [key]))[key];
-      if (!entry) {
-        throw new ApiError("KEY_NOT_FOUND", `Key '${key}' does not exist in scope '${scope}'`);
+    const mayRead = guard.allows(c.get("principal"), ...statePermissions("state-get", scope)!);
+    const notFound = (headers?: Record<string, string>) =>
+      new ApiError(
+        "KEY_NOT_FOUND",
+        `Key '${key}' does not exist in scope '${scope}'`,
+        undefined,
+        headers,
+      );
+    const idempotent = idempotencyKey(c);
+    if (idempotent === undefined) {
+      if (mayRead && !(await state.getMany(scope, [key]))[key]) throw notFound();
+      await state.delete(scope, key);
+    } else {
+      // Whether the key existed comes with the (stored) reply: a retry gets the first answer.
+      const written = await state.delete(scope, key, idempotent);
+      if (mayRead && written.existed === false) {
+        throw notFound(written.replayed ? { [REPLAYED_HEADER]: "true" } : {});
       }
+      if (replay(c, written)) return c.json({ scope, key, status: "deleted" as const }, 200);
     }
-    await state.delete(scope, key);
     changed(c, "state.delete", scope, { keys: [key] });
     return c.json({ scope, key, status: "deleted" as const }, 200);
   });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { waitFor } from "../../tests/_helpers.ts";
-import { randomPrefix, RedisServer, TEST_REDIS_URL, withLink } from "./_testing.ts";
+import { randomPrefix, RedisServer, TEST_REDIS_URL, withLink } from "../../tests/_redis.ts";
 import { memoryCounters, redisCounters, sharedCounters } from "./counters.ts";
 import { RedisLink } from "./redis.ts";
 import {

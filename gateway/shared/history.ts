@@ -52,8 +52,15 @@
  */
 import { Buffer } from "node:buffer";
 import type { BusMessage } from "../../bus/envelope.ts";
-import type { Gap, HistorySink, HubHistory, Replay } from "../bus_hub.ts";
+import type { HistorySink, HubHistory, Replay } from "../bus_hub.ts";
 import type { RedisLink } from "./redis.ts";
+import {
+  ACQUIRE_SCRIPT,
+  APPEND_SCRIPT,
+  REFRESH_SCRIPT,
+  RELEASE_SCRIPT,
+} from "./history_scripts.ts";
+import { compareStreamIds, gap, REDIS_OFFSET, Ring, RING_OFFSET } from "./history_ring.ts";
 
 /** Options of {@link TopicHistory}. */
 export interface HistoryOptions {
@@ -71,177 +78,6 @@ export interface HistoryOptions {
   maxPending?: number;
   now?: () => number;
 }
-
-const REDIS_OFFSET = /^(\d{1,16})-(\d{1,16})$/;
-const RING_OFFSET = /^([0-9a-f]{1,16}):(\d{1,16})$/;
-
-/** Orders two stream ids; undefined when either is not one. */
-export function compareStreamIds(a: string, b: string): number | undefined {
-  const x = REDIS_OFFSET.exec(a);
-  const y = REDIS_OFFSET.exec(b);
-  if (!x || !y) return undefined;
-  const ms = Number(x[1]) - Number(y[1]);
-  return ms !== 0 ? Math.sign(ms) : Math.sign(Number(x[2]) - Number(y[2]));
-}
-
-function gap(message: string, from?: string): { gap: Gap } {
-  return { gap: { code: "NOT_RECOVERABLE", message, ...(from !== undefined ? { from } : {}) } };
-}
-
-function randomEpoch(): string {
-  return crypto.getRandomValues(new Uint32Array(1))[0]!.toString(16).padStart(8, "0");
-}
-
-interface Slot {
-  seq: number;
-  at: number;
-  message: BusMessage;
-}
-
-/** One bus's in-process history. */
-export class Ring {
-  #slots: (Slot | undefined)[];
-  #next = 1;
-  #first = 1;
-  epoch = randomEpoch();
-
-  constructor(readonly capacity: number, readonly maxAgeMs: number, readonly now = Date.now) {
-    this.#slots = new Array(Math.max(1, capacity));
-  }
-
-  /** Keeps a copy of `message`; returns its offset. */
-  record(message: BusMessage): string {
-    const seq = this.#next++;
-    const at = this.now();
-    const slots = this.#slots;
-    slots[seq % slots.length] = {
-      seq,
-      at,
-      message: { ...message, payload: message.payload.slice() },
-    };
-    if (seq - this.#first >= slots.length) this.#first = seq - slots.length + 1;
-    return `${this.epoch}:${seq}`;
-  }
-
-  #expire(): void {
-    if (this.maxAgeMs <= 0) return;
-    const oldest = this.now() - this.maxAgeMs;
-    const slots = this.#slots;
-    while (this.#first < this.#next) {
-      const slot = slots[this.#first % slots.length];
-      if (slot && slot.seq === this.#first && slot.at >= oldest) break;
-      slots[this.#first % slots.length] = undefined;
-      this.#first++;
-    }
-  }
-
-  /** Starts over under a new epoch: earlier offsets become unrecoverable. */
-  reset(): void {
-    this.#slots.fill(undefined);
-    this.#first = this.#next;
-    this.epoch = randomEpoch();
-  }
-
-  replay(from: string, matches: (message: BusMessage) => boolean): Replay {
-    const parsed = RING_OFFSET.exec(from);
-    if (!parsed) {
-      return gap(
-        REDIS_OFFSET.test(from)
-          ? "Offset from the shared (Redis) history, which this gateway cannot read now"
-          : "Not an offset of this history",
-        from,
-      );
-    }
-    if (parsed[1] !== this.epoch) {
-      return gap("Offset from another gateway, an earlier run or before an interruption", from);
-    }
-    const seq = Number(parsed[2]);
-    const last = this.#next - 1;
-    if (seq > last) return gap("Offset not reached yet by this history", from);
-    this.#expire();
-    if (seq + 1 < this.#first) {
-      return gap("The messages after this offset are no longer held", from);
-    }
-    const messages: { offset: string; message: BusMessage }[] = [];
-    for (let s = seq + 1; s <= last; s++) {
-      const slot = this.#slots[s % this.#slots.length];
-      if (slot && slot.seq === s && matches(slot.message)) {
-        messages.push({ offset: `${this.epoch}:${s}`, message: slot.message });
-      }
-    }
-    return { messages, until: `${this.epoch}:${last}` };
-  }
-
-  compare(a: string, b: string): number | undefined {
-    const x = RING_OFFSET.exec(a);
-    const y = RING_OFFSET.exec(b);
-    if (!x || !y || x[1] !== y[1]) return undefined;
-    return Math.sign(Number(x[2]) - Number(y[2]));
-  }
-}
-
-/**
- * Appends a batch if ARGV[1] still holds the lock KEYS[1]. ARGV: owner,
- * maxlen, max age ms, then per entry: stream key index (into KEYS), kind
- * (`f` frames, `s` single frame, `g` gap marker), topic or marker text,
- * payload. Returns the entries appended, or -1 when the lock is someone else's.
- */
-const APPEND_SCRIPT = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-local maxlen = ARGV[2]
-local maxage = tonumber(ARGV[3])
-local minid = nil
-if maxage > 0 then
-  local t = redis.call('TIME')
-  minid = (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) - maxage
-end
-local last = {}
-local n = 0
-local i = 4
-while i <= #ARGV do
-  local k = tonumber(ARGV[i])
-  local key = KEYS[k]
-  if last[k] == nil then
-    local top = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
-    if top[1] then last[k] = top[1][1] else last[k] = '0-0' end
-  end
-  local kind = ARGV[i + 1]
-  if kind == 'g' then
-    last[k] = redis.call('XADD', key, 'MAXLEN', maxlen, '*', 'r', last[k], 'g', ARGV[i + 2])
-  elseif kind == 'f' then
-    last[k] = redis.call('XADD', key, 'MAXLEN', maxlen, '*', 'r', last[k], 'f', 'f', 't', ARGV[i + 2], 'p', ARGV[i + 3])
-  else
-    last[k] = redis.call('XADD', key, 'MAXLEN', maxlen, '*', 'r', last[k], 'f', 's', 'p', ARGV[i + 3])
-  end
-  n = n + 1
-  i = i + 4
-end
-if minid then
-  for k, _ in pairs(last) do redis.call('XTRIM', KEYS[k], 'MINID', minid) end
-end
-return n
-`;
-
-/** KEYS[1] lock, ARGV[1] owner, ARGV[2] ttl: refreshes the lock if it is ARGV[1]'s. */
-const REFRESH_SCRIPT = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-`;
-
-/** KEYS[1] lock, ARGV[1] owner, ARGV[2] ttl: takes the lock if it is free or already ARGV[1]'s. */
-const ACQUIRE_SCRIPT = `
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-`;
-
-/** KEYS[1] lock, ARGV[1] owner: releases the lock if it is ARGV[1]'s. */
-const RELEASE_SCRIPT = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`;
-
 interface Pending {
   bus: number;
   kind: "f" | "s";

@@ -2,8 +2,9 @@ import assert from "node:assert/strict";
 import type { BusMessage } from "../../bus/envelope.ts";
 import type { HistorySink } from "../bus_hub.ts";
 import { waitFor } from "../../tests/_helpers.ts";
-import { TEST_REDIS_URL, withLink } from "./_testing.ts";
-import { compareStreamIds, Ring, TopicHistory } from "./history.ts";
+import { TEST_REDIS_URL, withLink } from "../../tests/_redis.ts";
+import { TopicHistory } from "./history.ts";
+import { compareStreamIds, Ring } from "./history_ring.ts";
 import { RedisLink } from "./redis.ts";
 
 const encoder = new TextEncoder();

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { waitFor } from "../../tests/_helpers.ts";
 import { StateCache } from "../state_cache.ts";
-import { withLink } from "./_testing.ts";
+import { withLink } from "../../tests/_redis.ts";
 import { redisStateCache, type SharedStateCache } from "./state_cache.ts";
 
 const entry = (value: string, revision: number) => ({ value, revision, updated_at: 1 });

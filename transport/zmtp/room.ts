@@ -4,10 +4,11 @@
  *
  * @module
  */
+import { SocketClosedError } from "../closed.ts";
 import type { SendOptions } from "../send_options.ts";
 
 /** Thrown by a ZMTP socket's `send` once the socket is closed. */
-export class ZmtpSocketClosedError extends Error {
+export class ZmtpSocketClosedError extends SocketClosedError {
   constructor() {
     super("socket closed");
     this.name = "ZmtpSocketClosedError";

@@ -55,6 +55,11 @@ export interface ZmtpRouterOptions extends HeartbeatOptions {
   onLimit?: (limit: "connections" | "output") => void;
   /** Milliseconds queued output gets to be written at close. @default 0 */
   linger?: number;
+  /**
+   * ZMQ_HANDSHAKE_IVL: a connection that has not completed its handshake
+   * within this many ms is closed (and counted refused). @default 10000
+   */
+  handshakeMs?: number;
   /** Messages kept while nothing drains the socket. @default 100000 */
   receiveQueue?: number;
   /**
@@ -192,6 +197,9 @@ export class ZmtpRouter {
       this.#connections.add(
         new ZmtpConnection(conn, {
           socketType: "ROUTER",
+          ...(this.#options.handshakeMs !== undefined
+            ? { handshakeMs: this.#options.handshakeMs }
+            : {}),
           ...(this.#options.sendBufferBytes !== undefined
             ? { sendBufferBytes: this.#options.sendBufferBytes }
             : {}),

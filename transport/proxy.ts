@@ -16,11 +16,10 @@
  *
  * @module
  */
-import type { CurveServerKeys } from "../transport/curve.ts";
-import { type ListenerEvent, ListenerGuard } from "../transport/guard.ts";
-import { libzmq, ZMQ_PAIR, ZMQ_PUB, ZMQ_XPUB, ZMQ_XSUB } from "../transport/libzmq.ts";
-import { NativeSocket } from "../transport/native_socket.ts";
-import { BUS_BATCH_BYTES } from "./socket_options.ts";
+import type { CurveServerKeys } from "./curve.ts";
+import { type ListenerEvent, ListenerGuard } from "./guard.ts";
+import { libzmq, ZMQ_PAIR, ZMQ_PUB, ZMQ_XPUB, ZMQ_XSUB } from "./libzmq.ts";
+import { NativeSocket } from "./native_socket.ts";
 import { waitAtMost } from "../support/wait_at_most.ts";
 
 /**
@@ -73,6 +72,8 @@ export interface BusProxyOptions {
   maxSubscriptionBytes?: number;
   /** CURVE on the frontend, backend and capture endpoint. @default plaintext */
   curve?: CurveServerKeys;
+  /** Bytes moved per system call on each connection (ZMQ_IN/OUT_BATCH_SIZE). @default 8192 */
+  batchBytes?: number;
   /**
    * Refused peers and ended connections, labelled `bus:<name>:frontend`,
    * `bus:<name>:backend`, `bus:<name>:capture`.
@@ -186,7 +187,7 @@ export class BusProxy {
       maxMessageSize?: number,
     ) => {
       const socket = new NativeSocket(type, {
-        batchBytes: BUS_BATCH_BYTES,
+        ...(options.batchBytes !== undefined ? { batchBytes: options.batchBytes } : {}),
         ...(hwm.send !== undefined ? { sendHighWaterMark: hwm.send } : {}),
         ...(hwm.receive !== undefined ? { receiveHighWaterMark: hwm.receive } : {}),
         ...(maxMessageSize !== undefined ? { maxMessageSize } : {}),

@@ -6,8 +6,8 @@
  * @module
  */
 import { Redis } from "ioredis";
-import { freePort, waitFor } from "../../tests/_helpers.ts";
-import { RedisLink, type RedisLinkOptions } from "./redis.ts";
+import { freePort, waitFor } from "./_helpers.ts";
+import { RedisLink, type RedisLinkOptions } from "../gateway/shared/redis.ts";
 
 /** The machine's Redis (the CI starts it). */
 export const TEST_REDIS_URL = Deno.env.get("PLANTD_TEST_REDIS_URL") ?? "redis://127.0.0.1:6379";
