@@ -26,6 +26,7 @@ import { startBusComponent } from "./roles/bus.ts";
 import { startEcho } from "./roles/echo.ts";
 import { startGateway } from "./roles/gateway.ts";
 import { startMetrics } from "./roles/metrics.ts";
+import { redactUrl } from "./storage/postgres.ts";
 import { startState } from "./roles/state.ts";
 import { backupState } from "./state/backup.ts";
 import { STATE_SERVICE } from "./state/operations.ts";
@@ -48,7 +49,7 @@ components:
   broker   Majordomo broker (tcp://127.0.0.1:9797) and the pub/sub buses of its config
   bus      pub/sub buses alone: state 11000/11001, event 12000/12001, metric 13000/13001
   echo     org.plantd.module.Echo worker
-  state    org.plantd.State key/value service (libSQL)
+  state    org.plantd.State key/value service (libSQL, or PostgreSQL for several workers)
   gateway  HTTP/WebSocket gateway (http://127.0.0.1:8080)
   metrics  metrics ingester: metric bus into PostgreSQL/TimescaleDB or libSQL
   state-backup FILE   consistent copy of the state database while it runs
@@ -188,7 +189,7 @@ async function startDev(
       url: web.url,
       endpoint: started.server.endpoint,
       buses: started.buses.set.buses.map((bus) => `${bus.name} ${bus.frontend} -> ${bus.backend}`),
-      state: db,
+      state: redactUrl(db),
       metrics: metricsRole?.database ?? "off (no metric bus)",
     });
     return runningAll(parts);

@@ -355,8 +355,13 @@ export const stateConfig = {
     ...common,
     /** One broker endpoint, or a pair's as a list (docs/ha.md). */
     broker_endpoint: brokerEndpoints.default("tcp://127.0.0.1:9797"),
-    /** A file path, or a libsql://, http(s):// or ws(s):// server URL. */
+    /**
+     * A file path, or a libsql://, http(s):// or ws(s):// server URL; or a
+     * postgres:// (postgresql://) URL: a store several state workers share.
+     */
     db: z.string().min(1).default("plantd-state.db"),
+    /** PostgreSQL connections of this worker: one for the commits, the rest for reads. */
+    db_pool_size: z.number().int().min(2).max(100).default(8),
     /** Token for a remote libSQL server. */
     db_auth_token: z.string().optional(),
     /** "full": commits survive power loss; "normal": they survive process crashes. */

@@ -48,8 +48,3 @@ export function openMetricsReader(
   if (options.db !== "") return new LibsqlMetricsReader(options.db, options.dbAuthToken);
   return undefined;
 }
-
-/** A URL with its password hidden, for logs. */
-export function redactUrl(url: string): string {
-  return url.replace(/(\/\/[^:/@]+:)[^@]*@/, "$1***@");
-}

@@ -1,5 +1,7 @@
 /**
- * `main.ts state`: the `org.plantd.State` worker over its libSQL store.
+ * `main.ts state`: the `org.plantd.State` worker over its store: the embedded
+ * libSQL one, or PostgreSQL shared with other state workers when `db` is a
+ * postgres:// URL.
  *
  * @module
  */
@@ -11,12 +13,17 @@ import { busClientCurve } from "../config/curve.ts";
 import { Publisher } from "../bus/publisher.ts";
 import { ChangeKey, ChangeSigner, type ChangeSink, publishChanges } from "../state/changes.ts";
 import { stateBusKey } from "../config/state_bus.ts";
+import type { StateBackend } from "../state/backend.ts";
 import { openStateDatabase } from "../state/db.ts";
+import { openPgStateDatabase } from "../state/db_pg.ts";
 import { purgeIntervalMs, startKeyPurge } from "../state/idempotency.ts";
+import { PgStateStore, type PgStoreOptions } from "../state/store_pg.ts";
+import { storageFailure } from "../storage/failure.ts";
+import { isPostgresUrl, redactUrl } from "../storage/postgres.ts";
 import { tokenSettingsFrom } from "../auth/tokens.ts";
 import { serviceTokenCheck } from "../auth/call_credentials.ts";
 import { STATE_SERVICE, StateOperations } from "../state/operations.ts";
-import { StateStore } from "../state/store.ts";
+import { StateStore, type StoreOptions } from "../state/store.ts";
 import { startStateWorker } from "../state/worker.ts";
 import { WriteHealth } from "../storage/write_health.ts";
 import { checkTracker } from "../telemetry/health.ts";
@@ -31,7 +38,7 @@ export async function startState(
   config: StateConfig,
   changes?: ChangeSink,
   registry: Registry = new Registry(),
-): Promise<Running & { store: StateStore }> {
+): Promise<Running & { store: StateBackend }> {
   const log = logger("state");
   // Read (and checked) before anything opens: a bad token file is a config error.
   const access = metricsAccess(stateConfig, config);
@@ -42,12 +49,6 @@ export async function startState(
   const signer = busKey ? new ChangeSigner(new ChangeKey(busKey.key)) : undefined;
   processMetrics(registry);
   const metrics = stateMetrics(registry);
-  const open = await openStateDatabase({
-    location: config.db,
-    authToken: config.db_auth_token,
-    synchronous: config.synchronous,
-    maxBytes: config.max_db_bytes,
-  });
   // Changes go to the state bus as [scope, json] unless the caller takes them.
   const publisher = !changes && config.bus_endpoint !== ""
     ? new Publisher(config.bus_endpoint, {
@@ -59,7 +60,7 @@ export async function startState(
   const sink = changes ?? publisher;
   const writeHealth = new WriteHealth(log);
   const windowMs = config.idempotency_window_s * 1000;
-  const store = await StateStore.load(open, {
+  const storeOptions: StoreOptions = {
     idempotencyWindowMs: windowMs,
     onCommit: (writes, seconds, wrote) => {
       metrics.commit(writes, seconds);
@@ -67,6 +68,10 @@ export async function startState(
     },
     onCommitError: (error, writes) => writeHealth.failed(error, writes),
     onChanges: sink ? (list) => publishChanges(sink, list, signer) : undefined,
+  };
+  const { store, db } = await openStore(config, {
+    ...storeOptions,
+    onReachable: () => writeHealth.reachable(),
   });
   const settings = await tokenSettingsFrom(config);
   // Call credentials of the gateway (bound to one request, used once) and Go clients' own tokens.
@@ -106,7 +111,9 @@ export async function startState(
       try {
         await store.ping();
       } catch (error) {
-        storeError = (error as Error).message;
+        storeError = `${storageFailure(error)}: ${(error as Error).message}`;
+        // Writes fail as well: logged (with its cause, once a minute) and named by store_writes.
+        writeHealth.unreachable(error);
       }
       return [
         check("store", storeError === undefined, storeError),
@@ -125,9 +132,9 @@ export async function startState(
       log.warn("purging expired idempotency keys failed: {error}", { error: String(error) }),
   });
   log.info("state service on {db} serving via {endpoint}", {
-    db: open.url,
+    db,
     endpoint: config.broker_endpoint,
-    scopes: store.scopes().length,
+    scopes: (await store.scopes()).length,
     changes: publisher ? publisher.endpoint : changes ? "in process" : "off",
     authentication: verify ? "tokens required" : "off",
     idempotency_window_s: config.idempotency_window_s,
@@ -145,4 +152,37 @@ export async function startState(
       log.info("state service stopped");
     },
   };
+}
+
+/**
+ * The configured store: PostgreSQL for a postgres:// URL (several workers may
+ * share it), else libSQL (this worker alone: its file is locked). `db` is the
+ * location for logs, without a password.
+ */
+async function openStore(
+  config: StateConfig,
+  options: PgStoreOptions,
+): Promise<{ store: StateBackend; db: string }> {
+  if (isPostgresUrl(config.db)) {
+    let open;
+    try {
+      open = await openPgStateDatabase({ url: config.db, poolSize: config.db_pool_size });
+    } catch (error) {
+      // The URL as given may hold a password: never in a message.
+      throw new Error(
+        `cannot open the state database ${redactUrl(config.db)}: ${storageFailure(error)}: ${
+          (error as Error).message
+        }`,
+        { cause: error },
+      );
+    }
+    return { store: new PgStateStore(open, options), db: open.url };
+  }
+  const open = await openStateDatabase({
+    location: config.db,
+    authToken: config.db_auth_token,
+    synchronous: config.synchronous,
+    maxBytes: config.max_db_bytes,
+  });
+  return { store: await StateStore.load(open, options), db: open.url };
 }

@@ -6,6 +6,7 @@
  * @module
  */
 import { createClient } from "@libsql/client";
+import { isPostgresUrl } from "../storage/postgres.ts";
 import { stateUrl } from "./db.ts";
 
 /** Raised when a backup cannot be made. */
@@ -18,6 +19,12 @@ export class BackupError extends Error {
 
 /** Copies the database at `location` into `target`, which must not exist yet. */
 export async function backupState(location: string, target: string): Promise<void> {
+  if (isPostgresUrl(location)) {
+    // Not the location itself in the message: the URL may hold a password.
+    throw new BackupError(
+      "Backups apply to local files; a PostgreSQL state store is backed up with pg_dump or the server's own backups",
+    );
+  }
   const url = stateUrl(location);
   if (!url.startsWith("file:")) {
     throw new BackupError(

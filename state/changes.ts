@@ -134,7 +134,8 @@ export function publishChanges(sink: ChangeSink, changes: Change[], signer?: Cha
       sink.publish(change.scope, JSON.stringify(event));
       continue;
     }
-    const body = JSON.stringify({ ...event, seq: signer.nextSeq() });
+    // The store's number when it gives one (shared by several workers), else this publisher's.
+    const body = JSON.stringify({ ...event, seq: change.seq ?? signer.nextSeq() });
     sink.publish(change.scope, signer.sign(change.scope, body));
   }
 }

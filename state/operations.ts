@@ -10,8 +10,10 @@
 import { allows, PERMISSIONS, statePermissions } from "../auth/permissions.ts";
 import { AuthError, type Principal } from "../auth/tokens.ts";
 import { text } from "../mdp/protocol.ts";
-import { storageFull } from "../storage/failure.ts";
+import { type StorageFailure, storageFailure } from "../storage/failure.ts";
 import type { Frames } from "../transport/frames.ts";
+import type { StateBackend } from "./backend.ts";
+import { CommitOutcomeUnknown } from "./commit_outcome.ts";
 import {
   ANONYMOUS_OWNER,
   fingerprint,
@@ -20,7 +22,7 @@ import {
   replayReply,
   reusedReply,
 } from "./idempotency.ts";
-import type { StateStore, Write, WriteResult } from "./store.ts";
+import type { Write, WriteResult } from "./store.ts";
 
 export const STATE_SERVICE = "org.plantd.State";
 
@@ -69,6 +71,27 @@ export interface OperationsObserver {
 
 /** Operations that change nothing (not audited). */
 const READS = new Set(["state-get", "state-get-many", "list-keys", "list-scopes", "health"]);
+
+/** The start of a storage failure's message, per class. */
+const STORAGE_MESSAGES: Record<Exclude<StorageFailure, "STORAGE_ERROR">, string> = {
+  STORAGE_FULL: "State storage is full",
+  STORAGE_READONLY: "State storage is read-only",
+  STORAGE_IO: "State storage failed to read or write",
+  STORAGE_BUSY: "State storage is busy",
+  STORAGE_UNAVAILABLE: "State storage is unavailable",
+};
+
+/**
+ * What became of the request: a read changed nothing; a write whose commit
+ * went unanswered may have been applied; any other failed write was rolled
+ * back (retry it once the cause is gone).
+ */
+function outcome(error: unknown, operation: string): string {
+  if (READS.has(operation)) return "";
+  return error instanceof CommitOutcomeUnknown
+    ? ", the write may or may not have been applied"
+    : ", nothing was written";
+}
 
 /** Go plantd's auth error replies: `{"error": CODE, "message": TEXT}`. */
 const AUTH_MESSAGES: Record<AuthError["code"], string> = {
@@ -136,9 +159,9 @@ function scopeOf(request: Request): string | undefined {
   return typeof request.service === "string" ? request.service : undefined;
 }
 
-/** Serves state operations against a {@link StateStore}. */
+/** Serves state operations against a store ({@link StateBackend}). */
 export class StateOperations {
-  #store: StateStore;
+  #store: StateBackend;
   #maxValueBytes: number;
   #maxNameBytes: number;
   #maxBatch: number;
@@ -147,7 +170,7 @@ export class StateOperations {
   #writeFailure: OperationsOptions["writeFailure"];
 
   constructor(
-    store: StateStore,
+    store: StateBackend,
     options: OperationsOptions = {},
     observer: OperationsObserver = {},
   ) {
@@ -203,11 +226,11 @@ export class StateOperations {
         return JSON.stringify(reply);
       }
       const message = error instanceof Error ? error.message : String(error);
-      if (storageFull(error)) {
-        // A code clients can act on (free space, then retry: nothing was written),
-        // in the shape of the auth errors' replies.
-        return `{"error": "STORAGE_FULL", "message": ${
-          JSON.stringify(`State storage is full, nothing was written: ${message}`)
+      const failure = storageFailure(error);
+      if (failure !== "STORAGE_ERROR") {
+        // A code clients can act on, in the shape of the auth errors' replies.
+        return `{"error": "${failure}", "message": ${
+          JSON.stringify(`${STORAGE_MESSAGES[failure]}${outcome(error, operation)}: ${message}`)
         }}`;
       }
       return JSON.stringify({ success: false, error: `Store failure: ${message}` });
@@ -340,28 +363,34 @@ export class StateOperations {
     return value;
   }
 
-  #existingScope(scope: string): void {
-    if (!this.#store.hasScope(scope)) throw new CallbackError(`Scope '${scope}' does not exist`);
-  }
-
   #operations: Record<string, (request: Request) => Promise<string> | string> = {
-    "state-get": (request) => {
+    "state-get": async (request) => {
       const scope = this.#name(request, "service");
       const key = this.#name(request, "key");
-      return success({ key, scope, value: this.#store.get(scope, key)?.value ?? "" });
+      return success({ key, scope, value: (await this.#store.get(scope, key))?.value ?? "" });
     },
-    "list-scopes": () => {
-      const scopes = this.#store.scopes();
+    "list-scopes": async () => {
+      const scopes = await this.#store.scopes();
       return success({ count: scopes.length, scopes });
     },
-    "list-keys": (request) => {
+    "list-keys": async (request) => {
       const scope = this.#name(request, "service");
-      const keys = this.#store.keys(scope);
+      const keys = await this.#store.keys(scope);
       if (!keys) throw new CallbackError(`Scope '${scope}' does not exist`);
       return success({ count: keys.length, keys, scope });
     },
     "health": async () => {
-      await this.#store.ping();
+      try {
+        await this.#store.ping();
+      } catch (error) {
+        // Reads fail too: a gateway's state_store check goes DOWN, its state_writes names why.
+        return success({
+          service: STATE_SERVICE,
+          status: "unavailable",
+          store_available: false,
+          write_failure: storageFailure(error),
+        });
+      }
       const failing = this.#writeFailure?.();
       // Go plantd's reply while writes work; "degraded" and the failure's class while they fail.
       return success({
@@ -371,21 +400,22 @@ export class StateOperations {
         ...(failing ? { write_failure: failing } : {}),
       });
     },
-    "state-get-many": (request) => {
+    "state-get-many": async (request) => {
       const scope = this.#name(request, "service");
       const keys = request.keys;
       if (!Array.isArray(keys) || !keys.every((k) => typeof k === "string" && k !== "")) {
         throw new WrapperError("keys parameter missing (an array of non-empty strings)");
       }
       if (keys.length > this.#maxBatch) throw new WrapperError(`more than ${this.#maxBatch} keys`);
-      this.#existingScope(scope);
+      const entries = await this.#store.getMany(scope, keys as string[]);
+      if (!entries) throw new CallbackError(`Scope '${scope}' does not exist`);
       const found: Record<string, unknown> = {};
-      for (const key of keys as string[]) {
-        const entry = this.#store.get(scope, key);
+      (keys as string[]).forEach((key, i) => {
+        const entry = entries[i];
         found[key] = entry
           ? { revision: entry.revision, updated_at: entry.updatedAt, value: entry.value }
           : null;
-      }
+      });
       return success({ entries: sorted(found), scope });
     },
   };

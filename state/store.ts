@@ -23,6 +23,7 @@
  */
 import type { InStatement, InValue } from "@libsql/client";
 import { sql } from "drizzle-orm";
+import type { StateBackend } from "./backend.ts";
 import type { OpenDatabase } from "./db.ts";
 import { entries, scopes } from "./schema.ts";
 import { nextTurn } from "../support/next_turn.ts";
@@ -49,6 +50,11 @@ export interface Change {
   value?: string;
   revision?: number;
   timestamp: string;
+  /**
+   * The change event's sequence number when the store gives it out (PostgreSQL:
+   * increasing per scope across workers); else the publisher's clock does.
+   */
+  seq?: number;
 }
 
 /** A write the store can group. */
@@ -97,10 +103,11 @@ export interface StoreOptions {
   now?: () => number;
 }
 
-type Mirror = Map<string, Map<string, Entry>>;
+/** Scopes with their entries (all of them, or those a group touches). */
+export type Mirror = Map<string, Map<string, Entry>>;
 
 /** The effects of one group on top of the mirror. */
-class Overlay {
+export class Overlay {
   readonly scopeState = new Map<string, boolean>();
   readonly scopeReset = new Set<string>();
   readonly entryState = new Map<string, Map<string, Entry | null>>();
@@ -298,7 +305,7 @@ function exactText(column: any) {
 }
 
 /** The state store. Reads are synchronous; writes resolve after their commit. */
-export class StateStore {
+export class StateStore implements StateBackend {
   #open: OpenDatabase;
   #mirror: Mirror;
   #queue: Queued[] = [];
@@ -364,6 +371,11 @@ export class StateStore {
 
   get(scope: string, key: string): Entry | undefined {
     return this.#mirror.get(scope)?.get(key);
+  }
+
+  getMany(scope: string, keys: readonly string[]): (Entry | undefined)[] | undefined {
+    const map = this.#mirror.get(scope);
+    return map ? keys.map((key) => map.get(key)) : undefined;
   }
 
   /** Queues a write; resolves once it is committed. */

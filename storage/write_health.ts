@@ -1,10 +1,11 @@
 /**
  * Whether a store's writes succeed, for /healthz and the log: the state
- * worker's (reads are served from memory, so a database that answers
- * `SELECT 1` can still refuse every write: disk full, read-only, I/O errors)
- * and the broker's journal of durable requests. The last commit decides: a
- * failed one turns the check (`store_writes` by default) DOWN with its class
- * and cause, the next successful one turns it UP again.
+ * worker's (a database that answers `SELECT 1` can still refuse every write:
+ * disk full, read-only, I/O errors) and the broker's journal of durable
+ * requests. The last commit decides: a failed one turns the check
+ * (`store_writes` by default) DOWN with its class and cause, the next
+ * successful one turns it UP again. A database that cannot be reached
+ * (PostgreSQL down) counts as failing writes too, until it answers again.
  *
  * @module
  */
@@ -74,6 +75,28 @@ export class WriteHealth {
   succeeded(): void {
     if (!this.#failing) return;
     this.#log.info(`${this.#writes} succeed again after {failure}`, {
+      failure: this.#failing.failure,
+      since: this.#failing.since,
+    });
+    this.#failing = undefined;
+    this.#changed = new Date().toISOString();
+  }
+
+  /**
+   * The database did not answer a ping: writes fail as well, so this counts
+   * as their failure (the class is usually STORAGE_UNAVAILABLE).
+   */
+  unreachable(error: unknown): void {
+    this.failed(error, 0);
+  }
+
+  /**
+   * The database answered a ping: a failure that was only about reaching it
+   * is over (a full or read-only database still needs a write to succeed).
+   */
+  reachable(): void {
+    if (this.#failing?.failure !== "STORAGE_UNAVAILABLE") return;
+    this.#log.info("state store reachable again after {failure}", {
       failure: this.#failing.failure,
       since: this.#failing.since,
     });

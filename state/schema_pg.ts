@@ -1,0 +1,64 @@
+/**
+ * The state store's tables on PostgreSQL: the single source of truth for
+ * drizzle-kit, which generates migrations/state-pg from this file
+ * (`deno task db:generate:state-pg`).
+ *
+ * Names and values are `bytea` holding UTF-8: PostgreSQL's `text` refuses
+ * NUL, which the state service stores (as libSQL does). Tables are prefixed
+ * `state_` so the store can share a database with the metrics store.
+ *
+ * @module
+ */
+import { bigint, customType, index, pgTable, primaryKey, text } from "drizzle-orm/pg-core";
+
+/** UTF-8 text kept as bytes. */
+const utf8 = customType<{ data: Uint8Array; driverData: Uint8Array }>({
+  dataType: () => "bytea",
+});
+
+const millis = (name: string) => bigint(name, { mode: "number" });
+
+/** A scope (plantd calls it "service"): a named set of keys. */
+export const stateScopes = pgTable("state_scopes", {
+  name: utf8("name").primaryKey(),
+  createdAt: millis("created_at").notNull(),
+});
+
+/** One key of a scope with its value, revision (1 on creation, +1 per write) and update time. */
+export const stateEntries = pgTable("state_entries", {
+  scope: utf8("scope").notNull().references(() => stateScopes.name, { onDelete: "cascade" }),
+  key: utf8("key").notNull(),
+  value: utf8("value").notNull(),
+  revision: bigint("revision", { mode: "number" }).notNull(),
+  updatedAt: millis("updated_at").notNull(),
+}, (table) => [primaryKey({ columns: [table.scope, table.key] })]);
+
+/**
+ * The last change event sequence number given out per scope name, across all
+ * state workers (state/store_pg.ts). Kept when the scope is deleted, so a
+ * scope created again continues above it.
+ */
+export const stateChangeSeq = pgTable("state_change_seq", {
+  scope: utf8("scope").primaryKey(),
+  seq: bigint("seq", { mode: "number" }).notNull(),
+});
+
+/**
+ * Idempotency keys of writes (state/idempotency.ts): per owner and key, the
+ * fingerprint of the request and the reply it got, until `expires_at` (ms).
+ * Written in the same transaction as the write it guards. The owner (a
+ * principal id) is bytes as names are; the key is printable ASCII, the
+ * fingerprint hex and the reply JSON text.
+ */
+export const stateIdempotencyKeys = pgTable("state_idempotency_keys", {
+  owner: utf8("owner").notNull(),
+  key: text("key").notNull(),
+  fingerprint: text("fingerprint").notNull(),
+  reply: text("reply").notNull(),
+  createdAt: millis("created_at").notNull(),
+  expiresAt: millis("expires_at").notNull(),
+}, (table) => [
+  primaryKey({ columns: [table.owner, table.key] }),
+  // The purge takes the oldest expired keys a batch at a time.
+  index("state_idempotency_keys_expires_at").on(table.expiresAt),
+]);
