@@ -49,7 +49,4 @@ export function openMetricsReader(
   return undefined;
 }
 
-/** A URL with its password hidden, for logs. */
-export function redactUrl(url: string): string {
-  return url.replace(/(\/\/[^:/@]+:)[^@]*@/, "$1***@");
-}
+export { redactUrl } from "../storage/url.ts";
