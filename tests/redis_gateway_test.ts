@@ -11,7 +11,7 @@ import { deleteKeys, randomPrefix, RedisServer, TEST_REDIS_URL } from "./_redis.
 import { RedisLink } from "../gateway/shared/redis.ts";
 import { waitFor } from "./_helpers.ts";
 import { spawnGateway } from "./_gateway_process.ts";
-import { startSystem, type System } from "./_system.ts";
+import { startSystem } from "./_system.ts";
 import { WsClient as BaseWsClient } from "./_ws.ts";
 
 const RING_OFFSET = /^[0-9a-f]+:\d+$/;
