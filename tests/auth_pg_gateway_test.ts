@@ -241,7 +241,7 @@ Deno.test("two gateway processes on one PostgreSQL auth database and one Redis a
     assert.equal(audit.body.events[0].actor, "user:eve");
 
     // One refresh token presented at both gateways at once: one rotation, the other is reuse.
-    for (let round = 0; round < 3; round++) {
+    for (let round = 0; round < 5; round++) {
       const login = await loggedIn(A, "eve");
       const replies = await Promise.all([refresh(A, login.refresh), refresh(B, login.refresh)]);
       const statuses = replies.map((r) => r.status).sort();
