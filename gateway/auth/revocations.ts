@@ -15,8 +15,8 @@
  * at once when another gateway says so on Redis (`<prefix>revocations`
  * channel, when `redis_url` is set), and otherwise at the next poll (every
  * `revocation_poll_ms`, 1 s by default). So without Redis, a second
- * gateway sharing the auth database honours a revocation within one poll
- * interval plus a database read.
+ * gateway sharing the auth database (PostgreSQL, or a libSQL server)
+ * honours a revocation within one poll interval plus a database read.
  *
  * @module
  */
