@@ -17,7 +17,7 @@ import { spawnGateway } from "./_gateway_process.ts";
 import { spawnWatched, waitFor } from "./_helpers.ts";
 import { freshDatabase } from "./_postgres.ts";
 import { deleteKeys, randomPrefix, TEST_REDIS_URL } from "./_redis.ts";
-import { startSystem } from "./_system.ts";
+import { startSystem, type System } from "./_system.ts";
 import { TcpProxy } from "./_tcp_proxy.ts";
 import { openWs } from "./_ws.ts";
 
@@ -118,16 +118,17 @@ Deno.test("two gateway processes on one PostgreSQL auth database and one Redis a
     redis_key_prefix: prefix,
     revocation_poll_ms: 600_000,
   };
-  // The first admin, made before any gateway ran: user-add migrates the database itself.
-  const added = await userAdd(authDb, "root", "admin");
-  assert.match(added, /user root created in postgres:\/\/postgres:\*\*\*@/);
-  assert.ok(!added.includes("s3cret-pass"));
-  const system = await startSystem({
-    gateway: { jwt_secret: SECRET, ...shared },
-    state: { jwt_secret: SECRET },
-  });
+  let system: System | undefined;
   let b: Awaited<ReturnType<typeof spawnGateway>> | undefined;
   try {
+    // The first admin, made before any gateway ran: user-add migrates the database itself.
+    const added = await userAdd(authDb, "root", "admin");
+    assert.match(added, /user root created in postgres:\/\/postgres:\*\*\*@/);
+    assert.ok(!added.includes("s3cret-pass"));
+    system = await startSystem({
+      gateway: { jwt_secret: SECRET, ...shared },
+      state: { jwt_secret: SECRET },
+    });
     b = await spawnGateway(system, {
       PLANTD_GATEWAY_JWT_SECRET: SECRET,
       PLANTD_GATEWAY_AUTH_DB: authDb,
@@ -250,7 +251,7 @@ Deno.test("two gateway processes on one PostgreSQL auth database and one Redis a
     assert.ok(!b.stderr().includes("s3cret-pass"));
   } finally {
     await b?.stop();
-    await system.stop();
+    await system?.stop();
     await deleteKeys(TEST_REDIS_URL, prefix);
     await db.drop();
   }
@@ -262,13 +263,14 @@ Deno.test("PostgreSQL away: logins and API-key checks get 503 AUTH_STORE_UNAVAIL
   const proxy = new TcpProxy({ hostname: server.hostname, port: Number(server.port || 5432) });
   const viaProxy = new URL(db.url);
   viaProxy.port = String(proxy.port);
-  // The gateway starts while the database is away: it waits for it rather than exiting.
-  const system = await startSystem({
-    gateway: { jwt_secret: SECRET, auth_db: viaProxy.toString() },
-    state: { jwt_secret: SECRET },
-  });
-  const url = system.url;
+  let system: System | undefined;
   try {
+    // The gateway starts while the database is away: it waits for it rather than exiting.
+    system = await startSystem({
+      gateway: { jwt_secret: SECRET, auth_db: viaProxy.toString() },
+      state: { jwt_secret: SECRET },
+    });
+    const url = system.url;
     const expectAway = async () => {
       const refused = await login(url, "ada");
       assert.equal(refused.status, 503, JSON.stringify(refused.body));
@@ -315,7 +317,7 @@ Deno.test("PostgreSQL away: logins and API-key checks get 503 AUTH_STORE_UNAVAIL
       what: "auth_db UP again",
     });
   } finally {
-    await system.stop();
+    await system?.stop();
     await proxy.stop();
     await db.drop();
   }
