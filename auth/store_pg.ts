@@ -84,6 +84,9 @@ function client(url: string, max: number, name: string): postgres.Sql {
     onnotice: () => {},
     connect_timeout: 5,
     idle_timeout: 60,
+    // postgres.js waits up to 20 s between reconnections by default: a login
+    // would wait that long for its 503, and as long after the server is back.
+    backoff: (retries: number) => Math.min(retries * 0.1, 1),
     connection: { application_name: name },
   });
 }

@@ -299,6 +299,14 @@ Deno.test("PostgreSQL away: logins and API-key checks get 503 AUTH_STORE_UNAVAIL
     assert.equal(created.status, 201, JSON.stringify(created.body));
     const ada = await loggedIn(url, "ada");
     assert.equal((await me(url, bearer(ada.access))).status, 200);
+    // A user whose token this gateway has not checked yet.
+    const bob = await call(url, "POST", "/api/auth/users", {
+      username: "bob",
+      password: PASSWORD,
+      roles: ["viewer"],
+    }, admin);
+    assert.equal(bob.status, 201);
+    const unseen = await loggedIn(url, "bob");
     await waitFor(async () => authCheck((await health(url)).body)?.status === "UP", {
       what: "auth_db UP",
     });
@@ -307,9 +315,23 @@ Deno.test("PostgreSQL away: logins and API-key checks get 503 AUTH_STORE_UNAVAIL
     await proxy.stop();
     await expectAway();
     assert.equal((await me(url, bearer(ada.access))).status, 200);
+    // A WebSocket authenticating meanwhile is told why, and not closed as if it had guessed.
+    const ws = await openWs(url);
+    try {
+      for (let i = 0; i < 6; i++) {
+        ws.send({ type: "auth", id: `a${i}`, token: unseen.access });
+        const error = await ws.nextOf("error", `a${i}`);
+        assert.equal(error.code, "AUTH_STORE_UNAVAILABLE");
+      }
+      assert.equal(ws.closed, undefined);
 
-    // Back: logins work again, health is UP.
-    proxy.start();
+      // Back: logins work again, the socket authenticates, health is UP.
+      proxy.start();
+      ws.send({ type: "auth", id: "again", token: unseen.access });
+      await ws.nextOf("authenticated", "again");
+    } finally {
+      await ws.close();
+    }
     await waitFor(async () => (await login(url, "ada")).status === 200, {
       what: "a login once the database is back",
     });
