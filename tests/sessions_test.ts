@@ -228,7 +228,7 @@ Deno.test("a disabled user's open WebSocket is closed with 4003 and gets no furt
   });
 });
 
-for (const store of ["memory", "redis"] as const) {
+for (const store of ["memory", "redis", "auth_db"] as const) {
   Deno.test(`a rotated refresh token presented again revokes its whole family (${store} sessions)`, async () => {
     await withSecuredSystem(
       async ({ url }) => {
@@ -265,6 +265,9 @@ for (const store of ["memory", "redis"] as const) {
       },
       store === "redis"
         ? { gateway: { redis_url: TEST_REDIS_URL, redis_key_prefix: randomPrefix() } }
+        // Rows of the libSQL auth database (the default on PostgreSQL).
+        : store === "auth_db"
+        ? { gateway: { session_store: "auth_db" } }
         : {},
     );
   });
