@@ -1,6 +1,7 @@
 /**
- * Small helpers of the benchmarks: latency percentiles, CPU time of a process
- * read from /proc, and number formatting for markdown tables.
+ * Small helpers of the benchmarks: latency percentiles, medians, CPU time of
+ * processes read from /proc (ours, a server's, everyone else's), the idle
+ * share of the machine, and number formatting for markdown tables.
  *
  * @module
  */
@@ -108,14 +109,6 @@ export async function idleFraction(ms: number): Promise<number> {
   }
 }
 
-/** Waits, at most `maxWaitMs`, until at least `minIdle` of the machine is idle. */
-export async function quiet(minIdle: number, maxWaitMs: number): Promise<number> {
-  const deadline = Date.now() + maxWaitMs;
-  let idle = await idleFraction(500);
-  while (idle < minIdle && Date.now() < deadline) idle = await idleFraction(1000);
-  return idle;
-}
-
 /** Measures CPU of several processes between {@link CpuMeter.start} and {@link CpuMeter.percent}. */
 export class CpuMeter {
   #pids: Array<number | "self">;
@@ -183,34 +176,6 @@ export function table(header: string[], rows: string[][]): string {
   return [line(header), line(header.map(() => "---")), ...rows.map(line)].join("\n");
 }
 
-const BENCHMARKS = new URL("../BENCHMARKS.md", import.meta.url).pathname;
-
-/**
- * Replaces (or appends) the section of BENCHMARKS.md whose first line is
- * `heading`, then formats the file so `deno fmt --check` stays green.
- * The file is re-read right before writing: other benches own other sections.
- */
-export async function writeBenchmarksSection(heading: string, section: string): Promise<void> {
-  let current: string;
-  try {
-    current = await Deno.readTextFile(BENCHMARKS);
-  } catch {
-    current = "# Benchmarks\n\n";
-  }
-  const body = section.replace(/\n*$/, "\n");
-  const start = current.indexOf(heading);
-  let next: string;
-  if (start < 0) {
-    next = current.replace(/\n*$/, "\n\n") + body;
-  } else {
-    const after = current.indexOf("\n## ", start + heading.length);
-    const rest = after < 0 ? "" : current.slice(after + 1);
-    next = current.slice(0, start) + (rest ? body + "\n" + rest : body);
-  }
-  await Deno.writeTextFile(BENCHMARKS, next);
-  await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", BENCHMARKS] }).output();
-}
-
 /** Median of the values (the mean of the middle two for an even count); NaN for none. */
 export function median(values: readonly number[]): number {
   if (values.length === 0) return NaN;
@@ -219,50 +184,60 @@ export function median(values: readonly number[]): number {
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
-const RESULTS = new URL("./results/", import.meta.url).pathname;
-
-/** The commit, machine and runtime a result was measured on. */
-async function provenance(): Promise<Record<string, unknown>> {
-  const git = async (...args: string[]) => {
+/** utime + stime ticks of every process whose /proc/<pid>/comm is `name` (e.g. all of PostgreSQL). */
+export function ticksOfCommand(name: string): number {
+  let total = 0;
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
     try {
-      const output = await new Deno.Command("git", { args, stdout: "piped", stderr: "null" })
-        .output();
-      return new TextDecoder().decode(output.stdout).trim();
+      if (Deno.readTextFileSync(`/proc/${entry.name}/comm`).trim() !== name) continue;
     } catch {
-      return "";
+      continue;
     }
-  };
-  let cpu = "";
-  try {
-    cpu = /model name\s*:\s*(.*)/.exec(await Deno.readTextFile("/proc/cpuinfo"))?.[1] ?? "";
-  } catch { /* not Linux */ }
-  return {
-    commit: await git("rev-parse", "HEAD"),
-    dirty: (await git("status", "--porcelain", "--untracked-files=no")) !== "",
-    machine: {
-      hostname: Deno.hostname(),
-      cores: navigator.hardwareConcurrency,
-      cpu,
-      kernel: Deno.osRelease(),
-      memoryBytes: Deno.systemMemoryInfo().total,
-    },
-    deno: Deno.version.deno,
-  };
+    total += cpuTicks(Number(entry.name)) ?? 0;
+  }
+  return total;
 }
 
 /**
- * Keeps the raw result of a run as `bench/results/<bench>-<time>.json`, with
- * the commit, machine and settings it was measured with; returns the path.
+ * CPU ticks used so far by every process that is neither this one, nor one
+ * of its descendants, nor named in `servers` (servers under test, such as
+ * redis-server, whose work is part of the measurement).
  */
-export async function saveResult(
-  bench: string,
-  settings: Record<string, unknown>,
-  data: unknown,
-): Promise<string> {
-  const time = new Date().toISOString();
-  await Deno.mkdir(RESULTS, { recursive: true });
-  const path = `${RESULTS}${bench}-${time.replace(/[:.]/g, "-")}.json`;
-  const record = { bench, time, ...await provenance(), settings, data };
-  await Deno.writeTextFile(path, JSON.stringify(record, null, 2) + "\n");
-  return path;
+export function foreignTicks(servers: ReadonlySet<string>): Map<number, number> {
+  const parent = new Map<number, number>();
+  const ticks = new Map<number, number>();
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
+      // Fields after the command (which may hold spaces): state ppid … utime(14) stime(15).
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const command = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      if (servers.has(command)) continue;
+      const pid = Number(entry.name);
+      parent.set(pid, Number(fields[1]));
+      ticks.set(pid, Number(fields[11]) + Number(fields[12]));
+    } catch { /* gone */ }
+  }
+  const ours = (pid: number): boolean => {
+    for (let p = pid, hops = 0; p > 1 && hops < 64; p = parent.get(p) ?? 0, hops++) {
+      if (p === Deno.pid) return true;
+    }
+    return false;
+  };
+  for (const pid of [...ticks.keys()]) if (ours(pid)) ticks.delete(pid);
+  return ticks;
+}
+
+/** Cores used by other processes between two {@link foreignTicks} snapshots `seconds` apart. */
+export function foreignCores(
+  before: Map<number, number>,
+  after: Map<number, number>,
+  seconds: number,
+  ticksPerSecond: number,
+): number {
+  let delta = 0;
+  for (const [pid, t] of after) delta += t - (before.get(pid) ?? 0);
+  return seconds > 0 ? delta / ticksPerSecond / seconds : NaN;
 }

@@ -14,28 +14,24 @@
  * answers 503 past its cap. The probes are one request at a time each,
  * from this process.
  *
- * Environment: BENCH_ROUNDS (default 3), BENCH_PHASE_MS (default 4000),
- * BENCH_LOGINS_PER_S (default 100).
+ * Settings: `phase_ms` (BENCH_PHASE_MS, 4000), `logins_per_s`
+ * (BENCH_LOGINS_PER_S, 100), and the harness's `rounds`. Runs on
+ * bench/harness.ts: quiet and flooded phases interleave in rotating order.
  *
  * @module
  */
 import { TokenIssuer } from "../auth/tokens.ts";
-import { freePort, startComponent, stopAll, until } from "./_components.ts";
-import { num, saveResult, summarize, table, writeBenchmarksSection } from "./_stats.ts";
+import { summarize } from "./_stats.ts";
+import {
+  freePort,
+  runBench,
+  startComponent,
+  startStateService,
+  stopAll,
+  until,
+} from "./harness.ts";
 
-const ROUNDS = Number(Deno.env.get("BENCH_ROUNDS") ?? "3");
-const PHASE_MS = Number(Deno.env.get("BENCH_PHASE_MS") ?? "4000");
-const LOGINS_PER_S = Number(Deno.env.get("BENCH_LOGINS_PER_S") ?? "100");
-const SECTION = "## Login flood (deno task bench:login)";
 const JWT_SECRET = "bench-login-secret-of-at-least-32-characters";
-const NO_WRITE = Deno.env.get("BENCH_NO_WRITE") === "1" || Deno.env.has("BENCH_ROUNDS") ||
-  Deno.env.has("BENCH_PHASE_MS") || Deno.env.has("BENCH_LOGINS_PER_S");
-
-const watchdog = setTimeout(async () => {
-  console.error("bench:login: watchdog expired, stopping");
-  await stopAll();
-  Deno.exit(2);
-}, 300_000);
 
 /** p50/p99 of one probe (one request at a time) over `ms`. */
 async function probe(
@@ -90,168 +86,152 @@ function flood(url: string, perSecond: number) {
   };
 }
 
-const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
-};
-const cell = (values: number[]) =>
-  `${num(median(values), 2)} (${num(Math.min(...values), 2)}–${num(Math.max(...values), 2)})`;
-
-try {
-  const started = new Date().toISOString();
-  console.log(`# bench:login (${started}, ${navigator.hardwareConcurrency} cores)\n`);
+await runBench({
+  name: "login",
+  title: "Login flood (deno task bench:login)",
+  command: "`deno task bench:login` (bench/login.ts)",
+  settings: {
+    phase_ms: { env: "BENCH_PHASE_MS", default: 4000, help: "length of each phase" },
+    logins_per_s: { env: "BENCH_LOGINS_PER_S", default: 100, help: "login flood rate" },
+  },
+  watchdogMs: 600_000,
+}, async (bench) => {
+  const { phase_ms: phaseMs, logins_per_s: loginsPerS } = bench.settings;
   const dir = await Deno.makeTempDir({ prefix: "bench-login-" });
-  const brokerEndpoint = `tcp://127.0.0.1:${freePort()}`;
-  const stateFrontend = `tcp://127.0.0.1:${freePort()}`;
-  const stateBackend = `tcp://127.0.0.1:${freePort()}`;
-  const port = freePort();
-  startComponent("broker", ["--endpoint", brokerEndpoint, "--health-port", "0"], {
-    PLANTD_BROKER_BUSES: JSON.stringify([
-      { name: "state", frontend: stateFrontend, backend: stateBackend },
-    ]),
-  });
-  startComponent("state", [
-    "--db",
-    `${dir}/state.db`,
-    "--broker-endpoint",
-    brokerEndpoint,
-    "--health-port",
-    "0",
-    "--bus-endpoint",
-    stateFrontend,
-    "--jwt-secret",
-    JWT_SECRET,
-  ]);
-  startComponent("gateway", [
-    "--port",
-    String(port),
-    "--broker-endpoint",
-    brokerEndpoint,
-    "--buses",
-    JSON.stringify({ state: stateBackend }),
-    "--auth-db",
-    `${dir}/auth.db`,
-    "--metrics-db",
-    "",
-    // The flood's addresses are named by X-Forwarded-For from this "proxy".
-    "--trusted-proxies",
-    JSON.stringify(["127.0.0.1"]),
-    // Request limits far above the probes' rate (they come from one address).
-    "--rate-limit-per-ip",
-    "1000000000",
-    "--rate-limit-per-token",
-    "1000000000",
-  ], { PLANTD_GATEWAY_JWT_SECRET: JWT_SECRET });
-  const url = `http://127.0.0.1:${port}`;
-  const admin = (await new TokenIssuer({ secret: JWT_SECRET, issuer: "plantd", audience: "plantd" })
-    .issue({ sub: "user:bench-admin", name: "bench-admin", roles: [], perms: ["*"] }, 3600)).token;
-  const asAdmin = { authorization: `Bearer ${admin}`, "content-type": "application/json" };
-  await until(
-    async () => {
-      const response = await fetch(`${url}/api/state/bench/key`, {
-        method: "PUT",
-        headers: asAdmin,
-        body: JSON.stringify({ value: "value-of-the-benchmark-key" }),
-      });
-      await response.body?.cancel();
-      return response.ok;
-    },
-    60_000,
-    "gateway with state",
-  );
-  // A logged-in user's token: its check includes the session-epoch lookup.
-  const created = await fetch(`${url}/api/auth/users`, {
-    method: "POST",
-    headers: asAdmin,
-    body: JSON.stringify({ username: "reader", password: "reader-password", roles: ["viewer"] }),
-  });
-  await created.body?.cancel();
-  const login = await fetch(`${url}/api/auth/login`, {
-    method: "POST",
-    headers: { "content-type": "application/json", "x-forwarded-for": "10.255.0.1" },
-    body: JSON.stringify({ username: "reader", password: "reader-password" }),
-  });
-  const { access_token: token } = await login.json();
-  const livez = () => fetch(`${url}/livez`);
-  const cachedGet = () =>
-    fetch(`${url}/api/state/bench/key`, { headers: { authorization: `Bearer ${token}` } });
-  // Warm up (the cache, the connection, the JIT).
-  await probe(cachedGet, 1000);
-  await probe(livez, 500);
-
-  type Phase = { livez: number[]; livez99: number[]; get: number[]; get99: number[] };
-  const phase = (): Phase => ({ livez: [], livez99: [], get: [], get99: [] });
-  const quiet = phase();
-  const flooded = phase();
-  const logins: Array<{ sent: number; statuses: Record<string, number> }> = [];
-  const measure = async (into: Phase) => {
-    // Both probes at once, as a dashboard and a health checker would.
-    const [l, g] = await Promise.all([probe(livez, PHASE_MS), probe(cachedGet, PHASE_MS)]);
-    into.livez.push(l.p50Ms);
-    into.livez99.push(l.p99Ms);
-    into.get.push(g.p50Ms);
-    into.get99.push(g.p99Ms);
-  };
-  for (let round = 0; round < ROUNDS; round++) {
-    await measure(quiet);
-    const driver = flood(url, LOGINS_PER_S);
-    await measure(flooded);
-    const { sent, statuses } = await driver.stop();
-    logins.push({ sent, statuses: Object.fromEntries(statuses) });
-    console.error(`round ${round + 1}/${ROUNDS}: ${sent} logins ${JSON.stringify(logins.at(-1))}`);
-    // Let the pool drain before the next quiet phase.
-    await new Promise((r) => setTimeout(r, 1000));
-  }
-  const rows = [
-    ["GET /livez, no logins", cell(quiet.livez), cell(quiet.livez99)],
-    [
-      `GET /livez, ${LOGINS_PER_S} logins/s (rotating usernames and X-Forwarded-For addresses)`,
-      cell(flooded.livez),
-      cell(flooded.livez99),
-    ],
-    [
-      "cached GET /api/state/bench/key (bearer token of a login), no logins",
-      cell(quiet.get),
-      cell(quiet.get99),
-    ],
-    [
-      `same, ${LOGINS_PER_S} logins/s (rotating usernames and X-Forwarded-For addresses)`,
-      cell(flooded.get),
-      cell(flooded.get99),
-    ],
-  ];
-  const total = (status: string) => logins.reduce((n, l) => n + (l.statuses[status] ?? 0), 0);
-  const sent = logins.reduce((n, l) => n + l.sent, 0);
-  const lines = [
-    `${ROUNDS} interleaved rounds of ${PHASE_MS / 1000} s per phase; median (min–max) over rounds.`,
-    "",
-    table(["probe", "p50 ms", "p99 ms"], rows),
-    "",
-    `Logins during the flood phases: ${sent} sent; ${total("401")} checked (401, argon2id in the ` +
-    `pool), ${total("503")} refused at once with 503 (pool full), ${total("429")} rate limited, ` +
-    `${sent - total("401") - total("503") - total("429")} other.`,
-  ];
-  console.log(lines.join("\n"));
-  const saved = await saveResult("login", {
-    rounds: ROUNDS,
-    phaseMs: PHASE_MS,
-    loginsPerSecond: LOGINS_PER_S,
-    overridden: NO_WRITE,
-  }, { started, quiet, flooded, logins });
-  console.log(`raw result: ${saved}`);
-  if (!NO_WRITE) {
-    await writeBenchmarksSection(
-      SECTION,
-      `${SECTION}\n\nCommand: \`deno task bench:login\` (bench/login.ts). Run ${started} on ` +
-        `${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}. Broker, state service ` +
-        `and one gateway (authentication on, read cache on, \`hash_workers\` 1, ` +
-        `\`hash_max_pending\` 32: the defaults; \`trusted_proxies\` 127.0.0.1 so each login ` +
-        `names its own address) in child processes; probes and logins from the bench process. ` +
-        `Raw results: bench/results/login-<time>.json.\n\n${lines.join("\n")}\n`,
+  try {
+    const brokerEndpoint = `tcp://127.0.0.1:${freePort()}`;
+    const stateFrontend = `tcp://127.0.0.1:${freePort()}`;
+    const stateBackend = `tcp://127.0.0.1:${freePort()}`;
+    const port = freePort();
+    startComponent("broker", ["--endpoint", brokerEndpoint, "--health-port", "0"], {
+      PLANTD_BROKER_BUSES: JSON.stringify([
+        { name: "state", frontend: stateFrontend, backend: stateBackend },
+      ]),
+    });
+    startStateService(`${dir}/state.db`, brokerEndpoint, stateFrontend, [
+      "--jwt-secret",
+      JWT_SECRET,
+    ]);
+    startComponent("gateway", [
+      "--port",
+      String(port),
+      "--broker-endpoint",
+      brokerEndpoint,
+      "--buses",
+      JSON.stringify({ state: stateBackend }),
+      "--auth-db",
+      `${dir}/auth.db`,
+      "--metrics-db",
+      "",
+      // The flood's addresses are named by X-Forwarded-For from this "proxy".
+      "--trusted-proxies",
+      JSON.stringify(["127.0.0.1"]),
+      // Request limits far above the probes' rate (they come from one address).
+      "--rate-limit-per-ip",
+      "1000000000",
+      "--rate-limit-per-token",
+      "1000000000",
+    ], { PLANTD_GATEWAY_JWT_SECRET: JWT_SECRET });
+    const url = `http://127.0.0.1:${port}`;
+    const admin =
+      (await new TokenIssuer({ secret: JWT_SECRET, issuer: "plantd", audience: "plantd" })
+        .issue({ sub: "user:bench-admin", name: "bench-admin", roles: [], perms: ["*"] }, 3600))
+        .token;
+    const asAdmin = { authorization: `Bearer ${admin}`, "content-type": "application/json" };
+    await until(
+      async () => {
+        const response = await fetch(`${url}/api/state/bench/key`, {
+          method: "PUT",
+          headers: asAdmin,
+          body: JSON.stringify({ value: "value-of-the-benchmark-key" }),
+        });
+        await response.body?.cancel();
+        return response.ok;
+      },
+      60_000,
+      "gateway with state",
     );
+    // A logged-in user's token: its check includes the session-epoch lookup.
+    const created = await fetch(`${url}/api/auth/users`, {
+      method: "POST",
+      headers: asAdmin,
+      body: JSON.stringify({ username: "reader", password: "reader-password", roles: ["viewer"] }),
+    });
+    await created.body?.cancel();
+    const login = await fetch(`${url}/api/auth/login`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-forwarded-for": "10.255.0.1" },
+      body: JSON.stringify({ username: "reader", password: "reader-password" }),
+    });
+    const { access_token: token } = await login.json();
+    const livez = () => fetch(`${url}/livez`);
+    const cachedGet = () =>
+      fetch(`${url}/api/state/bench/key`, { headers: { authorization: `Bearer ${token}` } });
+    // Warm up (the cache, the connection, the JIT).
+    await probe(cachedGet, 1000);
+    await probe(livez, 500);
+
+    const flooded = `${loginsPerS} logins/s (rotating usernames and X-Forwarded-For addresses)`;
+    bench.row("livez-quiet", "GET /livez, no logins");
+    bench.row("livez-flood", `GET /livez, ${flooded}`);
+    bench.row("get-quiet", "cached GET /api/state/bench/key (bearer token of a login), no logins");
+    bench.row("get-flood", `same, ${flooded}`);
+    const units = [
+      { key: "quiet", rows: ["livez-quiet", "get-quiet"], flood: false },
+      { key: "flood", rows: ["livez-flood", "get-flood"], flood: true },
+    ];
+    await bench.rounds(units, async (unit) => {
+      const driver = unit.flood ? flood(url, loginsPerS) : undefined;
+      // Both probes at once, as a dashboard and a health checker would.
+      const [l, g] = await Promise.all([probe(livez, phaseMs), probe(cachedGet, phaseMs)]);
+      const logins: Record<string, number> = {};
+      if (driver) {
+        const { sent, statuses } = await driver.stop();
+        const of = (status: number) => statuses.get(status) ?? 0;
+        Object.assign(logins, {
+          "logins sent": sent,
+          "logins 401": of(401),
+          "logins 503": of(503),
+          "logins 429": of(429),
+          "logins other": sent - of(401) - of(503) - of(429),
+        });
+        // Let the pool drain before the next phase.
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+      return new Map([
+        [unit.rows[0]!, { "p50 ms": l.p50Ms, "p99 ms": l.p99Ms, errors: l.errors, ...logins }],
+        [unit.rows[1]!, { "p50 ms": g.p50Ms, "p99 ms": g.p99Ms, errors: g.errors }],
+      ]);
+    });
+  } finally {
+    await stopAll();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
-  await Deno.remove(dir, { recursive: true });
-} finally {
-  clearTimeout(watchdog);
-  await stopAll();
-}
+  const sum = (metric: string) => bench.stats("livez-flood", metric).sum;
+  return {
+    description: "Broker, state service and one gateway in child processes; probes and logins " +
+      "from the bench process. The gateway runs with authentication on, the read cache on, " +
+      "`hash_workers` 1 and `hash_max_pending` 32 (the defaults); not defaults: " +
+      "`trusted_proxies` 127.0.0.1 (so each login names its own address in X-Forwarded-For) and " +
+      "`rate_limit_per_ip`/`rate_limit_per_token` 1e9 (the probes come from one address). " +
+      `Logins rotate usernames (none exists: each costs the dummy argon2id hash). Phases of ` +
+      `${phaseMs / 1000} s, with and without the flood, interleave; the probes send one request ` +
+      "at a time each, both at once.",
+    tables: [{
+      rows: ["livez-quiet", "livez-flood", "get-quiet", "get-flood"],
+      columns: [
+        { header: "probe", show: "label" },
+        { header: "p50 ms (median)", show: "median:p50 ms", decimals: 2 },
+        { header: "p50 range", show: "range:p50 ms", decimals: 2 },
+        { header: "p99 ms (median)", show: "median:p99 ms", decimals: 2 },
+        { header: "p99 range", show: "range:p99 ms", decimals: 2 },
+        { header: "errors", show: "sum:errors" },
+      ],
+    }],
+    notes: [
+      `Logins during the flood phases: ${sum("logins sent")} sent; ${sum("logins 401")} checked ` +
+      `(401, argon2id in the pool), ${sum("logins 503")} refused at once with 503 (pool full), ` +
+      `${sum("logins 429")} rate limited, ${sum("logins other")} other.`,
+    ],
+  };
+});

@@ -3,22 +3,18 @@
  * through the real ingester component (`main.ts metrics` in a child
  * process), next to the ceiling: a plain multi-row INSERT loop written
  * directly with `postgres` in this process, same table, batch size and
- * number of connections, no bus and no parsing. Prints a markdown table and
- * the targets of issue 6 (>= 100,000 points/s, >= 70% of the ceiling) as
- * PASS/FAIL computed from the numbers, and writes its section of
- * BENCHMARKS.md.
+ * number of connections, no bus and no parsing; and paced runs at defaults
+ * with loss counted. Runs on bench/harness.ts: ceiling, ingest and paced runs
+ * interleave in rotating order; median and range over rounds.
  *
- * Each measurement runs {@link ROUNDS} times, ceiling and ingest
- * interleaved so both see the same machine; the medians are compared. An
- * ingest run publishes {@link POINTS} points as fast as one publisher can
- * (high-water marks off everywhere, so nothing is lost on the way) and ends
+ * A saturated ingest run publishes `points` points as fast as one publisher
+ * can (high-water marks off everywhere and a buffer for every point, so
+ * nothing is lost on the way: not the defaults, and labelled so) and ends
  * when the ingester's `metrics_points_written_total` reaches them all: the
  * rate is points over the time from the first publish to the last commit.
- * A run also checks that the database holds every point and that nothing was
- * dropped or rejected.
- *
- * Environment: BENCH_POINTS, BENCH_ROUNDS, BENCH_PG_URL (admin URL of the
- * server; a fresh database is created and dropped), BENCH_NO_WRITE=1.
+ * A run also checks that the database holds every point. A paced run
+ * publishes at a fixed rate through a bus, publisher and ingester at their
+ * defaults and counts what was not written as lost.
  *
  * @module
  */
@@ -27,26 +23,22 @@ import { Bus } from "../bus/bus.ts";
 import { Publisher } from "../bus/publisher.ts";
 import { openPgWriter } from "../metrics/pg.ts";
 import { connectableEndpoint } from "../roles/running.ts";
-import { cpuTicks, median, num, table, ticksPerSecond, writeBenchmarksSection } from "./_stats.ts";
-import { freePort } from "./_components.ts";
+import { cpuTicks, num, ticksOfCommand, ticksPerSecond } from "./_stats.ts";
+import { Child, filesystemOf, freePort, type Metrics, runBench } from "./harness.ts";
 
-const POINTS = Number(Deno.env.get("BENCH_POINTS") ?? "300000");
-const ROUNDS = Number(Deno.env.get("BENCH_ROUNDS") ?? "3");
+/** Points per saturated run: the `points` setting, set when the bench starts. */
+let POINTS = 300_000;
 const WARMUP_POINTS = 20_000;
 const BATCH = 5000;
 const CONNECTIONS = 2;
-const ADMIN_URL = Deno.env.get("BENCH_PG_URL") ?? "postgres://postgres@127.0.0.1:5432/postgres";
-const NO_WRITE = Deno.env.get("BENCH_NO_WRITE") === "1";
-const REPO = new URL("../", import.meta.url).pathname;
-const SECTION = "## Metrics ingest (deno task bench:metrics)";
 const TARGET_RATE = 100_000;
 const TARGET_SHARE = 0.7;
 const T0 = Date.UTC(2024, 0, 1);
 const DEVICES = 20;
 const CHANNELS = 10;
 
-function databaseUrl(name: string): string {
-  const url = new URL(ADMIN_URL);
+function databaseUrl(admin: string, name: string): string {
+  const url = new URL(admin);
   url.pathname = `/${name}`;
   return url.toString();
 }
@@ -125,19 +117,7 @@ interface Run {
 }
 
 /** utime + stime ticks of every postgres process. */
-function postgresTicks(): number {
-  let total = 0;
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      if (Deno.readTextFileSync(`/proc/${entry.name}/comm`).trim() !== "postgres") continue;
-    } catch {
-      continue;
-    }
-    total += cpuTicks(Number(entry.name)) ?? 0;
-  }
-  return total;
-}
+const postgresTicks = () => ticksOfCommand("postgres");
 
 /** Starts CPU accounting; the returned function gives µs per point since. */
 async function cpuMeter(mainPid: number | "self") {
@@ -230,32 +210,20 @@ async function truncate(url: string): Promise<void> {
 // ---------------------------------------------------------------------------
 // The ingester component in a child process.
 
+/** The ingester component (`main.ts metrics`) in a child process, with `env` as its config. */
 class Ingester {
-  readonly process: Deno.ChildProcess;
+  readonly child: Child;
   readonly metricsUrl: string;
 
-  constructor(databaseUrl: string, busBackend: string, port: number) {
+  constructor(env: Record<string, string>, port: number) {
     this.metricsUrl = `http://127.0.0.1:${port}/metrics`;
-    this.process = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--config", `${REPO}deno.json`, `${REPO}main.ts`, "metrics"],
-      cwd: REPO,
-      env: {
-        PLANTD_METRICS_DATABASE_URL: databaseUrl,
-        PLANTD_METRICS_BUS_ENDPOINT: busBackend,
-        PLANTD_METRICS_HEALTH_PORT: String(port),
-        PLANTD_METRICS_RECEIVE_HWM: "0",
-        PLANTD_METRICS_BUFFER_POINTS: String(POINTS * 2 + WARMUP_POINTS * 4),
-        PLANTD_METRICS_BATCH_SIZE: String(BATCH),
-        PLANTD_METRICS_WRITE_CONCURRENCY: String(CONNECTIONS),
-        PLANTD_METRICS_TIMESCALEDB: "off",
-        // The points are from 2024: no retention delete in the middle of a run.
-        PLANTD_METRICS_RETENTION_DAYS: "0",
-        PLANTD_METRICS_LOG_LEVEL: "warn",
-      },
-      stdin: "null",
-      stdout: "inherit",
-      stderr: "inherit",
-    }).spawn();
+    this.child = new Child({
+      name: "ingester",
+      script: "main.ts",
+      args: ["metrics"],
+      env: { ...env, PLANTD_METRICS_HEALTH_PORT: String(port), PLANTD_METRICS_LOG_LEVEL: "warn" },
+      stopBy: "SIGTERM",
+    });
   }
 
   async counters(query = ""): Promise<Record<string, number>> {
@@ -266,6 +234,14 @@ class Ingester {
       if (match) out[match[1]!] = Number(match[2]);
     }
     return out;
+  }
+
+  /** Points dropped and rejected so far (every reason). */
+  async lostCounts(): Promise<{ dropped: number; rejected: number }> {
+    const counters = await this.counters();
+    const sum = (prefix: string) =>
+      Object.entries(counters).filter(([k]) => k.startsWith(prefix)).reduce((a, [, v]) => a + v, 0);
+    return { dropped: sum("metrics_points_dropped"), rejected: sum("metrics_points_rejected") };
   }
 
   /** Polled every 10 ms: asks for the one counter, so the ingester does not collect the rest. */
@@ -291,17 +267,28 @@ class Ingester {
     }
   }
 
-  async stop(): Promise<void> {
-    try {
-      this.process.kill("SIGTERM");
-    } catch { /* gone */ }
-    const timer = setTimeout(() => {
-      try {
-        this.process.kill("SIGKILL");
-      } catch { /* gone */ }
-    }, 10_000);
-    await this.process.status;
-    clearTimeout(timer);
+  /**
+   * Waits until `written` reaches `count` or stops moving for a second;
+   * returns it and when it last moved.
+   */
+  async settleWritten(count: number, timeoutMs = 60_000): Promise<{ written: number; at: number }> {
+    const deadline = performance.now() + timeoutMs;
+    let last = -1;
+    let at = performance.now();
+    while (performance.now() < deadline) {
+      const written = await this.written();
+      if (written !== last) {
+        last = written;
+        at = performance.now();
+      }
+      if (written >= count || performance.now() - at > 1000) break;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    return { written: last, at };
+  }
+
+  stop(): Promise<void> {
+    return this.child.stop(10_000);
   }
 }
 
@@ -330,7 +317,7 @@ async function ingestRun(
   await sql`truncate metrics`;
   const messages = payloads(POINTS, (round + 1) * 10_000_000, payload);
   const before = await ingester.written();
-  const meter = await cpuMeter(ingester.process.pid);
+  const meter = await cpuMeter(ingester.child.pid);
   const started = performance.now();
   const publishing = publish(publisher, messages);
   const ended = await ingester.waitWritten(before + POINTS);
@@ -341,18 +328,84 @@ async function ingestRun(
   return { rate: POINTS / ((ended - started) / 1000), ...cpu };
 }
 
-function machine(): string {
-  const load = Deno.loadavg().map((l) => l.toFixed(2)).join(" ");
-  return `${navigator.hardwareConcurrency} cores, load average ${load} at the start, Deno ${Deno.version.deno}`;
+/**
+ * A paced run at defaults: `rate` points/s for `seconds` through a bus, a
+ * publisher and an ingester all at their defaults; what was not written is lost.
+ */
+async function pacedRun(
+  ingester: Ingester,
+  publisher: Publisher,
+  sql: postgres.Sql,
+  rate: number,
+  seconds: number,
+): Promise<Metrics> {
+  await sql`truncate metrics`;
+  const count = Math.round(rate * seconds);
+  // Timestamps of now: the default retention (30 days) keeps them.
+  const offset = Date.now() - T0;
+  const messages = payloads(count, offset, goPayload);
+  const before = await ingester.written();
+  const lostBefore = await ingester.lostCounts();
+  const started = performance.now();
+  let sent = 0;
+  while (sent < count) {
+    const due = Math.min(count, Math.ceil((performance.now() - started) * rate / 1000));
+    for (; sent < due; sent++) publisher.publish("org.plantd.Metric", messages[sent]!);
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  const published = performance.now();
+  const settled = await ingester.settleWritten(before + count);
+  const written = settled.written - before;
+  const lostAfter = await ingester.lostCounts();
+  return {
+    "offered points/s": count / ((published - started) / 1000),
+    "written points/s": written / ((settled.at - started) / 1000),
+    lost: count - written,
+    "lost %": (count - written) / count * 100,
+    dropped: lostAfter.dropped - lostBefore.dropped,
+    rejected: lostAfter.rejected - lostBefore.rejected,
+  };
 }
 
-async function main(): Promise<void> {
-  const host = machine();
-  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
+const asMetrics = (run: Run): Metrics => ({
+  "points/s": run.rate,
+  "cpu.main": run.mainUs,
+  "cpu.publisher": run.publisherUs,
+  "cpu.postgres": run.postgresUs,
+});
+
+await runBench({
+  name: "metrics",
+  title: "Metrics ingest (deno task bench:metrics)",
+  command: "`deno task bench:metrics` (bench/metrics.ts)",
+  servers: ["postgres"],
+  settings: {
+    points: { env: "BENCH_POINTS", default: 300_000, help: "points per saturated run" },
+    pg_url: {
+      env: "BENCH_PG_URL",
+      default: "postgres://postgres@127.0.0.1:5432/postgres",
+      help: "admin URL of the server (a fresh database is created and dropped)",
+    },
+    paced_rates: {
+      env: "BENCH_PACED_RATES",
+      default: "20000,100000",
+      help: "points/s of the paced runs at defaults",
+    },
+    paced_seconds: { env: "BENCH_PACED_SECONDS", default: 3, help: "length of a paced run" },
+  },
+}, async (bench) => {
+  POINTS = bench.settings.points;
+  const admin = postgres(bench.settings.pg_url, { max: 1, onnotice: () => {} });
   const name = `plantd_bench_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
   await admin.unsafe(`create database ${name}`);
-  const url = databaseUrl(name);
+  const url = databaseUrl(bench.settings.pg_url, name);
   const version = (await admin`select current_setting('server_version') as v`)[0]!.v;
+  const dataDirectory = (await admin`select current_setting('data_directory') as d`)[0]!.d;
+  const fsync = (await admin`select current_setting('fsync') as f`)[0]!.f;
+  const synchronousCommit = (await admin`select current_setting('synchronous_commit') as s`)[0]!.s;
+  const pacedRates = bench.settings.paced_rates.split(",").map(Number).filter((n) => n > 0);
+  // Saturated runs: high-water marks off everywhere and a buffer for every point, so nothing
+  // is lost and the rate is what the slowest part allows (not the defaults: labelled).
   const bus = Bus.start({
     name: "metric",
     frontend: "tcp://127.0.0.1:*",
@@ -360,205 +413,254 @@ async function main(): Promise<void> {
     sendHighWaterMark: 0,
     receiveHighWaterMark: 0,
   });
+  // Paced runs: bus, publisher and ingester at their defaults.
+  const defaultBus = Bus.start({
+    name: "metric",
+    frontend: "tcp://127.0.0.1:*",
+    backend: "tcp://127.0.0.1:*",
+  });
   let ingester: Ingester | undefined;
+  let defaultIngester: Ingester | undefined;
   const single = new Publisher(connectableEndpoint(bus.frontend), { sendHighWaterMark: 0 });
   const frames = new Publisher(connectableEndpoint(bus.frontend), {
     form: "frames",
     sendHighWaterMark: 0,
   });
+  const paced = new Publisher(connectableEndpoint(defaultBus.frontend));
   const sql = postgres(url, { max: 1, onnotice: () => {} });
-  const results = {
-    ceilingGo: [] as Run[],
-    ceilingSeed: [] as Run[],
-    values: [] as Run[],
-    writer: [] as Run[],
-    go: [] as Run[],
-    seed: [] as Run[],
-  };
+  let dropped = 0;
+  let rejected = 0;
+  const bufferPoints = POINTS * 2 + WARMUP_POINTS * 4;
   try {
     // The schema exactly as the ingester makes it (migrations, BRIN index).
     await (await openPgWriter(url, { mode: "off" })).close();
-    ingester = new Ingester(url, connectableEndpoint(bus.backend), freePort());
+    ingester = new Ingester({
+      PLANTD_METRICS_DATABASE_URL: url,
+      PLANTD_METRICS_BUS_ENDPOINT: connectableEndpoint(bus.backend),
+      PLANTD_METRICS_RECEIVE_HWM: "0",
+      PLANTD_METRICS_BUFFER_POINTS: String(bufferPoints),
+      PLANTD_METRICS_BATCH_SIZE: String(BATCH),
+      PLANTD_METRICS_WRITE_CONCURRENCY: String(CONNECTIONS),
+      PLANTD_METRICS_TIMESCALEDB: "off",
+      // The points are from 2024: no retention delete in the middle of a run.
+      PLANTD_METRICS_RETENTION_DAYS: "0",
+    }, freePort());
+    defaultIngester = new Ingester({
+      PLANTD_METRICS_DATABASE_URL: url,
+      PLANTD_METRICS_BUS_ENDPOINT: connectableEndpoint(defaultBus.backend),
+    }, freePort());
     // Warm up: subscription in place, JIT warm, connections open.
-    await ingester.waitWritten(0, 30_000);
-    const warm = async () => {
-      const before = await ingester!.written();
+    const warm = async (
+      target: Ingester,
+      probe: Publisher,
+      bulk: Array<[Publisher, (r: Row) => string]>,
+    ) => {
+      await target.waitWritten(0, 30_000);
+      const before = await target.written();
       let sent = 0;
-      while (await ingester!.written() === before) {
-        single.publish("org.plantd.Metric", goPayload(row(0, -1)));
+      while (await target.written() === before) {
+        probe.publish("org.plantd.Metric", goPayload(row(0, Date.now() - T0)));
         sent++;
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
       // Points published before the subscription took are lost; the rest must
       // be written before any run counts rows.
       await new Promise((resolve) => setTimeout(resolve, 500));
-      const base = await ingester!.written();
+      const base = await target.written();
       if (base > before + sent) throw new Error(`warm-up: ${base - before} written of ${sent}`);
-      await publish(single, payloads(WARMUP_POINTS, -WARMUP_POINTS * 2, goPayload));
-      await publish(frames, payloads(WARMUP_POINTS, -WARMUP_POINTS * 4, seedPayload));
-      await ingester!.waitWritten(base + WARMUP_POINTS * 2);
+      let k = 2;
+      for (const [publisher, payload] of bulk) {
+        await publish(publisher, payloads(WARMUP_POINTS, -WARMUP_POINTS * k, payload));
+        k += 2;
+      }
+      await target.waitWritten(base + WARMUP_POINTS * bulk.length);
     };
-    await warm();
+    await warm(ingester, single, [[single, goPayload], [frames, seedPayload]]);
+    // At defaults a burst would overflow the high-water marks: a short paced run instead.
+    await warm(defaultIngester, paced, []);
+    await pacedRun(defaultIngester, paced, sql, pacedRates[0] ?? 20_000, 1);
     // Warm the direct paths too.
     await ceiling(url, insertSink(url, unnestInsert), BATCH);
     await ceiling(url, insertSink(url, valuesInsert), 2000);
     await ceiling(url, writerSink(url), BATCH);
-    for (let round = 0; round < ROUNDS; round++) {
-      results.ceilingGo.push(await ceiling(url, insertSink(url, unnestInsert), BATCH));
-      results.go.push(await ingestRun(ingester, single, sql, goPayload, round));
-      results.ceilingSeed.push(await ceiling(url, insertSink(url, unnestInsert), BATCH, true));
-      results.seed.push(await ingestRun(ingester, frames, sql, seedPayload, round + ROUNDS));
-      results.values.push(await ceiling(url, insertSink(url, valuesInsert), 2000));
-      results.writer.push(await ceiling(url, writerSink(url), BATCH));
-      console.error(
-        `round ${round + 1}: ceiling ${num(results.ceilingGo.at(-1)!.rate)} / with tags ${
-          num(results.ceilingSeed.at(-1)!.rate)
-        } / VALUES ${num(results.values.at(-1)!.rate)} / writer ${
-          num(results.writer.at(-1)!.rate)
-        }; ingest Go form ${num(results.go.at(-1)!.rate)}, seed form ${
-          num(results.seed.at(-1)!.rate)
-        } points/s`,
+    const lostAtStart = await ingester.lostCounts();
+
+    const points = num(POINTS);
+    const saturated = `${points} points, receive_hwm 0, buffer_points ${num(bufferPoints)}, ` +
+      "bus and publisher HWM 0, retention_days 0 (not defaults)";
+    bench.row(
+      "ceiling-go",
+      "ceiling: `postgres`, INSERT … SELECT FROM unnest(5 arrays) per batch, Go form rows",
+    );
+    bench.row(
+      "ingest-go",
+      `bus → ingester → PostgreSQL, Go logger payload (single frame); ${saturated}`,
+    );
+    bench.row("ceiling-seed", "ceiling: same, rows with tags (jsonb) as the seed form has them");
+    bench.row(
+      "ingest-seed",
+      `bus → ingester → PostgreSQL, seed payload with tags (two frames); ${saturated}`,
+    );
+    bench.row(
+      "values",
+      "for reference: `postgres`, INSERT … VALUES (…),(…) via sql(rows), 2000 rows, Go form rows",
+    );
+    bench.row(
+      "writer",
+      "for reference: the ingester's writer (unnest INSERT, arrays built by it) fed rows from " +
+        "memory, Go form rows",
+    );
+    for (const rate of pacedRates) {
+      bench.row(
+        `paced/${rate}`,
+        "bus → ingester → PostgreSQL at defaults (HWMs 1,000 / receive_hwm 100,000, " +
+          "buffer_points 500,000), Go logger payload, paced",
+        { "offered points/s": rate },
       );
     }
-    const counters = await ingester.counters();
-    const dropped = Object.entries(counters).filter(([k]) => k.startsWith("metrics_points_dropped"))
-      .reduce((sum, [, v]) => sum + v, 0);
-    const rejected = Object.entries(counters).filter(([k]) =>
-      k.startsWith("metrics_points_rejected")
-    ).reduce((sum, [, v]) => sum + v, 0);
-    if (dropped + rejected > 0) throw new Error(`${dropped} dropped, ${rejected} rejected`);
-
-    const rate = (runs: Run[]) => median(runs.map((r) => r.rate));
-    const us = (runs: Run[], key: "mainUs" | "publisherUs" | "postgresUs") =>
-      median(runs.map((r) => r[key])).toFixed(1);
-    const goShare = rate(results.go) / rate(results.ceilingGo);
-    const seedShare = rate(results.seed) / rate(results.ceilingSeed);
-    const slowest = Math.min(rate(results.go), rate(results.seed));
-    const share = Math.min(goShare, seedShare);
-    const pass = (ok: boolean) => ok ? "PASS" : "FAIL";
-    const range = (runs: Run[]) =>
-      `${num(Math.min(...runs.map((r) => r.rate)))} – ${num(Math.max(...runs.map((r) => r.rate)))}`;
-    const med = (runs: Run[], key: "mainUs" | "publisherUs" | "postgresUs") =>
-      median(runs.map((r) => r[key]));
-    /** Where the CPU goes, and what that allows on this machine's cores. */
-    const budget = (form: string, ingest: Run[], direct: Run[]) => {
-      const cores = navigator.hardwareConcurrency;
-      const ingestUs = med(ingest, "mainUs") + med(ingest, "publisherUs") +
-        med(ingest, "postgresUs");
-      const directUs = med(direct, "mainUs") + med(direct, "postgresUs");
-      return `${form}, CPU per point: ingest ${ingestUs.toFixed(1)} µs in all (ingester ${
-        med(ingest, "mainUs").toFixed(1)
-      }, publisher + bus ${med(ingest, "publisherUs").toFixed(1)}, PostgreSQL ${
-        med(ingest, "postgresUs").toFixed(1)
-      }), the ceiling ${directUs.toFixed(1)} µs (client ${med(direct, "mainUs").toFixed(1)}, ` +
-        `PostgreSQL ${med(direct, "postgresUs").toFixed(1)}). With every party sharing ${cores} ` +
-        `cores, that alone puts ingest at about ${
-          (directUs / ingestUs * 100).toFixed(0)
-        }% of the ceiling; the ingester's own cost allows about ${
-          num(1e6 / med(ingest, "mainUs"))
-        } points/s on a core of its own.`;
-    };
-    const line = (path: string, runs: Run[], ingest: boolean) => [
-      path,
-      num(rate(runs)),
-      range(runs),
-      us(runs, "mainUs"),
-      ingest ? us(runs, "publisherUs") : "",
-      us(runs, "postgresUs"),
+    type Unit = { key: string; measure: (round: number) => Promise<Metrics> };
+    const units: Unit[] = [
+      {
+        key: "ceiling-go",
+        measure: async () => asMetrics(await ceiling(url, insertSink(url, unnestInsert), BATCH)),
+      },
+      {
+        key: "ingest-go",
+        measure: async (round) =>
+          asMetrics(await ingestRun(ingester!, single, sql, goPayload, round)),
+      },
+      {
+        key: "ceiling-seed",
+        measure: async () =>
+          asMetrics(await ceiling(url, insertSink(url, unnestInsert), BATCH, true)),
+      },
+      {
+        key: "ingest-seed",
+        measure: async (round) =>
+          asMetrics(await ingestRun(ingester!, frames, sql, seedPayload, round + 100)),
+      },
+      {
+        key: "values",
+        measure: async () => asMetrics(await ceiling(url, insertSink(url, valuesInsert), 2000)),
+      },
+      {
+        key: "writer",
+        measure: async () => asMetrics(await ceiling(url, writerSink(url), BATCH)),
+      },
+      ...pacedRates.map((rate) => ({
+        key: `paced/${rate}`,
+        measure: () => pacedRun(defaultIngester!, paced, sql, rate, bench.settings.paced_seconds),
+      })),
     ];
-    const section = [
-      SECTION,
-      "",
-      `${
-        POINTS.toLocaleString("en")
-      } points per run, ${ROUNDS} runs each (median shown), batches of ${BATCH}, ` +
-      `${CONNECTIONS} connections, plain PostgreSQL ${version} (BRIN index on time; TimescaleDB is not ` +
-      `installed here) on this machine; ${host}. The ingester is \`main.ts metrics\` in its own process; ` +
-      `points go publisher (payloads encoded before the clock starts) → metric bus (XSUB/XPUB proxy) → ` +
-      `ingester → PostgreSQL; a run ends when the ingester has committed the last point. The ceiling is the issue's plain ` +
-      `multi-row INSERT loop written directly with \`postgres\` from rows in memory (same table, rows, ` +
-      `batch size and connections; no bus, no JSON), in the faster of the two INSERT forms measured ` +
-      `(one statement, five array parameters, serialized by the driver). The last row feeds the ` +
-      `ingester's own writer from memory, so the cost of bus and parsing shows against the same ` +
-      `write path. The ingester shares the 2 cores with PostgreSQL and ` +
-      `the publisher; the ceiling shares them with PostgreSQL only. Other engineers run tests and ` +
-      `benchmarks on this machine at the same time, so runs are noisy; ceiling and ingest runs are ` +
-      `interleaved so both see the same load. The CPU columns say where the time goes: with 2 cores, ` +
-      `ingest can go no faster than about 2 s / (the sum of its three columns) per point, the ceiling ` +
-      `no faster than 2 s / (client + PostgreSQL); PostgreSQL's column counts every postgres process ` +
-      `on the machine, other users' too.`,
-      "",
-      table([
-        "path",
-        "points/s (median)",
-        "range over runs",
-        "CPU µs/point: ingester (or client)",
-        "publisher + bus",
-        "PostgreSQL",
-      ], [
-        line(
-          "ceiling: `postgres`, INSERT … SELECT FROM unnest(5 arrays) per batch, Go form rows",
-          results.ceilingGo,
-          false,
-        ),
-        line("bus → ingester → PostgreSQL, Go logger payload (single frame)", results.go, true),
-        line(
-          "ceiling: same, rows with tags (jsonb) as the seed form has them",
-          results.ceilingSeed,
-          false,
-        ),
-        line(
-          "bus → ingester → PostgreSQL, seed payload with tags (two frames)",
-          results.seed,
-          true,
-        ),
-        line(
-          "for reference: `postgres`, INSERT … VALUES (…),(…) via sql(rows), 2000 rows, Go form rows",
-          results.values,
-          false,
-        ),
-        line(
-          "for reference: the ingester's writer (unnest INSERT, arrays built by it) fed rows from memory, Go form rows",
-          results.writer,
-          false,
-        ),
-      ]),
-      "",
-      table(["target", "measured", "result"], [
-        [
-          `ingest >= ${num(TARGET_RATE)} points/s`,
-          `${num(slowest)} (slower of the two forms)`,
-          pass(slowest >= TARGET_RATE),
-        ],
-        [
-          `ingest >= ${TARGET_SHARE * 100}% of the ceiling`,
-          `Go form ${(goShare * 100).toFixed(0)}%, seed form ${(seedShare * 100).toFixed(0)}% ` +
-          `of the unnest ceiling with the same rows`,
-          pass(share >= TARGET_SHARE),
-        ],
-      ]),
-      "",
-      `Every run checked: the database held all ${POINTS.toLocaleString("en")} points; ` +
-      `the ingester dropped ${dropped} and rejected ${rejected} over the whole benchmark.`,
-      `Against its own write path fed from memory (no bus, no JSON), Go form ingest ` +
-      `runs at ${(rate(results.go) / rate(results.writer) * 100).toFixed(0)}%.`,
-      "",
-      budget("Go form", results.go, results.ceilingGo),
-      "",
-      budget("Seed form", results.seed, results.ceilingSeed),
-      "",
-    ].join("\n");
-    console.log(section);
-    if (!NO_WRITE) await writeBenchmarksSection(SECTION, section);
+    await bench.rounds(units, (unit, round) => unit.measure(round));
+    const lostAtEnd = await ingester.lostCounts();
+    dropped = lostAtEnd.dropped - lostAtStart.dropped;
+    rejected = lostAtEnd.rejected - lostAtStart.rejected;
   } finally {
     await ingester?.stop();
+    await defaultIngester?.stop();
     await single.close();
     await frames.close();
+    await paced.close();
     await sql.end();
     await bus.close();
+    await defaultBus.close();
     await admin.unsafe(`drop database if exists ${name} with (force)`);
     await admin.end();
   }
-}
 
-if (import.meta.main) await main();
+  const med = (key: string, metric: string) => bench.stats(key, metric).median;
+  /** Where the CPU goes, and what that allows on this machine's cores. */
+  const budget = (form: string, ingest: string, direct: string) => {
+    const cores = navigator.hardwareConcurrency;
+    const ingestUs = med(ingest, "cpu.main") + med(ingest, "cpu.publisher") +
+      med(ingest, "cpu.postgres");
+    const directUs = med(direct, "cpu.main") + med(direct, "cpu.postgres");
+    return `${form}, CPU per point (medians): ingest ${num(ingestUs, 1)} µs in all (ingester ${
+      num(med(ingest, "cpu.main"), 1)
+    }, publisher + bus ${num(med(ingest, "cpu.publisher"), 1)}, PostgreSQL ${
+      num(med(ingest, "cpu.postgres"), 1)
+    }), the ceiling ${num(directUs, 1)} µs (client ${num(med(direct, "cpu.main"), 1)}, ` +
+      `PostgreSQL ${num(med(direct, "cpu.postgres"), 1)}). With every party sharing ${cores} ` +
+      `cores, that alone puts ingest at about ${num(directUs / ingestUs * 100)}% of the ` +
+      `ceiling; the ingester's own cost allows about ${
+        num(1e6 / med(ingest, "cpu.main"))
+      } points/s on a core of its own.`;
+  };
+  const cpuColumns = [
+    { header: "CPU µs/point: ingester (or client)", show: "median:cpu.main", decimals: 1 },
+    { header: "publisher + bus", show: "median:cpu.publisher", decimals: 1 },
+    { header: "PostgreSQL", show: "median:cpu.postgres", decimals: 1 },
+  ];
+  return {
+    description: `${num(POINTS)} points per saturated run, batches of ${BATCH}, ${CONNECTIONS} ` +
+      `connections, PostgreSQL ${version} (plain tables with a BRIN index on time; the ` +
+      `saturated ingester runs with timescaledb off), data directory on ` +
+      `${filesystemOf(dataDirectory)} (fsync ${fsync}, synchronous_commit ${synchronousCommit}). ` +
+      "The ingester is `main.ts metrics` in its own process; points go publisher (payloads " +
+      "encoded before the clock starts) → metric bus (XSUB/XPUB proxy, in the bench process) → " +
+      "ingester → PostgreSQL; a saturated run publishes as fast as one publisher can and ends " +
+      "when the ingester has committed the last point. The ceiling is a plain multi-row INSERT " +
+      "loop written directly with `postgres` from rows in memory (same table, rows, batch size " +
+      "and connections; no bus, no JSON). PostgreSQL's CPU column counts every postgres process " +
+      "on the machine, other users' too. The paced runs use a second bus, publisher and " +
+      `ingester at their defaults: ${bench.settings.paced_seconds} s at a fixed rate, and ` +
+      "what the ingester did not write once its count stopped moving is lost.",
+    tables: [
+      {
+        title: "Saturated, lossless",
+        rows: ["ceiling-go", "ingest-go", "ceiling-seed", "ingest-seed", "values", "writer"],
+        columns: [
+          { header: "path", show: "label" },
+          { header: "points/s (median)", show: "median:points/s" },
+          { header: "range", show: "range:points/s" },
+          ...cpuColumns,
+        ],
+        after: `Every saturated run checked that the database held all ${num(POINTS)} points; ` +
+          `the ingester dropped ${dropped} and rejected ${rejected} points over the benchmark.`,
+      },
+      {
+        title: "Paced, at defaults",
+        rows: pacedRates.map((rate) => `paced/${rate}`),
+        columns: [
+          { header: "path", show: "label" },
+          { header: "offered points/s", show: "param:offered points/s" },
+          {
+            header: "written points/s, first publish to last write (median)",
+            show: "median:written points/s",
+          },
+          { header: "range", show: "range:written points/s" },
+          { header: "lost % (median)", show: "median:lost %", decimals: 2 },
+          { header: "lost % (max)", show: "max:lost %", decimals: 2 },
+          { header: "dropped by the ingester (all runs)", show: "sum:dropped" },
+        ],
+      },
+    ],
+    notes: [
+      budget("Go form", "ingest-go", "ceiling-go"),
+      budget("Seed form", "ingest-seed", "ceiling-seed"),
+    ],
+    checks: [
+      {
+        name: `ingest >= ${num(TARGET_RATE)} points/s (slower of the two forms)`,
+        value: { rows: ["ingest-go", "ingest-seed"], metric: "points/s", combine: "min" },
+        op: ">=",
+        target: TARGET_RATE,
+      },
+      {
+        name: `ingest >= ${TARGET_SHARE * 100}% of the ceiling, Go form`,
+        value: { rows: ["ingest-go"], metric: "points/s" },
+        op: ">=",
+        target: { rows: ["ceiling-go"], metric: "points/s" },
+        factor: TARGET_SHARE,
+      },
+      {
+        name: `ingest >= ${TARGET_SHARE * 100}% of the ceiling, seed form`,
+        value: { rows: ["ingest-seed"], metric: "points/s" },
+        op: ">=",
+        target: { rows: ["ceiling-seed"], metric: "points/s" },
+        factor: TARGET_SHARE,
+      },
+    ],
+  };
+});

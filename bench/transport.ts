@@ -2,7 +2,7 @@
  * `deno task bench:transport`: memory of the broker's ZMTP ROUTER (issue #17).
  *
  * - Idle peers: RSS of a broker child (`main.ts broker`, defaults) before and
- *   after {@link PEERS} raw TCP peers complete the handshake (each sends an
+ *   after `peers` raw TCP peers complete the handshake (each sends an
  *   MMI query and gets the answer, so each is known handshaken), per peer.
  * - Slow readers: {@link SLOW_READERS} raw clients each send
  *   {@link SLOW_REQUESTS} echo requests of 1 MiB and never read; the broker's
@@ -10,9 +10,9 @@
  *   with the default `max_buffered_output_bytes` (256 MiB) and with it out of
  *   the way (each peer still has its own 64 MiB cap).
  *
- * BENCH_PEERS (default 10,000) and BENCH_SLOW=0 (idle peers only) for
- * investigations. Prints a markdown table; the raw figures go to bench/results/. Needs about
- * 2 x {@link PEERS} file descriptors (one process each side).
+ * Settings `peers` (BENCH_PEERS, 10,000) and `slow` (BENCH_SLOW=0: idle
+ * peers only). Runs on bench/harness.ts; needs about 2 x `peers` file
+ * descriptors (one process each side).
  *
  * @module
  */
@@ -23,10 +23,9 @@ import {
   readyCommand,
 } from "../transport/zmtp/codec.ts";
 import { ECHO_SERVICE } from "../workers/echo.ts";
-import { freePort, startComponent, stopAll, until } from "./_components.ts";
-import { num, saveResult, table } from "./_stats.ts";
+import { num } from "./_stats.ts";
+import { freePort, type Metrics, runBench, startComponent, until } from "./harness.ts";
 
-const PEERS = Number(Deno.env.get("BENCH_PEERS") ?? 10_000);
 const SLOW_READERS = 8;
 const SLOW_REQUESTS = 80;
 const encoder = new TextEncoder();
@@ -92,7 +91,9 @@ async function startBroker(extra: string[] = []) {
   return { broker, port };
 }
 
-async function idlePeers(): Promise<{ before: number; after: number; perPeer: number }> {
+async function idlePeers(
+  peers: number,
+): Promise<{ before: number; after: number; perPeer: number }> {
   const { broker, port } = await startBroker();
   const mmi = clientRequest("mmi.service", encoder.encode("nobody"));
   const conns: Deno.TcpConn[] = [];
@@ -101,15 +102,15 @@ async function idlePeers(): Promise<{ before: number; after: number; perPeer: nu
     await readPast(probe, ROUTER_HELLO);
     probe.close();
     const before = rss(broker.pid);
-    for (let i = 0; i < PEERS; i += 500) {
+    for (let i = 0; i < peers; i += 500) {
       const batch = await Promise.all(
-        Array.from({ length: Math.min(500, PEERS - i) }, () => rawPeer(port, mmi)),
+        Array.from({ length: Math.min(500, peers - i) }, () => rawPeer(port, mmi)),
       );
       await Promise.all(batch.map((conn) => readPast(conn, ROUTER_HELLO)));
       conns.push(...batch);
     }
     const after = rss(broker.pid);
-    return { before, after, perPeer: (after - before) / PEERS };
+    return { before, after, perPeer: (after - before) / peers };
   } finally {
     for (const conn of conns) conn.close();
     await broker.stop();
@@ -167,33 +168,75 @@ async function slowReaders(extra: string[]): Promise<{ before: number; peak: num
   }
 }
 
-try {
-  const idle = await idlePeers();
-  const slow = Deno.env.get("BENCH_SLOW") !== "0";
-  const none = { before: 0, peak: 0 };
-  const limited = slow ? await slowReaders([]) : none;
-  const unlimited = slow
-    ? await slowReaders(["--max-buffered-output-bytes", String(2 ** 40)])
-    : none;
-  const mb = (n: number) => num(n / 1e6, 1);
-  console.log(table(["measure", "figure"], [
-    [`broker RSS per idle handshaken peer, ${PEERS} peers`, `${num(idle.perPeer / 1024, 1)} KiB`],
-    [`broker RSS with ${PEERS} idle peers`, `${mb(idle.after)} MB (${mb(idle.before)} MB before)`],
-    [
-      `peak broker RSS, ${SLOW_READERS} slow readers x ${SLOW_REQUESTS} MiB, max_buffered_output_bytes 256 MiB`,
-      `${mb(limited.peak)} MB (${mb(limited.before)} MB before)`,
+await runBench({
+  name: "transport",
+  title: "Transport memory (deno task bench:transport)",
+  command: "`deno task bench:transport` (bench/transport.ts)",
+  settings: {
+    peers: { env: "BENCH_PEERS", default: 10_000, help: "idle handshaken peers" },
+    slow: { env: "BENCH_SLOW", default: true, help: "also measure slow readers" },
+  },
+}, async (bench) => {
+  const peers = bench.settings.peers;
+  const mb = (n: number) => n / 1e6;
+  bench.row("idle", `broker (defaults) with ${num(peers)} idle handshaken peers`);
+  const units: Array<{ key: string; extra?: string[] }> = [{ key: "idle" }];
+  if (bench.settings.slow) {
+    bench.row(
+      "limited",
+      `${SLOW_READERS} slow readers x ${SLOW_REQUESTS} MiB of echo replies, ` +
+        "max_buffered_output_bytes 256 MiB (the default)",
+    );
+    bench.row(
+      "unlimited",
+      "the same, max_buffered_output_bytes out of the way (2^40; 64 MiB per peer only)",
+    );
+    units.push({ key: "limited", extra: [] }, {
+      key: "unlimited",
+      extra: ["--max-buffered-output-bytes", String(2 ** 40)],
+    });
+  }
+  await bench.rounds(units, async (unit): Promise<Metrics> => {
+    if (unit.key === "idle") {
+      const idle = await idlePeers(peers);
+      return {
+        "KiB per peer": idle.perPeer / 1024,
+        "MB before": mb(idle.before),
+        "MB after": mb(idle.after),
+      };
+    }
+    const slow = await slowReaders(unit.extra!);
+    return { "peak MB": mb(slow.peak), "MB before": mb(slow.before) };
+  });
+  return {
+    description: "Resident memory (VmRSS) of a broker child process (`main.ts broker`, defaults " +
+      "unless the row says otherwise), a fresh one per run. Idle peers: raw TCP peers that " +
+      "complete the ZMTP handshake and one MMI query each, RSS before and after. Slow readers: " +
+      `${SLOW_READERS} raw clients each send ${SLOW_REQUESTS} echo requests of 1 MiB and never ` +
+      "read; the broker's peak RSS (sampled every 50 ms until it has not grown for 3 s) while " +
+      "the echo worker answers and the replies pile up for them.",
+    tables: [
+      {
+        rows: ["idle"],
+        columns: [
+          { header: "measure", show: "label" },
+          { header: "KiB per peer (median)", show: "median:KiB per peer", decimals: 1 },
+          { header: "range", show: "range:KiB per peer", decimals: 1 },
+          { header: "MB before", show: "median:MB before", decimals: 1 },
+          { header: "MB after", show: "median:MB after", decimals: 1 },
+        ],
+      },
+      ...(bench.settings.slow
+        ? [{
+          rows: ["limited", "unlimited"],
+          columns: [
+            { header: "measure", show: "label" },
+            { header: "peak MB (median)", show: "median:peak MB", decimals: 1 },
+            { header: "range", show: "range:peak MB", decimals: 1 },
+            { header: "MB before", show: "median:MB before", decimals: 1 },
+          ],
+        }]
+        : []),
     ],
-    [
-      "the same, max_buffered_output_bytes out of the way (64 MiB per peer only)",
-      `${mb(unlimited.peak)} MB (${mb(unlimited.before)} MB before)`,
-    ],
-  ]));
-  const path = await saveResult(
-    "transport",
-    { peers: PEERS, slowReaders: SLOW_READERS, slowRequestsMiB: SLOW_REQUESTS },
-    { idle, limited, unlimited },
-  );
-  console.log(`raw results: ${path}`);
-} finally {
-  await stopAll();
-}
+  };
+});

@@ -24,6 +24,7 @@ import type { Frames } from "../transport/frames.ts";
 import { brokerErrorBody, type BrokerErrorCode } from "./errors.ts";
 import { Fifo } from "./fifo.ts";
 import { patternCovers } from "../mdp/service_pattern.ts";
+import { BROKER_EXTENSIONS } from "../mdp/negotiation.ts";
 import type { RefusalReason, ServicePolicy } from "./service_policy.ts";
 
 /** Options of the broker. */
@@ -54,6 +55,13 @@ export interface BrokerOptions {
    * Absent: any peer may serve any name but the reserved ones (plaintext).
    */
   servicePolicy?: ServicePolicy;
+  /**
+   * Asked for each client request before anything else is done with it (the
+   * Binary Star vote of a broker pair, broker/pair.ts): false refuses it
+   * with BROKER_PASSIVE, neither queued nor given to a worker, so the client
+   * may take it to the other broker. @default every request is served
+   */
+  admitClient?: () => boolean;
 }
 
 /** What the broker reports about itself; the telemetry layer turns these into metrics. */
@@ -83,6 +91,9 @@ export interface DroppedFrom {
   /** What the peer was sent instead of silence, if anything. */
   answered?: "DISCONNECT" | "error reply";
 }
+
+const PASSIVE_MESSAGE =
+  "This broker is the passive one of a pair and routes no requests: send it to the active broker";
 
 /** Service name the broker answers itself with real data. */
 export const BROKER_SERVICE = "org.plantd.Broker";
@@ -190,6 +201,7 @@ export class Broker {
   readonly #requeueLostServices: readonly string[];
   readonly #version: string;
   readonly #started: number;
+  readonly #admitClient: (() => boolean) | undefined;
   #policy: ServicePolicy | undefined;
   #services = new Map<string, Service>();
   #workers = new Map<string, Worker>();
@@ -213,6 +225,7 @@ export class Broker {
     this.#requeueLostServices = options.requeueLostServices ?? [];
     this.#version = options.version ?? "0.1.0";
     this.#policy = options.servicePolicy;
+    this.#admitClient = options.admitClient;
     this.#started = now();
     this.#nextHeartbeat = this.#started + this.#heartbeatMs;
   }
@@ -312,6 +325,20 @@ export class Broker {
     }
   }
 
+  /**
+   * Refuses every queued request with BROKER_PASSIVE (a broker of a pair
+   * going passive routes nothing more): none was given to a worker, so its
+   * client may send it to the other broker. Requests workers hold are kept:
+   * their replies still come back through this broker.
+   */
+  refuseQueued(): void {
+    for (const service of this.#services.values()) {
+      for (const request of service.requests.removeWhere(() => true)) {
+        this.#fail(request, "BROKER_PASSIVE", PASSIVE_MESSAGE);
+      }
+    }
+  }
+
   /** A snapshot of every service with at least one worker or queued request. */
   services(): ServiceInfo[] {
     return [...this.#services.values()]
@@ -406,7 +433,13 @@ export class Broker {
       attempts: 0,
     };
     this.#observer.request?.(m.service);
+    // Every request is a vote of the pair (it may make a passive broker take over)...
+    const admitted = this.#admitClient ? this.#admitClient() : true;
+    // ...but mmi.* is answered by the broker itself and routes nothing: a passive broker
+    // answers it too, so a client's first question (mmi.broker, negotiation.ts) gets a
+    // real answer there and its requests then move on BROKER_PASSIVE.
     if (m.service.startsWith("mmi.")) return this.#mmi(request);
+    if (!admitted) return this.#fail(request, "BROKER_PASSIVE", PASSIVE_MESSAGE);
     if (m.body.length === 0) {
       return this.#fail(request, "EMPTY_REQUEST", "A request needs at least one body frame");
     }
@@ -627,6 +660,8 @@ export class Broker {
           uptime_s: Math.round((this.#now() - this.#started) / 1000),
           services: this.services().length,
           workers: this.#workers.size,
+          // What a client may send beyond plain MDP (mdp/negotiation.ts asks for it).
+          extensions: BROKER_EXTENSIONS,
         }));
       default:
         return answer("501");

@@ -15,7 +15,12 @@ export type BrokerErrorCode =
   | "QUEUE_FULL"
   | "SHUTTING_DOWN"
   /** A client message the broker cannot read as a request (e.g. command 0x02). */
-  | "BAD_REQUEST";
+  | "BAD_REQUEST"
+  /**
+   * The broker is the passive one of a pair (docs/ha.md): the request was
+   * not queued nor given to a worker, so it may be sent to the other broker.
+   */
+  | "BROKER_PASSIVE";
 
 /** The body frame of a broker-made error reply. */
 export function brokerErrorBody(

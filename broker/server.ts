@@ -4,12 +4,10 @@
  * @module
  */
 import type { CurveServerKeys } from "../transport/curve.ts";
-import { type ListenerEvent, ListenerGuard } from "../transport/guard.ts";
+import type { ListenerEvent } from "../transport/guard.ts";
 import type { HeartbeatOptions } from "../transport/heartbeat.ts";
-import { ZMQ_ROUTER } from "../transport/libzmq.ts";
-import { type MessageSocket, type TransportChoice, usesZmtp } from "../transport/message_socket.ts";
-import { NativeSocket, splitEndpoint } from "../transport/native_socket.ts";
-import { ZmtpRouter } from "../transport/zmtp/router.ts";
+import type { MessageSocket, TransportChoice } from "../transport/message_socket.ts";
+import { listenRouter, type RouterListener } from "../transport/router_listener.ts";
 import { Broker, type BrokerObserver, type BrokerOptions } from "./broker.ts";
 import { ServicePolicy } from "./service_policy.ts";
 
@@ -49,26 +47,24 @@ export class BrokerServer {
   /** Which ROUTER serves the endpoint: TypeScript ZMTP or libzmq's (CURVE, ipc, or asked for). */
   readonly transport: "zmtp" | "libzmq";
   #socket: MessageSocket;
-  #guard: ListenerGuard | undefined;
+  #listener: RouterListener;
   #timer: ReturnType<typeof setInterval>;
   #loop: Promise<void>;
   #onError: (error: unknown) => void;
   #loopEnded = false;
 
   private constructor(
-    socket: MessageSocket,
-    guard: ListenerGuard | undefined,
-    endpoint: string,
+    listener: RouterListener,
     broker: Broker,
     tickMs: number,
     onError: (error: unknown) => void,
   ) {
-    this.#socket = socket;
-    this.#guard = guard;
+    this.#listener = listener;
+    this.#socket = listener.socket;
     this.#onError = onError;
     this.broker = broker;
-    this.endpoint = endpoint;
-    this.transport = socket instanceof ZmtpRouter ? "zmtp" : "libzmq";
+    this.endpoint = listener.endpoint;
+    this.transport = listener.transport;
     this.#timer = setInterval(() => broker.tick(), tickMs);
     this.#loop = this.#run();
   }
@@ -79,72 +75,31 @@ export class BrokerServer {
   }
 
   /** Binds and starts serving. Throws a BindError when the endpoint is taken or invalid. */
-  static start(
+  static async start(
     options: BrokerServerOptions = {},
     observer: BrokerObserver = {},
   ): Promise<BrokerServer> {
     const maxBytes = options.maxMessageBytes ?? 16 * 1024 * 1024;
     if (options.servicePolicy && !options.curve) {
       // Plaintext peers carry no key a policy could name.
-      return Promise.reject(new Error("a service policy needs CURVE on the broker endpoint"));
+      throw new Error("a service policy needs CURVE on the broker endpoint");
     }
     const servicePolicy = options.curve ? options.servicePolicy ?? new ServicePolicy() : undefined;
-    const requested = options.endpoint ?? "tcp://127.0.0.1:9797";
-    const { mode, address } = splitEndpoint(requested, "bind");
-    let socket: MessageSocket;
-    let endpoint: string;
-    let guard: ListenerGuard | undefined;
-    if (mode === "bind" && usesZmtp(address, options.curve, options.transport)) {
-      const onEvent = options.onListenerEvent;
-      const router = ZmtpRouter.bind(address, "broker", {
-        linger: 200,
-        ...options.wireHeartbeat,
-        ...(options.handover ? { handover: true } : {}),
-        maxMessageSize: maxBytes,
-        // The same count as a large message the broker itself sees (libzmq delivers those).
-        onOversized: () => observer.drop?.("message too large"),
-        maxConnections: options.maxConnections ?? 10_000,
-        maxBufferedOutputBytes: options.maxBufferedOutputBytes ?? 256 * 1024 * 1024,
-        ...(options.onLimit ? { onLimit: options.onLimit } : {}),
-        ...(onEvent
-          ? {
-            // Counted as disconnects, as libzmq's monitor reported them; the reason is logged.
-            onConnectionEnd: (end) =>
-              onEvent({
-                type: "disconnected",
-                endpoint: "broker",
-                ...(end.refused ? { reason: end.reason, address: end.address } : {}),
-              }),
-          }
-          : {}),
-      });
-      socket = router;
-      endpoint = router.endpoint;
-    } else {
-      const native = new NativeSocket(ZMQ_ROUTER, {
-        linger: 200,
-        // libzmq drops the connection of a peer that sends a larger frame.
-        maxMessageSize: maxBytes,
-        sendHighWaterMark: 100_000,
-        receiveHighWaterMark: 100_000,
-        notifyPeerGone: true,
-        ...options.wireHeartbeat,
-        ...(options.handover ? { handover: true } : {}),
-      });
-      try {
-        guard = ListenerGuard.apply(native, {
-          endpoint: "broker",
-          ...(options.curve ? { curve: options.curve } : {}),
-          ...(options.onListenerEvent ? { onEvent: options.onListenerEvent } : {}),
-        });
-        endpoint = native.attach(requested, "bind", "broker");
-      } catch (error) {
-        guard?.detach();
-        native.close();
-        return (guard?.close() ?? Promise.resolve()).then(() => Promise.reject(error));
-      }
-      socket = native;
-    }
+    const listener = await listenRouter(options.endpoint ?? "tcp://127.0.0.1:9797", {
+      label: "broker",
+      ...(options.curve ? { curve: options.curve } : {}),
+      ...(options.transport ? { transport: options.transport } : {}),
+      ...(options.onListenerEvent ? { onListenerEvent: options.onListenerEvent } : {}),
+      ...(options.wireHeartbeat ? { wireHeartbeat: options.wireHeartbeat } : {}),
+      ...(options.handover ? { handover: true } : {}),
+      maxMessageSize: maxBytes,
+      // The same count as a large message the broker itself sees (libzmq delivers those).
+      onOversized: () => observer.drop?.("message too large"),
+      maxConnections: options.maxConnections ?? 10_000,
+      maxBufferedOutputBytes: options.maxBufferedOutputBytes ?? 256 * 1024 * 1024,
+      ...(options.onLimit ? { onLimit: options.onLimit } : {}),
+    });
+    const socket = listener.socket;
     const broker = new Broker(
       (identity, frames) => {
         // A ROUTER never blocks: a message to a peer that is gone or full is dropped.
@@ -166,9 +121,7 @@ export class BrokerServer {
     socket.onPeerGone?.((routingId) => broker.peerGone(routingId));
     const onError = (error: unknown) =>
       observer.drop?.(`socket error: ${(error as Error).message}`);
-    return Promise.resolve(
-      new BrokerServer(socket, guard, endpoint, broker, options.tickMs ?? 250, onError),
-    );
+    return new BrokerServer(listener, broker, options.tickMs ?? 250, onError);
   }
 
   async #run(): Promise<void> {
@@ -188,9 +141,8 @@ export class BrokerServer {
     clearInterval(this.#timer);
     this.broker.shutdown();
     // Linger (200 ms) lets the DISCONNECTs and error replies already queued go out.
-    this.#guard?.detach();
-    this.#socket.close();
+    const closed = this.#listener.close();
     await this.#loop;
-    await this.#guard?.close();
+    await closed;
   }
 }

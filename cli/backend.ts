@@ -8,13 +8,13 @@
  */
 import type { Health } from "../telemetry/health.ts";
 
-/** A service known to the broker. */
+/** A service known to the broker; counts are null where the broker does not tell them (mmi.service). */
 export interface ServiceRow {
   name: string;
-  workers: number;
-  idle: number;
-  busy: number;
-  queued: number;
+  workers: number | null;
+  idle: number | null;
+  busy: number | null;
+  queued: number | null;
 }
 
 /** A reply frame: text (plus the parsed value when JSON), or base64 when not UTF-8. */
@@ -56,7 +56,10 @@ export interface SubscribeOptions {
 export interface Backend {
   /** Where requests go, for messages. */
   readonly target: string;
-  services(): Promise<ServiceRow[]>;
+  /** The broker's services, or those of `names`. */
+  services(names?: string[]): Promise<ServiceRow[]>;
+  /** Set when the listing is not the broker's own (a note for the user). */
+  servicesSource?(): string | undefined;
   /** Sends `[operation, json]` to `service`; resolves with the final reply's frames. */
   call(service: string, operation: string, json: string): Promise<Frame[]>;
   health(): Promise<Health>;

@@ -157,6 +157,17 @@ Deno.test("plant: help, version and bad command lines exit 2 with one line", asy
   );
   assertFails(await plant(["--broker", "localhost:9797", "services"]), 2, /bad --broker/);
   assertFails(await plant(["--gateway", "ftp://x", "services"]), 2, /bad gateway URL/);
+  assertFails(
+    await plant(["--broker", "tcp://127.0.0.1:1", "--dialect", "mdp03", "services"]),
+    2,
+    /--dialect expects one of plantd, mdp01, mdp02, got 'mdp03'/,
+  );
+  assertFails(
+    await plant(["services"], { PLANTD_CLI_BROKER: "tcp://127.0.0.1:1", PLANTD_CLI_DIALECT: "x" }),
+    2,
+    /--dialect expects one of/,
+  );
+  assertFails(await plant(["--dialect", "mdp01", "services"]), 2, /--dialect applies to --broker/);
   assertFails(await plant(["call", "svc", "op", "{nope"]), 2, /JSON argument is not valid JSON/);
   assertFails(
     await plant(["--broker", "tcp://127.0.0.1:1", "sub", "custom"]),
@@ -336,6 +347,12 @@ async function servicesScenario(system: System, via: Via): Promise<void> {
     services.services.map((s: { name: string }) => s.name),
     ["org.plantd.module.Echo", "org.plantd.State"],
   );
+  // Named ones only; the listing is the broker's own (no note).
+  r = await plant([...mode, "--json", "services", "org.plantd.State", "org.plantd.Nobody"]);
+  assert.deepEqual(JSON.parse(r.stdout).services.map((s: { name: string }) => s.name), [
+    "org.plantd.State",
+  ]);
+  assert.equal(r.stderr, "");
 
   r = await plant([...mode, "echo", "hello plant"]);
   assertOk(r);

@@ -127,16 +127,22 @@ export const COMMANDS: Command[] = [
   },
   {
     words: ["services"],
-    args: [],
+    args: ["[NAME...]"],
     options: [],
-    summary: "services known to the broker, with workers and queue depths",
-    async run({ out, backend }) {
-      const services = await (await backend()).services();
-      out.data({ count: services.length, services });
+    summary: "services known to the broker (or those named), with workers and queue depths",
+    async run({ out, backend, positionals }) {
+      const from = await backend();
+      const services = await from.services(positionals);
+      const source = from.servicesSource?.();
+      if (source) out.note(source);
+      out.data({ count: services.length, services, ...(source ? { source } : {}) });
       if (services.length === 0) return out.line("no services");
+      const count = (n: number | null) => n ?? "?";
       out.table(
         ["SERVICE", "WORKERS", "IDLE", "BUSY", "QUEUED"],
-        services.map((s) => [s.name, s.workers, s.idle, s.busy, s.queued]),
+        services.map((
+          s,
+        ) => [s.name, count(s.workers), count(s.idle), count(s.busy), count(s.queued)]),
       );
     },
   },

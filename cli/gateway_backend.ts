@@ -99,9 +99,10 @@ export class GatewayBackend implements Backend {
     return key === undefined ? base : `${base}/${encodeURIComponent(key)}`;
   }
 
-  async services(): Promise<ServiceRow[]> {
+  async services(names: string[] = []): Promise<ServiceRow[]> {
     const { json } = await this.#http("GET", "/api/services");
-    return (json as { services: ServiceRow[] }).services;
+    return (json as { services: ServiceRow[] }).services
+      .filter((s) => names.length === 0 || names.includes(s.name));
   }
 
   async call(service: string, operation: string, body: string): Promise<Frame[]> {

@@ -16,6 +16,7 @@
 import { parseArgs } from "node:util";
 import { clientCurve } from "../config/curve.ts";
 import { ConfigError } from "../config/load.ts";
+import { type Dialect, DIALECTS } from "../mdp/protocol.ts";
 import { RELEASE_ID } from "../telemetry/health.ts";
 import type { Backend } from "./backend.ts";
 import { type Command, COMMANDS, type Context, DEFAULT_SCOPE, exitOf } from "./commands.ts";
@@ -32,6 +33,7 @@ const OPTIONS = {
   gateway: { type: "string" },
   token: { type: "string" },
   broker: { type: "string" },
+  dialect: { type: "string" },
   json: { type: "boolean" },
   timeout: { type: "string" },
   help: { type: "boolean", short: "h" },
@@ -46,7 +48,16 @@ const OPTIONS = {
   url: { type: "string" },
 } as const;
 
-const GLOBAL = new Set(["gateway", "token", "broker", "json", "timeout", "help", "version"]);
+const GLOBAL = new Set([
+  "gateway",
+  "token",
+  "broker",
+  "dialect",
+  "json",
+  "timeout",
+  "help",
+  "version",
+]);
 
 const OPTION_HELP: Record<string, string> = {
   service: "-s, --service SCOPE  state scope (alias --scope; default org.plantd.Client)",
@@ -71,7 +82,11 @@ options:
   --gateway URL        gateway to use (PLANTD_CLI_GATEWAY, default ${DEFAULT_GATEWAY})
   --token TOKEN        access token or API key for a secured gateway (PLANTD_CLI_TOKEN)
   --broker ENDPOINT    talk to the broker over Majordomo and to the buses directly
-                       instead (PLANTD_CLI_BROKER), e.g. tcp://127.0.0.1:9797
+                       instead (PLANTD_CLI_BROKER), e.g. tcp://127.0.0.1:9797; a broker
+                       pair's two endpoints separated by a comma (docs/ha.md)
+  --dialect D          the broker's Majordomo dialect with --broker: plantd (default,
+                       plantd-ts and Go plantd), mdp01 (RFC 7) or mdp02 (RFC 18)
+                       (PLANTD_CLI_DIALECT); docs/interop.md
   --timeout MS         per-request timeout (PLANTD_CLI_TIMEOUT_MS, default ${DEFAULT_TIMEOUT_MS})
   --json               print JSON (one document per line) instead of tables
   -h, --help           help; \`plant <command> --help\` for a command's options
@@ -188,7 +203,8 @@ export async function run(
       }
     }
     const required = command.args.filter((a) => !a.startsWith("[")).length;
-    if (rest.length < required || rest.length > command.args.length) {
+    const variadic = command.args.some((a) => a.endsWith("...]"));
+    if (rest.length < required || (!variadic && rest.length > command.args.length)) {
       throw new UsageError(
         `expects ${command.args.join(" ") || "no arguments"}, got ${
           rest.length ? rest.map((r) => `'${r}'`).join(" ") : "none"
@@ -206,10 +222,16 @@ export async function run(
     const curve = cliCurve(env);
     const timeoutMs = positiveInt(values.timeout, "--timeout") ??
       positiveInt(env.PLANTD_CLI_TIMEOUT_MS, "PLANTD_CLI_TIMEOUT_MS") ?? DEFAULT_TIMEOUT_MS;
-    const broker = values.gateway !== undefined
+    const brokerGiven = values.gateway !== undefined
       ? undefined
       : values.broker ?? (env.PLANTD_CLI_BROKER || undefined);
-    if (broker !== undefined) checkEndpoint(broker, "--broker");
+    // One endpoint, or a pair's separated by commas: the client fails over between them.
+    const brokers = brokerGiven?.split(",").map((e) => checkEndpoint(e.trim(), "--broker"));
+    const broker = brokers?.[0];
+    const dialect = brokerDialect(values.dialect ?? (env.PLANTD_CLI_DIALECT || undefined));
+    if (values.dialect !== undefined && broker === undefined) {
+      throw new UsageError("--dialect applies to --broker (the gateway speaks to its own broker)");
+    }
     const gateway = values.gateway ?? (env.PLANTD_CLI_GATEWAY || DEFAULT_GATEWAY);
     const endpoint = values.endpoint === undefined
       ? undefined
@@ -247,10 +269,11 @@ export async function run(
         if (broker !== undefined) {
           const { BrokerBackend } = await import("./broker_backend.ts");
           backend = new BrokerBackend(
-            broker,
+            brokers!.length === 1 ? broker : brokers!,
             timeoutMs,
             (bus) => busEndpoint(bus, "backend"),
             curve,
+            dialect,
           );
         } else {
           backend = new GatewayBackend(
@@ -274,6 +297,15 @@ export async function run(
     Deno.removeSignalListener("SIGTERM", onSignal);
     await backend?.close().catch(() => {});
   }
+}
+
+/** The `--dialect` / PLANTD_CLI_DIALECT value; a usage error when it names none. */
+function brokerDialect(raw: string | undefined): Dialect {
+  if (raw === undefined) return "plantd";
+  if (!(DIALECTS as readonly string[]).includes(raw)) {
+    throw new UsageError(`--dialect expects one of ${DIALECTS.join(", ")}, got '${raw}'`);
+  }
+  return raw as Dialect;
 }
 
 /** CURVE keys from PLANTD_CLI_CURVE_*; a bad key or file is a command-line error. */

@@ -7,6 +7,8 @@
  */
 import { z } from "zod";
 import { LOG_LEVELS } from "../telemetry/log.ts";
+import { WORKER_DIALECTS } from "../mdp/dialect_discovery.ts";
+import { EXTENSIONS_MODES } from "../mdp/negotiation.ts";
 import { DIALECTS } from "../mdp/protocol.ts";
 import type { ComponentConfig } from "./load.ts";
 import { busCurveClientShape, curveClientShape, curveServerShape } from "./curve.ts";
@@ -20,10 +22,57 @@ const endpoint = z.string().regex(
   "expected a ZeroMQ endpoint such as tcp://127.0.0.1:9797",
 );
 const port = z.number().int().min(0).max(65535);
+
+/**
+ * The broker endpoints of a component that connects to the broker: one, or
+ * a broker pair's (docs/ha.md), where it fails over from one to the next.
+ * A list is a YAML/JSON list, or one string separated by commas (the
+ * environment, the command line). One endpoint stays the string it was.
+ */
+export const brokerEndpoints = z.preprocess(
+  (value) => {
+    if (typeof value !== "string") return value;
+    const trimmed = value.trim();
+    if (trimmed.startsWith("[")) {
+      try {
+        return JSON.parse(trimmed);
+      } catch {
+        return value;
+      }
+    }
+    return trimmed.includes(",") ? trimmed.split(",").map((part) => part.trim()) : trimmed;
+  },
+  z.union([endpoint, z.array(endpoint).min(1, "expected at least one broker endpoint")]),
+);
+
+/** The endpoints of a {@link brokerEndpoints} value, as a list. */
+export function endpointList(value: string | readonly string[]): string[] {
+  return typeof value === "string" ? [value] : [...value];
+}
 const positiveMs = z.number().int().positive();
 
 /** A high-water mark: messages queued per peer before ZeroMQ drops; 0 = no limit. */
 const hwm = z.number().int().min(0);
+
+/**
+ * A broker pair (docs/ha.md): the Binary Star pattern of the ZeroMQ guide.
+ * Absent: a single broker, as ever.
+ */
+const haSchema = z.strictObject({
+  /** Which broker of the pair this is: one primary and one backup. */
+  role: z.enum(["primary", "backup"]),
+  /**
+   * Where this broker listens for its peer's state reports. A listener like
+   * `endpoint`: loopback unless secured (CURVE keys or allow_plaintext_network).
+   */
+  state_bind: endpoint,
+  /** The peer's state_bind, as this broker reaches it. */
+  peer_state_endpoint: endpoint,
+  /** How often the brokers report their state; a peer silent for two reports is dead. */
+  heartbeat_ms: positiveMs.default(1000),
+});
+
+export type HaConfig = z.infer<typeof haSchema>;
 
 /** One pub/sub bus (see bus/bus.ts). Unknown keys are errors. */
 export const busSchema = z.strictObject({
@@ -216,6 +265,12 @@ export const brokerConfig = {
     /** A YAML or JSON file of more such grants; reloaded on SIGHUP and when it changes. */
     service_policy_file: z.string().min(1).optional(),
     ...plaintextNetworkShape,
+    /**
+     * Run as one broker of a pair (docs/ha.md): `{role, state_bind,
+     * peer_state_endpoint, heartbeat_ms}`. In the environment, JSON:
+     * `PLANTD_BROKER_HA='{"role":"primary",…}'`. Absent: a single broker.
+     */
+    ha: haSchema.optional(),
   }),
 } satisfies ComponentConfig<z.ZodObject>;
 
@@ -240,9 +295,14 @@ export const echoConfig = {
   envPrefix: "PLANTD_MODULE_ECHO",
   schema: z.object({
     ...common,
-    broker_endpoint: endpoint.default("tcp://127.0.0.1:9797"),
+    /** One broker endpoint, or a pair's as a list (docs/ha.md). */
+    broker_endpoint: brokerEndpoints.default("tcp://127.0.0.1:9797"),
     health_port: port.default(0),
-    dialect: z.enum(DIALECTS).default("plantd"),
+    /**
+     * The broker's Majordomo dialect; "auto" tries plantd, RFC 7 and RFC 18 in
+     * turn until the broker answers (mdp/dialect_discovery.ts, README "Dialects").
+     */
+    dialect: z.enum(WORKER_DIALECTS).default("auto"),
     concurrency: z.number().int().min(1).max(1024).default(1),
     /** Requests one connection takes at once (plantd-ts brokers; README "Wire extensions"). */
     capacity: z.number().int().min(1).max(4096).default(1),
@@ -263,7 +323,8 @@ export const stateConfig = {
   envPrefix: "PLANTD_STATE",
   schema: z.object({
     ...common,
-    broker_endpoint: endpoint.default("tcp://127.0.0.1:9797"),
+    /** One broker endpoint, or a pair's as a list (docs/ha.md). */
+    broker_endpoint: brokerEndpoints.default("tcp://127.0.0.1:9797"),
     /** A file path, or a libsql://, http(s):// or ws(s):// server URL. */
     db: z.string().min(1).default("plantd-state.db"),
     /** Token for a remote libSQL server. */
@@ -315,7 +376,16 @@ export const gatewayConfig = {
     ...common,
     host: z.string().min(1).default("127.0.0.1"),
     port: port.default(8080),
-    broker_endpoint: endpoint.default("tcp://127.0.0.1:9797"),
+    /** One broker endpoint, or a pair's as a list (docs/ha.md). */
+    broker_endpoint: brokerEndpoints.default("tcp://127.0.0.1:9797"),
+    /** The broker's Majordomo dialect: plantd (plantd-ts, Go plantd), mdp01 (RFC 7), mdp02 (RFC 18). */
+    broker_dialect: z.enum(DIALECTS).default("plantd"),
+    /**
+     * Request ids and deadline frames: auto asks the broker (mmi.broker) and
+     * uses them only with a plantd-ts broker; on assumes one; off speaks plain
+     * MDP (docs/interop.md).
+     */
+    broker_extensions: z.enum(EXTENSIONS_MODES).default("auto"),
     /** Bus name to backend endpoint (where subscribers connect). */
     buses: z.record(z.string().min(1), endpoint).default(() => ({ ...DEFAULT_GATEWAY_BUSES })),
     /** Envelopes that split single-frame bus messages into topic and payload. */

@@ -24,9 +24,17 @@ export interface DirectoryOptions {
    * false means known down, undefined that the transport cannot tell.
    */
   connected?: () => boolean | undefined;
+  /**
+   * Whether the broker lists its services (answers `org.plantd.Broker`):
+   * undefined while unknown. A broker that does not (any but plantd-ts) is
+   * not asked; it counts as reachable while connected and no service is
+   * refused for want of a listed worker.
+   */
+  listed?: () => boolean | undefined;
 }
 
 const CONNECTION_DOWN = "the connection to the broker is down";
+const UNLISTED = "the broker lists no services (it answers no org.plantd.Broker)";
 
 /** The broker's list of services, kept fresh. */
 export class ServiceDirectory {
@@ -39,10 +47,12 @@ export class ServiceDirectory {
   #timer: ReturnType<typeof setInterval> | undefined;
   #refreshing: Promise<void> | undefined;
   #connected: () => boolean | undefined;
+  #listed: () => boolean | undefined;
 
   constructor(call: Call, options: DirectoryOptions = {}) {
     this.#call = call;
     this.#connected = options.connected ?? (() => undefined);
+    this.#listed = options.listed ?? (() => true);
     this.#refreshMs = options.refreshMs ?? 1000;
     this.#timeoutMs = options.timeoutMs ?? 1000;
   }
@@ -64,6 +74,8 @@ export class ServiceDirectory {
   }
 
   async #ask(): Promise<void> {
+    // Asked anyway while unknown: the request waits for the answer, within its timeout.
+    if (this.#listed() === false) return;
     try {
       const [reply] = await this.#call("org.plantd.Broker", ["services", "{}"], this.#timeoutMs);
       const parsed = JSON.parse(text(reply!));
@@ -83,12 +95,14 @@ export class ServiceDirectory {
    * heartbeats timed out) counts at once, not after the refreshes fail.
    */
   get brokerReachable(): boolean {
+    if (this.#listed() === false) return this.#connected() !== false;
     return this.#connected() !== false &&
       Date.now() - this.#lastOk < this.#refreshMs * 3 + this.#timeoutMs;
   }
 
   get lastError(): string {
-    return this.#connected() === false ? CONNECTION_DOWN : this.#lastError;
+    if (this.#connected() === false) return CONNECTION_DOWN;
+    return this.#listed() === false ? UNLISTED : this.#lastError;
   }
 
   get lastOk(): number {
@@ -117,6 +131,7 @@ export class ServiceDirectory {
         service,
       }, { "Retry-After": "1" });
     }
+    if (this.#listed() === false) return;
     if (!this.brokerReachable || this.workers(service) > 0) return;
     await this.refresh();
     if (this.brokerReachable && this.workers(service) === 0) {

@@ -107,7 +107,8 @@ export function toApiError(error: unknown): ApiError {
   }
   if (error instanceof MdpBrokerError) {
     return new ApiError(
-      error.code === "QUEUE_FULL" || error.code === "SHUTTING_DOWN"
+      error.code === "QUEUE_FULL" || error.code === "SHUTTING_DOWN" ||
+        error.code === "BROKER_PASSIVE"
         ? "SERVICE_UNAVAILABLE"
         // Its own code: the worker may have acted before it died, so the caller decides on a retry.
         : error.code === "WORKER_LOST"

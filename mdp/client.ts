@@ -12,6 +12,20 @@
  * request waiting to be sent is withdrawn when it times out; and each carries
  * a deadline frame (protocol.ts) so the broker drops it once its caller gave up.
  *
+ * Both frames are extensions only plantd-ts brokers read: the client asks the
+ * broker first (mdp/negotiation.ts) and, against any other broker, sends
+ * plain RFC framing over a few connections instead (mdp/plain_lanes.ts).
+ *
+ * Given the endpoints of a broker pair (docs/ha.md), it talks to one at a
+ * time and moves to the next when the connection is lost or never comes up,
+ * when a request times out with nothing heard from the broker since it was
+ * sent, or when the broker answers BROKER_PASSIVE (unless the other broker
+ * was just found unreachable: then it asks the passive one again, its vote
+ * for a takeover). Requests not yet sent, and those the passive broker
+ * refused (it neither queued nor routed them), go to the next broker within
+ * their own deadline; a request already sent to the broker that was left is
+ * never sent again: its reply may still come, else it times out.
+ *
  * @module
  */
 import type { CurveClientKeys } from "../transport/curve.ts";
@@ -19,9 +33,12 @@ import { type Frames, readUint32, writeUint32 } from "../transport/frames.ts";
 import type { HeartbeatOptions } from "../transport/heartbeat.ts";
 import {
   connectDealer,
+  type DealerOptions,
   type MessageSocket,
   type TransportChoice,
 } from "../transport/message_socket.ts";
+import { type BrokerFeatures, type ExtensionsMode, Negotiator } from "./negotiation.ts";
+import { PlainLanes } from "./plain_lanes.ts";
 import {
   deadlineFrame,
   decodeClientReply,
@@ -59,7 +76,46 @@ export interface ClientOptions {
   transport?: TransportChoice;
   /** ZMTP heartbeats of the connection (below MDP's). @default none */
   wireHeartbeat?: HeartbeatOptions;
+  /**
+   * Request ids and deadline frames: "auto" asks the broker (mmi.broker) and
+   * uses them only with a plantd-ts broker, "on" assumes one, "off" speaks
+   * plain MDP (docs/interop.md). @default "auto"
+   */
+  extensions?: ExtensionsMode;
+  /** How long "auto" waits for the broker's answer once asked. @default 1000 */
+  probeTimeoutMs?: number;
+  /** Plain MDP: connections used at most, each with one request in flight. @default 4 */
+  plainConnections?: number;
+  /**
+   * Several endpoints: how long a connection may take to come up before the
+   * next endpoint is tried. @default 500
+   */
+  connectTimeoutMs?: number;
+  /**
+   * Several endpoints: the least time between two moves, so a pair still
+   * deciding which broker is active is not asked in a busy loop. @default 200
+   */
+  failoverSettleMs?: number;
+  /** Several endpoints: told of each move to another endpoint. */
+  onFailover?: (event: FailoverEvent) => void;
 }
+
+/** A move of the client to another broker of a pair. */
+export interface FailoverEvent {
+  from: string;
+  to: string;
+  /** Why: "connection lost", "no connection", "no reply" or "broker passive". */
+  reason: string;
+}
+
+/** The abort reason of a send withdrawn because the client moved to another broker. */
+const MOVED = new Error("moved to another broker");
+
+/** How often a client of several brokers looks at its connection. */
+const WATCH_MS = 50;
+
+/** How often a socket left behind checks whether its requests have settled. */
+const RETIRE_CHECK_MS = 100;
 
 /** Per-request overrides. */
 export interface RequestOptions {
@@ -80,6 +136,12 @@ class Pending {
   readonly onPartial: ((body: Frames) => void) | undefined;
   /** Date.now() after which the attempt times out. */
   readonly deadline: number;
+  /** The request as sent, with its deadline frame (re-stamped at each send). */
+  message: Frames = [];
+  deadlineFrame: Uint8Array | undefined;
+  /** The socket the request was written to; undefined while it may still go anywhere. */
+  socket: MessageSocket | undefined;
+  settled = false;
   readonly #table: Map<number, Pending>;
   readonly #id: number;
   readonly #timeoutMs: number;
@@ -118,17 +180,28 @@ class Pending {
     }
   }
 
+  /** Date.now() when the attempt started. */
+  get started(): number {
+    return this.deadline - this.#timeoutMs;
+  }
+
   #settle(): void {
+    this.settled = true;
     this.#table.delete(this.#id);
     if (this.#onAbort) this.#signal?.removeEventListener("abort", this.#onAbort);
     // Its caller is told now: the message must not go out later.
     this.#unsent?.abort();
   }
 
-  /** A signal that aborts when the attempt settles, for a send still waiting. */
+  /** A signal that aborts when the attempt settles, for a send still waiting (one per send). */
   unsentSignal(): AbortSignal {
-    this.#unsent ??= new AbortController();
+    this.#unsent = new AbortController();
     return this.#unsent.signal;
+  }
+
+  /** Withdraws a send still waiting, because the client moved (it is sent again there). */
+  move(): void {
+    this.#unsent?.abort(MOVED);
   }
 
   resolve(body: Frames): void {
@@ -180,10 +253,13 @@ function delay(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** A Majordomo client connected to one broker. */
+/** A Majordomo client connected to one broker, or to the active one of a pair. */
 export class MdpClient {
-  readonly endpoint: string;
+  /** The broker endpoints, in the order they are tried. */
+  readonly endpoints: readonly string[];
   #socket: MessageSocket;
+  #index = 0;
+  #socketOptions: DealerOptions;
   #pending = new Map<number, Pending>();
   #nextId = 1;
   #timeoutMs: number;
@@ -191,21 +267,49 @@ export class MdpClient {
   #backoffMs: number;
   #maxBackoffMs: number;
   #dialect: Dialect;
-  #loop: Promise<void>;
+  #loops = new Set<Promise<void>>();
   #closed = false;
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #sweepPeriod = Infinity;
   /** The last socket error the reading loop survived, for diagnosis. */
   #lastError: unknown;
+  #negotiator: Negotiator;
+  /** Plain MDP connections, opened once a broker without our extensions is found. */
+  #plain: PlainLanes | undefined;
+  #plainConnections: number;
+  // Failover between several endpoints; unused with one.
+  #connectTimeoutMs: number;
+  #settleMs: number;
+  #onFailover: ((event: FailoverEvent) => void) | undefined;
+  #watcher: ReturnType<typeof setInterval> | undefined;
+  #openedAt = 0;
+  #everConnected = false;
+  #lastHeard = 0;
+  #lastMove = -Infinity;
+  /** Per endpoint: until when it counts as unreachable (left for its connection or silence). */
+  #unreachableUntil: number[] = [];
+  #unreachableMs: number;
+  #moveTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Requests the passive broker refused, to be sent once the client has moved. */
+  #parked = new Set<Pending>();
+  /** Sockets left behind, open until the requests written to them settle, with their check timers. */
+  #retired = new Map<MessageSocket, ReturnType<typeof setTimeout> | undefined>();
 
-  constructor(endpoint: string, options: ClientOptions = {}) {
-    this.endpoint = endpoint.startsWith(">") ? endpoint.slice(1) : endpoint;
+  constructor(endpoint: string | readonly string[], options: ClientOptions = {}) {
+    const given = typeof endpoint === "string" ? [endpoint] : endpoint;
+    if (given.length === 0) throw new Error("a client needs at least one broker endpoint");
+    this.endpoints = given.map((e) => e.startsWith(">") ? e.slice(1) : e);
     this.#timeoutMs = options.timeoutMs ?? 5000;
     this.#retries = options.retries ?? 0;
     this.#backoffMs = options.backoffMs ?? 100;
     this.#maxBackoffMs = options.maxBackoffMs ?? 2000;
     this.#dialect = options.dialect ?? "plantd";
-    this.#socket = connectDealer(this.endpoint, {
+    this.#plainConnections = Math.max(1, options.plainConnections ?? 4);
+    this.#connectTimeoutMs = options.connectTimeoutMs ?? 500;
+    this.#settleMs = options.failoverSettleMs ?? 200;
+    this.#unreachableMs = 4 * this.#connectTimeoutMs;
+    this.#onFailover = options.onFailover;
+    this.#socketOptions = {
       linger: 0,
       // Nothing waits in the socket for a connection: a request whose caller
       // timed out meanwhile could not be taken back (see #attempt).
@@ -217,8 +321,41 @@ export class MdpClient {
       ...(options.curve ? { curveClient: options.curve } : {}),
       ...(options.transport ? { transport: options.transport } : {}),
       ...options.wireHeartbeat,
+    };
+    this.#socket = this.#open();
+    this.#negotiator = new Negotiator({
+      mode: options.extensions ?? "auto",
+      dialect: this.#dialect,
+      probeTimeoutMs: options.probeTimeoutMs ?? 1000,
+      // The current socket: after a move to the other broker of a pair, that one's.
+      send: (frames, signal) => this.#socket.send(frames, { signal }),
+      connected: () => this.#socket.connected,
     });
-    this.#loop = this.#run();
+    if (this.endpoints.length > 1) this.#watcher = setInterval(() => this.#watch(), WATCH_MS);
+  }
+
+  /** The endpoint of the broker the client talks to now. */
+  get endpoint(): string {
+    return this.endpoints[this.#index]!;
+  }
+
+  #open(): MessageSocket {
+    const socket = connectDealer(this.endpoint, this.#socketOptions);
+    this.#openedAt = Date.now();
+    this.#everConnected = false;
+    const loop: Promise<void> = this.#run(socket).finally(() => this.#loops.delete(loop));
+    this.#loops.add(loop);
+    return socket;
+  }
+
+  /** What the broker reads beyond plain MDP; resolves once it has answered (or not). */
+  features(): Promise<BrokerFeatures> {
+    return this.#negotiator.settled();
+  }
+
+  /** {@link features} once known, else undefined. */
+  get knownFeatures(): BrokerFeatures | undefined {
+    return this.#negotiator.features;
   }
 
   /**
@@ -231,7 +368,7 @@ export class MdpClient {
 
   /** Number of requests waiting for their final reply. */
   get inFlight(): number {
-    return this.#pending.size;
+    return this.#pending.size + (this.#plain?.inFlight ?? 0);
   }
 
   /** Sends a request and resolves with the FINAL reply's body (PARTIAL replies are skipped). */
@@ -318,6 +455,9 @@ export class MdpClient {
     signal?: AbortSignal,
   ): Promise<Frames> {
     if (this.#closed) return Promise.reject(new MdpClosedError(service));
+    if (this.#negotiator.framing !== "extended") {
+      return this.#unextended(service, frames, timeoutMs, attempt, onPartial, signal);
+    }
     const id = this.#nextId;
     this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1;
     const idFrame = new Uint8Array(4);
@@ -337,28 +477,116 @@ export class MdpClient {
     this.#pending.set(id, pending);
     this.#sweepSoon(timeoutMs);
     const deadline = deadlineFrame(timeoutMs);
-    const message = encodeClientRequest(this.#dialect, service, frames, [idFrame, deadline]);
+    pending.deadlineFrame = deadline;
+    pending.message = encodeClientRequest(this.#dialect, service, frames, [idFrame, deadline]);
+    this.#transmit(pending);
+    return promise;
+  }
+
+  /**
+   * Sends a request on the current socket: at once when connected with room;
+   * otherwise it waits, withdrawn if its caller is answered first (or the
+   * client moves to another broker, where it is sent instead), and carries
+   * the time left when it goes.
+   */
+  #transmit(pending: Pending): void {
+    const socket = this.#socket;
+    const message = pending.message;
     try {
-      // Sent at once when connected with room; otherwise it waits, withdrawn
-      // if its caller is answered first, and carries the time left when it goes.
-      if (!this.#socket.trySend(message)) {
-        const signal = pending.unsentSignal();
-        this.#socket.send(message, {
-          signal,
-          beforeTry: () => {
-            if (signal.aborted) return;
-            const left = pending.deadline - Date.now();
-            if (left <= 0) pending.reject(pending.timeout());
-            else writeBudget(deadline, left);
-          },
-        }).catch((error) => {
-          if (!signal.aborted) pending.reject(error);
-        });
+      if (socket.trySend(message)) {
+        pending.socket = socket;
+        // Taken by an immediate socket: the connection was up (the watcher may not have looked).
+        if (socket === this.#socket) this.#everConnected = true;
+        return;
       }
+      const signal = pending.unsentSignal();
+      const deadline = pending.deadlineFrame!;
+      socket.send(message, {
+        signal,
+        beforeTry: () => {
+          if (signal.aborted) return;
+          const left = pending.deadline - Date.now();
+          if (left <= 0) pending.reject(pending.timeout());
+          else writeBudget(deadline, left);
+        },
+      }).then(
+        () => {
+          pending.socket = socket;
+          if (socket === this.#socket) this.#everConnected = true;
+        },
+        (error) => {
+          if (signal.reason === MOVED) {
+            if (!pending.settled) this.#resend(pending);
+          } else if (!signal.aborted) pending.reject(error);
+        },
+      );
     } catch (error) {
       pending.reject(error);
     }
-    return promise;
+  }
+
+  /** Sends again a request that never reached a broker that acts on it, with the time it has left. */
+  #resend(pending: Pending): void {
+    const left = pending.deadline - Date.now();
+    if (left <= 0) return pending.reject(pending.timeout());
+    pending.socket = undefined;
+    writeBudget(pending.deadlineFrame!, left);
+    this.#transmit(pending);
+  }
+
+  /**
+   * An attempt while the broker's features are unknown (it waits for them,
+   * within its own timeout) or to a broker without our extensions (plain MDP).
+   */
+  async #unextended(
+    service: string,
+    frames: Frames,
+    timeoutMs: number,
+    attempt: number,
+    onPartial?: (body: Frames) => void,
+    signal?: AbortSignal,
+  ): Promise<Frames> {
+    const started = Date.now();
+    if (this.#negotiator.framing === undefined) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      let onAbort: (() => void) | undefined;
+      try {
+        await Promise.race([
+          this.#negotiator.settled(),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(
+              () => reject(new MdpTimeoutError(service, timeoutMs, attempt)),
+              timeoutMs,
+            );
+            onAbort = () => reject(signal!.reason);
+            signal?.addEventListener("abort", onAbort, { once: true });
+          }),
+        ]);
+      } finally {
+        clearTimeout(timer);
+        if (onAbort) signal?.removeEventListener("abort", onAbort);
+      }
+      if (this.#closed) throw new MdpClosedError(service);
+      const left = timeoutMs - (Date.now() - started);
+      if (left <= 0) throw new MdpTimeoutError(service, timeoutMs, attempt);
+      if (this.#negotiator.framing === "extended") {
+        return this.#attempt(service, frames, left, attempt, onPartial, signal);
+      }
+      timeoutMs = left;
+    }
+    this.#plain ??= new PlainLanes(this.endpoint, {
+      dialect: this.#dialect,
+      maxLanes: this.#plainConnections,
+      dealer: this.#socketOptions,
+      timeoutNote: () => {
+        const features = this.#negotiator.features;
+        return features?.mmi === false ? `the broker is ${features.summary}` : undefined;
+      },
+    });
+    const body = await this.#plain.request(service, frames, timeoutMs, attempt, onPartial, signal);
+    const error = brokerErrorOf(service, body);
+    if (error) throw error;
+    return body;
   }
 
   /**
@@ -376,9 +604,14 @@ export class MdpClient {
 
   #sweep(): void {
     const now = Date.now();
+    let silent = false;
     for (const pending of [...this.#pending.values()]) {
-      if (pending.deadline <= now) pending.reject(pending.timeout());
+      if (pending.deadline > now) continue;
+      // Nothing heard from the broker since this went out: it may be gone without a word.
+      if (pending.socket === this.#socket && this.#lastHeard < pending.started) silent = true;
+      pending.reject(pending.timeout());
     }
+    if (silent && this.#watcher !== undefined) this.#requestMove("no reply");
     if (this.#pending.size === 0) {
       clearInterval(this.#sweeper);
       this.#sweeper = undefined;
@@ -386,10 +619,10 @@ export class MdpClient {
     }
   }
 
-  async #run(): Promise<void> {
-    while (!this.#closed) {
+  async #run(socket: MessageSocket): Promise<void> {
+    while (!socket.closed) {
       try {
-        await this.#socket.drain((message) => this.#onMessage(message));
+        await socket.drain((message) => this.#onMessage(message, socket));
       } catch (error) {
         // Keep reading: pending requests still have their timeouts.
         this.#lastError = error;
@@ -397,11 +630,15 @@ export class MdpClient {
     }
   }
 
-  #onMessage(message: Frames): void {
+  #onMessage(message: Frames, socket: MessageSocket): void {
+    if (this.#watcher !== undefined && socket === this.#socket) {
+      this.#lastHeard = Date.now();
+      this.#everConnected = true;
+    }
     const reply = decodeClientReply(message);
     if (reply.kind === "malformed") return;
     const idFrame = reply.stack[0];
-    if (!idFrame || idFrame.length !== 4) return;
+    if (!idFrame || idFrame.length !== 4) return this.#negotiator.onReply(reply);
     const id = readUint32(idFrame, 0);
     const pending = this.#pending.get(id);
     if (!pending) return; // a late reply of an attempt that timed out
@@ -410,8 +647,97 @@ export class MdpClient {
       return;
     }
     const error = brokerErrorOf(pending.service, reply.body);
+    if (error?.code === "BROKER_PASSIVE" && this.#watcher !== undefined) {
+      // Neither queued nor routed there: it goes to the other broker, within its deadline.
+      pending.socket = undefined;
+      if (socket !== this.#socket) return this.#resend(pending);
+      this.#parked.add(pending);
+      return this.#requestMove("broker passive");
+    }
     if (error) pending.reject(error);
     else pending.resolve(reply.body);
+  }
+
+  /** Several endpoints: checks the connection now and then (see the module documentation). */
+  #watch(): void {
+    const connected = this.#socket.connected;
+    if (connected) {
+      this.#everConnected = true;
+      return;
+    }
+    if (this.#everConnected) return this.#requestMove("connection lost");
+    if (Date.now() - this.#openedAt >= this.#connectTimeoutMs) this.#requestMove("no connection");
+  }
+
+  /**
+   * Moves to the next endpoint now, or once the last move is `failoverSettleMs`
+   * old. Refused by a passive broker while the other one was found
+   * unreachable within `4 × connectTimeoutMs`, it stays and asks again.
+   */
+  #requestMove(reason: string): void {
+    if (this.#closed || this.#moveTimer !== undefined) return;
+    const wait = this.#lastMove + this.#settleMs - Date.now();
+    if (wait <= 0) return this.#move(reason);
+    this.#moveTimer = setTimeout(() => {
+      this.#moveTimer = undefined;
+      if (!this.#closed) this.#move(reason);
+    }, wait);
+  }
+
+  #move(reason: string): void {
+    // A move decided a moment ago for a connection that has come up since is not needed.
+    if (reason !== "broker passive" && reason !== "no reply" && this.#socket.connected) return;
+    const now = Date.now();
+    const next = (this.#index + 1) % this.endpoints.length;
+    this.#lastMove = now;
+    if (reason === "broker passive" && (this.#unreachableUntil[next] ?? 0) > now) {
+      // The other broker was just found unreachable: ask this one again. Each request is
+      // a vote that makes it take over once its peer has been silent long enough.
+      return this.#resendParked();
+    }
+    if (reason !== "broker passive") {
+      this.#unreachableUntil[this.#index] = now + this.#unreachableMs;
+    }
+    const from = this.endpoint;
+    const old = this.#socket;
+    this.#index = next;
+    this.#socket = this.#open();
+    this.#lastHeard = 0;
+    this.#retire(old);
+    // Requests still waiting for the old connection go to the new one.
+    for (const pending of this.#pending.values()) if (pending.socket === undefined) pending.move();
+    this.#resendParked();
+    // A probe still unanswered is asked again of this broker (a pair's brokers answer alike,
+    // so a known answer stands); plain connections go to this broker from now on.
+    this.#negotiator.reprobe();
+    const plain = this.#plain;
+    this.#plain = undefined;
+    void plain?.close();
+    this.#onFailover?.({ from, to: this.endpoint, reason });
+  }
+
+  #resendParked(): void {
+    const parked = [...this.#parked];
+    this.#parked.clear();
+    for (const pending of parked) if (!pending.settled) this.#resend(pending);
+  }
+
+  /**
+   * The requests written to a socket left behind keep their deadline: a
+   * reply may still come there. It closes once none of them is pending.
+   */
+  #retire(socket: MessageSocket): void {
+    const check = () => {
+      for (const pending of this.#pending.values()) {
+        if (pending.socket === socket) {
+          this.#retired.set(socket, setTimeout(check, RETIRE_CHECK_MS));
+          return;
+        }
+      }
+      this.#retired.delete(socket);
+      socket.close(0);
+    };
+    check();
   }
 
   /** Fails pending requests with {@link MdpClosedError} and closes the socket. */
@@ -423,7 +749,17 @@ export class MdpClient {
     }
     clearInterval(this.#sweeper);
     this.#sweeper = undefined;
+    clearInterval(this.#watcher);
+    clearTimeout(this.#moveTimer);
+    this.#negotiator.close();
+    const plain = this.#plain?.close();
     this.#socket.close();
-    await this.#loop;
+    for (const [socket, timer] of this.#retired) {
+      clearTimeout(timer);
+      socket.close(0);
+    }
+    this.#retired.clear();
+    await Promise.all(this.#loops);
+    await plain;
   }
 }

@@ -4,6 +4,10 @@
  * DISCONNECT, DISCONNECT on clean shutdown, and optional concurrency (several
  * connections, each one MDP worker serving one request at a time).
  *
+ * Given the endpoints of a broker pair (docs/ha.md), it registers with both
+ * brokers: the passive one never sends it a request, and after a failover
+ * the new active broker has it registered already.
+ *
  * @module
  */
 import type { CurveClientKeys } from "../transport/curve.ts";
@@ -22,6 +26,7 @@ import {
   frame,
 } from "./protocol.ts";
 import type { Body } from "./client.ts";
+import { DialectDiscovery, type WorkerDialect } from "./dialect_discovery.ts";
 
 /** What a handler gets besides the request body. */
 export interface RequestContext {
@@ -44,8 +49,11 @@ export interface WorkerOptions {
   heartbeatLiveness?: number;
   /** Wait before reconnecting. @default 1000 */
   reconnectMs?: number;
-  /** Dialect to speak. @default "plantd" */
-  dialect?: Dialect;
+  /**
+   * Dialect to speak; "auto" tries plantd, RFC 7 then RFC 18 until the broker
+   * answers (mdp/dialect_discovery.ts). @default "plantd"
+   */
+  dialect?: WorkerDialect;
   /** Broker connections, each one MDP worker. @default 1 */
   concurrency?: number;
   /**
@@ -67,31 +75,57 @@ export interface WorkerOptions {
 export type WorkerEvent =
   | { type: "ready"; service: string }
   | { type: "reconnect"; service: string; reason: string }
-  | { type: "handler-error"; service: string; error: unknown };
+  | { type: "handler-error"; service: string; error: unknown }
+  | {
+    /** Dialect "auto": the broker answered in `dialect`, or did not (`next` is tried). */
+    type: "dialect";
+    service: string;
+    dialect: Dialect;
+    outcome: "confirmed" | "silent" | "exhausted";
+    next?: Dialect;
+  };
 
 /** A worker for one service. */
 export class MdpWorker {
   readonly service: string;
+  /** The broker endpoints, each with `concurrency` connections. */
+  readonly endpoints: readonly string[];
   #sessions: Session[] = [];
+  #byEndpoint: Session[][] = [];
 
   constructor(
-    endpoint: string,
+    endpoint: string | readonly string[],
     service: string,
     handler: Handler,
     options: WorkerOptions = {},
     onEvent: (event: WorkerEvent) => void = () => {},
   ) {
     this.service = service;
-    const target = endpoint.startsWith(">") ? endpoint.slice(1) : endpoint;
+    const given = typeof endpoint === "string" ? [endpoint] : endpoint;
+    if (given.length === 0) throw new Error("a worker needs at least one broker endpoint");
+    this.endpoints = given.map((e) => e.startsWith(">") ? e.slice(1) : e);
     const count = Math.max(1, options.concurrency ?? 1);
-    for (let i = 0; i < count; i++) {
-      this.#sessions.push(new Session(target, service, handler, options, onEvent));
+    for (const target of this.endpoints) {
+      const sessions: Session[] = [];
+      for (let i = 0; i < count; i++) {
+        sessions.push(new Session(target, service, handler, options, onEvent));
+      }
+      this.#byEndpoint.push(sessions);
+      this.#sessions.push(...sessions);
     }
   }
 
-  /** True when every connection has heard from the broker within its liveness window. */
+  /**
+   * True when every connection to some broker has heard from it within its
+   * liveness window (one broker: every connection).
+   */
   get connected(): boolean {
-    return this.#sessions.every((s) => s.connected);
+    return this.#byEndpoint.some((sessions) => sessions.every((s) => s.connected));
+  }
+
+  /** The endpoints whose every connection is up, in configuration order. */
+  get connectedEndpoints(): string[] {
+    return this.endpoints.filter((_, i) => this.#byEndpoint[i]!.every((s) => s.connected));
   }
 
   /** Requests being handled right now. */
@@ -150,6 +184,8 @@ class Session {
   #transport?: TransportChoice;
   #wireHeartbeat: HeartbeatOptions;
   #onEvent: (event: WorkerEvent) => void;
+  /** Set for dialect "auto" until the worker's life ends. */
+  #discovery: DialectDiscovery | undefined;
   #socket!: MessageSocket;
   #abort!: AbortController;
   #timer: ReturnType<typeof setInterval> | undefined;
@@ -167,7 +203,9 @@ class Session {
     this.#endpoint = endpoint;
     this.#service = service;
     this.#handler = handler;
-    this.#dialect = options.dialect ?? "plantd";
+    if (options.dialect === "auto") this.#discovery = new DialectDiscovery();
+    this.#dialect = this.#discovery?.dialect ?? (options.dialect as Dialect | undefined) ??
+      "plantd";
     this.#heartbeatMs = options.heartbeatIntervalMs ?? 2500;
     this.#maxLiveness = options.heartbeatLiveness ?? 3;
     this.#liveness = this.#maxLiveness;
@@ -182,15 +220,19 @@ class Session {
 
   #connect(): void {
     this.#abort = new AbortController();
+    if (this.#discovery) this.#dialect = this.#discovery.dialect;
     // Linger lets a DISCONNECT sent just before close() reach the broker.
     this.#socket = connectDealer(this.#endpoint, {
       linger: 200,
+      // Discovery judges a dialect only while connected (libzmq needs a monitor to tell).
+      ...(this.#discovery ? { watchConnection: true } : {}),
       ...(this.#curve ? { curveClient: this.#curve } : {}),
       ...(this.#transport ? { transport: this.#transport } : {}),
       ...this.#wireHeartbeat,
     });
     this.#liveness = this.#maxLiveness;
-    this.#send(encodeWorkerSignal(this.#dialect, "READY", this.#service, this.#capacity));
+    const capacity = this.#discovery?.capacity(this.#capacity) ?? this.#capacity;
+    this.#send(encodeWorkerSignal(this.#dialect, "READY", this.#service, capacity));
     this.#onEvent({ type: "ready", service: this.#service });
     this.#timer = setInterval(() => this.#heartbeat(), this.#heartbeatMs);
     const socket = this.#socket;
@@ -213,12 +255,37 @@ class Session {
     this.#send(encodeWorkerSignal(this.#dialect, "HEARTBEAT"));
     // The broker heartbeats idle workers only, so silence while busy is expected.
     if (this.active > 0) return;
-    if (--this.#liveness <= 0) this.#reconnect("broker silent");
+    if (--this.#liveness <= 0) this.#reconnect(this.#silence());
+  }
+
+  /** Why the broker's silence ends this connection; in discovery, moves to the next dialect. */
+  #silence(): string {
+    const discovery = this.#discovery;
+    if (!discovery || discovery.confirmed || this.#socket.connected === false) {
+      return "broker silent";
+    }
+    const { tried, next, exhausted } = discovery.silent();
+    this.#onEvent({
+      type: "dialect",
+      service: this.#service,
+      dialect: tried,
+      outcome: exhausted ? "exhausted" : "silent",
+      next,
+    });
+    return `no answer to READY in the ${tried} dialect; trying ${next}`;
   }
 
   #onMessage(message: Frames, socket: MessageSocket, signal: AbortSignal): void {
     this.#liveness = this.#maxLiveness;
     this.connected = true;
+    if (this.#discovery?.heard(message)) {
+      this.#onEvent({
+        type: "dialect",
+        service: this.#service,
+        dialect: this.#dialect,
+        outcome: "confirmed",
+      });
+    }
     const decoded = decodeBrokerToWorker(message);
     if (decoded.kind === "disconnect") return this.#reconnect("broker sent DISCONNECT");
     if (decoded.kind !== "request") return;

@@ -7,6 +7,9 @@
 import { Registry } from "prom-client";
 import { processMetrics } from "../telemetry/process_metrics.ts";
 import { BrokerServer } from "../broker/server.ts";
+import { BrokerPair } from "../broker/pair.ts";
+import { curvePublicKey } from "../transport/curve.ts";
+import { pairChecks, pairMetrics } from "../telemetry/pair_metrics.ts";
 import { type BrokerConfig, brokerConfig } from "../config/components.ts";
 import { serverCurve } from "../config/curve.ts";
 import { servicePolicyOf } from "../config/service_policy.ts";
@@ -39,6 +42,8 @@ export async function startBroker(
 ): Promise<
   Running & {
     server: BrokerServer;
+    /** The broker's side of its pair, when configured (`ha`). */
+    pair: BrokerPair | undefined;
     buses: RunningBuses;
     healthPort: number;
     /** The plaintext_network check (allow_plaintext_network), for a host process's /healthz. */
@@ -56,7 +61,11 @@ export async function startBroker(
   // Loopback unless secured: refused here, before anything binds.
   const exposed = plaintextNetworkEndpoints(
     brokerConfig,
-    [{ key: "endpoint", endpoint: config.endpoint }, ...busEndpoints(config.buses)],
+    [
+      { key: "endpoint", endpoint: config.endpoint },
+      ...(config.ha ? [{ key: "ha.state_bind", endpoint: config.ha.state_bind }] : []),
+      ...busEndpoints(config.buses),
+    ],
     curve !== undefined,
     config.allow_plaintext_network,
   );
@@ -64,48 +73,56 @@ export async function startBroker(
   // The metrics read the broker once it exists; it is created after them.
   const holder: { server?: BrokerServer } = {};
   const metrics = brokerMetrics(registry, () => holder.server?.broker);
-  const server = holder.server = await BrokerServer.start({
-    endpoint: config.endpoint,
-    heartbeatIntervalMs: config.heartbeat_interval_ms,
-    heartbeatLiveness: config.heartbeat_liveness,
-    requestTimeoutMs: config.request_timeout_ms,
-    maxMessageBytes: config.max_message_bytes,
-    maxQueuePerService: config.max_queue,
-    requeueLost: config.requeue_lost,
-    requeueLostServices: config.requeue_lost_services,
-    transport: config.mdp_transport,
-    wireHeartbeat: wireHeartbeat(config),
-    handover: config.router_handover,
-    ...(curve ? { curve } : {}),
-    ...(servicePolicy ? { servicePolicy } : {}),
-    onListenerEvent: endpointObserver(registry, logger("broker", "security")),
-    maxConnections: config.max_connections,
-    maxBufferedOutputBytes: config.max_buffered_output_bytes,
-    onLimit: endpointLimitCounter(registry, "broker"),
-  }, {
-    ...metrics,
-    drop: (reason, from) => {
-      metrics.drop?.(reason, from);
-      logDrop(reason, from);
-    },
-    workerJoined: (service, dialect) =>
-      logger("broker", "worker", "registration").debug("worker registered", { service, dialect }),
-    workerLeft: (service, reason) =>
-      logger("broker", "worker", "registration").debug("worker removed", { service, reason }),
-    workerRefused: (service, reason, key) => {
-      metrics.workerRefused?.(service, reason, key);
-      // A refused worker retries READY every second or so: one line per 10 s is the trail.
-      const repeated = refusals.pass(`${service}\0${reason}\0${key}`);
-      if (repeated === undefined) return;
-      // The audit trail of who tried to serve what (keys are public, safe to log).
-      audit.warn("worker for {service} refused: {reason}", {
-        service,
-        reason,
-        key: key ?? "none (plaintext)",
-        ...(repeated ? { repeated } : {}),
-      });
-    },
-  });
+  const pair = config.ha ? await startPair(config, registry, holder) : undefined;
+  let server: BrokerServer;
+  try {
+    server = holder.server = await BrokerServer.start({
+      ...(pair ? { admitClient: () => pair.admitClient() } : {}),
+      endpoint: config.endpoint,
+      heartbeatIntervalMs: config.heartbeat_interval_ms,
+      heartbeatLiveness: config.heartbeat_liveness,
+      requestTimeoutMs: config.request_timeout_ms,
+      maxMessageBytes: config.max_message_bytes,
+      maxQueuePerService: config.max_queue,
+      requeueLost: config.requeue_lost,
+      requeueLostServices: config.requeue_lost_services,
+      transport: config.mdp_transport,
+      wireHeartbeat: wireHeartbeat(config),
+      handover: config.router_handover,
+      ...(curve ? { curve } : {}),
+      ...(servicePolicy ? { servicePolicy } : {}),
+      onListenerEvent: endpointObserver(registry, logger("broker", "security")),
+      maxConnections: config.max_connections,
+      maxBufferedOutputBytes: config.max_buffered_output_bytes,
+      onLimit: endpointLimitCounter(registry, "broker"),
+    }, {
+      ...metrics,
+      drop: (reason, from) => {
+        metrics.drop?.(reason, from);
+        logDrop(reason, from);
+      },
+      workerJoined: (service, dialect) =>
+        logger("broker", "worker", "registration").debug("worker registered", { service, dialect }),
+      workerLeft: (service, reason) =>
+        logger("broker", "worker", "registration").debug("worker removed", { service, reason }),
+      workerRefused: (service, reason, key) => {
+        metrics.workerRefused?.(service, reason, key);
+        // A refused worker retries READY every second or so: one line per 10 s is the trail.
+        const repeated = refusals.pass(`${service}\0${reason}\0${key}`);
+        if (repeated === undefined) return;
+        // The audit trail of who tried to serve what (keys are public, safe to log).
+        audit.warn("worker for {service} refused: {reason}", {
+          service,
+          reason,
+          key: key ?? "none (plaintext)",
+          ...(repeated ? { repeated } : {}),
+        });
+      },
+    });
+  } catch (error) {
+    await pair?.close();
+    throw error;
+  }
   const reloader = watchServicePolicy(
     config,
     (policy) => server.broker.setServicePolicy(policy),
@@ -117,11 +134,16 @@ export async function startBroker(
   } catch (error) {
     reloader?.close();
     await server.close();
+    await pair?.close();
     throw error;
   }
   const started = new Date().toISOString();
   const check = checkTracker();
-  const beyond = boundBeyondLoopback(exposed, [server.endpoint, ...busSetEndpoints(buses.set)]);
+  const beyond = boundBeyondLoopback(exposed, [
+    server.endpoint,
+    ...(pair ? [pair.endpoint] : []),
+    ...busSetEndpoints(buses.set),
+  ]);
   const plaintext = plaintextNetworkCheck(beyond, started);
   const health = startHealthServer(
     "broker",
@@ -129,6 +151,7 @@ export async function startBroker(
     config.health_port,
     () => [
       check("broker_socket", server.serving, `${server.endpoint} is closed`),
+      ...(pair ? pairChecks(pair) : []),
       ...buses.checks(),
       ...plaintext,
     ],
@@ -148,8 +171,18 @@ export async function startBroker(
     transport: server.transport === "zmtp" ? "ZMTP in TypeScript" : "libzmq",
     health: health.port ? `http://${config.health_host}:${health.port}/healthz` : "off",
   });
+  if (pair) {
+    log.info("pair: {role} on state channel {endpoint}, peer {peer}: {state}", {
+      role: pair.fsm.role,
+      endpoint: pair.endpoint,
+      peer: pair.peerEndpoint,
+      state: pair.fsm.state,
+      heartbeat_ms: config.ha!.heartbeat_ms,
+    });
+  }
   return {
     server,
+    pair,
     buses,
     healthPort: health.port,
     plaintext,
@@ -158,7 +191,51 @@ export async function startBroker(
       await health.close();
       await buses.close();
       await server.close();
+      await pair?.close();
       log.info("broker stopped");
     },
   };
+}
+
+/**
+ * The broker's side of its pair (docs/ha.md). With CURVE on the broker, the
+ * state channel uses the broker's key pair, which both brokers of the pair
+ * share (clients know one server key), and admits only that key.
+ */
+async function startPair(
+  config: BrokerConfig,
+  registry: Registry,
+  holder: { server?: BrokerServer },
+): Promise<BrokerPair> {
+  const ha = config.ha!;
+  const log = logger("broker", "pair");
+  const curve = serverCurve("broker", config);
+  const errors = new LogWindow();
+  const metrics = pairMetrics(registry, () => pair);
+  const pair: BrokerPair = await BrokerPair.start({
+    role: ha.role,
+    stateBind: ha.state_bind,
+    peerStateEndpoint: ha.peer_state_endpoint,
+    heartbeatMs: ha.heartbeat_ms,
+    ...(curve
+      ? { curve: { secretKey: curve.secretKey, publicKey: curvePublicKey(curve.secretKey) } }
+      : {}),
+    transport: config.mdp_transport,
+    onListenerEvent: endpointObserver(registry, logger("broker", "security")),
+  }, {
+    ...metrics,
+    transition: (transition) => {
+      metrics.transition(transition);
+      log.info("{from} -> {to}: {reason}", { ...transition });
+      // A passive broker routes nothing: what waits in its queues goes back to the clients.
+      if (transition.to === "passive") holder.server?.broker.refuseQueued();
+    },
+    error: (message) => {
+      metrics.error(message);
+      const repeated = errors.pass(message);
+      if (repeated !== undefined) log.error(message, repeated ? { repeated } : {});
+    },
+    badReport: (reason) => log.warn("dropped a message on the state channel: {reason}", { reason }),
+  });
+  return pair;
 }

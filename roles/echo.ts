@@ -17,7 +17,7 @@ export function startEcho(config: EchoConfig): Running {
   const worker = startEchoWorker(
     config.broker_endpoint,
     workerOptions(config, "echo"),
-    logWorkerEvents(log),
+    logWorkerEvents(log, "dialect (PLANTD_MODULE_ECHO_DIALECT)"),
   );
   const check = checkTracker();
   const health = startHealthServer("echo", config.health_host, config.health_port, () => [

@@ -28,6 +28,7 @@ import { TopicHistory } from "../gateway/shared/history.ts";
 import { RedisLink } from "../gateway/shared/redis.ts";
 import { redisStateCache } from "../gateway/shared/state_cache.ts";
 import { ServiceDirectory } from "../gateway/directory.ts";
+import { EXTENSION } from "../mdp/negotiation.ts";
 import { StateCache } from "../gateway/state_cache.ts";
 import { loggedStateBusGate } from "../gateway/state_bus_gate.ts";
 import { ChangeKey } from "../state/changes.ts";
@@ -160,6 +161,10 @@ export async function startGateway(
   );
   const client = new MdpClient(config.broker_endpoint, {
     timeoutMs: config.request_timeout_ms,
+    dialect: config.broker_dialect,
+    extensions: config.broker_extensions,
+    onFailover: ({ from, to, reason }) =>
+      log.warn("broker connection moved from {from} to {to}: {reason}", { from, to, reason }),
     ...(brokerCurve ? { curve: brokerCurve } : {}),
     transport: config.mdp_transport,
     wireHeartbeat: wireHeartbeat(config),
@@ -167,7 +172,13 @@ export async function startGateway(
   const directory = new ServiceDirectory(
     (service, body, timeoutMs) =>
       client.request(service, body, { timeoutMs: timeoutMs ?? config.request_timeout_ms }),
-    { connected: () => client.connected },
+    {
+      connected: () => client.connected,
+      listed: () => {
+        const features = client.knownFeatures;
+        return features && features.extensions.has(EXTENSION.brokerService);
+      },
+    },
   );
   await directory.start();
   if (!directory.brokerReachable) {

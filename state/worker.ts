@@ -12,7 +12,7 @@ import { STATE_SERVICE, type StateOperations } from "./operations.ts";
  * concurrent writes reach the store together and share a commit.
  */
 export function startStateWorker(
-  endpoint: string,
+  endpoint: string | readonly string[],
   operations: StateOperations,
   options: WorkerOptions = {},
   onEvent?: (event: WorkerEvent) => void,

@@ -528,7 +528,7 @@ Deno.test("broker answers mmi.heartbeat with the request body echoed", async () 
   });
 });
 
-Deno.test("broker answers mmi.broker with JSON: version, uptime, services, workers", async () => {
+Deno.test("broker answers mmi.broker with JSON: version, uptime, services, workers, extensions", async () => {
   await withBroker({ version: "9.8.7-test" }, async (server, track) => {
     await readyWorker(server, track, "plantd", "test.a", "worker-1");
     await readyWorker(server, track, "mdp02", "test.b", "worker-2");
@@ -542,6 +542,13 @@ Deno.test("broker answers mmi.broker with JSON: version, uptime, services, worke
     assert.ok(info.uptime_s >= 0);
     assert.equal(info.services, 2);
     assert.equal(info.workers, 2);
+    // What mdp/negotiation.ts reads to send request ids and deadline frames.
+    assert.deepEqual(info.extensions, [
+      "envelope-stack",
+      "deadline-frame",
+      "worker-capacity",
+      "org.plantd.Broker",
+    ]);
   });
 });
 

@@ -19,7 +19,7 @@ export const echoHandler: Handler = (body) => {
 
 /** Starts an echo worker against `endpoint`. */
 export function startEchoWorker(
-  endpoint: string,
+  endpoint: string | readonly string[],
   options: WorkerOptions = {},
   onEvent?: (event: WorkerEvent) => void,
 ): MdpWorker {
