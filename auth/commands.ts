@@ -38,8 +38,10 @@ async function readPassword(): Promise<string> {
 }
 
 /**
- * `user-add --username NAME [--roles admin,operator] [--auth-db PATH]`; the
- * password comes from PLANTD_USER_PASSWORD, a piped first line, or a prompt.
+ * `user-add --username NAME [--roles admin,operator] [--auth-db PATH|URL]`:
+ * into the gateway's auth database (`auth_db`: a libSQL file or server, or
+ * a `postgres://` URL); the password comes from PLANTD_USER_PASSWORD, a
+ * piped first line, or a prompt.
  */
 export async function userAdd(args: string[]): Promise<void> {
   let values;
@@ -58,12 +60,14 @@ export async function userAdd(args: string[]): Promise<void> {
   }
   if (!values.username) {
     throw new ConfigError(
-      "usage: main.ts user-add --username NAME [--roles admin] [--auth-db PATH]",
+      "usage: main.ts user-add --username NAME [--roles admin] [--auth-db PATH|URL]",
     );
   }
-  const location = values["auth-db"] ?? loadConfig(gatewayConfig, { args: [] }).auth_db;
+  const config = loadConfig(gatewayConfig, { args: [] });
+  const location = values["auth-db"] ?? config.auth_db;
   const password = await readPassword();
-  const store = await AuthStore.open(location);
+  // Unreachable or refused, PostgreSQL's error names the database with its password hidden.
+  const store = await AuthStore.open(location, config.auth_db_token);
   try {
     const roles = values.roles.split(",").map((r) => r.trim()).filter(Boolean);
     const user = await store.createUser(values.username, password, roles);
@@ -76,7 +80,9 @@ export async function userAdd(args: string[]): Promise<void> {
       ip: "local",
       details: { roles },
     });
-    console.log(`user ${user.username} created in ${location} with roles ${roles.join(", ")}`);
+    console.log(
+      `user ${user.username} created in ${store.location} with roles ${roles.join(", ")}`,
+    );
   } catch (error) {
     if (error instanceof AuthStoreError) throw new ConfigError(`user-add: ${error.message}`);
     throw error;

@@ -1,5 +1,6 @@
 /**
- * The gateway's security tables: users, roles, API keys and the audit log.
+ * The gateway's security tables: users, roles, API keys, the audit log, the
+ * revocation log and refresh tokens (libSQL; auth/schema_pg.ts mirrors it).
  * The single source of truth for drizzle-kit, which generates migrations/auth
  * from this file (`deno task db:generate:auth`).
  *
@@ -77,3 +78,25 @@ export const revocations = sqliteTable("revocations", {
   expiresAt: integer("expires_at").notNull(),
   createdAt: integer("created_at").notNull(),
 }, (table) => [index("revocations_expires").on(table.expiresAt)]);
+
+/**
+ * Refresh tokens of logins (gateway/shared/auth_db_sessions.ts), by the
+ * SHA-256 of the token. A rotated token stays, marked by `rotated_at`, until
+ * it expires, so presenting it again is seen as reuse; the mark is set by a
+ * conditional UPDATE, so of two refreshes with one token (on any gateways)
+ * only one wins.
+ */
+export const refreshTokens = sqliteTable("refresh_tokens", {
+  id: text("id").primaryKey(),
+  userId: text("user_id").notNull(),
+  username: text("username").notNull(),
+  /** The login it descends from; also the `sid` of its access tokens. */
+  family: text("family").notNull(),
+  createdAt: integer("created_at").notNull(),
+  expiresAt: integer("expires_at").notNull(),
+  rotatedAt: integer("rotated_at"),
+}, (table) => [
+  index("refresh_tokens_user").on(table.userId),
+  index("refresh_tokens_family").on(table.family),
+  index("refresh_tokens_expires").on(table.expiresAt),
+]);

@@ -1,20 +1,29 @@
 /**
- * Users, roles, API keys and the audit log in libSQL (Drizzle), migrated from
- * migrations/auth. Secrets are stored hashed (see secrets.ts); every query is
- * built by Drizzle with bound parameters.
+ * Users, roles, API keys, refresh tokens, the revocation log and the audit
+ * log of the gateway: one API over two databases, chosen by `auth_db`.
+ *
+ * - libSQL (auth/store_libsql.ts): a file, the default, or a libsql:// server.
+ * - PostgreSQL (auth/store_pg.ts): a `postgres://` URL, for several gateways
+ *   sharing one auth database.
+ *
+ * This module holds what does not depend on the database: validation,
+ * hashing, the role cache, batching of audit events, and the errors. Both
+ * backends answer the same calls with the same rows, and this module turns
+ * their failures into the same errors: a taken name is
+ * {@link AuthStoreError} CONFLICT, a database that cannot be reached
+ * {@link AuthStoreUnavailableError}. Secrets are stored hashed (see
+ * secrets.ts); every query is built by Drizzle with bound parameters.
  *
  * @module
  */
-import type { Client } from "@libsql/client";
-import { and, desc, eq, gt, gte, inArray, isNull, lt, lte, type SQL, sql } from "drizzle-orm";
-import { drizzle, type LibSQLDatabase } from "drizzle-orm/libsql";
-import { openLibsql } from "../storage/libsql.ts";
+import { isPostgresUrl, redactUrl } from "../storage/postgres.ts";
+import type { ApiKeyRow, AuthBackend, NewRevocation, RefreshTokenRow, UserRow } from "./backend.ts";
+import { causes } from "./backend.ts";
 import { BUILTIN_ROLES, isPermission, permissionsOf } from "./permissions.ts";
-import * as schema from "./schema.ts";
 import { inProcessHasher, type PasswordHasher } from "./hash_pool.ts";
 import { constantTimeEqual, randomToken, sha256Hex } from "./secrets.ts";
-
-const MIGRATIONS = new URL("../migrations/auth", import.meta.url).pathname;
+import { openLibsqlAuth } from "./store_libsql.ts";
+import { openPgAuth } from "./store_pg.ts";
 
 /** A user as shown to admins (never with the hash). */
 export interface UserView {
@@ -54,6 +63,16 @@ export interface Revocation {
   expiresAt: number;
 }
 
+/** A refresh token of a login, by its SHA-256 (gateway/shared/auth_db_sessions.ts). */
+export interface RefreshTokenRecord {
+  userId: string;
+  username: string;
+  /** The login it descends from (also the `sid` of its access tokens). */
+  family: string;
+  createdAt: number;
+  expiresAt: number;
+}
+
 /** How long a `user` revocation row stays: gateways poll every second or two. */
 const USER_REVOCATION_KEEP_MS = 600_000;
 
@@ -87,12 +106,35 @@ export class AuthStoreError extends Error {
   }
 }
 
+/**
+ * The auth database cannot be reached (its server is down or away): nothing
+ * was decided, the caller may retry. The gateway answers 503
+ * AUTH_STORE_UNAVAILABLE.
+ */
+export class AuthStoreUnavailableError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "AuthStoreUnavailableError";
+  }
+}
+
+/** Options of {@link AuthStore.open}. */
+export interface AuthStoreOptions {
+  /**
+   * PostgreSQL: open even when the server cannot be reached yet (calls fail
+   * with {@link AuthStoreUnavailableError} until it can). @default false
+   */
+  lazy?: boolean;
+  /** Told why a lazy open could not reach the server. */
+  onUnreachable?: (error: AuthStoreUnavailableError) => void;
+}
+
 const USERNAME = /^[A-Za-z0-9._@-]{1,64}$/;
 const ROLE = /^[a-z][a-z0-9_-]{0,63}$/;
 /** Defined roles are re-read this often, so replicas see each other's changes. */
 const ROLE_CACHE_MS = 5_000;
 
-function userView(row: typeof schema.users.$inferSelect): UserView {
+function userView(row: UserRow): UserView {
   return {
     id: row.id,
     username: row.username,
@@ -103,7 +145,7 @@ function userView(row: typeof schema.users.$inferSelect): UserView {
   };
 }
 
-function keyView(row: typeof schema.apiKeys.$inferSelect): ApiKeyView {
+function keyView(row: ApiKeyRow): ApiKeyView {
   return {
     id: row.id,
     name: row.name,
@@ -115,39 +157,92 @@ function keyView(row: typeof schema.apiKeys.$inferSelect): ApiKeyView {
   };
 }
 
+function refreshRecord(row: RefreshTokenRow): RefreshTokenRecord {
+  return {
+    userId: row.userId,
+    username: row.username,
+    family: row.family,
+    createdAt: row.createdAt,
+    expiresAt: row.expiresAt,
+  };
+}
+
+/** The innermost reason of a driver error, without queries, parameters or passwords. */
+function reason(error: unknown): string {
+  let last: Error | undefined;
+  for (const e of causes(error)) last = e;
+  return redactUrl(last?.message ?? String(error));
+}
+
 /** The security database. */
 export class AuthStore {
-  readonly #client: Client;
-  readonly #db: LibSQLDatabase<typeof schema>;
+  readonly #backend: AuthBackend;
   readonly #hasher: PasswordHasher;
+  /** Where the database is, with any password hidden. */
+  readonly location: string;
   /** An argon2id hash of a random password, compared against for unknown users. */
   #dummyHash?: Promise<string>;
   #roles?: { at: number; map: Record<string, string[]> };
   #pendingAudit: AuditEvent[] = [];
   #flushing?: Promise<void>;
 
-  private constructor(client: Client, hasher: PasswordHasher) {
-    this.#client = client;
+  private constructor(backend: AuthBackend, hasher: PasswordHasher, location: string) {
+    this.#backend = backend;
     this.#hasher = hasher;
-    this.#db = drizzle(client, { schema });
+    this.location = redactUrl(location);
   }
 
   /**
-   * Opens (and migrates) the database at `location`. A server passes a
-   * {@link HashPool} as `hasher`, so argon2id runs off its event loop.
+   * Opens (and migrates) the database at `location`: a `postgres://` or
+   * `postgresql://` URL, else libSQL (a file path, `file:`, or a server
+   * URL with `authToken`). A server passes a {@link HashPool} as `hasher`,
+   * so argon2id runs off its event loop.
    */
   static async open(
     location: string,
     authToken?: string,
     hasher: PasswordHasher = inProcessHasher,
+    options: AuthStoreOptions = {},
   ): Promise<AuthStore> {
-    const { client } = await openLibsql({
-      location,
-      authToken,
-      synchronous: "full",
-      migrations: MIGRATIONS,
+    if (!isPostgresUrl(location)) {
+      return new AuthStore(await openLibsqlAuth(location, authToken), hasher, location);
+    }
+    const backend = await openPgAuth(location, {
+      lazy: options.lazy,
+      onUnreachable: (error) =>
+        options.onUnreachable?.(
+          new AuthStoreUnavailableError(`auth database unavailable: ${reason(error)}`, {
+            cause: error,
+          }),
+        ),
+    }).catch((error) => {
+      throw new Error(`auth database ${redactUrl(location)}: ${reason(error)}`, { cause: error });
     });
-    return new AuthStore(client, hasher);
+    return new AuthStore(backend, hasher, location);
+  }
+
+  /** Which database holds the store. */
+  get backend(): "libsql" | "postgres" {
+    return this.#backend.kind;
+  }
+
+  /** A call to the database, its unreachability turned into {@link AuthStoreUnavailableError}. */
+  async #call<T>(query: () => Promise<T>): Promise<T> {
+    try {
+      return await query();
+    } catch (error) {
+      if (this.#backend.isUnavailable(error)) {
+        throw new AuthStoreUnavailableError(`auth database unavailable: ${reason(error)}`, {
+          cause: error,
+        });
+      }
+      throw error;
+    }
+  }
+
+  /** Resolves when the database answers; rejects with the reason (health checks). */
+  ping(): Promise<void> {
+    return this.#call(() => this.#backend.ping());
   }
 
   // --- roles
@@ -155,7 +250,7 @@ export class AuthStore {
   /** Built-in and defined roles with their permissions (defined ones override built-ins). */
   async roles(): Promise<Record<string, string[]>> {
     if (this.#roles && Date.now() - this.#roles.at < ROLE_CACHE_MS) return this.#roles.map;
-    const rows = await this.#db.select().from(schema.roles);
+    const rows = await this.#call(() => this.#backend.roles());
     const map: Record<string, string[]> = { ...BUILTIN_ROLES };
     for (const row of rows) map[row.name] = row.permissions;
     this.#roles = { at: Date.now(), map };
@@ -171,19 +266,14 @@ export class AuthStore {
     if (!ROLE.test(name)) throw new AuthStoreError("INVALID", `Role name '${name}' is not valid`);
     const bad = permissions.find((p) => !isPermission(p));
     if (bad !== undefined) throw new AuthStoreError("INVALID", `'${bad}' is not a permission`);
-    await this.#db.insert(schema.roles).values({ name, permissions, updatedAt: Date.now() })
-      .onConflictDoUpdate({
-        target: schema.roles.name,
-        set: { permissions, updatedAt: Date.now() },
-      });
+    await this.#call(() => this.#backend.putRole({ name, permissions, updatedAt: Date.now() }));
     this.#roles = undefined;
   }
 
   async deleteRole(name: string): Promise<boolean> {
-    const rows = await this.#db.delete(schema.roles).where(eq(schema.roles.name, name))
-      .returning();
+    const deleted = await this.#call(() => this.#backend.deleteRole(name));
     this.#roles = undefined;
-    return rows.length > 0;
+    return deleted;
   }
 
   async #checkRoles(roles: string[]): Promise<void> {
@@ -203,7 +293,7 @@ export class AuthStore {
     }
     await this.#checkRoles(roles);
     const now = Date.now();
-    const row = {
+    const row: UserRow = {
       id: crypto.randomUUID(),
       username,
       passwordHash: await this.#hasher.hash(password),
@@ -214,38 +304,40 @@ export class AuthStore {
       createdAt: now,
       updatedAt: now,
     };
-    const inserted = await this.#db.insert(schema.users).values(row).onConflictDoNothing()
-      .returning();
-    if (inserted.length === 0) {
-      throw new AuthStoreError("CONFLICT", `User '${username}' exists`);
-    }
-    // Gateways that remember the name as deleted must read it again.
-    await this.#revoke("user", username, now + USER_REVOCATION_KEEP_MS);
+    // With the user, a revocation: gateways that remember the name as deleted must read it again.
+    await this.#call(() => this.#backend.insertUser(row, this.#userRevocation(username, now)))
+      .catch((error) => {
+        if (!this.#backend.isConflict(error)) throw error;
+        throw new AuthStoreError("CONFLICT", `User '${username}' exists`);
+      });
     return userView(row);
   }
 
+  #userRevocation(username: string, now = Date.now()): NewRevocation {
+    return {
+      kind: "user",
+      subject: username,
+      expiresAt: now + USER_REVOCATION_KEEP_MS,
+      createdAt: now,
+    };
+  }
+
   async users(): Promise<UserView[]> {
-    return (await this.#db.select().from(schema.users).orderBy(schema.users.username)).map(
-      userView,
-    );
+    return (await this.#call(() => this.#backend.users())).map(userView);
   }
 
   async user(username: string): Promise<UserView | undefined> {
-    const [row] = await this.#db.select().from(schema.users).where(
-      eq(schema.users.username, username),
-    );
+    const row = await this.#call(() => this.#backend.user(username));
     return row ? userView(row) : undefined;
   }
 
   async countUsers(): Promise<number> {
-    return (await this.#db.select({ id: schema.users.id }).from(schema.users)).length;
+    return await this.#call(() => this.#backend.countUsers());
   }
 
   /** The user when the password matches and the account is enabled. */
   async checkPassword(username: string, password: string): Promise<UserView | undefined> {
-    const [row] = await this.#db.select().from(schema.users).where(
-      eq(schema.users.username, username),
-    );
+    const row = await this.#call(() => this.#backend.user(username));
     // Hash even for unknown users, so timing does not tell which names exist.
     const hash = row?.passwordHash ?? await this.#dummy();
     const ok = await this.#hasher.verify(password, hash);
@@ -263,36 +355,22 @@ export class AuthStore {
   async sessionStates(usernames: string[]): Promise<Map<string, SessionState>> {
     const states = new Map<string, SessionState>();
     for (let i = 0; i < usernames.length; i += 500) {
-      const rows = await this.#db.select({
-        username: schema.users.username,
-        epoch: schema.users.sessionEpoch,
-        disabled: schema.users.disabled,
-      }).from(schema.users).where(inArray(schema.users.username, usernames.slice(i, i + 500)));
-      for (const r of rows) states.set(r.username, { epoch: r.epoch, active: !r.disabled });
+      const rows = await this.#call(() => this.#backend.sessionStates(usernames.slice(i, i + 500)));
+      for (const r of rows) states.set(r.username, { epoch: r.sessionEpoch, active: !r.disabled });
     }
     return states;
   }
 
   /** Records that one login session's access tokens (`sid`) are void until `expiresAt`. */
   async revokeSession(sid: string, expiresAt: number): Promise<void> {
-    await this.#revoke("session", sid, expiresAt);
-  }
-
-  async #revoke(kind: Revocation["kind"], subject: string, expiresAt: number): Promise<void> {
-    await this.#db.insert(schema.revocations).values({
-      kind,
-      subject,
-      expiresAt,
-      createdAt: Date.now(),
-    });
+    await this.#call(() =>
+      this.#backend.revoke({ kind: "session", subject: sid, expiresAt, createdAt: Date.now() })
+    );
   }
 
   /** Revocations with an id above `after`, oldest first, still in force. */
   async revocationsAfter(after: number): Promise<Revocation[]> {
-    const t = schema.revocations;
-    const rows = await this.#db.select().from(t).where(
-      and(gt(t.id, after), gt(t.expiresAt, Date.now())),
-    ).orderBy(t.id).limit(10_000);
+    const rows = await this.#call(() => this.#backend.revocationsAfter(after, Date.now(), 10_000));
     return rows.map((r) => ({
       id: r.id,
       kind: r.kind === "user" ? "user" : "session",
@@ -303,7 +381,7 @@ export class AuthStore {
 
   /** Deletes revocations past their expiry. */
   async pruneRevocations(): Promise<void> {
-    await this.#db.delete(schema.revocations).where(lte(schema.revocations.expiresAt, Date.now()));
+    await this.#call(() => this.#backend.pruneRevocations(Date.now()));
   }
 
   async updateUser(
@@ -314,34 +392,36 @@ export class AuthStore {
     if (change.password !== undefined && change.password.length < 8) {
       throw new AuthStoreError("INVALID", "Passwords have at least 8 characters");
     }
-    const set: Partial<typeof schema.users.$inferInsert> = { updatedAt: Date.now() };
-    if (change.roles) set.roles = change.roles;
-    if (change.disabled !== undefined) set.disabled = change.disabled;
-    if (change.password !== undefined) {
-      set.passwordHash = await this.#hasher.hash(change.password);
-    }
+    const now = Date.now();
+    const passwordHash = change.password !== undefined
+      ? await this.#hasher.hash(change.password)
+      : undefined;
     const ends = change.roles !== undefined || change.disabled !== undefined ||
       change.password !== undefined;
-    // Every access token carries the epoch it was issued under: bumping it voids them all.
-    if (ends) set.sessionEpoch = sql`${schema.users.sessionEpoch} + 1` as unknown as number;
-    const [row] = await this.#db.update(schema.users).set(set).where(
-      eq(schema.users.username, username),
-    ).returning();
+    // Every access token carries the epoch it was issued under: bumping it (with
+    // a revocation row, in one transaction) voids them all on every gateway.
+    const row = await this.#call(() =>
+      this.#backend.updateUser(
+        username,
+        {
+          updatedAt: now,
+          ...(change.roles ? { roles: change.roles } : {}),
+          ...(change.disabled !== undefined ? { disabled: change.disabled } : {}),
+          ...(passwordHash !== undefined ? { passwordHash } : {}),
+        },
+        ends ? this.#userRevocation(username, now) : undefined,
+      )
+    );
     if (!row) throw new AuthStoreError("NOT_FOUND", `No user '${username}'`);
-    if (ends) await this.#revoke("user", username, Date.now() + USER_REVOCATION_KEEP_MS);
     return userView(row);
   }
 
   /** Deletes a user, revokes the API keys it created and voids its access tokens. */
   async deleteUser(username: string): Promise<UserView | undefined> {
-    const [row] = await this.#db.delete(schema.users).where(eq(schema.users.username, username))
-      .returning();
-    if (!row) return undefined;
-    await this.#db.update(schema.apiKeys).set({ revokedAt: Date.now() }).where(
-      and(eq(schema.apiKeys.createdBy, `user:${username}`), isNull(schema.apiKeys.revokedAt)),
+    const row = await this.#call(() =>
+      this.#backend.deleteUser(username, `user:${username}`, this.#userRevocation(username))
     );
-    await this.#revoke("user", username, Date.now() + USER_REVOCATION_KEEP_MS);
-    return userView(row);
+    return row ? userView(row) : undefined;
   }
 
   // --- API keys
@@ -356,7 +436,7 @@ export class AuthStore {
     await this.#checkRoles(roles);
     const id = randomToken(9);
     const secret = randomToken(32);
-    const row = {
+    const row: ApiKeyRow = {
       id,
       name,
       secretHash: await sha256Hex(secret),
@@ -366,7 +446,10 @@ export class AuthStore {
       expiresAt,
       revokedAt: null,
     };
-    await this.#db.insert(schema.apiKeys).values(row);
+    await this.#call(() => this.#backend.insertApiKey(row)).catch((error) => {
+      if (!this.#backend.isConflict(error)) throw error;
+      throw new AuthStoreError("CONFLICT", `API key id '${id}' exists`);
+    });
     return { key: `pk_${id}.${secret}`, view: keyView(row) };
   }
 
@@ -374,9 +457,7 @@ export class AuthStore {
   async checkApiKey(key: string): Promise<ApiKeyView | undefined> {
     const match = /^pk_([A-Za-z0-9_-]{12})\.([A-Za-z0-9_-]{43})$/.exec(key);
     if (!match) return undefined;
-    const [row] = await this.#db.select().from(schema.apiKeys).where(
-      and(eq(schema.apiKeys.id, match[1]!), isNull(schema.apiKeys.revokedAt)),
-    );
+    const row = await this.#call(() => this.#backend.apiKey(match[1]!));
     const hash = await sha256Hex(match[2]!);
     if (!row || !constantTimeEqual(hash, row.secretHash)) return undefined;
     if (row.expiresAt !== null && row.expiresAt <= Date.now()) return undefined;
@@ -389,22 +470,55 @@ export class AuthStore {
   }
 
   async apiKeys(): Promise<ApiKeyView[]> {
-    return (await this.#db.select().from(schema.apiKeys).orderBy(schema.apiKeys.createdAt)).map(
-      keyView,
-    );
+    return (await this.#call(() => this.#backend.apiKeys())).map(keyView);
   }
 
   async revokeApiKey(id: string): Promise<boolean> {
-    const rows = await this.#db.update(schema.apiKeys).set({ revokedAt: Date.now() }).where(
-      and(eq(schema.apiKeys.id, id), isNull(schema.apiKeys.revokedAt)),
-    ).returning();
-    return rows.length > 0;
+    return await this.#call(() => this.#backend.revokeApiKey(id, Date.now()));
+  }
+
+  // --- refresh tokens
+
+  /** Stores (or replaces, unrotated) the refresh token `id` of a login. */
+  async putRefreshToken(id: string, record: RefreshTokenRecord): Promise<void> {
+    await this.#call(() => this.#backend.putRefreshToken({ id, ...record, rotatedAt: null }));
+  }
+
+  /** The refresh token unless missing or expired (rotated ones are found). */
+  async refreshToken(id: string): Promise<RefreshTokenRecord | undefined> {
+    const row = await this.#call(() => this.#backend.refreshToken(id, Date.now()));
+    return row ? refreshRecord(row) : undefined;
+  }
+
+  /**
+   * Marks a refresh token rotated; `reused`: it was rotated before (by this
+   * gateway or another). Undefined when missing or expired.
+   */
+  async claimRefreshToken(
+    id: string,
+  ): Promise<{ record: RefreshTokenRecord; reused: boolean } | undefined> {
+    const claimed = await this.#call(() => this.#backend.claimRefreshToken(id, Date.now()));
+    return claimed ? { record: refreshRecord(claimed.row), reused: !claimed.first } : undefined;
+  }
+
+  async deleteRefreshToken(id: string): Promise<void> {
+    await this.#call(() => this.#backend.deleteRefreshToken(id));
+  }
+
+  /** Deletes a user's or a login's refresh tokens; returns how many were unexpired. */
+  async deleteRefreshTokens(by: { userId: string } | { family: string }): Promise<number> {
+    return await this.#call(() => this.#backend.deleteRefreshTokens(by, Date.now()));
+  }
+
+  /** Deletes expired refresh tokens. */
+  async pruneRefreshTokens(): Promise<void> {
+    await this.#call(() => this.#backend.pruneRefreshTokens(Date.now()));
   }
 
   // --- audit
 
   /**
-   * Queues an event; queued events are written together in one transaction,
+   * Queues an event; queued events are written together in one statement,
    * so a burst of audited requests costs one commit rather than one each.
    */
   audit(event: AuditEvent): Promise<void> {
@@ -417,23 +531,15 @@ export class AuthStore {
     const events = this.#pendingAudit.splice(0);
     this.#flushing = undefined;
     if (events.length === 0) return;
-    await this.#db.insert(schema.auditEvents).values(
-      events.map((e) => ({ ...e, details: e.details ?? null })),
+    await this.#call(() =>
+      this.#backend.insertAudit(events.map((e) => ({ ...e, details: e.details ?? null })))
     );
   }
 
   /** Newest first. */
   async queryAudit(query: AuditQuery): Promise<(AuditEvent & { id: number })[]> {
-    const conditions: SQL[] = [];
-    const t = schema.auditEvents;
-    if (query.actor) conditions.push(eq(t.actor, query.actor));
-    if (query.action) conditions.push(eq(t.action, query.action));
-    if (query.from !== undefined) conditions.push(gte(t.time, query.from));
-    if (query.to !== undefined) conditions.push(lte(t.time, query.to));
-    if (query.before !== undefined) conditions.push(lt(t.id, query.before));
-    await this.#flushing;
-    const rows = await this.#db.select().from(t).where(and(...conditions)).orderBy(desc(t.id))
-      .limit(query.limit);
+    await this.#flushing?.catch(() => {}); // its failure was reported to its callers
+    const rows = await this.#call(() => this.#backend.queryAudit(query));
     return rows.map((r) => ({
       id: r.id,
       time: r.time,
@@ -448,15 +554,12 @@ export class AuthStore {
 
   /** Deletes audit events older than `before` (ms since the epoch); returns how many. */
   async pruneAudit(before: number): Promise<number> {
-    await this.#flushing;
-    const rows = await this.#db.delete(schema.auditEvents).where(
-      lt(schema.auditEvents.time, before),
-    ).returning({ id: schema.auditEvents.id });
-    return rows.length;
+    await this.#flushing?.catch(() => {});
+    return await this.#call(() => this.#backend.pruneAudit(before));
   }
 
   async close(): Promise<void> {
-    await this.#flushing;
-    this.#client.close();
+    await this.#flushing?.catch(() => {});
+    await this.#backend.close();
   }
 }

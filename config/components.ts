@@ -490,9 +490,20 @@ export const gatewayConfig = {
     jwt_private_key: z.string().min(1).optional(),
     /** Serve Prometheus `/metrics` without a token; refused with a host beyond loopback. */
     public_metrics: z.boolean().default(false),
-    /** Users, roles, API keys and the audit log (libSQL file or server URL). */
+    /**
+     * Users, roles, API keys, revocations and the audit log: a libSQL file or
+     * server URL (`libsql://`), or a `postgres://` / `postgresql://` URL so
+     * several gateways share one auth database (docs/security.md).
+     */
     auth_db: z.string().min(1).default("data/plantd-auth.db"),
+    /** Token of a libSQL server (a PostgreSQL URL carries its own credentials). */
     auth_db_token: z.string().optional(),
+    /**
+     * Where refresh tokens (login sessions) are kept: "auth_db" (rows of the
+     * auth database), "redis", "memory" (this process); "auto": auth_db when
+     * it is PostgreSQL, else redis when redis_url is set, else memory.
+     */
+    session_store: z.enum(["auto", "auth_db", "redis", "memory"]).default("auto"),
     /** Audit events older than this are deleted (checked hourly); 0 keeps them forever. */
     audit_retention_days: z.number().min(0).default(365),
     access_token_ttl_s: z.number().int().min(10).max(86_400).default(900),

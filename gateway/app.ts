@@ -133,7 +133,10 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
   const logOnce = logLimiter(10_000);
   const errorResponse = (error: Error, c: Context) => {
     const api = toApiError(error);
-    if (api.code === "INTERNAL" || api.code === "STORAGE_FULL") {
+    if (
+      api.code === "INTERNAL" || api.code === "STORAGE_FULL" ||
+      api.code === "AUTH_STORE_UNAVAILABLE"
+    ) {
       // The client gets a code; the operator needs the cause.
       logOnce(api.code, (suppressed) =>
         log.error("{method} {path}: {code}: {error}", {

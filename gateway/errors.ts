@@ -7,6 +7,7 @@
  */
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { AuthStoreUnavailableError } from "../auth/store.ts";
 import { AuthError } from "../auth/tokens.ts";
 import {
   MdpBrokerError,
@@ -36,6 +37,7 @@ export type ApiErrorCode =
   | "UPSTREAM_ERROR"
   | "WORKER_LOST"
   | "STORAGE_FULL"
+  | "AUTH_STORE_UNAVAILABLE"
   | "INTERNAL";
 
 const STATUS: Record<ApiErrorCode, ContentfulStatusCode> = {
@@ -58,6 +60,8 @@ const STATUS: Record<ApiErrorCode, ContentfulStatusCode> = {
   UPSTREAM_ERROR: 502,
   WORKER_LOST: 502,
   STORAGE_FULL: 507,
+  // The auth database cannot be reached: nothing was decided, a retry may succeed.
+  AUTH_STORE_UNAVAILABLE: 503,
   INTERNAL: 500,
 };
 
@@ -115,6 +119,9 @@ export function toApiError(error: unknown): ApiError {
     );
   }
   if (error instanceof MdpClosedError) return new ApiError("SERVICE_UNAVAILABLE", error.message);
+  if (error instanceof AuthStoreUnavailableError) {
+    return new ApiError("AUTH_STORE_UNAVAILABLE", error.message, undefined, { "Retry-After": "1" });
+  }
   if (error instanceof HTTPException) {
     const status = error.status;
     const code: ApiErrorCode = status === 413

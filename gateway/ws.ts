@@ -385,6 +385,8 @@ export class WsSession {
     } catch (error) {
       const api = toApiError(error);
       this.#error(id, api.code, api.message);
+      // The auth database being away is not the client's failure: it may retry.
+      if (api.code === "AUTH_STORE_UNAVAILABLE") return;
       if (++this.#authFailures >= MAX_AUTH_FAILURES) {
         this.close(CLOSE.POLICY, "too many failed authentications");
       }

@@ -19,8 +19,9 @@ import { stateBusKey } from "../config/state_bus.ts";
 import { createApp } from "../gateway/app.ts";
 import { Guard } from "../gateway/auth/guard.ts";
 import { Revocations } from "../gateway/auth/revocations.ts";
+import { authStoreHealth } from "../gateway/auth/store_health.ts";
 import { createCounters } from "../gateway/shared/counters.ts";
-import { createSessions } from "../gateway/shared/sessions.ts";
+import { chooseSessions } from "../gateway/shared/auth_db_sessions.ts";
 import { BusHub } from "../gateway/bus_hub.ts";
 import { BusOutlet } from "../gateway/bus_outlet.ts";
 import { TopicHistory } from "../gateway/shared/history.ts";
@@ -102,7 +103,18 @@ export async function startGateway(
     workers: config.hash_workers,
     maxPending: config.hash_max_pending,
   });
-  const authStore = await AuthStore.open(config.auth_db, config.auth_db_token, hashPool);
+  if (config.session_store === "redis" && !redis) {
+    throw new ConfigError("gateway: session_store is redis: set redis_url (PLANTD_REDIS_URL)");
+  }
+  // A PostgreSQL auth database that is away at start is waited for, not fatal: /healthz says so.
+  const authStore = await AuthStore.open(config.auth_db, config.auth_db_token, hashPool, {
+    lazy: true,
+    onUnreachable: (error) =>
+      log.warn("{error}; logins and API keys answer 503 until it is back", {
+        error: error.message,
+      }),
+  });
+  const authHealth = authStoreHealth(authStore);
   const revocations = settings
     ? await Revocations.start({
       store: authStore,
@@ -135,13 +147,18 @@ export async function startGateway(
     }
   };
   await pruneAudit();
-  if (settings && await authStore.countUsers() === 0 && TokenIssuer.possible(settings)) {
+  const users = await authStore.countUsers().catch(() => undefined);
+  if (settings && users === 0 && TokenIssuer.possible(settings)) {
     log.warn("authentication is on and there are no users yet: create an admin with `{command}`", {
       command: "deno task user:add --username admin --roles admin",
     });
   }
   const counters = createCounters(redis);
-  const userSessions = createSessions(redis);
+  const { sessions: userSessions, where: sessionsIn } = chooseSessions(
+    config.session_store,
+    authStore,
+    redis,
+  );
   const client = new MdpClient(config.broker_endpoint, {
     timeoutMs: config.request_timeout_ms,
     dialect: config.broker_dialect,
@@ -251,6 +268,7 @@ export async function startGateway(
   const checks = async (): Promise<Check[]> => {
     const stateWorkers = directory.workers(STATE_SERVICE);
     if (stateWorkers > 0) await stateStore();
+    const auth = await authHealth();
     return [
       check("broker_connection", directory.brokerReachable, directory.lastError),
       check("state_worker", stateWorkers > 0, "no org.plantd.State worker registered"),
@@ -262,6 +280,8 @@ export async function startGateway(
         `state writes fail: ${storeCheck.writeFailure}`,
         false,
       ),
+      // Not required: tokens verified already are still served; logins and new API keys get 503.
+      check("auth_db", auth.ok, auth.output, false),
       // Not required: without Redis the gateway serves from its fallbacks.
       ...(redis ? [check("redis", redis.up, redis.lastError, false)] : []),
       ...await extraChecks(),
@@ -341,6 +361,8 @@ export async function startGateway(
       : "no state bus",
     broker: config.broker_endpoint,
     buses: config.buses,
+    auth_db: `${authStore.backend} ${authStore.location}`,
+    sessions: sessionsIn,
   });
   return {
     port: server.addr.port,

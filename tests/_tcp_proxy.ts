@@ -15,10 +15,11 @@ export class TcpProxy {
   #pairs = new Set<[Deno.Conn, Deno.Conn]>();
   #accepting: Promise<void> | undefined;
 
-  constructor(target: Deno.ConnectOptions, port = freePort()) {
+  /** `listening`: false for a server that is away from the start (call {@link resume}). */
+  constructor(target: Deno.ConnectOptions, port = freePort(), listening = true) {
     this.#target = target;
     this.port = port;
-    this.resume();
+    if (listening) this.resume();
   }
 
   /** Whether it forwards now. */

@@ -1363,6 +1363,7 @@ Deno.test("the Dockerfile's command line starts, answers /healthz, passes its HE
     assert.deepEqual(
       health.checks.map((c: { name: string }) => c.name).sort(),
       [
+        "auth_db",
         "broker_connection",
         "bus_event",
         "bus_metric",

@@ -9,8 +9,9 @@ import assert from "node:assert/strict";
 import { Publisher } from "../bus/publisher.ts";
 import { deleteKeys, randomPrefix, RedisServer, TEST_REDIS_URL } from "./_redis.ts";
 import { RedisLink } from "../gateway/shared/redis.ts";
-import { freePort, spawnWatched, waitFor } from "./_helpers.ts";
-import { startSystem, type System } from "./_system.ts";
+import { waitFor } from "./_helpers.ts";
+import { spawnGateway } from "./_gateway_process.ts";
+import { startSystem } from "./_system.ts";
 import { WsClient as BaseWsClient } from "./_ws.ts";
 
 const RING_OFFSET = /^[0-9a-f]+:\d+$/;
@@ -50,52 +51,6 @@ async function warmUp(
     publisher.publish("org.plantd.Event", `${tag}${i++}`);
     return clients.every((c) => c.tagged(tag).some((m) => offset.test(m.offset)));
   }, { what: `${tag} messages on every client`, intervalMs: 20, timeoutMs: 15_000 });
-}
-
-/** A gateway in a process of its own (`main.ts gateway`) against `system`'s broker and buses. */
-async function spawnGateway(system: System, env: Record<string, string>) {
-  const port = freePort();
-  const dir = await Deno.makeTempDir({ prefix: "plantd-gw-" });
-  await Deno.mkdir(`${dir}/data`);
-  const root = new URL("..", import.meta.url).pathname;
-  const child = spawnWatched(
-    new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--config", `${root}deno.json`, `${root}main.ts`, "gateway"],
-      cwd: dir,
-      env: {
-        PLANTD_GATEWAY_PORT: String(port),
-        PLANTD_GATEWAY_BROKER_ENDPOINT: system.brokerEndpoint,
-        PLANTD_GATEWAY_BUSES: JSON.stringify(system.backends),
-        PLANTD_GATEWAY_METRICS_DB: "",
-        PLANTD_GATEWAY_LOG_LEVEL: "warn",
-        PLANTD_GATEWAY_STATE_BUS_SECRET: system.stateBusSecret,
-        ...env,
-      },
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }),
-  );
-  const url = `http://127.0.0.1:${port}`;
-  const stop = async () => {
-    await child.stop();
-    await Deno.remove(dir, { recursive: true });
-  };
-  try {
-    await waitFor(async () => {
-      if (child.exited()) throw new Error(`gateway process exited: ${child.stderr()}`);
-      try {
-        await (await fetch(`${url}/livez`)).body?.cancel();
-        return true;
-      } catch {
-        return false;
-      }
-    }, { timeoutMs: 60_000, intervalMs: 100, what: "second gateway /livez" });
-  } catch (error) {
-    await stop();
-    throw error;
-  }
-  return { url, stop, stderr: child.stderr };
 }
 
 Deno.test("without Redis, a client that reconnects with its last offset gets exactly what it missed, then live messages", async () => {

@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { Registry } from "prom-client";
 import { type GatewayConfig, gatewayConfig } from "../config/components.ts";
-import { loadConfig } from "../config/load.ts";
+import { ConfigError, loadConfig } from "../config/load.ts";
 import { randomPrefix, TEST_REDIS_URL } from "./_redis.ts";
 import { CLOSE } from "../gateway/ws.ts";
 import { startGateway } from "../roles/gateway.ts";
@@ -228,7 +228,7 @@ Deno.test("a disabled user's open WebSocket is closed with 4003 and gets no furt
   });
 });
 
-for (const store of ["memory", "redis"] as const) {
+for (const store of ["memory", "redis", "auth_db"] as const) {
   Deno.test(`a rotated refresh token presented again revokes its whole family (${store} sessions)`, async () => {
     await withSecuredSystem(
       async ({ url }) => {
@@ -265,6 +265,9 @@ for (const store of ["memory", "redis"] as const) {
       },
       store === "redis"
         ? { gateway: { redis_url: TEST_REDIS_URL, redis_key_prefix: randomPrefix() } }
+        // Rows of the libSQL auth database (the default on PostgreSQL).
+        : store === "auth_db"
+        ? { gateway: { session_store: "auth_db" } }
         : {},
     );
   });
@@ -330,3 +333,25 @@ for (const redis of [true, false]) {
     }
   });
 }
+
+Deno.test("session_store redis without redis_url refuses to start, naming the key to set", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const started = await startGateway(
+      {
+        ...loadConfig(gatewayConfig, { args: [], env: {} }),
+        port: 0,
+        auth_db: `${dir}/auth.db`,
+        metrics_db: "",
+        session_store: "redis",
+      },
+      () => [],
+      new Registry(),
+    ).catch((error) => error);
+    if (!(started instanceof Error)) await started.close();
+    assert.ok(started instanceof ConfigError, String(started));
+    assert.match(started.message, /session_store is redis: set redis_url/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -15,8 +15,8 @@
  * at once when another gateway says so on Redis (`<prefix>revocations`
  * channel, when `redis_url` is set), and otherwise at the next poll (every
  * `revocation_poll_ms`, 1 s by default). So without Redis, a second
- * gateway sharing the auth database honours a revocation within one poll
- * interval plus a database read.
+ * gateway sharing the auth database (PostgreSQL, or a libSQL server)
+ * honours a revocation within one poll interval plus a database read.
  *
  * @module
  */
@@ -57,16 +57,21 @@ export class Revocations {
   #subscriber?: Redis;
   #stopWatching?: () => void;
   #closed = false;
+  #failing = false;
 
   private constructor(options: RevocationsOptions) {
     this.#store = options.store;
     this.#link = options.link;
   }
 
-  /** Reads the revocations in force, then keeps up with new ones. */
+  /**
+   * Reads the revocations in force, then keeps up with new ones. An auth
+   * database that cannot be read yet is read at the next poll: until then
+   * every user's state is read on first use, and fails (503) with it.
+   */
   static async start(options: RevocationsOptions): Promise<Revocations> {
     const revocations = new Revocations(options);
-    await revocations.#pollOnce();
+    await revocations.poll();
     revocations.#timer = setInterval(() => {
       if (revocations.#queued === 0) void revocations.poll();
     }, options.pollMs ?? 1000);
@@ -147,8 +152,15 @@ export class Revocations {
   /** Reads new rows of the revocation log (queued behind a read under way). */
   poll(): Promise<void> {
     this.#queued++;
-    this.#queue = this.#queue.then(() => this.#pollOnce()).catch((error) => {
-      this.#log.warn("reading revocations failed: {error}", { error: String(error) });
+    this.#queue = this.#queue.then(() => this.#pollOnce()).then(() => {
+      if (this.#failing) this.#log.info("reading revocations again");
+      this.#failing = false;
+    }, (error) => {
+      // Once per outage, not at every poll.
+      if (!this.#failing) {
+        this.#log.warn("reading revocations failed: {error}", { error: String(error) });
+      }
+      this.#failing = true;
     }).finally(() => this.#queued--);
     return this.#queue;
   }

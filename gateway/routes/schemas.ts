@@ -22,7 +22,8 @@ const MEANING: Record<number, string> = {
   422: "Idempotency-Key already used for a different request (IDEMPOTENCY_KEY_REUSED)",
   429: "Rate limited",
   502: "The service answered with an error, or its worker was lost mid-request (WORKER_LOST)",
-  503: "No worker serves the service",
+  503:
+    "No worker serves the service, or the auth database cannot be reached (AUTH_STORE_UNAVAILABLE)",
   504: "The service did not answer in time",
   507: "A database is full (disk or size limit); nothing was written",
 };

@@ -22,6 +22,8 @@
  *   found there after Redis returns. Deletions made during an outage are
  *   applied locally at once and replayed to Redis when it returns, so a
  *   logout or revocation is never undone by the recovery.
+ * - the auth database (./auth_db_sessions.ts), the default when it is
+ *   PostgreSQL.
  *
  * @module
  */
