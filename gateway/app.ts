@@ -20,7 +20,7 @@ import { WsAdmission } from "./auth/ws_admission.ts";
 import type { BusHub } from "./bus_hub.ts";
 import type { BusOutlet } from "./bus_outlet.ts";
 import { busRoutes } from "./routes/buses.ts";
-import type { Call, ServiceDirectory } from "./directory.ts";
+import type { Call, ServiceDirectory } from "../mdp/directory.ts";
 import { ApiError, toApiError } from "./errors.ts";
 import { logger } from "../telemetry/log.ts";
 import { logLimiter } from "../telemetry/log_window.ts";
@@ -31,7 +31,7 @@ import { stateRoutes } from "./routes/state.ts";
 import { SecureHeaders } from "./secure_headers.ts";
 import { dashboardRoutes } from "./static.ts";
 import { apiDocsRoutes } from "./api_docs.ts";
-import { StateApi } from "./state_api.ts";
+import { StateClient } from "../state/client.ts";
 import type { RateCounters } from "./shared/counters.ts";
 import type { SessionStore } from "./shared/sessions.ts";
 import type { StateCache } from "./state_cache.ts";
@@ -173,7 +173,7 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
     c.json(new ApiError("NOT_FOUND", `No route for ${c.req.method} ${c.req.path}`).body(), 404)
   );
 
-  stateRoutes(app, new StateApi(call, directory, deps.stateCache), guard, headers);
+  stateRoutes(app, new StateClient(call, directory, deps.stateCache), guard, headers);
   servicesRoutes(app, call, directory, guard);
   metricsRoutes(app, deps.metricsStore, guard);
   busRoutes(app, deps.hub, deps.outlet, guard);

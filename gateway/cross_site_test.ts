@@ -24,7 +24,7 @@ import { createApp } from "./app.ts";
 import { Guard } from "./auth/guard.ts";
 import { BusHub } from "./bus_hub.ts";
 import { BusOutlet } from "./bus_outlet.ts";
-import { ServiceDirectory } from "./directory.ts";
+import { ServiceDirectory } from "../mdp/directory.ts";
 import { memoryCounters } from "./shared/counters.ts";
 import { memorySessions } from "./shared/sessions.ts";
 import { waitFor } from "../tests/_helpers.ts";

@@ -17,7 +17,7 @@
  * @module
  */
 import type { SharedStateCache } from "./shared/state_cache.ts";
-import type { StateEntry } from "./state_api.ts";
+import type { StateEntry } from "../state/client.ts";
 
 interface Cached {
   entry: StateEntry | null;

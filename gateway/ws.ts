@@ -13,11 +13,11 @@ import type { Body, MdpClient } from "../mdp/client.ts";
 import { text } from "../mdp/protocol.ts";
 import type { BusHub, Listener, ListenOptions } from "./bus_hub.ts";
 import type { BusOutlet } from "./bus_outlet.ts";
-import type { ServiceDirectory } from "./directory.ts";
+import type { ServiceDirectory } from "../mdp/directory.ts";
 import { toApiError } from "./errors.ts";
 import { keyedBody, keyedReply } from "./idempotency.ts";
 import { IdempotencyKey } from "../state/idempotency.ts";
-import { frameToJson } from "./routes/services.ts";
+import { frameToJson } from "../mdp/frame_json.ts";
 
 /** Close codes of the protocol. */
 export const CLOSE = {

@@ -26,7 +26,7 @@ import { BusOutlet } from "../gateway/bus_outlet.ts";
 import { TopicHistory } from "../gateway/shared/history.ts";
 import { RedisLink } from "../gateway/shared/redis.ts";
 import { redisStateCache } from "../gateway/shared/state_cache.ts";
-import { ServiceDirectory } from "../gateway/directory.ts";
+import { ServiceDirectory } from "../mdp/directory.ts";
 import { EXTENSION } from "../mdp/negotiation.ts";
 import { StateCache } from "../gateway/state_cache.ts";
 import { loggedStateBusGate } from "../gateway/state_bus_gate.ts";

@@ -17,7 +17,7 @@
  *
  * @module
  */
-import type { StateEntry } from "../state_api.ts";
+import type { StateEntry } from "../../state/client.ts";
 import type { RedisLink } from "./redis.ts";
 
 /** What {@link StateCache} (gateway/state_cache.ts) needs from a shared cache. */
