@@ -34,7 +34,7 @@ import { apiDocsRoutes } from "./api_docs.ts";
 import { StateClient } from "../state/client.ts";
 import type { RateCounters } from "./shared/counters.ts";
 import type { SessionStore } from "./shared/sessions.ts";
-import type { StateCache } from "./state_cache.ts";
+import type { StateCache } from "./state_read_cache.ts";
 import { CLOSE, type WsAuth, type WsLimits, WsSession } from "./ws.ts";
 
 /** What the app needs. */

@@ -32,7 +32,7 @@ export type StateErrorCode =
   | "FORBIDDEN";
 
 /**
- * A read cache in front of the service (the gateway's: gateway/state_cache.ts):
+ * A read cache in front of the service (the gateway's: gateway/state_read_cache.ts):
  * the client reads through it and writes through to it.
  */
 export interface ReadCache {
