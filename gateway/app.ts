@@ -12,7 +12,7 @@ import type { Registry } from "prom-client";
 import type { MdpClient } from "../mdp/client.ts";
 import type { MetricsReader } from "../metrics/store.ts";
 import { type Check, healthRoutes } from "../telemetry/health.ts";
-import type { GatewayMetrics } from "../telemetry/gateway_metrics.ts";
+import type { GatewayMetrics } from "./gateway_metrics.ts";
 import type { Guard } from "./auth/guard.ts";
 import { AuthError } from "../auth/tokens.ts";
 import { authorizeCall, requestPipeline } from "./auth/http.ts";

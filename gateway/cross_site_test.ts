@@ -19,7 +19,7 @@ import { startGateway } from "../roles/gateway.ts";
 import { openStateDatabase } from "../state/db.ts";
 import { STATE_SERVICE, StateOperations } from "../state/operations.ts";
 import { StateStore } from "../state/store.ts";
-import { gatewayMetrics } from "../telemetry/gateway_metrics.ts";
+import { gatewayMetrics } from "./gateway_metrics.ts";
 import { createApp } from "./app.ts";
 import { Guard } from "./auth/guard.ts";
 import { BusHub } from "./bus_hub.ts";

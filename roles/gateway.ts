@@ -36,7 +36,7 @@ import { MdpClient } from "../mdp/client.ts";
 import { openMetricsReader } from "../metrics/open.ts";
 import { text } from "../mdp/protocol.ts";
 import { STATE_SERVICE } from "../state/operations.ts";
-import { gatewayMetrics } from "../telemetry/gateway_metrics.ts";
+import { gatewayMetrics } from "../gateway/gateway_metrics.ts";
 import { type Check, checkTracker, serveOrExplain } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";
 import type { Running } from "./running.ts";

@@ -13,7 +13,7 @@ import { MetricsIngester } from "../metrics/ingester.ts";
 import { libsqlUrl } from "../storage/libsql.ts";
 import { metricsWriterOpener, redactUrl } from "../metrics/open.ts";
 import type { Check } from "../telemetry/health.ts";
-import { ingesterMetrics } from "../telemetry/ingester_metrics.ts";
+import { ingesterMetrics } from "../metrics/ingester_metrics.ts";
 import { logger } from "../telemetry/log.ts";
 import { logLimiter } from "../telemetry/log_window.ts";
 import { processMetrics } from "../telemetry/process_metrics.ts";

@@ -12,7 +12,7 @@ import { getConnInfo } from "hono/deno";
 import { PERMISSIONS, serviceCall, statePermissions } from "../../auth/permissions.ts";
 import { AuthError, CallCredentialAsBearer, type Principal } from "../../auth/tokens.ts";
 import { STATE_SERVICE } from "../../state/operations.ts";
-import type { GatewayMetrics } from "../../telemetry/gateway_metrics.ts";
+import type { GatewayMetrics } from "../gateway_metrics.ts";
 import { bearerIs } from "../../telemetry/health.ts";
 import { ApiError } from "../errors.ts";
 import { checkBodyType, utf8Body } from "../routes/body.ts";
