@@ -198,21 +198,30 @@ export class StateClient {
     }
   }
 
+  /** The entries of `keys` (null: no such key). */
+  async getMany(scope: string, keys: string[]): Promise<Record<string, StateEntry | null>> {
+    return await this.read(scope, keys, (entries) => entries);
+  }
+
   /**
-   * The entries of `keys` (null: no such key). Answered at once, without a
-   * promise, when the in-process cache has them all: the hot path of a
-   * cached read stays synchronous.
+   * `answer` applied to the entries of `keys` (null: no such key): at once,
+   * without a promise, when the in-process cache has them all, so the hot
+   * path of a cached read stays synchronous (gateway/fusing_router.ts serves
+   * such an answer without a promise too); else once they are read. The one
+   * place that tells the two apart: callers never branch on a promise.
    */
-  getMany(
+  read<T>(
     scope: string,
     keys: string[],
-  ): Record<string, StateEntry | null> | Promise<Record<string, StateEntry | null>> {
+    answer: (entries: Record<string, StateEntry | null>) => T,
+  ): T | Promise<T> {
     // In process: at once; from a shared (Redis) cache: a promise.
     const cached = this.#cache?.lookupMany(scope, keys);
     if (cached instanceof Promise) {
-      return cached.then((found) => this.#complete(scope, keys, found));
+      return cached.then((found) => this.#complete(scope, keys, found)).then(answer);
     }
-    return this.#complete(scope, keys, cached);
+    const found = this.#complete(scope, keys, cached);
+    return found instanceof Promise ? found.then(answer) : answer(found);
   }
 
   /** What the cache had, and the rest from the state service (a promise then). */
