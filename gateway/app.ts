@@ -9,7 +9,7 @@ import { OpenAPIHono } from "@hono/zod-openapi";
 import type { Context, MiddlewareHandler } from "hono";
 import { fusingRouter } from "./fusing_router.ts";
 import type { Registry } from "prom-client";
-import type { MdpClient } from "../mdp/client.ts";
+import type { BrokerClient } from "../mdp/client.ts";
 import type { MetricsReader } from "../metrics/store.ts";
 import { type Check, healthRoutes } from "../telemetry/health.ts";
 import type { GatewayMetrics } from "./gateway_metrics.ts";
@@ -39,7 +39,8 @@ import { CLOSE, type WsAuth, type WsLimits, WsSession } from "./ws.ts";
 
 /** What the app needs. */
 export interface GatewayDeps {
-  client: MdpClient;
+  /** The broker (an MdpClient; a fake in route tests). */
+  client: BrokerClient;
   directory: ServiceDirectory;
   hub: BusHub;
   registry: Registry;
