@@ -69,3 +69,17 @@ Deno.test("auth on: 401 without a credential or with a bad one, 403 without the 
     }
   }, { auth: true });
 });
+
+Deno.test("the app fuses its request pipeline with each route of one handler (gateway/fusing_router.ts)", async () => {
+  await withApp(async ({ app }) => {
+    // The hot read and the probes: the pipeline and the route in one handler, no compose.
+    for (const [method, path] of [["GET", "/api/state/plant/k"], ["GET", "/livez"]] as const) {
+      assert.equal(app.router.match(method, path)[0].length, 1, `${method} ${path}`);
+    }
+    const probe = app.request("/livez");
+    assert.ok(probe instanceof Response, "answered without a promise");
+    assert.equal(probe.status, 200);
+    // Routes with validators keep Hono's compose.
+    assert.ok(app.router.match("PUT", "/api/state/plant/k")[0].length > 2);
+  });
+});
