@@ -1,7 +1,7 @@
 /**
  * plantd without the gateway: Majordomo requests straight to the broker
  * (`--broker tcp://…`) and the buses directly. State operations go through
- * the same StateApi the gateway uses, so errors read the same in both modes.
+ * the same StateClient the gateway uses, so errors read the same in both modes.
  *
  * Any Majordomo broker will do: what it offers beyond plain MDP is asked first
  * (MdpClient.features). Services are listed through `org.plantd.Broker` on a
@@ -11,18 +11,17 @@
  *
  * @module
  */
-import { frameToJson } from "../gateway/routes/services.ts";
-import { ServiceDirectory } from "../gateway/directory.ts";
-import { ApiError, toApiError } from "../gateway/errors.ts";
-import { StateApi } from "../gateway/state_api.ts";
 import { MdpClient } from "../mdp/client.ts";
+import { ServiceDirectory } from "../mdp/directory.ts";
+import { frameToJson } from "../mdp/frame_json.ts";
 import { type BrokerFeatures, EXTENSION } from "../mdp/negotiation.ts";
 import type { Dialect } from "../mdp/protocol.ts";
 import { ECHO_SERVICE } from "../workers/echo.ts";
 import type { CurveClientKeys } from "../transport/curve.ts";
-import { MdpError } from "../mdp/errors.ts";
+import { callFailure, MdpError } from "../mdp/errors.ts";
 import { text } from "../mdp/protocol.ts";
 import { BROKER_SERVICE_NAME } from "../mdp/broker_operations.ts";
+import { StateClient } from "../state/client.ts";
 import { STATE_SERVICE } from "../state/operations.ts";
 import { type Check, type Health, healthOf } from "../telemetry/health.ts";
 import type {
@@ -57,7 +56,7 @@ export class BrokerBackend implements Backend {
   #client: MdpClient;
   #timeoutMs: number;
   #directory: ServiceDirectory;
-  #state: StateApi;
+  #state: StateClient;
   #busEndpoint: (bus: string) => string;
   #probed: Promise<void> | undefined;
   #curve: CurveClientKeys | undefined;
@@ -85,7 +84,7 @@ export class BrokerBackend implements Backend {
     const call = (service: string, body: string[], ms?: number) =>
       this.#client.request(service, body, { timeoutMs: ms ?? timeoutMs });
     this.#directory = new ServiceDirectory(call, { timeoutMs });
-    this.#state = new StateApi(call, this.#directory);
+    this.#state = new StateClient(call, this.#directory);
   }
 
   /**
@@ -108,9 +107,11 @@ export class BrokerBackend implements Backend {
     try {
       return await work();
     } catch (error) {
-      if (error instanceof ApiError || error instanceof MdpError) {
-        const api = toApiError(error);
-        throw apiFailure(api.code, api.message);
+      if (error instanceof MdpError) {
+        const failure = callFailure(error);
+        throw failure
+          ? apiFailure(failure.code, error.message)
+          : apiFailure("INTERNAL", "Internal error");
       }
       throw error;
     }
@@ -268,13 +269,7 @@ export class BrokerBackend implements Backend {
   async #require(service: string): Promise<void> {
     if (this.#hasDirectory) return await this.#directory.require(service);
     if (this.#features?.mmi && !(await this.#mmiServed(service))) {
-      throw new ApiError(
-        "SERVICE_UNAVAILABLE",
-        `No worker serves '${service}' (mmi.service: 404)`,
-        {
-          service,
-        },
-      );
+      throw apiFailure("SERVICE_UNAVAILABLE", `No worker serves '${service}' (mmi.service: 404)`);
     }
   }
 
@@ -319,7 +314,7 @@ export class BrokerBackend implements Backend {
     return this.#run(async () => {
       const entry = (await this.#state.getMany(scope, [key]))[key];
       if (!entry) {
-        throw new ApiError("KEY_NOT_FOUND", `Key '${key}' does not exist in scope '${scope}'`);
+        throw apiFailure("KEY_NOT_FOUND", `Key '${key}' does not exist in scope '${scope}'`);
       }
       return { scope, key, ...entry };
     });
@@ -334,7 +329,7 @@ export class BrokerBackend implements Backend {
       // As the gateway does: Go plantd's delete says "deleted" for a missing key.
       const entry = (await this.#state.getMany(scope, [key]))[key];
       if (!entry) {
-        throw new ApiError("KEY_NOT_FOUND", `Key '${key}' does not exist in scope '${scope}'`);
+        throw apiFailure("KEY_NOT_FOUND", `Key '${key}' does not exist in scope '${scope}'`);
       }
       await this.#state.delete(scope, key);
     });

@@ -9,10 +9,10 @@ import { OpenAPIHono } from "@hono/zod-openapi";
 import type { Context, MiddlewareHandler } from "hono";
 import { fusingRouter } from "./fusing_router.ts";
 import type { Registry } from "prom-client";
-import type { MdpClient } from "../mdp/client.ts";
+import type { BrokerClient } from "../mdp/client.ts";
 import type { MetricsReader } from "../metrics/store.ts";
 import { type Check, healthRoutes } from "../telemetry/health.ts";
-import type { GatewayMetrics } from "../telemetry/gateway_metrics.ts";
+import type { GatewayMetrics } from "./gateway_metrics.ts";
 import type { Guard } from "./auth/guard.ts";
 import { AuthError } from "../auth/tokens.ts";
 import { authorizeCall, requestPipeline } from "./auth/http.ts";
@@ -20,7 +20,7 @@ import { WsAdmission } from "./auth/ws_admission.ts";
 import type { BusHub } from "./bus_hub.ts";
 import type { BusOutlet } from "./bus_outlet.ts";
 import { busRoutes } from "./routes/buses.ts";
-import type { Call, ServiceDirectory } from "./directory.ts";
+import type { Call, ServiceDirectory } from "../mdp/directory.ts";
 import { ApiError, toApiError } from "./errors.ts";
 import { logger } from "../telemetry/log.ts";
 import { logLimiter } from "../telemetry/log_window.ts";
@@ -32,15 +32,16 @@ import { stateRoutes } from "./routes/state.ts";
 import { SecureHeaders } from "./secure_headers.ts";
 import { dashboardRoutes } from "./static.ts";
 import { apiDocsRoutes } from "./api_docs.ts";
-import { StateApi } from "./state_api.ts";
+import { StateClient } from "../state/client.ts";
 import type { RateCounters } from "./shared/counters.ts";
 import type { SessionStore } from "./shared/sessions.ts";
-import type { StateCache } from "./state_cache.ts";
+import type { StateCache } from "./state_read_cache.ts";
 import { CLOSE, type WsAuth, type WsLimits, WsSession } from "./ws.ts";
 
 /** What the app needs. */
 export interface GatewayDeps {
-  client: MdpClient;
+  /** The broker (an MdpClient; a fake in route tests). */
+  client: BrokerClient;
   directory: ServiceDirectory;
   hub: BusHub;
   registry: Registry;
@@ -177,7 +178,7 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
     c.json(new ApiError("NOT_FOUND", `No route for ${c.req.method} ${c.req.path}`).body(), 404)
   );
 
-  stateRoutes(app, new StateApi(call, directory, deps.stateCache), guard, headers);
+  stateRoutes(app, new StateClient(call, directory, deps.stateCache), guard, headers);
   servicesRoutes(app, call, directory, guard);
   dlqRoutes(app, call, guard);
   metricsRoutes(app, deps.metricsStore, guard);

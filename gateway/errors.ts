@@ -1,7 +1,8 @@
 /**
- * The gateway's one error type and its mapping from Majordomo errors: every
- * error reaches clients as JSON `{"error":{"code","message"}}` with an HTTP
- * status that means something.
+ * The gateway's one error type and its mapping from the errors of the layers
+ * below (Majordomo calls, service replies: mdp/errors.ts): every error reaches
+ * clients as JSON `{"error":{"code","message"}}` with an HTTP status that
+ * means something.
  *
  * @module
  */
@@ -9,33 +10,28 @@ import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { AuthStoreUnavailableError } from "../auth/store.ts";
 import { AuthError } from "../auth/tokens.ts";
-import {
-  MdpBrokerError,
-  MdpClosedError,
-  MdpServiceUnavailableError,
-  MdpTimeoutError,
-} from "../mdp/errors.ts";
+import { callFailure, type CallFailureCode, MdpError, ServiceCallError } from "../mdp/errors.ts";
+import type { StateErrorCode } from "../state/client.ts";
 import { storageFull } from "../storage/failure.ts";
 
-/** Stable error codes of the REST and WebSocket API. */
+/** The response header of a replayed reply, its value `true` (gateway/idempotency.ts). */
+export const REPLAYED_HEADER = "Idempotent-Replayed";
+
+/**
+ * Stable error codes of the REST and WebSocket API: those of the calls below
+ * the gateway, and its own.
+ */
 export type ApiErrorCode =
+  | CallFailureCode
+  | StateErrorCode
   | "BAD_REQUEST"
   | "UNAUTHENTICATED"
   | "FORBIDDEN"
   | "RATE_LIMITED"
   | "CONFLICT"
   | "NOT_FOUND"
-  | "SCOPE_NOT_FOUND"
   | "KEY_NOT_FOUND"
-  | "SCOPE_EXISTS"
-  | "REVISION_CONFLICT"
-  | "IDEMPOTENCY_KEY_REUSED"
-  | "PAYLOAD_TOO_LARGE"
   | "UNSUPPORTED_MEDIA_TYPE"
-  | "SERVICE_UNAVAILABLE"
-  | "TIMEOUT"
-  | "UPSTREAM_ERROR"
-  | "WORKER_LOST"
   | "STORAGE_FULL"
   | "AUTH_STORE_UNAVAILABLE"
   | "INTERNAL";
@@ -91,6 +87,15 @@ export class ApiError extends HTTPException {
   }
 }
 
+/** The headers a failed call's error needs: `Retry-After`, and the mark of a replayed reply. */
+function callHeaders(error: MdpError): Record<string, string> {
+  if (!(error instanceof ServiceCallError)) return {};
+  return {
+    ...(error.retryAfterS !== undefined ? { "Retry-After": String(error.retryAfterS) } : {}),
+    ...(error.replayed ? { [REPLAYED_HEADER]: "true" } : {}),
+  };
+}
+
 /** Turns anything thrown while serving a request into an {@link ApiError}. */
 export function toApiError(error: unknown): ApiError {
   if (error instanceof ApiError) return error;
@@ -99,26 +104,15 @@ export function toApiError(error: unknown): ApiError {
       ? new ApiError("FORBIDDEN", error.message)
       : new ApiError("UNAUTHENTICATED", error.message);
   }
-  if (error instanceof MdpTimeoutError) {
-    return new ApiError("TIMEOUT", error.message, { service: error.service });
+  if (error instanceof MdpError) {
+    const failure = callFailure(error);
+    if (failure) {
+      const code: ApiErrorCode = failure.code in STATUS
+        ? failure.code as ApiErrorCode
+        : "UPSTREAM_ERROR";
+      return new ApiError(code, error.message, failure.details, callHeaders(error));
+    }
   }
-  if (error instanceof MdpServiceUnavailableError) {
-    return new ApiError("SERVICE_UNAVAILABLE", error.message, { service: error.service });
-  }
-  if (error instanceof MdpBrokerError) {
-    return new ApiError(
-      error.code === "QUEUE_FULL" || error.code === "SHUTTING_DOWN" ||
-        error.code === "BROKER_PASSIVE" || error.code === "JOURNAL_UNAVAILABLE"
-        ? "SERVICE_UNAVAILABLE"
-        // Its own code: the worker may have acted before it died, so the caller decides on a retry.
-        : error.code === "WORKER_LOST"
-        ? "WORKER_LOST"
-        : "UPSTREAM_ERROR",
-      error.message,
-      { service: error.service, upstream_code: error.code },
-    );
-  }
-  if (error instanceof MdpClosedError) return new ApiError("SERVICE_UNAVAILABLE", error.message);
   if (error instanceof AuthStoreUnavailableError) {
     return new ApiError("AUTH_STORE_UNAVAILABLE", error.message, undefined, { "Retry-After": "1" });
   }

@@ -19,12 +19,11 @@ import {
 } from "../state/idempotency.ts";
 import { STATE_SERVICE } from "../state/operations.ts";
 import type { Frames } from "../transport/frames.ts";
-import { ApiError } from "./errors.ts";
+import { ApiError, REPLAYED_HEADER } from "./errors.ts";
 
 /** The request header. */
 export const IDEMPOTENCY_HEADER = "Idempotency-Key";
-/** The response header of a replayed reply (its value `true`). */
-export const REPLAYED_HEADER = "Idempotent-Replayed";
+export { REPLAYED_HEADER };
 
 /** The key's own checks (length, characters), as a 400. */
 function checked(key: string, where: string): string {

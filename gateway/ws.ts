@@ -9,15 +9,15 @@
 import { z } from "zod";
 import { busPublish, busSubscribe, statePermissions } from "../auth/permissions.ts";
 import { AuthError, type Principal } from "../auth/tokens.ts";
-import type { Body, MdpClient } from "../mdp/client.ts";
+import type { Body, BrokerClient } from "../mdp/client.ts";
 import { text } from "../mdp/protocol.ts";
 import type { BusHub, Listener, ListenOptions } from "./bus_hub.ts";
 import type { BusOutlet } from "./bus_outlet.ts";
-import type { ServiceDirectory } from "./directory.ts";
+import type { ServiceDirectory } from "../mdp/directory.ts";
 import { toApiError } from "./errors.ts";
 import { keyedBody, keyedReply } from "./idempotency.ts";
 import { IdempotencyKey } from "../state/idempotency.ts";
-import { frameToJson } from "./routes/services.ts";
+import { frameToJson } from "../mdp/frame_json.ts";
 
 /** Close codes of the protocol. */
 export const CLOSE = {
@@ -148,7 +148,7 @@ const utf8 = new TextEncoder();
 export class WsSession {
   #socket: WebSocket;
   #hub: BusHub;
-  #client: MdpClient;
+  #client: BrokerClient;
   #limits: WsLimits;
   #observer: WsObserver;
   #subscriptions = new Map<string, () => void>();
@@ -177,7 +177,7 @@ export class WsSession {
   constructor(
     socket: WebSocket,
     hub: BusHub,
-    client: MdpClient,
+    client: BrokerClient,
     limits: WsLimits,
     observer: WsObserver = {},
     auth: WsAuth = OPEN,

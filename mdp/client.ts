@@ -150,6 +150,19 @@ export interface Reply {
   body: Frames;
 }
 
+/**
+ * What a caller of services needs of a client ({@link MdpClient}): the
+ * gateway's app takes this, so its routes can be tested with a fake.
+ */
+export interface BrokerClient {
+  /** Whether the connection to the broker is up; undefined when the transport cannot tell. */
+  readonly connected: boolean | undefined;
+  /** Sends a request and resolves with the FINAL reply's body. */
+  request(service: string, body: Body, options?: RequestOptions): Promise<Frames>;
+  /** Sends a request and yields every PARTIAL reply, then the FINAL one. */
+  stream(service: string, body: Body, options?: RequestOptions): AsyncIterable<Reply>;
+}
+
 /** One attempt waiting for its FINAL reply (a class: no closures per request). */
 class Pending {
   readonly service: string;
@@ -276,7 +289,7 @@ function delay(ms: number, signal?: AbortSignal): Promise<void> {
 }
 
 /** A Majordomo client connected to one broker, or to the active one of a pair. */
-export class MdpClient {
+export class MdpClient implements BrokerClient {
   /** The broker endpoints, in the order they are tried. */
   readonly endpoints: readonly string[];
   #socket: MessageSocket;

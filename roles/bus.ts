@@ -13,7 +13,7 @@ import { serverCurve } from "../config/curve.ts";
 import { busEndpoints, plaintextNetworkEndpoints } from "../config/listeners.ts";
 import { metricsAccess } from "../config/metrics_token.ts";
 import type { CurveServerKeys } from "../transport/curve.ts";
-import { busMetrics } from "../telemetry/bus_metrics.ts";
+import { busMetrics } from "../bus/bus_metrics.ts";
 import { endpointObserver } from "../telemetry/endpoint_metrics.ts";
 import type { Check } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";

@@ -14,7 +14,7 @@ import { libsqlUrl } from "../storage/libsql.ts";
 import { metricsWriterOpener } from "../metrics/open.ts";
 import { redactUrl } from "../storage/postgres.ts";
 import type { Check } from "../telemetry/health.ts";
-import { ingesterMetrics } from "../telemetry/ingester_metrics.ts";
+import { ingesterMetrics } from "../metrics/ingester_metrics.ts";
 import { logger } from "../telemetry/log.ts";
 import { logLimiter } from "../telemetry/log_window.ts";
 import { processMetrics } from "../telemetry/process_metrics.ts";

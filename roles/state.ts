@@ -28,7 +28,7 @@ import { startStateWorker } from "../state/worker.ts";
 import { WriteHealth } from "../storage/write_health.ts";
 import { checkTracker } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";
-import { stateMetrics } from "../telemetry/state_metrics.ts";
+import { stateMetrics } from "../state/state_metrics.ts";
 import { startHealthServer } from "./health_server.ts";
 import type { Running } from "./running.ts";
 import { logWorkerEvents, workerOptions } from "./worker_options.ts";

@@ -23,7 +23,7 @@ import { readPolicyFile } from "../config/service_policy.ts";
 import { healthUrl } from "../deploy/healthcheck.ts";
 import { openPgWriter } from "../metrics/pg.ts";
 import { startEcho } from "../roles/echo.ts";
-import { ingesterMetrics } from "../telemetry/ingester_metrics.ts";
+import { ingesterMetrics } from "../metrics/ingester_metrics.ts";
 import { sharedPoller } from "../transport/fd_poller.ts";
 import { isLocalEndpoint, isLoopback } from "../transport/loopback.ts";
 import { freePort, spawnWatched, waitFor } from "./_helpers.ts";

@@ -26,7 +26,7 @@ import {
 } from "../mdp/protocol.ts";
 import { MdpWorker } from "../mdp/worker.ts";
 import { startBroker } from "../roles/broker.ts";
-import { brokerMetrics } from "../telemetry/broker_metrics.ts";
+import { brokerMetrics } from "../broker/broker_metrics.ts";
 import { type CurveKeyPair, curveKeyPair } from "../transport/curve.ts";
 import type { Frames } from "../transport/frames.ts";
 import { Peer, settleTransport, waitFor, withBroker } from "./_helpers.ts";

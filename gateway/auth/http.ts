@@ -18,7 +18,7 @@ import {
 import { AuthError, CallCredentialAsBearer, type Principal } from "../../auth/tokens.ts";
 import { BROKER_SERVICE_NAME } from "../../mdp/broker_operations.ts";
 import { STATE_SERVICE } from "../../state/operations.ts";
-import type { GatewayMetrics } from "../../telemetry/gateway_metrics.ts";
+import type { GatewayMetrics } from "../gateway_metrics.ts";
 import { bearerIs } from "../../telemetry/health.ts";
 import { ApiError } from "../errors.ts";
 import { checkBodyType, utf8Body } from "../routes/body.ts";

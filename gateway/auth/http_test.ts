@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { Hono, type MiddlewareHandler } from "hono";
 import { Registry } from "prom-client";
 import { AuthStore } from "../../auth/store.ts";
-import { gatewayMetrics } from "../../telemetry/gateway_metrics.ts";
+import { gatewayMetrics } from "../gateway_metrics.ts";
 import { toApiError } from "../errors.ts";
 import { fusingRouter } from "../fusing_router.ts";
 import { SecureHeaders } from "../secure_headers.ts";

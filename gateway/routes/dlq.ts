@@ -11,7 +11,7 @@ import { PERMISSIONS } from "../../auth/permissions.ts";
 import { BROKER_SERVICE_NAME } from "../../mdp/broker_operations.ts";
 import type { Guard } from "../auth/guard.ts";
 import { authorize } from "../auth/http.ts";
-import type { Call } from "../directory.ts";
+import type { Call } from "../../mdp/directory.ts";
 import { ApiError, type ApiErrorCode } from "../errors.ts";
 import { errorResponses, jsonResponse } from "./schemas.ts";
 

@@ -11,7 +11,8 @@ import type { Frames } from "../../transport/frames.ts";
 import { PERMISSIONS, serviceCall } from "../../auth/permissions.ts";
 import type { Guard } from "../auth/guard.ts";
 import { authorize, authorizeCall } from "../auth/http.ts";
-import type { Call, ServiceDirectory } from "../directory.ts";
+import type { Call, ServiceDirectory } from "../../mdp/directory.ts";
+import { frameToJson } from "../../mdp/frame_json.ts";
 import { ApiError } from "../errors.ts";
 import {
   IDEMPOTENCY_HEADER,
@@ -88,25 +89,6 @@ const callService = createRoute({
     ...errorResponses(400, 415, 422, 502, 503, 504),
   },
 });
-
-const decoder = new TextDecoder("utf-8", { fatal: true });
-
-/** A reply frame as JSON: text when UTF-8 (plus the parsed value when JSON), else base64. */
-export function frameToJson(frame: Uint8Array): z.infer<typeof FrameSchema> {
-  let text: string;
-  try {
-    text = decoder.decode(frame);
-  } catch {
-    let binary = "";
-    for (const byte of frame) binary += String.fromCharCode(byte);
-    return { base64: btoa(binary) };
-  }
-  try {
-    return { text, json: JSON.parse(text) };
-  } catch {
-    return { text };
-  }
-}
 
 /** Adds the services routes to `app`. */
 export function servicesRoutes(

@@ -5,7 +5,7 @@
  * @module
  */
 import { Counter, Gauge, type Registry } from "prom-client";
-import type { WsObserver } from "../gateway/ws.ts";
+import type { WsObserver } from "./ws.ts";
 
 /** The gateway's metrics. */
 export interface GatewayMetrics {
@@ -58,7 +58,7 @@ class LatencySeries {
 
 /**
  * A histogram read by prom-client's registry like its own (same text and JSON:
- * telemetry/gateway_metrics_test.ts compares them), whose series are bound once
+ * gateway/gateway_metrics_test.ts compares them), whose series are bound once
  * and observed without hashing labels.
  */
 export class LatencyHistogram {

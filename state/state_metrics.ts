@@ -4,7 +4,7 @@
  * @module
  */
 import { Counter, Histogram, type Registry } from "prom-client";
-import type { OperationsObserver } from "../state/operations.ts";
+import type { OperationsObserver } from "./operations.ts";
 
 /** Metrics fed by the operations observer and the store's commit callback. */
 export interface StateMetrics extends OperationsObserver {

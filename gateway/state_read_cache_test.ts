@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { StateCache } from "./state_cache.ts";
+import { StateCache } from "./state_read_cache.ts";
 
 function clock(start = 1000) {
   const time = { now: start };

@@ -5,7 +5,7 @@
  * its own writes.
  *
  * In process by default. With a shared cache (`shared`, the Redis one of
- * gateway/shared/state_cache.ts), {@link StateCache.lookupMany} reads from it
+ * gateway/shared/redis_state_cache.ts), {@link StateCache.lookupMany} reads from it
  * while it is available, so every replica serves what any replica read, and
  * every write and change event goes to both; while Redis is down the
  * in-process entries serve, with the same semantics as without Redis.
@@ -16,8 +16,8 @@
  *
  * @module
  */
-import type { SharedStateCache } from "./shared/state_cache.ts";
-import type { StateEntry } from "./state_api.ts";
+import type { SharedStateCache } from "./shared/redis_state_cache.ts";
+import type { StateEntry } from "../state/client.ts";
 
 interface Cached {
   entry: StateEntry | null;

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { waitFor } from "../../tests/_helpers.ts";
-import { StateCache } from "../state_cache.ts";
+import { StateCache } from "../state_read_cache.ts";
 import { withLink } from "../../tests/_redis.ts";
-import { redisStateCache, type SharedStateCache } from "./state_cache.ts";
+import { redisStateCache, type SharedStateCache } from "./redis_state_cache.ts";
 
 const entry = (value: string, revision: number) => ({ value, revision, updated_at: 1 });
 

@@ -5,7 +5,7 @@
  * @module
  */
 import { Counter, Gauge, type Registry } from "prom-client";
-import type { Bus, BusSnapshot } from "../bus/bus.ts";
+import type { Bus, BusSnapshot } from "./bus.ts";
 
 /** Scrapes within this window share one round of proxy statistics. */
 const SNAPSHOT_REUSE_MS = 250;

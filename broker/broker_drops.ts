@@ -8,8 +8,8 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
-import type { DroppedFrom } from "../broker/broker.ts";
-import { LogWindow } from "./log_window.ts";
+import type { DroppedFrom } from "./broker.ts";
+import { LogWindow } from "../telemetry/log_window.ts";
 
 /** Hex of a routing id (libzmq's are binary, 5 bytes starting 0x00). */
 function hexId(id: Uint8Array): string {

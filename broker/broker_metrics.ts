@@ -4,7 +4,7 @@
  * @module
  */
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import type { Broker, BrokerObserver } from "../broker/broker.ts";
+import type { Broker, BrokerObserver } from "./broker.ts";
 
 const MAX_SERVICE_LABELS = 500;
 

@@ -1,17 +1,26 @@
 /**
  * What the broker says about its services, refreshed in the background, so
- * the gateway can answer 503 at once for a service nobody serves and report
- * the broker's and workers' health without a round trip per request.
+ * a caller (the gateway, the CLI) can refuse at once a call to a service
+ * nobody serves and report the broker's and workers' health without a round
+ * trip per request.
  *
  * @module
  */
-import type { ServiceInfo } from "../broker/broker.ts";
-import { text } from "../mdp/protocol.ts";
 import type { Frames } from "../transport/frames.ts";
-import { ApiError } from "./errors.ts";
+import { ServiceCallError } from "./errors.ts";
+import { text } from "./protocol.ts";
 
 /** Sends one Majordomo request and returns the final body. */
 export type Call = (service: string, body: string[], timeoutMs?: number) => Promise<Frames>;
+
+/** One service in the reply of `org.plantd.Broker` to `services` (broker/broker.ts builds it). */
+export interface ServiceInfo {
+  name: string;
+  workers: number;
+  idle: number;
+  busy: number;
+  queued: number;
+}
 
 /** Options of {@link ServiceDirectory}. */
 export interface DirectoryOptions {
@@ -118,8 +127,9 @@ export class ServiceDirectory {
   }
 
   /**
-   * Fails fast with 503 while the broker connection is known down (nothing
-   * would be sent; waiting for the timeout only delays the answer), and when
+   * Fails fast with SERVICE_UNAVAILABLE while the broker connection is known
+   * down (nothing would be sent; waiting for the timeout only delays the
+   * answer), and when
    * the broker is reachable and knows no worker for `service`. The list may
    * be up to a refresh period old (a worker that just came back): before
    * refusing, it asks the broker again. When the broker is not reachable for
@@ -127,15 +137,20 @@ export class ServiceDirectory {
    */
   async require(service: string): Promise<void> {
     if (this.#connected() === false) {
-      throw new ApiError("SERVICE_UNAVAILABLE", `Cannot reach '${service}': ${CONNECTION_DOWN}`, {
+      throw new ServiceCallError(
         service,
-      }, { "Retry-After": "1" });
+        "SERVICE_UNAVAILABLE",
+        `Cannot reach '${service}': ${CONNECTION_DOWN}`,
+        { details: { service }, retryAfterS: 1 },
+      );
     }
     if (this.#listed() === false) return;
     if (!this.brokerReachable || this.workers(service) > 0) return;
     await this.refresh();
     if (this.brokerReachable && this.workers(service) === 0) {
-      throw new ApiError("SERVICE_UNAVAILABLE", `No worker serves '${service}'`, { service });
+      throw new ServiceCallError(service, "SERVICE_UNAVAILABLE", `No worker serves '${service}'`, {
+        details: { service },
+      });
     }
   }
 }

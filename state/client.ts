@@ -1,23 +1,53 @@
 /**
- * org.plantd.State over Majordomo, for the gateway: each method sends one
- * state operation and turns the service's reply (Go plantd's texts) into data
- * or an {@link ApiError}.
+ * org.plantd.State over Majordomo, for the gateway and the CLI: each method
+ * sends one state operation and turns the service's reply (Go plantd's
+ * texts) into data or a {@link ServiceCallError} with a {@link StateErrorCode}.
  *
  * @module
  */
+import type { Call, ServiceDirectory } from "../mdp/directory.ts";
+import { ServiceCallError } from "../mdp/errors.ts";
 import { text } from "../mdp/protocol.ts";
-import { IDEMPOTENCY_FIELD, KEY_REUSED, unmarkReplay } from "../state/idempotency.ts";
-import { STATE_SERVICE } from "../state/operations.ts";
-import type { Call, ServiceDirectory } from "./directory.ts";
-import { ApiError } from "./errors.ts";
-import { REPLAYED_HEADER } from "./idempotency.ts";
-import type { StateCache } from "./state_cache.ts";
+import { IDEMPOTENCY_FIELD, KEY_REUSED, unmarkReplay } from "./idempotency.ts";
+import { STATE_SERVICE } from "./operations.ts";
 
 /** A key's value with its revision and update time (ms since the epoch). */
 export interface StateEntry {
   value: string;
   revision: number;
   updated_at: number;
+}
+
+/** The stable codes of a failed state call (the REST and WebSocket API's). */
+export type StateErrorCode =
+  | "SCOPE_NOT_FOUND"
+  | "SCOPE_EXISTS"
+  | "REVISION_CONFLICT"
+  | "PAYLOAD_TOO_LARGE"
+  | "BAD_REQUEST"
+  | "UPSTREAM_ERROR"
+  | "IDEMPOTENCY_KEY_REUSED"
+  | "UNAUTHENTICATED"
+  | "STORAGE_FULL"
+  | "FORBIDDEN";
+
+/**
+ * A read cache in front of the service (the gateway's: gateway/state_read_cache.ts):
+ * the client reads through it and writes through to it.
+ */
+export interface ReadCache {
+  /**
+   * The entries of `keys` (entry, null for a cached absence, undefined for a
+   * miss): at once when the answer is in process, else a promise.
+   */
+  lookupMany(
+    scope: string,
+    keys: string[],
+  ): (StateEntry | null | undefined)[] | Promise<(StateEntry | null | undefined)[]>;
+  /** Stores what a read returned; a promise when a shared cache takes it too. */
+  put(scope: string, key: string, entry: StateEntry | null): Promise<void> | void;
+  forget(scope: string, key: string): Promise<void> | void;
+  forgetScope(scope: string): Promise<void> | void;
 }
 
 interface Reply {
@@ -28,30 +58,40 @@ interface Reply {
   data?: Record<string, unknown>;
 }
 
-/** The error of a failure reply; `headers` mark a replayed one. */
+/** A failed state call. */
+function stateError(
+  code: StateErrorCode,
+  message: string,
+  options?: { details?: Record<string, unknown>; replayed?: boolean },
+): ServiceCallError<StateErrorCode> {
+  return new ServiceCallError(STATE_SERVICE, code, message, options);
+}
+
+/** The error of a failure reply; `replayed` marks the stored reply of an idempotency key. */
 function failure(
   error: string,
   data: Record<string, unknown> | undefined,
-  headers: Record<string, string>,
-): ApiError {
+  replayed: boolean,
+): ServiceCallError<StateErrorCode> {
   if (/^Scope '.*' does not exist$/s.test(error)) {
-    return new ApiError("SCOPE_NOT_FOUND", error, undefined, headers);
+    return stateError("SCOPE_NOT_FOUND", error, { replayed });
   }
   if (/^Scope '.*' already exists$/s.test(error)) {
-    return new ApiError("SCOPE_EXISTS", error, undefined, headers);
+    return stateError("SCOPE_EXISTS", error, { replayed });
   }
   if (error.startsWith("Revision mismatch")) {
-    return new ApiError("REVISION_CONFLICT", error, {
-      current_revision: data?.current_revision,
-    }, headers);
+    return stateError("REVISION_CONFLICT", error, {
+      details: { current_revision: data?.current_revision },
+      replayed,
+    });
   }
   if (/^Value for key '.*' is \d+ bytes/s.test(error)) {
-    return new ApiError("PAYLOAD_TOO_LARGE", error);
+    return stateError("PAYLOAD_TOO_LARGE", error);
   }
   if (error.startsWith("Operation failed:")) {
-    return new ApiError("BAD_REQUEST", error.slice("Operation failed: ".length));
+    return stateError("BAD_REQUEST", error.slice("Operation failed: ".length));
   }
-  return new ApiError("UPSTREAM_ERROR", error);
+  return stateError("UPSTREAM_ERROR", error);
 }
 
 /** What a write reports besides its data: whether its reply was its key's stored one. */
@@ -61,18 +101,23 @@ export interface Written {
 
 /**
  * The JSON sent for one state request: with authentication on, the request
- * with a call credential for it (gateway/auth/guard.ts `stateRequest`).
+ * with a call credential for it (the gateway's `Guard.stateRequest`).
  */
 export type RequestJson = (operation: string, request: Record<string, unknown>) => string;
 
-/** State operations for the REST routes. */
-export class StateApi {
+/** State operations, for the gateway's routes and the CLI. */
+export class StateClient {
   #call: Call;
-  #directory: ServiceDirectory;
-  #cache: StateCache | undefined;
+  #directory: Pick<ServiceDirectory, "require">;
+  #cache: ReadCache | undefined;
   #json: RequestJson | undefined;
 
-  constructor(call: Call, directory: ServiceDirectory, cache?: StateCache, json?: RequestJson) {
+  constructor(
+    call: Call,
+    directory: Pick<ServiceDirectory, "require">,
+    cache?: ReadCache,
+    json?: RequestJson,
+  ) {
     this.#call = call;
     this.#directory = directory;
     this.#cache = cache;
@@ -80,8 +125,10 @@ export class StateApi {
   }
 
   /** The same API building each request's JSON with `json` (a caller's call credentials). */
-  as(json: RequestJson | undefined): StateApi {
-    return json === undefined ? this : new StateApi(this.#call, this.#directory, this.#cache, json);
+  as(json: RequestJson | undefined): StateClient {
+    return json === undefined
+      ? this
+      : new StateClient(this.#call, this.#directory, this.#cache, json);
   }
 
   async #op(operation: string, request: Record<string, unknown>): Promise<Record<string, unknown>> {
@@ -91,7 +138,7 @@ export class StateApi {
   /**
    * Sends one operation; with `idempotencyKey`, a keyed write
    * (state/idempotency.ts): `replayed` when the reply is the key's stored
-   * one, whose errors then carry the {@link REPLAYED_HEADER}.
+   * one, whose errors then say so (`replayed`).
    */
   async #send(
     operation: string,
@@ -111,23 +158,22 @@ export class StateApi {
     try {
       reply = JSON.parse(body);
     } catch {
-      throw new ApiError("UPSTREAM_ERROR", "The state service sent a reply that is not JSON");
+      throw stateError("UPSTREAM_ERROR", "The state service sent a reply that is not JSON");
     }
     if (reply.success === true) return { data: reply.data ?? {}, replayed };
     if (reply.error === KEY_REUSED) {
-      throw new ApiError("IDEMPOTENCY_KEY_REUSED", reply.message ?? reply.error);
+      throw stateError("IDEMPOTENCY_KEY_REUSED", reply.message ?? reply.error);
     }
     if (reply.error === "AUTHENTICATION_FAILED" || reply.error === "AUTHENTICATION_REQUIRED") {
-      throw new ApiError("UNAUTHENTICATED", `State service: ${reply.message ?? reply.error}`);
+      throw stateError("UNAUTHENTICATED", `State service: ${reply.message ?? reply.error}`);
     }
     if (reply.error === "STORAGE_FULL") {
-      throw new ApiError("STORAGE_FULL", `State service: ${reply.message ?? reply.error}`);
+      throw stateError("STORAGE_FULL", `State service: ${reply.message ?? reply.error}`);
     }
     if (reply.error === "PERMISSION_DENIED") {
-      throw new ApiError("FORBIDDEN", `State service: ${reply.message ?? reply.error}`);
+      throw stateError("FORBIDDEN", `State service: ${reply.message ?? reply.error}`);
     }
-    const headers: Record<string, string> = replayed ? { [REPLAYED_HEADER]: "true" } : {};
-    throw failure(String(reply.error ?? "unknown state error"), reply.data, headers);
+    throw failure(String(reply.error ?? "unknown state error"), reply.data, replayed);
   }
 
   async listScopes(): Promise<string[]> {
@@ -152,21 +198,30 @@ export class StateApi {
     }
   }
 
+  /** The entries of `keys` (null: no such key). */
+  async getMany(scope: string, keys: string[]): Promise<Record<string, StateEntry | null>> {
+    return await this.read(scope, keys, (entries) => entries);
+  }
+
   /**
-   * The entries of `keys` (null: no such key). Answered at once, without a
-   * promise, when the in-process cache has them all: the hot path of a
-   * cached read stays synchronous.
+   * `answer` applied to the entries of `keys` (null: no such key): at once,
+   * without a promise, when the in-process cache has them all, so the hot
+   * path of a cached read stays synchronous (gateway/fusing_router.ts serves
+   * such an answer without a promise too); else once they are read. The one
+   * place that tells the two apart: callers never branch on a promise.
    */
-  getMany(
+  read<T>(
     scope: string,
     keys: string[],
-  ): Record<string, StateEntry | null> | Promise<Record<string, StateEntry | null>> {
+    answer: (entries: Record<string, StateEntry | null>) => T,
+  ): T | Promise<T> {
     // In process: at once; from a shared (Redis) cache: a promise.
     const cached = this.#cache?.lookupMany(scope, keys);
     if (cached instanceof Promise) {
-      return cached.then((found) => this.#complete(scope, keys, found));
+      return cached.then((found) => this.#complete(scope, keys, found)).then(answer);
     }
-    return this.#complete(scope, keys, cached);
+    const found = this.#complete(scope, keys, cached);
+    return found instanceof Promise ? found.then(answer) : answer(found);
   }
 
   /** What the cache had, and the rest from the state service (a promise then). */

@@ -5,9 +5,9 @@
  * @module
  */
 import { Counter, Gauge, type Registry } from "prom-client";
-import { PAIR_STATES } from "../broker/binary_star.ts";
-import type { BrokerPair, PairObserver } from "../broker/pair.ts";
-import type { Check } from "./health.ts";
+import { PAIR_STATES } from "./binary_star.ts";
+import type { BrokerPair, PairObserver } from "./pair.ts";
+import type { Check } from "../telemetry/health.ts";
 
 /** Creates the pair's metrics in `registry` and returns the observer that feeds them. */
 export function pairMetrics(

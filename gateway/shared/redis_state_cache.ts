@@ -1,5 +1,5 @@
 /**
- * The Redis side of the gateway's state read cache (gateway/state_cache.ts):
+ * The Redis side of the gateway's state read cache (gateway/state_read_cache.ts):
  * state entries read through any gateway replica, shared by all of them.
  *
  * One hash per scope, `<prefix>state-cache:<scope>`, field = key, value =
@@ -17,10 +17,10 @@
  *
  * @module
  */
-import type { StateEntry } from "../state_api.ts";
+import type { StateEntry } from "../../state/client.ts";
 import type { RedisLink } from "./redis.ts";
 
-/** What {@link StateCache} (gateway/state_cache.ts) needs from a shared cache. */
+/** What {@link StateCache} (gateway/state_read_cache.ts) needs from a shared cache. */
 export interface SharedStateCache {
   /** Whether reads should go to it now (else the in-process cache serves). */
   readonly available: boolean;

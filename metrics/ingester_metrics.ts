@@ -4,8 +4,8 @@
  * @module
  */
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import type { DropReason, IngesterObserver } from "../metrics/ingester.ts";
-import { REJECT_REASONS } from "../metrics/point.ts";
+import type { DropReason, IngesterObserver } from "./ingester.ts";
+import { REJECT_REASONS } from "./point.ts";
 
 const DROP_REASONS: readonly DropReason[] = ["buffer_full", "rejected_by_database", "shutdown"];
 
