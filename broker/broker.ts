@@ -26,7 +26,7 @@ import { Fifo } from "./fifo.ts";
 import { patternCovers } from "../mdp/service_pattern.ts";
 import { BROKER_EXTENSIONS } from "../mdp/negotiation.ts";
 import type { RefusalReason, ServicePolicy } from "./service_policy.ts";
-import type { DurableRequests, DurableState } from "./durable.ts";
+import type { DurableHost, DurableRequests, DurableState } from "./durable.ts";
 import { durableOperation } from "./durable_ops.ts";
 import { isDurableOperation } from "../mdp/broker_operations.ts";
 
@@ -70,6 +70,12 @@ export interface BrokerOptions {
    * journaled before they are routed. Absent: none is durable.
    */
   durable?: DurableRequests;
+  /**
+   * Durable services while no journal is attached (a broker of a pair opens
+   * its journal once active: {@link Broker.attachDurable}): their requests
+   * are refused with JOURNAL_UNAVAILABLE until it is. @default none
+   */
+  durableServices?: readonly string[];
 }
 
 /** What the broker reports about itself; the telemetry layer turns these into metrics. */
@@ -217,7 +223,10 @@ export class Broker {
   readonly #started: number;
   readonly #admitClient: (() => boolean) | undefined;
   #policy: ServicePolicy | undefined;
-  readonly #durable: DurableRequests | undefined;
+  #durable: DurableRequests | undefined;
+  readonly #durableServices: readonly string[];
+  readonly #durableHost: DurableHost;
+  #journalRefusal = "the broker's journal is not open";
   #services = new Map<string, Service>();
   #workers = new Map<string, Worker>();
   #nextHeartbeat: number;
@@ -243,9 +252,9 @@ export class Broker {
     this.#admitClient = options.admitClient;
     this.#started = now();
     this.#nextHeartbeat = this.#started + this.#heartbeatMs;
-    this.#durable = options.durable;
+    this.#durableServices = options.durableServices ?? [];
     // A durable request whose caller is gone (or not back after a restart) has nobody to tell.
-    this.#durable?.bind({
+    this.#durableHost = {
       enqueue: (request, front) => this.#enqueue(request, front),
       send: (request, final, body) => {
         if (request.client.length > 0) this.#reply(request, final, body);
@@ -253,7 +262,41 @@ export class Broker {
       fail: (request, code, message) => {
         if (request.client.length > 0) this.#fail(request, code, message);
       },
-    });
+    };
+    if (options.durable) this.attachDurable(options.durable);
+  }
+
+  /** Attaches a journal (a broker of a pair that became active): what it holds is routed. */
+  attachDurable(durable: DurableRequests): void {
+    this.#durable = durable;
+    durable.bind(this.#durableHost);
+  }
+
+  /**
+   * Detaches the journal (going passive, or not open yet): durable requests
+   * are refused with JOURNAL_UNAVAILABLE and `reason` until one is attached.
+   * What it queued stays journaled, for the broker that opens it next.
+   */
+  detachDurable(reason: string): DurableRequests | undefined {
+    const durable = this.#durable;
+    this.#durable = undefined;
+    this.#journalRefusal = reason;
+    durable?.stop();
+    for (const service of this.#services.values()) {
+      if (!service.durable) continue;
+      for (const request of service.requests.removeWhere(() => true)) {
+        if (request.client.length > 0) this.#refuseDurable(request);
+      }
+    }
+    return durable;
+  }
+
+  #refuseDurable(request: Request): void {
+    this.#fail(
+      request,
+      "JOURNAL_UNAVAILABLE",
+      `Durable request to '${request.service}' refused: ${this.#journalRefusal}`,
+    );
   }
 
   /**
@@ -319,7 +362,7 @@ export class Broker {
       if (service.durable) {
         const expired = (r: Request) => r.deadline <= now || r.callerDeadline <= now;
         for (const request of service.requests.removeWhere(expired)) {
-          this.#durable!.expired(request, now);
+          this.#durable?.expired(request, now);
         }
         continue;
       }
@@ -451,7 +494,8 @@ export class Broker {
         workers: new Set(),
         requeueLost: this.#requeueLost ||
           this.#requeueLostServices.some((pattern) => patternCovers(pattern, name)),
-        durable: this.#durable?.covers(name) ?? false,
+        durable: this.#durable?.covers(name) ??
+          this.#durableServices.some((pattern) => patternCovers(pattern, name)),
       };
       this.#services.set(name, service);
     }
@@ -488,7 +532,9 @@ export class Broker {
     if (service.requests.length >= this.#maxQueue) {
       return this.#fail(request, "QUEUE_FULL", `The queue of service '${m.service}' is full`);
     }
-    if (service.durable) return this.#durable!.admit(request);
+    if (service.durable) {
+      return this.#durable ? this.#durable.admit(request) : this.#refuseDurable(request);
+    }
     service.requests.push(request);
     this.#dispatch(service);
   }
@@ -599,8 +645,9 @@ export class Broker {
         detail: "a reply for a client address the worker holds no request of",
       });
     }
-    if (request.durable) this.#durable!.reply(request, m.final, m.body);
-    else this.#reply(request, m.final, m.body);
+    // Detached meanwhile: the reply still goes to its caller; the journal keeps the request.
+    if (request.durable && this.#durable) this.#durable.reply(request, m.final, m.body);
+    else if (request.client.length > 0) this.#reply(request, m.final, m.body);
     if (!m.final) return;
     worker.inFlight.delete(key);
     this.#observer.reply?.(request.service, (this.#now() - request.received) / 1000);
@@ -639,7 +686,7 @@ export class Broker {
       const request = service.requests.shift()!;
       // tick() drops expired ones too, but only every ~100 ms: check here as well.
       if (request.callerDeadline <= now) {
-        if (request.durable) this.#durable!.expired(request, now);
+        if (request.durable) this.#durable?.expired(request, now);
         else this.#drop("caller deadline passed");
         continue;
       }
@@ -675,7 +722,7 @@ export class Broker {
     let requeued = false;
     for (const request of lost.reverse()) {
       if (request.durable) {
-        if (this.#durable!.lost(request, reason)) {
+        if (this.#durable?.lost(request, reason)) {
           service.requests.unshift(request);
           requeued = true;
         }

@@ -129,6 +129,8 @@ const WATCH_MS = 50;
 
 /** How often a socket left behind checks whether its requests have settled. */
 const RETIRE_CHECK_MS = 100;
+/** How long a durable request refused by a broker opening its journal waits to ask again. */
+const JOURNAL_RETRY_MS = 200;
 
 /** Per-request overrides. */
 export interface RequestOptions {
@@ -331,6 +333,8 @@ export class MdpClient implements BrokerClient {
   #moveTimer: ReturnType<typeof setTimeout> | undefined;
   /** Requests the passive broker refused, to be sent once the client has moved. */
   #parked = new Set<Pending>();
+  /** Durable requests waiting to be asked again of a broker opening its journal. */
+  #journalRetries = new Set<ReturnType<typeof setTimeout>>();
   /** Sockets left behind, open until the requests written to them settle, with their check timers. */
   #retired = new Map<MessageSocket, ReturnType<typeof setTimeout> | undefined>();
 
@@ -745,8 +749,24 @@ export class MdpClient implements BrokerClient {
       this.#parked.add(pending);
       return this.#requestMove("broker passive");
     }
+    if (
+      error?.code === "JOURNAL_UNAVAILABLE" && pending.durable && this.#watcher !== undefined
+    ) {
+      // A pair's broker that just became active opens the shared journal: nothing was
+      // stored, so asking again (with its key) is safe, within the caller's deadline.
+      return this.#retryLater(pending);
+    }
     if (error) pending.reject(error);
     else pending.resolve(reply.body);
+  }
+
+  #retryLater(pending: Pending): void {
+    pending.socket = undefined;
+    const timer = setTimeout(() => {
+      this.#journalRetries.delete(timer);
+      if (!pending.settled && !this.#closed) this.#resend(pending);
+    }, JOURNAL_RETRY_MS);
+    this.#journalRetries.add(timer);
   }
 
   /** Several endpoints: checks the connection now and then (see the module documentation). */
@@ -794,9 +814,9 @@ export class MdpClient implements BrokerClient {
     this.#index = next;
     this.#socket = this.#open();
     this.#generationBase += 1_000_000;
-    // Durable requests written to the broker left behind are not asked again at this one
-    // (a pair does not share a journal: docs/ha.md); their reply may still come there.
-    this.#durable.forgetSent();
+    // Durable requests written to the broker left behind are asked again at this one with
+    // their key (the sweep sees the new connection): a pair shares its journal (docs/ha.md),
+    // so the re-ask is attached to the journaled request or answered from the stored reply.
     this.#lastHeard = 0;
     this.#retire(old);
     // Requests still waiting for the old connection go to the new one.
@@ -846,6 +866,8 @@ export class MdpClient implements BrokerClient {
     this.#sweeper = undefined;
     clearInterval(this.#watcher);
     clearTimeout(this.#moveTimer);
+    for (const timer of this.#journalRetries) clearTimeout(timer);
+    this.#journalRetries.clear();
     this.#negotiator.close();
     const plain = this.#plain?.close();
     this.#socket.close();

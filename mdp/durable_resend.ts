@@ -44,14 +44,6 @@ export class DurableResend {
   }
 
   /**
-   * Forgets the requests already sent (the client moved to another broker:
-   * they are not asked again there); those not sent yet stay.
-   */
-  forgetSent(): void {
-    for (const [id, sent] of this.#sent) if (sent.sentOn !== undefined) this.#sent.delete(id);
-  }
-
-  /**
    * When the connection changed since the last look (`handshakes` moved),
    * every request sent on an earlier connection is re-stamped, marked asked
    * again, and handed to `resend`. Settled ones are forgotten on the way.

@@ -34,7 +34,7 @@ import {
 import { startHealthServer } from "./health_server.ts";
 import { wireHeartbeat } from "./wire_heartbeat.ts";
 import { watchServicePolicy } from "./service_policy.ts";
-import { dlqEvents, openDurable } from "./durable.ts";
+import { dlqEvents, isPostgresJournal, openDurable, PairJournal } from "./durable.ts";
 import type { DeadLetter } from "../broker/journal.ts";
 import type { Running } from "./running.ts";
 
@@ -54,11 +54,10 @@ export async function startBroker(
   }
 > {
   const log = logger("broker");
-  if (config.ha && config.durable_services.length > 0) {
-    // Each broker of a pair would keep its own journal and a failover would lose what the
-    // other journaled: refused until the journal moves with the active role (docs/ha.md).
+  if (config.ha && config.durable_services.length > 0 && !isPostgresJournal(config.journal)) {
+    // A local journal cannot follow the active broker: a failover would lose what it held.
     throw new ConfigError(
-      "broker config: durable_services cannot be used with ha (a broker pair) yet: the journal does not follow the active broker (docs/ha.md, docs/durability.md)",
+      `broker config: journal: a broker pair (ha) with durable_services needs a journal both brokers share, a postgres:// URL; got '${config.journal}' (docs/ha.md, docs/durability.md)`,
     );
   }
   // Keys are read (and checked) before anything binds: a bad key file is a config error.
@@ -85,11 +84,16 @@ export async function startBroker(
   const metrics = brokerMetrics(registry, () => holder.server?.broker);
   // Dead letters are announced on a bus once the buses run.
   const announce: { publish?: (letter: DeadLetter) => void } = {};
-  const durable = await openDurable(config, registry, (letter) => announce.publish?.(letter));
+  const onDeadLetter = (letter: DeadLetter) => announce.publish?.(letter);
+  // A pair opens its shared journal when it becomes active (docs/ha.md); a lone broker at once.
+  const shared = config.ha && config.durable_services.length > 0
+    ? new PairJournal(config, registry, onDeadLetter)
+    : undefined;
+  const durable = shared ? undefined : await openDurable(config, registry, onDeadLetter);
   let pair: Awaited<ReturnType<typeof startPair>> | undefined;
   let server: BrokerServer;
   try {
-    pair = config.ha ? await startPair(config, registry, holder) : undefined;
+    pair = config.ha ? await startPair(config, registry, holder, shared) : undefined;
     const votes = pair;
     server = holder.server = await BrokerServer.start({
       ...(votes ? { admitClient: () => votes.admitClient() } : {}),
@@ -111,6 +115,7 @@ export async function startBroker(
       maxBufferedOutputBytes: config.max_buffered_output_bytes,
       onLimit: endpointLimitCounter(registry, "broker"),
       ...(durable ? { durable: durable.durable } : {}),
+      ...(shared ? { durableServices: config.durable_services } : {}),
     }, {
       ...metrics,
       drop: (reason, from) => {
@@ -137,9 +142,11 @@ export async function startBroker(
     });
   } catch (error) {
     await pair?.close();
+    await shared?.close();
     await durable?.close();
     throw error;
   }
+  shared?.setBroker(server.broker);
   const reloader = watchServicePolicy(
     config,
     (policy) => server.broker.setServicePolicy(policy),
@@ -152,6 +159,7 @@ export async function startBroker(
     reloader?.close();
     await server.close();
     await pair?.close();
+    await shared?.close();
     await durable?.close();
     throw error;
   }
@@ -175,6 +183,7 @@ export async function startBroker(
       ...buses.checks(),
       ...plaintext,
       ...(durable ? [durable.check()] : []),
+      ...(shared ? [shared.check()] : []),
     ],
     registry,
     access,
@@ -214,6 +223,7 @@ export async function startBroker(
       await buses.close();
       await server.close();
       await pair?.close();
+      await shared?.close();
       await durable?.close();
       log.info("broker stopped");
     },
@@ -229,6 +239,7 @@ async function startPair(
   config: BrokerConfig,
   registry: Registry,
   holder: { server?: BrokerServer },
+  journal: PairJournal | undefined,
 ): Promise<BrokerPair> {
   const ha = config.ha!;
   const log = logger("broker", "pair");
@@ -252,6 +263,9 @@ async function startPair(
       log.info("{from} -> {to}: {reason}", { ...transition });
       // A passive broker routes nothing: what waits in its queues goes back to the clients.
       if (transition.to === "passive") holder.server?.broker.refuseQueued();
+      // The shared journal follows the active role: one broker holds its lock at a time.
+      if (transition.to === "active") journal?.activate();
+      else if (transition.to === "passive") void journal?.deactivate();
     },
     error: (message) => {
       metrics.error(message);
