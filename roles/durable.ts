@@ -156,7 +156,11 @@ export class PairJournal {
   #closing: Promise<void> = Promise.resolve();
   #wake: (() => void) | undefined;
 
-  constructor(config: BrokerConfig, registry: Registry, onDeadLetter: (letter: DeadLetter) => void) {
+  constructor(
+    config: BrokerConfig,
+    registry: Registry,
+    onDeadLetter: (letter: DeadLetter) => void,
+  ) {
     this.#parts = durableParts(config, registry, onDeadLetter);
   }
 

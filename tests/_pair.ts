@@ -108,10 +108,15 @@ export class BrokerProcess {
   child: WatchedChild;
   #args: string[];
 
-  constructor(ports: PairPorts, role: "primary" | "backup", heartbeatMs: number) {
+  constructor(
+    ports: PairPorts,
+    role: "primary" | "backup",
+    heartbeatMs: number,
+    extraArgs: string[] = [],
+  ) {
     this.role = role;
     this.healthPort = ports[role].healthPort;
-    this.#args = pairArgs(ports, role, heartbeatMs, ["--log-level", "info"]);
+    this.#args = pairArgs(ports, role, heartbeatMs, ["--log-level", "info", ...extraArgs]);
     this.child = this.#spawn();
   }
 
@@ -145,6 +150,17 @@ export class BrokerProcess {
       intervalMs: 50,
       what: () => `the ${this.role} to be ${state} (is ${last}); stderr: ${this.child.stderr()}`,
     });
+  }
+
+  /** A check of its /healthz, or undefined while it does not answer. */
+  async check(name: string): Promise<{ status: string; output?: string } | undefined> {
+    try {
+      const response = await fetch(`http://127.0.0.1:${this.healthPort}/healthz`);
+      const body = await response.json();
+      return body.checks.find((c: { name: string }) => c.name === name);
+    } catch {
+      return undefined;
+    }
   }
 
   kill(): Promise<Deno.CommandStatus> {
