@@ -197,3 +197,60 @@ Deno.test("broker pair with durable services on a local libSQL journal: refused 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("broker pair: while another session holds the shared journal's lock, the active broker refuses durable requests with JOURNAL_UNAVAILABLE, shows it on /healthz, and takes the journal once the lock is released", async () => {
+  const db = await freshDatabase();
+  // The lock a dead broker's lingering session would hold (broker/journal_postgres.ts).
+  const holder = await db.sql.reserve();
+  const [taken] = await holder`select pg_try_advisory_lock(${0x706a6f75726e61}) as locked`;
+  assert.equal(taken?.locked, true);
+  const ports = pairPorts();
+  const extra = ["--journal", db.url, "--durable-services", JSON.stringify(["slow.*"])];
+  const primary = new BrokerProcess(ports, "primary", HEARTBEAT_MS, extra);
+  const backup = new BrokerProcess(ports, "backup", HEARTBEAT_MS, extra);
+  const worker = new MdpWorker(ports.primary.endpoint, "slow.command", () => ["done"], {
+    heartbeatIntervalMs: 200,
+    heartbeatLiveness: 10,
+    reconnectMs: 100,
+  });
+  // One endpoint: the refusal reaches the caller rather than being asked again.
+  const client = new MdpClient(ports.primary.endpoint, { timeoutMs: 10_000 });
+  let released = false;
+  try {
+    await primary.waitState("active");
+    let check: { status: string; output?: string } | undefined;
+    await waitFor(
+      async () =>
+        /in use by another broker/.test(String((check = await primary.check("journal"))?.output)),
+      {
+        timeoutMs: 30_000,
+        what: () => `the journal check to name the held lock (is ${JSON.stringify(check)})`,
+      },
+    );
+    assert.equal(check?.status, "DOWN");
+    await assert.rejects(
+      client.request("slow.command", ["x"], { durable: true }),
+      (error: unknown) =>
+        error instanceof MdpBrokerError && error.code === "JOURNAL_UNAVAILABLE" &&
+        /opening the shared journal/.test(error.message),
+    );
+    await holder`select pg_advisory_unlock(${0x706a6f75726e61})`;
+    holder.release();
+    released = true;
+    await waitFor(async () => (await primary.check("journal"))?.status === "UP", {
+      timeoutMs: 30_000,
+      what: "the journal taken once the lock was released",
+    });
+    const [done] = await client.request("slow.command", ["y"], { durable: true });
+    assert.equal(decoder.decode(done), "done");
+    assert.match(primary.child.stderr(), /journal not open/);
+  } finally {
+    if (!released) holder.release();
+    await client.close();
+    await worker.close();
+    await primary.kill();
+    await backup.kill();
+    await sharedPoller().idle();
+    await db.drop();
+  }
+});
