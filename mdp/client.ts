@@ -28,8 +28,11 @@
  *
  * Durable requests (`durable`, docs/durability.md) carry a journal key too
  * (durable_key.ts) and are asked again with it after every reconnection
- * while their caller waits (durable_resend.ts): a broker that journals the
- * service answers each exactly once, across its own restarts.
+ * while their caller waits (durable_resend.ts), at the other broker too
+ * after a move (a pair shares its journal): a broker that journals the
+ * service answers each exactly once, across restarts and failovers. With
+ * several endpoints, one refused JOURNAL_UNAVAILABLE (a broker that just
+ * became active opening the journal) is asked again shortly.
  *
  * @module
  */
