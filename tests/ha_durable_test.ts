@@ -142,6 +142,12 @@ Deno.test(`broker pair on a shared PostgreSQL journal: SIGKILL of the primary wi
           } answered, ${deadLettered.size} dead letters, ${duplicates} run twice`,
       );
 
+      const opened = backup.child.stderr().split("\n").find((l) =>
+        l.includes("journal open after")
+      );
+      assert.ok(opened, "the backup logged its journal open");
+      console.log(`backup: ${JSON.stringify(JSON.parse(opened).fields)}`);
+
       // The killed primary comes back passive and does not take the journal from the backup.
       const [taker] = await lockHolders(db);
       assert.ok(taker !== undefined && taker !== holder, "the backup holds the journal's lock");
