@@ -275,18 +275,17 @@ export class Broker {
   /**
    * Detaches the journal (going passive, or not open yet): durable requests
    * are refused with JOURNAL_UNAVAILABLE and `reason` until one is attached.
-   * What it queued stays journaled, for the broker that opens it next.
+   * What it queued leaves the queues and stays journaled, for the broker
+   * that opens it next.
    */
   detachDurable(reason: string): DurableRequests | undefined {
     const durable = this.#durable;
     this.#durable = undefined;
     this.#journalRefusal = reason;
     durable?.stop();
+    // Nobody is told: they stay journaled, and their callers ask the broker that opens it next.
     for (const service of this.#services.values()) {
-      if (!service.durable) continue;
-      for (const request of service.requests.removeWhere(() => true)) {
-        if (request.client.length > 0) this.#refuseDurable(request);
-      }
+      if (service.durable) service.requests.removeWhere(() => true);
     }
     return durable;
   }

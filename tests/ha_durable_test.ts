@@ -161,6 +161,12 @@ Deno.test(`broker pair on a shared PostgreSQL journal: SIGKILL of the primary wi
       assert.deepEqual(await lockHolders(db), [taker], "the active backup kept the journal's lock");
       assert.equal(await backup.state(), "active");
       assert.equal(await primary.state(), "passive");
+      // Stopped, the active broker closes the journal: its lock is released.
+      assert.equal((await backup.stop()).code, 0, backup.child.stderr().slice(-2000));
+      await waitFor(async () => (await lockHolders(db)).length === 0, {
+        timeoutMs: 10_000,
+        what: "the stopped broker to release the journal's lock",
+      });
     } finally {
       await backupOps.close();
     }
