@@ -40,6 +40,9 @@ const REPLY_TTL_MS = 600_000;
 
 type Call = () => Promise<void>;
 
+const share = (a: number, b: number) =>
+  Number.isFinite(a / b) && b > 0 ? `${Math.round((a / b) * 100)}%` : "n/a";
+
 /** A durable broker child and an echo worker for each of its services. */
 async function startBroker(
   journal: string,
@@ -271,9 +274,11 @@ await runBench({
         ],
       }],
       notes: [
-        `At ${top} in flight, durable (synchronous=full) requests run at ` +
-        `${Math.round((fullTop / plainTop) * 100)}% of non-durable ones through the same broker, ` +
-        `and at ${Math.round((fullTop / jsTop) * 100)}% of JetStream's rate.`,
+        `At ${top} in flight, durable (synchronous=full) requests run at ${
+          share(fullTop, plainTop)
+        } ` +
+        `of non-durable ones through the same broker, and at ${share(fullTop, jsTop)} of ` +
+        "JetStream's rate.",
       ],
       checks: [{
         name: `no errors`,

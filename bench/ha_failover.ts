@@ -91,7 +91,17 @@ export class FailoverPair {
     };
     this.#state = startStateProcess(endpoints, `${dir}/state.db`);
     this.#client = new MdpClient(endpoints, { timeoutMs: s.timeoutMs });
+    // These children are not the harness's: its signal handler and watchdog end in Deno.exit.
+    globalThis.addEventListener("unload", this.#killNow);
   }
+
+  readonly #killNow = () => {
+    for (const child of [this.#brokers.primary.child, this.#brokers.backup.child, this.#state]) {
+      try {
+        child.process.kill("SIGKILL");
+      } catch { /* gone */ }
+    }
+  };
 
   /** Starts the pair (primary active, backup passive) and the state worker in `dbDir`. */
   static async start(settings: FailoverSettings, dbDir?: string): Promise<FailoverPair> {
@@ -169,6 +179,7 @@ export class FailoverPair {
 
   /** Stops every process of the pair and removes its database. */
   async stop(): Promise<void> {
+    globalThis.removeEventListener("unload", this.#killNow);
     await this.#client.close();
     await this.#state.stop("SIGKILL");
     await this.#brokers.primary.kill();
