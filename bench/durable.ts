@@ -3,176 +3,103 @@
  * routed, docs/durability.md) beside non-durable requests through the same
  * broker, and beside NATS JetStream (publish with ack, then a push consumer
  * with explicit acks that answers the publisher), with 1, 16 and 256
- * requests in flight, in interleaved rounds; the median and range of the
- * rounds per row.
+ * requests in flight. Runs on bench/harness.ts: every system is started once
+ * and stays up; each (system, in flight) pair is a unit, the units
+ * interleave in rotating order each round; median and range over rounds.
  *
- * Layout (loopback, this machine has 2 cores shared with others):
- * - broker A (child): durable service `bench.durable` on a libSQL journal
- *   with synchronous=full, and the non-durable `bench.plain`; broker B
- *   (child): `bench.durable` with synchronous=normal. Each service has an
- *   echo worker child (one connection, capacity 256). Client here, durable
- *   requests with `durable: true` (a journal key, asked again after
- *   reconnections).
- * - JetStream: nats-server at 127.0.0.1:4222 (system service, `-js`), a file
- *   stream with work-queue retention; the publisher here awaits each
- *   publish's ack (stored), the consumer child acks the message and answers
- *   the publisher over core NATS; a request is done when both came back.
- *
- * Environment: BENCH_ROUNDS (default 3), BENCH_MEASURE_MS (default 2000),
- * BENCH_NATS_SERVER, BENCH_NO_WRITE=1 (print only; by default the section of
- * BENCHMARKS.md is replaced and the raw result kept in bench/results/).
+ * Layout (loopback):
+ * - broker A (child, bench/procs/durable_broker.ts): durable service
+ *   `bench.durable` on a libSQL journal with synchronous=full (the default),
+ *   and the non-durable `bench.plain`; broker B: `bench.durable` with
+ *   synchronous=normal. Each service has an echo worker child (one
+ *   connection, capacity 256). The client is the bench process; durable
+ *   requests carry `durable: true`.
+ * - JetStream: the machine's nats-server (`-js`), a file stream with
+ *   work-queue retention; the publisher here awaits each publish's ack
+ *   (stored), the consumer child acks the message and answers the publisher
+ *   over core NATS; a request is done when both came back. The stream's
+ *   storage is read back from the server and the server's sync setting from
+ *   its command line (JetStream syncs on an interval unless `sync_always`).
  *
  * @module
  */
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { MdpClient } from "../mdp/client.ts";
-import { median, num, saveResult, summarize, table, writeBenchmarksSection } from "./_stats.ts";
+import { findPid, summarize } from "./_stats.ts";
+import { closedLoop, filesystemOf, type Metrics, runBench, spawnReady, until } from "./harness.ts";
 
-const IN_FLIGHT = [1, 16, 256] as const;
-const ROUNDS = Number(Deno.env.get("BENCH_ROUNDS") ?? "3");
-const MEASURE_MS = Number(Deno.env.get("BENCH_MEASURE_MS") ?? "2000");
 const WARMUP_MS = 300;
 const MAX_REQUESTS = 200_000;
 const PAYLOAD_BYTES = 64;
-const NATS_SERVER = Deno.env.get("BENCH_NATS_SERVER") ?? "127.0.0.1:4222";
-const NO_WRITE = Deno.env.get("BENCH_NO_WRITE") === "1";
-const WATCHDOG_MS = 900_000;
-const SECTION = "## Durable requests (deno task bench:durable)";
-const REPO = new URL("../", import.meta.url).pathname;
 const PAYLOAD = new Uint8Array(PAYLOAD_BYTES).map((_, i) => 97 + (i % 26));
-const STREAM = "BENCH_DURABLE";
-const SUBJECT = "bench.durable.js";
-
-const processes = new Set<Deno.ChildProcess>();
-
-/** Starts `bench/procs/<script>`; resolves with its `READY…` line. */
-async function spawn(
-  script: string,
-  args: string[],
-): Promise<{ ready: string; stop(): Promise<void> }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--config", `${REPO}deno.json`, `${REPO}bench/procs/${script}`, ...args],
-    cwd: REPO,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  processes.add(child);
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let buffered = "";
-  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-  try {
-    while (!buffered.includes("\n")) {
-      const next = await reader.read();
-      if (next.done) throw new Error(`${script}: exited before READY`);
-      buffered += next.value;
-    }
-  } finally {
-    clearTimeout(timer);
-  }
-  (async () => {
-    try {
-      while (!(await reader.read()).done) { /* drain */ }
-    } catch { /* closed */ }
-  })();
-  return {
-    ready: buffered.slice(0, buffered.indexOf("\n")).trim(),
-    async stop() {
-      try {
-        await child.stdin.close();
-      } catch { /* closed */ }
-      const killer = setTimeout(() => child.kill("SIGKILL"), 3000);
-      await child.status;
-      clearTimeout(killer);
-      processes.delete(child);
-    },
-  };
-}
-
-function killAll(): void {
-  for (const child of processes) {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-  }
-}
+// Unique per run: several people may bench on the machine's one nats-server.
+const RUN_ID = crypto.randomUUID().replaceAll("-", "").slice(0, 12);
+const STREAM = `BENCH_DURABLE_${RUN_ID}`;
+const SUBJECT = `bench.durable.js.${RUN_ID}`;
+const REPLY_TTL_MS = 600_000;
 
 type Call = () => Promise<void>;
 
-/** `inFlight` lanes, each one call after the other, for `durationMs`. */
-async function drive(inFlight: number, call: Call, durationMs: number, samples?: Float64Array) {
-  let count = 0;
-  let errors = 0;
-  let firstError: unknown;
-  const start = performance.now();
-  const end = start + durationMs;
-  const lane = async () => {
-    while (performance.now() < end && count < MAX_REQUESTS) {
-      const t0 = performance.now();
-      try {
-        await call();
-        if (samples && count < samples.length) samples[count] = performance.now() - t0;
-        count++;
-      } catch (error) {
-        errors++;
-        firstError ??= error;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: inFlight }, lane));
-  if (firstError) console.error(`  first error: ${firstError}`);
-  return { count, errors, seconds: (performance.now() - start) / 1000 };
-}
+const share = (a: number, b: number) =>
+  Number.isFinite(a / b) && b > 0 ? `${Math.round((a / b) * 100)}%` : "n/a";
 
-interface Sample {
-  system: string;
-  inFlight: number;
-  round: number;
-  perSecond: number;
-  p50Ms: number;
-  p99Ms: number;
-  errors: number;
-}
-
-async function measure(
-  system: string,
-  inFlight: number,
-  round: number,
-  call: Call,
-): Promise<Sample> {
-  await drive(inFlight, call, WARMUP_MS);
-  const samples = new Float64Array(MAX_REQUESTS);
-  const run = await drive(inFlight, call, MEASURE_MS, samples);
-  const summary = summarize(samples, Math.min(run.count, samples.length), run.errors, run.seconds);
-  console.error(
-    `  round ${round} ${system} x${inFlight}: ${num(summary.perSecond)}/s p50 ${
-      num(summary.p50Ms, 2)
-    } ms p99 ${num(summary.p99Ms, 2)} ms${run.errors ? `, ${run.errors} errors` : ""}`,
-  );
-  return {
-    system,
-    inFlight,
-    round,
-    perSecond: summary.perSecond,
-    p50Ms: summary.p50Ms,
-    p99Ms: summary.p99Ms,
-    errors: run.errors,
-  };
+/** A durable broker child and an echo worker for each of its services. */
+async function startBroker(
+  journal: string,
+  synchronous: "full" | "normal",
+  services: string[],
+): Promise<string> {
+  const { ready } = await spawnReady({
+    name: `durable-broker-${synchronous}`,
+    script: "bench/procs/durable_broker.ts",
+    args: ["tcp://127.0.0.1:0", journal, synchronous, JSON.stringify(["bench.durable"])],
+  });
+  const endpoint = ready;
+  for (const service of services) {
+    await spawnReady({
+      name: `worker-${service}-${synchronous}`,
+      script: "bench/procs/service_worker.ts",
+      args: [endpoint, service, "1", "256"],
+    });
+  }
+  return endpoint;
 }
 
 async function waitForWorker(client: MdpClient, service: string): Promise<void> {
-  const deadline = Date.now() + 15_000;
-  while (true) {
-    const [count] = await client.request("mmi.workers", [service]);
-    if (Number(new TextDecoder().decode(count)) >= 1) return;
-    if (Date.now() > deadline) throw new Error(`no worker for ${service}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  await until(
+    async () => {
+      const [count] = await client.request("mmi.workers", [service], { timeoutMs: 1000 });
+      return Number(new TextDecoder().decode(count)) >= 1;
+    },
+    15_000,
+    `a worker for ${service}`,
+  );
+}
+
+/** How the machine's nats-server syncs JetStream writes, from its command line. */
+function natsSync(): { sync: string; storeDir: string } {
+  const pid = findPid("nats-server");
+  if (pid === undefined) return { sync: "sync setting unknown (server not found)", storeDir: "" };
+  const args = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0").filter(Boolean);
+  const at = (flags: string[]) => {
+    const i = args.findIndex((a) => flags.includes(a));
+    return i >= 0 ? args[i + 1] ?? "" : "";
+  };
+  const config = at(["-c", "--config"]);
+  const storeDir = at(["-sd", "--store_dir"]);
+  return {
+    sync: config
+      ? `sync as set in ${config}`
+      : "no config file: sync_interval at its default (2 min), sync_always off",
+    storeDir,
+  };
 }
 
 /** JetStream: the stream, the consumer child, and a call that publishes and waits for both answers. */
-async function jetstream(): Promise<{ call: Call; label: string; close(): Promise<void> }> {
-  const nc: NatsConnection = await connect({ servers: NATS_SERVER, timeout: 2000 });
+async function jetstream(
+  server: string,
+): Promise<{ call: Call; label: string; close(): Promise<void> }> {
+  const nc: NatsConnection = await connect({ servers: server, timeout: 2000 });
   const api = async (subject: string, body: unknown) => {
     const reply = await nc.request(subject, JSON.stringify(body), { timeout: 5000 });
     return JSON.parse(new TextDecoder().decode(reply.data));
@@ -186,7 +113,14 @@ async function jetstream(): Promise<{ call: Call; label: string; close(): Promis
     discard: "old",
   });
   if (created.error) throw new Error(`stream: ${JSON.stringify(created.error)}`);
-  const consumer = await spawn("jetstream_consumer.ts", [NATS_SERVER, STREAM, SUBJECT]);
+  const info = await api(`$JS.API.STREAM.INFO.${STREAM}`, {});
+  const storage = String(info.config?.storage ?? "?");
+  const { sync, storeDir } = natsSync();
+  await spawnReady({
+    name: "jetstream-consumer",
+    script: "bench/procs/jetstream_consumer.ts",
+    args: [server, STREAM, SUBJECT],
+  });
   const inbox = `_bench.answers.${crypto.randomUUID()}`;
   const inboxBytes = new TextEncoder().encode(inbox);
   const waiting = new Map<number, () => void>();
@@ -224,140 +158,138 @@ async function jetstream(): Promise<{ call: Call; label: string; close(): Promis
   };
   return {
     call,
-    label: `JetStream (nats-server ${
-      nc.info?.version ?? "?"
-    }, file stream, work queue; server default sync, not per message)`,
+    label: `NATS JetStream (nats-server ${nc.info?.version ?? "?"}, stream storage ${storage}` +
+      `${storeDir ? ` in ${storeDir} on ${filesystemOf(storeDir)}` : ""}, work queue; ${sync})`,
     async close() {
-      await consumer.stop();
       await api(`$JS.API.STREAM.DELETE.${STREAM}`, {}).catch(() => {});
       await nc.close();
     },
   };
 }
 
-async function main(): Promise<void> {
-  const watchdog = setTimeout(() => {
-    console.error("bench:durable: watchdog, giving up");
-    killAll();
-    Deno.exit(1);
-  }, WATCHDOG_MS);
-  Deno.unrefTimer(watchdog);
-  const dir = await Deno.makeTempDir({ prefix: "bench-durable-" });
-  const stops: Array<() => Promise<void>> = [];
+await runBench({
+  name: "durable",
+  title: "Durable requests (deno task bench:durable)",
+  command: "`deno task bench:durable` (bench/durable.ts)",
+  servers: ["nats-server"],
+  settings: {
+    measure_ms: { env: "BENCH_MEASURE_MS", default: 2000, help: "measured time per run" },
+    in_flight: { env: "BENCH_IN_FLIGHT", default: "1,16,256", help: "requests in flight (list)" },
+    nats: { env: "BENCH_NATS_SERVER", default: "127.0.0.1:4222", help: "nats-server with -js" },
+    db_dir: {
+      env: "BENCH_DB_DIR",
+      default: "",
+      help: "where journals go (default: the system's temporary directory)",
+    },
+  },
+}, async (bench) => {
+  const settings = bench.settings;
+  const inFlight = settings.in_flight.split(",").map(Number).filter((n) => n > 0);
+  const dbDir = settings.db_dir || Deno.env.get("TMPDIR") || "/tmp";
+  const dir = await Deno.makeTempDir({ prefix: "bench-durable-", dir: dbDir });
+  const fs = filesystemOf(dir);
+  const closers: Array<() => Promise<void>> = [];
   try {
-    const full = await spawn("durable_broker.ts", [
-      "tcp://127.0.0.1:0",
-      `${dir}/full.db`,
-      "full",
-      JSON.stringify(["bench.durable"]),
+    const fullEndpoint = await startBroker(`${dir}/full.db`, "full", [
+      "bench.durable",
+      "bench.plain",
     ]);
-    stops.push(full.stop);
-    const normal = await spawn("durable_broker.ts", [
-      "tcp://127.0.0.1:0",
-      `${dir}/normal.db`,
-      "normal",
-      JSON.stringify(["bench.durable"]),
-    ]);
-    stops.push(normal.stop);
-    const fullEndpoint = full.ready.split(" ")[1]!;
-    const normalEndpoint = normal.ready.split(" ")[1]!;
-    for (
-      const [endpoint, service] of [
-        [fullEndpoint, "bench.durable"],
-        [fullEndpoint, "bench.plain"],
-        [normalEndpoint, "bench.durable"],
-      ] as const
-    ) {
-      const worker = await spawn("service_worker.ts", [endpoint, service, "1", "256"]);
-      stops.push(worker.stop);
-    }
+    const normalEndpoint = await startBroker(`${dir}/normal.db`, "normal", ["bench.durable"]);
     const a = new MdpClient(fullEndpoint, { timeoutMs: 10_000 });
     const b = new MdpClient(normalEndpoint, { timeoutMs: 10_000 });
-    stops.push(() => a.close(), () => b.close());
+    closers.push(() => a.close(), () => b.close());
     await waitForWorker(a, "bench.durable");
     await waitForWorker(a, "bench.plain");
     await waitForWorker(b, "bench.durable");
-    const systems: Array<{ label: string; call: Call }> = [
+    const js = await jetstream(settings.nats);
+    closers.push(js.close);
+    const systems: Array<{ key: string; label: string; call: Call }> = [
       {
-        label: "plantd-ts broker, non-durable (same broker as the next row)",
+        key: "plain",
+        label: "plantd-ts broker, non-durable service (same broker as the next row)",
         call: async () => void await a.request("bench.plain", ["echo", PAYLOAD]),
       },
       {
-        label: "plantd-ts broker, durable (libSQL WAL, synchronous=full, group commit)",
+        key: "durable-full",
+        label:
+          `plantd-ts broker, durable (libSQL journal, WAL, synchronous=full, group commit, ${fs})`,
         call: async () =>
           void await a.request("bench.durable", ["echo", PAYLOAD], { durable: true }),
       },
       {
-        label: "plantd-ts broker, durable (libSQL WAL, synchronous=normal, group commit)",
+        key: "durable-normal",
+        label:
+          `plantd-ts broker, durable (libSQL journal, WAL, synchronous=normal, group commit, ${fs})`,
         call: async () =>
           void await b.request("bench.durable", ["echo", PAYLOAD], { durable: true }),
       },
+      { key: "jetstream", label: js.label, call: js.call },
     ];
-    try {
-      const js = await jetstream();
-      stops.push(js.close);
-      systems.push({ label: js.label, call: js.call });
-    } catch (error) {
-      console.error(`JetStream unavailable: ${error}`);
-    }
-
-    const samples: Sample[] = [];
-    for (let round = 1; round <= ROUNDS; round++) {
-      for (const n of IN_FLIGHT) {
-        for (const system of systems) {
-          samples.push(await measure(system.label, n, round, system.call));
-        }
+    const units: Array<{ key: string; call: Call; n: number }> = [];
+    for (const system of systems) {
+      for (const n of inFlight) {
+        const key = `${system.key}@${n}`;
+        bench.row(key, system.label, { "in flight": n });
+        units.push({ key, call: system.call, n });
       }
     }
-
-    const rows = systems.flatMap((system) =>
-      IN_FLIGHT.map((n) => {
-        const of = samples.filter((s) => s.system === system.label && s.inFlight === n);
-        const range = (pick: (s: Sample) => number, decimals: number) => {
-          const values = of.map(pick);
-          return `${num(median(values), decimals)} (${num(Math.min(...values), decimals)}–${
-            num(Math.max(...values), decimals)
-          })`;
-        };
-        return [
-          system.label,
-          String(n),
-          range((s) => s.perSecond, 0),
-          range((s) => s.p50Ms, 2),
-          range((s) => s.p99Ms, 2),
-          String(of.reduce((sum, s) => sum + s.errors, 0)),
-        ];
-      })
-    );
-    const report = [
-      SECTION,
-      "",
-      `${ROUNDS} interleaved rounds of ${MEASURE_MS} ms per row (after ${WARMUP_MS} ms warm-up), ` +
-      `${PAYLOAD_BYTES}-byte payload, closed loop; median of the rounds, range in brackets. ` +
-      "Broker, workers (one connection, capacity 256) and the JetStream consumer are child " +
-      "processes, the client is the bench process; 2 shared cores. Durable rows: the request is " +
-      "journaled (libSQL file, WAL) before it is routed and its reply kept " +
-      "(durable_reply_ttl_ms 600000), one transaction per group of what arrived meanwhile. " +
-      "JetStream: a request is the publish's ack (stored) plus the consumer's answer.",
-      "",
-      table(["system", "in flight", "requests/s", "p50 ms", "p99 ms", "errors"], rows),
-      "",
-    ].join("\n");
-    console.log(report);
-    if (!NO_WRITE) {
-      await writeBenchmarksSection(SECTION, report);
-      const path = await saveResult("durable", {
-        rounds: ROUNDS,
-        measureMs: MEASURE_MS,
-        payloadBytes: PAYLOAD_BYTES,
-      }, samples);
-      console.error(`kept ${path}`);
-    }
+    const loop = { warmupMs: WARMUP_MS, measureMs: settings.measure_ms, maxOps: MAX_REQUESTS };
+    await bench.rounds(units, async (unit): Promise<Metrics> => {
+      let firstError: unknown;
+      const run = await closedLoop(unit.n, () =>
+        unit.call().catch((error) => {
+          firstError ??= error;
+          throw error;
+        }), loop);
+      if (firstError !== undefined) console.error(`${unit.key}: first error: ${firstError}`);
+      const s = summarize(run.latencies, run.count, run.errors, run.seconds);
+      return { "req/s": s.perSecond, "p50 ms": s.p50Ms, "p99 ms": s.p99Ms, errors: s.errors };
+    });
+    const top = Math.max(...inFlight);
+    const plainTop = bench.stats(`plain@${top}`, "req/s").median;
+    const fullTop = bench.stats(`durable-full@${top}`, "req/s").median;
+    const jsTop = bench.stats(`jetstream@${top}`, "req/s").median;
+    return {
+      description: `${PAYLOAD_BYTES}-byte payload, closed loop with N requests in flight; per ` +
+        `run ${WARMUP_MS} ms warm-up, then ${settings.measure_ms} ms (or ${MAX_REQUESTS} ` +
+        "requests). Brokers (bench/procs/durable_broker.ts), echo workers (one connection, " +
+        "capacity 256) and the JetStream consumer are child processes; the clients are the " +
+        "bench process. Durable rows: each request is journaled (libSQL file, WAL, one " +
+        "transaction per group of what arrived meanwhile) before it is routed and its reply " +
+        `kept (${REPLY_TTL_MS} ms); journals in ${dir.replace(/\/[^/]*$/, "")} on ${fs}. ` +
+        "JetStream: a request is the publish's ack (stored by the server) plus the consumer's " +
+        "answer; it is durable only as its label says (the server syncs to disk on an interval, " +
+        "not per message, unless sync_always is set), where synchronous=full syncs every group " +
+        "commit before routing.",
+      tables: [{
+        rows: units.map((u) => u.key),
+        columns: [
+          { header: "system", show: "label" },
+          { header: "in flight", show: "param:in flight" },
+          { header: "requests/s (median)", show: "median:req/s" },
+          { header: "range", show: "range:req/s" },
+          { header: "p50 ms", show: "median:p50 ms", decimals: 2 },
+          { header: "p99 ms", show: "median:p99 ms", decimals: 2 },
+          { header: "errors", show: "sum:errors" },
+        ],
+      }],
+      notes: [
+        `At ${top} in flight, durable (synchronous=full) requests run at ${
+          share(fullTop, plainTop)
+        } ` +
+        `of non-durable ones through the same broker, and at ${share(fullTop, jsTop)} of ` +
+        "JetStream's rate.",
+      ],
+      checks: [{
+        name: `no errors`,
+        value: { rows: units.map((u) => u.key), metric: "errors" },
+        op: "<=",
+        target: 0,
+      }],
+      data: { payloadBytes: PAYLOAD_BYTES, warmupMs: WARMUP_MS, replyTtlMs: REPLY_TTL_MS },
+    };
   } finally {
-    for (const stop of stops.reverse()) await stop().catch(() => {});
-    killAll();
+    for (const close of closers.reverse()) await close().catch(() => {});
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
-}
-
-await main();
+});

@@ -36,6 +36,12 @@ export const KNOWN_BENCHES: ReadonlyArray<{ bench: string; title: string; task: 
   { bench: "login", title: "Login flood (deno task bench:login)", task: "bench:login" },
   { bench: "metrics", title: "Metrics ingest (deno task bench:metrics)", task: "bench:metrics" },
   {
+    bench: "durable",
+    title: "Durable requests (deno task bench:durable)",
+    task: "bench:durable",
+  },
+  { bench: "ha", title: "High availability (deno task bench:ha)", task: "bench:ha" },
+  {
     bench: "transport",
     title: "Transport memory (deno task bench:transport)",
     task: "bench:transport",

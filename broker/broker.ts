@@ -23,6 +23,7 @@ import {
 import type { Frames } from "../transport/frames.ts";
 import { brokerErrorBody, type BrokerErrorCode } from "./errors.ts";
 import { Fifo } from "./fifo.ts";
+import { CopyArena } from "../transport/copy_arena.ts";
 import { patternCovers } from "../mdp/service_pattern.ts";
 import { BROKER_EXTENSIONS } from "../mdp/negotiation.ts";
 import type { RefusalReason, ServicePolicy } from "./service_policy.ts";
@@ -227,6 +228,7 @@ export class Broker {
   readonly #durableServices: readonly string[];
   readonly #durableHost: DurableHost;
   #journalRefusal = "the broker's journal is not open";
+  readonly #arena = new CopyArena();
   #services = new Map<string, Service>();
   #workers = new Map<string, Worker>();
   #nextHeartbeat: number;
@@ -313,8 +315,26 @@ export class Broker {
     }
     const decoded = decodePeerMessage(message, 1);
     if (decoded.kind === "malformed") return this.#onMalformed(identity, decoded);
-    if (decoded.kind === "request") return this.#onRequest(identity, decoded);
+    if (decoded.kind === "request") {
+      // Kept (queued, held by a worker, journaled): copied, since the frames may be views
+      // the socket reuses after this call (router_listener.ts `borrowFrames`).
+      return this.#onRequest(identity, {
+        ...decoded,
+        stack: this.#keep(decoded.stack),
+        body: this.#keep(decoded.body),
+      });
+    }
     this.#onWorker(identity, decoded, peerKey);
+  }
+
+  /** Copies of `frames` that outlive the message they came in (cut from shared arenas). */
+  #keep(frames: Frames): Frames {
+    const kept: Frames = new Array(frames.length);
+    for (let i = 0; i < frames.length; i++) {
+      const frame = frames[i]!;
+      kept[i] = this.#arena.copy(frame, 0, frame.length);
+    }
+    return kept;
   }
 
   /**
@@ -644,9 +664,11 @@ export class Broker {
         detail: "a reply for a client address the worker holds no request of",
       });
     }
+    // A durable reply is kept (stored for a caller that asks again): copied, like requests.
     // Detached meanwhile: the reply still goes to its caller; the journal keeps the request.
-    if (request.durable && this.#durable) this.#durable.reply(request, m.final, m.body);
-    else if (request.client.length > 0) this.#reply(request, m.final, m.body);
+    if (request.durable && this.#durable) {
+      this.#durable.reply(request, m.final, this.#keep(m.body));
+    } else if (request.client.length > 0) this.#reply(request, m.final, m.body);
     if (!m.final) return;
     worker.inFlight.delete(key);
     this.#observer.reply?.(request.service, (this.#now() - request.received) / 1000);

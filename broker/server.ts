@@ -92,6 +92,8 @@ export class BrokerServer {
       ...(options.onListenerEvent ? { onListenerEvent: options.onListenerEvent } : {}),
       ...(options.wireHeartbeat ? { wireHeartbeat: options.wireHeartbeat } : {}),
       ...(options.handover ? { handover: true } : {}),
+      // The broker forwards or drops most of what it reads; Broker.handle copies what it keeps.
+      borrowFrames: true,
       maxMessageSize: maxBytes,
       // The same count as a large message the broker itself sees (libzmq delivers those).
       onOversized: () => observer.drop?.("message too large"),

@@ -29,7 +29,19 @@ export type StateErrorCode =
   | "IDEMPOTENCY_KEY_REUSED"
   | "UNAUTHENTICATED"
   | "STORAGE_FULL"
+  | "SERVICE_UNAVAILABLE"
   | "FORBIDDEN";
+
+/**
+ * Storage failures of the state service that pass (the database is back,
+ * writable again, less busy): 503 with Retry-After, the class in the body.
+ */
+const PASSING_STORAGE_FAILURES = new Set([
+  "STORAGE_UNAVAILABLE",
+  "STORAGE_READONLY",
+  "STORAGE_BUSY",
+  "STORAGE_IO",
+]);
 
 /**
  * A read cache in front of the service (the gateway's: gateway/state_read_cache.ts):
@@ -62,7 +74,7 @@ interface Reply {
 function stateError(
   code: StateErrorCode,
   message: string,
-  options?: { details?: Record<string, unknown>; replayed?: boolean },
+  options?: { details?: Record<string, unknown>; replayed?: boolean; retryAfterS?: number },
 ): ServiceCallError<StateErrorCode> {
   return new ServiceCallError(STATE_SERVICE, code, message, options);
 }
@@ -169,6 +181,13 @@ export class StateClient {
     }
     if (reply.error === "STORAGE_FULL") {
       throw stateError("STORAGE_FULL", `State service: ${reply.message ?? reply.error}`);
+    }
+    if (typeof reply.error === "string" && PASSING_STORAGE_FAILURES.has(reply.error)) {
+      throw stateError(
+        "SERVICE_UNAVAILABLE",
+        `State service: ${reply.error}: ${reply.message ?? "storage failure"}`,
+        { details: { storage: reply.error }, retryAfterS: 1 },
+      );
     }
     if (reply.error === "PERMISSION_DENIED") {
       throw stateError("FORBIDDEN", `State service: ${reply.message ?? reply.error}`);

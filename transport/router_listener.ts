@@ -43,6 +43,12 @@ export interface RouterListenerOptions {
   maxBufferedOutputBytes?: number;
   /** ZMTP: a connection or message refused at one of the two limits above. */
   onLimit?: (limit: "connections" | "output") => void;
+  /**
+   * Frames given to `drain`'s handler may be views valid only while it runs
+   * (the ZMTP router lends them; libzmq's are copies anyway): a handler that
+   * keeps a frame copies it. @default false
+   */
+  borrowFrames?: boolean;
 }
 
 /** A listening ROUTER. */
@@ -71,6 +77,7 @@ export async function listenRouter(
       linger,
       ...options.wireHeartbeat,
       ...(options.handover ? { handover: true } : {}),
+      ...(options.borrowFrames ? { borrowFrames: true } : {}),
       maxMessageSize: options.maxMessageSize,
       ...(options.onOversized ? { onOversized: options.onOversized } : {}),
       ...(options.maxConnections !== undefined ? { maxConnections: options.maxConnections } : {}),

@@ -262,3 +262,28 @@ Deno.test("a cached read is answered from the cache, without a call and without 
     assert.equal(calls.length, before, "no call to the state service");
   }, { stateCache: new StateCache({ ttlMs: 60_000 }) });
 });
+
+Deno.test("storage failures of the state service: full is 507; unavailable, read-only, busy and I/O are 503 with Retry-After, naming the class", async () => {
+  let error = "STORAGE_FULL";
+  await withApp(async ({ request }) => {
+    const full = await request("PUT", "/api/state/plant/k", json({ value: "v" }));
+    assert.equal(full.status, 507);
+    for (
+      const passing of ["STORAGE_UNAVAILABLE", "STORAGE_READONLY", "STORAGE_BUSY", "STORAGE_IO"]
+    ) {
+      error = passing;
+      const response = await request("PUT", "/api/state/plant/k", json({ value: "v" }));
+      assert.equal(response.status, 503, passing);
+      assert.equal(response.headers.get("retry-after"), "1");
+      const body = await errorOf(response);
+      assert.equal(body.code, "SERVICE_UNAVAILABLE");
+      assert.equal(body.storage, passing);
+      assert.match(String(body.message), new RegExp(passing));
+    }
+  }, {
+    answer: (call) =>
+      call.service === STATE_SERVICE
+        ? [JSON.stringify({ error, message: "the database said no" })]
+        : undefined,
+  });
+});

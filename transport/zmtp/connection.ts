@@ -11,6 +11,12 @@
  * read into a buffer of its own and delivered as is. What a receiver keeps
  * costs what it holds, not a slab per message.
  *
+ * With `borrow`, a message's frames are instead views of the slab (and of
+ * one reused buffer for large frames), valid only while the `message` event
+ * runs: a receiver that forwards or drops most of what it reads (the broker)
+ * allocates nothing for it, and copies what it keeps. Frames of a message not
+ * yet complete when the slab is read into again are copied first.
+ *
  * @module
  */
 import { setImmediate } from "node:timers";
@@ -36,13 +42,15 @@ import {
 import type { HeartbeatOptions } from "../heartbeat.ts";
 import { waitAtMost } from "../../support/wait_at_most.ts";
 import type { OutputBudget } from "./output_budget.ts";
-import { CopyArena } from "./copy_arena.ts";
+import { CopyArena } from "../copy_arena.ts";
 
 const SLAB_BYTES = 64 * 1024;
 /** Below this much room left in the slab (a quarter of a smaller one), the unread tail moves to its start. */
 const MIN_READ_ROOM = 8 * 1024;
 /** A frame this large that is not all in yet is read into a buffer of its own. */
 const LARGE_FRAME_BYTES = 16 * 1024;
+/** Borrowing: large frames up to this size reuse one buffer per connection; larger get their own. */
+const SPARE_MAX_BYTES = 1024 * 1024;
 /** Small: an idle peer holds two of these; a busy one's grow with its traffic. */
 const OUT_INITIAL_BYTES = 2 * 1024;
 /** The first read slab after the handshake; it doubles on reads that fill it. */
@@ -96,6 +104,11 @@ export interface ZmtpConnectionOptions extends HeartbeatOptions {
   handshakeMs?: number;
   /** Output queued across the socket's connections (see {@link OutputBudget}). @default none */
   outputBudget?: OutputBudget;
+  /**
+   * Message frames are views valid only during the `message` event (see the
+   * module documentation). @default false: frames are the receiver's to keep
+   */
+  borrow?: boolean;
 }
 
 /** What a {@link ZmtpConnection} tells its socket. */
@@ -133,6 +146,11 @@ export class ZmtpConnection {
   #greeted = false;
   #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   #message: Frames = [];
+  /** Borrowing: indexes in #message of frames that are views of the read slab. */
+  #borrowed: number[] = [];
+  /** Borrowing: the buffer large frames are read into, reused once their message is handed over. */
+  #largeSpare: Uint8Array | undefined;
+  #spareBusy = false;
   /** Where message frames are copied to out of the read slab. */
   #arena = new CopyArena();
   /** A large frame being read into its own buffer. */
@@ -378,6 +396,8 @@ export class ZmtpConnection {
         // Any bytes count as traffic (libzmq: any frame); once per read, not per frame.
         this.#lastHeard = performance.now();
         start = this.#parse(slab, start, end);
+        // The next read may move or overwrite what the message so far borrows.
+        if (this.#borrowed.length > 0) this.#keepPartial();
       }
     } catch (error) {
       if (this.#closed) return;
@@ -443,7 +463,7 @@ export class ZmtpConnection {
         if (head.size >= LARGE_FRAME_BYTES) {
           // Its own buffer (the size is within the limit, checked above): the slab stays free
           // for reuse, and the frame is delivered without another copy.
-          const body = new Uint8Array(head.size);
+          const body = this.#largeBuffer(head.size);
           body.set(bytes.subarray(head.start, end));
           this.#large = { head, body, filled: end - head.start };
           return end;
@@ -454,21 +474,46 @@ export class ZmtpConnection {
       at = frameEnd;
       // A command is used before the slab is read into again, and so is a frame of a message
       // being discarded; a message frame may be kept.
-      this.#frame(
-        head,
-        head.command || this.#discarding
-          ? bytes.subarray(head.start, frameEnd)
-          : this.#arena.copy(bytes, head.start, head.size),
-      );
+      if (head.command || this.#discarding) {
+        this.#frame(head, bytes.subarray(head.start, frameEnd));
+      } else if (this.#options.borrow) {
+        this.#frame(head, bytes.subarray(head.start, frameEnd), true);
+      } else {
+        this.#frame(head, this.#arena.copy(bytes, head.start, head.size));
+      }
     }
     return at;
+  }
+
+  /**
+   * The buffer of a large frame: with `borrow`, the reused one while no
+   * message being assembled holds it (and it is not oversized for reuse).
+   */
+  #largeBuffer(size: number): Uint8Array {
+    if (!this.#options.borrow || this.#spareBusy || size > SPARE_MAX_BYTES) {
+      return new Uint8Array(size);
+    }
+    if (!this.#largeSpare || this.#largeSpare.length < size) {
+      this.#largeSpare = new Uint8Array(size);
+    }
+    this.#spareBusy = true;
+    return this.#largeSpare.subarray(0, size);
+  }
+
+  /** Borrowing: the slab is about to be read into again; frames of the message so far are copied. */
+  #keepPartial(): void {
+    for (const index of this.#borrowed) {
+      const frame = this.#message[index]!;
+      this.#message[index] = this.#arena.copy(frame, 0, frame.length);
+    }
+    this.#borrowed = [];
   }
 
   /**
    * Handles one complete frame: a command's is a view of the slab, a message
    * frame's a copy or a large frame's own buffer.
    */
-  #frame(head: FrameHead, body: Uint8Array): void {
+  #frame(head: FrameHead, body: Uint8Array, fromSlab = false): void {
     if (head.command) {
       this.#command(body);
       return;
@@ -480,7 +525,9 @@ export class ZmtpConnection {
       // Memory stays bounded: the frames so far go now, the rest as they come.
       this.#discarding = true;
       this.#message.length = 0;
+      this.#borrowed = [];
     } else if (!this.#discarding) {
+      if (fromSlab) this.#borrowed.push(this.#message.length);
       this.#message.push(body);
     }
     if (head.more) return;
@@ -493,6 +540,9 @@ export class ZmtpConnection {
     } else {
       this.#events.message(message);
     }
+    // Handed over (and, borrowed, done with): the slab and the spare may be reused.
+    this.#borrowed = [];
+    this.#spareBusy = false;
   }
 
   #command(body: Uint8Array): void {
@@ -629,6 +679,7 @@ export class ZmtpConnection {
     // Output that will never be written goes now, whoever still holds this object.
     this.#out = new Uint8Array(0);
     this.#spare = undefined;
+    this.#largeSpare = undefined;
     this.#outLength = 0;
     this.#message = [];
     try {

@@ -15,8 +15,12 @@ export class Inbox {
   #settle: { resolve: () => void; reject: (error: unknown) => void } | undefined;
   #closed = false;
 
-  constructor(limit: number) {
+  #borrowed: boolean;
+
+  /** `borrowed`: frames are views valid only during delivery, so a queued message is copied. */
+  constructor(limit: number, borrowed = false) {
     this.#limit = limit;
+    this.#borrowed = borrowed;
   }
 
   deliver(frames: Frames): void {
@@ -24,7 +28,9 @@ export class Inbox {
     const handler = this.#handler;
     if (!handler) {
       // Beyond the limit a message is dropped, as libzmq does past its receive high-water mark.
-      if (this.#queue.length < this.#limit) this.#queue.push(frames);
+      if (this.#queue.length < this.#limit) {
+        this.#queue.push(this.#borrowed ? frames.map((frame) => frame.slice()) : frames);
+      }
       return;
     }
     try {

@@ -56,6 +56,12 @@ export interface ZmtpRouterOptions extends HeartbeatOptions {
   /** Milliseconds queued output gets to be written at close. @default 0 */
   linger?: number;
   /**
+   * Frames handed to `drain` are views valid only while its handler runs
+   * (connection.ts, `borrow`): a handler that keeps a frame copies it.
+   * Messages queued while nothing drains are copied. @default false
+   */
+  borrowFrames?: boolean;
+  /**
    * ZMQ_HANDSHAKE_IVL: a connection that has not completed its handshake
    * within this many ms is closed (and counted refused). @default 10000
    */
@@ -125,7 +131,7 @@ export class ZmtpRouter {
   private constructor(listener: Deno.TcpListener, options: ZmtpRouterOptions) {
     this.#listener = listener;
     this.#options = options;
-    this.#inbox = new Inbox(options.receiveQueue ?? 100_000);
+    this.#inbox = new Inbox(options.receiveQueue ?? 100_000, options.borrowFrames ?? false);
     if (options.maxBufferedOutputBytes !== undefined) {
       this.#budget = new OutputBudget(options.maxBufferedOutputBytes);
     }
@@ -197,6 +203,7 @@ export class ZmtpRouter {
       this.#connections.add(
         new ZmtpConnection(conn, {
           socketType: "ROUTER",
+          ...(this.#options.borrowFrames ? { borrow: true } : {}),
           ...(this.#options.handshakeMs !== undefined
             ? { handshakeMs: this.#options.handshakeMs }
             : {}),
