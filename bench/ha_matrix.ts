@@ -16,7 +16,8 @@
  * - `pg-both`: both PostgreSQL state workers SIGKILLed, restarted after `down_ms`;
  * - `pg-down`: PostgreSQL unreachable (a TcpProxy in front of it, paused for `down_ms`);
  * - `libsql`: SIGKILL of the only (libSQL) state worker, restarted at once;
- * - `disk-full`: a libSQL worker with `max_db_bytes` written until full.
+ * - `disk-full`: a libSQL worker with `max_db_bytes` written until full;
+ * - `gateway-kill`, `redis-down`, `authdb-down`: bench/ha_matrix_gateway.ts.
  *
  * Per repetition: writes failed (by error), lost (acknowledged, not in the
  * store), duplicated (revision above 1), phantoms (applied after the caller
@@ -49,6 +50,7 @@ import { spawnPgState } from "../tests/_state_pg.ts";
 import { TcpProxy } from "../tests/_tcp_proxy.ts";
 import { provenance } from "./harness.ts";
 import { median } from "./_stats.ts";
+import { gatewayScenarios } from "./ha_matrix_gateway.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const env = (name: string, fallback: string) => Deno.env.get(name) ?? fallback;
@@ -571,7 +573,7 @@ const diskFull: Scenario = async (reps) => {
           stderr: "piped",
         }),
       );
-    let state = spawn(512 * 1024);
+    let state = spawn(128 * 1024);
     const client = new MdpClient(endpoint, { timeoutMs: settings.timeoutMs });
     try {
       out.push(
@@ -609,7 +611,7 @@ const diskFull: Scenario = async (reps) => {
   return out;
 };
 
-const scenarios: Record<string, Scenario> = {
+const scenarios: Record<string, (reps: number) => Promise<unknown[]>> = {
   passive,
   "both-brokers": bothBrokers,
   partition,
@@ -618,6 +620,7 @@ const scenarios: Record<string, Scenario> = {
   "pg-down": pgDown,
   libsql,
   "disk-full": diskFull,
+  ...gatewayScenarios(settings, log),
 };
 
 function spread(values: (number | null)[]) {
@@ -638,7 +641,12 @@ for (const [name, scenario] of Object.entries(scenarios)) {
   if (only && !only.includes(name)) continue;
   log(`scenario ${name}`);
   try {
-    const reps = await scenario(settings.reps);
+    const all = await scenario(settings.reps);
+    if (!all.every((r) => typeof r === "object" && r !== null && "attempted" in r)) {
+      results[name] = { reps: all };
+      continue;
+    }
+    const reps = all as Rep[];
     results[name] = {
       reps,
       fromRepairMs: spread(reps.map((r) => r.fromRepairMs)),
