@@ -86,8 +86,8 @@ interface Listening {
   health?: number;
   /** Bus name -> frontend/backend ports (components that run buses). */
   buses: Map<string, { frontend: number; backend: number }>;
-  /** Endpoints it connects to: what -> endpoint. */
-  connects: Map<string, string>;
+  /** Endpoints it connects to: [what, endpoint] (a broker pair's list gives one each). */
+  connects: [string, string][];
   serves: "health" | "gateway";
 }
 
@@ -95,7 +95,7 @@ function listening(component: Component, config: Record<string, Any>): Listening
   const result: Listening = {
     ports: new Map(),
     buses: new Map(),
-    connects: new Map(),
+    connects: [],
     serves: "health",
   };
   const bind = (host: string, port: number, what: string) => {
@@ -126,18 +126,31 @@ function listening(component: Component, config: Record<string, Any>): Listening
       result.buses.set(bus.name, { frontend: frontend.port, backend: backend.port });
     }
   }
-  if (typeof config.broker_endpoint === "string") {
-    result.connects.set("broker", config.broker_endpoint);
+  if (config.ha) {
+    // A broker of a pair: its state channel, and the peer's.
+    const { host, port } = tcp(config.ha.state_bind);
+    bind(host, port, "ha-state");
+    result.connects.push(["ha-state", config.ha.peer_state_endpoint]);
+  }
+  if (config.broker_endpoint !== undefined) {
+    for (const endpoint of components.endpointList(config.broker_endpoint)) {
+      result.connects.push(["broker", endpoint]);
+    }
   }
   if (typeof config.bus_endpoint === "string" && config.bus_endpoint !== "") {
-    result.connects.set(
+    result.connects.push([
       component.name === "state" ? "state-frontend" : "metric-backend",
       config.bus_endpoint,
-    );
+    ]);
   }
   if (config.buses && !Array.isArray(config.buses)) {
     for (const [bus, endpoint] of Object.entries(config.buses as Record<string, string>)) {
-      result.connects.set(`${bus}-backend`, endpoint);
+      result.connects.push([`${bus}-backend`, endpoint]);
+    }
+  }
+  if (config.publish_buses) {
+    for (const [bus, endpoint] of Object.entries(config.publish_buses as Record<string, string>)) {
+      result.connects.push([`${bus}-frontend`, endpoint]);
     }
   }
   return result;
@@ -168,7 +181,7 @@ function checkSecured(where: string, component: Component, config: Record<string
     );
   }
   assert.notEqual(config.allow_plaintext_network, true, `${where}: allow_plaintext_network`);
-  if (typeof config.broker_endpoint === "string" || typeof config.bus_endpoint === "string") {
+  if (config.broker_endpoint !== undefined || typeof config.bus_endpoint === "string") {
     assert.ok(config.curve_server_key_file, `${where}: connects to the broker without CURVE`);
     assert.ok(config.curve_secret_key_file, `${where}: a CURVE key pair of its own`);
   }
@@ -256,6 +269,15 @@ function pinnedDeno(): string {
 /** Compose's `${VAR:-default}` interpolation, with the defaults. */
 function interpolate(text: string): string {
   return text.replace(/\$\{([A-Z0-9_]+)(?::?-([^}]*))?\}/g, (_, _name, fallback) => fallback ?? "");
+}
+
+/** The databases compose's dbinit service creates (its `for db in …` loop). */
+function dbinitDatabases(file: Any): string[] {
+  const script = (file.services.dbinit?.command ?? []).join("\n") as string;
+  const list = /for db in ([^;]+);/.exec(script)?.[1];
+  assert.ok(list, "dbinit creates databases in a `for db in …;` loop");
+  assert.match(script, /create database \$\$db/, "dbinit creates each database");
+  return list.trim().split(/\s+/);
 }
 
 function compose(): Any {
@@ -372,8 +394,18 @@ Deno.test("compose.yaml: plantd services configured with variables the code read
   const services = plantdServices();
   const byName = new Map(services.map((s) => [s.name, s]));
   assert.deepEqual(
-    services.map((s) => s.component.name).sort(),
-    ["broker", "echo", "gateway", "metrics", "state"],
+    services.map((s) => s.name).sort(),
+    [
+      "broker-a",
+      "broker-b",
+      "bus",
+      "echo",
+      "gateway-1",
+      "gateway-2",
+      "metrics",
+      "state-1",
+      "state-2",
+    ],
   );
   for (const infra of ["tsdb", "redis", "loki", "promtail", "grafana", "prometheus"]) {
     const image = file.services[infra]?.image as string | undefined;
@@ -382,8 +414,9 @@ Deno.test("compose.yaml: plantd services configured with variables the code read
     assert.doesNotMatch(image, /:latest$/, `${infra} image is pinned`);
   }
   const { healthCmd } = dockerfile();
-  const broker = services.find((s) => s.component.name === "broker")!;
+  const bus = services.find((s) => s.component.name === "bus")!;
   const tsdbEnv = file.services.tsdb.environment;
+  const databases = dbinitDatabases(file);
   for (const s of services) {
     const where = `compose service '${s.name}'`;
     assert.equal(s.service.build, ".", `${where} builds the Dockerfile`);
@@ -407,18 +440,28 @@ Deno.test("compose.yaml: plantd services configured with variables the code read
       // The broker's MDP socket, or the bus side meant (state publishes, others subscribe).
       const expected = what === "broker" ? "mdp" : what;
       assert.equal(peer.listens.ports.get(port), expected, `${where}: ${what} at ${endpoint}`);
+      // The brokers of a pair cannot wait for each other.
+      if (what === "ha-state") continue;
       const dependsOn = s.service.depends_on?.[host];
       assert.equal(dependsOn?.condition, "service_healthy", `${where} waits for ${host}`);
     }
-    // Database URLs point at the tsdb service with its user and database.
+    // Database URLs point at the tsdb service with its user: the metrics
+    // store's database, or one the dbinit service makes (which they wait for).
     for (const [name, value] of Object.entries(s.env)) {
-      if (!/DATABASE_URL$/.test(name) || value === "") continue;
+      if (!/(DATABASE_URL|_DB)$/.test(name) || !/^postgres(ql)?:/.test(value)) continue;
       const url = new URL(value);
       assert.equal(url.hostname, "tsdb", name);
       assert.equal(url.port, "5432", name);
       assert.equal(url.username, tsdbEnv.POSTGRES_USER, name);
       assert.equal(decodeURIComponent(url.password), tsdbEnv.POSTGRES_PASSWORD, name);
-      assert.equal(url.pathname.slice(1), tsdbEnv.POSTGRES_DB, name);
+      const database = url.pathname.slice(1);
+      if (database === tsdbEnv.POSTGRES_DB) continue;
+      assert.ok(databases.includes(database), `${where}: ${name}: dbinit makes no ${database}`);
+      assert.equal(
+        s.service.depends_on?.dbinit?.condition,
+        "service_completed_successfully",
+        `${where} waits for dbinit`,
+      );
     }
     checkSecured(where, s.component, s.config);
     // Keys and tokens it reads from files are on a mounted volume.
@@ -429,15 +472,21 @@ Deno.test("compose.yaml: plantd services configured with variables the code read
       assert.ok(mounted, `${where}: ${path} is on no mounted volume`);
     }
     // Files the component writes are on a volume.
-    if (typeof s.config.db === "string" && s.component.name === "state") {
+    if (
+      typeof s.config.db === "string" && s.component.name === "state" &&
+      !/^postgres(ql)?:/.test(s.config.db)
+    ) {
       const mounts = (s.service.volumes ?? []).map((v: string) => v.split(":"));
       const mount = mounts.find(([, target]: string[]) => s.config.db.startsWith(target + "/"));
       assert.ok(mount, `${where}: ${s.config.db} is on a volume`);
       assert.ok(file.volumes && mount[0] in file.volumes, `${where}: volume ${mount[0]} declared`);
     }
   }
-  // The buses the others use are the broker's.
-  assert.deepEqual([...broker.listens.buses.keys()].sort(), ["event", "metric", "state"]);
+  // The buses the others use are the bus process's; the pair runs none.
+  assert.deepEqual([...bus.listens.buses.keys()].sort(), ["event", "metric", "state"]);
+  for (const s of services.filter((s) => s.component.name === "broker")) {
+    assert.equal(s.listens.buses.size, 0, `${s.name} runs no bus`);
+  }
   for (const [, service] of Object.entries(file.services as Record<string, Any>)) {
     const dependsOn = service.depends_on ?? {};
     for (const dependency of Array.isArray(dependsOn) ? dependsOn : Object.keys(dependsOn)) {
@@ -452,6 +501,77 @@ Deno.test("compose.yaml: plantd services configured with variables the code read
       }
     }
   }
+});
+
+/**
+ * The HA topology (docs/ha.md "Deployments"), given each instance's name and
+ * resolved configuration: a primary and a backup whose state channels point at
+ * each other; every broker endpoint list names both; the state workers share
+ * one database and the gateways one auth database and one Redis (PostgreSQL,
+ * not files); no durable services with `ha`.
+ */
+function checkHaTopology(
+  where: string,
+  instances: { name: string; component: string; config: Record<string, Any> }[],
+  /** The host a component reaches a broker instance at. */
+  hostOf: (name: string) => string,
+): void {
+  const brokers = instances.filter((i) => i.component === "broker");
+  assert.deepEqual(
+    brokers.map((b) => b.config.ha?.role).sort(),
+    ["backup", "primary"],
+    `${where}: a primary and a backup`,
+  );
+  for (const broker of brokers) {
+    const peer = brokers.find((b) => b !== broker)!;
+    const target = tcp(broker.config.ha.peer_state_endpoint);
+    const bind = tcp(peer.config.ha.state_bind);
+    assert.equal(target.host, hostOf(peer.name), `${where}: ${broker.name}'s peer is ${peer.name}`);
+    assert.equal(
+      target.port,
+      bind.port,
+      `${where}: ${broker.name} reaches ${peer.name}'s state_bind`,
+    );
+    assert.deepEqual(
+      broker.config.durable_services,
+      [],
+      `${where}: ${broker.name}: durable with ha`,
+    );
+  }
+  const mdp = new Set(brokers.map((b) => `${hostOf(b.name)}:${tcp(b.config.endpoint).port}`));
+  for (const i of instances.filter((i) => i.config.broker_endpoint !== undefined)) {
+    const named = components.endpointList(i.config.broker_endpoint).map((e) => {
+      const { host, port } = tcp(e);
+      return `${host}:${port}`;
+    });
+    assert.deepEqual(new Set(named), mdp, `${where}: ${i.name} names both brokers`);
+  }
+  const shared = (component: string, key: string, postgres: boolean) => {
+    const values = instances.filter((i) => i.component === component).map((i) => i.config[key]);
+    assert.ok(values.length >= 2, `${where}: two ${component}s`);
+    assert.equal(new Set(values).size, 1, `${where}: the ${component}s share one ${key}`);
+    if (postgres) assert.match(values[0], /^postgres(ql)?:\/\//, `${where}: ${component} ${key}`);
+    else assert.ok(values[0], `${where}: ${component} ${key} is set`);
+  };
+  shared("state", "db", true);
+  shared("gateway", "auth_db", true);
+  shared("gateway", "redis_url", false);
+}
+
+Deno.test("compose.yaml: the broker pair, two state workers and two gateways on one database and one Redis", () => {
+  const services = plantdServices();
+  checkHaTopology(
+    "compose",
+    services.map((s) => ({ name: s.name, component: s.component.name, config: s.config })),
+    (name) => name,
+  );
+  const file = compose();
+  const redis = new URL(services.find((s) => s.name === "gateway-1")!.config.redis_url);
+  assert.ok(file.services[redis.hostname], `Redis at ${redis.hostname} is a service`);
+  // Each gateway on its own host port.
+  const published = services.filter((s) => s.component.name === "gateway")
+    .flatMap((s) => (s.service.ports as string[]).map((p) => p.split(":").slice(0, 2).join(":")));
+  assert.deepEqual(published.sort(), ["127.0.0.1:8080", "127.0.0.1:8081"]);
 });
 
 Deno.test("compose.yaml: nothing published beyond the host, ZeroMQ not at all; keygen makes every key read, each secret seen by its owner only", async () => {
@@ -514,6 +634,30 @@ Deno.test("compose.yaml: nothing published beyond the host, ZeroMQ not at all; k
       "broker",
       Deno.readTextFileSync(seen(broker, broker.env.PLANTD_BROKER_CURVE_SECRET_KEY_FILE!)!),
     )[0]!;
+    /** The public key of the CURVE key pair a service holds. */
+    const publicKeyOf = (s: (typeof services)[number]) =>
+      curvePublicKey(
+        keysInFile(
+          s.name,
+          Deno.readTextFileSync(
+            seen(s, s.env[`${s.component.envPrefix}_CURVE_SECRET_KEY_FILE`]!)!,
+          ),
+        )[0]!,
+      );
+    const serverKey = (s: (typeof services)[number], variable: string) =>
+      keysInFile("server", Deno.readTextFileSync(seen(s, s.env[variable]!)!))[0];
+    const brokers = new Set(
+      services.filter((s) => s.component.name === "broker").map((s) => s.name),
+    );
+    const bus = services.find((s) => s.component.name === "bus")!;
+    assert.deepEqual(
+      keysInFile(
+        "bus allowed",
+        Deno.readTextFileSync(seen(bus, bus.env.PLANTD_BUS_CURVE_ALLOWED_KEYS_FILE!)!),
+      ),
+      allowed,
+      "the buses admit the keys the brokers admit",
+    );
     for (const s of services) {
       const prefix = s.component.envPrefix;
       for (const path of filesRead(s.env)) {
@@ -523,34 +667,55 @@ Deno.test("compose.yaml: nothing published beyond the host, ZeroMQ not at all; k
           `${s.name}: keygen makes no ${path} it can see`,
         );
       }
-      if (s === broker) continue;
-      const secret = keysInFile(
-        s.name,
-        Deno.readTextFileSync(seen(s, s.env[`${prefix}_CURVE_SECRET_KEY_FILE`]!)!),
-      )[0]!;
+      if (brokers.has(s.name)) {
+        // Both brokers of the pair hold one key pair (docs/ha.md).
+        assert.equal(publicKeyOf(s), curvePublicKey(brokerSecret), `${s.name}: the pair's key`);
+        continue;
+      }
+      if (s === bus) continue;
       assert.ok(
-        allowed.includes(curvePublicKey(secret)),
+        allowed.includes(publicKeyOf(s)),
         `${s.name}: its public key is on the broker's allow-list`,
       );
-      const server = keysInFile(
-        "server",
-        Deno.readTextFileSync(seen(s, s.env[`${prefix}_CURVE_SERVER_KEY_FILE`]!)!),
-      )[0];
-      assert.equal(server, curvePublicKey(brokerSecret), `${s.name}: the broker's public key`);
-      assert.equal(
-        s.service.depends_on?.broker?.condition,
-        "service_healthy",
-        `${s.name} starts after the broker (after keygen)`,
-      );
+      const hosts = new Set(s.listens.connects.map(([, endpoint]) => tcp(endpoint).host));
+      if ([...hosts].some((host) => brokers.has(host))) {
+        assert.equal(
+          serverKey(s, `${prefix}_CURVE_SERVER_KEY_FILE`),
+          curvePublicKey(brokerSecret),
+          `${s.name}: the broker's public key`,
+        );
+      }
+      if (hosts.has(bus.name)) {
+        // The broker's server key serves the buses too unless bus_curve_server_key is set.
+        const variable = `${prefix}_BUS_CURVE_SERVER_KEY_FILE` in s.env
+          ? `${prefix}_BUS_CURVE_SERVER_KEY_FILE`
+          : `${prefix}_CURVE_SERVER_KEY_FILE`;
+        assert.equal(serverKey(s, variable), publicKeyOf(bus), `${s.name}: the bus's public key`);
+      }
+      for (const host of hosts) {
+        if (!brokers.has(host) && host !== bus.name) continue;
+        assert.equal(
+          s.service.depends_on?.[host]?.condition,
+          "service_healthy",
+          `${s.name} starts after ${host} (after keygen)`,
+        );
+      }
     }
-    // No container holds another's secrets: each secret volume has one user besides keygen.
+    // No container holds another component's secrets: each secret volume is
+    // mounted (besides keygen) by replicas of one component only.
     for (const volume of [...volumeOf.values()].filter((v) => v.endsWith("-secret"))) {
-      const users = Object.entries(file.services as Record<string, Any>)
-        .filter(([name, service]) =>
-          name !== "keygen" &&
-          (service.volumes ?? []).some((v: string) => v.startsWith(`${volume}:`))
-        ).map(([name]) => name);
-      assert.equal(users.length, 1, `${volume} is mounted by ${users.join(", ")}`);
+      const users = services.filter((s) =>
+        (s.service.volumes ?? []).some((v: string) => v.startsWith(`${volume}:`))
+      );
+      const others = Object.entries(file.services as Record<string, Any>).filter((
+        [name, service],
+      ) =>
+        name !== "keygen" && !users.some((s) => s.name === name) &&
+        (service.volumes ?? []).some((v: string) => v.startsWith(`${volume}:`))
+      );
+      assert.equal(others.length, 0, `${volume} is mounted by ${others.map(([n]) => n)}`);
+      const owners = new Set(users.map((s) => s.component.name));
+      assert.equal(owners.size, 1, `${volume} is mounted by ${users.map((s) => s.name)}`);
     }
     // The state worker verifies the gateway's tokens and cannot sign them.
     const state = services.find((s) => s.component.name === "state")!;
@@ -674,7 +839,12 @@ Deno.test("Prometheus scrapes every component's /metrics at its real port", asyn
   const expected = services.filter((s) => s.component.name !== "echo")
     .map((s) => `${s.name}:${s.listens.health}`).sort();
   assert.deepEqual([...targets.keys()].sort(), expected);
-  for (const [target, job] of targets) assert.equal(job, `plantd-${target.split(":")[0]}`);
+  // One job per component (the dashboards select on it); the bus process's metrics were the broker's.
+  const byName = new Map(services.map((s) => [s.name, s.component.name]));
+  for (const [target, job] of targets) {
+    const component = byName.get(target.split(":")[0]!)!;
+    assert.equal(job, `plantd-${component === "bus" ? "broker" : component}`, target);
+  }
 });
 
 // ---------------------------------------------------------------------------
