@@ -922,15 +922,16 @@ Deno.test("Kubernetes: Deployments configured with variables the code reads, pro
   );
   const deployments = docs.filter((d) => d.kind === "Deployment");
   // Secrets given as variables hold variables some component reads; the others are files.
-  const envSecrets = new Set(
+  const envSources = new Set(
     deployments.flatMap((d) =>
       d.spec.template.spec.containers.flatMap((c: Any) =>
-        (c.envFrom ?? []).map((from: Any) => from.secretRef?.name).filter(Boolean)
+        (c.envFrom ?? []).map((from: Any) => from.secretRef?.name ?? from.configMapRef?.name)
+          .filter(Boolean)
       )
     ),
   );
   for (const [name, data] of [...configMaps, ...secrets]) {
-    if (secrets.has(name) && !envSecrets.has(name)) continue;
+    if (!envSources.has(name)) continue;
     for (const key of Object.keys(data)) {
       assert.ok(readerOf(key), `${name}: ${key} is read by no component`);
     }
@@ -941,7 +942,7 @@ Deno.test("Kubernetes: Deployments configured with variables the code reads, pro
   );
   assert.deepEqual(
     deployments.map((d) => d.spec.template.spec.containers[0].args[0]).sort(),
-    ["broker", "echo", "gateway", "metrics", "state"],
+    ["broker", "broker", "bus", "echo", "gateway", "metrics", "state"],
   );
   const resolved = new Map<string, { listens: Listening; ports: Map<string | number, number> }>();
   for (const deployment of deployments) {
@@ -995,13 +996,20 @@ Deno.test("Kubernetes: Deployments configured with variables the code reads, pro
       assert.equal(get?.path, path, `${where} ${probe}`);
       assert.equal(ports.get(get.port), listens.health, `${where} ${probe} port`);
     }
+    // Scraped where /metrics is served: every health server but the echo worker's.
     const annotations = pod.metadata.annotations ?? {};
-    assert.equal(
-      annotations["prometheus.io/scrape"],
-      component.name === "echo" ? "false" : "true",
-      where,
-    );
-    assert.equal(Number(annotations["prometheus.io/port"]), listens.health, `${where} scrape port`);
+    if (component.name === "echo") {
+      assert.equal(annotations["prometheus.io/scrape"], "false", where);
+      assert.equal(annotations["prometheus.io/port"], undefined, `${where}: no scrape port`);
+    } else {
+      assert.equal(annotations["prometheus.io/scrape"], "true", where);
+      assert.equal(
+        Number(annotations["prometheus.io/port"]),
+        listens.health,
+        `${where} scrape port`,
+      );
+      assert.equal(annotations["prometheus.io/path"], "/metrics", `${where} scrape path`);
+    }
     /** Files each mount shows: mount path + file -> the Secret key behind it. */
     const files = new Map<string, string>();
     for (const mount of container.volumeMounts ?? []) {
@@ -1030,7 +1038,7 @@ Deno.test("Kubernetes: Deployments configured with variables the code reads, pro
       assert.ok(files.has(path), `${where}: ${path} is not mounted`);
     }
     checkSecured(where, component, config);
-    if (component.name === "state") {
+    if (component.name === "state" && !/^postgres(ql)?:/.test(config.db)) {
       const mounted = (container.volumeMounts ?? []).some((m: Any) =>
         config.db.startsWith(m.mountPath + "/")
       );
@@ -1042,11 +1050,13 @@ Deno.test("Kubernetes: Deployments configured with variables the code reads, pro
   const servicePorts = new Map<string, Map<number, number>>();
   for (const service of services) {
     const where = `Service ${service.metadata.name}`;
-    const target = deployments.filter((d) =>
+    const selects = (d: Any) =>
       Object.entries(service.spec.selector).every(([k, v]) =>
         d.spec.template.metadata.labels[k] === v
-      )
-    );
+      );
+    // PostgreSQL and Redis (StatefulSets) are checked in the HA test.
+    if (docs.some((d) => d.kind === "StatefulSet" && selects(d))) continue;
+    const target = deployments.filter(selects);
     assert.equal(target.length, 1, `${where} selects one Deployment`);
     const { ports } = resolved.get(target[0].metadata.name)!;
     const map = new Map<number, number>();
@@ -1073,52 +1083,106 @@ Deno.test("Kubernetes: Deployments configured with variables the code reads, pro
   }
 });
 
-Deno.test("Kubernetes: only plantd's pods reach the broker and bus ports; none leaves the cluster", () => {
+/** A Deployment's or StatefulSet's container with the environment it gets (ConfigMaps, Secrets, env). */
+function podEnv(docs: Any[], workload: Any): Record<string, string> {
+  const container = workload.spec.template.spec.containers[0];
+  const env: Record<string, string> = {};
+  for (const from of container.envFrom ?? []) {
+    const source = docs.find((d) =>
+      (from.configMapRef && d.kind === "ConfigMap" && d.metadata.name === from.configMapRef.name) ||
+      (from.secretRef && d.kind === "Secret" && d.metadata.name === from.secretRef.name)
+    );
+    Object.assign(env, source?.data ?? source?.stringData ?? {});
+  }
+  for (const { name, value } of container.env ?? []) if (value !== undefined) env[name] = value;
+  return env;
+}
+
+Deno.test("Kubernetes: only plantd's pods reach the brokers, the buses, PostgreSQL and Redis; none leaves the cluster", () => {
   const docs = manifests();
+  const workloads = docs.filter((d) => d.kind === "Deployment" || d.kind === "StatefulSet");
   const deployments = docs.filter((d) => d.kind === "Deployment");
-  const broker = deployments.find((d) => d.spec.template.spec.containers[0].args[0] === "broker");
-  const container = broker.spec.template.spec.containers[0];
-  const config = resolve("broker", components.brokerConfig, [], {
-    ...docs.find((d) => d.kind === "ConfigMap").data,
-  });
-  const zmq = [...listening(components.brokerConfig, config).ports]
-    .filter(([, what]) => what !== "health").map(([port]) => port);
-  assert.equal(zmq.length, 7);
-  const labels = broker.spec.template.metadata.labels;
-  const policies = docs.filter((d) =>
-    d.kind === "NetworkPolicy" &&
-    Object.entries(d.spec.podSelector.matchLabels ?? {}).every(([k, v]) => labels[k] === v)
-  );
-  assert.equal(policies.length, 1, "one NetworkPolicy selects the broker");
-  const [policy] = policies;
-  assert.ok(policy.spec.policyTypes.includes("Ingress"));
+  const policies = docs.filter((d) => d.kind === "NetworkPolicy");
   const selects = (selector: Any, pod: Any) =>
     Object.entries(selector.matchLabels ?? {}).every(([k, v]) => pod.metadata.labels[k] === v);
-  const portNumber = (port: Any) =>
-    typeof port.port === "number"
-      ? port.port
-      : container.ports.find((p: Any) => p.name === port.port)?.containerPort;
-  for (const port of zmq) {
-    const rules = policy.spec.ingress.filter((rule: Any) =>
-      !rule.ports || rule.ports.some((p: Any) => portNumber(p) === port)
+  /** What each workload listens on beyond its health port, and who connects to it. */
+  const guarded: { workload: Any; ports: number[]; clients: Any[] }[] = [];
+  const listenersOf = new Map<Any, Listening>();
+  for (const d of deployments) {
+    const [name, ...args] = d.spec.template.spec.containers[0].args;
+    const component = componentNamed(name);
+    listenersOf.set(
+      d,
+      listening(component, resolve(d.metadata.name, component, args, podEnv(docs, d))),
     );
-    assert.ok(rules.length > 0, `port ${port}: some rule lets the components in`);
-    for (const rule of rules) {
-      assert.ok(rule.from?.length > 0, `port ${port}: a rule open to everyone`);
-      for (const peer of rule.from) {
-        assert.ok(peer.podSelector, `port ${port}: only pods (no ipBlock)`);
-        assert.equal(peer.namespaceSelector, undefined, `port ${port}: only this namespace`);
-        // Pods it lets in are plantd's Deployments.
-        assert.ok(Object.keys(peer.podSelector.matchLabels ?? {}).length > 0, "a label selector");
-      }
-    }
-    // Every component that connects to the broker is let in.
-    for (const d of deployments) {
-      const pod = d.spec.template;
-      assert.ok(
-        rules.some((rule: Any) => rule.from.some((peer: Any) => selects(peer.podSelector, pod))),
-        `${d.metadata.name} may reach port ${port}`,
+  }
+  const serviceOf = (host: string) =>
+    docs.find((d) => d.kind === "Service" && d.metadata.name === host);
+  for (const workload of workloads) {
+    const listens = listenersOf.get(workload);
+    const ports = listens
+      ? [...listens.ports].filter(([, what]) => what !== "health" && what !== "gateway")
+        .map(([port]) => port)
+      : workload.spec.template.spec.containers[0].ports.map((p: Any) => p.containerPort);
+    if (ports.length === 0) continue;
+    // Who connects: Deployments with an endpoint or URL naming a Service that selects it.
+    const clients = deployments.filter((d) => {
+      const hosts = [
+        ...listenersOf.get(d)!.connects.map(([, endpoint]) => tcp(endpoint).host),
+        // Its own variables only: every pod gets the whole ConfigMap.
+        ...Object.entries(podEnv(docs, d)).filter(([k, v]) =>
+          k.startsWith(
+            componentNamed(d.spec.template.spec.containers[0].args[0]).envPrefix + "_",
+          ) &&
+          /^(postgres(ql)?|rediss?):\/\//.test(v)
+        ).map(([, v]) => new URL(v).hostname),
+      ];
+      return hosts.some((host) => {
+        const service = serviceOf(host);
+        return service && selects({ matchLabels: service.spec.selector }, workload.spec.template);
+      });
+    });
+    guarded.push({ workload, ports, clients });
+  }
+  assert.deepEqual(
+    guarded.map((g) => g.workload.metadata.name).sort(),
+    ["plantd-broker-a", "plantd-broker-b", "plantd-bus", "plantd-redis", "plantd-tsdb"],
+  );
+  for (const { workload, ports, clients } of guarded) {
+    const where = workload.metadata.name;
+    const pod = workload.spec.template;
+    const mine = policies.filter((p) => selects(p.spec.podSelector, pod));
+    assert.equal(mine.length, 1, `${where}: one NetworkPolicy selects it`);
+    const [policy] = mine;
+    assert.ok(policy.spec.policyTypes.includes("Ingress"), `${where}: Ingress`);
+    const container = pod.spec.containers[0];
+    const portNumber = (port: Any) =>
+      typeof port.port === "number"
+        ? port.port
+        : container.ports.find((p: Any) => p.name === port.port)?.containerPort;
+    assert.ok(clients.length > 0, `${where}: something connects to it`);
+    for (const port of ports) {
+      const rules = policy.spec.ingress.filter((rule: Any) =>
+        !rule.ports || rule.ports.some((p: Any) => portNumber(p) === port)
       );
+      assert.ok(rules.length > 0, `${where} port ${port}: some rule lets its clients in`);
+      for (const rule of rules) {
+        assert.ok(rule.from?.length > 0, `${where} port ${port}: a rule open to everyone`);
+        for (const peer of rule.from) {
+          assert.ok(peer.podSelector, `${where} port ${port}: only pods (no ipBlock)`);
+          assert.equal(peer.namespaceSelector, undefined, `${where} port ${port}: this namespace`);
+          assert.ok(Object.keys(peer.podSelector.matchLabels ?? {}).length > 0, "a label selector");
+        }
+      }
+      const allowed = (d: Any) =>
+        rules.some((rule: Any) =>
+          rule.from.some((peer: Any) => selects(peer.podSelector, d.spec.template))
+        );
+      // The pair's state channel: the brokers; the rest: every client of the workload.
+      const needs = listenersOf.get(workload)?.ports.get(port) === "ha-state"
+        ? deployments.filter((d) => listenersOf.get(d)!.connects.some(([w]) => w === "ha-state"))
+        : clients;
+      for (const d of needs) assert.ok(allowed(d), `${d.metadata.name} may reach ${where}:${port}`);
     }
   }
   for (const service of docs.filter((d) => d.kind === "Service")) {
