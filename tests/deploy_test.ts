@@ -1193,6 +1193,116 @@ Deno.test("Kubernetes: only plantd's pods reach the brokers, the buses, PostgreS
   }
 });
 
+Deno.test("Kubernetes: the broker pair, two state workers and two gateways on the StatefulSets' PostgreSQL and Redis", () => {
+  const docs = manifests();
+  const deployments = docs.filter((d) => d.kind === "Deployment");
+  const selecting = (host: string, kind: string) => {
+    const service = docs.find((d) => d.kind === "Service" && d.metadata.name === host);
+    assert.ok(service, `no Service '${host}'`);
+    const found = docs.filter((d) =>
+      d.kind === kind &&
+      Object.entries(service.spec.selector).every(([k, v]) =>
+        d.spec.template.metadata.labels[k] === v
+      )
+    );
+    assert.equal(found.length, 1, `Service ${host} selects one ${kind}`);
+    return { service, workload: found[0] };
+  };
+  const instances: { name: string; component: string; config: Record<string, Any> }[] = [];
+  for (const d of deployments) {
+    const [name, ...args] = d.spec.template.spec.containers[0].args;
+    const component = componentNamed(name);
+    const config = resolve(d.metadata.name, component, args, podEnv(docs, d));
+    if (["state", "gateway"].includes(component.name)) {
+      assert.equal(d.spec.replicas, 2, `${d.metadata.name}: two replicas`);
+      // Replicas share nothing but the databases: no ReadWriteOnce claim between them.
+      assert.ok(
+        !d.spec.template.spec.volumes.some((v: Any) => v.persistentVolumeClaim),
+        `${d.metadata.name}: no volume claim shared by its replicas`,
+      );
+    }
+    for (let i = 0; i < (d.spec.replicas ?? 1); i++) {
+      instances.push({ name: d.metadata.name, component: component.name, config });
+    }
+    // Every PostgreSQL URL it reads names the StatefulSet's Service, user, password and a database it makes.
+    for (const [key, value] of Object.entries(podEnv(docs, d))) {
+      if (!key.startsWith(component.envPrefix + "_") || !/^postgres(ql)?:/.test(value)) continue;
+      const url = new URL(value);
+      const { service, workload } = selecting(url.hostname, "StatefulSet");
+      const where = `${d.metadata.name} ${key}`;
+      assert.ok(
+        service.spec.ports.some((p: Any) => p.port === Number(url.port || 5432)),
+        `${where}: port`,
+      );
+      const container = workload.spec.template.spec.containers[0];
+      const env = Object.fromEntries(
+        (container.env as Any[]).map((e) => [e.name, e.value ?? e.valueFrom?.secretKeyRef]),
+      );
+      assert.equal(url.username, env.POSTGRES_USER, `${where}: user`);
+      const ref = env.POSTGRES_PASSWORD;
+      const secret = docs.find((s) => s.kind === "Secret" && s.metadata.name === ref.name);
+      assert.equal(
+        decodeURIComponent(url.password),
+        secret.stringData[ref.key],
+        `${where}: password`,
+      );
+      const init = docs.find((c) =>
+        c.kind === "ConfigMap" &&
+        workload.spec.template.spec.volumes.some((v: Any) => v.configMap?.name === c.metadata.name)
+      );
+      const made = [
+        ...Object.values(init?.data ?? {}).join("\n").matchAll(
+          /CREATE DATABASE (\w+)/gi,
+        ),
+      ].map((m) => m[1]);
+      const database = url.pathname.slice(1);
+      assert.ok(
+        database === env.POSTGRES_DB || made.includes(database),
+        `${where}: ${database} is neither POSTGRES_DB nor made by the init script`,
+      );
+    }
+    if (config.redis_url) {
+      const { workload } = selecting(new URL(config.redis_url).hostname, "StatefulSet");
+      assert.match(workload.spec.template.spec.containers[0].image, /^redis:/);
+    }
+  }
+  checkHaTopology("k8s", instances, (name) => {
+    // The Service of a broker Deployment.
+    const d = deployments.find((d) => d.metadata.name === name)!;
+    const services = docs.filter((s) =>
+      s.kind === "Service" &&
+      Object.entries(s.spec.selector).every(([k, v]) => d.spec.template.metadata.labels[k] === v)
+    );
+    assert.equal(services.length, 1, `one Service for ${name}`);
+    return services[0].metadata.name;
+  });
+});
+
+Deno.test("Kubernetes: `kubectl kustomize deploy/k8s` builds every manifest", async () => {
+  // kubectl is a test dependency here (apt: kubectl); its absence is a failure.
+  const run = await new Deno.Command("kubectl", {
+    args: ["kustomize", ROOT + "deploy/k8s"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(run.code, 0, new TextDecoder().decode(run.stderr));
+  const built = parseAllDocuments(new TextDecoder().decode(run.stdout)).map((d) => d.toJS());
+  const key = (d: Any) => `${d.kind}/${d.metadata.namespace ?? ""}/${d.metadata.name}`;
+  const expected = manifests().filter((d) => d.kind !== "Kustomization")
+    .map((d) =>
+      key({
+        ...d,
+        metadata: { ...d.metadata, namespace: d.kind === "Namespace" ? undefined : "plantd" },
+      })
+    );
+  assert.deepEqual(built.map(key).sort(), expected.sort());
+  for (const d of built.filter((d) => d.spec?.template)) {
+    for (const c of d.spec.template.spec.containers) {
+      assert.match(c.image, /:[\w.-]+$/, `${key(d)}: image ${c.image} is pinned`);
+    }
+  }
+});
+
 // ---------------------------------------------------------------------------
 // Grafana, Promtail, PromQL
 
