@@ -86,8 +86,8 @@ interface Listening {
   health?: number;
   /** Bus name -> frontend/backend ports (components that run buses). */
   buses: Map<string, { frontend: number; backend: number }>;
-  /** Endpoints it connects to: what -> endpoint. */
-  connects: Map<string, string>;
+  /** Endpoints it connects to: [what, endpoint] (a broker pair's list gives one each). */
+  connects: [string, string][];
   serves: "health" | "gateway";
 }
 
@@ -95,7 +95,7 @@ function listening(component: Component, config: Record<string, Any>): Listening
   const result: Listening = {
     ports: new Map(),
     buses: new Map(),
-    connects: new Map(),
+    connects: [],
     serves: "health",
   };
   const bind = (host: string, port: number, what: string) => {
@@ -126,18 +126,31 @@ function listening(component: Component, config: Record<string, Any>): Listening
       result.buses.set(bus.name, { frontend: frontend.port, backend: backend.port });
     }
   }
-  if (typeof config.broker_endpoint === "string") {
-    result.connects.set("broker", config.broker_endpoint);
+  if (config.ha) {
+    // A broker of a pair: its state channel, and the peer's.
+    const { host, port } = tcp(config.ha.state_bind);
+    bind(host, port, "ha-state");
+    result.connects.push(["ha-state", config.ha.peer_state_endpoint]);
+  }
+  if (config.broker_endpoint !== undefined) {
+    for (const endpoint of components.endpointList(config.broker_endpoint)) {
+      result.connects.push(["broker", endpoint]);
+    }
   }
   if (typeof config.bus_endpoint === "string" && config.bus_endpoint !== "") {
-    result.connects.set(
+    result.connects.push([
       component.name === "state" ? "state-frontend" : "metric-backend",
       config.bus_endpoint,
-    );
+    ]);
   }
   if (config.buses && !Array.isArray(config.buses)) {
     for (const [bus, endpoint] of Object.entries(config.buses as Record<string, string>)) {
-      result.connects.set(`${bus}-backend`, endpoint);
+      result.connects.push([`${bus}-backend`, endpoint]);
+    }
+  }
+  if (config.publish_buses) {
+    for (const [bus, endpoint] of Object.entries(config.publish_buses as Record<string, string>)) {
+      result.connects.push([`${bus}-frontend`, endpoint]);
     }
   }
   return result;
@@ -168,7 +181,7 @@ function checkSecured(where: string, component: Component, config: Record<string
     );
   }
   assert.notEqual(config.allow_plaintext_network, true, `${where}: allow_plaintext_network`);
-  if (typeof config.broker_endpoint === "string" || typeof config.bus_endpoint === "string") {
+  if (config.broker_endpoint !== undefined || typeof config.bus_endpoint === "string") {
     assert.ok(config.curve_server_key_file, `${where}: connects to the broker without CURVE`);
     assert.ok(config.curve_secret_key_file, `${where}: a CURVE key pair of its own`);
   }
@@ -256,6 +269,15 @@ function pinnedDeno(): string {
 /** Compose's `${VAR:-default}` interpolation, with the defaults. */
 function interpolate(text: string): string {
   return text.replace(/\$\{([A-Z0-9_]+)(?::?-([^}]*))?\}/g, (_, _name, fallback) => fallback ?? "");
+}
+
+/** The databases compose's dbinit service creates (its `for db in …` loop). */
+function dbinitDatabases(file: Any): string[] {
+  const script = (file.services.dbinit?.command ?? []).join("\n") as string;
+  const list = /for db in ([^;]+);/.exec(script)?.[1];
+  assert.ok(list, "dbinit creates databases in a `for db in …;` loop");
+  assert.match(script, /create database \$\$db/, "dbinit creates each database");
+  return list.trim().split(/\s+/);
 }
 
 function compose(): Any {
@@ -372,8 +394,18 @@ Deno.test("compose.yaml: plantd services configured with variables the code read
   const services = plantdServices();
   const byName = new Map(services.map((s) => [s.name, s]));
   assert.deepEqual(
-    services.map((s) => s.component.name).sort(),
-    ["broker", "echo", "gateway", "metrics", "state"],
+    services.map((s) => s.name).sort(),
+    [
+      "broker-a",
+      "broker-b",
+      "bus",
+      "echo",
+      "gateway-1",
+      "gateway-2",
+      "metrics",
+      "state-1",
+      "state-2",
+    ],
   );
   for (const infra of ["tsdb", "redis", "loki", "promtail", "grafana", "prometheus"]) {
     const image = file.services[infra]?.image as string | undefined;
@@ -382,8 +414,9 @@ Deno.test("compose.yaml: plantd services configured with variables the code read
     assert.doesNotMatch(image, /:latest$/, `${infra} image is pinned`);
   }
   const { healthCmd } = dockerfile();
-  const broker = services.find((s) => s.component.name === "broker")!;
+  const bus = services.find((s) => s.component.name === "bus")!;
   const tsdbEnv = file.services.tsdb.environment;
+  const databases = dbinitDatabases(file);
   for (const s of services) {
     const where = `compose service '${s.name}'`;
     assert.equal(s.service.build, ".", `${where} builds the Dockerfile`);
@@ -407,18 +440,28 @@ Deno.test("compose.yaml: plantd services configured with variables the code read
       // The broker's MDP socket, or the bus side meant (state publishes, others subscribe).
       const expected = what === "broker" ? "mdp" : what;
       assert.equal(peer.listens.ports.get(port), expected, `${where}: ${what} at ${endpoint}`);
+      // The brokers of a pair cannot wait for each other.
+      if (what === "ha-state") continue;
       const dependsOn = s.service.depends_on?.[host];
       assert.equal(dependsOn?.condition, "service_healthy", `${where} waits for ${host}`);
     }
-    // Database URLs point at the tsdb service with its user and database.
+    // Database URLs point at the tsdb service with its user: the metrics
+    // store's database, or one the dbinit service makes (which they wait for).
     for (const [name, value] of Object.entries(s.env)) {
-      if (!/DATABASE_URL$/.test(name) || value === "") continue;
+      if (!/(DATABASE_URL|_DB)$/.test(name) || !/^postgres(ql)?:/.test(value)) continue;
       const url = new URL(value);
       assert.equal(url.hostname, "tsdb", name);
       assert.equal(url.port, "5432", name);
       assert.equal(url.username, tsdbEnv.POSTGRES_USER, name);
       assert.equal(decodeURIComponent(url.password), tsdbEnv.POSTGRES_PASSWORD, name);
-      assert.equal(url.pathname.slice(1), tsdbEnv.POSTGRES_DB, name);
+      const database = url.pathname.slice(1);
+      if (database === tsdbEnv.POSTGRES_DB) continue;
+      assert.ok(databases.includes(database), `${where}: ${name}: dbinit makes no ${database}`);
+      assert.equal(
+        s.service.depends_on?.dbinit?.condition,
+        "service_completed_successfully",
+        `${where} waits for dbinit`,
+      );
     }
     checkSecured(where, s.component, s.config);
     // Keys and tokens it reads from files are on a mounted volume.
@@ -429,15 +472,21 @@ Deno.test("compose.yaml: plantd services configured with variables the code read
       assert.ok(mounted, `${where}: ${path} is on no mounted volume`);
     }
     // Files the component writes are on a volume.
-    if (typeof s.config.db === "string" && s.component.name === "state") {
+    if (
+      typeof s.config.db === "string" && s.component.name === "state" &&
+      !/^postgres(ql)?:/.test(s.config.db)
+    ) {
       const mounts = (s.service.volumes ?? []).map((v: string) => v.split(":"));
       const mount = mounts.find(([, target]: string[]) => s.config.db.startsWith(target + "/"));
       assert.ok(mount, `${where}: ${s.config.db} is on a volume`);
       assert.ok(file.volumes && mount[0] in file.volumes, `${where}: volume ${mount[0]} declared`);
     }
   }
-  // The buses the others use are the broker's.
-  assert.deepEqual([...broker.listens.buses.keys()].sort(), ["event", "metric", "state"]);
+  // The buses the others use are the bus process's; the pair runs none.
+  assert.deepEqual([...bus.listens.buses.keys()].sort(), ["event", "metric", "state"]);
+  for (const s of services.filter((s) => s.component.name === "broker")) {
+    assert.equal(s.listens.buses.size, 0, `${s.name} runs no bus`);
+  }
   for (const [, service] of Object.entries(file.services as Record<string, Any>)) {
     const dependsOn = service.depends_on ?? {};
     for (const dependency of Array.isArray(dependsOn) ? dependsOn : Object.keys(dependsOn)) {
@@ -452,6 +501,77 @@ Deno.test("compose.yaml: plantd services configured with variables the code read
       }
     }
   }
+});
+
+/**
+ * The HA topology (docs/ha.md "Deployments"), given each instance's name and
+ * resolved configuration: a primary and a backup whose state channels point at
+ * each other; every broker endpoint list names both; the state workers share
+ * one database and the gateways one auth database and one Redis (PostgreSQL,
+ * not files); no durable services with `ha`.
+ */
+function checkHaTopology(
+  where: string,
+  instances: { name: string; component: string; config: Record<string, Any> }[],
+  /** The host a component reaches a broker instance at. */
+  hostOf: (name: string) => string,
+): void {
+  const brokers = instances.filter((i) => i.component === "broker");
+  assert.deepEqual(
+    brokers.map((b) => b.config.ha?.role).sort(),
+    ["backup", "primary"],
+    `${where}: a primary and a backup`,
+  );
+  for (const broker of brokers) {
+    const peer = brokers.find((b) => b !== broker)!;
+    const target = tcp(broker.config.ha.peer_state_endpoint);
+    const bind = tcp(peer.config.ha.state_bind);
+    assert.equal(target.host, hostOf(peer.name), `${where}: ${broker.name}'s peer is ${peer.name}`);
+    assert.equal(
+      target.port,
+      bind.port,
+      `${where}: ${broker.name} reaches ${peer.name}'s state_bind`,
+    );
+    assert.deepEqual(
+      broker.config.durable_services,
+      [],
+      `${where}: ${broker.name}: durable with ha`,
+    );
+  }
+  const mdp = new Set(brokers.map((b) => `${hostOf(b.name)}:${tcp(b.config.endpoint).port}`));
+  for (const i of instances.filter((i) => i.config.broker_endpoint !== undefined)) {
+    const named = components.endpointList(i.config.broker_endpoint).map((e) => {
+      const { host, port } = tcp(e);
+      return `${host}:${port}`;
+    });
+    assert.deepEqual(new Set(named), mdp, `${where}: ${i.name} names both brokers`);
+  }
+  const shared = (component: string, key: string, postgres: boolean) => {
+    const values = instances.filter((i) => i.component === component).map((i) => i.config[key]);
+    assert.ok(values.length >= 2, `${where}: two ${component}s`);
+    assert.equal(new Set(values).size, 1, `${where}: the ${component}s share one ${key}`);
+    if (postgres) assert.match(values[0], /^postgres(ql)?:\/\//, `${where}: ${component} ${key}`);
+    else assert.ok(values[0], `${where}: ${component} ${key} is set`);
+  };
+  shared("state", "db", true);
+  shared("gateway", "auth_db", true);
+  shared("gateway", "redis_url", false);
+}
+
+Deno.test("compose.yaml: the broker pair, two state workers and two gateways on one database and one Redis", () => {
+  const services = plantdServices();
+  checkHaTopology(
+    "compose",
+    services.map((s) => ({ name: s.name, component: s.component.name, config: s.config })),
+    (name) => name,
+  );
+  const file = compose();
+  const redis = new URL(services.find((s) => s.name === "gateway-1")!.config.redis_url);
+  assert.ok(file.services[redis.hostname], `Redis at ${redis.hostname} is a service`);
+  // Each gateway on its own host port.
+  const published = services.filter((s) => s.component.name === "gateway")
+    .flatMap((s) => (s.service.ports as string[]).map((p) => p.split(":").slice(0, 2).join(":")));
+  assert.deepEqual(published.sort(), ["127.0.0.1:8080", "127.0.0.1:8081"]);
 });
 
 Deno.test("compose.yaml: nothing published beyond the host, ZeroMQ not at all; keygen makes every key read, each secret seen by its owner only", async () => {
@@ -514,6 +634,30 @@ Deno.test("compose.yaml: nothing published beyond the host, ZeroMQ not at all; k
       "broker",
       Deno.readTextFileSync(seen(broker, broker.env.PLANTD_BROKER_CURVE_SECRET_KEY_FILE!)!),
     )[0]!;
+    /** The public key of the CURVE key pair a service holds. */
+    const publicKeyOf = (s: (typeof services)[number]) =>
+      curvePublicKey(
+        keysInFile(
+          s.name,
+          Deno.readTextFileSync(
+            seen(s, s.env[`${s.component.envPrefix}_CURVE_SECRET_KEY_FILE`]!)!,
+          ),
+        )[0]!,
+      );
+    const serverKey = (s: (typeof services)[number], variable: string) =>
+      keysInFile("server", Deno.readTextFileSync(seen(s, s.env[variable]!)!))[0];
+    const brokers = new Set(
+      services.filter((s) => s.component.name === "broker").map((s) => s.name),
+    );
+    const bus = services.find((s) => s.component.name === "bus")!;
+    assert.deepEqual(
+      keysInFile(
+        "bus allowed",
+        Deno.readTextFileSync(seen(bus, bus.env.PLANTD_BUS_CURVE_ALLOWED_KEYS_FILE!)!),
+      ),
+      allowed,
+      "the buses admit the keys the brokers admit",
+    );
     for (const s of services) {
       const prefix = s.component.envPrefix;
       for (const path of filesRead(s.env)) {
@@ -523,34 +667,55 @@ Deno.test("compose.yaml: nothing published beyond the host, ZeroMQ not at all; k
           `${s.name}: keygen makes no ${path} it can see`,
         );
       }
-      if (s === broker) continue;
-      const secret = keysInFile(
-        s.name,
-        Deno.readTextFileSync(seen(s, s.env[`${prefix}_CURVE_SECRET_KEY_FILE`]!)!),
-      )[0]!;
+      if (brokers.has(s.name)) {
+        // Both brokers of the pair hold one key pair (docs/ha.md).
+        assert.equal(publicKeyOf(s), curvePublicKey(brokerSecret), `${s.name}: the pair's key`);
+        continue;
+      }
+      if (s === bus) continue;
       assert.ok(
-        allowed.includes(curvePublicKey(secret)),
+        allowed.includes(publicKeyOf(s)),
         `${s.name}: its public key is on the broker's allow-list`,
       );
-      const server = keysInFile(
-        "server",
-        Deno.readTextFileSync(seen(s, s.env[`${prefix}_CURVE_SERVER_KEY_FILE`]!)!),
-      )[0];
-      assert.equal(server, curvePublicKey(brokerSecret), `${s.name}: the broker's public key`);
-      assert.equal(
-        s.service.depends_on?.broker?.condition,
-        "service_healthy",
-        `${s.name} starts after the broker (after keygen)`,
-      );
+      const hosts = new Set(s.listens.connects.map(([, endpoint]) => tcp(endpoint).host));
+      if ([...hosts].some((host) => brokers.has(host))) {
+        assert.equal(
+          serverKey(s, `${prefix}_CURVE_SERVER_KEY_FILE`),
+          curvePublicKey(brokerSecret),
+          `${s.name}: the broker's public key`,
+        );
+      }
+      if (hosts.has(bus.name)) {
+        // The broker's server key serves the buses too unless bus_curve_server_key is set.
+        const variable = `${prefix}_BUS_CURVE_SERVER_KEY_FILE` in s.env
+          ? `${prefix}_BUS_CURVE_SERVER_KEY_FILE`
+          : `${prefix}_CURVE_SERVER_KEY_FILE`;
+        assert.equal(serverKey(s, variable), publicKeyOf(bus), `${s.name}: the bus's public key`);
+      }
+      for (const host of hosts) {
+        if (!brokers.has(host) && host !== bus.name) continue;
+        assert.equal(
+          s.service.depends_on?.[host]?.condition,
+          "service_healthy",
+          `${s.name} starts after ${host} (after keygen)`,
+        );
+      }
     }
-    // No container holds another's secrets: each secret volume has one user besides keygen.
+    // No container holds another component's secrets: each secret volume is
+    // mounted (besides keygen) by replicas of one component only.
     for (const volume of [...volumeOf.values()].filter((v) => v.endsWith("-secret"))) {
-      const users = Object.entries(file.services as Record<string, Any>)
-        .filter(([name, service]) =>
-          name !== "keygen" &&
-          (service.volumes ?? []).some((v: string) => v.startsWith(`${volume}:`))
-        ).map(([name]) => name);
-      assert.equal(users.length, 1, `${volume} is mounted by ${users.join(", ")}`);
+      const users = services.filter((s) =>
+        (s.service.volumes ?? []).some((v: string) => v.startsWith(`${volume}:`))
+      );
+      const others = Object.entries(file.services as Record<string, Any>).filter((
+        [name, service],
+      ) =>
+        name !== "keygen" && !users.some((s) => s.name === name) &&
+        (service.volumes ?? []).some((v: string) => v.startsWith(`${volume}:`))
+      );
+      assert.equal(others.length, 0, `${volume} is mounted by ${others.map(([n]) => n)}`);
+      const owners = new Set(users.map((s) => s.component.name));
+      assert.equal(owners.size, 1, `${volume} is mounted by ${users.map((s) => s.name)}`);
     }
     // The state worker verifies the gateway's tokens and cannot sign them.
     const state = services.find((s) => s.component.name === "state")!;
@@ -674,7 +839,12 @@ Deno.test("Prometheus scrapes every component's /metrics at its real port", asyn
   const expected = services.filter((s) => s.component.name !== "echo")
     .map((s) => `${s.name}:${s.listens.health}`).sort();
   assert.deepEqual([...targets.keys()].sort(), expected);
-  for (const [target, job] of targets) assert.equal(job, `plantd-${target.split(":")[0]}`);
+  // One job per component (the dashboards select on it); the bus process's metrics were the broker's.
+  const byName = new Map(services.map((s) => [s.name, s.component.name]));
+  for (const [target, job] of targets) {
+    const component = byName.get(target.split(":")[0]!)!;
+    assert.equal(job, `plantd-${component === "bus" ? "broker" : component}`, target);
+  }
 });
 
 // ---------------------------------------------------------------------------
@@ -752,15 +922,16 @@ Deno.test("Kubernetes: Deployments configured with variables the code reads, pro
   );
   const deployments = docs.filter((d) => d.kind === "Deployment");
   // Secrets given as variables hold variables some component reads; the others are files.
-  const envSecrets = new Set(
+  const envSources = new Set(
     deployments.flatMap((d) =>
       d.spec.template.spec.containers.flatMap((c: Any) =>
-        (c.envFrom ?? []).map((from: Any) => from.secretRef?.name).filter(Boolean)
+        (c.envFrom ?? []).map((from: Any) => from.secretRef?.name ?? from.configMapRef?.name)
+          .filter(Boolean)
       )
     ),
   );
   for (const [name, data] of [...configMaps, ...secrets]) {
-    if (secrets.has(name) && !envSecrets.has(name)) continue;
+    if (!envSources.has(name)) continue;
     for (const key of Object.keys(data)) {
       assert.ok(readerOf(key), `${name}: ${key} is read by no component`);
     }
@@ -771,7 +942,7 @@ Deno.test("Kubernetes: Deployments configured with variables the code reads, pro
   );
   assert.deepEqual(
     deployments.map((d) => d.spec.template.spec.containers[0].args[0]).sort(),
-    ["broker", "echo", "gateway", "metrics", "state"],
+    ["broker", "broker", "bus", "echo", "gateway", "metrics", "state"],
   );
   const resolved = new Map<string, { listens: Listening; ports: Map<string | number, number> }>();
   for (const deployment of deployments) {
@@ -825,13 +996,20 @@ Deno.test("Kubernetes: Deployments configured with variables the code reads, pro
       assert.equal(get?.path, path, `${where} ${probe}`);
       assert.equal(ports.get(get.port), listens.health, `${where} ${probe} port`);
     }
+    // Scraped where /metrics is served: every health server but the echo worker's.
     const annotations = pod.metadata.annotations ?? {};
-    assert.equal(
-      annotations["prometheus.io/scrape"],
-      component.name === "echo" ? "false" : "true",
-      where,
-    );
-    assert.equal(Number(annotations["prometheus.io/port"]), listens.health, `${where} scrape port`);
+    if (component.name === "echo") {
+      assert.equal(annotations["prometheus.io/scrape"], "false", where);
+      assert.equal(annotations["prometheus.io/port"], undefined, `${where}: no scrape port`);
+    } else {
+      assert.equal(annotations["prometheus.io/scrape"], "true", where);
+      assert.equal(
+        Number(annotations["prometheus.io/port"]),
+        listens.health,
+        `${where} scrape port`,
+      );
+      assert.equal(annotations["prometheus.io/path"], "/metrics", `${where} scrape path`);
+    }
     /** Files each mount shows: mount path + file -> the Secret key behind it. */
     const files = new Map<string, string>();
     for (const mount of container.volumeMounts ?? []) {
@@ -860,7 +1038,7 @@ Deno.test("Kubernetes: Deployments configured with variables the code reads, pro
       assert.ok(files.has(path), `${where}: ${path} is not mounted`);
     }
     checkSecured(where, component, config);
-    if (component.name === "state") {
+    if (component.name === "state" && !/^postgres(ql)?:/.test(config.db)) {
       const mounted = (container.volumeMounts ?? []).some((m: Any) =>
         config.db.startsWith(m.mountPath + "/")
       );
@@ -872,11 +1050,13 @@ Deno.test("Kubernetes: Deployments configured with variables the code reads, pro
   const servicePorts = new Map<string, Map<number, number>>();
   for (const service of services) {
     const where = `Service ${service.metadata.name}`;
-    const target = deployments.filter((d) =>
+    const selects = (d: Any) =>
       Object.entries(service.spec.selector).every(([k, v]) =>
         d.spec.template.metadata.labels[k] === v
-      )
-    );
+      );
+    // PostgreSQL and Redis (StatefulSets) are checked in the HA test.
+    if (docs.some((d) => d.kind === "StatefulSet" && selects(d))) continue;
+    const target = deployments.filter(selects);
     assert.equal(target.length, 1, `${where} selects one Deployment`);
     const { ports } = resolved.get(target[0].metadata.name)!;
     const map = new Map<number, number>();
@@ -903,52 +1083,106 @@ Deno.test("Kubernetes: Deployments configured with variables the code reads, pro
   }
 });
 
-Deno.test("Kubernetes: only plantd's pods reach the broker and bus ports; none leaves the cluster", () => {
+/** A Deployment's or StatefulSet's container with the environment it gets (ConfigMaps, Secrets, env). */
+function podEnv(docs: Any[], workload: Any): Record<string, string> {
+  const container = workload.spec.template.spec.containers[0];
+  const env: Record<string, string> = {};
+  for (const from of container.envFrom ?? []) {
+    const source = docs.find((d) =>
+      (from.configMapRef && d.kind === "ConfigMap" && d.metadata.name === from.configMapRef.name) ||
+      (from.secretRef && d.kind === "Secret" && d.metadata.name === from.secretRef.name)
+    );
+    Object.assign(env, source?.data ?? source?.stringData ?? {});
+  }
+  for (const { name, value } of container.env ?? []) if (value !== undefined) env[name] = value;
+  return env;
+}
+
+Deno.test("Kubernetes: only plantd's pods reach the brokers, the buses, PostgreSQL and Redis; none leaves the cluster", () => {
   const docs = manifests();
+  const workloads = docs.filter((d) => d.kind === "Deployment" || d.kind === "StatefulSet");
   const deployments = docs.filter((d) => d.kind === "Deployment");
-  const broker = deployments.find((d) => d.spec.template.spec.containers[0].args[0] === "broker");
-  const container = broker.spec.template.spec.containers[0];
-  const config = resolve("broker", components.brokerConfig, [], {
-    ...docs.find((d) => d.kind === "ConfigMap").data,
-  });
-  const zmq = [...listening(components.brokerConfig, config).ports]
-    .filter(([, what]) => what !== "health").map(([port]) => port);
-  assert.equal(zmq.length, 7);
-  const labels = broker.spec.template.metadata.labels;
-  const policies = docs.filter((d) =>
-    d.kind === "NetworkPolicy" &&
-    Object.entries(d.spec.podSelector.matchLabels ?? {}).every(([k, v]) => labels[k] === v)
-  );
-  assert.equal(policies.length, 1, "one NetworkPolicy selects the broker");
-  const [policy] = policies;
-  assert.ok(policy.spec.policyTypes.includes("Ingress"));
+  const policies = docs.filter((d) => d.kind === "NetworkPolicy");
   const selects = (selector: Any, pod: Any) =>
     Object.entries(selector.matchLabels ?? {}).every(([k, v]) => pod.metadata.labels[k] === v);
-  const portNumber = (port: Any) =>
-    typeof port.port === "number"
-      ? port.port
-      : container.ports.find((p: Any) => p.name === port.port)?.containerPort;
-  for (const port of zmq) {
-    const rules = policy.spec.ingress.filter((rule: Any) =>
-      !rule.ports || rule.ports.some((p: Any) => portNumber(p) === port)
+  /** What each workload listens on beyond its health port, and who connects to it. */
+  const guarded: { workload: Any; ports: number[]; clients: Any[] }[] = [];
+  const listenersOf = new Map<Any, Listening>();
+  for (const d of deployments) {
+    const [name, ...args] = d.spec.template.spec.containers[0].args;
+    const component = componentNamed(name);
+    listenersOf.set(
+      d,
+      listening(component, resolve(d.metadata.name, component, args, podEnv(docs, d))),
     );
-    assert.ok(rules.length > 0, `port ${port}: some rule lets the components in`);
-    for (const rule of rules) {
-      assert.ok(rule.from?.length > 0, `port ${port}: a rule open to everyone`);
-      for (const peer of rule.from) {
-        assert.ok(peer.podSelector, `port ${port}: only pods (no ipBlock)`);
-        assert.equal(peer.namespaceSelector, undefined, `port ${port}: only this namespace`);
-        // Pods it lets in are plantd's Deployments.
-        assert.ok(Object.keys(peer.podSelector.matchLabels ?? {}).length > 0, "a label selector");
-      }
-    }
-    // Every component that connects to the broker is let in.
-    for (const d of deployments) {
-      const pod = d.spec.template;
-      assert.ok(
-        rules.some((rule: Any) => rule.from.some((peer: Any) => selects(peer.podSelector, pod))),
-        `${d.metadata.name} may reach port ${port}`,
+  }
+  const serviceOf = (host: string) =>
+    docs.find((d) => d.kind === "Service" && d.metadata.name === host);
+  for (const workload of workloads) {
+    const listens = listenersOf.get(workload);
+    const ports = listens
+      ? [...listens.ports].filter(([, what]) => what !== "health" && what !== "gateway")
+        .map(([port]) => port)
+      : workload.spec.template.spec.containers[0].ports.map((p: Any) => p.containerPort);
+    if (ports.length === 0) continue;
+    // Who connects: Deployments with an endpoint or URL naming a Service that selects it.
+    const clients = deployments.filter((d) => {
+      const hosts = [
+        ...listenersOf.get(d)!.connects.map(([, endpoint]) => tcp(endpoint).host),
+        // Its own variables only: every pod gets the whole ConfigMap.
+        ...Object.entries(podEnv(docs, d)).filter(([k, v]) =>
+          k.startsWith(
+            componentNamed(d.spec.template.spec.containers[0].args[0]).envPrefix + "_",
+          ) &&
+          /^(postgres(ql)?|rediss?):\/\//.test(v)
+        ).map(([, v]) => new URL(v).hostname),
+      ];
+      return hosts.some((host) => {
+        const service = serviceOf(host);
+        return service && selects({ matchLabels: service.spec.selector }, workload.spec.template);
+      });
+    });
+    guarded.push({ workload, ports, clients });
+  }
+  assert.deepEqual(
+    guarded.map((g) => g.workload.metadata.name).sort(),
+    ["plantd-broker-a", "plantd-broker-b", "plantd-bus", "plantd-redis", "plantd-tsdb"],
+  );
+  for (const { workload, ports, clients } of guarded) {
+    const where = workload.metadata.name;
+    const pod = workload.spec.template;
+    const mine = policies.filter((p) => selects(p.spec.podSelector, pod));
+    assert.equal(mine.length, 1, `${where}: one NetworkPolicy selects it`);
+    const [policy] = mine;
+    assert.ok(policy.spec.policyTypes.includes("Ingress"), `${where}: Ingress`);
+    const container = pod.spec.containers[0];
+    const portNumber = (port: Any) =>
+      typeof port.port === "number"
+        ? port.port
+        : container.ports.find((p: Any) => p.name === port.port)?.containerPort;
+    assert.ok(clients.length > 0, `${where}: something connects to it`);
+    for (const port of ports) {
+      const rules = policy.spec.ingress.filter((rule: Any) =>
+        !rule.ports || rule.ports.some((p: Any) => portNumber(p) === port)
       );
+      assert.ok(rules.length > 0, `${where} port ${port}: some rule lets its clients in`);
+      for (const rule of rules) {
+        assert.ok(rule.from?.length > 0, `${where} port ${port}: a rule open to everyone`);
+        for (const peer of rule.from) {
+          assert.ok(peer.podSelector, `${where} port ${port}: only pods (no ipBlock)`);
+          assert.equal(peer.namespaceSelector, undefined, `${where} port ${port}: this namespace`);
+          assert.ok(Object.keys(peer.podSelector.matchLabels ?? {}).length > 0, "a label selector");
+        }
+      }
+      const allowed = (d: Any) =>
+        rules.some((rule: Any) =>
+          rule.from.some((peer: Any) => selects(peer.podSelector, d.spec.template))
+        );
+      // The pair's state channel: the brokers; the rest: every client of the workload.
+      const needs = listenersOf.get(workload)?.ports.get(port) === "ha-state"
+        ? deployments.filter((d) => listenersOf.get(d)!.connects.some(([w]) => w === "ha-state"))
+        : clients;
+      for (const d of needs) assert.ok(allowed(d), `${d.metadata.name} may reach ${where}:${port}`);
     }
   }
   for (const service of docs.filter((d) => d.kind === "Service")) {
@@ -956,6 +1190,116 @@ Deno.test("Kubernetes: only plantd's pods reach the broker and bus ports; none l
       [undefined, "ClusterIP"].includes(service.spec.type),
       `Service ${service.metadata.name} is ${service.spec.type}: published beyond the cluster`,
     );
+  }
+});
+
+Deno.test("Kubernetes: the broker pair, two state workers and two gateways on the StatefulSets' PostgreSQL and Redis", () => {
+  const docs = manifests();
+  const deployments = docs.filter((d) => d.kind === "Deployment");
+  const selecting = (host: string, kind: string) => {
+    const service = docs.find((d) => d.kind === "Service" && d.metadata.name === host);
+    assert.ok(service, `no Service '${host}'`);
+    const found = docs.filter((d) =>
+      d.kind === kind &&
+      Object.entries(service.spec.selector).every(([k, v]) =>
+        d.spec.template.metadata.labels[k] === v
+      )
+    );
+    assert.equal(found.length, 1, `Service ${host} selects one ${kind}`);
+    return { service, workload: found[0] };
+  };
+  const instances: { name: string; component: string; config: Record<string, Any> }[] = [];
+  for (const d of deployments) {
+    const [name, ...args] = d.spec.template.spec.containers[0].args;
+    const component = componentNamed(name);
+    const config = resolve(d.metadata.name, component, args, podEnv(docs, d));
+    if (["state", "gateway"].includes(component.name)) {
+      assert.equal(d.spec.replicas, 2, `${d.metadata.name}: two replicas`);
+      // Replicas share nothing but the databases: no ReadWriteOnce claim between them.
+      assert.ok(
+        !d.spec.template.spec.volumes.some((v: Any) => v.persistentVolumeClaim),
+        `${d.metadata.name}: no volume claim shared by its replicas`,
+      );
+    }
+    for (let i = 0; i < (d.spec.replicas ?? 1); i++) {
+      instances.push({ name: d.metadata.name, component: component.name, config });
+    }
+    // Every PostgreSQL URL it reads names the StatefulSet's Service, user, password and a database it makes.
+    for (const [key, value] of Object.entries(podEnv(docs, d))) {
+      if (!key.startsWith(component.envPrefix + "_") || !/^postgres(ql)?:/.test(value)) continue;
+      const url = new URL(value);
+      const { service, workload } = selecting(url.hostname, "StatefulSet");
+      const where = `${d.metadata.name} ${key}`;
+      assert.ok(
+        service.spec.ports.some((p: Any) => p.port === Number(url.port || 5432)),
+        `${where}: port`,
+      );
+      const container = workload.spec.template.spec.containers[0];
+      const env = Object.fromEntries(
+        (container.env as Any[]).map((e) => [e.name, e.value ?? e.valueFrom?.secretKeyRef]),
+      );
+      assert.equal(url.username, env.POSTGRES_USER, `${where}: user`);
+      const ref = env.POSTGRES_PASSWORD;
+      const secret = docs.find((s) => s.kind === "Secret" && s.metadata.name === ref.name);
+      assert.equal(
+        decodeURIComponent(url.password),
+        secret.stringData[ref.key],
+        `${where}: password`,
+      );
+      const init = docs.find((c) =>
+        c.kind === "ConfigMap" &&
+        workload.spec.template.spec.volumes.some((v: Any) => v.configMap?.name === c.metadata.name)
+      );
+      const made = [
+        ...Object.values(init?.data ?? {}).join("\n").matchAll(
+          /CREATE DATABASE (\w+)/gi,
+        ),
+      ].map((m) => m[1]);
+      const database = url.pathname.slice(1);
+      assert.ok(
+        database === env.POSTGRES_DB || made.includes(database),
+        `${where}: ${database} is neither POSTGRES_DB nor made by the init script`,
+      );
+    }
+    if (config.redis_url) {
+      const { workload } = selecting(new URL(config.redis_url).hostname, "StatefulSet");
+      assert.match(workload.spec.template.spec.containers[0].image, /^redis:/);
+    }
+  }
+  checkHaTopology("k8s", instances, (name) => {
+    // The Service of a broker Deployment.
+    const d = deployments.find((d) => d.metadata.name === name)!;
+    const services = docs.filter((s) =>
+      s.kind === "Service" &&
+      Object.entries(s.spec.selector).every(([k, v]) => d.spec.template.metadata.labels[k] === v)
+    );
+    assert.equal(services.length, 1, `one Service for ${name}`);
+    return services[0].metadata.name;
+  });
+});
+
+Deno.test("Kubernetes: `kubectl kustomize deploy/k8s` builds every manifest", async () => {
+  // kubectl is a test dependency here (apt: kubectl); its absence is a failure.
+  const run = await new Deno.Command("kubectl", {
+    args: ["kustomize", ROOT + "deploy/k8s"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(run.code, 0, new TextDecoder().decode(run.stderr));
+  const built = parseAllDocuments(new TextDecoder().decode(run.stdout)).map((d) => d.toJS());
+  const key = (d: Any) => `${d.kind}/${d.metadata.namespace ?? ""}/${d.metadata.name}`;
+  const expected = manifests().filter((d) => d.kind !== "Kustomization")
+    .map((d) =>
+      key({
+        ...d,
+        metadata: { ...d.metadata, namespace: d.kind === "Namespace" ? undefined : "plantd" },
+      })
+    );
+  assert.deepEqual(built.map(key).sort(), expected.sort());
+  for (const d of built.filter((d) => d.spec?.template)) {
+    for (const c of d.spec.template.spec.containers) {
+      assert.match(c.image, /:[\w.-]+$/, `${key(d)}: image ${c.image} is pinned`);
+    }
   }
 });
 
