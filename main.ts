@@ -96,7 +96,13 @@ async function startDev(
     const curveKeys = curve?.client ?? {};
     // Their key serves the dev system's own services, which the service policy protects.
     const started = await startBroker(
-      curve ? withGrant(curve.server, curve.publicKey, [STATE_SERVICE, ECHO_SERVICE]) : broker,
+      curve
+        ? {
+          ...withGrant(curve.server, curve.publicKey, [STATE_SERVICE, ECHO_SERVICE]),
+          // The gateway's /api/dlq changes dead letters with it (checked against dlq:write).
+          admin_keys: [...broker.admin_keys, curve.publicKey],
+        }
+        : broker,
       brokerRegistry,
     );
     parts.push(started);

@@ -29,7 +29,7 @@ import { BROKER_EXTENSIONS } from "../mdp/negotiation.ts";
 import type { RefusalReason, ServicePolicy } from "./service_policy.ts";
 import type { DurableHost, DurableRequests, DurableState } from "./durable.ts";
 import { durableOperation } from "./durable_ops.ts";
-import { isDurableOperation } from "../mdp/broker_operations.ts";
+import { DURABLE_WRITE_OPERATIONS, isDurableOperation } from "../mdp/broker_operations.ts";
 
 /** Options of the broker. */
 export interface BrokerOptions {
@@ -67,6 +67,12 @@ export interface BrokerOptions {
    */
   admitClient?: () => boolean;
   /**
+   * With CURVE: the client keys that may change the dead-letter queue
+   * (dlq-replay, dlq-delete, dlq-purge); others get FORBIDDEN. Absent:
+   * every peer may (plaintext, loopback only).
+   */
+  adminKeys?: ReadonlySet<string>;
+  /**
    * Durable services and their journal (durable.ts): their requests are
    * journaled before they are routed. Absent: none is durable.
    */
@@ -93,6 +99,8 @@ export interface BrokerObserver {
   workerLeft?(service: string, reason: string): void;
   /** A READY refused (DISCONNECT sent), or a worker removed when the policy no longer allows it. */
   workerRefused?(service: string, reason: RefusalReason, peerKey: string | undefined): void;
+  /** A dead-letter change refused: the caller's key is not an admin key. */
+  adminRefused?(operation: string, peerKey: string | undefined): void;
 }
 
 /** The peer behind a dropped message, and what was wrong, for the log. */
@@ -134,6 +142,8 @@ export interface Request {
   attempts: number;
   /** Set on requests of durable services. */
   durable?: DurableState;
+  /** The caller's authenticated CURVE key, if it has one (who may change the dead letters). */
+  peerKey?: string;
 }
 
 interface Worker {
@@ -229,6 +239,7 @@ export class Broker {
   readonly #durableHost: DurableHost;
   #journalRefusal = "the broker's journal is not open";
   readonly #arena = new CopyArena();
+  readonly #adminKeys: ReadonlySet<string> | undefined;
   #services = new Map<string, Service>();
   #workers = new Map<string, Worker>();
   #nextHeartbeat: number;
@@ -251,6 +262,7 @@ export class Broker {
     this.#requeueLostServices = options.requeueLostServices ?? [];
     this.#version = options.version ?? "0.1.0";
     this.#policy = options.servicePolicy;
+    this.#adminKeys = options.adminKeys;
     this.#admitClient = options.admitClient;
     this.#started = now();
     this.#nextHeartbeat = this.#started + this.#heartbeatMs;
@@ -322,7 +334,7 @@ export class Broker {
         ...decoded,
         stack: this.#keep(decoded.stack),
         body: this.#keep(decoded.body),
-      });
+      }, peerKey);
     }
     this.#onWorker(identity, decoded, peerKey);
   }
@@ -521,7 +533,11 @@ export class Broker {
     return service;
   }
 
-  #onRequest(client: Uint8Array, m: Extract<PeerMessage, { kind: "request" }>): void {
+  #onRequest(
+    client: Uint8Array,
+    m: Extract<PeerMessage, { kind: "request" }>,
+    peerKey?: string,
+  ): void {
     const now = this.#now();
     const request: Request = {
       client,
@@ -546,7 +562,7 @@ export class Broker {
     if (m.body.length === 0) {
       return this.#fail(request, "EMPTY_REQUEST", "A request needs at least one body frame");
     }
-    if (m.service === BROKER_SERVICE) return this.#brokerService(request);
+    if (m.service === BROKER_SERVICE) return this.#brokerService(request, peerKey);
     const service = this.#service(m.service);
     if (service.requests.length >= this.#maxQueue) {
       return this.#fail(request, "QUEUE_FULL", `The queue of service '${m.service}' is full`);
@@ -794,8 +810,22 @@ export class Broker {
     }
   }
 
-  #brokerService(request: Request): void {
+  #brokerService(request: Request, peerKey: string | undefined): void {
     const operation = text(request.body[0]!);
+    if (
+      this.#adminKeys && DURABLE_WRITE_OPERATIONS.has(operation) &&
+      (peerKey === undefined || !this.#adminKeys.has(peerKey))
+    ) {
+      // Replaying or deleting dead letters changes what the plant is told: not for any key
+      // the endpoint lets in (docs/durability.md, "Who may change the dead letters").
+      this.#observer.adminRefused?.(operation, peerKey);
+      const reply = {
+        success: false,
+        error: `Operation '${operation}' needs a key in the broker's admin_keys`,
+        code: "FORBIDDEN",
+      };
+      return this.#reply(request, true, [frame(JSON.stringify(reply))]);
+    }
     if (isDurableOperation(operation)) {
       const answer = (reply: unknown) => this.#reply(request, true, [frame(JSON.stringify(reply))]);
       durableOperation(this.#durable, operation, request.body[1]).then(answer);

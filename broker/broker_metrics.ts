@@ -45,6 +45,13 @@ export function brokerMetrics(
     labelNames: ["reason"],
     registers,
   });
+  const adminRefused = new Counter({
+    name: "mdp_admin_refused_total",
+    help:
+      "Dead-letter changes (dlq-replay, dlq-delete, dlq-purge) refused: the key is not in admin_keys",
+    labelNames: ["operation"],
+    registers,
+  });
   const latency = new Histogram({
     name: "mdp_request_duration_seconds",
     help: "Time from a request's arrival at the broker to its final reply",
@@ -89,6 +96,7 @@ export function brokerMetrics(
     error: (service, code) => errors.inc({ service: label(service), code }),
     drop: (reason) => drops.inc({ reason }),
     workerRefused: (_service, reason) => refused.inc({ reason }),
+    adminRefused: (operation) => adminRefused.inc({ operation }),
   };
 }
 

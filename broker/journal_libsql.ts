@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { lockDatabaseFile } from "../storage/file_lock.ts";
 import type { Client, InStatement, InValue, Row } from "@libsql/client";
 import { libsqlUrl, localPath, openLibsql } from "../storage/libsql.ts";
 import {
@@ -223,28 +224,13 @@ function statementsOf(changes: readonly JournalChange[]): InStatement[] {
   return out;
 }
 
-async function lockFile(database: string): Promise<{ release(): void }> {
-  const path = `${database}.lock`;
-  const slash = database.lastIndexOf("/");
-  if (slash > 0) await Deno.mkdir(database.slice(0, slash), { recursive: true });
-  const file = await Deno.open(path, { read: true, write: true, create: true });
-  let locked = false;
-  try {
-    locked = await file.tryLock(true);
-  } finally {
-    if (!locked) file.close();
-  }
-  if (!locked) {
-    const holder = (await Deno.readTextFile(path).catch(() => "")).trim();
-    throw new JournalLockedError(
+function lockFile(database: string): Promise<{ release(): void }> {
+  return lockDatabaseFile(database, (path, pid) =>
+    new JournalLockedError(
       `broker journal '${database}' is in use by another broker${
-        /^\d+$/.test(holder) ? ` (pid ${holder})` : ""
+        pid ? ` (pid ${pid})` : ""
       }: its lock '${path}' is held. Give each broker its own journal file`,
-    );
-  }
-  await file.truncate(0);
-  await file.write(new TextEncoder().encode(`${Deno.pid}\n`));
-  return { release: () => file.close() };
+    ));
 }
 
 /** The journal on libSQL. */

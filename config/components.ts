@@ -11,7 +11,7 @@ import { WORKER_DIALECTS } from "../mdp/dialect_discovery.ts";
 import { EXTENSIONS_MODES } from "../mdp/negotiation.ts";
 import { DIALECTS } from "../mdp/protocol.ts";
 import type { ComponentConfig } from "./load.ts";
-import { busCurveClientShape, curveClientShape, curveServerShape } from "./curve.ts";
+import { busCurveClientShape, curveClientShape, curveKeyList, curveServerShape } from "./curve.ts";
 import { serviceGrants } from "../broker/service_policy.ts";
 import { servicePattern } from "../mdp/service_pattern.ts";
 import { plaintextNetworkShape } from "./listeners.ts";
@@ -264,6 +264,14 @@ export const brokerConfig = {
     service_policy: serviceGrants.default(() => []),
     /** A YAML or JSON file of more such grants; reloaded on SIGHUP and when it changes. */
     service_policy_file: z.string().min(1).optional(),
+    /**
+     * With CURVE: client public keys that may change the dead-letter queue
+     * (`org.plantd.Broker` dlq-replay, dlq-delete, dlq-purge); others are
+     * refused FORBIDDEN. Plaintext (loopback only): every peer may.
+     */
+    admin_keys: curveKeyList.default(() => []),
+    /** A file of more admin keys, one per line (`#` comments), like curve_allowed_keys_file. */
+    admin_keys_file: z.string().min(1).optional(),
     ...plaintextNetworkShape,
     /**
      * Run as one broker of a pair (docs/ha.md): `{role, state_bind,

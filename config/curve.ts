@@ -23,7 +23,7 @@ const z85Key = z.string().regex(Z85_KEY_PATTERN, "expected a CURVE key: 40 chara
 const path = z.string().min(1);
 
 /** A list of keys: a YAML/JSON list, or one string separated by commas or whitespace. */
-const keyList = z.preprocess(
+export const curveKeyList = z.preprocess(
   (value) =>
     typeof value === "string"
       ? value.trim().startsWith("[") ? safeJson(value) : value.split(/[\s,]+/).filter(Boolean)
@@ -45,7 +45,7 @@ export const curveServerShape = {
   curve_secret_key: z85Key.optional(),
   curve_secret_key_file: path.optional(),
   /** Client public keys allowed; empty with a secret key: any CURVE client (encryption only). */
-  curve_allowed_keys: keyList.default(() => []),
+  curve_allowed_keys: curveKeyList.default(() => []),
   /** A file of allowed client public keys, one per line (`#` comments). */
   curve_allowed_keys_file: path.optional(),
 };
@@ -267,4 +267,22 @@ export function inProcessCurve<T extends CurveServerConfig>(
     },
     publicKey: pair.publicKey,
   };
+}
+
+/**
+ * The keys that may change the broker's dead-letter queue: with CURVE, those
+ * of `admin_keys` and `admin_keys_file` (none configured: nobody); without
+ * CURVE undefined, every peer may (the endpoint is loopback only).
+ */
+export function brokerAdminKeys(
+  config: { admin_keys?: readonly string[]; admin_keys_file?: string | undefined },
+  curve: CurveServerKeys | undefined,
+  read: ReadTextFile = Deno.readTextFileSync,
+): ReadonlySet<string> | undefined {
+  if (!curve) return undefined;
+  const keys = [...(config.admin_keys ?? [])];
+  if (config.admin_keys_file !== undefined) {
+    keys.push(...readKeys("broker", "admin_keys_file", config.admin_keys_file, read));
+  }
+  return new Set(keys);
 }

@@ -11,7 +11,7 @@ import { BrokerPair } from "../broker/pair.ts";
 import { curvePublicKey } from "../transport/curve.ts";
 import { pairChecks, pairMetrics } from "../broker/pair_metrics.ts";
 import { type BrokerConfig, brokerConfig } from "../config/components.ts";
-import { serverCurve } from "../config/curve.ts";
+import { brokerAdminKeys, serverCurve } from "../config/curve.ts";
 import { servicePolicyOf } from "../config/service_policy.ts";
 import { brokerMetrics, servicePolicyMetrics } from "../broker/broker_metrics.ts";
 import { dropLog } from "../broker/broker_drops.ts";
@@ -66,6 +66,7 @@ export async function startBroker(
   const refusals = new LogWindow();
   const logDrop = dropLog(log.with({ context: "protocol" }));
   const servicePolicy = servicePolicyOf(config, curve !== undefined);
+  const adminKeys = brokerAdminKeys(config, curve);
   const access = metricsAccess(brokerConfig, config);
   // Loopback unless secured: refused here, before anything binds.
   const exposed = plaintextNetworkEndpoints(
@@ -110,6 +111,7 @@ export async function startBroker(
       handover: config.router_handover,
       ...(curve ? { curve } : {}),
       ...(servicePolicy ? { servicePolicy } : {}),
+      ...(adminKeys ? { adminKeys } : {}),
       onListenerEvent: endpointObserver(registry, logger("broker", "security")),
       maxConnections: config.max_connections,
       maxBufferedOutputBytes: config.max_buffered_output_bytes,
@@ -126,6 +128,13 @@ export async function startBroker(
         logger("broker", "worker", "registration").debug("worker registered", { service, dialect }),
       workerLeft: (service, reason) =>
         logger("broker", "worker", "registration").debug("worker removed", { service, reason }),
+      adminRefused: (operation, key) => {
+        metrics.adminRefused?.(operation, key);
+        audit.warn("{operation} refused: key {key} is not in admin_keys", {
+          operation,
+          key: key ?? "none (plaintext)",
+        });
+      },
       workerRefused: (service, reason, key) => {
         metrics.workerRefused?.(service, reason, key);
         // A refused worker retries READY every second or so: one line per 10 s is the trail.

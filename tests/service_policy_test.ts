@@ -367,3 +367,37 @@ Deno.test("broker: a message from a registered worker's routing id with another 
   assert.deepEqual(last[0], id);
   assert.equal(kind(last.slice(1)), "disconnect");
 });
+
+Deno.test("CURVE broker: dead-letter changes need a key in admin_keys (FORBIDDEN and counted otherwise); reads are open to allowed keys", async () => {
+  const server = curveKeyPair();
+  const admin = curveKeyPair();
+  const other = curveKeyPair();
+  const refusedOps: string[] = [];
+  await withBroker({
+    curve: { secretKey: server.secretKey },
+    adminKeys: new Set([admin.publicKey]),
+  }, async (broker, track) => {
+    const clientOf = (key: CurveKeyPair) =>
+      track(
+        new MdpClient(broker.endpoint, {
+          timeoutMs: 10_000,
+          curve: { serverKey: server.publicKey, secretKey: key.secretKey },
+        }),
+      );
+    const op = async (client: MdpClient, operation: string) => {
+      const [reply] = await client.request("org.plantd.Broker", [operation, "{}"]);
+      return JSON.parse(new TextDecoder().decode(reply));
+    };
+    const mine = clientOf(admin);
+    const theirs = clientOf(other);
+    for (const operation of ["dlq-purge", "dlq-delete", "dlq-replay"]) {
+      const refused = await op(theirs, operation);
+      assert.equal(refused.code, "FORBIDDEN", JSON.stringify(refused));
+      assert.match(refused.error, /admin_keys/);
+      // The admin key gets past the check (this broker has no durable services).
+      assert.notEqual((await op(mine, operation)).code, "FORBIDDEN");
+    }
+    assert.equal((await op(theirs, "dlq-list")).success, true, "reading is not a change");
+  }, { adminRefused: (operation) => refusedOps.push(operation) });
+  assert.deepEqual(refusedOps, ["dlq-purge", "dlq-delete", "dlq-replay"]);
+});
