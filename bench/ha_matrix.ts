@@ -17,6 +17,8 @@
  * - `pg-down`: PostgreSQL unreachable (a TcpProxy in front of it, paused for `down_ms`);
  * - `libsql`: SIGKILL of the only (libSQL) state worker, restarted at once;
  * - `disk-full`: a libSQL worker with `max_db_bytes` written until full;
+ * - `bus-kill`: the bus process (deployments run the buses apart) SIGKILLed under a publisher,
+ *   restarted after `down_ms`: messages a subscriber missed, time to the first after the restart;
  * - `gateway-kill`, `redis-down`, `authdb-down`: bench/ha_matrix_gateway.ts.
  *
  * Per repetition: writes failed (by error), lost (acknowledged, not in the
@@ -34,6 +36,8 @@
  */
 import postgres from "postgres";
 import { MdpClient } from "../mdp/client.ts";
+import { Publisher } from "../bus/publisher.ts";
+import { Subscriber } from "../bus/subscriber.ts";
 import { text } from "../mdp/protocol.ts";
 import { STATE_SERVICE } from "../state/operations.ts";
 import {
@@ -611,6 +615,89 @@ const diskFull: Scenario = async (reps) => {
   return out;
 };
 
+/**
+ * The bus process (compose/k8s run the buses apart from the broker pair, one
+ * process): SIGKILLed under a publisher at 100 messages/s, restarted after
+ * the outage; what a subscriber misses, and how soon after the restart
+ * messages flow again (ZeroMQ reconnects both sides by itself).
+ */
+const busKill = async (reps: number): Promise<unknown[]> => {
+  const out: unknown[] = [];
+  for (let i = 0; i < reps; i++) {
+    const frontend = `tcp://127.0.0.1:${freePort()}`;
+    const backend = `tcp://127.0.0.1:${freePort()}`;
+    const spawn = () =>
+      spawnWatched(
+        new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            "-A",
+            "main.ts",
+            "bus",
+            "--buses",
+            JSON.stringify([{ name: "event", frontend, backend }]),
+            "--health-port",
+            "0",
+            "--log-level",
+            "warn",
+          ],
+          cwd: ROOT,
+          stdin: "null",
+          stdout: "null",
+          stderr: "piped",
+        }),
+      );
+    let bus = spawn();
+    const subscriber = new Subscriber(backend, { bus: "event", topics: ["ha."] });
+    const publisher = new Publisher(frontend, { form: "frames" });
+    const arrivals: { seq: number; at: number }[] = [];
+    const reading = (async () => {
+      for await (const message of subscriber) {
+        arrivals.push({ seq: Number(text(message.payload)), at: Date.now() });
+      }
+    })();
+    let seq = 0;
+    const timer = setInterval(
+      () => publisher.publish("ha.tick", String(seq++)),
+      1000 / settings.rate,
+    );
+    try {
+      await until("messages through the bus", 30_000, () => arrivals.length > 0);
+      const killedAt = Date.now();
+      const seqAtKill = seq;
+      await bus.stop("SIGKILL");
+      await sleep(settings.downMs);
+      const restartedAt = Date.now();
+      bus = spawn();
+      await until(
+        "messages again after the restart",
+        60_000,
+        () => arrivals.some((a) => a.at > restartedAt),
+      );
+      const first = arrivals.find((a) => a.at > restartedAt)!;
+      const seqAtFirst = first.seq;
+      const received = new Set(arrivals.map((a) => a.seq));
+      let missed = 0;
+      for (let s = seqAtKill; s < seqAtFirst; s++) if (!received.has(s)) missed++;
+      const entry = {
+        fromRepairMs: first.at - restartedAt,
+        fromFailureMs: first.at - killedAt,
+        publishedMeanwhile: seqAtFirst - seqAtKill,
+        missed,
+      };
+      out.push(entry);
+      log(`bus-kill ${i + 1}: ${JSON.stringify(entry)}`);
+    } finally {
+      clearInterval(timer);
+      await publisher.close();
+      await subscriber.close();
+      await reading.catch(() => {});
+      await bus.stop("SIGKILL");
+    }
+  }
+  return out;
+};
+
 const scenarios: Record<string, (reps: number) => Promise<unknown[]>> = {
   passive,
   "both-brokers": bothBrokers,
@@ -620,6 +707,7 @@ const scenarios: Record<string, (reps: number) => Promise<unknown[]>> = {
   "pg-down": pgDown,
   libsql,
   "disk-full": diskFull,
+  "bus-kill": busKill,
   ...gatewayScenarios(settings, log),
 };
 
