@@ -609,6 +609,7 @@ sys.stdin.read()
 });
 
 Deno.test("broker with router_handover: a worker restarted with its fixed identity takes over at once, without a DISCONNECT", async () => {
+  let joined = 0;
   await withBroker({ handover: true }, async (server, track) => {
     const ready = ["", "MDPW02", "READY", "svc.handover"];
     const old = track(new Peer(server.endpoint, { routingId: "worker-1", name: "old" }));
@@ -619,6 +620,9 @@ Deno.test("broker with router_handover: a worker restarted with its fixed identi
     // Its successor connects with the same identity while the old connection is still open.
     const successor = track(new Peer(server.endpoint, { routingId: "worker-1", name: "new" }));
     await successor.send(ready);
+    // The successor registered (its handshake took the name over): only then may a request
+    // go out, or it could reach the predecessor before the takeover on a loaded machine.
+    await waitFor(() => joined === 2, { what: "the successor's READY", timeoutMs: 20_000 });
     const client = track(new Peer(server.endpoint, { name: "client" }));
     await client.send(["", "MDPC02", "REQUEST", "svc.handover", "ping"]);
     const request = await successor.next({
@@ -629,5 +633,5 @@ Deno.test("broker with router_handover: a worker restarted with its fixed identi
       ["MDPW02", "REQUEST", "ping"],
       "the request reached the successor, which was not told to DISCONNECT first",
     );
-  });
+  }, { workerJoined: () => joined++ });
 });
