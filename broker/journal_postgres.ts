@@ -15,6 +15,7 @@
 import { drizzle } from "drizzle-orm/postgres-js";
 import { migrate } from "drizzle-orm/postgres-js/migrator";
 import postgres from "postgres";
+import { redactUrl } from "../storage/postgres.ts";
 import {
   type DeadLetter,
   type DeadLetterQuery,
@@ -138,16 +139,22 @@ export class PostgresJournal implements JournalStore {
           join pg_stat_activity a on a.pid = l.pid
           where l.locktype = 'advisory' and l.objid = ${LOCK_KEY % 2 ** 32} and l.granted`;
         throw new JournalLockedError(
-          `broker journal at ${redact(url)} is in use by another broker${
+          `broker journal at ${redactUrl(url)} is in use by another broker${
             holder ? ` (server backend pid ${holder.pid}, ${holder.client_addr ?? "local"})` : ""
           }: one broker writes a journal at a time`,
         );
       }
-      await migrate(drizzle(sql), { migrationsFolder: MIGRATIONS });
+      // A table of its own: Drizzle skips every migration older than the newest in its table,
+      // so a journal sharing a database with the metrics store (the default table) or the
+      // state store would never get its tables. The journal's lock, held, keeps brokers apart.
+      await migrate(drizzle(sql), {
+        migrationsFolder: MIGRATIONS,
+        migrationsTable: "__drizzle_migrations_journal",
+      });
       return new PostgresJournal(
         sql,
         lock,
-        `PostgreSQL ${redact(url)} (synchronous_commit as the server's)`,
+        `PostgreSQL ${redactUrl(url)} (synchronous_commit as the server's)`,
       );
     } catch (error) {
       lock?.release();
@@ -277,8 +284,4 @@ export class PostgresJournal implements JournalStore {
     this.#lock.release();
     await this.#sql.end({ timeout: 5 });
   }
-}
-
-function redact(url: string): string {
-  return url.replace(/\/\/[^@/]*@/, "//");
 }

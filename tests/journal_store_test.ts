@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { type DeadLetter, type JournalRequest, type JournalStore } from "../broker/journal.ts";
 import { JournalLockedError, LibsqlJournal } from "../broker/journal_libsql.ts";
 import { PostgresJournal } from "../broker/journal_postgres.ts";
+import postgres from "postgres";
 import { freshDatabase } from "./_postgres.ts";
 
 const enc = new TextEncoder();
@@ -152,6 +153,25 @@ Deno.test("journal store contract on PostgreSQL, and one broker per journal", as
     assert.equal((await store.counts()).dead, 298);
   } finally {
     await store?.close();
+    await db.drop();
+  }
+});
+
+Deno.test("PostgreSQL journal on a database where another store recorded a newer migration in Drizzle's default table: still gets its tables", async () => {
+  const db = await freshDatabase();
+  const admin = postgres(db.url, { max: 1, onnotice: () => {} });
+  let store: PostgresJournal | undefined;
+  try {
+    // What the metrics store's migrations leave (Drizzle's default table), dated later than
+    // every journal migration: Drizzle would skip the journal's if they shared that table.
+    await admin.unsafe(`create schema drizzle;
+      create table drizzle.__drizzle_migrations (id serial primary key, hash text not null, created_at bigint);
+      insert into drizzle.__drizzle_migrations (hash, created_at) values ('other-store', 9999999999999)`);
+    store = await PostgresJournal.open(db.url);
+    await contract(store);
+  } finally {
+    await store?.close();
+    await admin.end();
     await db.drop();
   }
 });
