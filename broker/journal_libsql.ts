@@ -14,13 +14,12 @@
 import { lockDatabaseFile } from "../storage/file_lock.ts";
 import type { Client, InStatement, InValue, Row } from "@libsql/client";
 import { libsqlUrl, localPath, openLibsql } from "../storage/libsql.ts";
+import { deadOf as readDead, requestOf as readRequest } from "./journal_rows.ts";
 import {
   type DeadLetter,
   type DeadLetterQuery,
-  type DeadReason,
   decodeFrames,
   encodeFrames,
-  type Failure,
   type JournalChange,
   type JournalCounts,
   type JournalRequest,
@@ -98,41 +97,9 @@ function bytes(value: unknown): Uint8Array {
   throw new TypeError("journal: a body column is not a blob");
 }
 
-function failuresOf(value: unknown): Failure[] {
-  const parsed = JSON.parse(String(value));
-  return Array.isArray(parsed) ? parsed : [];
-}
-
-function requestOf(row: Row): JournalRequest {
-  const callerDeadline = row.caller_deadline;
-  return {
-    key: String(row.key),
-    service: String(row.service),
-    body: decodeFrames(bytes(row.body)),
-    receivedAt: Number(row.received_at),
-    expiresAt: Number(row.expires_at),
-    ...(callerDeadline === null || callerDeadline === undefined
-      ? {}
-      : { callerDeadline: Number(callerDeadline) }),
-    keyed: Number(row.keyed) === 1,
-    failures: failuresOf(row.failures),
-  };
-}
-
-function deadOf(row: Row): DeadLetter {
-  return {
-    key: String(row.key),
-    service: String(row.service),
-    body: decodeFrames(bytes(row.body)),
-    reason: String(row.reason) as DeadReason,
-    detail: String(row.detail),
-    attempts: Number(row.attempts),
-    receivedAt: Number(row.received_at),
-    deadAt: Number(row.dead_at),
-    failures: failuresOf(row.failures),
-    replays: Number(row.replays),
-  };
-}
+/** Its rows read back (journal_rows.ts), blobs as this driver gives them. */
+const requestOf = (row: Row) => readRequest(row, bytes);
+const deadOf = (row: Row) => readDead(row, bytes);
 
 /**
  * The statements of `changes`, in order. Runs of one kind become multi-row

@@ -16,13 +16,12 @@ import { drizzle } from "drizzle-orm/postgres-js";
 import { migrate } from "drizzle-orm/postgres-js/migrator";
 import postgres from "postgres";
 import { redactUrl } from "../storage/postgres.ts";
+import { deadOf as readDead, requestOf as readRequest } from "./journal_rows.ts";
 import {
   type DeadLetter,
   type DeadLetterQuery,
-  type DeadReason,
   decodeFrames,
   encodeFrames,
-  type Failure,
   type JournalChange,
   type JournalCounts,
   type JournalRequest,
@@ -43,11 +42,6 @@ type Row = Record<string, unknown>;
 function bytes(value: unknown): Uint8Array {
   const buffer = value as Uint8Array;
   return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
-}
-
-function failuresOf(value: unknown): Failure[] {
-  const parsed = JSON.parse(String(value));
-  return Array.isArray(parsed) ? parsed : [];
 }
 
 function requestRow(r: JournalRequest) {
@@ -78,33 +72,9 @@ function deadRow(d: DeadLetter) {
   };
 }
 
-function requestOf(row: Row): JournalRequest {
-  return {
-    key: String(row.key),
-    service: String(row.service),
-    body: decodeFrames(bytes(row.body)),
-    receivedAt: Number(row.received_at),
-    expiresAt: Number(row.expires_at),
-    ...(row.caller_deadline === null ? {} : { callerDeadline: Number(row.caller_deadline) }),
-    keyed: Number(row.keyed) === 1,
-    failures: failuresOf(row.failures),
-  };
-}
-
-function deadOf(row: Row): DeadLetter {
-  return {
-    key: String(row.key),
-    service: String(row.service),
-    body: decodeFrames(bytes(row.body)),
-    reason: String(row.reason) as DeadReason,
-    detail: String(row.detail),
-    attempts: Number(row.attempts),
-    receivedAt: Number(row.received_at),
-    deadAt: Number(row.dead_at),
-    failures: failuresOf(row.failures),
-    replays: Number(row.replays),
-  };
-}
+/** Its rows read back (journal_rows.ts), blobs as this driver gives them. */
+const requestOf = (row: Row) => readRequest(row, bytes);
+const deadOf = (row: Row) => readDead(row, bytes);
 
 /** Rows per multi-row statement (a statement takes at most 65535 parameters). */
 const ROWS = 1000;
