@@ -12,7 +12,7 @@
  */
 import assert from "node:assert/strict";
 import { CLOSE } from "../gateway/ws.ts";
-import { bearer, SECRET, tokenWith } from "./_auth.ts";
+import { bearer, call, SECRET, tokenWith } from "./_auth.ts";
 import { spawnGateway } from "./_gateway_process.ts";
 import { spawnWatched, waitFor } from "./_helpers.ts";
 import { freshDatabase } from "./_postgres.ts";
@@ -20,32 +20,6 @@ import { deleteKeys, randomPrefix, TEST_REDIS_URL } from "./_redis.ts";
 import { startSystem, type System } from "./_system.ts";
 import { TcpProxy } from "./_tcp_proxy.ts";
 import { openWs } from "./_ws.ts";
-
-interface Reply {
-  status: number;
-  body: any;
-  headers: Headers;
-}
-
-async function call(
-  url: string,
-  method: string,
-  path: string,
-  body?: unknown,
-  headers: Record<string, string> = {},
-): Promise<Reply> {
-  const response = await fetch(url + path, {
-    method,
-    headers: { ...(body !== undefined ? { "content-type": "application/json" } : {}), ...headers },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  });
-  const text = await response.text();
-  return {
-    status: response.status,
-    body: text ? JSON.parse(text) : undefined,
-    headers: response.headers,
-  };
-}
 
 const PASSWORD = "correct horse battery";
 

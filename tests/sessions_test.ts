@@ -1,4 +1,3 @@
-// deno-lint-ignore-file no-explicit-any -- the tests read JSON bodies of many shapes
 /**
  * Logins that cannot stall the gateway, and revocation that takes effect:
  * login limits per address and per username, the hash pool's cap, access
@@ -14,36 +13,10 @@ import { ConfigError, loadConfig } from "../config/load.ts";
 import { randomPrefix, TEST_REDIS_URL } from "./_redis.ts";
 import { CLOSE } from "../gateway/ws.ts";
 import { startGateway } from "../roles/gateway.ts";
-import { bearer, SECRET, tokenWith, withSecuredSystem } from "./_auth.ts";
+import { bearer, call, SECRET, tokenWith, withSecuredSystem } from "./_auth.ts";
 import { waitFor } from "./_helpers.ts";
 import type { System } from "./_system.ts";
 import { openWs } from "./_ws.ts";
-
-interface Reply {
-  status: number;
-  body: any;
-  headers: Headers;
-}
-
-async function call(
-  url: string,
-  method: string,
-  path: string,
-  body?: unknown,
-  headers: Record<string, string> = {},
-): Promise<Reply> {
-  const response = await fetch(url + path, {
-    method,
-    headers: { ...(body !== undefined ? { "content-type": "application/json" } : {}), ...headers },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  });
-  const text = await response.text();
-  return {
-    status: response.status,
-    body: text ? JSON.parse(text) : undefined,
-    headers: response.headers,
-  };
-}
 
 const login = (url: string, username: string, password: string, from?: string) =>
   call(
