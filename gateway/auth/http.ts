@@ -53,16 +53,29 @@ export function clientIp(c: Context, trustedProxies: readonly string[]): string 
   return hops[0] ?? peer;
 }
 
+const BEARER = /^Bearer\s+(\S+)\s*$/i;
+const WHITESPACE = /\s/;
+
+/**
+ * The token of an `Authorization: Bearer <token>` header (RFC 6750), or
+ * undefined. The usual form is read without running {@link BEARER} over the
+ * whole token, which cost a bearer request a measurable share of its time;
+ * `trim` and `\s` strip and find the same characters, so both agree.
+ */
+export function bearerToken(header: string): string | undefined {
+  if (header.startsWith("Bearer ")) {
+    const token = header.slice(7).trim();
+    return token !== "" && !WHITESPACE.test(token) ? token : undefined;
+  }
+  return BEARER.exec(header)?.[1];
+}
+
 /** The credential of a request and where it came from. */
 export function credentialOf(
   c: Context,
 ): { credential: string; source: CredentialSource } | undefined {
   const header = c.req.header("authorization");
-  if (header) {
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
-    if (match) return { credential: match[1]!, source: "header" };
-    return { credential: "", source: "header" };
-  }
+  if (header) return { credential: bearerToken(header) ?? "", source: "header" };
   const apiKey = c.req.header("x-api-key");
   if (apiKey) return { credential: apiKey, source: "header" };
   const cookie = getCookie(c, ACCESS_COOKIE);
