@@ -11,7 +11,9 @@
  *   the read cache (default TTL) misses as it would; the hit rate is measured
  *   from the gateway's own count of requests to the state service. Rows with
  *   one key (every cached read a hit), auth off and no cache show what each
- *   costs.
+ *   costs. A second bare row answers with the gateway's response headers: Deno
+ *   serves a response whose only header is its content type on a faster path,
+ *   and the gateway's security headers take it off that path.
  * - WebSocket fan-out: one publisher on the `event` bus at a fixed rate; the
  *   gateway and a bare Deno WebSocket server (bench/procs/bare_hono.ts)
  *   subscribe to the same bus and send every message to 1, 100 and 1,000
@@ -318,6 +320,16 @@ await runBench({
         spread: false,
         pid: bare.child.pid,
       },
+      {
+        key: "http/bare/api-headers",
+        label: "bare Hono constant with the gateway's response headers (JSON, ETag, " +
+          "4 security headers; reference, not a ceiling)",
+        port: barePort,
+        path: "/api",
+        headers: [],
+        spread: false,
+        pid: bare.child.pid,
+      },
     ];
     const httpUnits = parts.has("http") ? http : [];
     for (const row of httpUnits) {
@@ -458,7 +470,7 @@ await runBench({
       const path = row.spread
         ? "/api/state/bench/k0"
         : row.port === barePort
-        ? "/"
+        ? (row.path ?? "/")
         : "/api/state/bench/key";
       const misses = row.port === barePort ? NaN : await stateRequests();
       const cpuBefore = await cpuSeconds(row.pid);

@@ -1,6 +1,7 @@
 /**
  * Benchmark child: the ceiling of the gateway benchmark. A bare Hono app on
- * Deno.serve with a constant answer on GET /, and a bare WebSocket server:
+ * Deno.serve with a constant answer on GET / (and on GET /api the same with
+ * the gateway's API response headers), and a bare WebSocket server:
  * GET /ws upgrades, and every message of topic prefix `fan` read from the
  * bus backend given (a plain bus Subscriber at its defaults) goes to every
  * open socket as one text frame shaped as the gateway's (docs/websocket.md),
@@ -10,6 +11,7 @@
  * @module
  */
 import { Hono } from "hono";
+import { SecureHeaders } from "../../gateway/secure_headers.ts";
 import { Subscriber } from "../../bus/subscriber.ts";
 import { serveUntilParentExits } from "./_child.ts";
 
@@ -17,6 +19,21 @@ const [portText, backend] = Deno.args;
 const sockets = new Set<WebSocket>();
 const app = new Hono();
 app.get("/", (c) => c.text("ok"));
+// The same constant with what every cached state read of the gateway carries:
+// a JSON body and the gateway's API headers (content type, ETag and the
+// security set of gateway/secure_headers.ts), so a row shows what those cost.
+const apiHeaders = new SecureHeaders(false).apiHeaders({
+  "content-type": "application/json",
+  etag: '"1"',
+});
+const apiBody = JSON.stringify({
+  scope: "bench",
+  key: "key",
+  value: "v",
+  revision: 1,
+  updated_at: 0,
+});
+app.get("/api", () => new Response(apiBody, { status: 200, headers: apiHeaders }));
 app.get("/ws", (c) => {
   const { socket, response } = Deno.upgradeWebSocket(c.req.raw);
   socket.onopen = () => sockets.add(socket);
