@@ -25,7 +25,9 @@ import { ApiError, toApiError } from "./errors.ts";
 import { logger } from "../telemetry/log.ts";
 import { logLimiter } from "../telemetry/log_window.ts";
 import { authRoutes } from "./routes/auth.ts";
+import { devicesRoutes } from "./routes/devices.ts";
 import { dlqRoutes } from "./routes/dlq.ts";
+import { gatewayStatsRoutes } from "./routes/gateway_stats.ts";
 import { metricsRoutes } from "./routes/metrics.ts";
 import { servicesRoutes } from "./routes/services.ts";
 import { stateRoutes } from "./routes/state.ts";
@@ -182,6 +184,8 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
   servicesRoutes(app, call, directory, guard);
   dlqRoutes(app, call, guard);
   metricsRoutes(app, deps.metricsStore, guard);
+  devicesRoutes(app, deps.metricsStore, guard);
+  gatewayStatsRoutes(app, deps.registry, guard);
   busRoutes(app, deps.hub, deps.outlet, guard);
   authRoutes(app, {
     guard,
