@@ -302,6 +302,7 @@ function removePanel(panel) {
 
 /** Saves the layout a moment after the last change (a burst of changes is one write). */
 function save() {
+  follow();
   clearTimeout(saveTimer);
   saveTimer = setTimeout(async () => {
     if (!layoutSaving) return;
@@ -370,8 +371,24 @@ export async function startPanels(live) {
   }
   const wanted = saved?.panels.length ? saved.panels : [undefined];
   for (const panel of wanted) addPanel(panel);
+  follow = () => followLive(live);
+  follow();
   $("panels").dataset.ready = "true";
-  // Every live point goes to the panels that plot its series.
+}
+
+let follow = () => {};
+let following = false;
+
+/**
+ * Live points go to the panels that plot their series. The metric bus carries
+ * every device's points under one topic, so the page subscribes only while a
+ * panel has a series.
+ */
+function followLive(live) {
+  const wanted = panels.some((panel) => panel.series.length > 0);
+  if (wanted === following) return;
+  following = wanted;
+  if (!wanted) return live.release("metric-live");
   live.hold("metric-live", { type: "subscribe", bus: "metric", prefix: "" }, (message) => {
     if (message.type !== "message") return;
     let point;
