@@ -1,9 +1,10 @@
 // The plantd dashboard: plain ES modules, no build step. It speaks only the
 // gateway's public API: REST under /api, /healthz, and the /ws protocol
 // (docs/websocket.md).
-import uPlot from "/vendor/uPlot.esm.js";
 import { $, api, el, onUnauthorized, setStatus } from "./lib.js";
 import { Live } from "./live.js";
+import { startGatewayPanel } from "./gateway_panel.js";
+import { startPanels } from "./panels.js";
 import { refreshSession, scheduleRefresh, showLogin } from "./session.js";
 
 onUnauthorized(showLogin);
@@ -186,13 +187,36 @@ function entryRow(key, entry) {
   );
 }
 
+let knownScopes = new Set();
+
 async function loadScopes() {
   const { scopes } = await api("/api/state");
+  knownScopes = new Set(scopes);
   const select = $("scope-select");
   select.replaceChildren(...scopes.map((scope) => el("option", { value: scope }, scope)));
+  select.dataset.scopes = String(scopes.length);
   if (scopes.includes(currentScope)) select.value = currentScope;
   else if (scopes.length > 0) await showScope(scopes[0]);
+  else $("entries").replaceChildren();
 }
+
+// The scope list follows scopes being made and deleted by anyone: every state
+// change is on the state bus; one naming a scope the list lacks (a first write
+// makes its scope) or creating or deleting one reloads the list, once per burst.
+let scopesReload;
+live.hold("scope-list", { type: "subscribe", bus: "state", prefix: "" }, (message) => {
+  if (message.type !== "message") return;
+  let change;
+  try {
+    change = JSON.parse(message.payload);
+  } catch {
+    return;
+  }
+  const listed = knownScopes.has(change.scope);
+  if (change.op === "delete-scope" ? !listed : listed && change.op !== "create-scope") return;
+  clearTimeout(scopesReload);
+  scopesReload = setTimeout(() => loadScopes().catch(() => {}), 100);
+});
 
 let scopeToken = 0;
 
@@ -304,77 +328,10 @@ $("bus-form").addEventListener("submit", (event) => {
   });
 });
 
-// ---------------------------------------------------------------- metrics
+// ---------------------------------------------------------------- metrics (panels.js, gateway_panel.js)
 
-let chart;
-const WINDOWS = { "15m": [15 * 60e3, "10s"], "1h": [3600e3, "1m"], "24h": [86400e3, "15m"] };
-
-function drawChart(times, values) {
-  const data = [times, values];
-  $("metric-count").textContent = `${times.length} point${times.length === 1 ? "" : "s"}`;
-  // The newest time plotted (seconds), for people and tests inspecting the page.
-  $("metric-chart").dataset.lastTime = String(times.at(-1) ?? "");
-  if (chart) return chart.setData(data);
-  chart = new uPlot(
-    {
-      width: Math.max(320, $("metric-chart").clientWidth),
-      height: 220,
-      series: [{}, { label: "avg", stroke: "#2c6fbb", width: 1.5 }],
-    },
-    data,
-    $("metric-chart"),
-  );
-}
-
-$("metrics-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const device = $("metric-device").value.trim();
-  const channel = $("metric-channel").value.trim();
-  const [span, bucket] = WINDOWS[$("metric-window").value];
-  const to = new Date();
-  const from = new Date(to.getTime() - span);
-  const note = $("metrics-note");
-  const times = [];
-  const values = [];
-  try {
-    const query = new URLSearchParams({
-      device,
-      channel,
-      from: from.toISOString(),
-      to: to.toISOString(),
-      bucket,
-    });
-    const body = await api(`/api/metrics?${query}`);
-    for (const point of body.buckets ?? body.points ?? body.data ?? []) {
-      times.push(Date.parse(point.time ?? point.bucket) / 1000);
-      values.push(point.avg);
-    }
-    note.hidden = true;
-  } catch (error) {
-    note.textContent = `History unavailable (${error.message}); showing live points only.`;
-    note.hidden = false;
-  }
-  drawChart(times, values);
-  // Live points from the metric bus are appended as they arrive.
-  live.hold("metric-live", { type: "subscribe", bus: "metric", prefix: "" }, (message) => {
-    if (message.type !== "message") return;
-    let point;
-    try {
-      point = JSON.parse(message.payload);
-    } catch {
-      return;
-    }
-    const pointDevice = point.device ?? point.service_name;
-    const pointChannel = point.channel ?? point.metric_name;
-    if (pointDevice !== device || pointChannel !== channel) return;
-    // The ingester stamps a point without a time when it arrives; so does the chart
-    // (a NaN time would blank it for good).
-    const at = Date.parse(point.time ?? point.timestamp);
-    times.push((Number.isFinite(at) ? at : Date.now()) / 1000);
-    values.push(Number(point.value));
-    drawChart(times, values);
-  });
-});
+startPanels(live);
+startGatewayPanel();
 
 // ---------------------------------------------------------------- start
 

@@ -25,7 +25,10 @@ import { ApiError, toApiError } from "./errors.ts";
 import { logger } from "../telemetry/log.ts";
 import { logLimiter } from "../telemetry/log_window.ts";
 import { authRoutes } from "./routes/auth.ts";
+import { devicesRoutes } from "./routes/devices.ts";
 import { dlqRoutes } from "./routes/dlq.ts";
+import { gatewayStatsRoutes } from "./routes/gateway_stats.ts";
+import { layoutRoutes } from "./routes/layout.ts";
 import { metricsRoutes } from "./routes/metrics.ts";
 import { servicesRoutes } from "./routes/services.ts";
 import { stateRoutes } from "./routes/state.ts";
@@ -178,10 +181,14 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
     c.json(new ApiError("NOT_FOUND", `No route for ${c.req.method} ${c.req.path}`).body(), 404)
   );
 
-  stateRoutes(app, new StateClient(call, directory, deps.stateCache), guard, headers);
+  const stateClient = new StateClient(call, directory, deps.stateCache);
+  stateRoutes(app, stateClient, guard, headers);
+  layoutRoutes(app, stateClient, guard);
   servicesRoutes(app, call, directory, guard);
   dlqRoutes(app, call, guard);
   metricsRoutes(app, deps.metricsStore, guard);
+  devicesRoutes(app, deps.metricsStore, guard);
+  gatewayStatsRoutes(app, deps.registry, guard);
   busRoutes(app, deps.hub, deps.outlet, guard);
   authRoutes(app, {
     guard,

@@ -11,16 +11,20 @@ import uplotCss from "uplot/dist/uPlot.min.css" with { type: "text" };
 import uplotJs from "uplot/dist/uPlot.esm.js" with { type: "text" };
 import indexHtml from "../dashboard/index.html" with { type: "text" };
 import appJs from "../dashboard/app.js" with { type: "text" };
+import gatewayPanelJs from "../dashboard/gateway_panel.js" with { type: "text" };
 import libJs from "../dashboard/lib.js" with { type: "text" };
 import liveJs from "../dashboard/live.js" with { type: "text" };
+import panelsJs from "../dashboard/panels.js" with { type: "text" };
 import sessionJs from "../dashboard/session.js" with { type: "text" };
 import styleCss from "../dashboard/style.css" with { type: "text" };
 
 const FILES: Record<string, [string, string]> = {
   "/": [indexHtml, "text/html; charset=utf-8"],
   "/app.js": [appJs, "text/javascript; charset=utf-8"],
+  "/gateway_panel.js": [gatewayPanelJs, "text/javascript; charset=utf-8"],
   "/lib.js": [libJs, "text/javascript; charset=utf-8"],
   "/live.js": [liveJs, "text/javascript; charset=utf-8"],
+  "/panels.js": [panelsJs, "text/javascript; charset=utf-8"],
   "/session.js": [sessionJs, "text/javascript; charset=utf-8"],
   "/style.css": [styleCss, "text/css; charset=utf-8"],
   "/vendor/uPlot.esm.js": [uplotJs, "text/javascript; charset=utf-8"],

@@ -23,6 +23,7 @@ import {
   type MetricsReader,
   MetricsUnavailableError,
   type MetricsWriter,
+  type SeriesRow,
 } from "./store.ts";
 
 const MIGRATIONS = new URL("../migrations/metrics-sqlite", import.meta.url).pathname;
@@ -87,6 +88,31 @@ export async function openLibsqlWriter(
   });
   return new LibsqlMetricsWriter(client);
 }
+
+/**
+ * Every (device, channel) up to `?` of them, with its newest point: a loose
+ * scan of the series index. Each step finds the next (device, channel) after
+ * the previous one: the next channel of the same device, else the first of
+ * the next device (two index seeks: SQLite seeks a row-value comparison on its
+ * first column only, which would step through every point of the device),
+ * then the series' newest point at the end of its range.
+ */
+export const SERIES_SQL = `
+  with recursive s(device, channel, n) as (
+    select * from (select device, channel, 1 from metrics
+      where device is not null and channel is not null order by device, channel limit 1)
+    union all
+    select m.device, m.channel, s.n + 1 from s join metrics m on m.rowid = coalesce(
+      (select rowid from metrics where device = s.device and channel > s.channel
+        order by channel limit 1),
+      (select rowid from metrics where device > s.device and channel is not null
+        order by device, channel limit 1))
+    where s.n < ?
+  )
+  select s.device, s.channel, l.time, l.value from s join metrics l on l.rowid = (
+    select rowid from metrics where device = s.device and channel = s.channel
+    order by time desc limit 1)
+  order by s.n`;
 
 /** The reading side on libSQL; opens the database on first use, never creates it. */
 export class LibsqlMetricsReader implements MetricsReader {
@@ -155,6 +181,28 @@ export class LibsqlMetricsReader implements MetricsReader {
           last: row[5] as number | null,
         };
       });
+    } catch (error) {
+      if (error instanceof LibsqlError && /no such table/.test(error.message)) {
+        throw new MetricsUnavailableError("metrics table does not exist yet", { cause: error });
+      }
+      throw error;
+    }
+  }
+
+  async series(limit: number): Promise<SeriesRow[]> {
+    if (!Number.isSafeInteger(limit) || limit <= 0) throw new RangeError(`Bad limit ${limit}`);
+    const client = await this.#open();
+    try {
+      const result = await client.execute({
+        sql: SERIES_SQL,
+        args: [limit],
+      });
+      return result.rows.map((row) => ({
+        device: String(row[0]),
+        channel: String(row[1]),
+        time: Number(row[2]),
+        value: row[3] === null ? null : Number(row[3]),
+      }));
     } catch (error) {
       if (error instanceof LibsqlError && /no such table/.test(error.message)) {
         throw new MetricsUnavailableError("metrics table does not exist yet", { cause: error });

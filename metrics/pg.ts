@@ -25,6 +25,7 @@ import {
   type MetricsReader,
   MetricsUnavailableError,
   type MetricsWriter,
+  type SeriesRow,
 } from "./store.ts";
 
 const MIGRATIONS = new URL("../migrations/metrics-pg", import.meta.url).pathname;
@@ -243,6 +244,29 @@ export async function openPgWriter(
   }
 }
 
+/**
+ * Every (device, channel) up to `$1` of them, with its newest point: the loose
+ * index scan of the PostgreSQL wiki. Each step finds the next (device,
+ * channel) after the previous one through the series index, then the series'
+ * newest point at the end of its range.
+ */
+export const SERIES_SQL = `
+  with recursive s(device, channel, n) as (
+    (select device, channel, 1 from metrics
+      where device is not null and channel is not null order by device, channel limit 1)
+    union all
+    select m.device, m.channel, s.n + 1 from s cross join lateral (
+      select device, channel from metrics
+      where (device, channel) > (s.device, s.channel) and channel is not null
+      order by device, channel limit 1) m
+    where s.n < $1
+  )
+  select s.device, s.channel, (extract(epoch from l.time) * 1000)::float8 as t, l.value
+  from s cross join lateral (
+    select time, value from metrics where device = s.device and channel = s.channel
+    order by time desc limit 1) l
+  order by s.n`;
+
 /** Reads bucketed series; detects TimescaleDB once a minute. */
 export class PgMetricsReader implements MetricsReader {
   readonly #sql: Sql;
@@ -310,6 +334,30 @@ export class PgMetricsReader implements MetricsReader {
       }));
     } catch (error) {
       // A query bug (class 42) is ours; a missing table, database or server is not.
+      if (
+        error instanceof postgres.PostgresError && error.code?.startsWith("42") &&
+        error.code !== "42P01"
+      ) throw error;
+      throw new MetricsUnavailableError(
+        `metrics database unavailable: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+  }
+
+  async series(limit: number): Promise<SeriesRow[]> {
+    if (!Number.isSafeInteger(limit) || limit <= 0) throw new RangeError(`Bad limit ${limit}`);
+    try {
+      const rows = await this.#sql.unsafe<
+        { device: string; channel: string; t: number; value: number | null }[]
+      >(SERIES_SQL, [limit]);
+      return rows.map((r) => ({
+        device: r.device,
+        channel: r.channel,
+        time: Math.round(Number(r.t)),
+        value: r.value,
+      }));
+    } catch (error) {
       if (
         error instanceof postgres.PostgresError && error.code?.startsWith("42") &&
         error.code !== "42P01"

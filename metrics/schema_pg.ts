@@ -5,8 +5,9 @@
  *
  * Columns are Go plantd's (`time, device, channel, value`) plus `tags`, so
  * Grafana queries written for Go plantd keep working. The BRIN index on time
- * serves plain PostgreSQL; on TimescaleDB the table becomes a hypertable and
- * the index is dropped (chunks carry their own time index), see pg.ts.
+ * serves plain PostgreSQL, the series index finds one series' points and the
+ * list of series; on TimescaleDB the table becomes a hypertable and
+ * the BRIN index is dropped (chunks carry their own time index), see pg.ts.
  *
  * @module
  */
@@ -21,4 +22,7 @@ export const metrics = pgTable("metrics", {
   tags: jsonb("tags"),
 }, (table) => [
   index("metrics_time_brin").using("brin", table.time),
+  // One series' points in time order: GET /api/metrics ranges, and the series
+  // list's loose index scan (one probe per series, never a scan of the table).
+  index("metrics_series_time_idx").on(table.device, table.channel, table.time),
 ]);

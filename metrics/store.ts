@@ -51,11 +51,27 @@ export interface BucketRow {
   last: number | null;
 }
 
+/** One series the store holds, with its newest point. */
+export interface SeriesRow {
+  device: string;
+  channel: string;
+  /** Time of the newest point, ms since the epoch. */
+  time: number;
+  /** Value of the newest point. */
+  value: number | null;
+}
+
 /** Answers bucketed queries; the gateway holds one. */
 export interface MetricsReader {
   /** Engine the next query runs on. */
   engine(): Promise<MetricsEngine>;
   query(query: BucketQuery): Promise<BucketRow[]>;
+  /**
+   * The first `limit` series in (device, channel) order with their newest
+   * point. A loose scan of the (device, channel, time) index: a few index
+   * probes per series, whatever the number of points.
+   */
+  series(limit: number): Promise<SeriesRow[]>;
   close(): Promise<void>;
 }
 

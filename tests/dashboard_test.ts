@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 import { Publisher } from "../bus/publisher.ts";
+import { openLibsqlWriter } from "../metrics/libsql.ts";
 import { waitFor } from "./_helpers.ts";
 import { startSystem } from "./_system.ts";
 import { bearer, tokenWith, withSecuredSystem } from "./_auth.ts";
@@ -41,10 +42,10 @@ Deno.test("dashboard shows services, edits state live, and streams a bus topic",
     const errors: string[] = [];
     page.on("pageerror", (error) => errors.push(String(error)));
     // Failed loads (a missing favicon too) and CSP refusals show up as console errors;
-    // the one expected is /api/metrics answering 503 (this system has no metrics store).
+    // the one expected is /api/devices answering 503 (this system has no metrics store).
     page.on("console", (message) => {
       const text = `${message.text()} ${message.location().url}`;
-      if (message.type() !== "error" || /status of 503 .*\/api\/metrics\?/.test(text)) return;
+      if (message.type() !== "error" || /status of 503 .*\/api\/devices/.test(text)) return;
       errors.push(text);
     });
     await page.goto(system.url + "/");
@@ -91,44 +92,18 @@ Deno.test("dashboard shows services, edits state live, and streams a bus topic",
       /alarm\.boiler\{"level":"high"\}/,
     );
 
-    // A metric chart: history comes from /api/metrics (no metrics store in this system, so
-    // the page says so), live points from the metric bus are plotted as they arrive.
-    const metrics = new Publisher(system.frontends.metric!, { sendHighWaterMark: 0 });
-    try {
-      await page.fill("#metric-device", "boiler");
-      await page.fill("#metric-channel", "temperature");
-      await page.click("#metrics-form button[type=submit]");
-      await page.waitForSelector("#metric-chart .uplot", { timeout: 30_000 });
-      let n = 0;
-      await waitFor(async () => {
-        metrics.publish(
-          "org.plantd.Metric",
-          JSON.stringify({
-            time: new Date().toISOString(),
-            device: "boiler",
-            channel: "temperature",
-            value: 60 + (n++ % 5),
-          }),
-        );
-        const count = await page.locator("#metric-count").textContent();
-        return Number(count?.split(" ")[0]) > 0;
-      }, { timeoutMs: 30_000, intervalMs: 100, what: "a live point in the chart" });
-      assert.equal(await page.locator("#metrics-note").isVisible(), true);
-      // A point without a time (the ingester accepts it) is plotted at its arrival, not as NaN.
-      const before = Number((await page.locator("#metric-count").textContent())?.split(" ")[0]);
-      metrics.publish(
-        "org.plantd.Metric",
-        JSON.stringify({ device: "boiler", channel: "temperature", value: 61 }),
-      );
-      await waitFor(async () => {
-        const count = await page.locator("#metric-count").textContent();
-        return Number(count?.split(" ")[0]) > before;
-      }, { timeoutMs: 10_000, what: "the time-less point in the chart" });
-      const lastTime = Number(await page.locator("#metric-chart").getAttribute("data-last-time"));
-      assert.ok(Number.isFinite(lastTime), `last time plotted: ${lastTime}`);
-    } finally {
-      await metrics.close();
-    }
+    // The scope list follows scopes made and deleted by someone else, without a refresh.
+    const option = '#scope-select option[value="made-elsewhere"]';
+    const made = await fetch(system.url + "/api/state/made-elsewhere/k", {
+      method: "PUT",
+      headers: { "content-type": "text/plain" },
+      body: "1",
+    });
+    assert.equal(made.status, 200, await made.text());
+    await page.waitForSelector(option, { state: "attached", timeout: 30_000 });
+    const gone = await fetch(system.url + "/api/state/made-elsewhere", { method: "DELETE" });
+    assert.equal(gone.status, 200, await gone.text());
+    await page.waitForSelector(option, { state: "detached", timeout: 30_000 });
 
     await Deno.mkdir(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: `${ARTIFACTS}dashboard.png`, fullPage: true });
@@ -137,6 +112,182 @@ Deno.test("dashboard shows services, edits state live, and streams a bus topic",
     await publisher.close();
     await browser.close();
     await system.stop();
+  }
+});
+
+Deno.test("the dashboard picks a device from the list and plots two channels, live, in saved panels", async () => {
+  const dir = await Deno.makeTempDir();
+  const file = `${dir}/metrics.db`;
+  // History of the last 50 minutes, every 30 s, for three series.
+  const now = Date.now();
+  const writer = await openLibsqlWriter(file);
+  const points = [];
+  for (let t = now - 50 * 60_000, i = 0; t < now; t += 30_000, i++) {
+    points.push(
+      {
+        time: t,
+        device: "press",
+        channel: "temperature",
+        value: 60 + 5 * Math.sin(i / 8),
+        tags: null,
+      },
+      { time: t, device: "press", channel: "pressure", value: 3 + Math.cos(i / 10), tags: null },
+      { time: t, device: "boiler", channel: "level", value: 40 + (i % 20), tags: null },
+    );
+  }
+  await writer.write(points);
+  await writer.close();
+  const system = await startSystem({
+    gateway: { request_timeout_ms: 15_000, metrics_db: file, metrics_database_url: "" },
+  });
+  const browser = await launch();
+  const metrics = new Publisher(system.frontends.metric!, { sendHighWaterMark: 0 });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    const errors: string[] = [];
+    page.on("pageerror", (error) => errors.push(String(error)));
+    page.on("console", (message) => {
+      if (message.type() === "error") errors.push(`${message.text()} ${message.location().url}`);
+    });
+    await page.goto(system.url + "/");
+
+    // The device list, from GET /api/devices, with each channel's last value and time.
+    const row = page.locator('#device-list tr[data-device="press"][data-channel="temperature"]');
+    await row.waitFor({ timeout: 30_000 });
+    assert.match(await row.textContent() ?? "", /\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}/);
+    await page.waitForSelector('#panels[data-ready="true"]', { timeout: 30_000 });
+
+    // Pick the device in the first panel, then two of its channels.
+    const first = page.locator(".metric-panel").first();
+    await first.locator(".panel-device").selectOption("press");
+    for (const channel of ["temperature", "pressure"]) {
+      await first.locator(".panel-channel").selectOption(channel);
+      await first.locator(".panel-add-series").click();
+    }
+    const chart = first.locator(".panel-chart");
+    await first.locator('.panel-chart[data-series="2"] .uplot').waitFor({ timeout: 30_000 });
+    // Both series have their history (1 min buckets of 50 minutes of points).
+    for (const series of ["press/temperature", "press/pressure"]) {
+      await waitFor(async () => {
+        const text = await first.locator(`li[data-series="${series}"]`).textContent();
+        return Number(text?.match(/: (\d+) point/)?.[1]) >= 45;
+      }, { timeoutMs: 30_000, intervalMs: 100, what: `the history of ${series}` });
+    }
+    // Timestamps carry their date.
+    assert.match(
+      await first.locator(".panel-range").textContent() ?? "",
+      /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} – \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$/,
+    );
+
+    // Live points from the metric bus join the chart.
+    const count = async () =>
+      Number(
+        (await first.locator('li[data-series="press/temperature"]').textContent())
+          ?.match(/: (\d+) point/)?.[1],
+      );
+    const history = await count();
+    await waitFor(async () => {
+      metrics.publish(
+        "org.plantd.Metric",
+        JSON.stringify({
+          time: new Date().toISOString(),
+          device: "press",
+          channel: "temperature",
+          value: 70,
+        }),
+      );
+      return (await count()) > history;
+    }, { timeoutMs: 30_000, intervalMs: 100, what: "a live point in the chart" });
+    // A point without a time (the ingester accepts it) is plotted at its arrival, not as NaN,
+    // and the chart goes on taking points.
+    const before = await count();
+    metrics.publish(
+      "org.plantd.Metric",
+      JSON.stringify({ device: "press", channel: "temperature", value: 61 }),
+    );
+    await waitFor(async () => (await count()) > before, {
+      timeoutMs: 30_000,
+      what: "the time-less point in the chart",
+    });
+    const lastTime = Number(await chart.getAttribute("data-last-time"));
+    assert.ok(Number.isFinite(lastTime) && lastTime > 0, `last time plotted: ${lastTime}`);
+    const after = await count();
+    await waitFor(async () => {
+      metrics.publish(
+        "org.plantd.Metric",
+        JSON.stringify({
+          time: new Date().toISOString(),
+          device: "press",
+          channel: "temperature",
+          value: 62,
+        }),
+      );
+      return (await count()) > after;
+    }, { timeoutMs: 30_000, intervalMs: 100, what: "a point after the time-less one" });
+
+    // A second panel with another device; the layout is saved and comes back on a reload.
+    await page.click("#panel-add");
+    const second = page.locator(".metric-panel").nth(1);
+    await second.locator(".panel-device").selectOption("boiler");
+    await second.locator(".panel-channel").selectOption("level");
+    await second.locator(".panel-add-series").click();
+    await second.locator('.panel-chart[data-series="1"] .uplot').waitFor({ timeout: 30_000 });
+    await second.locator(".panel-window").selectOption("24h");
+    const expected = {
+      panels: [
+        {
+          window: "1h",
+          series: [
+            { device: "press", channel: "temperature" },
+            { device: "press", channel: "pressure" },
+          ],
+        },
+        { window: "24h", series: [{ device: "boiler", channel: "level" }] },
+      ],
+    };
+    await waitFor(async () => {
+      const saved = await (await fetch(system.url + "/api/console/layout")).json();
+      return JSON.stringify(saved.layout) === JSON.stringify(expected);
+    }, { timeoutMs: 30_000, intervalMs: 100, what: "the saved layout" });
+
+    // The gateway's own throughput, latency and errors, sampled live.
+    await waitFor(
+      async () => Number(await page.locator("#gateway-chart").getAttribute("data-samples")) >= 3,
+      { timeoutMs: 30_000, intervalMs: 200, what: "three samples of the gateway's statistics" },
+    );
+    assert.match(
+      await page.locator('#gateway-stats tr[data-stat="requests"]').textContent() ?? "",
+      /\d+\.\d \/s/,
+    );
+
+    await Deno.mkdir(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: `${ARTIFACTS}console.png`, fullPage: true });
+    await page.locator("#metrics-panel").screenshot({ path: `${ARTIFACTS}panels.png` });
+
+    await page.reload();
+    await page.waitForSelector('#panels[data-ready="true"]', { timeout: 30_000 });
+    assert.equal(await page.locator(".metric-panel").count(), 2);
+    await page.locator('.metric-panel .panel-chart[data-series="2"]').waitFor({ timeout: 30_000 });
+    assert.equal(
+      await page.locator(".metric-panel").nth(1).locator(".panel-window").inputValue(),
+      "24h",
+    );
+    assert.equal(
+      await page.locator(".metric-panel").nth(1).locator('li[data-series="boiler/level"]').count(),
+      1,
+    );
+    // Removing a panel is saved too.
+    await page.locator(".metric-panel").nth(1).locator(".panel-remove").click();
+    await waitFor(async () => {
+      const saved = await (await fetch(system.url + "/api/console/layout")).json();
+      return saved.layout?.panels.length === 1;
+    }, { timeoutMs: 30_000, intervalMs: 100, what: "the layout without the second panel" });
+    assert.deepEqual(errors, []);
+  } finally {
+    await metrics.close();
+    await browser.close();
+    await system.stop();
+    await Deno.remove(dir, { recursive: true });
   }
 });
 
