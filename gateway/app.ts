@@ -26,6 +26,7 @@ import { logger } from "../telemetry/log.ts";
 import { logLimiter } from "../telemetry/log_window.ts";
 import { authRoutes } from "./routes/auth.ts";
 import { dlqRoutes } from "./routes/dlq.ts";
+import { eventsRoutes } from "./routes/events.ts";
 import { metricsRoutes } from "./routes/metrics.ts";
 import { servicesRoutes } from "./routes/services.ts";
 import { stateRoutes } from "./routes/state.ts";
@@ -48,7 +49,7 @@ export interface GatewayDeps {
   metrics: GatewayMetrics;
   checks: () => Check[] | Promise<Check[]>;
   options: GatewayAppOptions;
-  /** The metrics store behind GET /api/metrics; without it the route answers 503. */
+  /** The metrics store behind GET /api/metrics and /api/events; without it they answer 503. */
   metricsStore?: MetricsReader;
   /** Cache of state reads, kept fresh by the state bus; none: every read asks the service. */
   stateCache?: StateCache;
@@ -182,6 +183,7 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
   servicesRoutes(app, call, directory, guard);
   dlqRoutes(app, call, guard);
   metricsRoutes(app, deps.metricsStore, guard);
+  eventsRoutes(app, deps.metricsStore, guard);
   busRoutes(app, deps.hub, deps.outlet, guard);
   authRoutes(app, {
     guard,

@@ -28,6 +28,7 @@ import { memoryCounters } from "../gateway/shared/counters.ts";
 import { memorySessions } from "../gateway/shared/sessions.ts";
 import type { StateCache } from "../gateway/state_read_cache.ts";
 import type { BrokerClient, RequestOptions } from "../mdp/client.ts";
+import type { MetricsReader } from "../metrics/store.ts";
 import { ServiceDirectory, type ServiceInfo } from "../mdp/directory.ts";
 import { frame, text } from "../mdp/protocol.ts";
 import { openStateDatabase } from "../state/db.ts";
@@ -69,6 +70,8 @@ export interface AppOptions {
   /** The state operations' largest value. @default 1 MiB */
   maxValueBytes?: number;
   stateCache?: StateCache;
+  /** The metrics (and events) store behind /api/metrics and /api/events. */
+  metricsStore?: MetricsReader;
   /** Buses to subscribe to (name to endpoint) and to publish on. */
   buses?: Record<string, string>;
   publishBuses?: Record<string, string>;
@@ -156,6 +159,7 @@ export async function withApp(
     metrics,
     checks: () => [],
     ...(options.stateCache ? { stateCache: options.stateCache } : {}),
+    ...(options.metricsStore ? { metricsStore: options.metricsStore } : {}),
     guard: new Guard(store, settings, metrics),
     counters: memoryCounters(),
     sessions: memorySessions(),
