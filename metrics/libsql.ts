@@ -65,7 +65,9 @@ export class LibsqlMetricsWriter implements MetricsWriter {
 
   async writeEvents(records: readonly EventRecord[]): Promise<void> {
     if (records.length === 0) return;
-    const rows = records.map((e) => [e.time, e.bus, e.topic, e.device, e.severity, e.kind, e.payload]);
+    const rows = records.map((
+      e,
+    ) => [e.time, e.bus, e.topic, e.device, e.severity, e.kind, e.payload]);
     await this.#client.execute({
       sql: `insert into events (time, bus, topic, device, severity, kind, payload)
         select value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,

@@ -201,7 +201,9 @@ export class PgMetricsWriter implements MetricsWriter {
   async writeEvents(records: readonly EventRecord[]): Promise<void> {
     if (records.length === 0) return;
     // One JSON parameter whatever the batch size, as the libSQL store does.
-    const rows = records.map((e) => [e.time, e.bus, e.topic, e.device, e.severity, e.kind, e.payload]);
+    const rows = records.map((
+      e,
+    ) => [e.time, e.bus, e.topic, e.device, e.severity, e.kind, e.payload]);
     await this.#sql`
       insert into events (time, bus, topic, device, severity, kind, payload)
       select to_timestamp((r ->> 0)::float8 / 1000.0), r ->> 1, r ->> 2, r ->> 3, r ->> 4,

@@ -238,32 +238,41 @@ function startEventRecorder(
     ...metrics,
     rejected: (reason, detail) => {
       metrics.rejected?.(reason, detail);
-      limited(`event-rejected:${reason}`, (suppressed) =>
-        log.warn("did not record an event: {reason}", {
-          reason,
-          detail,
-          suppressed_since_last: suppressed,
-        }));
+      limited(
+        `event-rejected:${reason}`,
+        (suppressed) =>
+          log.warn("did not record an event: {reason}", {
+            reason,
+            detail,
+            suppressed_since_last: suppressed,
+          }),
+      );
     },
     dropped: (reason, count, detail) => {
       metrics.dropped?.(reason, count, detail);
-      limited(`event-dropped:${reason}`, (suppressed) =>
-        log.error("dropped {count} events: {reason}", {
-          count,
-          reason,
-          detail,
-          suppressed_since_last: suppressed,
-        }));
+      limited(
+        `event-dropped:${reason}`,
+        (suppressed) =>
+          log.error("dropped {count} events: {reason}", {
+            count,
+            reason,
+            detail,
+            suppressed_since_last: suppressed,
+          }),
+      );
     },
     writeFailed: (error, retryMs, events) => {
       metrics.writeFailed?.(error, retryMs, events);
-      limited("event-write", (suppressed) =>
-        log.warn("event write failed: {error}; buffering and retrying", {
-          error: (error as Error).message ?? String(error),
-          retry_ms: retryMs,
-          events,
-          suppressed_since_last: suppressed,
-        }));
+      limited(
+        "event-write",
+        (suppressed) =>
+          log.warn("event write failed: {error}; buffering and retrying", {
+            error: (error as Error).message ?? String(error),
+            retry_ms: retryMs,
+            events,
+            suppressed_since_last: suppressed,
+          }),
+      );
     },
     retention: (deleted, cutoffMs) => {
       metrics.retention?.(deleted, cutoffMs);
