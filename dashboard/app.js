@@ -3,6 +3,8 @@
 // (docs/websocket.md).
 import uPlot from "/vendor/uPlot.esm.js";
 import { $, api, el, onUnauthorized, setStatus } from "./lib.js";
+import { startAudit } from "./audit.js";
+import { startEvents } from "./events.js";
 import { Live } from "./live.js";
 import { refreshSession, scheduleRefresh, showLogin } from "./session.js";
 
@@ -381,6 +383,8 @@ $("metrics-form").addEventListener("submit", async (event) => {
 refreshHealth();
 refreshServices();
 refreshDeadLetters();
+startEvents(live, me);
+startAudit(me);
 loadScopes().catch((error) => {
   $("state-error").textContent = error.message;
   $("state-error").hidden = false;
