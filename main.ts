@@ -162,6 +162,12 @@ async function startDev(
           ...curveKeys,
           db: metricsDb,
           bus_endpoint: connectableEndpoint(metricBus.backend),
+          // The event buses of this dev set, where the configured names exist in it.
+          event_buses: Object.fromEntries(
+            Object.keys(metrics.event_buses).filter((name) => name in buses).map((
+              name,
+            ) => [name, buses[name]!]),
+          ),
           health_port: 0,
         },
         registry,

@@ -42,6 +42,8 @@ export const PERMISSIONS = {
   stateAdmin: "state:admin:full",
   servicesList: "service:list",
   metricsRead: "metrics:read",
+  /** Event history (GET /api/events, docs/events.md). */
+  eventsRead: "events:read",
   authAdmin: "auth:admin",
   auditRead: "audit:read",
   /** Prometheus `/metrics` of the gateway. */
@@ -60,6 +62,7 @@ export const BUILTIN_ROLES: Record<string, string[]> = {
     "bus:*",
     "service:*",
     PERMISSIONS.metricsRead,
+    PERMISSIONS.eventsRead,
     // Replaying a dead letter sends a request its service:* grant could send anyway.
     "dlq:*",
   ],
@@ -68,6 +71,7 @@ export const BUILTIN_ROLES: Record<string, string[]> = {
     PERMISSIONS.stateScopeList,
     PERMISSIONS.servicesList,
     PERMISSIONS.metricsRead,
+    PERMISSIONS.eventsRead,
     "bus:subscribe:*",
   ],
 };

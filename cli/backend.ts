@@ -85,6 +85,8 @@ export interface Backend {
     operation: DlqOperation,
     params: Record<string, string | number>,
   ): Promise<Record<string, unknown>>;
+  /** GET /api/events with `query`; only the gateway has the event history. */
+  events?(query: Record<string, string>): Promise<Record<string, unknown>>;
   /** Streams bus messages until `signal` aborts; rejects when the stream breaks. */
   subscribe(bus: string, prefix: string, options: SubscribeOptions): Promise<void>;
   close(): Promise<void>;

@@ -9,6 +9,7 @@ import { Bus } from "../bus/bus.ts";
 import { MdpWorker } from "../mdp/worker.ts";
 import { sharedPoller } from "../transport/fd_poller.ts";
 import { waitFor } from "../tests/_helpers.ts";
+import { openLibsqlWriter } from "../metrics/libsql.ts";
 import { startSystem, type System } from "../tests/_system.ts";
 import { tokenWith, withSecuredSystem } from "../tests/_auth.ts";
 
@@ -673,4 +674,55 @@ Deno.test("plant against a secured gateway: refused without a token, served with
       /Permission 'state:data:write' required/,
     );
   });
+});
+
+Deno.test("plant events lists the gateway's event history by device, severity and --since", async () => {
+  const dir = await Deno.makeTempDir();
+  const db = `${dir}/metrics.db`;
+  const writer = await openLibsqlWriter(db);
+  const now = Date.now();
+  const event = (minutesAgo: number, device: string, severity: string, message: string) => ({
+    time: now - minutesAgo * 60_000,
+    bus: "event",
+    topic: `alarm.${device}.temp`,
+    device,
+    severity,
+    kind: "alarm",
+    payload: JSON.stringify({ kind: "alarm", state: "raised", device, severity, message }),
+  });
+  await writer.writeEvents([
+    event(120, "pump1", "critical", "two hours ago"),
+    event(30, "pump1", "critical", "half an hour ago"),
+    event(20, "pump1", "warning", "only a warning"),
+    event(10, "pump2", "critical", "another device"),
+  ]);
+  await writer.close();
+  const system = await startSystem({ gateway: { metrics_db: db } });
+  try {
+    const args = ["--gateway", system.url, "events", "--device", "pump1", "--severity", "critical"];
+    const recent = json(await plant([...args, "--since", "1h", "--json"]));
+    assert.deepEqual(
+      recent.events.map((e: { payload: { message: string } }) => e.payload.message),
+      [
+        "half an hour ago",
+      ],
+    );
+    const all = json(await plant([...args, "--json"]));
+    assert.equal(all.count, 2);
+    const table = await plant([...args, "--limit", "1"]);
+    assertOk(table);
+    assert.match(table.stdout, /TIME +SEVERITY +DEVICE +TOPIC +EVENT/);
+    assert.match(table.stdout, /critical +pump1 +alarm\.pump1\.temp +raised: half an hour ago/);
+    assert.doesNotMatch(table.stdout, /two hours ago/);
+    assert.match((await plant(["events", "--help"])).stdout, /--since DURATION/);
+    assertFails(await plant([...args, "--since", "soon"]), 2, /--since expects a duration/);
+    assertFails(
+      await plant(["--broker", "tcp://127.0.0.1:1", "events"]),
+      2,
+      /read from the gateway/,
+    );
+  } finally {
+    await system.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -1,6 +1,6 @@
 /**
  * The commands of `plant`, mirroring Go plantd's client (`echo`, `state …`)
- * plus `services`, `call`, `sub`, `pub`, `health` and `dlq …`. Each prints a table or
+ * plus `services`, `call`, `sub`, `pub`, `health`, `dlq …` and `events`. Each prints a table or
  * a line for people and one JSON document per result with `--json`.
  *
  * @module
@@ -34,6 +34,8 @@ export interface Context {
   waitMs: number;
   /** `health --url`: a component's own health server. */
   healthUrl?: string;
+  /** `events`: the filters (since as an RFC 3339 time) and how many at most. */
+  events?: { device?: string; severity?: string; since?: string; limit: number };
   /** Aborted on Ctrl-C (SIGINT) and SIGTERM. */
   signal: AbortSignal;
   /** CURVE keys for a broker and buses that require CURVE (PLANTD_CLI_CURVE_*). */
@@ -64,6 +66,29 @@ interface DeadLetterRow {
   failures: Array<{ at: string; reason: string }>;
   replays: number;
   operation?: string;
+}
+
+/** An event as `/api/events` lists it. */
+interface EventRow {
+  id: number;
+  time: string;
+  bus: string;
+  topic: string;
+  device: string | null;
+  severity: string | null;
+  kind: string | null;
+  payload: unknown;
+}
+
+/** One line of an event: an alarm's state and message, else the payload. */
+function eventText(payload: unknown): string {
+  if (payload !== null && typeof payload === "object" && !Array.isArray(payload)) {
+    const fields = payload as Record<string, unknown>;
+    const parts = [fields.state, fields.message].filter((p) => typeof p === "string");
+    if (parts.length > 0) return parts.join(": ");
+  }
+  const text = typeof payload === "string" ? payload : JSON.stringify(payload);
+  return text.length > 120 ? `${text.slice(0, 120)}…` : text;
 }
 
 /** Go plantd's default state scope. */
@@ -267,6 +292,46 @@ export const COMMANDS: Command[] = [
           `no subscriber for '${topic}' on bus '${bus}' within ${waitMs} ms: the message was dropped`,
         );
       }
+    },
+  },
+  {
+    words: ["events"],
+    args: [],
+    options: ["device", "severity", "since", "limit"],
+    summary: "event history recorded from the event buses, newest first (gateway only)",
+    async run({ out, backend, events: filter }) {
+      const gateway = await backend();
+      if (!gateway.events) {
+        throw new UsageError(
+          "event history is read from the gateway (GET /api/events): drop --broker",
+        );
+      }
+      const limit = filter?.limit ?? 100;
+      const events: EventRow[] = [];
+      let before: string | undefined;
+      do {
+        const page = await gateway.events({
+          limit: String(Math.min(1000, limit - events.length)),
+          ...(filter?.device ? { device: filter.device } : {}),
+          ...(filter?.severity ? { severity: filter.severity } : {}),
+          ...(filter?.since ? { from: filter.since } : {}),
+          ...(before ? { before } : {}),
+        });
+        events.push(...page.events as EventRow[]);
+        before = page.next as string | undefined;
+      } while (before && events.length < limit);
+      out.data({ count: events.length, events });
+      if (events.length === 0) return out.line("no events");
+      out.table(
+        ["TIME", "SEVERITY", "DEVICE", "TOPIC", "EVENT"],
+        events.map((e) => [
+          e.time,
+          e.severity ?? "",
+          e.device ?? "",
+          e.topic,
+          eventText(e.payload),
+        ]),
+      );
     },
   },
   {

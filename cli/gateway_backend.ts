@@ -140,6 +140,11 @@ export class GatewayBackend implements Backend {
     return json as Record<string, unknown>;
   }
 
+  async events(query: Record<string, string>): Promise<Record<string, unknown>> {
+    const { json } = await this.#http("GET", `/api/events?${new URLSearchParams(query)}`);
+    return json as Record<string, unknown>;
+  }
+
   async health(): Promise<Health> {
     // 503 carries the document too: DOWN is an answer, not a transport failure.
     const { json } = await this.#http(

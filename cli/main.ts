@@ -22,6 +22,7 @@ import type { Backend } from "./backend.ts";
 import { type Command, COMMANDS, type Context, DEFAULT_SCOPE, exitOf } from "./commands.ts";
 import { CliError, EXIT, type ExitCode, UsageError } from "./errors.ts";
 import { GatewayBackend } from "./gateway_backend.ts";
+import { DURATION_PATTERN, parseDuration } from "../metrics/duration.ts";
 import { checkEndpoint, defaultBusEndpoint, hostOf } from "./net.ts";
 import { consoleOutput, oneLine } from "./output.ts";
 
@@ -46,6 +47,10 @@ const OPTIONS = {
   single: { type: "boolean" },
   wait: { type: "string" },
   url: { type: "string" },
+  device: { type: "string" },
+  severity: { type: "string" },
+  since: { type: "string" },
+  limit: { type: "string" },
 } as const;
 
 const GLOBAL = new Set([
@@ -67,6 +72,10 @@ const OPTION_HELP: Record<string, string> = {
   single: "--single             send Go plantd's single frame (topic + payload) for Go subscribers",
   wait: "--wait MS            wait this long for a subscriber before sending (default 1000)",
   url: "--url URL            a component's health server, e.g. http://127.0.0.1:8081",
+  device: "--device DEVICE      only events of this device",
+  severity: "--severity LEVEL   only events of this severity (info, warning, critical, …)",
+  since: "--since DURATION     only events of the last DURATION (30s, 15m, 1h, 7d)",
+  limit: "--limit N            at most N events, newest first (default 100)",
 };
 
 function usage(): string {
@@ -106,6 +115,16 @@ function commandUsage(command: Command): string {
     command.options.length ? " [options]" : ""
   }\n\n${command.summary}${options.length ? `\n\noptions:\n${options.join("\n")}` : ""}
 Global options: plant --help`;
+}
+
+/** `--since`: a duration back from now, as an RFC 3339 time. */
+function sinceOf(raw: string | undefined): string | undefined {
+  if (raw === undefined) return undefined;
+  const ms = DURATION_PATTERN.test(raw) ? parseDuration(raw) : undefined;
+  if (ms === undefined) {
+    throw new UsageError(`--since expects a duration such as 30s, 15m, 1h or 7d, got '${raw}'`);
+  }
+  return new Date(Date.now() - ms).toISOString();
 }
 
 function positiveInt(raw: string | undefined, flag: string): number | undefined {
@@ -259,6 +278,12 @@ export async function run(
       frames: values.single !== true,
       waitMs: values.wait === undefined ? DEFAULT_WAIT_MS : positiveInt(values.wait, "--wait")!,
       healthUrl: values.url,
+      events: {
+        device: values.device,
+        severity: values.severity,
+        since: sinceOf(values.since),
+        limit: positiveInt(values.limit, "--limit") ?? 100,
+      },
       signal: stop.signal,
       ...(curve ? { curve } : {}),
       frontendOf: (bus) => busEndpoint(bus, "frontend"),

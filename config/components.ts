@@ -596,6 +596,23 @@ export const metricsConfig = {
     retention_days: z.number().min(0).default(30),
     /** How often the scheduled delete runs (plain PostgreSQL and libSQL). */
     retention_interval_ms: positiveMs.default(3_600_000),
+    /**
+     * Event buses recorded into the `events` table (docs/events.md): bus name
+     * to backend endpoint; {} turns event history off.
+     */
+    event_buses: z.record(z.string().min(1), endpoint).default(() => ({
+      event: "tcp://127.0.0.1:12001",
+    })),
+    /** Prefix subscribed on the event buses; "" is everything. */
+    event_subscribe: z.string().default(""),
+    /** Envelopes that split single-frame event messages into topic and payload. */
+    event_envelopes: z.array(z.string().min(1)).default(() => ["org.plantd.Event"]),
+    /** Events held in memory while waiting for the database; beyond it they are dropped (counted). */
+    event_buffer: z.number().int().min(1).default(100_000),
+    /** Larger event payloads are not recorded (counted). */
+    event_max_payload_bytes: z.number().int().min(256).max(16 * 1024 * 1024).default(64 * 1024),
+    /** Events older than this are deleted; 0 keeps everything. */
+    event_retention_days: z.number().min(0).default(90),
     /** TimescaleDB: chunks older than this are compressed; 0 = no compression policy. */
     compression_after_days: z.number().min(0).default(7),
     /** TimescaleDB: chunk interval of the hypertable. */

@@ -2,6 +2,8 @@
 // gateway's public API: REST under /api, /healthz, and the /ws protocol
 // (docs/websocket.md).
 import { $, api, el, onUnauthorized, setStatus } from "./lib.js";
+import { startAudit } from "./audit.js";
+import { startEvents } from "./events.js";
 import { Live } from "./live.js";
 import { startGatewayPanel } from "./gateway_panel.js";
 import { startPanels } from "./panels.js";
@@ -338,6 +340,8 @@ startGatewayPanel();
 refreshHealth();
 refreshServices();
 refreshDeadLetters();
+startEvents(live, me);
+startAudit(me);
 loadScopes().catch((error) => {
   $("state-error").textContent = error.message;
   $("state-error").hidden = false;

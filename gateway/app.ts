@@ -29,6 +29,7 @@ import { devicesRoutes } from "./routes/devices.ts";
 import { dlqRoutes } from "./routes/dlq.ts";
 import { gatewayStatsRoutes } from "./routes/gateway_stats.ts";
 import { layoutRoutes } from "./routes/layout.ts";
+import { eventsRoutes } from "./routes/events.ts";
 import { metricsRoutes } from "./routes/metrics.ts";
 import { servicesRoutes } from "./routes/services.ts";
 import { stateRoutes } from "./routes/state.ts";
@@ -51,7 +52,7 @@ export interface GatewayDeps {
   metrics: GatewayMetrics;
   checks: () => Check[] | Promise<Check[]>;
   options: GatewayAppOptions;
-  /** The metrics store behind GET /api/metrics; without it the route answers 503. */
+  /** The metrics store behind GET /api/metrics and /api/events; without it they answer 503. */
   metricsStore?: MetricsReader;
   /** Cache of state reads, kept fresh by the state bus; none: every read asks the service. */
   stateCache?: StateCache;
@@ -189,6 +190,7 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
   metricsRoutes(app, deps.metricsStore, guard);
   devicesRoutes(app, deps.metricsStore, guard);
   gatewayStatsRoutes(app, deps.registry, guard);
+  eventsRoutes(app, deps.metricsStore, guard);
   busRoutes(app, deps.hub, deps.outlet, guard);
   authRoutes(app, {
     guard,

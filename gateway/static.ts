@@ -10,8 +10,11 @@ import { Hono } from "hono";
 import uplotCss from "uplot/dist/uPlot.min.css" with { type: "text" };
 import uplotJs from "uplot/dist/uPlot.esm.js" with { type: "text" };
 import indexHtml from "../dashboard/index.html" with { type: "text" };
+import accessJs from "../dashboard/access.js" with { type: "text" };
 import appJs from "../dashboard/app.js" with { type: "text" };
 import gatewayPanelJs from "../dashboard/gateway_panel.js" with { type: "text" };
+import auditJs from "../dashboard/audit.js" with { type: "text" };
+import eventsJs from "../dashboard/events.js" with { type: "text" };
 import libJs from "../dashboard/lib.js" with { type: "text" };
 import liveJs from "../dashboard/live.js" with { type: "text" };
 import panelsJs from "../dashboard/panels.js" with { type: "text" };
@@ -20,8 +23,11 @@ import styleCss from "../dashboard/style.css" with { type: "text" };
 
 const FILES: Record<string, [string, string]> = {
   "/": [indexHtml, "text/html; charset=utf-8"],
+  "/access.js": [accessJs, "text/javascript; charset=utf-8"],
   "/app.js": [appJs, "text/javascript; charset=utf-8"],
   "/gateway_panel.js": [gatewayPanelJs, "text/javascript; charset=utf-8"],
+  "/audit.js": [auditJs, "text/javascript; charset=utf-8"],
+  "/events.js": [eventsJs, "text/javascript; charset=utf-8"],
   "/lib.js": [libJs, "text/javascript; charset=utf-8"],
   "/live.js": [liveJs, "text/javascript; charset=utf-8"],
   "/panels.js": [panelsJs, "text/javascript; charset=utf-8"],

@@ -1,9 +1,12 @@
 /**
- * Prometheus metrics of the metrics ingester (`main.ts metrics`).
+ * Prometheus metrics of the metrics ingester (`main.ts metrics`) and of its
+ * event recorder.
  *
  * @module
  */
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import { EVENT_REJECT_REASONS } from "./event.ts";
+import type { EventRecorderObserver } from "./event_recorder.ts";
 import type { DropReason, IngesterObserver } from "./ingester.ts";
 import { REJECT_REASONS } from "./point.ts";
 
@@ -88,5 +91,64 @@ export function ingesterMetrics(registry: Registry, capacity: number): IngesterM
     retention: (deleted) => retention.inc(deleted),
     buffered: (points) => buffered.set(points),
     databaseUp: (isUp) => up.set(isUp ? 1 : 0),
+  };
+}
+
+/** Creates the event recorder's metrics in `registry`. */
+export function eventRecorderMetrics(registry: Registry, capacity: number): EventRecorderObserver {
+  const registers = [registry];
+  const received = new Counter({
+    name: "events_messages_received_total",
+    help: "Messages read from the event buses",
+    registers,
+  });
+  const rejected = new Counter({
+    name: "events_rejected_total",
+    help: "Event messages not recorded, per reason",
+    labelNames: ["reason"],
+    registers,
+  });
+  const dropped = new Counter({
+    name: "events_dropped_total",
+    help: "Events accepted but not stored, per reason",
+    labelNames: ["reason"],
+    registers,
+  });
+  const written = new Counter({
+    name: "events_written_total",
+    help: "Events stored in the database",
+    registers,
+  });
+  const failures = new Counter({
+    name: "events_write_failures_total",
+    help: "Failed event writes (each is retried)",
+    registers,
+  });
+  const buffered = new Gauge({
+    name: "events_buffer_events",
+    help: "Events held in memory, waiting for or being written",
+    registers,
+  });
+  const bufferCapacity = new Gauge({
+    name: "events_buffer_capacity_events",
+    help: "Most events held in memory before new ones are dropped",
+    registers,
+  });
+  const retention = new Counter({
+    name: "events_retention_deleted_total",
+    help: "Events deleted by the scheduled retention delete",
+    registers,
+  });
+  for (const reason of EVENT_REJECT_REASONS) rejected.inc({ reason }, 0);
+  for (const reason of DROP_REASONS) dropped.inc({ reason }, 0);
+  bufferCapacity.set(capacity);
+  return {
+    received: (count) => received.inc(count),
+    rejected: (reason) => rejected.inc({ reason }),
+    dropped: (reason, count) => dropped.inc({ reason }, count),
+    written: (count) => written.inc(count),
+    writeFailed: () => failures.inc(),
+    retention: (deleted) => retention.inc(deleted),
+    buffered: (events) => buffered.set(events),
   };
 }

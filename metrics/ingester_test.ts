@@ -65,6 +65,12 @@ class FakeWriter implements MetricsWriter {
   deleteOlderThan(): Promise<number> {
     return Promise.resolve(0);
   }
+  writeEvents(): Promise<void> {
+    return Promise.resolve();
+  }
+  deleteEventsOlderThan(): Promise<number> {
+    return Promise.resolve(0);
+  }
   isDataError(error: unknown): boolean {
     return error instanceof DataError;
   }

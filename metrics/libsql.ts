@@ -11,11 +11,12 @@
  * @module
  */
 import { type Client, createClient, LibsqlError } from "@libsql/client";
-import { sql } from "drizzle-orm";
+import { and, desc, eq, gte, lt, or, type SQL, sql } from "drizzle-orm";
 import { drizzle, type LibSQLDatabase } from "drizzle-orm/libsql";
 import { libsqlUrl, localPath, openLibsql } from "../storage/libsql.ts";
 import type { Point } from "./point.ts";
-import { metrics } from "./schema_sqlite.ts";
+import type { EventQuery, EventRecord, StoredEvent } from "./event.ts";
+import { events, metrics } from "./schema_sqlite.ts";
 import {
   type BucketQuery,
   type BucketRow,
@@ -59,6 +60,26 @@ export class LibsqlMetricsWriter implements MetricsWriter {
   async deleteOlderThan(cutoffMs: number): Promise<number> {
     const result = await this.#db.run(
       sql`delete from ${metrics} where ${metrics.time} < ${cutoffMs}`,
+    );
+    return result.rowsAffected;
+  }
+
+  async writeEvents(records: readonly EventRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    const rows = records.map((
+      e,
+    ) => [e.time, e.bus, e.topic, e.device, e.severity, e.kind, e.payload]);
+    await this.#client.execute({
+      sql: `insert into events (time, bus, topic, device, severity, kind, payload)
+        select value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+          value ->> 6 from json_each(?)`,
+      args: [JSON.stringify(rows)],
+    });
+  }
+
+  async deleteEventsOlderThan(cutoffMs: number): Promise<number> {
+    const result = await this.#db.run(
+      sql`delete from ${events} where ${events.time} < ${cutoffMs}`,
     );
     return result.rowsAffected;
   }
@@ -206,6 +227,39 @@ export class LibsqlMetricsReader implements MetricsReader {
     } catch (error) {
       if (error instanceof LibsqlError && /no such table/.test(error.message)) {
         throw new MetricsUnavailableError("metrics table does not exist yet", { cause: error });
+      }
+      throw error;
+    }
+  }
+
+  async queryEvents(query: EventQuery): Promise<StoredEvent[]> {
+    const db = drizzle(await this.#open());
+    const where: SQL[] = [];
+    if (query.from !== undefined) where.push(gte(events.time, query.from));
+    if (query.to !== undefined) where.push(lt(events.time, query.to));
+    if (query.device !== undefined) where.push(eq(events.device, query.device));
+    if (query.severity !== undefined) where.push(eq(events.severity, query.severity));
+    if (query.bus !== undefined) where.push(eq(events.bus, query.bus));
+    if (query.topicPrefix !== undefined && query.topicPrefix !== "") {
+      // Not LIKE: SQLite's ignores case, and the prefix may hold % and _.
+      where.push(
+        sql`substr(${events.topic}, 1, length(${query.topicPrefix})) = ${query.topicPrefix}`,
+      );
+    }
+    if (query.before) {
+      const { time, id } = query.before;
+      where.push(or(lt(events.time, time), and(eq(events.time, time), lt(events.id, id)))!);
+    }
+    try {
+      return await db.select().from(events).where(and(...where))
+        .orderBy(desc(events.time), desc(events.id)).limit(query.limit);
+    } catch (error) {
+      // Drizzle's query builder wraps the driver's error ("Failed query: …").
+      const cause = error instanceof Error && error.cause instanceof LibsqlError
+        ? error.cause
+        : error;
+      if (cause instanceof LibsqlError && /no such table/.test(cause.message)) {
+        throw new MetricsUnavailableError("events table does not exist yet", { cause: error });
       }
       throw error;
     }

@@ -12,12 +12,13 @@
  *
  * @module
  */
-import { sql } from "drizzle-orm";
+import { and, desc, eq, gte, lt, or, type SQL, sql } from "drizzle-orm";
 import { drizzle, type PostgresJsDatabase } from "drizzle-orm/postgres-js";
 import { migrate } from "drizzle-orm/postgres-js/migrator";
 import postgres from "postgres";
 import type { Point } from "./point.ts";
-import { metrics } from "./schema_pg.ts";
+import type { EventQuery, EventRecord, StoredEvent } from "./event.ts";
+import { events, metrics } from "./schema_pg.ts";
 import {
   type BucketQuery,
   type BucketRow,
@@ -198,6 +199,26 @@ export class PgMetricsWriter implements MetricsWriter {
     return result.count ?? 0;
   }
 
+  async writeEvents(records: readonly EventRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    // One JSON parameter whatever the batch size, as the libSQL store does.
+    const rows = records.map((
+      e,
+    ) => [e.time, e.bus, e.topic, e.device, e.severity, e.kind, e.payload]);
+    await this.#sql`
+      insert into events (time, bus, topic, device, severity, kind, payload)
+      select to_timestamp((r ->> 0)::float8 / 1000.0), r ->> 1, r ->> 2, r ->> 3, r ->> 4,
+        r ->> 5, r ->> 6
+      from jsonb_array_elements(${JSON.stringify(rows)}::jsonb) as r`;
+  }
+
+  async deleteEventsOlderThan(cutoffMs: number): Promise<number> {
+    const result = await this.#db.execute(
+      sql`delete from ${events} where ${events.time} < to_timestamp(${cutoffMs / 1000})`,
+    );
+    return result.count ?? 0;
+  }
+
   isDataError(error: unknown): boolean {
     if (!(error instanceof postgres.PostgresError)) return false;
     const code = error.code ?? "";
@@ -357,6 +378,39 @@ export class PgMetricsReader implements MetricsReader {
         time: Math.round(Number(r.t)),
         value: r.value,
       }));
+    } catch (error) {
+      if (
+        error instanceof postgres.PostgresError && error.code?.startsWith("42") &&
+        error.code !== "42P01"
+      ) throw error;
+      throw new MetricsUnavailableError(
+        `metrics database unavailable: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+  }
+
+  async queryEvents(query: EventQuery): Promise<StoredEvent[]> {
+    const at = (ms: number) => new Date(ms);
+    const where: SQL[] = [];
+    if (query.from !== undefined) where.push(gte(events.time, at(query.from)));
+    if (query.to !== undefined) where.push(lt(events.time, at(query.to)));
+    if (query.device !== undefined) where.push(eq(events.device, query.device));
+    if (query.severity !== undefined) where.push(eq(events.severity, query.severity));
+    if (query.bus !== undefined) where.push(eq(events.bus, query.bus));
+    if (query.topicPrefix !== undefined && query.topicPrefix !== "") {
+      where.push(sql`starts_with(${events.topic}, ${query.topicPrefix})`);
+    }
+    if (query.before) {
+      const { time, id } = query.before;
+      where.push(
+        or(lt(events.time, at(time)), and(eq(events.time, at(time)), lt(events.id, id)))!,
+      );
+    }
+    try {
+      const rows = await this.#db.select().from(events).where(and(...where))
+        .orderBy(desc(events.time), desc(events.id)).limit(query.limit);
+      return rows.map((row) => ({ ...row, time: row.time.getTime() }));
     } catch (error) {
       if (
         error instanceof postgres.PostgresError && error.code?.startsWith("42") &&

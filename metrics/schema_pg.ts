@@ -11,7 +11,15 @@
  *
  * @module
  */
-import { doublePrecision, index, jsonb, pgTable, text, timestamp } from "drizzle-orm/pg-core";
+import {
+  bigint,
+  doublePrecision,
+  index,
+  jsonb,
+  pgTable,
+  text,
+  timestamp,
+} from "drizzle-orm/pg-core";
 
 /** One row per point. */
 export const metrics = pgTable("metrics", {
@@ -25,4 +33,24 @@ export const metrics = pgTable("metrics", {
   // One series' points in time order: GET /api/metrics ranges, and the series
   // list's loose index scan (one probe per series, never a scan of the table).
   index("metrics_series_time_idx").on(table.device, table.channel, table.time),
+]);
+
+/**
+ * One row per message on the event buses (metrics/event.ts). A plain table
+ * on TimescaleDB too: events are few next to points, and history is read
+ * newest first by time and id.
+ */
+export const events = pgTable("events", {
+  id: bigint("id", { mode: "number" }).primaryKey().generatedAlwaysAsIdentity(),
+  time: timestamp("time", { withTimezone: true, mode: "date" }).notNull(),
+  bus: text("bus").notNull(),
+  topic: text("topic").notNull(),
+  device: text("device"),
+  severity: text("severity"),
+  kind: text("kind"),
+  /** The payload as text: JSON when it was JSON, anything else as it came. */
+  payload: text("payload").notNull(),
+}, (table) => [
+  index("events_time_idx").on(table.time, table.id),
+  index("events_device_time_idx").on(table.device, table.time),
 ]);

@@ -21,3 +21,20 @@ export const metrics = sqliteTable("metrics", {
   index("metrics_series_time_idx").on(table.device, table.channel, table.time),
   index("metrics_time_idx").on(table.time),
 ]);
+
+/** One row per message on the event buses (metrics/event.ts); `time` as in metrics. */
+export const events = sqliteTable("events", {
+  id: integer("id").primaryKey({ autoIncrement: true }),
+  /** Milliseconds since the Unix epoch. */
+  time: integer("time").notNull(),
+  bus: text("bus").notNull(),
+  topic: text("topic").notNull(),
+  device: text("device"),
+  severity: text("severity"),
+  kind: text("kind"),
+  /** The payload as text: JSON when it was JSON, anything else as it came. */
+  payload: text("payload").notNull(),
+}, (table) => [
+  index("events_time_idx").on(table.time, table.id),
+  index("events_device_time_idx").on(table.device, table.time),
+]);

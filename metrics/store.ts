@@ -5,13 +5,14 @@
  *
  * @module
  */
+import type { EventReader, EventWriter } from "./event.ts";
 import type { Point } from "./point.ts";
 
 /** Which database and which bucketing function serve queries. */
 export type MetricsEngine = "time_bucket" | "date_bin" | "libsql";
 
 /** Writes points; one per ingester. */
-export interface MetricsWriter {
+export interface MetricsWriter extends EventWriter {
   /** `timescaledb`, `postgres` or `libsql`: what the store runs on. */
   readonly kind: "timescaledb" | "postgres" | "libsql";
   /** True when the database applies retention itself (TimescaleDB's policy). */
@@ -62,7 +63,7 @@ export interface SeriesRow {
 }
 
 /** Answers bucketed queries; the gateway holds one. */
-export interface MetricsReader {
+export interface MetricsReader extends EventReader {
   /** Engine the next query runs on. */
   engine(): Promise<MetricsEngine>;
   query(query: BucketQuery): Promise<BucketRow[]>;

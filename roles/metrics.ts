@@ -9,12 +9,13 @@ import { Subscriber } from "../bus/subscriber.ts";
 import { type MetricsConfig, metricsConfig } from "../config/components.ts";
 import { metricsAccess } from "../config/metrics_token.ts";
 import { clientCurve } from "../config/curve.ts";
+import { EventRecorder } from "../metrics/event_recorder.ts";
 import { MetricsIngester } from "../metrics/ingester.ts";
 import { libsqlUrl } from "../storage/libsql.ts";
 import { metricsWriterOpener } from "../metrics/open.ts";
 import { redactUrl } from "../storage/postgres.ts";
 import type { Check } from "../telemetry/health.ts";
-import { ingesterMetrics } from "../metrics/ingester_metrics.ts";
+import { eventRecorderMetrics, ingesterMetrics } from "../metrics/ingester_metrics.ts";
 import { logger } from "../telemetry/log.ts";
 import { logLimiter } from "../telemetry/log_window.ts";
 import { processMetrics } from "../telemetry/process_metrics.ts";
@@ -24,6 +25,8 @@ import type { Running } from "./running.ts";
 /** A running ingester with its health checks (dev adds them to the gateway's). */
 export interface RunningMetrics extends Running {
   ingester: MetricsIngester;
+  /** Records the event buses (docs/events.md); undefined with `event_buses` {}. */
+  events?: EventRecorder;
   checks(): Check[];
   healthPort: number;
   /** Where the points go, for people (password hidden). */
@@ -157,6 +160,7 @@ export function startMetrics(
     retentionFailed: (error) =>
       log.warn("retention delete failed: {error}", { error: (error as Error).message }),
   });
+  const events = startEventRecorder(config, registry, ingester, limited);
   const checks = (): Check[] => {
     const status = ingester.status();
     const up = status.database === "up";
@@ -187,13 +191,105 @@ export function startMetrics(
   });
   return {
     ingester,
+    ...(events ? { events } : {}),
     checks,
     healthPort: health.port,
     database,
     async close() {
       await health.close();
+      // First: it writes through the ingester's database. Without one open there is
+      // nothing to flush into, so the ingester's own wait is not spent twice.
+      await events?.close(ingester.writer ? 5000 : 0);
       await ingester.close();
       log.info("metrics ingester stopped");
     },
   };
+}
+
+/** Subscribes to the configured event buses and records them through the ingester's database. */
+function startEventRecorder(
+  config: MetricsConfig,
+  registry: Registry,
+  ingester: MetricsIngester,
+  limited: ReturnType<typeof logLimiter>,
+): EventRecorder | undefined {
+  const buses = Object.entries(config.event_buses);
+  if (buses.length === 0) return undefined;
+  const log = logger("metrics");
+  const curve = clientCurve("metrics", config);
+  const sources = buses.map(([bus, endpoint]) => {
+    const subscriber = new Subscriber(endpoint, {
+      bus,
+      envelopes: config.event_envelopes,
+      receiveHighWaterMark: config.receive_hwm,
+      ...(curve ? { curve } : {}),
+    });
+    subscriber.subscribe(config.event_subscribe);
+    return subscriber;
+  });
+  const metrics = eventRecorderMetrics(registry, config.event_buffer);
+  const recorder = new EventRecorder(sources, () => ingester.writer, {
+    bufferEvents: config.event_buffer,
+    flushIntervalMs: config.flush_interval_ms,
+    retryMaxMs: config.retry_max_ms,
+    retentionDays: config.event_retention_days,
+    retentionIntervalMs: config.retention_interval_ms,
+    maxPayloadBytes: config.event_max_payload_bytes,
+  }, {
+    ...metrics,
+    rejected: (reason, detail) => {
+      metrics.rejected?.(reason, detail);
+      limited(
+        `event-rejected:${reason}`,
+        (suppressed) =>
+          log.warn("did not record an event: {reason}", {
+            reason,
+            detail,
+            suppressed_since_last: suppressed,
+          }),
+      );
+    },
+    dropped: (reason, count, detail) => {
+      metrics.dropped?.(reason, count, detail);
+      limited(
+        `event-dropped:${reason}`,
+        (suppressed) =>
+          log.error("dropped {count} events: {reason}", {
+            count,
+            reason,
+            detail,
+            suppressed_since_last: suppressed,
+          }),
+      );
+    },
+    writeFailed: (error, retryMs, events) => {
+      metrics.writeFailed?.(error, retryMs, events);
+      limited(
+        "event-write",
+        (suppressed) =>
+          log.warn("event write failed: {error}; buffering and retrying", {
+            error: (error as Error).message ?? String(error),
+            retry_ms: retryMs,
+            events,
+            suppressed_since_last: suppressed,
+          }),
+      );
+    },
+    retention: (deleted, cutoffMs) => {
+      metrics.retention?.(deleted, cutoffMs);
+      if (deleted > 0) {
+        log.info("retention deleted {deleted} events older than {cutoff}", {
+          deleted,
+          cutoff: new Date(cutoffMs).toISOString(),
+        });
+      }
+    },
+    retentionFailed: (error) =>
+      log.warn("event retention delete failed: {error}", { error: (error as Error).message }),
+  });
+  log.info("recording event buses {buses}", {
+    buses: Object.fromEntries(buses),
+    subscribe: config.event_subscribe,
+  });
+  return recorder;
 }

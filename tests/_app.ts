@@ -70,6 +70,8 @@ export interface AppOptions {
   /** The state operations' largest value. @default 1 MiB */
   maxValueBytes?: number;
   stateCache?: StateCache;
+  /** The metrics (and events) store behind /api/metrics and /api/events. */
+  metricsStore?: MetricsReader;
   /** Buses to subscribe to (name to endpoint) and to publish on. */
   buses?: Record<string, string>;
   publishBuses?: Record<string, string>;

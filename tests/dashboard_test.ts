@@ -42,10 +42,13 @@ Deno.test("dashboard shows services, edits state live, and streams a bus topic",
     const errors: string[] = [];
     page.on("pageerror", (error) => errors.push(String(error)));
     // Failed loads (a missing favicon too) and CSP refusals show up as console errors;
-    // the one expected is /api/devices answering 503 (this system has no metrics store).
+    // the ones expected are /api/devices and /api/events answering 503 (this system has no
+    // metrics store).
     page.on("console", (message) => {
       const text = `${message.text()} ${message.location().url}`;
-      if (message.type() !== "error" || /status of 503 .*\/api\/devices/.test(text)) return;
+      if (message.type() !== "error" || /status of 503 .*\/api\/(devices|events)\b/.test(text)) {
+        return;
+      }
       errors.push(text);
     });
     await page.goto(system.url + "/");
