@@ -81,7 +81,7 @@ const READS = new Set([
 
 /** Rows of a key's history one `state-history` answers at most, and by default. */
 export const MAX_HISTORY_PAGE = 1000;
-const DEFAULT_HISTORY_PAGE = 100;
+export const DEFAULT_HISTORY_PAGE = 100;
 
 /** A history row on the wire (sorted keys, as every reply's objects). */
 function historyJson(entry: HistoryEntry): Record<string, unknown> {
