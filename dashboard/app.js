@@ -5,6 +5,7 @@ import uPlot from "/vendor/uPlot.esm.js";
 import { $, api, el, onUnauthorized, setStatus } from "./lib.js";
 import { Live } from "./live.js";
 import { refreshSession, scheduleRefresh, showLogin } from "./session.js";
+import { historyButton, historyChanged, setViewer } from "./state_history.js";
 
 onUnauthorized(showLogin);
 
@@ -59,6 +60,7 @@ if (me.auth_enabled) {
   scheduleRefresh(me.expires_at);
 }
 $("app").hidden = false;
+setViewer(me);
 
 const live = new Live();
 
@@ -183,6 +185,7 @@ function entryRow(key, entry) {
     el("td", { class: "value" }, entry.value),
     el("td", { class: "num" }, String(entry.revision)),
     el("td", {}, entry.updated_at ? new Date(entry.updated_at).toLocaleTimeString() : ""),
+    el("td", {}, historyButton(currentScope, key)),
   );
 }
 
@@ -237,6 +240,7 @@ async function showScope(scope) {
 }
 
 function applyChange(change) {
+  historyChanged(change);
   if (change.scope !== currentScope) return;
   if (change.op === "delete-scope") return loadScopes();
   const existing = document.querySelector(

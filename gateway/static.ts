@@ -14,6 +14,7 @@ import appJs from "../dashboard/app.js" with { type: "text" };
 import libJs from "../dashboard/lib.js" with { type: "text" };
 import liveJs from "../dashboard/live.js" with { type: "text" };
 import sessionJs from "../dashboard/session.js" with { type: "text" };
+import stateHistoryJs from "../dashboard/state_history.js" with { type: "text" };
 import styleCss from "../dashboard/style.css" with { type: "text" };
 
 const FILES: Record<string, [string, string]> = {
@@ -22,6 +23,7 @@ const FILES: Record<string, [string, string]> = {
   "/lib.js": [libJs, "text/javascript; charset=utf-8"],
   "/live.js": [liveJs, "text/javascript; charset=utf-8"],
   "/session.js": [sessionJs, "text/javascript; charset=utf-8"],
+  "/state_history.js": [stateHistoryJs, "text/javascript; charset=utf-8"],
   "/style.css": [styleCss, "text/css; charset=utf-8"],
   "/vendor/uPlot.esm.js": [uplotJs, "text/javascript; charset=utf-8"],
   "/vendor/uPlot.min.css": [uplotCss, "text/css; charset=utf-8"],
