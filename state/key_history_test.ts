@@ -12,7 +12,7 @@ import type { StateBackend } from "./backend.ts";
 import { openStateDatabase } from "./db.ts";
 import { openPgStateDatabase } from "./db_pg.ts";
 import { type OperationsOptions, StateOperations } from "./operations.ts";
-import { StateStore, type StoreOptions } from "./store.ts";
+import { PRUNE_EVERY, StateStore, type StoreOptions } from "./store.ts";
 import { PgStateStore } from "./store_pg.ts";
 
 type Kind = "libsql" | "postgres";
@@ -218,23 +218,37 @@ both("a deleted scope's keys each get a delete row; the history outlives them", 
   });
 });
 
-both("retention keeps the newest rows of each key; pages go back by id", async (kind) => {
-  await withStore(kind, async ({ ops }) => {
-    for (let i = 1; i <= 6; i++) {
-      await call(ops, "state-set", { service: "s", key: "k", value: String(i) });
-    }
-    const rows = await history(ops, "s", "k");
-    assert.deepEqual(rows.map((row) => row.revision), [6, 5, 4, 3]);
-    const first = await history(ops, "s", "k", { limit: 2 });
-    assert.deepEqual(first.map((row) => row.revision), [6, 5]);
-    const next = await history(ops, "s", "k", { limit: 2, before: first[1]!.id });
-    assert.deepEqual(next.map((row) => row.revision), [4, 3]);
-    assert.equal(
-      await call(ops, "state-history", { service: "s", key: "k", limit: 0 }),
-      '{"error": "Operation failed: limit must be an integer from 1 to 1000"}',
-    );
-  }, { store: { historyPerKey: 4 } });
-});
+both(
+  "retention keeps the newest rows of each key, pruned every PRUNE_EVERY-th revision; pages go back by id",
+  async (kind) => {
+    await withStore(kind, async ({ ops }) => {
+      const set = (value: number) =>
+        call(ops, "state-set", { service: "s", key: "k", value: String(value) });
+      for (let i = 1; i < PRUNE_EVERY; i++) await set(i);
+      // Not pruned yet: every row is there until the next multiple.
+      assert.equal((await history(ops, "s", "k", { limit: 1000 })).length, PRUNE_EVERY - 1);
+      await set(PRUNE_EVERY);
+      const newest = (n: number) => Array.from({ length: n }, (_, i) => PRUNE_EVERY - i);
+      assert.deepEqual((await history(ops, "s", "k")).map((row) => row.revision), newest(4));
+      const first = await history(ops, "s", "k", { limit: 2 });
+      assert.deepEqual(first.map((row) => row.revision), newest(2));
+      const next = await history(ops, "s", "k", { limit: 2, before: first[1]!.id });
+      assert.deepEqual(next.map((row) => row.revision), newest(4).slice(2));
+      // A delete prunes too, whatever its revision: the newest 4 rows, the delete among them.
+      await set(PRUNE_EVERY + 1);
+      await call(ops, "delete", { service: "s", key: "k" });
+      const last = PRUNE_EVERY + 1;
+      assert.deepEqual(
+        (await history(ops, "s", "k")).map((row) => `${row.op}:${row.revision}`),
+        [`delete:${last}`, `set:${last}`, `set:${last - 1}`, `set:${last - 2}`],
+      );
+      assert.equal(
+        await call(ops, "state-history", { service: "s", key: "k", limit: 0 }),
+        '{"error": "Operation failed: limit must be an integer from 1 to 1000"}',
+      );
+    }, { store: { historyPerKey: 4 } });
+  },
+);
 
 both("history_per_key 0 keeps no history", async (kind) => {
   await withStore(kind, async ({ ops }) => {
