@@ -149,11 +149,16 @@ export function statePermissions(operation: string, scope: string | undefined): 
     case "state-get":
     case "state-get-many":
     case "list-keys":
+    case "state-history":
       return [PERMISSIONS.stateDataRead, ...scoped("read"), ...admin];
     case "delete":
       return [PERMISSIONS.stateDataDelete, ...scoped("delete"), ...admin];
     case "list-scopes":
       return [PERMISSIONS.stateScopeList, PERMISSIONS.stateAdmin];
+    // Erasing who changed what takes more than deleting the key: a deleter
+    // could otherwise cover their tracks.
+    case "state-history-delete":
+      return admin;
     default:
       return null;
   }

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import type { HistoryRecord } from "../state/client.ts";
 import type { Health } from "../telemetry/health.ts";
 
 /** A service known to the broker; counts are null where the broker does not tell them (mmi.service). */
@@ -52,6 +53,8 @@ export interface SubscribeOptions {
   signal: AbortSignal;
 }
 
+export type { HistoryRecord };
+
 /** What `plant dlq` asks of the broker's dead-letter queue (docs/durability.md). */
 export type DlqOperation = "list" | "show" | "replay" | "delete" | "purge";
 
@@ -76,6 +79,8 @@ export interface Backend {
   set(scope: string, key: string, value: string): Promise<number>;
   /** Fails with KEY_NOT_FOUND when the key does not exist. */
   delete(scope: string, key: string): Promise<void>;
+  /** The key's history, newest first (docs/state.md#key-history); empty when it has none. */
+  history(scope: string, key: string): Promise<HistoryRecord[]>;
   /**
    * A dead-letter queue operation: `list` takes `service`, `limit`, `after`;
    * `show`, `replay` and `delete` an `id`; `purge` a `service`. Resolves with

@@ -21,7 +21,7 @@ import type { CurveClientKeys } from "../transport/curve.ts";
 import { callFailure, MdpError } from "../mdp/errors.ts";
 import { text } from "../mdp/protocol.ts";
 import { BROKER_SERVICE_NAME } from "../mdp/broker_operations.ts";
-import { StateClient } from "../state/client.ts";
+import { type HistoryRecord, StateClient } from "../state/client.ts";
 import { STATE_SERVICE } from "../state/operations.ts";
 import { type Check, type Health, healthOf } from "../telemetry/health.ts";
 import type {
@@ -296,6 +296,10 @@ export class BrokerBackend implements Backend {
 
   listScopes(): Promise<string[]> {
     return this.#run(() => this.#state.listScopes());
+  }
+
+  history(scope: string, key: string): Promise<HistoryRecord[]> {
+    return this.#run(() => this.#state.history(scope, key));
   }
 
   listKeys(scope: string): Promise<string[]> {

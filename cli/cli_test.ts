@@ -301,6 +301,18 @@ async function stateScenario(system: System, via: Via): Promise<void> {
     1,
     /state delete: Key 'mode' does not exist in scope 'plant'/,
   );
+  // The key's history: its set and its delete, newest first, as a table and as JSON.
+  r = await plant([...mode, "state", "history", "mode", ...scope]);
+  assertOk(r);
+  const lines = r.stdout.trimEnd().split("\n");
+  assert.match(lines[0]!, /^REVISION\s+OP\s+WHEN\s+WHO\s+OLD\s+NEW$/);
+  assert.match(lines[1]!, /^1\s+delete\s+\d{4}-\d\d-\d\dT\S+\s+anonymous\s+auto\s+-$/);
+  assert.match(lines[2]!, /^1\s+set\s+\S+\s+anonymous\s+-\s+auto$/);
+  const history = json(await plant([...mode, "--json", "state", "history", "mode", ...scope]));
+  assert.deepEqual(
+    history.entries.map((e: Record<string, unknown>) => [e.op, e.old_value, e.new_value]),
+    [["delete", "auto", null], ["set", null, "auto"]],
+  );
   r = await plant([...mode, "state", "delete-scope", "plant"]);
   assertOk(r);
   assert.equal(r.stdout, "deleted scope plant\n");

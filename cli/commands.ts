@@ -440,6 +440,26 @@ export const COMMANDS: Command[] = [
     out.data({ scope, key, status: "deleted" });
     out.line(`deleted ${scope} ${key}`);
   }),
+  state("history", ["KEY"], "who changed a key, when, old and new value (newest first)", async (
+    { out, backend, scope, positionals },
+  ) => {
+    const key = positionals[0]!;
+    const entries = await (await backend()).history(scope, key);
+    out.data({ scope, key, entries });
+    if (entries.length === 0) return out.line(`no history of ${scope} ${key}`);
+    const shown = (value: string | null) => value === null ? "-" : value;
+    out.table(
+      ["REVISION", "OP", "WHEN", "WHO", "OLD", "NEW"],
+      entries.map((e) => [
+        e.revision,
+        e.op,
+        isoTime(e.at),
+        e.actor,
+        shown(e.old_value),
+        shown(e.new_value),
+      ]),
+    );
+  }),
   state("list", ["[SCOPE]"], "list the keys of the scope", async (context) => {
     const scope = scopeArg(context);
     const keys = await (await context.backend()).listKeys(scope);

@@ -12,6 +12,7 @@ import type {
   DlqOperation,
   Entry,
   Frame,
+  HistoryRecord,
   ServiceRow,
   SubscribeOptions,
 } from "./backend.ts";
@@ -177,6 +178,11 @@ export class GatewayBackend implements Backend {
 
   async deleteScope(scope: string): Promise<void> {
     await this.#http("DELETE", this.#scopePath(scope));
+  }
+
+  async history(scope: string, key: string): Promise<HistoryRecord[]> {
+    const { json } = await this.#http("GET", `${this.#scopePath(scope, key)}/history`);
+    return (json as { entries: HistoryRecord[] }).entries;
   }
 
   async get(scope: string, key: string): Promise<Entry> {

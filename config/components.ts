@@ -388,6 +388,11 @@ export const stateConfig = {
      * reply instead of being applied again (docs/state.md, Idempotency keys).
      */
     idempotency_window_s: z.number().int().min(1).max(365 * 86_400).default(86_400),
+    /**
+     * Newest history rows kept per key (who changed it, when, old and new
+     * value: docs/state.md, Key history); 0 keeps no history.
+     */
+    history_per_key: z.number().int().min(0).max(100_000).default(100),
     /** Frontend of the state bus where changes are published; empty turns publishing off. */
     bus_endpoint: z.union([endpoint, z.literal("")]).default("tcp://127.0.0.1:11000"),
     heartbeat_interval_ms: positiveMs.default(2500),

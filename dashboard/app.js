@@ -8,6 +8,7 @@ import { Live } from "./live.js";
 import { startGatewayPanel } from "./gateway_panel.js";
 import { startPanels } from "./panels.js";
 import { refreshSession, scheduleRefresh, showLogin } from "./session.js";
+import { historyButton, historyChanged, setViewer } from "./state_history.js";
 
 onUnauthorized(showLogin);
 
@@ -62,6 +63,7 @@ if (me.auth_enabled) {
   scheduleRefresh(me.expires_at);
 }
 $("app").hidden = false;
+setViewer(me);
 
 const live = new Live();
 
@@ -186,6 +188,7 @@ function entryRow(key, entry) {
     el("td", { class: "value" }, entry.value),
     el("td", { class: "num" }, String(entry.revision)),
     el("td", {}, entry.updated_at ? new Date(entry.updated_at).toLocaleTimeString() : ""),
+    el("td", {}, historyButton(currentScope, key)),
   );
 }
 
@@ -263,6 +266,7 @@ async function showScope(scope) {
 }
 
 function applyChange(change) {
+  historyChanged(change);
   if (change.scope !== currentScope) return;
   if (change.op === "delete-scope") return loadScopes();
   const existing = document.querySelector(

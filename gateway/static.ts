@@ -19,6 +19,7 @@ import libJs from "../dashboard/lib.js" with { type: "text" };
 import liveJs from "../dashboard/live.js" with { type: "text" };
 import panelsJs from "../dashboard/panels.js" with { type: "text" };
 import sessionJs from "../dashboard/session.js" with { type: "text" };
+import stateHistoryJs from "../dashboard/state_history.js" with { type: "text" };
 import styleCss from "../dashboard/style.css" with { type: "text" };
 
 const FILES: Record<string, [string, string]> = {
@@ -32,6 +33,7 @@ const FILES: Record<string, [string, string]> = {
   "/live.js": [liveJs, "text/javascript; charset=utf-8"],
   "/panels.js": [panelsJs, "text/javascript; charset=utf-8"],
   "/session.js": [sessionJs, "text/javascript; charset=utf-8"],
+  "/state_history.js": [stateHistoryJs, "text/javascript; charset=utf-8"],
   "/style.css": [styleCss, "text/css; charset=utf-8"],
   "/vendor/uPlot.esm.js": [uplotJs, "text/javascript; charset=utf-8"],
   "/vendor/uPlot.min.css": [uplotCss, "text/css; charset=utf-8"],

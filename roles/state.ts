@@ -62,6 +62,7 @@ export async function startState(
   const windowMs = config.idempotency_window_s * 1000;
   const storeOptions: StoreOptions = {
     idempotencyWindowMs: windowMs,
+    historyPerKey: config.history_per_key,
     onCommit: (writes, seconds, wrote) => {
       metrics.commit(writes, seconds);
       if (wrote) writeHealth.succeeded();
@@ -138,6 +139,7 @@ export async function startState(
     changes: publisher ? publisher.endpoint : changes ? "in process" : "off",
     authentication: verify ? "tokens required" : "off",
     idempotency_window_s: config.idempotency_window_s,
+    history_per_key: config.history_per_key,
     change_signatures: busKey ? `on (key from ${busKey.source})` : "off",
     health: health.port ? `http://${config.health_host}:${health.port}/healthz` : "off",
   });

@@ -7,7 +7,7 @@
  * @module
  */
 import type { KeyedOutcome, KeyedWrite } from "./idempotency.ts";
-import type { Entry, Write, WriteResult } from "./store.ts";
+import type { Entry, HistoryEntry, Write, WriteResult } from "./store.ts";
 
 /** A value now, or once the database answered. */
 export type Awaitable<T> = T | Promise<T>;
@@ -31,6 +31,13 @@ export interface StateBackend {
    * key stored in one transaction, or answered with the key's stored reply.
    */
   writeKeyed(write: Write, keyed: KeyedWrite): Promise<KeyedOutcome>;
+  /**
+   * A key's history (docs/state.md#key-history), newest first: at most
+   * `limit` rows, with ids below `before` when given (the next page).
+   */
+  history(scope: string, key: string, limit: number, before?: number): Promise<HistoryEntry[]>;
+  /** Deletes a key's history; resolves with how many rows went. */
+  deleteHistory(scope: string, key: string): Promise<number>;
   /** Deletes at most `limit` expired idempotency keys; resolves with how many went. */
   purgeExpiredKeys(limit: number): Promise<number>;
   /** Checks that the database answers (for /healthz). */

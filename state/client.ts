@@ -18,6 +18,22 @@ export interface StateEntry {
   updated_at: number;
 }
 
+/** One change of a key as its history keeps it (docs/state.md#key-history). */
+export interface HistoryRecord {
+  /** Orders a key's changes (newer is larger); `before` of the next page. */
+  id: number;
+  revision: number;
+  op: "set" | "delete";
+  /** Null: the key did not exist before. */
+  old_value: string | null;
+  /** Null: the change deleted the key. */
+  new_value: string | null;
+  /** Who made it: the caller's principal id, or "anonymous" without authentication. */
+  actor: string;
+  /** When it committed, ms since the epoch. */
+  at: number;
+}
+
 /** The stable codes of a failed state call (the REST and WebSocket API's). */
 export type StateErrorCode =
   | "SCOPE_NOT_FOUND"
@@ -358,6 +374,26 @@ export class StateClient {
       await Promise.all(Object.keys(entries).map((key) => this.#cache?.forget(scope, key)));
       throw error;
     }
+  }
+
+  /**
+   * A key's history, newest first: at most `limit` changes (the service's
+   * default without it), older than change `before` when given.
+   */
+  async history(
+    scope: string,
+    key: string,
+    page: { limit?: number; before?: number } = {},
+  ): Promise<HistoryRecord[]> {
+    const request: Record<string, unknown> = { service: scope, key };
+    if (page.limit !== undefined) request.limit = page.limit;
+    if (page.before !== undefined) request.before = page.before;
+    return (await this.#op("state-history", request)).entries as HistoryRecord[];
+  }
+
+  /** Deletes a key's history; resolves with how many changes went. */
+  async deleteHistory(scope: string, key: string): Promise<number> {
+    return (await this.#op("state-history-delete", { service: scope, key })).deleted as number;
   }
 
   /**

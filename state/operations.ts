@@ -22,7 +22,7 @@ import {
   replayReply,
   reusedReply,
 } from "./idempotency.ts";
-import type { Write, WriteResult } from "./store.ts";
+import { ANONYMOUS_ACTOR, type HistoryEntry, type Write, type WriteResult } from "./store.ts";
 
 export const STATE_SERVICE = "org.plantd.State";
 
@@ -70,7 +70,31 @@ export interface OperationsObserver {
 }
 
 /** Operations that change nothing (not audited). */
-const READS = new Set(["state-get", "state-get-many", "list-keys", "list-scopes", "health"]);
+const READS = new Set([
+  "state-get",
+  "state-get-many",
+  "list-keys",
+  "list-scopes",
+  "health",
+  "state-history",
+]);
+
+/** Rows of a key's history one `state-history` answers at most, and by default. */
+export const MAX_HISTORY_PAGE = 1000;
+export const DEFAULT_HISTORY_PAGE = 100;
+
+/** A history row on the wire (sorted keys, as every reply's objects). */
+function historyJson(entry: HistoryEntry): Record<string, unknown> {
+  return {
+    actor: entry.actor,
+    at: entry.at,
+    id: entry.id,
+    new_value: entry.newValue,
+    old_value: entry.oldValue,
+    op: entry.op,
+    revision: entry.revision,
+  };
+}
 
 /** The start of a storage failure's message, per class. */
 const STORAGE_MESSAGES: Record<Exclude<StorageFailure, "STORAGE_ERROR">, string> = {
@@ -248,11 +272,13 @@ export class StateOperations {
     principal: Principal | undefined,
   ): Promise<string> {
     const key = this.#idempotencyKey(request);
+    // Who asked, for the keys' history: the verified caller, never a name the request claims.
+    const write: Write = { ...plan.write, actor: principal?.id ?? ANONYMOUS_ACTOR };
     let reply: Reply;
-    if (key === undefined) reply = plan.reply(await this.#store.write(plan.write));
+    if (key === undefined) reply = plan.reply(await this.#store.write(write));
     else {
       let applied: Reply | undefined;
-      const outcome = await this.#store.writeKeyed(plan.write, {
+      const outcome = await this.#store.writeKeyed(write, {
         owner: principal?.id ?? ANONYMOUS_OWNER,
         key,
         fingerprint: fingerprint(operation, plan.args),
@@ -344,6 +370,16 @@ export class StateOperations {
     return value;
   }
 
+  /** An optional positive integer field of at most `max`. */
+  #count(request: Request, field: string, max: number): number | undefined {
+    const given = request[field];
+    if (given === undefined) return undefined;
+    if (typeof given !== "number" || !Number.isSafeInteger(given) || given < 1 || given > max) {
+      throw new WrapperError(`${field} must be an integer from 1 to ${max}`);
+    }
+    return given;
+  }
+
   #value(request: Request, key: string, value: unknown = request.value): string {
     if (typeof value !== "string") throw new WrapperError("value parameter missing");
     // Cheap bound first: a UTF-8 byte is at least a third of a UTF-16 unit's worth.
@@ -417,6 +453,21 @@ export class StateOperations {
           : null;
       });
       return success({ entries: sorted(found), scope });
+    },
+    "state-history": async (request) => {
+      const scope = this.#name(request, "service");
+      const key = this.#name(request, "key");
+      const limit = this.#count(request, "limit", MAX_HISTORY_PAGE) ?? DEFAULT_HISTORY_PAGE;
+      const before = this.#count(request, "before", Number.MAX_SAFE_INTEGER);
+      // A key's history outlives it (and its scope): no "does not exist" here.
+      const entries = await this.#store.history(scope, key, limit, before);
+      return success({ entries: entries.map(historyJson), key, scope });
+    },
+    "state-history-delete": async (request) => {
+      const scope = this.#name(request, "service");
+      const key = this.#name(request, "key");
+      const deleted = await this.#store.deleteHistory(scope, key);
+      return success({ deleted, key, scope, status: "deleted" });
     },
   };
   /** The write operations: each checks its request and plans its write. */

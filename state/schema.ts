@@ -38,3 +38,30 @@ export const idempotencyKeys = sqliteTable("idempotency_keys", {
   // The purge takes the oldest expired keys a batch at a time.
   index("idempotency_keys_expires_at").on(table.expiresAt),
 ]);
+
+/**
+ * Per-key history (docs/state.md#key-history): one row per committed change of
+ * a key, written in the transaction of the change, so it never lists a change
+ * that was rolled back nor misses one that committed. `id` orders the rows
+ * (and pages them); AUTOINCREMENT never gives an id out twice, so a cursor
+ * kept by a client never points into rows written after a delete. Kept apart
+ * from `scopes`: a key's history outlives the key and its scope.
+ */
+export const keyHistory = sqliteTable("key_history", {
+  id: integer("id").primaryKey({ autoIncrement: true }),
+  scope: text("scope").notNull(),
+  key: text("key").notNull(),
+  /** The key's revision after a set; the deleted revision for a delete. */
+  revision: integer("revision").notNull(),
+  /** `set` or `delete`. */
+  op: text("op").notNull(),
+  /** Null: the key did not exist before. */
+  oldValue: text("old_value"),
+  /** Null: the key was deleted. */
+  newValue: text("new_value"),
+  actor: text("actor").notNull(),
+  at: integer("at").notNull(),
+}, (table) => [
+  // A key's rows newest first (reads, pages and the retention's pruning).
+  index("key_history_scope_key_id").on(table.scope, table.key, table.id),
+]);

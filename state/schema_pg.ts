@@ -62,3 +62,23 @@ export const stateIdempotencyKeys = pgTable("state_idempotency_keys", {
   // The purge takes the oldest expired keys a batch at a time.
   index("state_idempotency_keys_expires_at").on(table.expiresAt),
 ]);
+
+/**
+ * Per-key history (docs/state.md#key-history), as state/schema.ts's
+ * `key_history`: one row per committed change, written in the change's
+ * transaction. Writes to a scope hold its advisory lock until they commit, so
+ * the ids of one key's rows follow its commits across workers.
+ */
+export const stateKeyHistory = pgTable("state_key_history", {
+  id: bigint("id", { mode: "number" }).primaryKey().generatedAlwaysAsIdentity(),
+  scope: utf8("scope").notNull(),
+  key: utf8("key").notNull(),
+  revision: bigint("revision", { mode: "number" }).notNull(),
+  op: text("op").notNull(),
+  oldValue: utf8("old_value"),
+  newValue: utf8("new_value"),
+  actor: utf8("actor").notNull(),
+  at: millis("at").notNull(),
+}, (table) => [
+  index("state_key_history_scope_key_id").on(table.scope, table.key, table.id),
+]);

@@ -57,18 +57,52 @@ export interface Change {
   seq?: number;
 }
 
-/** A write the store can group. */
+/**
+ * A write the store can group. `actor` is who asked for it, for the keys'
+ * history (the verified caller, or "anonymous" without authentication).
+ */
 export type Write =
-  | { kind: "create-scope"; scope: string }
-  | { kind: "delete-scope"; scope: string }
-  | {
-    kind: "set";
-    scope: string;
-    entries: ReadonlyArray<readonly [string, string]>;
-    /** Compare-and-set: the revision the (single) key must have now; 0 means absent. */
-    expected?: number;
-  }
-  | { kind: "delete"; scope: string; key: string };
+  & (
+    | { kind: "create-scope"; scope: string }
+    | { kind: "delete-scope"; scope: string }
+    | {
+      kind: "set";
+      scope: string;
+      entries: ReadonlyArray<readonly [string, string]>;
+      /** Compare-and-set: the revision the (single) key must have now; 0 means absent. */
+      expected?: number;
+    }
+    | { kind: "delete"; scope: string; key: string }
+  )
+  & { actor?: string };
+
+/** Who made a change when no one is named (authentication off). */
+export const ANONYMOUS_ACTOR = "anonymous";
+
+/** One committed change of a key, as its history keeps it (docs/state.md#key-history). */
+export interface HistoryEntry {
+  /** Orders a key's changes (newer is larger) and pages them. */
+  id: number;
+  /** The key's revision after a set; the revision deleted by a delete. */
+  revision: number;
+  op: "set" | "delete";
+  /** Null: the key did not exist before the change. */
+  oldValue: string | null;
+  /** Null: the change deleted the key. */
+  newValue: string | null;
+  actor: string;
+  /** When it committed (ms since the epoch, the committing worker's clock). */
+  at: number;
+}
+
+/** A history row to write, with its key. */
+export interface HistoryRow extends Omit<HistoryEntry, "id"> {
+  scope: string;
+  key: string;
+}
+
+/** Rows of a key's history kept by default (docs/state.md#key-history). */
+export const DEFAULT_HISTORY_PER_KEY = 100;
 
 /** What a write did. */
 export type WriteResult =
@@ -100,6 +134,11 @@ export interface StoreOptions {
   onCommitError?: (error: unknown, writes: number) => void;
   /** How long an idempotency key is remembered, in ms. @default 86400000 (a day) */
   idempotencyWindowMs?: number;
+  /**
+   * Newest history rows kept per key (older ones are deleted in the
+   * transaction that adds a row); 0 keeps no history. @default 100
+   */
+  historyPerKey?: number;
   now?: () => number;
 }
 
@@ -112,6 +151,8 @@ export class Overlay {
   readonly scopeReset = new Set<string>();
   readonly entryState = new Map<string, Map<string, Entry | null>>();
   readonly changes: Change[] = [];
+  /** The keys' history rows of the group's changes, in order. */
+  readonly history: HistoryRow[] = [];
   /** Keys first used in this group, by {@link keyId}, to insert with it. */
   readonly newKeys = new Map<string, { owner: string; key: string } & StoredKey>();
 
@@ -163,7 +204,32 @@ export class Overlay {
     this.changes.push({ ...change, timestamp: new Date(this.now).toISOString() });
   }
 
+  /** The keys the scope holds now (with the group's changes so far), sorted. */
+  #liveKeys(scope: string): string[] {
+    const keys = new Set<string>();
+    if (!this.scopeReset.has(scope)) {
+      for (const key of this.mirror.get(scope)?.keys() ?? []) keys.add(key);
+    }
+    for (const key of this.entryState.get(scope)?.keys() ?? []) keys.add(key);
+    return [...keys].filter((key) => this.entry(scope, key) !== undefined).sort();
+  }
+
+  /** A key's deletion, in its history. */
+  #deleted(scope: string, key: string, entry: Entry, actor: string): void {
+    this.history.push({
+      scope,
+      key,
+      revision: entry.revision,
+      op: "delete",
+      oldValue: entry.value,
+      newValue: null,
+      actor,
+      at: this.now,
+    });
+  }
+
   apply(write: Write): WriteResult {
+    const actor = write.actor ?? ANONYMOUS_ACTOR;
     switch (write.kind) {
       case "create-scope": {
         if (this.hasScope(write.scope)) return { kind: "scope", changed: false };
@@ -173,6 +239,10 @@ export class Overlay {
       }
       case "delete-scope": {
         if (!this.hasScope(write.scope)) return { kind: "scope", changed: false };
+        // Its keys go with it: each one's history says so.
+        for (const key of this.#liveKeys(write.scope)) {
+          this.#deleted(write.scope, key, this.entry(write.scope, key)!, actor);
+        }
         this.scopeState.set(write.scope, false);
         this.scopeReset.add(write.scope);
         this.entryState.delete(write.scope);
@@ -191,7 +261,18 @@ export class Overlay {
         }
         const touched = this.#touch(write.scope);
         const revisions = write.entries.map(([key, value]) => {
-          const revision = (this.entry(write.scope, key)?.revision ?? 0) + 1;
+          const before = this.entry(write.scope, key);
+          const revision = (before?.revision ?? 0) + 1;
+          this.history.push({
+            scope: write.scope,
+            key,
+            revision,
+            op: "set",
+            oldValue: before?.value ?? null,
+            newValue: value,
+            actor,
+            at: this.now,
+          });
           touched.set(key, { value, revision, updatedAt: this.now });
           this.#change({ op: "set", scope: write.scope, key, value, revision });
           return revision;
@@ -199,8 +280,10 @@ export class Overlay {
         return { kind: "set", revisions };
       }
       case "delete": {
-        const existed = this.entry(write.scope, write.key) !== undefined;
+        const before = this.entry(write.scope, write.key);
+        const existed = before !== undefined;
         if (existed) {
+          this.#deleted(write.scope, write.key, before, actor);
           this.#touch(write.scope).set(write.key, null);
           this.#change({ op: "delete", scope: write.scope, key: write.key });
         }
@@ -228,6 +311,7 @@ export class Overlay {
 const ROWS_PER_INSERT = 500;
 const ENTRY_COLUMNS = 5;
 const KEY_COLUMNS = 6;
+const HISTORY_COLUMNS = 8;
 
 type StatementKind =
   | "delete-entries-of-scopes"
@@ -236,7 +320,8 @@ type StatementKind =
   | "delete-keys"
   | "upsert-entries"
   | "select-idempotency-keys"
-  | "upsert-idempotency-keys";
+  | "upsert-idempotency-keys"
+  | "insert-history";
 
 const texts = new Map<string, string>();
 
@@ -284,9 +369,42 @@ function sqlText(kind: StatementKind, n: number): string {
           marks(n, "(?, ?, ?, ?, ?, ?)")
         } ON CONFLICT (owner, key) DO UPDATE SET fingerprint = excluded.fingerprint, reply = excluded.reply, created_at = excluded.created_at, expires_at = excluded.expires_at`;
       break;
+    case "insert-history":
+      text =
+        `INSERT INTO key_history (scope, key, revision, op, old_value, new_value, actor, at) VALUES ${
+          marks(n, "(?, ?, ?, ?, ?, ?, ?, ?)")
+        }`;
+      break;
   }
   texts.set(id, text);
   return text;
+}
+
+/**
+ * Deletes a key's rows but the newest N (the last argument): the id of the
+ * (N+1)th newest bounds them; with N rows or fewer it is null and nothing goes.
+ */
+const PRUNE_HISTORY =
+  "DELETE FROM key_history WHERE scope = ? AND key = ? AND id <= (SELECT id FROM key_history WHERE scope = ? AND key = ? ORDER BY id DESC LIMIT 1 OFFSET ?)";
+
+/**
+ * A key's history is pruned to its newest rows at every PRUNE_EVERY-th
+ * revision and at each delete, not at every change: pruning each touched key
+ * in each group made history-keeping writes several times slower (measured),
+ * and this way a key holds at most PRUNE_EVERY - 1 rows beyond its retention.
+ * A key created and deleted over and over is pruned at its deletes.
+ */
+export const PRUNE_EVERY = 16;
+
+/** The (scope, key) pairs whose history the group prunes, each once. */
+export function historyKeys(rows: readonly HistoryRow[]): Array<[string, string]> {
+  const pairs = new Map<string, [string, string]>();
+  for (const row of rows) {
+    if (row.op === "delete" || row.revision % PRUNE_EVERY === 0) {
+      pairs.set(`${row.scope}\0${row.key}`, [row.scope, row.key]);
+    }
+  }
+  return [...pairs.values()];
 }
 
 // ignoreBOM: a value that starts with U+FEFF keeps it.
@@ -316,6 +434,7 @@ export class StateStore implements StateBackend {
   #onCommit: (writes: number, seconds: number, wrote: boolean) => void;
   #onCommitError: (error: unknown, writes: number) => void;
   #windowMs: number;
+  #historyPerKey: number;
   /** Work run by the commit loop between groups, so it never overlaps a commit. */
   #tasks: Array<() => Promise<void>> = [];
   #now: () => number;
@@ -328,6 +447,7 @@ export class StateStore implements StateBackend {
     this.#onCommit = options.onCommit ?? (() => {});
     this.#onCommitError = options.onCommitError ?? (() => {});
     this.#windowMs = options.idempotencyWindowMs ?? 86_400_000;
+    this.#historyPerKey = options.historyPerKey ?? DEFAULT_HISTORY_PER_KEY;
     this.#now = options.now ?? Date.now;
   }
 
@@ -400,22 +520,56 @@ export class StateStore implements StateBackend {
     });
   }
 
+  /** Runs `work` on the database between commits, never inside a group's transaction. */
+  #between<T>(work: () => Promise<T>): Promise<T> {
+    return new Promise((resolve, reject) => {
+      this.#tasks.push(() => work().then(resolve, reject));
+      this.#kick();
+    });
+  }
+
   /** Deletes at most `limit` expired idempotency keys, between commits. */
   purgeExpiredKeys(limit: number): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.#tasks.push(async () => {
-        try {
-          const result = await this.#open.client.execute({
-            sql:
-              "DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM idempotency_keys WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)",
-            args: [this.#now(), limit],
-          });
-          resolve(result.rowsAffected);
-        } catch (error) {
-          reject(error);
-        }
+    return this.#between(async () => {
+      const result = await this.#open.client.execute({
+        sql:
+          "DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM idempotency_keys WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)",
+        args: [this.#now(), limit],
       });
-      this.#kick();
+      return result.rowsAffected;
+    });
+  }
+
+  /** A key's history, newest first: at most `limit` rows, with ids below `before` if given. */
+  history(scope: string, key: string, limit: number, before?: number): Promise<HistoryEntry[]> {
+    return this.#between(async () => {
+      // Blobs, as exactText: values holding NUL read back whole.
+      const { rows } = await this.#open.client.execute({
+        sql:
+          "SELECT id, revision, op, cast(old_value as blob), cast(new_value as blob), cast(actor as blob), at FROM key_history WHERE scope = ? AND key = ? AND id < ? ORDER BY id DESC LIMIT ?",
+        args: [scope, key, before ?? Number.MAX_SAFE_INTEGER, limit],
+      });
+      const decoded = (value: unknown) => value === null ? null : utf8.decode(value as ArrayBuffer);
+      return rows.map((row) => ({
+        id: Number(row[0]),
+        revision: Number(row[1]),
+        op: String(row[2]) as HistoryEntry["op"],
+        oldValue: decoded(row[3]),
+        newValue: decoded(row[4]),
+        actor: decoded(row[5]) ?? "",
+        at: Number(row[6]),
+      }));
+    });
+  }
+
+  /** Deletes a key's history; resolves with how many rows went. */
+  deleteHistory(scope: string, key: string): Promise<number> {
+    return this.#between(async () => {
+      const result = await this.#open.client.execute({
+        sql: "DELETE FROM key_history WHERE scope = ? AND key = ?",
+        args: [scope, key],
+      });
+      return result.rowsAffected;
     });
   }
 
@@ -545,6 +699,22 @@ export class StateStore implements StateBackend {
     for (let i = 0; i < keys.length; i += ROWS_PER_INSERT * KEY_COLUMNS) {
       const args = keys.slice(i, i + ROWS_PER_INSERT * KEY_COLUMNS);
       statements.push({ sql: sqlText("upsert-idempotency-keys", args.length / KEY_COLUMNS), args });
+    }
+    if (this.#historyPerKey > 0 && overlay.history.length > 0) {
+      const history: InValue[] = [];
+      for (const h of overlay.history) {
+        history.push(h.scope, h.key, h.revision, h.op, h.oldValue, h.newValue, h.actor, h.at);
+      }
+      for (let i = 0; i < history.length; i += ROWS_PER_INSERT * HISTORY_COLUMNS) {
+        const args = history.slice(i, i + ROWS_PER_INSERT * HISTORY_COLUMNS);
+        statements.push({ sql: sqlText("insert-history", args.length / HISTORY_COLUMNS), args });
+      }
+      for (const [scope, key] of historyKeys(overlay.history)) {
+        statements.push({
+          sql: PRUNE_HISTORY,
+          args: [scope, key, scope, key, this.#historyPerKey],
+        });
+      }
     }
     if (statements.length === 0) return false;
     // One batch is one transaction: the whole group commits or none of it.

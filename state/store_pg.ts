@@ -52,7 +52,10 @@ import { type PgReads, type PgStateConnections, STATE_LOCK_CLASS } from "./db_pg
 import { stateEntries, stateScopes } from "./schema_pg.ts";
 import {
   type Change,
+  DEFAULT_HISTORY_PER_KEY,
   type Entry,
+  type HistoryEntry,
+  historyKeys,
   type Mirror,
   Overlay,
   type StoreOptions,
@@ -215,6 +218,7 @@ export class PgStateStore implements StateBackend {
   #onRetry: (error: unknown, attempt: number) => void;
   #onReachable: () => void;
   #windowMs: number;
+  #historyPerKey: number;
   #now: () => number;
 
   /** The reads' prepared statements, for the reads client they were made on. */
@@ -231,6 +235,7 @@ export class PgStateStore implements StateBackend {
     this.#onRetry = options.onRetry ?? (() => {});
     this.#onReachable = options.onReachable ?? (() => {});
     this.#windowMs = options.idempotencyWindowMs ?? 86_400_000;
+    this.#historyPerKey = options.historyPerKey ?? DEFAULT_HISTORY_PER_KEY;
     this.#now = options.now ?? Date.now;
   }
 
@@ -327,6 +332,44 @@ export class PgStateStore implements StateBackend {
       const result = await this.#open.reads.sql`delete from state_idempotency_keys where ctid in (
         select ctid from state_idempotency_keys where expires_at <= ${this.#now()}::int8
         order by expires_at limit ${limit} for update skip locked)`;
+      return result.count;
+    });
+  }
+
+  /** A key's history, newest first: at most `limit` rows, with ids below `before` if given. */
+  history(scope: string, key: string, limit: number, before?: number): Promise<HistoryEntry[]> {
+    return this.#read(async () => {
+      const rows = await this.#open.reads.sql<
+        {
+          id: string;
+          revision: string;
+          op: string;
+          old_value: Uint8Array | null;
+          new_value: Uint8Array | null;
+          actor: Uint8Array;
+          at: string;
+        }[]
+      >`select id, revision, op, old_value, new_value, actor, at from state_key_history
+        where scope = ${bytes(scope)} and key = ${bytes(key)}
+          and id < ${before ?? Number.MAX_SAFE_INTEGER}::int8
+        order by id desc limit ${limit}`;
+      return rows.map((row) => ({
+        id: Number(row.id),
+        revision: Number(row.revision),
+        op: row.op as HistoryEntry["op"],
+        oldValue: row.old_value === null ? null : text(row.old_value),
+        newValue: row.new_value === null ? null : text(row.new_value),
+        actor: text(row.actor),
+        at: Number(row.at),
+      }));
+    });
+  }
+
+  /** Deletes a key's history; resolves with how many rows went. */
+  deleteHistory(scope: string, key: string): Promise<number> {
+    return this.#read(async () => {
+      const result = await this.#open.reads.sql`delete from state_key_history
+        where scope = ${bytes(scope)} and key = ${bytes(key)}`;
       return result.count;
     });
   }
@@ -447,8 +490,12 @@ export class PgStateStore implements StateBackend {
   ): Promise<Outcome> {
     const scopes = new Set<string>();
     const pairs = new Map<string, [string, string]>();
+    const history = this.#historyPerKey > 0;
+    // A deleted scope's keys each get a history row: all of them are read.
+    const dropped = new Set<string>();
     for (const { write } of writes) {
       scopes.add(write.scope);
+      if (write.kind === "delete-scope" && history) dropped.add(write.scope);
       if (write.kind === "set") {
         for (const [key] of write.entries) pairs.set(`${write.scope}\0${key}`, [write.scope, key]);
       } else if (write.kind === "delete") {
@@ -468,23 +515,30 @@ export class PgStateStore implements StateBackend {
       tx<{ name: Uint8Array }[]>`select name from state_scopes
         where name in (select decode(h, 'hex') from unnest(${scopeHex}::text[]) h)`.execute(),
     );
+    type Row = { scope: Uint8Array; key: Uint8Array; revision: string; value: Uint8Array | null };
+    // The old values only for the history (a value can be large).
+    const value = history ? tx`e.value` : tx`null::bytea`;
     const read = pairList.length === 0 ? Promise.resolve([]) : Promise.resolve(
-      tx<{ scope: Uint8Array; key: Uint8Array; revision: string }[]>`
-        select e.scope, e.key, e.revision from state_entries e
+      tx<Row[]>`
+        select e.scope, e.key, e.revision, ${value} as value from state_entries e
         join unnest(${pairList.map(([s]) => hex(s))}::text[], ${
         pairList.map(([, k]) => hex(k))
       }::text[]) as t(s, k) on e.scope = decode(t.s, 'hex') and e.key = decode(t.k, 'hex')`
         .execute(),
     );
+    const droppedKeys = dropped.size === 0 ? Promise.resolve([]) : Promise.resolve(
+      tx<Row[]>`select e.scope, e.key, e.revision, e.value from state_entries e
+        where e.scope in (select decode(h, 'hex') from unnest(${[...dropped].map(hex)}::text[]) h)`
+        .execute(),
+    );
     const storedKeys = this.#readKeys(tx, writes);
-    await firstFailure([begun, locked, existing, read, storedKeys]);
-    const rows = await read;
+    await firstFailure([begun, locked, existing, read, droppedKeys, storedKeys]);
     // The touched part of the store, as the mirror the overlay computes on.
     const base: Mirror = new Map();
     for (const row of await existing) base.set(text(row.name), new Map());
-    for (const row of rows) {
+    for (const row of [...await read, ...await droppedKeys]) {
       base.get(text(row.scope))?.set(text(row.key), {
-        value: "",
+        value: row.value === null ? "" : text(row.value),
         revision: Number(row.revision),
         updatedAt: 0,
       });
@@ -656,6 +710,33 @@ export class PgStateStore implements StateBackend {
             reply = excluded.reply, created_at = excluded.created_at, expires_at = excluded.expires_at
           where i.expires_at <= ${now}::int8`,
       );
+    }
+
+    if (this.#historyPerKey > 0 && overlay.history.length > 0) {
+      const h = overlay.history;
+      const orNull = (value: string | null) => value === null ? null : hex(value);
+      // Rows in the group's order: identity values follow it, and the scope locks
+      // held until COMMIT make a key's ids follow its commits across workers.
+      send(
+        tx`insert into state_key_history (scope, key, revision, op, old_value, new_value, actor, at)
+        select decode(s, 'hex'), decode(k, 'hex'), r, o, decode(ov, 'hex'), decode(nv, 'hex'),
+          decode(a, 'hex'), ${now}::int8
+        from unnest(${h.map((r) => hex(r.scope))}::text[], ${h.map((r) => hex(r.key))}::text[],
+          ${h.map((r) => r.revision)}::int8[], ${h.map((r) => r.op)}::text[],
+          ${h.map((r) => orNull(r.oldValue))}::text[], ${h.map((r) => orNull(r.newValue))}::text[],
+          ${h.map((r) => hex(r.actor))}::text[])
+          with ordinality as u(s, k, r, o, ov, nv, a, i)
+        order by i`,
+      );
+      const touched = historyKeys(h);
+      // All but the newest rows of each touched key.
+      send(tx`delete from state_key_history d using (
+          select old.id from unnest(${touched.map(([s]) => hex(s))}::text[],
+            ${touched.map(([, k]) => hex(k))}::text[]) as t(s, k)
+          cross join lateral (select id from state_key_history
+            where scope = decode(t.s, 'hex') and key = decode(t.k, 'hex')
+            order by id desc offset ${this.#historyPerKey}) as old
+        ) as p where d.id = p.id`);
     }
 
     // Sequence numbers: per scope, above the last one given out and not below this clock (µs).

@@ -70,13 +70,11 @@ export interface AppOptions {
   /** The state operations' largest value. @default 1 MiB */
   maxValueBytes?: number;
   stateCache?: StateCache;
-  /** The metrics (and events) store behind /api/metrics and /api/events. */
+  /** The metrics (and events) store behind /api/metrics, /api/devices and /api/events. @default none (503) */
   metricsStore?: MetricsReader;
   /** Buses to subscribe to (name to endpoint) and to publish on. */
   buses?: Record<string, string>;
   publishBuses?: Record<string, string>;
-  /** The metrics store behind /api/metrics and /api/devices. @default none (503) */
-  metricsStore?: MetricsReader;
 }
 
 /** The app under test, with what it reached. */

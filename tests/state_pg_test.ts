@@ -105,6 +105,20 @@ Deno.test("two state workers on one PostgreSQL database: 32 racing compare-and-s
             const [row] = await db.sql`select convert_from(value, 'UTF8') as value, revision::int
               from state_entries where scope = convert_to('race', 'UTF8') and key = convert_to(${key}, 'UTF8')`;
             assert.deepEqual({ ...row }, { value: last.value, revision: TARGET });
+            // The key's history: one row per winning CAS, none for the refused ones, in
+            // commit order across the two workers, each from the value the one before set.
+            const history = await stateReply(setup, "state-history", { service: "race", key });
+            assert.equal(history.success, true, JSON.stringify(history));
+            const rows = [...history.data.entries].reverse();
+            const winner = (revision: number) => mine.find((w) => w.revision === revision)!.value;
+            assert.deepEqual(
+              rows.map((r: Record<string, unknown>) => [r.revision, r.old_value, r.new_value]),
+              Array.from(
+                { length: TARGET },
+                (_, i) => [i + 1, i === 0 ? null : winner(i), winner(i + 1)],
+              ),
+              `history of ${key}`,
+            );
           }
           assert.ok(conflicts > 0, "the clients raced");
           // Reads spread over both workers agree with the database.

@@ -18,7 +18,7 @@ import { ApiError } from "../errors.ts";
 import { IDEMPOTENCY_HEADER, idempotencyKeyHeader, REPLAYED_HEADER } from "../idempotency.ts";
 import type { SecureHeaders } from "../secure_headers.ts";
 import type { StateClient, StateEntry } from "../../state/client.ts";
-import { STATE_SERVICE } from "../../state/operations.ts";
+import { DEFAULT_HISTORY_PAGE, MAX_HISTORY_PAGE, STATE_SERVICE } from "../../state/operations.ts";
 import { errorResponses, jsonResponse as json } from "./schemas.ts";
 
 // deno-lint-ignore no-control-regex
@@ -186,6 +186,73 @@ const deleteKey = createRoute({
   },
 });
 
+const HistorySchema = z.object({
+  id: z.number().int().openapi({ description: "Orders the changes; `before` of the next page" }),
+  revision: z.number().int().openapi({
+    description: "The key's revision after a set; the revision a delete removed",
+  }),
+  op: z.enum(["set", "delete"]),
+  old_value: z.string().nullable().openapi({ description: "null: the key did not exist" }),
+  new_value: z.string().nullable().openapi({ description: "null: the key was deleted" }),
+  actor: z.string().openapi({
+    description: 'Who made the change: the caller\'s principal id, or "anonymous"',
+    example: "user:alice",
+  }),
+  at: z.number().int().openapi({ description: "ms since the epoch" }),
+}).openapi("HistoryEntry");
+
+const PageNumber = (max: number) => z.coerce.number().int().min(1).max(max).optional();
+
+const keyHistory = createRoute({
+  method: "get",
+  path: "/api/state/{scope}/{key}/history",
+  summary: "A key's history: who changed it, when, old and new value (newest first)",
+  request: {
+    params: z.object({ scope: Scope, key: Key }),
+    query: z.object({
+      limit: PageNumber(MAX_HISTORY_PAGE).openapi({
+        description: `Changes at most (1-${MAX_HISTORY_PAGE}, default ${DEFAULT_HISTORY_PAGE})`,
+      }),
+      before: PageNumber(Number.MAX_SAFE_INTEGER).openapi({
+        description: "Only changes older than this id (the previous page's next_before)",
+      }),
+    }),
+  },
+  responses: {
+    200: json(
+      z.object({
+        scope: z.string(),
+        key: z.string(),
+        entries: z.array(HistorySchema),
+        next_before: z.number().int().nullable().openapi({
+          description: "`before` of the next page; null when this page is the last",
+        }),
+      }),
+      "The key's changes, newest first (empty when it has none)",
+    ),
+    ...errorResponses(400, 502, 503, 504),
+  },
+});
+
+const deleteKeyHistory = createRoute({
+  method: "delete",
+  path: "/api/state/{scope}/{key}/history",
+  summary: "Delete a key's history (state admin)",
+  request: { params: z.object({ scope: Scope, key: Key }) },
+  responses: {
+    200: json(
+      z.object({
+        scope: z.string(),
+        key: z.string(),
+        status: z.literal("deleted"),
+        deleted: z.number().int().openapi({ description: "Changes deleted" }),
+      }),
+      "Deleted",
+    ),
+    ...errorResponses(400, 502, 503, 504),
+  },
+});
+
 /**
  * The value of a PUT: `{"value": "…"}` for JSON (already validated by the
  * route), else the body as text. Hono caches the body, so reading it again
@@ -311,6 +378,22 @@ export function stateRoutes(
       changed(c, "state.scope.delete", scope);
     }
     return c.json({ scope, status: "deleted" as const }, 200);
+  });
+
+  app.openapi(keyHistory, async (c) => {
+    const { scope, key } = c.req.valid("param");
+    const { limit, before } = c.req.valid("query");
+    const entries = await allowed(c, "state-history", scope).history(scope, key, { limit, before });
+    // A full page may have more behind it; a short one is the last.
+    const full = entries.length === (limit ?? DEFAULT_HISTORY_PAGE) && entries.length > 0;
+    return c.json({ scope, key, entries, next_before: full ? entries.at(-1)!.id : null }, 200);
+  });
+
+  app.openapi(deleteKeyHistory, async (c) => {
+    const { scope, key } = c.req.valid("param");
+    const deleted = await allowed(c, "state-history-delete", scope).deleteHistory(scope, key);
+    changed(c, "state.history.delete", scope, { keys: [key], deleted });
+    return c.json({ scope, key, status: "deleted" as const, deleted }, 200);
   });
 
   // The hottest route (a cached read is served from memory). Parameters: names
