@@ -4,7 +4,9 @@
  * `deno task cli -- <command> …`, or `deno task cli:compile` for a `plant`
  * binary. Talks to the gateway (`--gateway URL`, `PLANTD_CLI_GATEWAY`,
  * default http://127.0.0.1:8080) or straight to the broker and the buses
- * (`--broker tcp://…`, `PLANTD_CLI_BROKER`). Exit codes: 0 ok, 1 the request
+ * (`--broker tcp://…`, `PLANTD_CLI_BROKER`). Flags override PLANTD_CLI_*
+ * variables, which override the selected profile (cli/profiles.ts: `--profile`,
+ * PLANT_PROFILE or the current one). Exit codes: 0 ok, 1 the request
  * failed, 2 bad command line, 3 unreachable, unavailable or timed out.
  *
  * Arguments are parsed with node:util's parseArgs, as main.ts and the config

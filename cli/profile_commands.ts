@@ -136,32 +136,31 @@ export const PROFILE_COMMANDS: Command[] = [
     },
   },
   profile("ls", [], "list the profiles (* marks the one in use)", async ({ out, account }) => {
-    {
-      const data = await readProfiles(account.path);
-      const names = Object.keys(data.profiles).sort();
-      out.data({
-        path: account.path,
-        current: account.selected.name,
-        profiles: Object.fromEntries(names.map((n) => [n, shown(data.profiles[n]!)])),
-      });
-      if (names.length === 0) {
-        out.line(`no profiles in ${account.path}: plant login or plant profile set creates one`);
-      } else {
-        out.table(
-          ["", "PROFILE", "PLANT", "SCOPE", "LOGIN"],
-          names.map((n) => {
-            const p = data.profiles[n]!;
-            return [
-              n === account.selected.name ? "*" : "",
-              n,
-              p.broker ? `broker ${p.broker}` : p.gateway ?? "(default gateway)",
-              p.scope ?? "-",
-              loginText(p),
-            ];
-          }),
-        );
-      }
+    const data = await readProfiles(account.path);
+    const names = Object.keys(data.profiles).sort();
+    out.data({
+      path: account.path,
+      current: account.selected.name,
+      profiles: Object.fromEntries(names.map((n) => [n, shown(data.profiles[n]!)])),
+    });
+    if (names.length === 0) {
+      return out.line(
+        `no profiles in ${account.path}: plant login or plant profile set creates one`,
+      );
     }
+    out.table(
+      ["", "PROFILE", "PLANT", "SCOPE", "LOGIN"],
+      names.map((n) => {
+        const p = data.profiles[n]!;
+        return [
+          n === account.selected.name ? "*" : "",
+          n,
+          p.broker ? `broker ${p.broker}` : p.gateway ?? "(default gateway)",
+          p.scope ?? "-",
+          loginText(p),
+        ];
+      }),
+    );
   }),
   profile(
     "use",
