@@ -279,7 +279,12 @@ export class AuthStore {
   async #checkRoles(roles: string[]): Promise<void> {
     const known = await this.roles();
     const unknown = roles.find((r) => !(r in known));
-    if (unknown !== undefined) throw new AuthStoreError("INVALID", `Unknown role '${unknown}'`);
+    if (unknown !== undefined) {
+      throw new AuthStoreError(
+        "INVALID",
+        `Unknown role '${unknown}' (roles: ${Object.keys(known).sort().join(", ")})`,
+      );
+    }
   }
 
   // --- users

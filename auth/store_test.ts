@@ -89,7 +89,11 @@ for (const backend of ["libsql", "postgres"] as const) {
     assert.ok(taken instanceof AuthStoreError);
     assert.equal(taken.code, "CONFLICT");
     await assert.rejects(store.createUser("bob", "short", []), /at least 8/);
-    await assert.rejects(store.createUser("bob", "long enough", ["nope"]), /Unknown role/);
+    // The valid roles are named (#21).
+    await assert.rejects(
+      store.createUser("bob", "long enough", ["nope"]),
+      /Unknown role 'nope' \(roles: admin, operator, viewer\)/,
+    );
     await assert.rejects(store.createUser("../x", "long enough", []), /Usernames/);
     assert.equal((await store.checkPassword("ada", "correct horse"))?.username, "ada");
     assert.equal(await store.checkPassword("ada", "wrong horse"), undefined);

@@ -52,9 +52,25 @@ import {
 import { freePort, spawnWatched, type WatchedChild } from "../tests/_helpers.ts";
 import { spawnPgState } from "../tests/_state_pg.ts";
 import { TcpProxy } from "../tests/_tcp_proxy.ts";
+import { wantsHelp } from "../config/load.ts";
 import { provenance } from "./harness.ts";
 import { median } from "./_stats.ts";
 import { gatewayScenarios } from "./ha_matrix_gateway.ts";
+
+if (wantsHelp(Deno.args)) {
+  console.log(`usage: deno task bench:ha:matrix
+
+Failure scenarios on real processes (brokers, state workers, buses, gateways, PostgreSQL,
+Redis): writes failed, lost, duplicated, phantoms, and recovery times (docs/ha.md).
+
+environment:
+  BENCH_HA_MATRIX_REPS     repetitions of each scenario (3)
+  BENCH_HA_MATRIX_ONLY     comma list of scenarios (all)
+  BENCH_HA_MATRIX_RATE     writes per second (100)
+  BENCH_HA_MATRIX_DOWN_MS  outage length (3000)
+  BENCH_HA_MATRIX_PG       PostgreSQL admin URL (postgres://postgres@127.0.0.1:5432/postgres)`);
+  Deno.exit(0);
+}
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const env = (name: string, fallback: string) => Deno.env.get(name) ?? fallback;

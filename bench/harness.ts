@@ -57,6 +57,7 @@
  *
  * @module
  */
+import { wantsHelp } from "../config/load.ts";
 import { killAll, stopAll } from "./_components.ts";
 import {
   type BenchResultInput,
@@ -408,11 +409,31 @@ export async function saveResult(result: BenchResultInput): Promise<string> {
  * (also when `body` fails), prints the section it would give, stops every
  * child and exits (0, or 1 when the bench failed).
  */
+/** `deno task bench:… --help`: what it measures and its settings. */
+export function benchUsage(
+  options: { title: string; command: string },
+  spec: SettingsSpec,
+): string {
+  const lines = Object.entries(spec).map(([name, s]) =>
+    `  --${name}=VALUE  ${s.env}, default ${s.default}: ${s.help}`
+  );
+  return `usage: ${options.command.replaceAll("`", "")} [--setting=value ...]
+
+${options.title}. A run with any setting changed is saved as overridden (never in BENCHMARKS.md).
+
+settings (flag or environment variable):
+${lines.join("\n")}`;
+}
+
 export async function runBench<S extends SettingsSpec>(
   options: BenchOptions<S>,
   body: (bench: Bench<S>) => Promise<Layout>,
 ): Promise<never> {
   const spec = { ...COMMON, ...options.settings } as SettingsSpec;
+  if (wantsHelp(Deno.args)) {
+    console.log(benchUsage(options, spec));
+    Deno.exit(0);
+  }
   let settings: ReturnType<typeof readSettings>;
   try {
     settings = readSettings(spec);

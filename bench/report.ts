@@ -17,6 +17,7 @@
  */
 import { type BenchResult, parseResult, RESULT_FORMAT } from "./_result.ts";
 import { formatMarkdown, renderSection } from "./_render.ts";
+import { wantsHelp } from "../config/load.ts";
 
 const REPO = new URL("../", import.meta.url).pathname;
 export const RESULTS_DIR = `${REPO}bench/results`;
@@ -169,7 +170,22 @@ export async function generate(
   return { markdown: await formatMarkdown(renderReport(chosen)), skipped };
 }
 
+const REPORT_USAGE = `usage: deno task bench:report [--check] [RESULT.json ...]
+
+Writes BENCHMARKS.md from the newest default-settings run of each bench in bench/results/
+(or the result files given). --check: write nothing, exit 1 if BENCHMARKS.md is not what
+the results give.`;
+
 async function main(): Promise<number> {
+  if (wantsHelp(Deno.args)) {
+    console.log(REPORT_USAGE);
+    return 0;
+  }
+  const unknown = Deno.args.find((a) => a.startsWith("-") && a !== "--check");
+  if (unknown !== undefined) {
+    console.error(`bench:report: unknown option '${unknown}' (options: --check, --help)`);
+    return 2;
+  }
   const check = Deno.args.includes("--check");
   const files = Deno.args.filter((a) => !a.startsWith("--"));
   const explicit: Loaded[] = [];

@@ -12,68 +12,7 @@ import { waitFor } from "../tests/_helpers.ts";
 import { openLibsqlWriter } from "../metrics/libsql.ts";
 import { startSystem, type System } from "../tests/_system.ts";
 import { tokenWith, withSecuredSystem } from "../tests/_auth.ts";
-
-const ROOT = new URL("..", import.meta.url).pathname;
-const MAIN = new URL("./main.ts", import.meta.url).pathname;
-
-/** The child's environment: the parent's, without PLANTD_CLI_* (tests set their own). */
-function childEnv(extra: Record<string, string> = {}): Record<string, string> {
-  const env = Object.fromEntries(
-    Object.entries(Deno.env.toObject()).filter(([name]) => !name.startsWith("PLANTD_CLI_")),
-  );
-  return { ...env, NO_COLOR: "1", ...extra };
-}
-
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** The `plant` command line with `args`, in a clean environment plus `env`. */
-function plantCommand(args: string[], env: Record<string, string>): Deno.Command {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
-    cwd: ROOT,
-    env: childEnv(env),
-    clearEnv: true,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  });
-}
-
-/** Runs `plant args…` to completion. */
-async function run(args: string[], env: Record<string, string> = {}): Promise<Result> {
-  const output = await plantCommand(args, env).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
-}
-
-/** Asserts a failure: exit code, one line on stderr matching `message`, nothing on stdout. */
-const plant = run;
-
-function assertFails(result: Result, code: number, message: RegExp): void {
-  assert.equal(result.code, code, `exit code; stderr: ${result.stderr}`);
-  assert.match(result.stderr, message);
-  assert.equal(result.stderr.trimEnd().split("\n").length, 1, `one line: ${result.stderr}`);
-  assert.match(result.stderr, /^plant: /);
-}
-
-function assertOk(result: Result): void {
-  assert.equal(result.code, 0, `exit code; stderr: ${result.stderr}`);
-}
-
-/** Parses the one JSON document of stdout. */
-// deno-lint-ignore no-explicit-any
-function json(result: Result): any {
-  assertOk(result);
-  return JSON.parse(result.stdout);
-}
+import { assertFails, assertOk, childEnv, json, plant, ROOT, run, Streaming } from "./_plant.ts";
 
 /** A TCP port nothing listens on (bound, then released). */
 function closedPort(): number {
@@ -92,38 +31,6 @@ async function withSystem(body: (system: System) => Promise<void>): Promise<void
   }
 }
 
-/** A streaming `plant sub` child whose stdout and stderr are collected as they come. */
-class Streaming {
-  readonly child: Deno.ChildProcess;
-  stdout = "";
-  stderr = "";
-  #done: Promise<void>;
-
-  constructor(args: string[], env: Record<string, string> = {}) {
-    this.child = plantCommand(args, env).spawn();
-    const collect = async (stream: ReadableStream<Uint8Array>, into: "stdout" | "stderr") => {
-      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) this[into] += chunk;
-    };
-    this.#done = Promise.all([
-      collect(this.child.stdout, "stdout"),
-      collect(this.child.stderr, "stderr"),
-    ]).then(() => {});
-  }
-
-  async subscribed(): Promise<void> {
-    await waitFor(() => /subscribed to bus/.test(this.stderr), {
-      timeoutMs: 10_000,
-      what: `'subscribed' from plant sub (stderr: ${this.stderr})`,
-    });
-  }
-
-  async result(): Promise<Result> {
-    const { code } = await this.child.status;
-    await this.#done;
-    return { code, stdout: this.stdout, stderr: this.stderr };
-  }
-}
-
 Deno.test("plant: help, version and bad command lines exit 2 with one line", async () => {
   const help = await plant(["--help"]);
   assertOk(help);
@@ -139,12 +46,29 @@ Deno.test("plant: help, version and bad command lines exit 2 with one line", asy
 
   assertFails(await plant([]), 2, /no command given/);
   assertFails(await plant(["frobnicate"]), 2, /unknown command 'frobnicate'/);
+  // A group's --help lists its subcommands (#21: exited 2).
+  for (const group of ["state", "dlq", "profile"]) {
+    const groupHelp = await plant([group, "--help"]);
+    assertOk(groupHelp);
+    assert.match(groupHelp.stdout, new RegExp(`usage: plant ${group} <subcommand>`));
+  }
+  assert.match((await plant(["state", "-h"])).stdout, /\n {2}state list-scopes /);
   assertFails(await plant(["state"]), 2, /'state' needs a subcommand: get, set/);
   assertFails(await plant(["state", "fetch"]), 2, /unknown command 'state fetch'/);
   assertFails(await plant(["state", "get"]), 2, /state get: expects KEY, got none/);
   assertFails(await plant(["echo", "a", "b"]), 2, /echo: expects MESSAGE, got 'a' 'b'/);
-  assertFails(await plant(["services", "--count", "3"]), 2, /'--count' does not apply/);
-  assertFails(await plant(["services", "--nope"]), 2, /Unknown option '--nope'/);
+  // Every "unknown" names the valid choices (#21).
+  assertFails(
+    await plant(["services", "--count", "3"]),
+    2,
+    /'--count' does not apply to 'services' \(it takes --gateway, --token/,
+  );
+  assertFails(
+    await plant(["sub", "metric", "--nope"]),
+    2,
+    /Unknown option '--nope' \('sub' takes --endpoint, --count, --gateway/,
+  );
+  assertFails(await plant(["--nope"]), 2, /Unknown option '--nope' \(options: --gateway/);
   assertFails(await plant(["--timeout", "soon", "services"]), 2, /--timeout expects a positive/);
   assertFails(
     await plant(["services"], { PLANTD_CLI_TIMEOUT_MS: "-1" }),
@@ -195,7 +119,9 @@ Deno.test("plant: an unreachable gateway, broker or bus exits 3", async () => {
   assertFails(await plant(["services"], { PLANTD_CLI_GATEWAY: gateway }), 3, /connection refused/);
   assertFails(await plant(["sub", "metric", "--gateway", gateway]), 3, /cannot reach the gateway/);
   const broker = `tcp://127.0.0.1:${port}`;
-  for (const args of [["services"], ["state", "get", "k"], ["call", "x", "y"], ["health"]]) {
+  for (
+    const args of [["services"], ["state", "get", "k", "-s", "p"], ["call", "x", "y"], ["health"]]
+  ) {
     assertFails(
       await plant(["--broker", broker, ...args]),
       3,
@@ -318,19 +244,34 @@ async function stateScenario(system: System, via: Via): Promise<void> {
   assert.equal(r.stdout, "deleted scope plant\n");
   assertOk(await plant([...mode, "state", "delete-scope", "empty"]));
   assert.equal((await plant([...mode, "state", "list-scopes"])).stdout, "no scopes\n");
-  // Go plantd's default scope.
-  assertOk(await plant([...mode, "state", "set", "k", "v"]));
+  // No scope given and none in a profile: not Go plantd's org.plantd.Client, which
+  // exists nowhere unless made (#21), but a usage error saying how to give one.
+  for (const args of [["state", "get", "k"], ["state", "set", "k", "v"], ["state", "list"]]) {
+    assertFails(
+      await plant([...mode, ...args]),
+      2,
+      /no state scope: give --service SCOPE \(or PLANTD_CLI_SCOPE\), or set the profile's default with plant profile set scope SCOPE/,
+    );
+  }
+  assertOk(await run([...mode, "state", "set", "k", "v"], { ...via.env, PLANTD_CLI_SCOPE: "env" }));
   assert.equal(
-    json(await plant([...mode, "state", "get", "k", "--json"])).scope,
-    "org.plantd.Client",
+    json(
+      await run([...mode, "state", "get", "k", "--json"], { ...via.env, PLANTD_CLI_SCOPE: "env" }),
+    )
+      .scope,
+    "env",
   );
-  assertOk(await plant([...mode, "state", "delete-scope", "org.plantd.Client"]));
+  assertOk(await plant([...mode, "state", "delete-scope", "env"]));
 
   // No state worker: exit 3, whatever the command.
   await system.stopState();
   try {
     for (
-      const args of [["state", "get", "k"], ["state", "list-scopes"], ["state", "set", "a", "b"]]
+      const args of [
+        ["state", "get", "k", "-s", "p"],
+        ["state", "list-scopes"],
+        ["state", "set", "a", "b", "-s", "p"],
+      ]
     ) {
       assertFails(
         await plant([...mode, ...args]),
@@ -495,6 +436,46 @@ Deno.test("plant pub keeps the whole topic by default: a subscriber to a shorter
     assert.equal(r.stdout, "alarm.pump dry\nalarm. pumpdry\n");
   } finally {
     await system.stop();
+  }
+  // The same with --broker: plant sub on the bus itself, no gateway in between.
+  const bus = Bus.start({
+    name: "event",
+    frontend: "tcp://127.0.0.1:*",
+    backend: "tcp://127.0.0.1:*",
+  });
+  try {
+    const broker = ["--broker", "tcp://127.0.0.1:1"];
+    const sub = new Streaming([
+      ...broker,
+      "sub",
+      "event",
+      "alarm.",
+      "-n",
+      "2",
+      "--endpoint",
+      bus.backend,
+    ]);
+    await sub.subscribed();
+    // --wait: until the subscription has come through the bus, whatever the machine's load.
+    const pub = [
+      ...broker,
+      "pub",
+      "event",
+      "alarm.pump",
+      "dry",
+      "--endpoint",
+      bus.frontend,
+      "--wait",
+      "30000",
+    ];
+    assertOk(await plant(pub));
+    assertOk(await plant([...pub, "--single"]));
+    const r = await sub.result();
+    assertOk(r);
+    assert.equal(r.stdout, "alarm.pump dry\nalarm. pumpdry\n");
+  } finally {
+    await bus.close();
+    await sharedPoller().idle();
   }
 });
 
@@ -670,7 +651,7 @@ Deno.test("deno task cli runs plant", async () => {
 
 Deno.test("plant against a secured gateway: refused without a token, served with --token or PLANTD_CLI_TOKEN", async () => {
   await withSecuredSystem(async (system) => {
-    const env = { PLANTD_CLI_GATEWAY: system.url };
+    const env = { PLANTD_CLI_GATEWAY: system.url, PLANTD_CLI_SCOPE: "p" };
     const refused = await plant(["state", "get", "k"], env);
     assertFails(refused, 1, /Authentication required/);
     const writer = await tokenWith(["state:*"]);

@@ -10,6 +10,7 @@ import type { Backend, BusLine, Frame } from "./backend.ts";
 import { GatewayBackend } from "./gateway_backend.ts";
 import { CliError, EXIT, type ExitCode, UsageError } from "./errors.ts";
 import { isoTime, type Output } from "./output.ts";
+import type { AccountContext } from "./profiles.ts";
 
 /** What a command gets from the command line. */
 export interface Context {
@@ -17,8 +18,12 @@ export interface Context {
   /** The backend, created on first use (pub does not need one). */
   backend(): Promise<Backend>;
   positionals: string[];
-  /** The state scope: `--service`/`--scope`, as in Go plantd. */
-  scope: string;
+  /**
+   * The state scope: `--service`/`--scope` (Go plantd's flag), PLANTD_CLI_SCOPE
+   * or the profile's; reading it without any of them is a usage error
+   * naming them.
+   */
+  readonly scope: string;
   timeoutMs: number;
   /** `sub`: stop after this many messages. */
   count?: number;
@@ -40,6 +45,8 @@ export interface Context {
   signal: AbortSignal;
   /** CURVE keys for a broker and buses that require CURVE (PLANTD_CLI_CURVE_*). */
   curve?: CurveClientKeys;
+  /** The profile and what `login`, `logout` and `profile` need. */
+  account: AccountContext;
 }
 
 /** One command: its words, arguments, options and what it does. */
@@ -91,7 +98,7 @@ function eventText(payload: unknown): string {
   return text.length > 120 ? `${text.slice(0, 120)}…` : text;
 }
 
-/** Go plantd's default state scope. */
+/** Go plantd's client name, which `echo` sends as its service. */
 export const DEFAULT_SCOPE = "org.plantd.Client";
 export const ECHO_SERVICE = "org.plantd.module.Echo";
 

@@ -40,11 +40,23 @@ export class GatewayBackend implements Backend {
   #timeoutMs: number;
   #what: string;
   #token: string | undefined;
+  #renew: (() => Promise<string>) | undefined;
 
-  /** `what` names the peer in messages; `token` (an access token or API key) is sent as a bearer. */
-  constructor(url: string, timeoutMs: number, what = "gateway", token?: string) {
+  /**
+   * `what` names the peer in messages; `token` (an access token or API key) is
+   * sent as a bearer. `renew`, for a login's access token, gives a fresh one:
+   * a subscription sends it before the one it authenticated with expires.
+   */
+  constructor(
+    url: string,
+    timeoutMs: number,
+    what = "gateway",
+    token?: string,
+    renew?: () => Promise<string>,
+  ) {
     this.#what = what;
     this.#token = token;
+    this.#renew = renew;
     try {
       this.#url = new URL(url);
     } catch {
@@ -101,6 +113,17 @@ export class GatewayBackend implements Backend {
       throw apiFailure(error.code, error.message);
     }
     throw new CliError(`unexpected answer from ${url}: HTTP ${response.status}`, "UNEXPECTED");
+  }
+
+  /**
+   * POSTs `body` as JSON to `path` (the /api/auth routes); resolves with the
+   * answer's JSON, or fails with the gateway's error code.
+   */
+  async postJson(path: string, body: unknown): Promise<unknown> {
+    const { json } = await this.#http("POST", path, JSON.stringify(body), {
+      "content-type": "application/json",
+    });
+    return json;
   }
 
   #scopePath(scope: string, key?: string): string {
@@ -210,10 +233,13 @@ export class GatewayBackend implements Backend {
       const socket = new WebSocket(url);
       let opened = false;
       let done = false;
+      let subscribing = false;
+      let renewTimer: ReturnType<typeof setTimeout> | undefined;
       const finish = (error?: CliError) => {
         if (done) return;
         done = true;
         clearTimeout(openTimer);
+        clearTimeout(renewTimer);
         options.signal.removeEventListener("abort", onAbort);
         if (socket.readyState === WebSocket.OPEN || socket.readyState === WebSocket.CONNECTING) {
           socket.close(1000, "bye");
@@ -257,8 +283,46 @@ export class GatewayBackend implements Backend {
           case "welcome":
             opened = true;
             clearTimeout(openTimer);
+            // A WebSocket carries no header here: the credential goes in a first message.
+            if (message.auth_required === true) {
+              if (!this.#token) {
+                return finish(
+                  apiFailure(
+                    "UNAUTHENTICATED",
+                    "Authentication required: plant login, or --token / PLANTD_CLI_TOKEN",
+                  ),
+                );
+              }
+              socket.send(JSON.stringify({ type: "auth", id: "auth", token: this.#token }));
+              return;
+            }
             socket.send(JSON.stringify({ type: "subscribe", id: "sub", bus, prefix }));
             return;
+          case "authenticated": {
+            // The gateway closes the socket when the token expires: a fresh one before then.
+            const expiresAt = Number(message.expires_at);
+            const renew = this.#renew;
+            if (renew && Number.isFinite(expiresAt)) {
+              const delay = Math.max(1000, (expiresAt - Date.now()) * 0.8);
+              renewTimer = setTimeout(() => {
+                renew().then(
+                  (token) => {
+                    if (!done) socket.send(JSON.stringify({ type: "auth", id: "renew", token }));
+                  },
+                  (error) =>
+                    finish(
+                      error instanceof CliError
+                        ? error
+                        : apiFailure("UNAUTHENTICATED", String(error)),
+                    ),
+                );
+              }, delay);
+            }
+            if (subscribing) return;
+            subscribing = true;
+            socket.send(JSON.stringify({ type: "subscribe", id: "sub", bus, prefix }));
+            return;
+          }
           case "subscribed":
             return options.onReady(url);
           case "message":

@@ -4,7 +4,9 @@
  * `deno task cli -- <command> …`, or `deno task cli:compile` for a `plant`
  * binary. Talks to the gateway (`--gateway URL`, `PLANTD_CLI_GATEWAY`,
  * default http://127.0.0.1:8080) or straight to the broker and the buses
- * (`--broker tcp://…`, `PLANTD_CLI_BROKER`). Exit codes: 0 ok, 1 the request
+ * (`--broker tcp://…`, `PLANTD_CLI_BROKER`). Flags override PLANTD_CLI_*
+ * variables, which override the selected profile (cli/profiles.ts: `--profile`,
+ * PLANT_PROFILE or the current one). Exit codes: 0 ok, 1 the request
  * failed, 2 bad command line, 3 unreachable, unavailable or timed out.
  *
  * Arguments are parsed with node:util's parseArgs, as main.ts and the config
@@ -19,16 +21,25 @@ import { ConfigError } from "../config/load.ts";
 import { type Dialect, DIALECTS } from "../mdp/protocol.ts";
 import { RELEASE_ID } from "../telemetry/health.ts";
 import type { Backend } from "./backend.ts";
-import { type Command, COMMANDS, type Context, DEFAULT_SCOPE, exitOf } from "./commands.ts";
+import { type Command, COMMANDS as BASE_COMMANDS, type Context, exitOf } from "./commands.ts";
 import { CliError, EXIT, type ExitCode, UsageError } from "./errors.ts";
 import { GatewayBackend } from "./gateway_backend.ts";
 import { DURATION_PATTERN, parseDuration } from "../metrics/duration.ts";
+import { freshAccessToken, gatewayTarget } from "./login.ts";
+import { PROFILE_COMMANDS } from "./profile_commands.ts";
+import { profilesPath, type Selected, selectProfile } from "./profiles.ts";
 import { checkEndpoint, defaultBusEndpoint, hostOf } from "./net.ts";
 import { consoleOutput, oneLine } from "./output.ts";
 
 export const DEFAULT_GATEWAY = "http://127.0.0.1:8080";
 export const DEFAULT_TIMEOUT_MS = 5000;
 const DEFAULT_WAIT_MS = 1000;
+
+/** Every command: plantd's (cli/commands.ts), then the profiles' (cli/profile_commands.ts). */
+const COMMANDS: Command[] = [...BASE_COMMANDS, ...PROFILE_COMMANDS];
+
+/** Commands that create the profile they are given. */
+const CREATES_PROFILE = new Set(["login", "profile set"]);
 
 const OPTIONS = {
   gateway: { type: "string" },
@@ -51,6 +62,9 @@ const OPTIONS = {
   severity: { type: "string" },
   since: { type: "string" },
   limit: { type: "string" },
+  profile: { type: "string" },
+  username: { type: "string" },
+  "password-stdin": { type: "boolean" },
 } as const;
 
 const GLOBAL = new Set([
@@ -62,10 +76,12 @@ const GLOBAL = new Set([
   "timeout",
   "help",
   "version",
+  "profile",
 ]);
 
 const OPTION_HELP: Record<string, string> = {
-  service: "-s, --service SCOPE  state scope (alias --scope; default org.plantd.Client)",
+  service:
+    "-s, --service SCOPE  state scope (alias --scope; else PLANTD_CLI_SCOPE, else the profile's scope)",
   endpoint: "--endpoint ENDPOINT  the bus's ZeroMQ endpoint (sub: backend, pub: frontend)",
   count: "-n, --count N        stop after N messages",
   frames: "--frames             send [topic, payload] (the default: the topic arrives whole)",
@@ -76,6 +92,8 @@ const OPTION_HELP: Record<string, string> = {
   severity: "--severity LEVEL   only events of this severity (info, warning, critical, …)",
   since: "--since DURATION     only events of the last DURATION (30s, 15m, 1h, 7d)",
   limit: "--limit N            at most N events, newest first (default 100)",
+  username: "--username NAME      the user to log in as (asked when not given)",
+  "password-stdin": "--password-stdin     read the password from the first line of stdin (scripts)",
 };
 
 function usage(): string {
@@ -88,8 +106,10 @@ commands:
 ${lines.join("\n")}
 
 options:
-  --gateway URL        gateway to use (PLANTD_CLI_GATEWAY, default ${DEFAULT_GATEWAY})
-  --token TOKEN        access token or API key for a secured gateway (PLANTD_CLI_TOKEN)
+  --profile NAME       the profile to use (PLANT_PROFILE; default: plant profile use NAME's)
+  --gateway URL        gateway to use (PLANTD_CLI_GATEWAY, the profile's, default ${DEFAULT_GATEWAY})
+  --token TOKEN        access token or API key for a secured gateway (PLANTD_CLI_TOKEN;
+                       else the profile's API key or plant login's login)
   --broker ENDPOINT    talk to the broker over Majordomo and to the buses directly
                        instead (PLANTD_CLI_BROKER), e.g. tcp://127.0.0.1:9797; a broker
                        pair's two endpoints separated by a comma (docs/ha.md)
@@ -100,6 +120,10 @@ options:
   --json               print JSON (one document per line) instead of tables
   -h, --help           help; \`plant <command> --help\` for a command's options
   --version
+
+profiles: $XDG_CONFIG_HOME/plant/profiles.json (~/.config/plant/profiles.json), mode 0600;
+each holds a plant's gateway or broker, default scope, timeout and login. Flags and
+PLANTD_CLI_* variables override a profile's values (plant profile --help).
 
 broker mode with CURVE (docs/security.md): PLANTD_CLI_CURVE_SERVER_KEY (or _FILE) is
 the broker's and buses' public key, PLANTD_CLI_CURVE_SECRET_KEY (or _FILE) your own
@@ -125,6 +149,34 @@ function sinceOf(raw: string | undefined): string | undefined {
     throw new UsageError(`--since expects a duration such as 30s, 15m, 1h or 7d, got '${raw}'`);
   }
   return new Date(Date.now() - ms).toISOString();
+}
+
+/** `plant state --help`: the subcommands of a group. */
+function groupUsage(group: string): string {
+  const lines = COMMANDS.filter((c) => c.words[0] === group).map((c) =>
+    `  ${[...c.words, ...c.args].join(" ").padEnd(36)} ${c.summary}`
+  );
+  return `usage: plant ${group} <subcommand> [arguments]
+
+subcommands:
+${lines.join("\n")}
+
+plant ${group} <subcommand> --help for a subcommand's options; plant --help for global options`;
+}
+
+/** The flags `command` takes, for "unknown option" messages. */
+function flagsOf(command: Command | undefined): string {
+  const own = command?.options ?? [];
+  return [...own, ...GLOBAL].map((o) => `--${o}`).join(", ");
+}
+
+/** The command named by the first positionals, if they name one (for error messages). */
+function commandOf(positionals: string[]): Command | undefined {
+  try {
+    return findCommand(positionals).command;
+  } catch {
+    return undefined;
+  }
 }
 
 function positiveInt(raw: string | undefined, flag: string): number | undefined {
@@ -190,7 +242,17 @@ export async function run(
         tokens: true,
       });
     } catch (error) {
-      throw new UsageError((error as Error).message);
+      // Name the valid choices: parse again leniently to see which command was meant.
+      const loose = parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: false });
+      const meant = commandOf(loose.positionals);
+      const message = (error as Error).message.replace(/\. To specify a positional.*$/s, "");
+      throw new UsageError(
+        /^Unknown option/.test(message)
+          ? `${message} (${meant ? `'${meant.words.join(" ")}' takes` : "options:"} ${
+            flagsOf(meant)
+          })`
+          : message,
+      );
     }
     const { values, positionals, tokens } = parsed;
     json = values.json === true;
@@ -207,6 +269,13 @@ export async function run(
       console.log(usage());
       return EXIT.OK;
     }
+    if (
+      values.help && positionals.length === 1 &&
+      COMMANDS.some((c) => c.words.length > 1 && c.words[0] === positionals[0])
+    ) {
+      console.log(groupUsage(positionals[0]!));
+      return EXIT.OK;
+    }
     const { command, rest } = findCommand(positionals);
     label = command.words.join(" ");
     streaming = command.words[0] === "sub";
@@ -218,7 +287,9 @@ export async function run(
       if (token.kind !== "option") continue;
       const name = token.name === "scope" ? "service" : token.name;
       if (!GLOBAL.has(name) && !command.options.includes(name)) {
-        throw new UsageError(`option '${token.rawName}' does not apply to '${label}'`);
+        throw new UsageError(
+          `option '${token.rawName}' does not apply to '${label}' (it takes ${flagsOf(command)})`,
+        );
       }
     }
     const required = command.args.filter((a) => !a.startsWith("[")).length;
@@ -239,19 +310,34 @@ export async function run(
       throw new UsageError("give --gateway or --broker, not both");
     }
     const curve = cliCurve(env);
+    const selected = await profileOf(
+      label,
+      values.profile ?? (env.PLANT_PROFILE || undefined),
+      env,
+    );
+    const profile = selected.profile;
     const timeoutMs = positiveInt(values.timeout, "--timeout") ??
-      positiveInt(env.PLANTD_CLI_TIMEOUT_MS, "PLANTD_CLI_TIMEOUT_MS") ?? DEFAULT_TIMEOUT_MS;
+      positiveInt(env.PLANTD_CLI_TIMEOUT_MS, "PLANTD_CLI_TIMEOUT_MS") ?? profile.timeout ??
+      DEFAULT_TIMEOUT_MS;
+    const gatewayGiven = values.gateway ?? (env.PLANTD_CLI_GATEWAY || undefined);
+    // Flags, then PLANTD_CLI_*, then the profile: a gateway given either way outranks the
+    // profile's broker, as --gateway outranks PLANTD_CLI_BROKER.
     const brokerGiven = values.gateway !== undefined
       ? undefined
-      : values.broker ?? (env.PLANTD_CLI_BROKER || undefined);
+      : values.broker ?? (env.PLANTD_CLI_BROKER || undefined) ??
+        (gatewayGiven === undefined ? profile.broker : undefined);
     // One endpoint, or a pair's separated by commas: the client fails over between them.
     const brokers = brokerGiven?.split(",").map((e) => checkEndpoint(e.trim(), "--broker"));
     const broker = brokers?.[0];
-    const dialect = brokerDialect(values.dialect ?? (env.PLANTD_CLI_DIALECT || undefined));
+    const dialect = brokerDialect(
+      values.dialect ?? (env.PLANTD_CLI_DIALECT || undefined) ?? profile.dialect,
+    );
     if (values.dialect !== undefined && broker === undefined) {
       throw new UsageError("--dialect applies to --broker (the gateway speaks to its own broker)");
     }
-    const gateway = values.gateway ?? (env.PLANTD_CLI_GATEWAY || DEFAULT_GATEWAY);
+    const gateway = gatewayGiven ?? profile.gateway ?? DEFAULT_GATEWAY;
+    const scope = values.service ?? values.scope ?? (env.PLANTD_CLI_SCOPE || undefined) ??
+      profile.scope;
     const endpoint = values.endpoint === undefined
       ? undefined
       : checkEndpoint(values.endpoint, "--endpoint");
@@ -270,7 +356,13 @@ export async function run(
     const context: Context = {
       out,
       positionals: rest,
-      scope: values.service ?? values.scope ?? DEFAULT_SCOPE,
+      // Read only by commands that take a scope: the others run without one.
+      get scope(): string {
+        if (scope !== undefined) return scope;
+        throw new UsageError(
+          `no state scope: give --service SCOPE (or PLANTD_CLI_SCOPE), or set the profile's default with plant profile set scope SCOPE (profile '${selected.name}')`,
+        );
+      },
       timeoutMs,
       count: positiveInt(values.count, "--count"),
       endpoint,
@@ -286,6 +378,13 @@ export async function run(
       },
       signal: stop.signal,
       ...(curve ? { curve } : {}),
+      account: {
+        path: selected.path,
+        selected,
+        gateway,
+        ...(values.username !== undefined ? { username: values.username } : {}),
+        passwordStdin: values["password-stdin"] === true,
+      },
       frontendOf: (bus) => busEndpoint(bus, "frontend"),
       directBackendOf: (bus) =>
         endpoint ?? (broker !== undefined ? busEndpoint(bus, "backend") : undefined),
@@ -301,11 +400,19 @@ export async function run(
             dialect,
           );
         } else {
+          const given = values.token ?? (env.PLANTD_CLI_TOKEN || undefined);
+          const token = given ?? await profileToken(selected, gateway, timeoutMs);
+          const login = given === undefined && token !== undefined && !selected.profile.token;
+          let current = token;
           backend = new GatewayBackend(
             gateway,
             timeoutMs,
             "gateway",
-            values.token ?? (env.PLANTD_CLI_TOKEN || undefined),
+            token,
+            login
+              ? async () =>
+                current = await freshAccessToken(selected.path, selected.name, timeoutMs, current)
+              : undefined,
           );
         }
         return backend;
@@ -322,6 +429,42 @@ export async function run(
     Deno.removeSignalListener("SIGTERM", onSignal);
     await backend?.close().catch(() => {});
   }
+}
+
+/** The profile of `--profile` / PLANT_PROFILE, or the current one. */
+async function profileOf(
+  label: string,
+  named: string | undefined,
+  env: Record<string, string>,
+): Promise<Selected> {
+  let path: string;
+  try {
+    path = profilesPath(env);
+  } catch (error) {
+    // Without HOME the profile commands cannot work; the others work without profiles.
+    if (label === "login" || label === "logout" || label.startsWith("profile ")) throw error;
+    return { name: named ?? "default", profile: {}, exists: false, path: "" };
+  }
+  return await selectProfile(path, named, CREATES_PROFILE.has(label));
+}
+
+/**
+ * The profile's credential for `gateway`: its API key or its login (refreshed
+ * when close to expiry), but only for the gateway the profile names or the
+ * login came from, never for one given by --gateway or PLANTD_CLI_GATEWAY.
+ */
+async function profileToken(
+  selected: Selected,
+  gateway: string,
+  timeoutMs: number,
+): Promise<string | undefined> {
+  const { profile } = selected;
+  const target = gatewayTarget(gateway);
+  if (profile.token) {
+    return gatewayTarget(profile.gateway ?? DEFAULT_GATEWAY) === target ? profile.token : undefined;
+  }
+  if (profile.session?.gateway !== target) return undefined;
+  return await freshAccessToken(selected.path, selected.name, timeoutMs);
 }
 
 /** The `--dialect` / PLANTD_CLI_DIALECT value; a usage error when it names none. */

@@ -84,3 +84,18 @@ Deno.test("the app fuses its request pipeline with each route of one handler (ga
     assert.ok(app.router.match("PUT", "/api/state/plant/k")[0].length > 2);
   });
 });
+
+Deno.test("the gateway answers a write method on its health and metrics paths with 405 and Allow, auth off and on (#21: POST /healthz was 404)", async () => {
+  for (const auth of [false, true]) {
+    await withApp(async ({ request }) => {
+      for (
+        const [method, path] of [["POST", "/healthz"], ["PUT", "/livez"], ["DELETE", "/metrics"]]
+      ) {
+        const response = await request(method!, path!);
+        assert.equal(response.status, 405, `${method} ${path} (auth ${auth})`);
+        assert.equal(response.headers.get("allow"), "GET, HEAD");
+        assert.equal((await response.json()).error.code, "METHOD_NOT_ALLOWED");
+      }
+    }, { auth });
+  }
+});

@@ -60,3 +60,36 @@ Deno.test("a component's --help lists every key of its schema as flag and enviro
     assert.doesNotMatch(stdout, /secret.*default "[^"]/i);
   }
 });
+
+Deno.test("every other task of deno.json that runs a script (benches, bench:report, fuzz:zmtp, cli) answers --help with its usage, exit 0, and runs nothing", async () => {
+  const tasks = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)).tasks as Record<
+    string,
+    string | { command: string }
+  >;
+  const scripts = Object.entries(tasks)
+    .map(([name, task]) => {
+      const command = typeof task === "string" ? task : task.command;
+      return [name, /^deno run -A ((?!main\.ts)[\w/]+\.ts)$/.exec(command)?.[1]] as const;
+    })
+    .filter((entry): entry is readonly [string, string] => entry[1] !== undefined);
+  assert.ok(scripts.length >= 14, scripts.map(([name]) => name).join(" "));
+  const report = await Deno.readTextFile(`${ROOT}BENCHMARKS.md`);
+  for (const [name, script] of scripts) {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", script, "--help"],
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const dec = new TextDecoder();
+    const [stdout, stderr] = [dec.decode(out.stdout), dec.decode(out.stderr)];
+    assert.equal(out.code, 0, `${name} --help: ${stderr}`);
+    assert.match(stdout, /^usage: /, `${name} --help`);
+  }
+  assert.equal(
+    await Deno.readTextFile(`${ROOT}BENCHMARKS.md`),
+    report,
+    "bench:report wrote nothing",
+  );
+});

@@ -18,7 +18,11 @@ Deno.test("REST and WebSocket publishing reach bus subscribers", async () => {
   const subscriber = new Subscriber(system.backends.event!, { bus: "event" });
   subscriber.subscribe("alarm.");
   const ws = await openWs(system.url);
+  // A WebSocket subscriber of the gateway too (#21: it got topic 'alarm.', payload 'boiler…').
+  const watcher = await openWs(system.url);
   try {
+    watcher.send({ type: "subscribe", id: "w", bus: "event", prefix: "alarm." });
+    await watcher.nextOf("subscribed", "w");
     const buses = await (await fetch(`${system.url}/api/buses`)).json();
     assert.deepEqual(buses.publish.sort(), ["event", "metric"]);
     const received: string[] = [];
@@ -36,10 +40,12 @@ Deno.test("REST and WebSocket publishing reach bus subscribers", async () => {
       });
       assert.equal(reply.status, 202);
       assert.deepEqual(await reply.json(), { bus: "event", topic: "alarm.boiler", bytes: 3 });
-      return received.length > 0;
+      return received.length > 0 && watcher.received.some((m) => m.type === "message");
     });
     // The default form keeps the whole topic (#21: a single frame was cut at the prefix).
     assert.equal(received[0], "alarm.boiler|hot|frames");
+    const whole = await watcher.nextOf("message", "w");
+    assert.deepEqual([whole.topic, whole.payload], ["alarm.boiler", "hot"]);
     // Go plantd's single frame on request: it has no topic boundary, so a subscriber
     // splits it at the longest envelope or subscription it knows (docs/websocket.md).
     const single = await fetch(`${system.url}/api/buses/event/messages`, {
@@ -50,6 +56,11 @@ Deno.test("REST and WebSocket publishing reach bus subscribers", async () => {
     assert.equal(single.status, 202);
     await single.body?.cancel();
     await waitFor(() => received.includes("alarm.|boilerhot|single"));
+    await waitFor(() =>
+      watcher.received.some((m) =>
+        m.type === "message" && m.topic === "alarm." && m.payload === "boilerhot"
+      )
+    );
 
     ws.socket.send(JSON.stringify({
       type: "publish",
@@ -86,6 +97,7 @@ Deno.test("REST and WebSocket publishing reach bus subscribers", async () => {
   } finally {
     subscriber.close();
     await ws.close();
+    await watcher.close();
     await system.stop();
   }
 });

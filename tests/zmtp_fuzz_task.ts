@@ -8,6 +8,7 @@
  * fast-check's report (seed, path, shrunk session).
  */
 import { z } from "zod";
+import { wantsHelp } from "../config/load.ts";
 import { fuzzBroker, fuzzDealer } from "./_zmtp_fuzz.ts";
 
 const settings = {
@@ -26,6 +27,18 @@ function setting<T extends z.ZodType>(
     Deno.exit(2);
   }
   return result.data;
+}
+
+if (wantsHelp(Deno.args)) {
+  console.log(`usage: deno task fuzz:zmtp
+
+The ZMTP fuzzer against the broker's and the DEALER's ZMTP engines.
+
+environment:
+  ZMTP_FUZZ_SEED    integer (default: a random one, printed first, to replay a failure)
+  ZMTP_FUZZ_RUNS    sessions per target (20000)
+  ZMTP_FUZZ_TARGET  broker, dealer or both (both)`);
+  Deno.exit(0);
 }
 
 const seed = setting("ZMTP_FUZZ_SEED", settings.ZMTP_FUZZ_SEED);
