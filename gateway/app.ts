@@ -26,6 +26,7 @@ import { logger } from "../telemetry/log.ts";
 import { logLimiter } from "../telemetry/log_window.ts";
 import { authRoutes } from "./routes/auth.ts";
 import { dlqRoutes } from "./routes/dlq.ts";
+import { alarmsRoutes } from "./routes/alarms.ts";
 import { metricsRoutes } from "./routes/metrics.ts";
 import { servicesRoutes } from "./routes/services.ts";
 import { stateRoutes } from "./routes/state.ts";
@@ -181,6 +182,7 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
   stateRoutes(app, new StateClient(call, directory, deps.stateCache), guard, headers);
   servicesRoutes(app, call, directory, guard);
   dlqRoutes(app, call, guard);
+  alarmsRoutes(app, call, directory, guard);
   metricsRoutes(app, deps.metricsStore, guard);
   busRoutes(app, deps.hub, deps.outlet, guard);
   authRoutes(app, {
