@@ -127,6 +127,7 @@ export class AlarmService {
   /** Bumped by every local rule change: a reload that started before one is stale. */
   #ruleGeneration = 0;
   #ready = false;
+  #ticking = false;
   #limited = logLimiter(10_000);
 
   constructor(options: AlarmServiceOptions) {
@@ -162,6 +163,9 @@ export class AlarmService {
 
   /** Loads state once (scopes, alarms), then reloads rules and retries failed writes. */
   async #tick(): Promise<void> {
+    // A slow state service must not pile reloads up behind each other.
+    if (this.#ticking) return;
+    this.#ticking = true;
     try {
       if (!this.#ready) {
         await this.#ensureScope(RULES_SCOPE);
@@ -181,6 +185,8 @@ export class AlarmService {
             suppressed_since_last: suppressed,
           }),
       );
+    } finally {
+      this.#ticking = false;
     }
   }
 
