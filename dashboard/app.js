@@ -4,6 +4,7 @@
 import uPlot from "/vendor/uPlot.esm.js";
 import { $, api, el, onUnauthorized, setStatus } from "./lib.js";
 import { Live } from "./live.js";
+import { startAlarmsPanel } from "./alarms.js";
 import { refreshSession, scheduleRefresh, showLogin } from "./session.js";
 
 onUnauthorized(showLogin);
@@ -61,6 +62,7 @@ if (me.auth_enabled) {
 $("app").hidden = false;
 
 const live = new Live();
+startAlarmsPanel(live);
 
 // ---------------------------------------------------------------- health and services
 

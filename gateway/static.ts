@@ -13,6 +13,7 @@ import indexHtml from "../dashboard/index.html" with { type: "text" };
 import appJs from "../dashboard/app.js" with { type: "text" };
 import libJs from "../dashboard/lib.js" with { type: "text" };
 import liveJs from "../dashboard/live.js" with { type: "text" };
+import alarmsJs from "../dashboard/alarms.js" with { type: "text" };
 import sessionJs from "../dashboard/session.js" with { type: "text" };
 import styleCss from "../dashboard/style.css" with { type: "text" };
 
@@ -21,6 +22,7 @@ const FILES: Record<string, [string, string]> = {
   "/app.js": [appJs, "text/javascript; charset=utf-8"],
   "/lib.js": [libJs, "text/javascript; charset=utf-8"],
   "/live.js": [liveJs, "text/javascript; charset=utf-8"],
+  "/alarms.js": [alarmsJs, "text/javascript; charset=utf-8"],
   "/session.js": [sessionJs, "text/javascript; charset=utf-8"],
   "/style.css": [styleCss, "text/css; charset=utf-8"],
   "/vendor/uPlot.esm.js": [uplotJs, "text/javascript; charset=utf-8"],
