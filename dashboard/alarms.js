@@ -190,5 +190,7 @@ export async function startAlarmsPanel(live) {
   live.hold("alarm-events", { type: "subscribe", bus: "event", prefix: "alarm." }, (message) => {
     if (message.type === "message") reread();
   });
+  // Events make it live; a slow re-read poll catches up after a failed read.
+  setInterval(reread, 5000);
   await Promise.all([refreshRules(), refreshAlarms()]);
 }
