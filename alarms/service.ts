@@ -383,6 +383,8 @@ export class AlarmService {
         const { id, ...stored } = parsed.data;
         this.#ruleGeneration++;
         await this.#o.state.set(RULES_SCOPE, id, JSON.stringify(stored));
+        // A reload that read the scope while the write was under way is stale too.
+        this.#ruleGeneration++;
         this.#apply(this.#engine.putRule(parsed.data, Date.now()));
         return parsed.data;
       }
@@ -390,6 +392,7 @@ export class AlarmService {
         const { id } = parse(RuleIdRequest);
         this.#ruleGeneration++;
         const { existed } = await this.#o.state.delete(RULES_SCOPE, id);
+        this.#ruleGeneration++;
         const known = this.#engine.rule(id) !== undefined;
         if (!known && existed === false) throw new RequestError("NOT_FOUND", `No rule '${id}'`);
         this.#apply(this.#engine.removeRule(id, Date.now()));
