@@ -6,6 +6,7 @@
  */
 import { parseArgs } from "node:util";
 import {
+  alarmsConfig,
   brokerConfig,
   busConfig,
   echoConfig,
@@ -26,6 +27,8 @@ import { startBusComponent } from "./roles/bus.ts";
 import { startEcho } from "./roles/echo.ts";
 import { startGateway } from "./roles/gateway.ts";
 import { startMetrics } from "./roles/metrics.ts";
+import { startAlarms } from "./roles/alarms.ts";
+import { ALARMS_SERVICE } from "./alarms/rules.ts";
 import { redactUrl } from "./storage/postgres.ts";
 import { startState } from "./roles/state.ts";
 import { backupState } from "./state/backup.ts";
@@ -34,6 +37,7 @@ import { ECHO_SERVICE } from "./workers/echo.ts";
 import { connectableEndpoint, type Running, runningAll } from "./roles/running.ts";
 import { Registry } from "prom-client";
 import type {
+  AlarmsConfig,
   BrokerConfig,
   EchoConfig,
   GatewayConfig,
@@ -52,6 +56,7 @@ components:
   state    org.plantd.State key/value service (libSQL, or PostgreSQL for several workers)
   gateway  HTTP/WebSocket gateway (http://127.0.0.1:8080)
   metrics  metrics ingester: metric bus into PostgreSQL/TimescaleDB or libSQL
+  alarms   alarm rules on the metric bus, alarms on the event bus, org.plantd.Alarms
   state-backup FILE   consistent copy of the state database while it runs
   user-add --username NAME [--roles admin]   create a gateway user (password: prompt,
                       PLANTD_USER_PASSWORD or a piped line)
@@ -87,6 +92,7 @@ async function startDev(
   state: StateConfig,
   gateway: GatewayConfig,
   metrics: MetricsConfig,
+  alarms: AlarmsConfig,
 ): Promise<Running> {
   const brokerRegistry = new Registry();
   const parts: Running[] = [];
@@ -98,7 +104,11 @@ async function startDev(
     const started = await startBroker(
       curve
         ? {
-          ...withGrant(curve.server, curve.publicKey, [STATE_SERVICE, ECHO_SERVICE]),
+          ...withGrant(curve.server, curve.publicKey, [
+            STATE_SERVICE,
+            ECHO_SERVICE,
+            ALARMS_SERVICE,
+          ]),
           // The gateway's /api/dlq changes dead letters with it (checked against dlq:write).
           admin_keys: [...broker.admin_keys, curve.publicKey],
         }
@@ -174,6 +184,21 @@ async function startDev(
       )
       : undefined;
     if (metricsRole) parts.push(metricsRole);
+    // Alarms read the metric bus and publish on the event bus, next to the ingester.
+    const eventBus = started.buses.set.get("event");
+    if (metricBus && eventBus) {
+      parts.push(startAlarms(
+        {
+          ...alarms,
+          ...curveKeys,
+          broker_endpoint: brokerEndpoint,
+          metric_bus_endpoint: connectableEndpoint(metricBus.backend),
+          event_bus_endpoint: connectableEndpoint(eventBus.frontend),
+          health_port: 0,
+        },
+        registry,
+      ));
+    }
     const web = await startGateway(
       {
         ...gateway,
@@ -220,6 +245,7 @@ function help(component: string): string | undefined {
     state: stateConfig,
     gateway: gatewayConfig,
     metrics: metricsConfig,
+    alarms: alarmsConfig,
   } as const;
   if (component in configs) {
     const config = configs[component as keyof typeof configs];
@@ -229,7 +255,7 @@ function help(component: string): string | undefined {
     case "dev":
       return `usage: main.ts dev [--log-level debug|info|warn|error] [--log-format json|pretty]
 
-Broker, buses, echo and state workers, metrics ingester and gateway in one
+Broker, buses, echo and state workers, metrics ingester, alarms and gateway in one
 process on embedded defaults. Each component reads its own environment
 (PLANTD_BROKER_*, PLANTD_GATEWAY_*...): see main.ts <component> --help.`;
     case "state-backup":
@@ -285,6 +311,11 @@ async function start(component: string, args: string[]): Promise<Running | undef
       await setupLogging(config.log_level, config.log_format);
       return startMetrics(config);
     }
+    case "alarms": {
+      const config = loadConfig(alarmsConfig, { args });
+      await setupLogging(config.log_level, config.log_format);
+      return startAlarms(config);
+    }
     case "state-backup": {
       // The positional FILE is the target; the rest are the state config's flags (--db).
       const [target, ...rest] = args;
@@ -313,8 +344,9 @@ async function start(component: string, args: string[]): Promise<Running | undef
       const state = loadConfig(stateConfig, { args: shared });
       const gateway = loadConfig(gatewayConfig, { args: shared });
       const metrics = loadConfig(metricsConfig, { args: shared });
+      const alarms = loadConfig(alarmsConfig, { args: shared });
       await setupLogging(broker.log_level as ConfigLogLevel, broker.log_format as LogFormat);
-      return await startDev(broker, echo, state, gateway, metrics);
+      return await startDev(broker, echo, state, gateway, metrics, alarms);
     }
     default:
       throw new ConfigError(`unknown component '${component}'\n${USAGE}`);

@@ -36,6 +36,7 @@ export const KNOWN_BENCHES: ReadonlyArray<{ bench: string; title: string; task: 
   { bench: "gateway", title: "Gateway (deno task bench:gateway)", task: "bench:gateway" },
   { bench: "login", title: "Login flood (deno task bench:login)", task: "bench:login" },
   { bench: "metrics", title: "Metrics ingest (deno task bench:metrics)", task: "bench:metrics" },
+  { bench: "alarms", title: "Alarm evaluation (deno task bench:alarms)", task: "bench:alarms" },
   {
     bench: "durable",
     title: "Durable requests (deno task bench:durable)",

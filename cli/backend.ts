@@ -58,6 +58,9 @@ export type { HistoryRecord };
 /** What `plant dlq` asks of the broker's dead-letter queue (docs/durability.md). */
 export type DlqOperation = "list" | "show" | "replay" | "delete" | "purge";
 
+/** What `plant alarms` asks of `org.plantd.Alarms` (docs/alarms.md). */
+export type AlarmsOperation = "list" | "ack" | "rules" | "rule-set" | "rule-delete";
+
 /** plantd, reached one way or the other. */
 export interface Backend {
   /** Where requests go, for messages. */
@@ -92,6 +95,15 @@ export interface Backend {
   ): Promise<Record<string, unknown>>;
   /** GET /api/events with `query`; only the gateway has the event history. */
   events?(query: Record<string, string>): Promise<Record<string, unknown>>;
+  /**
+   * An alarms operation: `list` takes the `/api/alarms` filters, `ack` and
+   * `rule-delete` an `id`, `rule-set` a `rule` (with its id). Resolves with
+   * the answer's data (`/api/alarms`'s JSON); unknown ids are NOT_FOUND.
+   */
+  alarms(
+    operation: AlarmsOperation,
+    params: Record<string, unknown>,
+  ): Promise<Record<string, unknown>>;
   /** Streams bus messages until `signal` aborts; rejects when the stream breaks. */
   subscribe(bus: string, prefix: string, options: SubscribeOptions): Promise<void>;
   close(): Promise<void>;

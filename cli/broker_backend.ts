@@ -23,8 +23,10 @@ import { text } from "../mdp/protocol.ts";
 import { BROKER_SERVICE_NAME } from "../mdp/broker_operations.ts";
 import { type HistoryRecord, StateClient } from "../state/client.ts";
 import { STATE_SERVICE } from "../state/operations.ts";
+import { ALARMS_SERVICE } from "../alarms/rules.ts";
 import { type Check, type Health, healthOf } from "../telemetry/health.ts";
 import type {
+  AlarmsOperation,
   Backend,
   DlqOperation,
   Entry,
@@ -221,6 +223,29 @@ export class BrokerBackend implements Backend {
         ? reply.code
         : "SERVICE_UNAVAILABLE";
       throw apiFailure(code, String(reply?.error ?? "the broker refused the operation"));
+    });
+  }
+
+  alarms(
+    operation: AlarmsOperation,
+    params: Record<string, unknown>,
+  ): Promise<Record<string, unknown>> {
+    return this.#run(async () => {
+      // Straight to the service: no gateway authenticates anyone, so who acknowledges
+      // is the local user, as the service records it.
+      const request = operation === "ack"
+        ? { ...params, by: `cli:${Deno.env.get("USER") ?? "unknown"}` }
+        : params;
+      const [frame] = await this.#client.request(ALARMS_SERVICE, [
+        operation,
+        JSON.stringify(request),
+      ]);
+      const reply = JSON.parse(text(frame!));
+      if (reply?.success === true) return reply.data as Record<string, unknown>;
+      throw apiFailure(
+        typeof reply?.code === "string" ? reply.code : "UPSTREAM_ERROR",
+        String(reply?.error ?? "the alarms service refused the operation"),
+      );
     });
   }
 

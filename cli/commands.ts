@@ -1,6 +1,6 @@
 /**
  * The commands of `plant`, mirroring Go plantd's client (`echo`, `state …`)
- * plus `services`, `call`, `sub`, `pub`, `health`, `dlq …` and `events`. Each prints a table or
+ * plus `services`, `call`, `sub`, `pub`, `health`, `dlq …`, `events` and `alarms …`. Each prints a table or
  * a line for people and one JSON document per result with `--json`.
  *
  * @module
@@ -97,6 +97,36 @@ function eventText(payload: unknown): string {
   const text = typeof payload === "string" ? payload : JSON.stringify(payload);
   return text.length > 120 ? `${text.slice(0, 120)}…` : text;
 }
+
+/** An alarm as `/api/alarms` lists it. */
+interface AlarmRow {
+  id: string;
+  rule: string;
+  device: string;
+  channel: string;
+  severity: string;
+  state: string;
+  message: string;
+  value: number | null;
+  raised_at: string;
+  acknowledged_by?: string;
+  acknowledged_at?: string;
+  cleared_at?: string;
+}
+
+/** An alarm rule as `/api/alarms/rules` lists it. */
+interface RuleRow {
+  id: string;
+  device: string;
+  channel: string;
+  kind: string;
+  threshold: number;
+  deadband: number;
+  severity: string;
+  enabled: boolean;
+}
+
+const ALARM_FILTERS = ["all", "open", "active", "acknowledged", "cleared"];
 
 /** Go plantd's client name, which `echo` sends as its service. */
 export const DEFAULT_SCOPE = "org.plantd.Client";
@@ -425,6 +455,104 @@ export const COMMANDS: Command[] = [
       const purged = await (await backend()).dlq("purge", service ? { service } : {});
       out.data(purged);
       out.line(`deleted ${purged.deleted} dead letter${purged.deleted === 1 ? "" : "s"}`);
+    },
+  },
+  {
+    words: ["alarms", "ls"],
+    args: ["[STATE]"],
+    options: [],
+    summary: "alarms, newest first: all (default), open, active, acknowledged or cleared",
+    async run({ out, backend, positionals }) {
+      const filter = positionals[0] ?? "all";
+      if (!ALARM_FILTERS.includes(filter)) {
+        throw new UsageError(`STATE is one of ${ALARM_FILTERS.join(", ")}, not '${filter}'`);
+      }
+      const listed = await (await backend()).alarms(
+        "list",
+        filter === "all" ? {} : {
+          state: filter,
+        },
+      );
+      const alarms = listed.alarms as AlarmRow[];
+      out.data(listed);
+      if (alarms.length === 0) return out.line("no alarms");
+      out.table(
+        ["ID", "SEVERITY", "STATE", "DEVICE/CHANNEL", "VALUE", "RAISED", "ACKNOWLEDGED BY"],
+        alarms.map((a) => [
+          a.id,
+          a.severity,
+          a.state,
+          `${a.device}/${a.channel}`,
+          a.value ?? "",
+          a.raised_at,
+          a.acknowledged_by ?? "",
+        ]),
+      );
+    },
+  },
+  {
+    words: ["alarms", "ack"],
+    args: ["ID"],
+    options: [],
+    summary: "acknowledge an alarm (as the gateway's user; --broker: the local user)",
+    async run({ out, backend, positionals }) {
+      const alarm = await (await backend()).alarms("ack", { id: positionals[0]! });
+      out.data(alarm);
+      out.line(`acknowledged ${alarm.id} by ${alarm.acknowledged_by} at ${alarm.acknowledged_at}`);
+    },
+  },
+  {
+    words: ["alarms", "rules"],
+    args: [],
+    options: [],
+    summary: "alarm rules",
+    async run({ out, backend }) {
+      const listed = await (await backend()).alarms("rules", {});
+      const rules = listed.rules as RuleRow[];
+      out.data(listed);
+      if (listed.invalid) out.note(`${listed.invalid} stored rule(s) are not valid and skipped`);
+      if (rules.length === 0) return out.line("no rules");
+      out.table(
+        ["ID", "DEVICE/CHANNEL", "KIND", "THRESHOLD", "DEADBAND", "SEVERITY", "ENABLED"],
+        rules.map((r) => [
+          r.id,
+          `${r.device}/${r.channel}`,
+          r.kind,
+          r.threshold,
+          r.deadband,
+          r.severity,
+          String(r.enabled),
+        ]),
+      );
+    },
+  },
+  {
+    words: ["alarms", "rule-set"],
+    args: ["ID", "JSON"],
+    options: [],
+    summary:
+      'create or replace a rule: \'{"device":"boiler","channel":"temp","kind":"above","threshold":80}\'',
+    async run({ out, backend, positionals }) {
+      const body = JSON.parse(parseJsonArg(positionals[1]!, "the rule"));
+      if (typeof body !== "object" || body === null || Array.isArray(body)) {
+        throw new UsageError("the rule is a JSON object (docs/alarms.md)");
+      }
+      const rule = await (await backend()).alarms("rule-set", {
+        rule: { ...body, id: positionals[0]! },
+      });
+      out.data(rule);
+      out.line(`rule ${rule.id} set`);
+    },
+  },
+  {
+    words: ["alarms", "rule-rm"],
+    args: ["ID"],
+    options: [],
+    summary: "delete a rule (its open alarm clears)",
+    async run({ out, backend, positionals }) {
+      const deleted = await (await backend()).alarms("rule-delete", { id: positionals[0]! });
+      out.data(deleted);
+      out.line(`rule ${deleted.id} deleted`);
     },
   },
   state("get", ["KEY"], "read a key of the scope", async ({ out, backend, scope, positionals }) => {

@@ -7,6 +7,7 @@
  */
 import type { Health } from "../telemetry/health.ts";
 import type {
+  AlarmsOperation,
   Backend,
   BusLine,
   DlqOperation,
@@ -167,6 +168,32 @@ export class GatewayBackend implements Backend {
   async events(query: Record<string, string>): Promise<Record<string, unknown>> {
     const { json } = await this.#http("GET", `/api/events?${new URLSearchParams(query)}`);
     return json as Record<string, unknown>;
+  }
+
+  async alarms(
+    operation: AlarmsOperation,
+    params: Record<string, unknown>,
+  ): Promise<Record<string, unknown>> {
+    const json = { "content-type": "application/json" };
+    const id = encodeURIComponent(String(params.id ?? ""));
+    let reply;
+    if (operation === "list") {
+      const query = new URLSearchParams(
+        Object.entries(params).map(([k, v]) => [k, String(v)]),
+      ).toString();
+      reply = await this.#http("GET", `/api/alarms${query ? `?${query}` : ""}`);
+    } else if (operation === "ack") {
+      reply = await this.#http("POST", `/api/alarms/${id}/ack`, "{}", json);
+    } else if (operation === "rules") {
+      reply = await this.#http("GET", "/api/alarms/rules");
+    } else if (operation === "rule-set") {
+      const { id: ruleId, ...body } = params.rule as Record<string, unknown>;
+      const path = `/api/alarms/rules/${encodeURIComponent(String(ruleId))}`;
+      reply = await this.#http("PUT", path, JSON.stringify(body), json);
+    } else {
+      reply = await this.#http("DELETE", `/api/alarms/rules/${id}`);
+    }
+    return reply.json as Record<string, unknown>;
   }
 
   async health(): Promise<Health> {

@@ -632,3 +632,46 @@ export const metricsConfig = {
 } satisfies ComponentConfig<z.ZodObject>;
 
 export type MetricsConfig = z.infer<typeof metricsConfig.schema>;
+
+export const alarmsConfig = {
+  name: "alarms",
+  envPrefix: "PLANTD_ALARMS",
+  schema: z.object({
+    ...common,
+    /** One broker endpoint, or a pair's as a list (docs/ha.md). */
+    broker_endpoint: brokerEndpoints.default("tcp://127.0.0.1:9797"),
+    /** 0 turns the health server off. */
+    health_port: port.default(8085),
+    /** Backend of the metric bus, where the points to evaluate are read. */
+    metric_bus_endpoint: endpoint.default("tcp://127.0.0.1:13001"),
+    /** Frontend of the event bus, where raised, cleared and acknowledged alarms are published. */
+    event_bus_endpoint: endpoint.default("tcp://127.0.0.1:12000"),
+    /** Envelopes that split Go plantd's single-frame metric messages into topic and JSON. */
+    envelopes: z.array(z.string().min(1)).default(() => ["org.plantd.Metric"]),
+    /** ZMQ_RCVHWM of the metric subscription; 0 = no limit. */
+    receive_hwm: hwm.default(100_000),
+    /** How often rules are read again from the state service (edits through /api/state). */
+    rules_reload_ms: positiveMs.default(2000),
+    /** Cleared alarms kept as history; older ones are deleted. */
+    history_limit: z.number().int().min(1).max(100_000).default(1000),
+    /** Timeout of each state service call. */
+    state_timeout_ms: positiveMs.default(5000),
+    /**
+     * A bearer token the state service accepts (scope `org.plantd.Alarms*`
+     * read/write), when it checks tokens; unset: requests carry none.
+     */
+    state_token: z.string().min(1).optional(),
+    dialect: z.enum(WORKER_DIALECTS).default("auto"),
+    concurrency: z.number().int().min(1).max(64).default(1),
+    capacity: z.number().int().min(1).max(4096).default(16),
+    heartbeat_interval_ms: positiveMs.default(2500),
+    heartbeat_liveness: z.number().int().min(1).default(3),
+    ...mdpTransport,
+    ...zmtpHeartbeat,
+    /** CURVE keys for the broker and the buses (config/curve.ts). */
+    ...curveClientShape,
+    ...busCurveClientShape,
+  }),
+} satisfies ComponentConfig<z.ZodObject>;
+
+export type AlarmsConfig = z.infer<typeof alarmsConfig.schema>;

@@ -7,6 +7,7 @@ import { startEvents } from "./events.js";
 import { Live } from "./live.js";
 import { startGatewayPanel } from "./gateway_panel.js";
 import { startPanels } from "./panels.js";
+import { startAlarmsPanel } from "./alarms.js";
 import { refreshSession, scheduleRefresh, showLogin } from "./session.js";
 import { historyButton, historyChanged, setViewer } from "./state_history.js";
 
@@ -66,6 +67,7 @@ $("app").hidden = false;
 setViewer(me);
 
 const live = new Live();
+startAlarmsPanel(live);
 
 // ---------------------------------------------------------------- health and services
 

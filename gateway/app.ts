@@ -30,6 +30,7 @@ import { dlqRoutes } from "./routes/dlq.ts";
 import { gatewayStatsRoutes } from "./routes/gateway_stats.ts";
 import { layoutRoutes } from "./routes/layout.ts";
 import { eventsRoutes } from "./routes/events.ts";
+import { alarmsRoutes } from "./routes/alarms.ts";
 import { metricsRoutes } from "./routes/metrics.ts";
 import { servicesRoutes } from "./routes/services.ts";
 import { stateRoutes } from "./routes/state.ts";
@@ -187,6 +188,7 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
   layoutRoutes(app, stateClient, guard);
   servicesRoutes(app, call, directory, guard);
   dlqRoutes(app, call, guard);
+  alarmsRoutes(app, call, directory, guard);
   metricsRoutes(app, deps.metricsStore, guard);
   devicesRoutes(app, deps.metricsStore, guard);
   gatewayStatsRoutes(app, deps.registry, guard);

@@ -18,6 +18,7 @@ import eventsJs from "../dashboard/events.js" with { type: "text" };
 import libJs from "../dashboard/lib.js" with { type: "text" };
 import liveJs from "../dashboard/live.js" with { type: "text" };
 import panelsJs from "../dashboard/panels.js" with { type: "text" };
+import alarmsJs from "../dashboard/alarms.js" with { type: "text" };
 import sessionJs from "../dashboard/session.js" with { type: "text" };
 import stateHistoryJs from "../dashboard/state_history.js" with { type: "text" };
 import styleCss from "../dashboard/style.css" with { type: "text" };
@@ -32,6 +33,7 @@ const FILES: Record<string, [string, string]> = {
   "/lib.js": [libJs, "text/javascript; charset=utf-8"],
   "/live.js": [liveJs, "text/javascript; charset=utf-8"],
   "/panels.js": [panelsJs, "text/javascript; charset=utf-8"],
+  "/alarms.js": [alarmsJs, "text/javascript; charset=utf-8"],
   "/session.js": [sessionJs, "text/javascript; charset=utf-8"],
   "/state_history.js": [stateHistoryJs, "text/javascript; charset=utf-8"],
   "/style.css": [styleCss, "text/css; charset=utf-8"],

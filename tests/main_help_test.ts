@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import {
+  alarmsConfig,
   brokerConfig,
   busConfig,
   echoConfig,
@@ -46,7 +47,15 @@ Deno.test("every task of deno.json that runs main.ts answers --help with its usa
 
 Deno.test("a component's --help lists every key of its schema as flag and environment variable", async () => {
   for (
-    const config of [brokerConfig, busConfig, echoConfig, stateConfig, gatewayConfig, metricsConfig]
+    const config of [
+      brokerConfig,
+      busConfig,
+      echoConfig,
+      stateConfig,
+      gatewayConfig,
+      metricsConfig,
+      alarmsConfig,
+    ]
   ) {
     const { stdout } = await run(config.name, "--help");
     for (const key of Object.keys(config.schema.shape)) {

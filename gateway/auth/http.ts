@@ -10,6 +10,7 @@ import { bodyLimit } from "hono/body-limit";
 import { getCookie } from "hono/cookie";
 import { getConnInfo } from "hono/deno";
 import {
+  alarmsOperationPermission,
   brokerOperationPermission,
   PERMISSIONS,
   serviceCall,
@@ -18,6 +19,7 @@ import {
 import { AuthError, CallCredentialAsBearer, type Principal } from "../../auth/tokens.ts";
 import { BROKER_SERVICE_NAME } from "../../mdp/broker_operations.ts";
 import { STATE_SERVICE } from "../../state/operations.ts";
+import { ALARMS_SERVICE } from "../../alarms/rules.ts";
 import type { GatewayMetrics } from "../gateway_metrics.ts";
 import { bearerIs } from "../../telemetry/health.ts";
 import { ApiError } from "../errors.ts";
@@ -127,6 +129,10 @@ export function authorizeCall(
     if (needed) guard.require(principal, ip, [needed], target);
     return body;
   }
+  if (service === ALARMS_SERVICE) {
+    guard.require(principal, ip, [alarmsOperationPermission(body[0] ?? "")], target);
+    return body[0] === "ack" ? withAcker(body, principal) : body;
+  }
   if (service !== STATE_SERVICE || body.length < 2) return body;
   let request: Record<string, unknown>;
   try {
@@ -140,6 +146,20 @@ export function authorizeCall(
   const needed = statePermissions(body[0]!, scope);
   if (needed) guard.require(principal, ip, needed, target);
   return [body[0]!, guard.stateRequest(principal, service, body[0]!, request), ...body.slice(2)];
+}
+
+/**
+ * An acknowledgement through the bridge names the caller, whatever `by` it
+ * carried: the alarms service records `by` as who acknowledged.
+ */
+function withAcker(body: string[], principal: Principal): string[] {
+  try {
+    const request = JSON.parse(body[1] ?? "{}");
+    if (typeof request !== "object" || request === null || Array.isArray(request)) return body;
+    return [body[0]!, JSON.stringify({ ...request, by: principal.id }), ...body.slice(2)];
+  } catch {
+    return body; // the alarms service answers malformed requests itself
+  }
 }
 
 /**
