@@ -280,7 +280,10 @@ Deno.test("ZMTP DEALER reconnects to a ROUTER restarted on the same port", async
 });
 
 Deno.test("ZMTP ROUTER close with linger still delivers what was queued; bind errors name the cause", async () => {
-  const router = ZmtpRouter.bind("tcp://127.0.0.1:0", "test", { linger: 500 });
+  // Linger bounds how long close keeps flushing (libzmq's meaning): long
+  // enough here that a loaded machine still writes the 4 MB in time (500 ms
+  // hung the suite under load: the message expired, the receive never ended).
+  const router = ZmtpRouter.bind("tcp://127.0.0.1:0", "test", { linger: 60_000 });
   const inbox = new Collector(router);
   const native = new NativeSocket(ZMQ_DEALER, { linger: 0 });
   try {
@@ -295,7 +298,13 @@ Deno.test("ZMTP ROUTER close with linger still delivers what was queued; bind er
     const big = new Uint8Array(4_000_000).fill(3);
     assert.ok(router.trySendAfter(id!, [big]));
     router.close();
-    const got = await native.receive();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const got = await Promise.race([
+      native.receive(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error("nothing delivered after close")), 90_000);
+      }),
+    ]).finally(() => clearTimeout(timer));
     assert.equal(got[0]!.length, big.length);
   } finally {
     native.close();
