@@ -1,6 +1,6 @@
 // Alarms (docs/alarms.md): the list with acknowledge buttons, live from the
 // event bus's `alarm.` topics, and a rule editor. Talks to /api/alarms only.
-import { $, api, el } from "./lib.js";
+import { $, api, dateTime, el } from "./lib.js";
 
 const enc = encodeURIComponent;
 const SEVERITY_ORDER = { critical: 0, warning: 1, info: 2 };
@@ -11,7 +11,7 @@ function note(text) {
 }
 
 function time(iso) {
-  return iso ? new Date(iso).toLocaleTimeString() : "";
+  return iso ? dateTime(Date.parse(iso)) : "";
 }
 
 function alarmRow(alarm) {

@@ -1,7 +1,7 @@
 // The plantd dashboard: plain ES modules, no build step. It speaks only the
 // gateway's public API: REST under /api, /healthz, and the /ws protocol
 // (docs/websocket.md).
-import { $, api, el, onUnauthorized, setStatus } from "./lib.js";
+import { $, api, dateTime, el, onUnauthorized, setStatus } from "./lib.js";
 import { startAudit } from "./audit.js";
 import { startEvents } from "./events.js";
 import { Live } from "./live.js";
@@ -83,7 +83,7 @@ async function refreshHealth() {
           {},
           el("td", {}, check.name),
           el("td", { class: check.status }, check.status),
-          el("td", {}, new Date(check.lastUpdated).toLocaleTimeString()),
+          el("td", {}, dateTime(check.lastUpdated)),
         )
       ),
     );
@@ -141,7 +141,7 @@ async function refreshDeadLetters() {
           el("td", {}, letter.service),
           el("td", {}, letter.reason),
           el("td", { class: "num" }, String(letter.attempts)),
-          el("td", {}, new Date(letter.dead_at).toLocaleTimeString()),
+          el("td", {}, dateTime(letter.dead_at)),
           el("td", {}, dlqButton("replay", letter.id), dlqButton("delete", letter.id)),
         )
       ),
@@ -189,7 +189,7 @@ function entryRow(key, entry) {
     el("td", {}, key),
     el("td", { class: "value" }, entry.value),
     el("td", { class: "num" }, String(entry.revision)),
-    el("td", {}, entry.updated_at ? new Date(entry.updated_at).toLocaleTimeString() : ""),
+    el("td", {}, entry.updated_at ? dateTime(entry.updated_at) : ""),
     el("td", {}, historyButton(currentScope, key)),
   );
 }
@@ -326,7 +326,7 @@ $("bus-form").addEventListener("submit", (event) => {
   live.hold("bus-stream", { type: "subscribe", bus, prefix }, (message) => {
     if (message.type !== "message") return;
     const list = $("bus-messages");
-    const time = new Date().toLocaleTimeString();
+    const time = dateTime(Date.now());
     // Go plantd's single-frame messages are the envelope immediately followed by the payload.
     const text = message.form === "single"
       ? `${message.topic}${message.payload}`

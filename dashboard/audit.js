@@ -1,7 +1,7 @@
 // The audit log (GET /api/audit, docs/security.md) for users with
 // `audit:read`; hidden for everyone else.
 import { can } from "./access.js";
-import { $, api, el } from "./lib.js";
+import { $, api, dateTime, el } from "./lib.js";
 
 let before;
 
@@ -19,7 +19,7 @@ function row(event) {
   return el(
     "tr",
     { "data-action": event.action, "data-outcome": event.outcome },
-    el("td", {}, new Date(event.time).toLocaleString()),
+    el("td", {}, dateTime(event.time)),
     el("td", {}, event.actor),
     el("td", {}, event.action),
     el("td", {}, event.target),

@@ -2,7 +2,7 @@
 // time window, device and severity; events arriving on bus `event` are added
 // live when they match the filters.
 import { can } from "./access.js";
-import { $, api, el } from "./lib.js";
+import { $, api, dateTime, el } from "./lib.js";
 
 /** Rows kept in the table; older ones are dropped from the page (not from the store). */
 const MAX_ROWS = 500;
@@ -42,7 +42,7 @@ function row(event) {
   return el(
     "tr",
     { "data-severity": event.severity ?? "", "data-device": event.device ?? "" },
-    el("td", {}, new Date(event.time).toLocaleString()),
+    el("td", {}, dateTime(event.time)),
     el("td", { class: `severity ${event.severity ?? ""}` }, event.severity ?? ""),
     el("td", {}, event.device ?? ""),
     el("td", {}, event.topic),

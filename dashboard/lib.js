@@ -39,3 +39,16 @@ export function setStatus(id, status, text) {
   node.dataset.status = status;
   node.textContent = text;
 }
+
+const pad = (n) => String(n).padStart(2, "0");
+
+/**
+ * A local date and time, `2026-12-08 14:05:09` (seconds only when asked):
+ * every timestamp of the dashboard, so an operator never has to guess the day.
+ */
+export function dateTime(ms, seconds = true) {
+  const d = new Date(ms);
+  const date = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+  const time = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  return `${date} ${seconds ? `${time}:${pad(d.getSeconds())}` : time}`;
+}

@@ -3,7 +3,9 @@
 // GET /api/metrics and live points from the metric bus. The layout (panels,
 // their series and windows) is saved per user through /api/console/layout.
 import uPlot from "/vendor/uPlot.esm.js";
-import { $, api, el } from "./lib.js";
+import { $, api, dateTime, el } from "./lib.js";
+
+export { dateTime };
 
 const WINDOWS = {
   "15m": [15 * 60e3, "10s"],
@@ -26,16 +28,6 @@ const MAX_PANELS = 12;
 const MAX_SERIES = 8;
 /** Points kept per series: the oldest go first. */
 const MAX_POINTS = 5000;
-
-const pad = (n) => String(n).padStart(2, "0");
-
-/** A local date and time, `2026-12-08 14:05:09` (seconds only when asked). */
-export function dateTime(ms, seconds = true) {
-  const d = new Date(ms);
-  const date = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
-  const time = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
-  return `${date} ${seconds ? `${time}:${pad(d.getSeconds())}` : time}`;
-}
 
 /**
  * The time of a live point in ms: its `time` (or `timestamp`), else now. The

@@ -1,7 +1,7 @@
 // A key's history in the state panel (docs/state.md#key-history): who changed
 // it, when, old and new value, revision, newest first; state admins may
 // delete it. It speaks only /api/state/{scope}/{key}/history.
-import { api, el } from "./lib.js";
+import { api, dateTime, el } from "./lib.js";
 
 const enc = encodeURIComponent;
 /** Who is looking (/api/auth/me): whether the delete button shows. */
@@ -82,7 +82,7 @@ function row(entry) {
     "tr",
     { "data-id": String(entry.id), "data-op": entry.op },
     el("td", { class: "num revision" }, String(entry.revision)),
-    el("td", { class: "when" }, new Date(entry.at).toLocaleString()),
+    el("td", { class: "when" }, dateTime(entry.at)),
     el("td", { class: "actor" }, entry.actor),
     valueCell("old", entry.old_value),
     el("td", { class: "arrow" }, "→"),
