@@ -62,3 +62,16 @@ export const stateIdempotencyKeys = pgTable("state_idempotency_keys", {
   // The purge takes the oldest expired keys a batch at a time.
   index("state_idempotency_keys_expires_at").on(table.expiresAt),
 ]);
+
+/**
+ * Call credentials the state workers took (auth/call_credentials.ts): each
+ * id once, across workers, with the delivery it came with (a digest of the
+ * broker's client address), until the credential's `exp` (seconds). A
+ * second sight with the same delivery is the broker routing the request
+ * again; with another, a replay.
+ */
+export const stateCallCredentials = pgTable("state_call_credentials", {
+  jti: text("jti").primaryKey(),
+  delivery: text("delivery"),
+  expiresAt: bigint("expires_at", { mode: "number" }).notNull(),
+}, (table) => [index("state_call_credentials_expires_at").on(table.expiresAt)]);
