@@ -492,13 +492,16 @@ export class AuthStore {
 
   /**
    * Marks a refresh token rotated; `reused`: it was rotated before (by this
-   * gateway or another). Undefined when missing or expired.
+   * gateway or another), at `rotatedAt`. Undefined when missing or expired.
    */
   async claimRefreshToken(
     id: string,
-  ): Promise<{ record: RefreshTokenRecord; reused: boolean } | undefined> {
+  ): Promise<{ record: RefreshTokenRecord; reused: boolean; rotatedAt?: number } | undefined> {
     const claimed = await this.#call(() => this.#backend.claimRefreshToken(id, Date.now()));
-    return claimed ? { record: refreshRecord(claimed.row), reused: !claimed.first } : undefined;
+    if (!claimed) return undefined;
+    const record = refreshRecord(claimed.row);
+    if (claimed.first) return { record, reused: false };
+    return { record, reused: true, rotatedAt: claimed.row.rotatedAt ?? 0 };
   }
 
   async deleteRefreshToken(id: string): Promise<void> {

@@ -521,6 +521,12 @@ export const gatewayConfig = {
      */
     call_token_ttl_s: z.number().int().min(1).max(60).default(10),
     refresh_token_ttl_s: z.number().int().min(60).default(7 * 86_400),
+    /**
+     * A rotated refresh token presented again within this many seconds of its
+     * rotation gets new tokens of its login instead of ending it (two tabs
+     * refreshing with one cookie); later, reuse ends the login. 0: no grace.
+     */
+    refresh_reuse_grace_s: z.number().int().min(0).max(60).default(5),
     /** Fixed window of the rate limits. */
     rate_limit_window_ms: positiveMs.default(60_000),
     /** Requests per window from one client address; 0: no limit. */

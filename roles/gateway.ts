@@ -331,6 +331,7 @@ export async function startGateway(
         metricsToken,
         loginPerIp: config.login_per_ip,
         loginPerUser: config.login_per_user,
+        refreshReuseGraceS: config.refresh_reuse_grace_s,
       },
     },
   }, sessions);

@@ -15,6 +15,7 @@ import { CLOSE } from "../gateway/ws.ts";
 import { startGateway } from "../roles/gateway.ts";
 import { bearer, call, SECRET, tokenWith, withSecuredSystem } from "./_auth.ts";
 import { waitFor } from "./_helpers.ts";
+import { freshDatabase } from "./_postgres.ts";
 import type { System } from "./_system.ts";
 import { openWs } from "./_ws.ts";
 
@@ -236,13 +237,88 @@ for (const store of ["memory", "redis", "auth_db"] as const) {
         assert.equal(audit.body.events.length, 1);
         assert.equal(audit.body.events[0].actor, "user:ada");
       },
+      // No grace: any reuse is theft here (the grace has a test of its own, below).
       store === "redis"
-        ? { gateway: { redis_url: TEST_REDIS_URL, redis_key_prefix: randomPrefix() } }
+        ? {
+          gateway: {
+            redis_url: TEST_REDIS_URL,
+            redis_key_prefix: randomPrefix(),
+            refresh_reuse_grace_s: 0,
+          },
+        }
         // Rows of the libSQL auth database (the default on PostgreSQL).
         : store === "auth_db"
-        ? { gateway: { session_store: "auth_db" } }
-        : {},
+        ? { gateway: { session_store: "auth_db", refresh_reuse_grace_s: 0 } }
+        : { gateway: { refresh_reuse_grace_s: 0 } },
     );
+  });
+}
+
+for (const store of ["memory", "redis", "auth_db", "auth_db_pg"] as const) {
+  Deno.test(`two tabs refreshing with one refresh token at once both stay logged in; reuse after the grace still ends the login (${store} sessions)`, async () => {
+    const db = store === "auth_db_pg" ? await freshDatabase() : undefined;
+    const grace = 3;
+    try {
+      await withSecuredSystem(
+        async ({ url }) => {
+          const admin = bearer(await tokenWith(["*"], { sub: "user:root" }));
+          await createUser(url, admin, "ada", ["viewer"]);
+          const first = await loggedIn(url, "ada");
+          const refresh = (token: string) =>
+            call(url, "POST", "/api/auth/refresh", { refresh_token: token });
+          // Two tabs, one cookie, the same moment: both get tokens of the login.
+          const tabs = await Promise.all([refresh(first.refresh), refresh(first.refresh)]);
+          const rotated = Date.now();
+          assert.deepEqual(tabs.map((t) => t.status), [200, 200], JSON.stringify(tabs));
+          for (const tab of tabs) assert.equal((await me(url, tab.body.access_token)).status, 200);
+          assert.notEqual(tabs[0]!.body.refresh_token, tabs[1]!.body.refresh_token);
+          assert.equal((await me(url, first.access)).status, 200, "the login goes on");
+          const graced = await call(
+            url,
+            "GET",
+            "/api/audit?action=auth.refresh.grace",
+            undefined,
+            admin,
+          );
+          assert.equal(graced.body.events.length, 1);
+          // Each tab's new token rotates on.
+          const next = await refresh(tabs[0]!.body.refresh_token);
+          assert.equal(next.status, 200);
+
+          // The old token once the grace has passed: theft, the whole login ends.
+          await waitFor(() => Date.now() > rotated + grace * 1000 + 50, {
+            what: "the grace to pass",
+          });
+          assert.equal((await refresh(first.refresh)).status, 401);
+          for (const token of [next.body.access_token, tabs[1]!.body.access_token]) {
+            assert.equal((await me(url, token)).status, 401);
+          }
+          assert.equal((await refresh(tabs[1]!.body.refresh_token)).status, 401);
+          const reuse = await call(
+            url,
+            "GET",
+            "/api/audit?action=auth.refresh.reuse",
+            undefined,
+            admin,
+          );
+          assert.equal(reuse.body.events.length, 1);
+        },
+        {
+          gateway: {
+            refresh_reuse_grace_s: grace,
+            ...(store === "redis"
+              ? { redis_url: TEST_REDIS_URL, redis_key_prefix: randomPrefix() }
+              : store === "auth_db"
+              ? { session_store: "auth_db" as const }
+              : store === "auth_db_pg"
+              ? { auth_db: db!.url }
+              : {}),
+          },
+        },
+      );
+    } finally {
+      await db?.drop();
+    }
   });
 }
 

@@ -39,6 +39,11 @@ export interface AuthRoutesDeps {
   counters: RateCounters;
   accessTtlS: number;
   refreshTtlS: number;
+  /**
+   * Seconds after its rotation during which a rotated refresh token
+   * presented again gets new tokens of its login rather than ending it.
+   */
+  refreshReuseGraceS: number;
   /** Cookies get `Secure` (the gateway serves TLS). */
   secureCookies: boolean;
   /** Login attempts per minute from one client address, whatever the username. */
@@ -486,7 +491,12 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
     const ip = c.get("clientIp");
     const id = token ? await sha256Hex(token) : undefined;
     const claimed = id ? await sessions.claim(id) : undefined;
-    if (claimed?.reused) {
+    // Two tabs (or a retry after a lost answer) refreshing with one token
+    // within seconds: the later one gets tokens of the same login too, as
+    // Auth0's reuse interval and Okta's grace period do. Later reuse is theft.
+    const graceful = claimed?.reused === true && deps.refreshReuseGraceS > 0 &&
+      Date.now() - (claimed.rotatedAt ?? 0) <= deps.refreshReuseGraceS * 1000;
+    if (claimed?.reused && !graceful) {
       // A rotated token came back: it was stolen, or the thief already used
       // its successor. Either way the whole login ends.
       const { record } = claimed;
@@ -501,13 +511,24 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
         details: { family_created_at: record.createdAt },
       });
     }
-    const session = claimed && !claimed.reused ? claimed.record : undefined;
+    const session = claimed && (!claimed.reused || graceful) ? claimed.record : undefined;
     const user = session ? await store.user(session.username) : undefined;
     if (!id || !session || !user || user.disabled || user.id !== session.userId) {
       if (id && !claimed?.reused) await sessions.delete(id);
       const error = new AuthError("AUTHENTICATION_FAILED", "Refresh token is not valid");
       guard.failed(error, ip, "refresh");
       throw error;
+    }
+    if (graceful) {
+      guard.audit({
+        time: Date.now(),
+        actor: `user:${session.username}`,
+        action: "auth.refresh.grace",
+        target: `user:${session.username}`,
+        outcome: "success",
+        ip,
+        details: { rotated_ms_ago: Date.now() - (claimed!.rotatedAt ?? 0) },
+      });
     }
     // The rotated token stays (marked) until it expires, so its reuse is seen.
     return c.json(await issue(c, user, session.family), 200);
