@@ -514,6 +514,12 @@ export const gatewayConfig = {
     session_store: z.enum(["auto", "auth_db", "redis", "memory"]).default("auto"),
     /** Audit events older than this are deleted (checked hourly); 0 keeps them forever. */
     audit_retention_days: z.number().min(0).default(365),
+    /**
+     * Audit events waiting for the auth database at most (logins, failures,
+     * denials, state changes); past it the oldest are dropped, counted in
+     * gateway_audit_events_dropped_total and shown on /healthz.
+     */
+    audit_queue_max: z.number().int().min(100).default(10_000),
     access_token_ttl_s: z.number().int().min(10).max(86_400).default(900),
     /**
      * Lifetime of the call credentials state requests carry (auth/call_credentials.ts);

@@ -187,7 +187,7 @@ const createUser = createRoute({
     z.object({ username: Username, password: Password, roles: z.array(RoleName).max(64) })
       .openapi("NewUser"),
   ),
-  responses: { 201: json(UserSchema, "Created"), ...errorResponses(400, 401, 403, 409, 415) },
+  responses: { 201: json(UserSchema, "Created"), ...errorResponses(400, 401, 403, 409, 415, 503) },
 });
 
 const UsernameParam = z.object({
@@ -208,7 +208,7 @@ const updateUser = createRoute({
       }).openapi("UserChange"),
     ),
   },
-  responses: { 200: json(UserSchema, "Changed"), ...errorResponses(400, 401, 403, 404, 415) },
+  responses: { 200: json(UserSchema, "Changed"), ...errorResponses(400, 401, 403, 404, 415, 503) },
 });
 
 const deleteUser = createRoute({
@@ -218,7 +218,7 @@ const deleteUser = createRoute({
   request: { params: UsernameParam },
   responses: {
     200: json(z.object({ username: z.string(), status: z.literal("deleted") }), "Deleted"),
-    ...errorResponses(401, 403, 404),
+    ...errorResponses(401, 403, 404, 503),
   },
 });
 
@@ -244,7 +244,7 @@ const putRole = createRoute({
   },
   responses: {
     200: json(z.object({ name: z.string(), permissions: z.array(z.string()) }), "Defined"),
-    ...errorResponses(400, 401, 403, 415),
+    ...errorResponses(400, 401, 403, 415, 503),
   },
 });
 
@@ -255,7 +255,7 @@ const deleteRole = createRoute({
   request: { params: RoleParam },
   responses: {
     200: json(z.object({ name: z.string(), status: z.literal("deleted") }), "Deleted"),
-    ...errorResponses(401, 403, 404),
+    ...errorResponses(401, 403, 404, 503),
   },
 });
 
@@ -282,7 +282,7 @@ const createKey = createRoute({
   ),
   responses: {
     201: json(z.object({ key: z.string(), api_key: ApiKeySchema }), "Created"),
-    ...errorResponses(400, 401, 403, 415),
+    ...errorResponses(400, 401, 403, 415, 503),
   },
 });
 
@@ -297,7 +297,7 @@ const revokeKey = createRoute({
   },
   responses: {
     200: json(z.object({ id: z.string(), status: z.literal("revoked") }), "Revoked"),
-    ...errorResponses(401, 403, 404),
+    ...errorResponses(401, 403, 404, 503),
   },
 });
 
@@ -340,6 +340,18 @@ function storeError(error: unknown): never {
 export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
   const { guard, sessions } = deps;
   const store = guard.store;
+
+  /** The `attempt` row of an admin action, stored before the action is made (503 when not). */
+  const adminAttempt = (c: Context, action: string, target: string, details?: object) =>
+    guard.auditFirst({
+      time: Date.now(),
+      actor: c.get("principal").id,
+      action,
+      target,
+      outcome: "attempt",
+      ip: c.get("clientIp"),
+      ...(details ? { details: { ...details } } : {}),
+    });
 
   const adminAudit = (c: Context, action: string, target: string, details?: object) =>
     guard.audit({
@@ -573,6 +585,7 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
   app.openapi(createUser, async (c) => {
     authorize(c, guard, PERMISSIONS.authAdmin);
     const { username, password, roles } = c.req.valid("json");
+    await adminAttempt(c, "admin.user.create", `user:${username}`, { roles });
     const user = await store.createUser(username, password, roles).catch(storeError);
     await guard.revocations?.changed(); // a gateway may remember the name as deleted
     adminAudit(c, "admin.user.create", `user:${username}`, { roles });
@@ -583,6 +596,11 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
     authorize(c, guard, PERMISSIONS.authAdmin);
     const { username } = c.req.valid("param");
     const change = c.req.valid("json");
+    await adminAttempt(c, "admin.user.update", `user:${username}`, {
+      ...(change.roles ? { roles: change.roles } : {}),
+      ...(change.password !== undefined ? { password: "changed" } : {}),
+      ...(change.disabled !== undefined ? { disabled: change.disabled } : {}),
+    });
     const user = await store.updateUser(username, change).catch(storeError);
     // New roles, a new password or a disabled account: existing sessions end,
     // access tokens included (the store bumped the user's session epoch).
@@ -600,6 +618,7 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
   app.openapi(deleteUser, async (c) => {
     authorize(c, guard, PERMISSIONS.authAdmin);
     const { username } = c.req.valid("param");
+    await adminAttempt(c, "admin.user.delete", `user:${username}`);
     const user = await store.deleteUser(username);
     if (!user) throw new ApiError("NOT_FOUND", `No user '${username}'`);
     await sessions.deleteUser(user.id);
@@ -617,6 +636,7 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
     authorize(c, guard, PERMISSIONS.authAdmin);
     const { name } = c.req.valid("param");
     const { permissions } = c.req.valid("json");
+    await adminAttempt(c, "admin.role.put", `role:${name}`, { permissions });
     await store.putRole(name, permissions).catch(storeError);
     adminAudit(c, "admin.role.put", `role:${name}`, { permissions });
     return c.json({ name, permissions }, 200);
@@ -625,6 +645,7 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
   app.openapi(deleteRole, async (c) => {
     authorize(c, guard, PERMISSIONS.authAdmin);
     const { name } = c.req.valid("param");
+    await adminAttempt(c, "admin.role.delete", `role:${name}`);
     if (!await store.deleteRole(name)) throw new ApiError("NOT_FOUND", `No defined role '${name}'`);
     adminAudit(c, "admin.role.delete", `role:${name}`);
     return c.json({ name, status: "deleted" as const }, 200);
@@ -638,6 +659,8 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
   app.openapi(createKey, async (c) => {
     authorize(c, guard, PERMISSIONS.authAdmin);
     const { name, roles, expires_at } = c.req.valid("json");
+    // The key's id is made with it: the attempt names the key by its name.
+    await adminAttempt(c, "admin.apikey.create", `apikey-name:${name}`, { name, roles });
     const { key, view } = await store.createApiKey(
       name,
       roles,
@@ -651,6 +674,7 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
   app.openapi(revokeKey, async (c) => {
     authorize(c, guard, PERMISSIONS.authAdmin);
     const { id } = c.req.valid("param");
+    await adminAttempt(c, "admin.apikey.revoke", `apikey:${id}`);
     if (!await store.revokeApiKey(id)) throw new ApiError("NOT_FOUND", `No active API key '${id}'`);
     guard.forgetApiKeys();
     adminAudit(c, "admin.apikey.revoke", `apikey:${id}`);
