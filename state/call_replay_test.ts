@@ -120,3 +120,28 @@ Deno.test("postgres: two state workers on one database take a call credential on
     await database.drop();
   }
 });
+
+Deno.test("a ledger the database cannot reach answers STORAGE_UNAVAILABLE, not a bad token", async () => {
+  const store = await StateStore.load(await openStateDatabase({ location: ":memory:" }), {});
+  try {
+    const ledger = {
+      claim(): never {
+        throw Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), {
+          code: "ECONNREFUSED",
+        });
+      },
+    };
+    const refusals: string[] = [];
+    const ops = new StateOperations(store, {
+      verify: serviceTokenCheck(SETTINGS, STATE_SERVICE, { ledger }),
+    }, { refused: (code) => refusals.push(code) });
+    const json = signed("list-scopes", {});
+    const reply = JSON.parse(
+      await ops.handle([frame("list-scopes"), frame(json)], new Uint8Array([1])),
+    );
+    assert.equal(reply.error, "STORAGE_UNAVAILABLE", JSON.stringify(reply));
+    assert.deepEqual(refusals, []);
+  } finally {
+    await store.close();
+  }
+});

@@ -355,6 +355,9 @@ export class StateOperations {
       }
       return principal;
     } catch (error) {
+      // The store could not record a call credential: a storage failure
+      // (answered as such by handle), not a bad token.
+      if (!(error instanceof AuthError) && storageFailure(error) !== "STORAGE_ERROR") throw error;
       const code = error instanceof AuthError ? error.code : "AUTHENTICATION_FAILED";
       if (error instanceof CallReplayed) this.#observer.callReused?.("replay");
       this.#observer.operation?.(operation, false);
