@@ -211,9 +211,10 @@ export class AuthStore {
   #retrying?: Promise<void>;
   #retryTimer?: ReturnType<typeof setTimeout>;
   #auditDropped = 0;
-  /** Events of the write in progress, and that write (settled either way). */
+  /** Events of the write in progress. */
   #inFlight = 0;
-  #writing?: Promise<void>;
+  /** Writes of queued events run one at a time: this settles when the last one has. */
+  #writes: Promise<void> = Promise.resolve();
   #auditFailing?: string;
   readonly #options: AuthStoreOptions;
   #closed = false;
@@ -570,8 +571,15 @@ export class AuthStore {
     this.#bound();
     // While writes fail, events wait for the retry rather than each trying.
     if (this.#retrying) return this.#retrying;
-    this.#flushing ??= Promise.resolve().then(() => this.#flush());
+    this.#flushing ??= this.#serial(() => this.#flush());
     return this.#flushing;
+  }
+
+  /** Runs `write` after the writes before it have settled. */
+  #serial(write: () => Promise<void>): Promise<void> {
+    const run = this.#writes.then(write);
+    this.#writes = run.then(() => {}, () => {});
+    return run;
   }
 
   /**
@@ -608,13 +616,10 @@ export class AuthStore {
     this.#flushing = undefined;
     if (events.length === 0) return;
     this.#inFlight = events.length;
-    const write = this.#call(() =>
-      this.#backend.insertAudit(events.map((e) => ({ ...e, details: e.details ?? null })))
-    );
-    // Readers of the audit table wait for it, whether a first write or a retry.
-    this.#writing = write.then(() => {}, () => {});
     try {
-      await write;
+      await this.#call(() =>
+        this.#backend.insertAudit(events.map((e) => ({ ...e, details: e.details ?? null })))
+      );
       this.#auditFailing = undefined;
     } catch (error) {
       // Back in front of the events queued since, in order, within the bound.
@@ -636,7 +641,7 @@ export class AuthStore {
     this.#retrying = new Promise<void>((resolve, reject) => {
       this.#retryTimer = setTimeout(() => {
         this.#retryTimer = undefined;
-        const flushed = this.#flush();
+        const flushed = this.#serial(() => this.#flush());
         this.#retrying = undefined;
         flushed.then(resolve, reject);
       }, this.#options.auditRetryMs ?? 1000);
@@ -648,7 +653,7 @@ export class AuthStore {
   /** Newest first. */
   async queryAudit(query: AuditQuery): Promise<(AuditEvent & { id: number })[]> {
     await this.#flushing?.catch(() => {}); // its failure was reported to its callers
-    await this.#writing;
+    await this.#writes; // a retry too
     const rows = await this.#call(() => this.#backend.queryAudit(query));
     return rows.map((r) => ({
       id: r.id,
@@ -672,7 +677,7 @@ export class AuthStore {
     this.#closed = true;
     clearTimeout(this.#retryTimer);
     await this.#flushing?.catch(() => {});
-    await this.#writing;
+    await this.#writes;
     await this.#backend.close();
   }
 }
