@@ -162,36 +162,74 @@ export class CallSigner {
   }
 }
 
-/** Call credentials already used, each kept until its `exp` (seconds). */
-class SeenIds {
-  readonly #expiries = new Map<string, number>();
+/**
+ * What taking a call credential's id is: its `first` use; the same delivery
+ * of the same request again (`redelivery`: the broker routing a request
+ * again after a worker was lost, or a durable request after a restart); or a
+ * `replay`, the id arriving with another delivery (a new request to the
+ * broker by whoever captured it).
+ */
+export type CallUse = "first" | "redelivery" | "replay";
+
+/**
+ * Where a service records the ids of the call credentials it took, each
+ * with the delivery it came with, until its `exp`. In the process for a
+ * service that is alone on its store (libSQL: one worker holds the file);
+ * in the shared database when several workers serve one store (PostgreSQL,
+ * state/store_pg.ts), so a replay reaching another worker is refused too.
+ */
+export interface CallLedger {
+  /**
+   * Records `jti`, first seen with `delivery` (undefined: unknown, so any
+   * second sight is a replay), kept until `expS` (seconds since the epoch).
+   */
+  claim(jti: string, delivery: string | undefined, expS: number): CallUse | Promise<CallUse>;
+}
+
+/** A call credential presented again with another delivery: refused, counted apart. */
+export class CallReplayed extends AuthError {
+  constructor() {
+    super("AUTHENTICATION_FAILED", "Call credential already used");
+  }
+}
+
+/** A second sight of an id: a redelivery only with the same delivery, known both times. */
+export function useOf(first: string | null | undefined, again: string | undefined): CallUse {
+  return first != null && again !== undefined && first === again ? "redelivery" : "replay";
+}
+
+/** Call credentials already used, each kept until its `exp` (seconds), in the process. */
+export class MemoryCallLedger implements CallLedger {
+  readonly #entries = new Map<string, { until: number; delivery: string | undefined }>();
   readonly #max: number;
 
-  constructor(max: number) {
+  constructor(max = MAX_SEEN) {
     this.#max = max;
   }
 
-  /** False when `jti` was used before; throws when too many are in flight to remember one more. */
-  add(jti: string, exp: number, now: number): boolean {
+  /** Throws when too many are in flight to remember one more. */
+  claim(jti: string, delivery: string | undefined, expS: number): CallUse {
+    const now = Math.floor(Date.now() / 1000);
     // Mostly in expiry order: drop expired ones from the front.
-    for (const [id, until] of this.#expiries) {
-      if (until >= now) break;
-      this.#expiries.delete(id);
+    for (const [id, entry] of this.#entries) {
+      if (entry.until >= now) break;
+      this.#entries.delete(id);
     }
-    if (this.#expiries.has(jti)) return false;
-    if (this.#expiries.size >= this.#max) {
-      for (const [id, until] of this.#expiries) if (until < now) this.#expiries.delete(id);
+    const known = this.#entries.get(jti);
+    if (known) return useOf(known.delivery, delivery);
+    if (this.#entries.size >= this.#max) {
+      for (const [id, entry] of this.#entries) if (entry.until < now) this.#entries.delete(id);
       // Forgetting one would let it be replayed: refuse instead.
-      if (this.#expiries.size >= this.#max) {
+      if (this.#entries.size >= this.#max) {
         throw new AuthError("AUTHENTICATION_FAILED", "Too many call credentials in flight");
       }
     }
-    this.#expiries.set(jti, exp);
-    return true;
+    this.#entries.set(jti, { until: expS, delivery });
+    return "first";
   }
 
   get size(): number {
-    return this.#expiries.size;
+    return this.#entries.size;
   }
 }
 
@@ -208,12 +246,18 @@ export class CallVerifier {
   readonly #service: string;
   readonly #hmac?: Promise<Key>;
   readonly #publicKey?: Promise<Key>;
-  readonly #seen: SeenIds;
+  readonly #ledger: CallLedger;
+  readonly #memory?: MemoryCallLedger;
 
-  constructor(settings: TokenSettings, service: string, options: { maxSeen?: number } = {}) {
+  constructor(
+    settings: TokenSettings,
+    service: string,
+    options: { maxSeen?: number; ledger?: CallLedger } = {},
+  ) {
     this.#settings = settings;
     this.#service = service;
-    this.#seen = new SeenIds(options.maxSeen ?? MAX_SEEN);
+    if (options.ledger) this.#ledger = options.ledger;
+    else this.#ledger = this.#memory = new MemoryCallLedger(options.maxSeen ?? MAX_SEEN);
     if (settings.secret) {
       // Imported once: jose imports a raw secret again on every verification.
       this.#hmac = crypto.subtle.importKey(
@@ -230,13 +274,24 @@ export class CallVerifier {
     if (pem) this.#publicKey = importSPKI(pem, algorithm);
   }
 
-  /** Call credentials remembered as used (for tests and metrics). */
+  /** Call credentials remembered as used in the process (for tests and metrics). */
   get remembered(): number {
-    return this.#seen.size;
+    return this.#memory?.size ?? 0;
   }
 
-  /** The caller of a valid credential for `operation` with `request`; throws {@link AuthError}. */
-  async verify(token: string, operation: string, request: CallRequest): Promise<Principal> {
+  /**
+   * The caller of a valid credential for `operation` with `request`; throws
+   * {@link AuthError} ({@link CallReplayed} for an id taken before with
+   * another delivery). `delivery` names how the request arrived (the broker's
+   * client address for it, the same when the broker routes it again);
+   * without it a second sight of an id is always a replay.
+   */
+  async verify(
+    token: string,
+    operation: string,
+    request: CallRequest,
+    delivery?: string,
+  ): Promise<Principal> {
     const payload = await this.#verified(token);
     const now = Math.floor(Date.now() / 1000);
     const exp = payload.exp!;
@@ -251,9 +306,8 @@ export class CallVerifier {
     ) {
       throw new AuthError("AUTHENTICATION_FAILED", "Call credential claims are not valid");
     }
-    if (!this.#seen.add(payload.jti, exp, now)) {
-      throw new AuthError("AUTHENTICATION_FAILED", "Call credential already used");
-    }
+    const use = await this.#ledger.claim(payload.jti, delivery, exp);
+    if (use === "replay") throw new CallReplayed();
     if (payload.op !== operation || payload.req !== digest(requestJson(request))) {
       throw new AuthError("PERMISSION_DENIED", "Call credential is for another request");
     }
@@ -265,6 +319,7 @@ export class CallVerifier {
       roles: [],
       permissions: perms as string[],
       expiresAt: exp * 1000,
+      call: { id: payload.jti, redelivered: use === "redelivery" },
     };
   }
 
@@ -306,11 +361,19 @@ export class CallVerifier {
 export function serviceTokenCheck(
   settings: TokenSettings,
   service: string,
-): (token: string, operation: string, request: CallRequest) => Promise<Principal> {
-  const calls = new CallVerifier(settings, service);
+  options: { ledger?: CallLedger } = {},
+): (
+  token: string,
+  operation: string,
+  request: CallRequest,
+  delivery?: string,
+) => Promise<Principal> {
+  const calls = new CallVerifier(settings, service, options);
   const tokens = new TokenVerifier(settings);
-  return (token, operation, request) =>
-    isCallCredential(token) ? calls.verify(token, operation, request) : tokens.verify(token);
+  return (token, operation, request, delivery) =>
+    isCallCredential(token)
+      ? calls.verify(token, operation, request, delivery)
+      : tokens.verify(token);
 }
 
 /** The SPKI PEM of a PKCS#8 private key: what a service verifies the gateway's credentials with. */

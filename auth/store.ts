@@ -82,7 +82,8 @@ export interface AuditEvent {
   actor: string;
   action: string;
   target: string;
-  outcome: "success" | "denied" | "failure";
+  /** `attempt`: written before a security-relevant change is made, which waits for it. */
+  outcome: "success" | "denied" | "failure" | "attempt";
   ip: string;
   details?: Record<string, unknown>;
 }
@@ -127,6 +128,27 @@ export interface AuthStoreOptions {
   lazy?: boolean;
   /** Told why a lazy open could not reach the server. */
   onUnreachable?: (error: AuthStoreUnavailableError) => void;
+  /**
+   * Queued audit events waiting to be written at most; past it the oldest are
+   * dropped, counted. @default 10000
+   */
+  auditQueueMax?: number;
+  /** Wait before writing queued audit events again after a failed write. @default 1000 */
+  auditRetryMs?: number;
+  /** Told of queued audit events dropped (the queue was full). */
+  onAuditDropped?: (count: number) => void;
+  /** Told of a failed write of queued audit events (they stay queued). */
+  onAuditError?: (error: unknown, waiting: number) => void;
+}
+
+/** How the queue of audit events is doing (the gateway's `/healthz`). */
+export interface AuditStatus {
+  /** Events queued, not written yet. */
+  waiting: number;
+  /** Events dropped since start because the queue was full. */
+  dropped: number;
+  /** Why the last write failed, while writes fail. */
+  failing?: string;
 }
 
 const USERNAME = /^[A-Za-z0-9._@-]{1,64}$/;
@@ -185,11 +207,28 @@ export class AuthStore {
   #roles?: { at: number; map: Record<string, string[]> };
   #pendingAudit: AuditEvent[] = [];
   #flushing?: Promise<void>;
+  /** The retry of a failed write, while one waits. */
+  #retrying?: Promise<void>;
+  #retryTimer?: ReturnType<typeof setTimeout>;
+  #auditDropped = 0;
+  /** Events of the write in progress. */
+  #inFlight = 0;
+  /** Writes of queued events run one at a time: this settles when the last one has. */
+  #writes: Promise<void> = Promise.resolve();
+  #auditFailing?: string;
+  readonly #options: AuthStoreOptions;
+  #closed = false;
 
-  private constructor(backend: AuthBackend, hasher: PasswordHasher, location: string) {
+  private constructor(
+    backend: AuthBackend,
+    hasher: PasswordHasher,
+    location: string,
+    options: AuthStoreOptions = {},
+  ) {
     this.#backend = backend;
     this.#hasher = hasher;
     this.location = redactUrl(location);
+    this.#options = options;
   }
 
   /**
@@ -205,7 +244,7 @@ export class AuthStore {
     options: AuthStoreOptions = {},
   ): Promise<AuthStore> {
     if (!isPostgresUrl(location)) {
-      return new AuthStore(await openLibsqlAuth(location, authToken), hasher, location);
+      return new AuthStore(await openLibsqlAuth(location, authToken), hasher, location, options);
     }
     const backend = await openPgAuth(location, {
       lazy: options.lazy,
@@ -218,7 +257,7 @@ export class AuthStore {
     }).catch((error) => {
       throw new Error(`auth database ${redactUrl(location)}: ${reason(error)}`, { cause: error });
     });
-    return new AuthStore(backend, hasher, location);
+    return new AuthStore(backend, hasher, location, options);
   }
 
   /** Which database holds the store. */
@@ -497,13 +536,16 @@ export class AuthStore {
 
   /**
    * Marks a refresh token rotated; `reused`: it was rotated before (by this
-   * gateway or another). Undefined when missing or expired.
+   * gateway or another), at `rotatedAt`. Undefined when missing or expired.
    */
   async claimRefreshToken(
     id: string,
-  ): Promise<{ record: RefreshTokenRecord; reused: boolean } | undefined> {
+  ): Promise<{ record: RefreshTokenRecord; reused: boolean; rotatedAt?: number } | undefined> {
     const claimed = await this.#call(() => this.#backend.claimRefreshToken(id, Date.now()));
-    return claimed ? { record: refreshRecord(claimed.row), reused: !claimed.first } : undefined;
+    if (!claimed) return undefined;
+    const record = refreshRecord(claimed.row);
+    if (claimed.first) return { record, reused: false };
+    return { record, reused: true, rotatedAt: claimed.row.rotatedAt ?? 0 };
   }
 
   async deleteRefreshToken(id: string): Promise<void> {
@@ -525,25 +567,98 @@ export class AuthStore {
   /**
    * Queues an event; queued events are written together in one statement,
    * so a burst of audited requests costs one commit rather than one each.
+   * Resolves once written; rejects when that write failed, the event staying
+   * queued: written again every `auditRetryMs` until it goes in, or dropped,
+   * counted, when more than `auditQueueMax` wait (the oldest first).
    */
   audit(event: AuditEvent): Promise<void> {
     this.#pendingAudit.push(event);
-    this.#flushing ??= Promise.resolve().then(() => this.#flush());
+    this.#bound();
+    // While writes fail, events wait for the retry rather than each trying.
+    if (this.#retrying) return this.#retrying;
+    this.#flushing ??= this.#serial(() => this.#flush());
     return this.#flushing;
+  }
+
+  /** Runs `write` after the writes before it have settled. */
+  #serial(write: () => Promise<void>): Promise<void> {
+    const run = this.#writes.then(write);
+    this.#writes = run.then(() => {}, () => {});
+    return run;
+  }
+
+  /**
+   * Writes `event` at once, alone, and resolves only once it is stored: for
+   * an `attempt` that a security-relevant change waits for. Rejects when it
+   * cannot be written (the change must then not be made).
+   */
+  async auditNow(event: AuditEvent): Promise<void> {
+    await this.#call(() =>
+      this.#backend.insertAudit([{ ...event, details: event.details ?? null }])
+    );
+  }
+
+  /** The queue of audit events: waiting, dropped, and why writes fail. */
+  auditStatus(): AuditStatus {
+    return {
+      waiting: this.#pendingAudit.length + this.#inFlight,
+      dropped: this.#auditDropped,
+      ...(this.#auditFailing === undefined ? {} : { failing: this.#auditFailing }),
+    };
+  }
+
+  /** Drops the oldest queued events beyond the bound. */
+  #bound(): void {
+    const over = this.#pendingAudit.length - (this.#options.auditQueueMax ?? 10_000);
+    if (over <= 0) return;
+    this.#pendingAudit.splice(0, over);
+    this.#auditDropped += over;
+    this.#options.onAuditDropped?.(over);
   }
 
   async #flush(): Promise<void> {
     const events = this.#pendingAudit.splice(0);
     this.#flushing = undefined;
     if (events.length === 0) return;
-    await this.#call(() =>
-      this.#backend.insertAudit(events.map((e) => ({ ...e, details: e.details ?? null })))
-    );
+    this.#inFlight = events.length;
+    try {
+      await this.#call(() =>
+        this.#backend.insertAudit(events.map((e) => ({ ...e, details: e.details ?? null })))
+      );
+      this.#auditFailing = undefined;
+    } catch (error) {
+      // Back in front of the events queued since, in order, within the bound.
+      this.#pendingAudit.unshift(...events);
+      this.#inFlight = 0;
+      this.#bound();
+      this.#auditFailing = reason(error);
+      this.#options.onAuditError?.(error, this.#pendingAudit.length);
+      this.#retry();
+      throw error;
+    } finally {
+      this.#inFlight = 0;
+    }
+  }
+
+  /** Writes the queue again after `auditRetryMs`, once. */
+  #retry(): void {
+    if (this.#retrying || this.#closed) return;
+    this.#retrying = new Promise<void>((resolve, reject) => {
+      this.#retryTimer = setTimeout(() => {
+        this.#retryTimer = undefined;
+        const flushed = this.#serial(() => this.#flush());
+        this.#retrying = undefined;
+        flushed.then(resolve, reject);
+      }, this.#options.auditRetryMs ?? 1000);
+    });
+    // Its failure is reported by onAuditError; callers that wait on it get it too.
+    this.#retrying.catch(() => {});
   }
 
   /** Newest first. */
   async queryAudit(query: AuditQuery): Promise<(AuditEvent & { id: number })[]> {
     await this.#flushing?.catch(() => {}); // its failure was reported to its callers
+    await this.#writes; // a retry too
     const rows = await this.#call(() => this.#backend.queryAudit(query));
     return rows.map((r) => ({
       id: r.id,
@@ -564,7 +679,10 @@ export class AuthStore {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#retryTimer);
     await this.#flushing?.catch(() => {});
+    await this.#writes;
     await this.#backend.close();
   }
 }

@@ -47,6 +47,11 @@ export interface Principal {
   session?: { user: string; epoch: number; sid?: string };
   /** An API key's creator (a username): the key works while that user may act. */
   owner?: string;
+  /**
+   * A call credential's id (`jti`), and whether this is the same delivery of
+   * its request again (auth/call_credentials.ts).
+   */
+  call?: { id: string; redelivered: boolean };
 }
 
 /**

@@ -519,6 +519,12 @@ export const gatewayConfig = {
     session_store: z.enum(["auto", "auth_db", "redis", "memory"]).default("auto"),
     /** Audit events older than this are deleted (checked hourly); 0 keeps them forever. */
     audit_retention_days: z.number().min(0).default(365),
+    /**
+     * Audit events waiting for the auth database at most (logins, failures,
+     * denials, state changes); past it the oldest are dropped, counted in
+     * gateway_audit_events_dropped_total and shown on /healthz.
+     */
+    audit_queue_max: z.number().int().min(100).default(10_000),
     access_token_ttl_s: z.number().int().min(10).max(86_400).default(900),
     /**
      * Lifetime of the call credentials state requests carry (auth/call_credentials.ts);
@@ -526,6 +532,12 @@ export const gatewayConfig = {
      */
     call_token_ttl_s: z.number().int().min(1).max(60).default(10),
     refresh_token_ttl_s: z.number().int().min(60).default(7 * 86_400),
+    /**
+     * A rotated refresh token presented again within this many seconds of its
+     * rotation gets new tokens of its login instead of ending it (two tabs
+     * refreshing with one cookie); later, reuse ends the login. 0: no grace.
+     */
+    refresh_reuse_grace_s: z.number().int().min(0).max(60).default(5),
     /** Fixed window of the rate limits. */
     rate_limit_window_ms: positiveMs.default(60_000),
     /** Requests per window from one client address; 0: no limit. */

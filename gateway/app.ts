@@ -89,6 +89,8 @@ export interface SecurityOptions {
   loginPerIp?: number;
   /** Login attempts per minute for one username. @default 10 */
   loginPerUser?: number;
+  /** Seconds a rotated refresh token is forgiven (routes/auth.ts). @default 5 */
+  refreshReuseGraceS?: number;
 }
 
 /** Limits and policies of the app. */
@@ -203,6 +205,7 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
     secureCookies: security.tls,
     loginPerIp: security.loginPerIp ?? 20,
     loginPerUser: security.loginPerUser ?? 10,
+    refreshReuseGraceS: security.refreshReuseGraceS ?? 5,
     loginRefused: (kind) => metrics.rateLimited?.(kind),
   });
   // A revoked principal's open WebSockets close at once: no event after the revocation.

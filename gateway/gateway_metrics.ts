@@ -10,6 +10,8 @@ import type { WsObserver } from "./ws.ts";
 /** The gateway's metrics. */
 export interface GatewayMetrics {
   request(method: string, route: string, status: number, seconds: number): void;
+  /** Queued audit events dropped: the queue was full while the auth database failed. */
+  auditDropped?(count: number): void;
   ws: WsObserver;
   /** A request refused by a rate limit. */
   rateLimited?(kind: "ip" | "token" | "login_ip" | "login_user" | "login_busy"): void;
@@ -208,6 +210,12 @@ export function gatewayMetrics(registry: Registry): GatewayMetrics {
     labelNames: ["kind"],
     registers,
   });
+  const auditDropped = new Counter({
+    name: "gateway_audit_events_dropped_total",
+    help:
+      "Audit events dropped without being stored: more were waiting for the auth database than the queue holds (audit_queue_max)",
+    registers,
+  });
   const authFailures = new Counter({
     name: "gateway_auth_failures_total",
     help: "Refused credentials, per reason",
@@ -251,6 +259,7 @@ export function gatewayMetrics(registry: Registry): GatewayMetrics {
       one.latency.observe(seconds);
     },
     rateLimited: (kind) => rateLimited.inc({ kind }),
+    auditDropped: (count) => auditDropped.inc(count),
     authFailure: (code) => authFailures.inc({ code }),
     denied: () => denials.inc(),
     wsRefused: (reason) => wsRefused.inc({ reason }),

@@ -7,7 +7,7 @@
 import { Registry } from "prom-client";
 import { processMetrics } from "../telemetry/process_metrics.ts";
 import { HashPool } from "../auth/hash_pool.ts";
-import { AuthStore } from "../auth/store.ts";
+import { type AuditStatus, AuthStore } from "../auth/store.ts";
 import { TokenIssuer, tokenSettingsFrom } from "../auth/tokens.ts";
 import { ConfigError } from "../config/load.ts";
 import { busClientCurve, clientCurve } from "../config/curve.ts";
@@ -109,6 +109,8 @@ export async function startGateway(
   // A PostgreSQL auth database that is away at start is waited for, not fatal: /healthz says so.
   const authStore = await AuthStore.open(config.auth_db, config.auth_db_token, hashPool, {
     lazy: true,
+    auditQueueMax: config.audit_queue_max,
+    onAuditDropped: (count) => metrics.auditDropped?.(count),
     onUnreachable: (error) =>
       log.warn("{error}; logins and API keys answer 503 until it is back", {
         error: error.message,
@@ -282,6 +284,8 @@ export async function startGateway(
       ),
       // Not required: tokens verified already are still served; logins and new API keys get 503.
       check("auth_db", auth.ok, auth.output, false),
+      // Not required: audit events wait in a bounded queue; admin actions wait for theirs.
+      auditCheck(check, authStore.auditStatus()),
       // Not required: without Redis the gateway serves from its fallbacks.
       ...(redis ? [check("redis", redis.up, redis.lastError, false)] : []),
       ...await extraChecks(),
@@ -331,6 +335,7 @@ export async function startGateway(
         metricsToken,
         loginPerIp: config.login_per_ip,
         loginPerUser: config.login_per_user,
+        refreshReuseGraceS: config.refresh_reuse_grace_s,
       },
     },
   }, sessions);
@@ -387,4 +392,19 @@ export async function startGateway(
       log.info("gateway stopped");
     },
   };
+}
+
+/**
+ * The `audit_log` check: DOWN while queued audit events cannot be written,
+ * and for good once any was dropped (the audit trail has a hole: an operator
+ * must know; it clears at the next start).
+ */
+function auditCheck(check: ReturnType<typeof checkTracker>, status: AuditStatus): Check {
+  const ok = status.failing === undefined && status.dropped === 0;
+  const parts = [
+    ...(status.failing === undefined ? [] : [`writes fail: ${status.failing}`]),
+    `${status.waiting} waiting`,
+    `${status.dropped} dropped since start`,
+  ];
+  return check("audit_log", ok, parts.join("; "), false);
 }

@@ -76,7 +76,13 @@ export async function startState(
   });
   const settings = await tokenSettingsFrom(config);
   // Call credentials of the gateway (bound to one request, used once) and Go clients' own tokens.
-  const verify = settings ? serviceTokenCheck(settings, STATE_SERVICE) : undefined;
+  // Several workers on one PostgreSQL store share the ids taken: a replay to another is refused.
+  const ledger = store instanceof PgStateStore
+    ? { claim: store.claimCallCredential.bind(store) }
+    : undefined;
+  const verify = settings
+    ? serviceTokenCheck(settings, STATE_SERVICE, ledger ? { ledger } : {})
+    : undefined;
   const audit = logger("state", "audit");
   const operations = new StateOperations(store, {
     maxValueBytes: config.max_value_bytes,
@@ -88,6 +94,8 @@ export async function startState(
       metrics.refused?.(code, operation, scope, reason);
       audit.warn("{operation} on {scope} refused: {code}", { code, operation, scope, reason });
     },
+    // A replay is also logged, with its reason, as a refusal (above).
+    callReused: (use) => metrics.callReused?.(use),
     changed: (principal, operation, scope) =>
       audit.info("{operation} on {scope} by {actor}", { actor: principal.id, operation, scope }),
   });

@@ -53,6 +53,8 @@ export interface KeyedWrite {
   fingerprint: string;
   /** The reply text of the write's result: stored with the key, in the write's transaction. */
   reply(result: WriteResult): string;
+  /** How long this key is kept, when not the store's window (ms). */
+  windowMs?: number;
 }
 
 /** A key as stored. */

@@ -7,6 +7,8 @@
  *
  * @module
  */
+import { createHash } from "node:crypto";
+import { CallReplayed } from "../auth/call_credentials.ts";
 import { allows, PERMISSIONS, statePermissions } from "../auth/permissions.ts";
 import { AuthError, type Principal } from "../auth/tokens.ts";
 import { text } from "../mdp/protocol.ts";
@@ -50,6 +52,7 @@ export interface OperationsOptions {
     token: string,
     operation: string,
     request: Record<string, unknown>,
+    delivery?: string,
   ) => Promise<Principal>;
 }
 
@@ -67,7 +70,26 @@ export interface OperationsObserver {
    * another request).
    */
   idempotent?(outcome: "applied" | "replayed" | "reused"): void;
+  /**
+   * A call credential seen again: `redelivery` (the same delivery of its
+   * request, served: a write answered with its stored reply) or `replay`
+   * (another delivery: refused).
+   */
+  callReused?(use: "redelivery" | "replay"): void;
 }
+
+/**
+ * The key under which a write made with a call credential keeps its reply,
+ * for a redelivery of it: its `jti` behind a control character, which no
+ * client's key can hold (idempotency.ts allows printable ASCII only).
+ */
+export const CALL_KEY_PREFIX = "\u001fcall:";
+
+/**
+ * How long that reply is kept past now: longer than the credential lives
+ * (the worker refuses it after its `exp`, redelivered or not).
+ */
+const CALL_KEY_WINDOW_MS = 120_000;
 
 /** Operations that change nothing (not audited). */
 const READS = new Set([
@@ -207,8 +229,12 @@ export class StateOperations {
     this.#observer = observer;
   }
 
-  /** Handles one request body and returns the reply frame's text. */
-  async handle(body: Frames): Promise<string> {
+  /**
+   * Handles one request body and returns the reply frame's text. `client` is
+   * the client address frame the broker sent it with: the same when the
+   * broker routes the request again, another for a new request.
+   */
+  async handle(body: Frames, client?: Uint8Array): Promise<string> {
     if (body.length < 2) {
       this.#observer.badRequest?.("invalid message format");
       return wrapperError("Invalid message format");
@@ -227,7 +253,7 @@ export class StateOperations {
       const request = this.#parse(text(body[1]!));
       let principal: Principal | undefined;
       if (this.#verify && operation !== "health") {
-        const refused = await this.#authorize(operation, request);
+        const refused = await this.#authorize(operation, request, client);
         if (typeof refused === "string") return refused;
         principal = refused;
       }
@@ -271,7 +297,12 @@ export class StateOperations {
     request: Request,
     principal: Principal | undefined,
   ): Promise<string> {
-    const key = this.#idempotencyKey(request);
+    const given = this.#idempotencyKey(request);
+    // A write made with a call credential keeps its reply under the
+    // credential's id, in its transaction: a redelivery of it gets that reply
+    // rather than being applied twice (a client's own key does this already).
+    const call = given === undefined ? principal?.call : undefined;
+    const key = given ?? (call ? CALL_KEY_PREFIX + call.id : undefined);
     // Who asked, for the keys' history: the verified caller, never a name the request claims.
     const write: Write = { ...plan.write, actor: principal?.id ?? ANONYMOUS_ACTOR };
     let reply: Reply;
@@ -283,8 +314,20 @@ export class StateOperations {
         key,
         fingerprint: fingerprint(operation, plan.args),
         reply: (result) => (applied = plan.reply(result)).text,
+        ...(call ? { windowMs: CALL_KEY_WINDOW_MS } : {}),
       });
-      this.#observer.idempotent?.(outcome.kind);
+      if (!call) this.#observer.idempotent?.(outcome.kind);
+      if (outcome.kind === "reused" && call) {
+        // The credential binds its request: another one under its id is no redelivery.
+        this.#observer.operation?.(operation, false);
+        this.#observer.refused?.(
+          "AUTHENTICATION_FAILED",
+          operation,
+          scopeOf(request),
+          "Call credential already used",
+        );
+        return `{"error": "AUTHENTICATION_FAILED", "message": "${AUTH_MESSAGES.AUTHENTICATION_FAILED}"}`;
+      }
       if (outcome.kind === "reused") {
         this.#observer.operation?.(operation, false);
         return reusedReply(key);
@@ -315,21 +358,34 @@ export class StateOperations {
   }
 
   /** The caller's principal, or the reply refusing the request. */
-  async #authorize(operation: string, request: Request): Promise<Principal | string> {
+  async #authorize(
+    operation: string,
+    request: Request,
+    client: Uint8Array | undefined,
+  ): Promise<Principal | string> {
     const scope = scopeOf(request);
     try {
       const token = request.token;
       if (typeof token !== "string" || token === "") {
         throw new AuthError("AUTHENTICATION_REQUIRED", "no token");
       }
-      const principal = await this.#verify!(token, operation, request);
+      // A digest: a client address may be long (a stack of envelope frames).
+      const delivery = client === undefined
+        ? undefined
+        : createHash("sha256").update(client).digest("base64url");
+      const principal = await this.#verify!(token, operation, request, delivery);
+      if (principal.call?.redelivered) this.#observer.callReused?.("redelivery");
       const needed = statePermissions(operation, scope) ?? [PERMISSIONS.stateAdmin];
       if (!allows(principal.permissions, ...needed)) {
         throw new AuthError("PERMISSION_DENIED", `${principal.id} lacks ${needed[0]}`);
       }
       return principal;
     } catch (error) {
+      // The store could not record a call credential: a storage failure
+      // (answered as such by handle), not a bad token.
+      if (!(error instanceof AuthError) && storageFailure(error) !== "STORAGE_ERROR") throw error;
       const code = error instanceof AuthError ? error.code : "AUTHENTICATION_FAILED";
+      if (error instanceof CallReplayed) this.#observer.callReused?.("replay");
       this.#observer.operation?.(operation, false);
       this.#observer.refused?.(code, operation, scope, (error as Error).message);
       return `{"error": "${code}", "message": "${AUTH_MESSAGES[code]}"}`;

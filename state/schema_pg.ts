@@ -82,3 +82,16 @@ export const stateKeyHistory = pgTable("state_key_history", {
 }, (table) => [
   index("state_key_history_scope_key_id").on(table.scope, table.key, table.id),
 ]);
+
+/**
+ * Call credentials the state workers took (auth/call_credentials.ts): each
+ * id once, across workers, with the delivery it came with (a digest of the
+ * broker's client address), until the credential's `exp` (seconds). A
+ * second sight with the same delivery is the broker routing the request
+ * again; with another, a replay.
+ */
+export const stateCallCredentials = pgTable("state_call_credentials", {
+  jti: text("jti").primaryKey(),
+  delivery: text("delivery"),
+  expiresAt: bigint("expires_at", { mode: "number" }).notNull(),
+}, (table) => [index("state_call_credentials_expires_at").on(table.expiresAt)]);

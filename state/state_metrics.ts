@@ -53,6 +53,13 @@ export function stateMetrics(registry: Registry): StateMetrics {
     labelNames: ["outcome"],
     registers,
   });
+  const callReused = new Counter({
+    name: "state_call_credentials_reused_total",
+    help:
+      "Call credentials seen again, per use: redelivery (the broker routed the same request again: served, a write with its stored reply), replay (another request with a used credential: refused)",
+    labelNames: ["use"],
+    registers,
+  });
   const purged = new Counter({
     name: "state_idempotency_keys_purged_total",
     help: "Expired idempotency keys deleted from the store",
@@ -62,6 +69,7 @@ export function stateMetrics(registry: Registry): StateMetrics {
     refused: (code: string) => refused.inc({ code }),
     idempotent: (outcome) => idempotent.inc({ outcome }),
     keysPurged: (count) => purged.inc(count),
+    callReused: (use) => callReused.inc({ use }),
     operation: (operation, ok) => operations.inc({ operation, result: ok ? "ok" : "error" }),
     // Reasons are a fixed set of texts, except parse errors: keep the label bounded.
     badRequest: (reason) => bad.inc({ reason: reason.split(":")[0]!.slice(0, 60) }),

@@ -177,7 +177,7 @@ export class Overlay {
         key: keyed.key,
         fingerprint: keyed.fingerprint,
         reply,
-        expiresAt: this.now + windowMs,
+        expiresAt: this.now + (keyed.windowMs ?? windowMs),
       });
       return reply;
     });

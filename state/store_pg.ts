@@ -47,6 +47,7 @@ import postgres from "postgres";
 import { storageFailure } from "../storage/failure.ts";
 import type { StateBackend } from "./backend.ts";
 import { CommitOutcomeUnknown } from "./commit_outcome.ts";
+import { type CallUse, useOf } from "../auth/call_credentials.ts";
 import { type KeyedOutcome, type KeyedWrite, keyId, type StoredKey } from "./idempotency.ts";
 import { type PgReads, type PgStateConnections, STATE_LOCK_CLASS } from "./db_pg.ts";
 import { stateEntries, stateScopes } from "./schema_pg.ts";
@@ -324,11 +325,14 @@ export class PgStateStore implements StateBackend {
   }
 
   /**
-   * Deletes at most `limit` expired idempotency keys. Every worker purges;
-   * rows another worker is deleting are skipped, not waited for.
+   * Deletes at most `limit` expired idempotency keys, after the expired call
+   * credential ids. Every worker purges; rows another worker is deleting are
+   * skipped, not waited for.
    */
-  purgeExpiredKeys(limit: number): Promise<number> {
-    return this.#read(async () => {
+  async purgeExpiredKeys(limit: number): Promise<number> {
+    // Call credential ids first, all of them: they come with every write and read.
+    while (await this.purgeExpiredCalls(limit) >= limit);
+    return await this.#read(async () => {
       const result = await this.#open.reads.sql`delete from state_idempotency_keys where ctid in (
         select ctid from state_idempotency_keys where expires_at <= ${this.#now()}::int8
         order by expires_at limit ${limit} for update skip locked)`;
@@ -370,6 +374,40 @@ export class PgStateStore implements StateBackend {
     return this.#read(async () => {
       const result = await this.#open.reads.sql`delete from state_key_history
         where scope = ${bytes(scope)} and key = ${bytes(key)}`;
+      return result.count;
+    });
+  }
+
+  /**
+   * Records a call credential's id for every worker on this database
+   * (auth/call_credentials.ts CallLedger): `first` when this insert made the
+   * row, else what the row's delivery makes of this one. The insert and the
+   * read are two statements: a row committed by another worker after the
+   * insert's snapshot is seen by the read.
+   */
+  claimCallCredential(
+    jti: string,
+    delivery: string | undefined,
+    expS: number,
+  ): Promise<CallUse> {
+    return this.#read(async () => {
+      const sql = this.#open.reads.sql;
+      const made = await sql`insert into state_call_credentials (jti, delivery, expires_at)
+        values (${jti}, ${delivery ?? null}, ${expS}::int8) on conflict (jti) do nothing`;
+      if (made.count === 1) return "first";
+      const [row] = await sql<{ delivery: string | null }[]>`select delivery
+        from state_call_credentials where jti = ${jti}`;
+      return useOf(row?.delivery, delivery);
+    });
+  }
+
+  /** Deletes at most `limit` call credential ids past their `exp`. */
+  purgeExpiredCalls(limit: number): Promise<number> {
+    return this.#read(async () => {
+      const result = await this.#open.reads.sql`delete from state_call_credentials where ctid in (
+        select ctid from state_call_credentials
+        where expires_at < ${Math.floor(this.#now() / 1000)}::int8
+        order by expires_at limit ${limit} for update skip locked)`;
       return result.count;
     });
   }

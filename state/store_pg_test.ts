@@ -19,7 +19,7 @@ Deno.test("state workers starting together on an empty PostgreSQL database all m
     const failed = opened.flatMap((r) => r.status === "rejected" ? [String(r.reason)] : []);
     assert.deepEqual(failed, []);
     const [row] = await db.sql`select count(*)::int as n from drizzle.__drizzle_migrations_state`;
-    // Each migration applied once.
+    // Each migration once, not once per worker.
     const journal = JSON.parse(
       await Deno.readTextFile(
         new URL("../migrations/state-pg/meta/_journal.json", import.meta.url),
@@ -31,6 +31,13 @@ Deno.test("state workers starting together on an empty PostgreSQL database all m
 
 Deno.test("a deadlock with another transaction is retried and the writes of the group succeed", async () => {
   await withDatabase(async (db) => {
+    // PostgreSQL looks for a deadlock once per wait, deadlock_timeout after
+    // the wait began, in the waiting backend. With the default 1 s, a loaded
+    // machine could send this test's second lock after the group's one look
+    // (no cycle yet): the cycle was then found from this test's side, failing
+    // its transaction instead of the group's. The group's sessions look after
+    // 5 s, this transaction never first.
+    await db.admin.unsafe(`alter database ${db.name} set deadlock_timeout = '5s'`);
     const retries: string[] = [];
     const store = new PgStateStore(await openPgStateDatabase({ url: db.url, poolSize: 2 }), {
       onRetry: (error) => retries.push((error as { code?: string }).code ?? String(error)),
@@ -41,6 +48,7 @@ Deno.test("a deadlock with another transaction is retried and the writes of the 
       const [low, high] = ["a", "b"].sort((x, y) => scopeLockKey(x) - scopeLockKey(y));
       let otherDone: Promise<unknown> | undefined;
       await db.sql.begin(async (tx) => {
+        await tx`set local deadlock_timeout = '60s'`;
         await tx`select pg_advisory_xact_lock(${STATE_LOCK_CLASS}::int4, ${
           scopeLockKey(high!)
         }::int4)`;

@@ -20,7 +20,7 @@ export function startStateWorker(
   return new MdpWorker(
     endpoint,
     STATE_SERVICE,
-    async (body) => [frame(await operations.handle(body))],
+    async (body, context) => [frame(await operations.handle(body, context.client))],
     { concurrency: 4, capacity: 64, ...options },
     onEvent,
   );

@@ -91,6 +91,8 @@ Deno.test("two gateway processes on one PostgreSQL auth database and one Redis a
     redis_url: TEST_REDIS_URL,
     redis_key_prefix: prefix,
     revocation_poll_ms: 600_000,
+    // Any reuse ends the family here; the grace for two tabs is tested in sessions_test.ts.
+    refresh_reuse_grace_s: 0,
   };
   let system: System | undefined;
   let b: Awaited<ReturnType<typeof spawnGateway>> | undefined;
@@ -109,6 +111,7 @@ Deno.test("two gateway processes on one PostgreSQL auth database and one Redis a
       PLANTD_REDIS_URL: TEST_REDIS_URL,
       PLANTD_GATEWAY_REDIS_KEY_PREFIX: prefix,
       PLANTD_GATEWAY_REVOCATION_POLL_MS: "600000",
+      PLANTD_GATEWAY_REFRESH_REUSE_GRACE_S: "0",
       PLANTD_GATEWAY_LOG_LEVEL: "info",
     });
     const [A, B] = [system.url, b.url];

@@ -293,7 +293,7 @@ Deno.test("users log in, refresh (rotating the refresh token) and log out; cooki
     assert.equal(sameSite.status, 403);
     assert.doesNotMatch(sameSite.body.error.message, /Cross-site/);
 
-    // Refresh rotates: the new token works, the old one does not any more.
+    // Refresh rotates: the new token works, the old one does not any more (grace off here).
     const refresh = (token: string) =>
       call(url, {
         method: "POST",
@@ -333,7 +333,7 @@ Deno.test("users log in, refresh (rotating the refresh token) and log out; cooki
     assert.ok(
       events.body.events.some((e: any) => e.action === "state.set" && e.actor === "user:root"),
     );
-  });
+  }, { gateway: { refresh_reuse_grace_s: 0 } }); // the old token at once is reuse, no grace
 });
 
 Deno.test("API keys act with their roles until revoked; custom roles grant what they list", async () => {

@@ -7,14 +7,16 @@
  */
 import assert from "node:assert/strict";
 import { decodeJwt, decodeProtectedHeader, exportPKCS8, exportSPKI, generateKeyPair } from "jose";
-import { CALL_TYP } from "../auth/call_credentials.ts";
+import { CALL_TYP, serviceTokenCheck } from "../auth/call_credentials.ts";
 import { TokenIssuer } from "../auth/tokens.ts";
 import { MdpClient } from "../mdp/client.ts";
 import { text } from "../mdp/protocol.ts";
 import { MdpWorker } from "../mdp/worker.ts";
-import { STATE_SERVICE } from "../state/operations.ts";
+import { openStateDatabase } from "../state/db.ts";
+import { STATE_SERVICE, StateOperations } from "../state/operations.ts";
+import { StateStore } from "../state/store.ts";
 import type { Frames } from "../transport/frames.ts";
-import { bearer, tokenWith, withSecuredSystem } from "./_auth.ts";
+import { bearer, SECRET, tokenWith, withSecuredSystem } from "./_auth.ts";
 import { waitFor } from "./_helpers.ts";
 import type { System } from "./_system.ts";
 import { openWs } from "./_ws.ts";
@@ -341,3 +343,79 @@ Deno.test("a gateway with no signing key (outside issuer only) sends state reque
     state: { jwt_secret: undefined },
   });
 });
+
+for (
+  const [how, broker] of [
+    ["a durable request", (dir: string) => ({
+      durable_services: [STATE_SERVICE],
+      journal: `${dir}/journal.db`,
+    })],
+    ["requeue_lost", () => ({ requeue_lost_services: [STATE_SERVICE] })],
+  ] as const
+) {
+  Deno.test(`${how}: routed again after its worker was lost with the write committed, it gets the first reply, applied once; its credential from another client is refused and counted`, async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      await withSecuredSystem(async (system) => {
+        const admin = bearer(await tokenWith(["*"], { sub: "user:admin" }));
+        await system.stopState();
+        // Two state workers over one store, as two processes over one PostgreSQL database.
+        const store = await StateStore.load(await openStateDatabase({ location: ":memory:" }), {});
+        const reused: string[] = [];
+        const ops = new StateOperations(store, {
+          verify: serviceTokenCheck(
+            { secret: SECRET, issuer: "plantd", audience: "plantd" },
+            STATE_SERVICE,
+          ),
+        }, { callReused: (use) => reused.push(use) });
+        const fast = { heartbeatIntervalMs: 200, heartbeatLiveness: 10 };
+        let captured: string[] = [];
+        let committed!: () => void;
+        const done = new Promise<void>((resolve) => committed = resolve);
+        // Applies the write, then is lost before its reply leaves.
+        const dying = new MdpWorker(system.brokerEndpoint, STATE_SERVICE, async (body, context) => {
+          captured = body.map((f) => text(f));
+          await ops.handle(body, context.client);
+          committed();
+          return await new Promise<never>(() => {});
+        }, fast);
+        let steady: MdpWorker | undefined;
+        try {
+          await waitFor(() => dying.connected, { what: "the dying worker" });
+          const put = call(system.url, "POST", "/api/state/plant", admin, '{"entries":{"k":"v1"}}');
+          await done;
+          steady = new MdpWorker(
+            system.brokerEndpoint,
+            STATE_SERVICE,
+            async (body, context) => [await ops.handle(body, context.client)],
+            fast,
+          );
+          await waitFor(() => steady!.connected, { what: "the steady worker" });
+          await dying.close();
+          const answered = await put;
+          assert.equal(answered.status, 200, JSON.stringify(answered.body));
+          assert.deepEqual(reused, ["redelivery"]);
+          assert.equal(store.get("plant", "k")?.revision, 1);
+          // The captured request, sent by another client: refused, counted.
+          const client = new MdpClient(system.brokerEndpoint, { timeoutMs: 5000 });
+          try {
+            assert.deepEqual(await ask(client, captured[0]!, captured[1]!), {
+              error: "AUTHENTICATION_FAILED",
+              message: "Invalid or expired token",
+            });
+          } finally {
+            await client.close();
+          }
+          assert.deepEqual(reused, ["redelivery", "replay"]);
+          assert.equal(store.get("plant", "k")?.revision, 1);
+        } finally {
+          await dying.close();
+          await steady?.close();
+          await store.close();
+        }
+      }, { broker: broker(dir), gateway: { call_token_ttl_s: 30 } });
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}

@@ -1707,6 +1707,7 @@ Deno.test("the Dockerfile's command line starts, answers /healthz, passes its HE
     assert.deepEqual(
       health.checks.map((c: { name: string }) => c.name).sort(),
       [
+        "audit_log",
         "auth_db",
         "broker_connection",
         "bus_event",

@@ -9,12 +9,13 @@
  *
  * @module
  */
-import type { AuditEvent, AuthStore } from "../../auth/store.ts";
+import { type AuditEvent, type AuthStore, AuthStoreUnavailableError } from "../../auth/store.ts";
 import { allows } from "../../auth/permissions.ts";
 import { CallSigner, requestJson } from "../../auth/call_credentials.ts";
 import { AuthError, type Principal, TokenIssuer, TokenVerifier } from "../../auth/tokens.ts";
 import type { TokenSettings } from "../../auth/tokens.ts";
 import { logger } from "../../telemetry/log.ts";
+import { logLimiter } from "../../telemetry/log_window.ts";
 import type { Revocations } from "./revocations.ts";
 
 /** Name of the cookie holding a browser's access token. */
@@ -55,6 +56,8 @@ export class Guard {
   readonly #observer: GuardObserver;
   readonly #keys = new Map<string, { principal: Principal; until: number }>();
   readonly #log = logger("gateway", "audit");
+  /** Failed writes of queued events are logged at most this often (they are retried). */
+  readonly #logOnce = logLimiter(10_000);
   /** Session epochs and revoked sessions; none: tokens are good until they expire. */
   readonly revocations?: Revocations;
 
@@ -203,12 +206,47 @@ export class Guard {
     });
   }
 
-  /** Writes an audit event to the log and the audit table; never throws. */
+  /**
+   * Writes an audit event to the log and queues it for the audit table
+   * (written in batches, retried while the database fails, the oldest
+   * dropped past the queue's bound: auth/store.ts); never throws.
+   */
   audit(event: AuditEvent): void {
     const level = event.outcome === "success" ? "info" : "warn";
     this.#log[level]("{action} {target} by {actor}: {outcome}", { ...event });
     this.store.audit(event).catch((error) => {
-      this.#log.error("audit event not stored: {error}", { error: String(error), ...event });
+      this.#logOnce(
+        "queued",
+        (suppressed) =>
+          this.#log.error("audit events not stored yet, kept for a retry: {error}", {
+            error: String(error),
+            waiting: this.store.auditStatus().waiting,
+            suppressed,
+          }),
+      );
     });
+  }
+
+  /**
+   * Writes the `attempt` event of a security-relevant change and waits until
+   * it is stored, before the change is made: a change is never made
+   * unaudited. Throws {@link AuthStoreUnavailableError} (503, nothing
+   * changed) when it cannot be written.
+   */
+  async auditFirst(event: AuditEvent): Promise<void> {
+    this.#log.info("{action} {target} by {actor}: {outcome}", { ...event });
+    try {
+      await this.store.auditNow(event);
+    } catch (error) {
+      const cause = error instanceof Error ? error.message : String(error);
+      this.#log.error("{action} {target} refused: its audit event cannot be stored: {error}", {
+        ...event,
+        error: cause,
+      });
+      throw new AuthStoreUnavailableError(
+        `the audit log cannot be written, so nothing was changed: ${cause}`,
+        { cause: error },
+      );
+    }
   }
 }

@@ -39,6 +39,11 @@ export interface AuthRoutesDeps {
   counters: RateCounters;
   accessTtlS: number;
   refreshTtlS: number;
+  /**
+   * Seconds after its rotation during which a rotated refresh token
+   * presented again gets new tokens of its login rather than ending it.
+   */
+  refreshReuseGraceS: number;
   /** Cookies get `Secure` (the gateway serves TLS). */
   secureCookies: boolean;
   /** Login attempts per minute from one client address, whatever the username. */
@@ -182,7 +187,7 @@ const createUser = createRoute({
     z.object({ username: Username, password: Password, roles: z.array(RoleName).max(64) })
       .openapi("NewUser"),
   ),
-  responses: { 201: json(UserSchema, "Created"), ...errorResponses(400, 401, 403, 409, 415) },
+  responses: { 201: json(UserSchema, "Created"), ...errorResponses(400, 401, 403, 409, 415, 503) },
 });
 
 const UsernameParam = z.object({
@@ -203,7 +208,7 @@ const updateUser = createRoute({
       }).openapi("UserChange"),
     ),
   },
-  responses: { 200: json(UserSchema, "Changed"), ...errorResponses(400, 401, 403, 404, 415) },
+  responses: { 200: json(UserSchema, "Changed"), ...errorResponses(400, 401, 403, 404, 415, 503) },
 });
 
 const deleteUser = createRoute({
@@ -213,7 +218,7 @@ const deleteUser = createRoute({
   request: { params: UsernameParam },
   responses: {
     200: json(z.object({ username: z.string(), status: z.literal("deleted") }), "Deleted"),
-    ...errorResponses(401, 403, 404),
+    ...errorResponses(401, 403, 404, 503),
   },
 });
 
@@ -239,7 +244,7 @@ const putRole = createRoute({
   },
   responses: {
     200: json(z.object({ name: z.string(), permissions: z.array(z.string()) }), "Defined"),
-    ...errorResponses(400, 401, 403, 415),
+    ...errorResponses(400, 401, 403, 415, 503),
   },
 });
 
@@ -250,7 +255,7 @@ const deleteRole = createRoute({
   request: { params: RoleParam },
   responses: {
     200: json(z.object({ name: z.string(), status: z.literal("deleted") }), "Deleted"),
-    ...errorResponses(401, 403, 404),
+    ...errorResponses(401, 403, 404, 503),
   },
 });
 
@@ -277,7 +282,7 @@ const createKey = createRoute({
   ),
   responses: {
     201: json(z.object({ key: z.string(), api_key: ApiKeySchema }), "Created"),
-    ...errorResponses(400, 401, 403, 415),
+    ...errorResponses(400, 401, 403, 415, 503),
   },
 });
 
@@ -292,7 +297,7 @@ const revokeKey = createRoute({
   },
   responses: {
     200: json(z.object({ id: z.string(), status: z.literal("revoked") }), "Revoked"),
-    ...errorResponses(401, 403, 404),
+    ...errorResponses(401, 403, 404, 503),
   },
 });
 
@@ -335,6 +340,18 @@ function storeError(error: unknown): never {
 export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
   const { guard, sessions } = deps;
   const store = guard.store;
+
+  /** The `attempt` row of an admin action, stored before the action is made (503 when not). */
+  const adminAttempt = (c: Context, action: string, target: string, details?: object) =>
+    guard.auditFirst({
+      time: Date.now(),
+      actor: c.get("principal").id,
+      action,
+      target,
+      outcome: "attempt",
+      ip: c.get("clientIp"),
+      ...(details ? { details: { ...details } } : {}),
+    });
 
   const adminAudit = (c: Context, action: string, target: string, details?: object) =>
     guard.audit({
@@ -486,7 +503,12 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
     const ip = c.get("clientIp");
     const id = token ? await sha256Hex(token) : undefined;
     const claimed = id ? await sessions.claim(id) : undefined;
-    if (claimed?.reused) {
+    // Two tabs (or a retry after a lost answer) refreshing with one token
+    // within seconds: the later one gets tokens of the same login too, as
+    // Auth0's reuse interval and Okta's grace period do. Later reuse is theft.
+    const graceful = claimed?.reused === true && deps.refreshReuseGraceS > 0 &&
+      Date.now() - (claimed.rotatedAt ?? 0) <= deps.refreshReuseGraceS * 1000;
+    if (claimed?.reused && !graceful) {
       // A rotated token came back: it was stolen, or the thief already used
       // its successor. Either way the whole login ends.
       const { record } = claimed;
@@ -501,13 +523,24 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
         details: { family_created_at: record.createdAt },
       });
     }
-    const session = claimed && !claimed.reused ? claimed.record : undefined;
+    const session = claimed && (!claimed.reused || graceful) ? claimed.record : undefined;
     const user = session ? await store.user(session.username) : undefined;
     if (!id || !session || !user || user.disabled || user.id !== session.userId) {
       if (id && !claimed?.reused) await sessions.delete(id);
       const error = new AuthError("AUTHENTICATION_FAILED", "Refresh token is not valid");
       guard.failed(error, ip, "refresh");
       throw error;
+    }
+    if (graceful) {
+      guard.audit({
+        time: Date.now(),
+        actor: `user:${session.username}`,
+        action: "auth.refresh.grace",
+        target: `user:${session.username}`,
+        outcome: "success",
+        ip,
+        details: { rotated_ms_ago: Date.now() - (claimed!.rotatedAt ?? 0) },
+      });
     }
     // The rotated token stays (marked) until it expires, so its reuse is seen.
     return c.json(await issue(c, user, session.family), 200);
@@ -552,6 +585,7 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
   app.openapi(createUser, async (c) => {
     authorize(c, guard, PERMISSIONS.authAdmin);
     const { username, password, roles } = c.req.valid("json");
+    await adminAttempt(c, "admin.user.create", `user:${username}`, { roles });
     const user = await store.createUser(username, password, roles).catch(storeError);
     await guard.revocations?.changed(); // a gateway may remember the name as deleted
     adminAudit(c, "admin.user.create", `user:${username}`, { roles });
@@ -562,6 +596,11 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
     authorize(c, guard, PERMISSIONS.authAdmin);
     const { username } = c.req.valid("param");
     const change = c.req.valid("json");
+    await adminAttempt(c, "admin.user.update", `user:${username}`, {
+      ...(change.roles ? { roles: change.roles } : {}),
+      ...(change.password !== undefined ? { password: "changed" } : {}),
+      ...(change.disabled !== undefined ? { disabled: change.disabled } : {}),
+    });
     const user = await store.updateUser(username, change).catch(storeError);
     // New roles, a new password or a disabled account: existing sessions end,
     // access tokens included (the store bumped the user's session epoch).
@@ -579,6 +618,7 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
   app.openapi(deleteUser, async (c) => {
     authorize(c, guard, PERMISSIONS.authAdmin);
     const { username } = c.req.valid("param");
+    await adminAttempt(c, "admin.user.delete", `user:${username}`);
     const user = await store.deleteUser(username);
     if (!user) throw new ApiError("NOT_FOUND", `No user '${username}'`);
     await sessions.deleteUser(user.id);
@@ -596,6 +636,7 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
     authorize(c, guard, PERMISSIONS.authAdmin);
     const { name } = c.req.valid("param");
     const { permissions } = c.req.valid("json");
+    await adminAttempt(c, "admin.role.put", `role:${name}`, { permissions });
     await store.putRole(name, permissions).catch(storeError);
     adminAudit(c, "admin.role.put", `role:${name}`, { permissions });
     return c.json({ name, permissions }, 200);
@@ -604,6 +645,7 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
   app.openapi(deleteRole, async (c) => {
     authorize(c, guard, PERMISSIONS.authAdmin);
     const { name } = c.req.valid("param");
+    await adminAttempt(c, "admin.role.delete", `role:${name}`);
     if (!await store.deleteRole(name)) throw new ApiError("NOT_FOUND", `No defined role '${name}'`);
     adminAudit(c, "admin.role.delete", `role:${name}`);
     return c.json({ name, status: "deleted" as const }, 200);
@@ -617,6 +659,8 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
   app.openapi(createKey, async (c) => {
     authorize(c, guard, PERMISSIONS.authAdmin);
     const { name, roles, expires_at } = c.req.valid("json");
+    // The key's id is made with it: the attempt names the key by its name.
+    await adminAttempt(c, "admin.apikey.create", `apikey-name:${name}`, { name, roles });
     const { key, view } = await store.createApiKey(
       name,
       roles,
@@ -630,6 +674,7 @@ export function authRoutes(app: OpenAPIHono, deps: AuthRoutesDeps): void {
   app.openapi(revokeKey, async (c) => {
     authorize(c, guard, PERMISSIONS.authAdmin);
     const { id } = c.req.valid("param");
+    await adminAttempt(c, "admin.apikey.revoke", `apikey:${id}`);
     if (!await store.revokeApiKey(id)) throw new ApiError("NOT_FOUND", `No active API key '${id}'`);
     guard.forgetApiKeys();
     adminAudit(c, "admin.apikey.revoke", `apikey:${id}`);

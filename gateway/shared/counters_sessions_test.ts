@@ -89,7 +89,11 @@ async function sessionContract(store: SessionStore, expire: () => Promise<void>)
   });
   await store.put("r2", record("erin", 60_000, "login-1"));
   await store.put("other", record("erin", 60_000, "login-2"));
-  assert.equal((await store.claim("r1"))?.reused, true, "a rotated token claimed again");
+  const reclaimed = await store.claim("r1");
+  assert.equal(reclaimed?.reused, true, "a rotated token claimed again");
+  // When it was rotated, for the refresh route's grace (`now` of the store).
+  assert.equal(typeof reclaimed?.rotatedAt, "number");
+  assert.ok(Math.abs(reclaimed!.rotatedAt! - Date.now()) < 60_000, `${reclaimed?.rotatedAt}`);
   assert.equal((await store.claim("r2"))?.reused, false);
   assert.equal(await store.claim("nope"), undefined);
   assert.equal(await store.deleteFamily("login-1"), 2);

@@ -38,10 +38,15 @@ export interface SessionRecord {
   expiresAt: number;
 }
 
-/** A session taken for rotation; `reused`: it had been rotated already. */
+/**
+ * A session taken for rotation; `reused`: it had been rotated already, at
+ * `rotatedAt` (ms since the epoch; the refresh route forgives a reuse
+ * within its grace, two tabs refreshing with one cookie).
+ */
 export interface Claimed {
   record: SessionRecord;
   reused: boolean;
+  rotatedAt?: number;
 }
 
 export interface SessionStore {
@@ -58,7 +63,8 @@ export interface SessionStore {
 /** Sessions in this process; `now` is for tests. */
 export function memorySessions(now: () => number = Date.now): SessionStore {
   const sessions = new Map<string, SessionRecord>();
-  const rotated = new Set<string>();
+  /** Rotated sessions, with when. */
+  const rotated = new Map<string, number>();
   let nextSweep = 0;
   const sweep = () => {
     const t = now();
@@ -92,9 +98,12 @@ export function memorySessions(now: () => number = Date.now): SessionStore {
     claim(id) {
       const record = sessions.get(id);
       if (!record || record.expiresAt <= now()) return Promise.resolve(undefined);
-      const reused = rotated.has(id);
-      rotated.add(id);
-      return Promise.resolve({ record: { ...record }, reused });
+      const rotatedAt = rotated.get(id);
+      if (rotatedAt !== undefined) {
+        return Promise.resolve({ record: { ...record }, reused: true, rotatedAt });
+      }
+      rotated.set(id, now());
+      return Promise.resolve({ record: { ...record }, reused: false });
     },
     get(id) {
       const record = sessions.get(id);
@@ -155,17 +164,19 @@ return n
 `;
 
 /**
- * KEYS[1] = session, KEYS[2] = its rotated mark. The session as stored, and
- * 1 when this call marked it (0: it was rotated before); nil when missing.
+ * KEYS[1] = session, KEYS[2] = its rotated mark, ARGV[1] = now (ms). The
+ * session as stored, and 1 when this call marked it (0: it was rotated
+ * before, then with the time of that rotation, the mark's value); nil when
+ * missing.
  */
 const CLAIM_SCRIPT = `
 local record = redis.call('GET', KEYS[1])
 if not record then return nil end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 1 then ttl = 1 end
-local first = redis.call('SET', KEYS[2], '1', 'NX', 'PX', ttl)
+local first = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ttl)
 if first then return {record, 1} end
-return {record, 0}
+return {record, 0, redis.call('GET', KEYS[2])}
 `;
 
 /** Sessions in Redis only: rejects when Redis fails (see {@link sharedSessions}). */
@@ -204,12 +215,18 @@ export function redisSessions(link: RedisLink, now: () => number = Date.now): Se
       return record && record.expiresAt > now() ? record : undefined;
     },
     async claim(id) {
-      const reply = await link.redis.eval(CLAIM_SCRIPT, 2, sessionKey(id), rotatedKey(id)) as
-        | [string, number]
-        | null;
+      const reply = await link.redis.eval(
+        CLAIM_SCRIPT,
+        2,
+        sessionKey(id),
+        rotatedKey(id),
+        String(now()),
+      ) as [string, number, string?] | null;
       const record = reply ? parse(reply[0]) : undefined;
       if (!record || record.expiresAt <= now()) return undefined;
-      return { record, reused: Number(reply![1]) === 0 };
+      if (Number(reply![1]) === 1) return { record, reused: false };
+      // A mark of an older gateway holds "1": a time long past, no grace.
+      return { record, reused: true, rotatedAt: Number(reply![2] ?? 0) };
     },
     async delete(id) {
       const key = sessionKey(id);
