@@ -7,15 +7,13 @@
  * (docs/alarms.png is a copy).
  */
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
+import { ARTIFACTS, launchChromium } from "./_browser.ts";
 import { Publisher } from "../bus/publisher.ts";
 import { alarmsConfig } from "../config/components.ts";
 import { loadConfig } from "../config/load.ts";
 import { startAlarms } from "../roles/alarms.ts";
 import { waitFor } from "./_helpers.ts";
 import { startSystem } from "./_system.ts";
-
-const ARTIFACTS = new URL("../test-artifacts/", import.meta.url).pathname;
 
 Deno.test("dashboard alarms: set a rule, see the alarm raised, acknowledge it, see it cleared", async () => {
   // Chromium and other test files share 2 cores: a longer request timeout for the page.
@@ -32,11 +30,7 @@ Deno.test("dashboard alarms: set a rule, see the alarm raised, acknowledge it, s
     rules_reload_ms: 500,
   });
   const metrics = new Publisher(system.frontends.metric!, { sendHighWaterMark: 0 });
-  const browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"],
-  });
+  const browser = await launchChromium();
   const point = (value: number) =>
     metrics.publish(
       "org.plantd.Metric",

@@ -4,7 +4,7 @@
  * replay button routes it again.
  */
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./_browser.ts";
 import { MdpClient } from "../mdp/client.ts";
 import { MdpTimeoutError } from "../mdp/errors.ts";
 import { MdpWorker } from "../mdp/worker.ts";
@@ -18,11 +18,7 @@ Deno.test("dashboard lists a dead letter as it arrives, and its replay button ro
     broker: { durable_services: ["plant.*"], journal: `${dir}/journal.db` },
     gateway: { request_timeout_ms: 15_000 },
   });
-  const browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
-  });
+  const browser = await launchChromium();
   const client = new MdpClient(system.brokerEndpoint, { timeoutMs: 10_000 });
   let worker: MdpWorker | undefined;
   try {
@@ -49,6 +45,15 @@ Deno.test("dashboard lists a dead letter as it arrives, and its replay button ro
     assert.equal(await row.first().locator("td").nth(2).textContent(), "expired");
 
     worker = new MdpWorker(system.brokerEndpoint, "plant.valve", () => ["opened"]);
+    // The replay keeps the request's 300 ms deadline: on a loaded machine a
+    // worker still connecting lets it expire again, so the worker is there first.
+    await waitFor(
+      async () => {
+        const [code] = await client.request("mmi.service", ["plant.valve"]);
+        return new TextDecoder().decode(code) === "200";
+      },
+      { timeoutMs: 30_000, what: "the plant.valve worker registered" },
+    );
     await page.click(`#dead-letters tr[data-id="${id}"] button[data-action="replay"]`);
     await waitFor(async () => (await row.count()) === 0, {
       timeoutMs: 30_000,

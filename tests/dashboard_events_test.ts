@@ -8,32 +8,14 @@
  */
 import assert from "node:assert/strict";
 import { Registry } from "prom-client";
-import { chromium, type Page } from "playwright-core";
+import type { Page } from "playwright-core";
+import { ARTIFACTS, launchChromium } from "./_browser.ts";
 import { Publisher } from "../bus/publisher.ts";
 import { metricsConfig } from "../config/components.ts";
 import { loadConfig } from "../config/load.ts";
 import { startMetrics } from "../roles/metrics.ts";
 import { bearer, call, tokenWith, withSecuredSystem } from "./_auth.ts";
 import { waitFor } from "./_helpers.ts";
-
-const CHROMIUM = "/usr/bin/chromium";
-const DOCS = new URL("../docs/", import.meta.url).pathname;
-
-function launch() {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
-}
 
 const alarm = (device: string, severity: string, secondsAgo: number, message: string) =>
   JSON.stringify({
@@ -76,7 +58,7 @@ Deno.test("event history lists, streams and filters events; the audit log is for
       sendHighWaterMark: 0,
     });
     const admin = { ...bearer(await tokenWith(["*"])) };
-    const browser = await launch();
+    const browser = await launchChromium();
     try {
       for (const [username, roles] of [["boss", ["admin"]], ["watcher", ["viewer"]]]) {
         const created = await call(system.url, "POST", "/api/auth/users", {
@@ -165,7 +147,8 @@ Deno.test("event history lists, streams and filters events; the audit log is for
         /user:boss/,
       );
       await page.locator("#events-panel").scrollIntoViewIfNeeded();
-      await page.screenshot({ path: `${DOCS}events.png`, fullPage: true });
+      await Deno.mkdir(ARTIFACTS, { recursive: true });
+      await page.screenshot({ path: `${ARTIFACTS}events.png`, fullPage: true });
 
       // A viewer: history yes, audit no.
       const viewer = await browser.newPage();

@@ -6,10 +6,8 @@
  * test-artifacts/state-history.png (docs/state-history.png is one).
  */
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
+import { ARTIFACTS, launchChromium } from "./_browser.ts";
 import { bearer, tokenWith, withSecuredSystem } from "./_auth.ts";
-
-const ARTIFACTS = new URL("../test-artifacts/", import.meta.url).pathname;
 
 Deno.test("dashboard shows a key's history (who, old and new value) and deletes it", async () => {
   // Chromium shares 2 cores with the other test files: the default request timeout is too short.
@@ -32,11 +30,7 @@ Deno.test("dashboard shows a key's history (who, old and new value) and deletes 
       assert.equal(put.status, 200, await put.text());
     }
 
-    const browser = await chromium.launch({
-      executablePath: "/usr/bin/chromium",
-      headless: true,
-      args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
-    });
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
       const errors: string[] = [];

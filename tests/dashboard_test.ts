@@ -5,37 +5,18 @@
  * screenshot is saved to test-artifacts/dashboard.png for reviewers.
  */
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
+import { ARTIFACTS, launchChromium } from "./_browser.ts";
 import { Publisher } from "../bus/publisher.ts";
 import { openLibsqlWriter } from "../metrics/libsql.ts";
 import { waitFor } from "./_helpers.ts";
 import { startSystem } from "./_system.ts";
 import { bearer, tokenWith, withSecuredSystem } from "./_auth.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
-const ARTIFACTS = new URL("../test-artifacts/", import.meta.url).pathname;
-
-function launch() {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
-}
-
 Deno.test("dashboard shows services, edits state live, and streams a bus topic", async () => {
   // Chromium and the other test files share 2 cores: the default 2 s request
   // timeout of the test system is too short for the page's writes under that load.
   const system = await startSystem({ gateway: { request_timeout_ms: 15_000 } });
-  const browser = await launch();
+  const browser = await launchChromium();
   const publisher = new Publisher(system.frontends.event!, { sendHighWaterMark: 0 });
   try {
     const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
@@ -143,7 +124,7 @@ Deno.test("the dashboard picks a device from the list and plots two channels, li
   const system = await startSystem({
     gateway: { request_timeout_ms: 15_000, metrics_db: file, metrics_database_url: "" },
   });
-  const browser = await launch();
+  const browser = await launchChromium();
   const metrics = new Publisher(system.frontends.metric!, { sendHighWaterMark: 0 });
   try {
     const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
@@ -303,7 +284,7 @@ Deno.test("with authentication on, the dashboard asks for a login, works as the 
       body: JSON.stringify({ username: "op", password: "operator pass", roles: ["operator"] }),
     });
     assert.equal(created.status, 201);
-    const browser = await launch();
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage();
       const errors: string[] = [];
@@ -348,7 +329,7 @@ Deno.test("with authentication on, the dashboard asks for a login, works as the 
 
 Deno.test("/api/docs renders the OpenAPI document in Chromium from the gateway's own assets", async () => {
   const system = await startSystem();
-  const browser = await launch();
+  const browser = await launchChromium();
   try {
     const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     const errors: string[] = [];
