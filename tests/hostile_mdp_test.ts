@@ -236,6 +236,15 @@ Deno.test("random frames into both sides of a bus: the proxy survives and real t
     const subscriber = track(new Subscriber(bus.backend, { bus: "hostile", topics: ["real."] }));
     const publisher = track(new Publisher(bus.frontend, { form: "frames" }));
     await untilConnected([publisher], [subscriber]);
+    // A PUB drops what it sends before its connection is up: the garbage
+    // below must reach the proxy, so the noisy PUB is heard once first.
+    await waitFor(() => {
+      noisy.trySend([frame("real.noisy"), frame("up")]);
+      for (let m = subscriber.tryReceive(); m; m = subscriber.tryReceive()) {
+        if (m.topic === "real.noisy") return true;
+      }
+      return false;
+    }, { timeoutMs: 30_000, intervalMs: 20, what: "the noisy publisher connected" });
     for (let i = 0; i < 3000; i++) {
       const parts = Array.from(
         { length: 1 + Math.floor(random() * 4) },
