@@ -944,7 +944,7 @@ Deno.test("Kubernetes: Deployments configured with variables the code reads, pro
   );
   assert.deepEqual(
     deployments.map((d) => d.spec.template.spec.containers[0].args[0]).sort(),
-    ["broker", "broker", "bus", "echo", "gateway", "metrics", "state"],
+    ["alarms", "broker", "broker", "bus", "echo", "gateway", "metrics", "state"],
   );
   const resolved = new Map<string, { listens: Listening; ports: Map<string | number, number> }>();
   for (const deployment of deployments) {
