@@ -127,6 +127,7 @@ export class AlarmService {
   /** Bumped by every local rule change: a reload that started before one is stale. */
   #ruleGeneration = 0;
   #ready = false;
+  #stateError: string | undefined;
   #ticking = false;
   #limited = logLimiter(10_000);
 
@@ -138,6 +139,11 @@ export class AlarmService {
   /** Whether rules and alarms were read from the state service. */
   get ready(): boolean {
     return this.#ready;
+  }
+
+  /** Why the last read of the state service failed; undefined once one succeeds. */
+  get stateError(): string | undefined {
+    return this.#stateError;
   }
 
   get engine(): AlarmEngine {
@@ -175,15 +181,24 @@ export class AlarmService {
         this.#o.log.info("alarms loaded: {counts}", { counts: this.#engine.counts() });
       }
       await this.reloadRules();
+      this.#stateError = undefined;
       this.#persist();
     } catch (error) {
+      const message = String((error as Error).message ?? error);
+      // Refused, not unreachable: retrying will not help until it is configured.
+      const refused = error instanceof ServiceCallError &&
+        (error.code === "UNAUTHENTICATED" || error.code === "FORBIDDEN");
+      this.#stateError = refused
+        ? `state service refused the request: ${message} (set jwt_secret or jwt_private_key, PLANTD_ALARMS_JWT_SECRET, the same as the gateway's)`
+        : message;
       this.#limited(
         "tick",
-        (suppressed) =>
-          this.#o.log.warn("cannot read rules from the state service: {error}; retrying", {
-            error: String((error as Error).message ?? error),
-            suppressed_since_last: suppressed,
-          }),
+        (suppressed) => {
+          const fields = { error: this.#stateError, suppressed_since_last: suppressed };
+          const text = "cannot read rules from the state service: {error}; retrying";
+          if (refused) this.#o.log.error(text, fields);
+          else this.#o.log.warn(text, fields);
+        },
       );
     } finally {
       this.#ticking = false;

@@ -380,3 +380,45 @@ export function serviceTokenCheck(
 export function publicKeyPem(privateKeyPem: string): string {
   return createPublicKey(privateKeyPem).export({ type: "spki", format: "pem" }) as string;
 }
+
+/**
+ * The permission a component acting for itself gets for a state operation on
+ * one of its own scopes. Creating a scope takes the scope's own admin grant
+ * (the only form the state service accepts that names one scope); deleting
+ * scopes, erasing history and listing scopes are never signed.
+ */
+const OWN_SCOPE_LEVELS: Record<string, string> = {
+  "create-scope": "admin",
+  "list-keys": "read",
+  "state-get": "read",
+  "state-get-many": "read",
+  "state-set": "write",
+  "state-set-many": "write",
+  "state-cas": "write",
+  "delete": "delete",
+};
+
+/**
+ * The JSON of each state request a component (`caller`, e.g.
+ * `service:alarms`) makes on its own behalf: with a call credential holding
+ * `state:scope:<scope>:<level>` when the request is on one of `scopes`,
+ * without any otherwise, so the state service refuses it. No credential
+ * ever names another scope or a global grant.
+ */
+export function ownScopeRequests(
+  signer: CallSigner,
+  caller: CallCaller,
+  service: string,
+  scopes: readonly string[],
+): (operation: string, request: CallRequest) => string {
+  const own = new Set(scopes);
+  return (operation, request) => {
+    const json = requestJson(request);
+    const scope = typeof request.service === "string" ? request.service : undefined;
+    const level = OWN_SCOPE_LEVELS[operation];
+    if (scope === undefined || !own.has(scope) || level === undefined) return json;
+    const perms = [`state:scope:${scope}:${level}`];
+    const token = JSON.stringify(signer.sign(caller, service, operation, perms, json));
+    return json === "{}" ? `{"token":${token}}` : `${json.slice(0, -1)},"token":${token}}`;
+  };
+}

@@ -201,6 +201,24 @@ const tokenKeys = {
 };
 
 /**
+ * What signs call credentials (auth/call_credentials.ts): the gateway's keys,
+ * shared with components that call the state service on their own behalf.
+ */
+const callSigningKeys = {
+  jwt_secret: tokenKeys.jwt_secret,
+  /** PEM PKCS#8 private key (inline or a file path): signs instead of jwt_secret. */
+  jwt_private_key: z.string().min(1).optional(),
+  jwt_algorithm: tokenKeys.jwt_algorithm,
+  jwt_issuer: tokenKeys.jwt_issuer,
+  jwt_audience: tokenKeys.jwt_audience,
+  /**
+   * Lifetime of the call credentials state requests carry;
+   * the state service refuses any living longer than 60 s.
+   */
+  call_token_ttl_s: z.number().int().min(1).max(60).default(10),
+};
+
+/**
  * The key that signs the state service's change events and that gateways
  * verify them with (config/state_bus.ts, docs/security.md "Only the state
  * service speaks for state"). Unset: derived from jwt_secret when set.
@@ -500,7 +518,7 @@ export const gatewayConfig = {
      */
     ...tokenKeys,
     /** PEM PKCS#8 private key (inline or a file path): signs the gateway's tokens instead of jwt_secret. */
-    jwt_private_key: z.string().min(1).optional(),
+    jwt_private_key: callSigningKeys.jwt_private_key,
     /** Serve Prometheus `/metrics` without a token; refused with a host beyond loopback. */
     public_metrics: z.boolean().default(false),
     /**
@@ -530,7 +548,7 @@ export const gatewayConfig = {
      * Lifetime of the call credentials state requests carry (auth/call_credentials.ts);
      * the state service refuses any living longer than 60 s.
      */
-    call_token_ttl_s: z.number().int().min(1).max(60).default(10),
+    call_token_ttl_s: callSigningKeys.call_token_ttl_s,
     refresh_token_ttl_s: z.number().int().min(60).default(7 * 86_400),
     /**
      * A rotated refresh token presented again within this many seconds of its
@@ -673,6 +691,12 @@ export const alarmsConfig = {
      * read/write), when it checks tokens; unset: requests carry none.
      */
     state_token: z.string().min(1).optional(),
+    /**
+     * The gateway's signing key (the same value): state requests then carry
+     * call credentials of `service:alarms` for its own scopes only
+     * (auth/call_credentials.ts ownScopeRequests). Unset: no credential.
+     */
+    ...callSigningKeys,
     dialect: z.enum(WORKER_DIALECTS).default("auto"),
     concurrency: z.number().int().min(1).max(64).default(1),
     capacity: z.number().int().min(1).max(4096).default(16),

@@ -16,6 +16,7 @@
  * @module
  */
 import {
+  alarmsConfig,
   brokerConfig,
   busConfig,
   echoConfig,
@@ -35,6 +36,7 @@ const HEALTH: Record<string, { config: ComponentConfig<z.ZodObject>; gateway?: b
   echo: { config: echoConfig },
   state: { config: stateConfig },
   metrics: { config: metricsConfig },
+  alarms: { config: alarmsConfig },
   gateway: { config: gatewayConfig, gateway: true },
   // dev serves everything's health through its gateway.
   dev: { config: gatewayConfig, gateway: true },

@@ -17,7 +17,11 @@ import { checkTracker } from "../telemetry/health.ts";
 import { logger } from "../telemetry/log.ts";
 import { processMetrics } from "../telemetry/process_metrics.ts";
 import { AlarmEngine } from "../alarms/engine.ts";
-import { ALARMS_SERVICE } from "../alarms/rules.ts";
+import { ALARMS_SCOPE, ALARMS_SERVICE, RULES_SCOPE } from "../alarms/rules.ts";
+import { CallSigner, ownScopeRequests } from "../auth/call_credentials.ts";
+import type { TokenSettings } from "../auth/tokens.ts";
+import { ConfigError } from "../config/load.ts";
+import { STATE_SERVICE } from "../state/operations.ts";
 import { AlarmService } from "../alarms/service.ts";
 import { REJECT_REASONS } from "../metrics/point.ts";
 import { startHealthServer } from "./health_server.ts";
@@ -92,6 +96,50 @@ function alarmMetrics(registry: Registry, service: AlarmService): void {
   });
 }
 
+/** Who the alarms component's own call credentials name. */
+export const ALARMS_CALLER = { id: "service:alarms", name: "alarms" } as const;
+
+/**
+ * How state requests are written: with call credentials of
+ * {@link ALARMS_CALLER} for its own two scopes when a signing key is set,
+ * else with `state_token`, else as they are (a state service without token
+ * checks).
+ */
+export function stateRequests(config: AlarmsConfig, log: ReturnType<typeof logger>) {
+  const settings = signingSettings(config);
+  if (settings) {
+    const signer = new CallSigner(settings, config.call_token_ttl_s);
+    return ownScopeRequests(signer, ALARMS_CALLER, STATE_SERVICE, [RULES_SCOPE, ALARMS_SCOPE]);
+  }
+  const token = config.state_token;
+  if (token) {
+    return (_operation: string, request: Record<string, unknown>) =>
+      JSON.stringify({ ...request, token });
+  }
+  log.info(
+    "state requests carry no credential: a state service that checks tokens refuses them (set jwt_secret, PLANTD_ALARMS_JWT_SECRET, the same as the gateway's)",
+  );
+  return undefined;
+}
+
+/** The signing key of the configuration; a private key given as a path is read here. */
+function signingSettings(config: AlarmsConfig): TokenSettings | undefined {
+  const base = { issuer: config.jwt_issuer, audience: config.jwt_audience };
+  const pem = config.jwt_private_key;
+  if (pem !== undefined) {
+    let privateKey = pem;
+    if (!pem.startsWith("-----BEGIN")) {
+      try {
+        privateKey = Deno.readTextFileSync(pem);
+      } catch (error) {
+        throw new ConfigError(`jwt_private_key: cannot read ${pem}: ${(error as Error).message}`);
+      }
+    }
+    return { ...base, privateKey, algorithm: config.jwt_algorithm };
+  }
+  return config.jwt_secret === undefined ? undefined : { ...base, secret: config.jwt_secret };
+}
+
 /** Starts the alarms component from its resolved configuration. */
 export function startAlarms(
   config: AlarmsConfig,
@@ -108,14 +156,13 @@ export function startAlarms(
     transport: config.mdp_transport,
     wireHeartbeat: wireHeartbeat(config),
   });
-  const token = config.state_token;
   const state = new StateClient(
     (service, body, timeoutMs) =>
       client.request(service, body, { timeoutMs: timeoutMs ?? config.state_timeout_ms }),
     // Every call waits for the broker instead: the state service may start after us.
     { require: () => Promise.resolve() },
     undefined,
-    token ? (_operation, request) => JSON.stringify({ ...request, token }) : undefined,
+    stateRequests(config, log),
   );
   const subscriber = new Subscriber(config.metric_bus_endpoint, {
     bus: "metric",
@@ -153,7 +200,11 @@ export function startAlarms(
     config.health_port,
     () => [
       check("broker_connection", worker.connected, "not registered at the broker"),
-      check("state_loaded", service.ready, "rules and alarms not read from the state service yet"),
+      check(
+        "state_loaded",
+        service.ready,
+        service.stateError ?? "rules and alarms not read from the state service yet",
+      ),
     ],
     registry,
     access,

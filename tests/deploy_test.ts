@@ -396,6 +396,7 @@ Deno.test("compose.yaml: plantd services configured with variables the code read
   assert.deepEqual(
     services.map((s) => s.name).sort(),
     [
+      "alarms",
       "broker-a",
       "broker-b",
       "bus",
@@ -764,7 +765,7 @@ Deno.test("compose.yaml: nothing published beyond the host, ZeroMQ not at all; k
   }
 });
 
-Deno.test("compose.yaml: keygen's service policy grants the state and echo keys their services", async () => {
+Deno.test("compose.yaml: keygen's service policy grants the state, echo and alarms keys their services", async () => {
   // Run the policy lines of the keygen script on keys made the same way, and
   // read the result as the broker would: a typo in the shell would stop the broker.
   const script = compose().services.keygen.command.join("\n") as string;
@@ -778,7 +779,7 @@ Deno.test("compose.yaml: keygen's service policy grants the state and echo keys 
   }
   const dir = await Deno.makeTempDir();
   try {
-    for (const name of ["state", "echo"]) {
+    for (const name of ["state", "echo", "alarms"]) {
       const made = await new Deno.Command(Deno.execPath(), {
         args: ["run", "-A", `${ROOT}main.ts`, "keygen", "--out", `${dir}/${name}`],
         stdout: "null",
@@ -796,6 +797,7 @@ Deno.test("compose.yaml: keygen's service policy grants the state and echo keys 
     assert.deepEqual(grants, [
       { key: publicKey("state"), services: ["org.plantd.State"] },
       { key: publicKey("echo"), services: ["org.plantd.module.Echo"] },
+      { key: publicKey("alarms"), services: ["org.plantd.Alarms"] },
     ]);
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -942,7 +944,7 @@ Deno.test("Kubernetes: Deployments configured with variables the code reads, pro
   );
   assert.deepEqual(
     deployments.map((d) => d.spec.template.spec.containers[0].args[0]).sort(),
-    ["broker", "broker", "bus", "echo", "gateway", "metrics", "state"],
+    ["alarms", "broker", "broker", "bus", "echo", "gateway", "metrics", "state"],
   );
   const resolved = new Map<string, { listens: Listening; ports: Map<string | number, number> }>();
   for (const deployment of deployments) {
