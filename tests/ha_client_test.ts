@@ -234,11 +234,11 @@ Deno.test("with CURVE the state channel admits only the pair's shared key: same 
   const stranger = curveKeyPair();
   for (const [backupKey, forms] of [[pair.secretKey, true], [stranger.secretKey, false]] as const) {
     const ports = pairPorts();
+    // `--flag=value`: a Z85 key may begin with "-", which a separate argument reads as an option.
     const primary = await startPairBroker(ports, "primary", 100, [
-      "--curve-secret-key",
-      pair.secretKey,
+      `--curve-secret-key=${pair.secretKey}`,
     ]);
-    const backup = await startPairBroker(ports, "backup", 100, ["--curve-secret-key", backupKey]);
+    const backup = await startPairBroker(ports, "backup", 100, [`--curve-secret-key=${backupKey}`]);
     try {
       if (forms) {
         await waitFor(
