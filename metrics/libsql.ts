@@ -135,6 +135,19 @@ export const SERIES_SQL = `
     order by time desc limit 1)
   order by s.n`;
 
+/**
+ * What a failed read of `table` throws: unavailable while the table does not
+ * exist yet (the ingester creates it), else the error as it is. Drizzle's
+ * query builder wraps the driver's error ("Failed query: …"), the client does not.
+ */
+function readFailure(error: unknown, table: string): unknown {
+  const cause = error instanceof Error && error.cause instanceof LibsqlError ? error.cause : error;
+  if (cause instanceof LibsqlError && /no such table/.test(cause.message)) {
+    return new MetricsUnavailableError(`${table} table does not exist yet`, { cause: error });
+  }
+  return error;
+}
+
 /** The reading side on libSQL; opens the database on first use, never creates it. */
 export class LibsqlMetricsReader implements MetricsReader {
   readonly #url: string;
@@ -203,10 +216,7 @@ export class LibsqlMetricsReader implements MetricsReader {
         };
       });
     } catch (error) {
-      if (error instanceof LibsqlError && /no such table/.test(error.message)) {
-        throw new MetricsUnavailableError("metrics table does not exist yet", { cause: error });
-      }
-      throw error;
+      throw readFailure(error, "metrics");
     }
   }
 
@@ -225,10 +235,7 @@ export class LibsqlMetricsReader implements MetricsReader {
         value: row[3] === null ? null : Number(row[3]),
       }));
     } catch (error) {
-      if (error instanceof LibsqlError && /no such table/.test(error.message)) {
-        throw new MetricsUnavailableError("metrics table does not exist yet", { cause: error });
-      }
-      throw error;
+      throw readFailure(error, "metrics");
     }
   }
 
@@ -254,14 +261,7 @@ export class LibsqlMetricsReader implements MetricsReader {
       return await db.select().from(events).where(and(...where))
         .orderBy(desc(events.time), desc(events.id)).limit(query.limit);
     } catch (error) {
-      // Drizzle's query builder wraps the driver's error ("Failed query: …").
-      const cause = error instanceof Error && error.cause instanceof LibsqlError
-        ? error.cause
-        : error;
-      if (cause instanceof LibsqlError && /no such table/.test(cause.message)) {
-        throw new MetricsUnavailableError("events table does not exist yet", { cause: error });
-      }
-      throw error;
+      throw readFailure(error, "events");
     }
   }
 

@@ -288,6 +288,21 @@ export const SERIES_SQL = `
     order by time desc limit 1) l
   order by s.n`;
 
+/**
+ * What a failed read throws: a query bug (class 42) is ours and goes as it
+ * is; a missing table, database or server makes the store unavailable.
+ */
+function readFailure(error: unknown): unknown {
+  if (
+    error instanceof postgres.PostgresError && error.code?.startsWith("42") &&
+    error.code !== "42P01"
+  ) return error;
+  return new MetricsUnavailableError(
+    `metrics database unavailable: ${(error as Error).message}`,
+    { cause: error },
+  );
+}
+
 /** Reads bucketed series; detects TimescaleDB once a minute. */
 export class PgMetricsReader implements MetricsReader {
   readonly #sql: Sql;
@@ -354,15 +369,7 @@ export class PgMetricsReader implements MetricsReader {
         last: r.last,
       }));
     } catch (error) {
-      // A query bug (class 42) is ours; a missing table, database or server is not.
-      if (
-        error instanceof postgres.PostgresError && error.code?.startsWith("42") &&
-        error.code !== "42P01"
-      ) throw error;
-      throw new MetricsUnavailableError(
-        `metrics database unavailable: ${(error as Error).message}`,
-        { cause: error },
-      );
+      throw readFailure(error);
     }
   }
 
@@ -379,14 +386,7 @@ export class PgMetricsReader implements MetricsReader {
         value: r.value,
       }));
     } catch (error) {
-      if (
-        error instanceof postgres.PostgresError && error.code?.startsWith("42") &&
-        error.code !== "42P01"
-      ) throw error;
-      throw new MetricsUnavailableError(
-        `metrics database unavailable: ${(error as Error).message}`,
-        { cause: error },
-      );
+      throw readFailure(error);
     }
   }
 
@@ -412,14 +412,7 @@ export class PgMetricsReader implements MetricsReader {
         .orderBy(desc(events.time), desc(events.id)).limit(query.limit);
       return rows.map((row) => ({ ...row, time: row.time.getTime() }));
     } catch (error) {
-      if (
-        error instanceof postgres.PostgresError && error.code?.startsWith("42") &&
-        error.code !== "42P01"
-      ) throw error;
-      throw new MetricsUnavailableError(
-        `metrics database unavailable: ${(error as Error).message}`,
-        { cause: error },
-      );
+      throw readFailure(error);
     }
   }
 

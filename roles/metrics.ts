@@ -16,6 +16,7 @@ import { metricsWriterOpener } from "../metrics/open.ts";
 import { redactUrl } from "../storage/postgres.ts";
 import type { Check } from "../telemetry/health.ts";
 import { eventRecorderMetrics, ingesterMetrics } from "../metrics/ingester_metrics.ts";
+import type { Logger } from "@logtape/logtape";
 import { logger } from "../telemetry/log.ts";
 import { logLimiter } from "../telemetry/log_window.ts";
 import { processMetrics } from "../telemetry/process_metrics.ts";
@@ -148,17 +149,7 @@ export function startMetrics(
         buffered: ingester.status().buffered,
       });
     },
-    retention: (deleted, cutoffMs) => {
-      metrics.retention?.(deleted, cutoffMs);
-      if (deleted > 0) {
-        log.info("retention deleted {deleted} points older than {cutoff}", {
-          deleted,
-          cutoff: new Date(cutoffMs).toISOString(),
-        });
-      }
-    },
-    retentionFailed: (error) =>
-      log.warn("retention delete failed: {error}", { error: (error as Error).message }),
+    ...retentionLogging(log, metrics, "points", "retention"),
   });
   const events = startEventRecorder(config, registry, ingester, limited);
   const checks = (): Check[] => {
@@ -275,21 +266,36 @@ function startEventRecorder(
           }),
       );
     },
-    retention: (deleted, cutoffMs) => {
-      metrics.retention?.(deleted, cutoffMs);
-      if (deleted > 0) {
-        log.info("retention deleted {deleted} events older than {cutoff}", {
-          deleted,
-          cutoff: new Date(cutoffMs).toISOString(),
-        });
-      }
-    },
-    retentionFailed: (error) =>
-      log.warn("event retention delete failed: {error}", { error: (error as Error).message }),
+    ...retentionLogging(log, metrics, "events", "event retention"),
   });
   log.info("recording event buses {buses}", {
     buses: Object.fromEntries(buses),
     subscribe: config.event_subscribe,
   });
   return recorder;
+}
+
+/**
+ * The retention callbacks of the points' and the events' writers: counted by
+ * `metrics`, each deletion logged on `log` with what it deleted, failures as `what`.
+ */
+function retentionLogging(
+  log: Logger,
+  metrics: { retention?(deleted: number, cutoffMs: number): void },
+  rows: string,
+  what: string,
+) {
+  return {
+    retention: (deleted: number, cutoffMs: number) => {
+      metrics.retention?.(deleted, cutoffMs);
+      if (deleted > 0) {
+        log.info(`retention deleted {deleted} ${rows} older than {cutoff}`, {
+          deleted,
+          cutoff: new Date(cutoffMs).toISOString(),
+        });
+      }
+    },
+    retentionFailed: (error: unknown) =>
+      log.warn(`${what} delete failed: {error}`, { error: (error as Error).message }),
+  };
 }
