@@ -2,8 +2,8 @@
 // (totals since the gateway started) sampled every two seconds; each figure
 // is of the interval between two samples.
 import uPlot from "/vendor/uPlot.esm.js";
-import { $, api, el } from "./lib.js";
-import { dateTime, timeLabels } from "./panels.js";
+import { $, api, dateTime, el } from "./lib.js";
+import { timeLabels } from "./panels.js";
 
 const PERIOD_MS = 2000;
 /** Samples on the chart: ten minutes. */

@@ -5,8 +5,6 @@
 import uPlot from "/vendor/uPlot.esm.js";
 import { $, api, dateTime, el } from "./lib.js";
 
-export { dateTime };
-
 const WINDOWS = {
   "15m": [15 * 60e3, "10s"],
   "1h": [3600e3, "1m"],
