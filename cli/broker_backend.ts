@@ -208,45 +208,55 @@ export class BrokerBackend implements Backend {
     });
   }
 
+  /**
+   * One JSON operation of a service that answers `{success, data}` or
+   * `{success: false, code, error}`: its data, or its failure under the code
+   * `codeOf` makes of the reply's (`refused` when it gives no message).
+   */
+  #ask(
+    service: string,
+    operation: string,
+    params: Record<string, unknown>,
+    refused: string,
+    codeOf: (code: unknown) => string,
+  ): Promise<Record<string, unknown>> {
+    return this.#run(async () => {
+      const [frame] = await this.#client.request(service, [operation, JSON.stringify(params)]);
+      const reply = JSON.parse(text(frame!));
+      if (reply?.success === true) return reply.data as Record<string, unknown>;
+      throw apiFailure(codeOf(reply?.code), String(reply?.error ?? refused));
+    });
+  }
+
   dlq(
     operation: DlqOperation,
     params: Record<string, string | number>,
   ): Promise<Record<string, unknown>> {
-    return this.#run(async () => {
-      const [frame] = await this.#client.request(BROKER_SERVICE_NAME, [
-        `dlq-${operation}`,
-        JSON.stringify(params),
-      ]);
-      const reply = JSON.parse(text(frame!));
-      if (reply?.success === true) return reply.data as Record<string, unknown>;
-      const code = reply?.code === "NOT_FOUND" || reply?.code === "BAD_REQUEST"
-        ? reply.code
-        : "SERVICE_UNAVAILABLE";
-      throw apiFailure(code, String(reply?.error ?? "the broker refused the operation"));
-    });
+    return this.#ask(
+      BROKER_SERVICE_NAME,
+      `dlq-${operation}`,
+      params,
+      "the broker refused the operation",
+      (code) => code === "NOT_FOUND" || code === "BAD_REQUEST" ? code : "SERVICE_UNAVAILABLE",
+    );
   }
 
   alarms(
     operation: AlarmsOperation,
     params: Record<string, unknown>,
   ): Promise<Record<string, unknown>> {
-    return this.#run(async () => {
-      // Straight to the service: no gateway authenticates anyone, so who acknowledges
-      // is the local user, as the service records it.
-      const request = operation === "ack"
-        ? { ...params, by: `cli:${Deno.env.get("USER") ?? "unknown"}` }
-        : params;
-      const [frame] = await this.#client.request(ALARMS_SERVICE, [
-        operation,
-        JSON.stringify(request),
-      ]);
-      const reply = JSON.parse(text(frame!));
-      if (reply?.success === true) return reply.data as Record<string, unknown>;
-      throw apiFailure(
-        typeof reply?.code === "string" ? reply.code : "UPSTREAM_ERROR",
-        String(reply?.error ?? "the alarms service refused the operation"),
-      );
-    });
+    // Straight to the service: no gateway authenticates anyone, so who acknowledges
+    // is the local user, as the service records it.
+    const request = operation === "ack"
+      ? { ...params, by: `cli:${Deno.env.get("USER") ?? "unknown"}` }
+      : params;
+    return this.#ask(
+      ALARMS_SERVICE,
+      operation,
+      request,
+      "the alarms service refused the operation",
+      (code) => typeof code === "string" ? code : "UPSTREAM_ERROR",
+    );
   }
 
   health(): Promise<Health> {
