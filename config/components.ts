@@ -413,6 +413,12 @@ export const stateConfig = {
     history_per_key: z.number().int().min(0).max(100_000).default(100),
     /** Frontend of the state bus where changes are published; empty turns publishing off. */
     bus_endpoint: z.union([endpoint, z.literal("")]).default("tcp://127.0.0.1:11000"),
+    /**
+     * How often a signed heartbeat on the state bus tells gateways how many
+     * change events this worker sent, so they notice a lost one (and may keep
+     * cached reads until a change comes: gateway/state_coherence.ts).
+     */
+    bus_heartbeat_ms: z.number().int().min(100).max(60_000).default(1000),
     heartbeat_interval_ms: positiveMs.default(2500),
     heartbeat_liveness: z.number().int().min(1).default(3),
     ...mdpTransport,
@@ -472,8 +478,18 @@ export const gatewayConfig = {
     request_timeout_ms: positiveMs.default(5000),
     ...mdpTransport,
     ...zmtpHeartbeat,
-    /** Longest time a cached state read is served (change events refresh it sooner); 0: no cache. */
+    /**
+     * Longest time a cached state read is served while the gateway cannot
+     * tell that it sees every change event (change events refresh it sooner);
+     * 0: no cache.
+     */
     state_cache_ttl_ms: z.number().int().min(0).default(2000),
+    /**
+     * Longest time a cached state read is served while the gateway sees every
+     * change event of every state worker (gateway/state_coherence.ts): a bound
+     * for writes that bypass the state service. 0: as state_cache_ttl_ms.
+     */
+    state_cache_coherent_ttl_ms: z.number().int().min(0).default(60_000),
     max_body_bytes: z.number().int().min(1024).default(4 * 1024 * 1024),
     /** Origins besides the gateway's own that may write and open WebSockets ("*": WebSockets only). */
     allowed_origins: z.array(z.string().min(1)).default(() => []),

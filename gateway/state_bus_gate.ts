@@ -11,13 +11,23 @@
  * of each entry evicted from the bounded map, so an evicted key cannot be
  * replayed either.
  *
+ * Heartbeats (topic `""`, state/changes.ts) pass the same checks, replays
+ * per publisher, and go to `stream` only: no listener sees them. So does each
+ * admitted change's publisher and number, so the read cache can tell that it
+ * missed none (gateway/state_coherence.ts).
+ *
  * @module
  */
 import type { Logger } from "@logtape/logtape";
 import { z } from "zod";
 import type { BusMessage } from "../bus/envelope.ts";
 import { logLimiter } from "../telemetry/log_window.ts";
-import { type ChangeKey, type SignatureFault, verifyChange } from "../state/changes.ts";
+import {
+  type ChangeKey,
+  HEARTBEAT_TOPIC,
+  type SignatureFault,
+  verifyChange,
+} from "../state/changes.ts";
 
 /** Why a state bus message was dropped (label `reason` of gateway_bus_rejected_total). */
 export type RejectReason = "no_key" | SignatureFault | "malformed" | "replayed";
@@ -32,7 +42,15 @@ export interface StateBusGateOptions {
   maxKeys?: number;
   /** Told of each refused message. */
   onReject?: (reason: RejectReason, message: BusMessage) => void;
+  /** Told of each admitted change's publisher and number, and of each heartbeat. */
+  stream?: ChangeStreamObserver;
   now?: () => number;
+}
+
+/** What {@link StateBusGate} tells of the state service's publishers (gateway/state_coherence.ts). */
+export interface ChangeStreamObserver {
+  change(pub: string, n: number): void;
+  heartbeat(pub: string, n: number, everyMs: number, workers: number): void;
 }
 
 /** The signed fields the replay check needs (signed, so only the key holder wrote them). */
@@ -41,7 +59,21 @@ const signedChange = z.object({
   scope: z.string(),
   key: z.string().nullable(),
   seq: z.number().int().nonnegative(),
+  pub: z.string().min(1).max(64).optional(),
+  n: z.number().int().positive().optional(),
 });
+
+const signedHeartbeat = z.object({
+  op: z.literal("heartbeat"),
+  pub: z.string().min(1).max(64),
+  n: z.number().int().nonnegative(),
+  every: z.number().int().positive(),
+  workers: z.number().int().nonnegative(),
+  seq: z.number().int().nonnegative(),
+});
+
+/** {@link StateBusGate.admit}'s verdict on a genuine heartbeat: consumed, not delivered. */
+const HEARTBEAT = "heartbeat";
 
 const decoder = new TextDecoder();
 
@@ -50,6 +82,7 @@ export class StateBusGate {
   readonly #key: ChangeKey | undefined;
   readonly #maxKeys: number;
   readonly #onReject: StateBusGateOptions["onReject"];
+  readonly #stream: ChangeStreamObserver | undefined;
   /** Last accepted `seq` per `scope\0key`, oldest first (re-inserted on update). */
   readonly #last = new Map<string, number>();
   #floor: number;
@@ -58,6 +91,7 @@ export class StateBusGate {
     this.#key = options.key;
     this.#maxKeys = options.maxKeys ?? 100_000;
     this.#onReject = options.onReject;
+    this.#stream = options.stream;
     this.#floor = Math.max(0, ((options.now ?? Date.now)() - options.maxSkewMs) * 1000);
   }
 
@@ -66,39 +100,60 @@ export class StateBusGate {
     return this.#key !== undefined;
   }
 
-  /** Whether `message` may go on; a refused one is reported to `onReject`. */
+  /**
+   * Whether `message` may go on; a refused one is reported to `onReject`, a
+   * heartbeat to `stream` only.
+   */
   admit(message: BusMessage): boolean {
     const reason = this.#check(message);
     if (reason === null) return true;
-    this.#onReject?.(reason, message);
+    if (reason !== HEARTBEAT) this.#onReject?.(reason, message);
     return false;
   }
 
-  #check(message: BusMessage): RejectReason | null {
+  #check(message: BusMessage): RejectReason | typeof HEARTBEAT | null {
     if (!this.#key) return "no_key";
     // The state service sends [scope, payload]; a single frame was not signed by it.
     if (message.form !== "frames") return "unsigned";
     const fault = verifyChange(this.#key, message.topic, message.payload);
     if (fault) return fault;
-    let change: z.infer<typeof signedChange>;
+    let json: unknown;
     try {
-      const parsed = signedChange.safeParse(JSON.parse(decoder.decode(message.payload)));
-      if (!parsed.success) return "malformed";
-      change = parsed.data;
+      json = JSON.parse(decoder.decode(message.payload));
     } catch {
       return "malformed";
     }
+    if (message.topic === HEARTBEAT_TOPIC) {
+      const parsed = signedHeartbeat.safeParse(json);
+      if (!parsed.success) return "malformed";
+      const beat = parsed.data;
+      if (!this.#fresh(`\0heartbeat\0${beat.pub}`, beat.seq)) return "replayed";
+      this.#stream?.heartbeat(beat.pub, beat.n, beat.every, beat.workers);
+      return HEARTBEAT;
+    }
+    const parsed = signedChange.safeParse(json);
+    if (!parsed.success) return "malformed";
+    const change = parsed.data;
     const id = change.key === null ? change.scope : `${change.scope}\0${change.key}`;
-    const last = this.#last.get(id) ?? this.#floor;
-    if (change.seq <= last) return "replayed";
-    this.#last.delete(id);
-    this.#last.set(id, change.seq);
-    if (this.#last.size > this.#maxKeys) {
-      const [oldest, seq] = this.#last.entries().next().value!;
-      this.#last.delete(oldest);
-      if (seq > this.#floor) this.#floor = seq;
+    if (!this.#fresh(id, change.seq)) return "replayed";
+    if (change.pub !== undefined && change.n !== undefined) {
+      this.#stream?.change(change.pub, change.n);
     }
     return null;
+  }
+
+  /** Whether `seq` is above the last accepted for `id` (and the floor); if so it becomes the last. */
+  #fresh(id: string, seq: number): boolean {
+    const last = this.#last.get(id) ?? this.#floor;
+    if (seq <= last) return false;
+    this.#last.delete(id);
+    this.#last.set(id, seq);
+    if (this.#last.size > this.#maxKeys) {
+      const [oldest, evicted] = this.#last.entries().next().value!;
+      this.#last.delete(oldest);
+      if (evicted > this.#floor) this.#floor = evicted;
+    }
+    return true;
   }
 }
 

@@ -1,7 +1,7 @@
 /** The gateway's state bus ingress check (gateway/state_bus_gate.ts). */
 import assert from "node:assert/strict";
 import type { BusMessage } from "../bus/envelope.ts";
-import { ChangeKey, ChangeSigner, publishChanges } from "../state/changes.ts";
+import { ChangeKey, ChangeSigner, publishChanges, publishHeartbeat } from "../state/changes.ts";
 import type { Change } from "../state/store.ts";
 import type { Logger } from "@logtape/logtape";
 import { loggedStateBusGate, type RejectReason, StateBusGate } from "./state_bus_gate.ts";
@@ -28,16 +28,36 @@ function messages(changes: Change[], signer?: ChangeSigner): BusMessage[] {
   return out;
 }
 
+/** The heartbeat `signer` sends now. */
+function heartbeat(signer: ChangeSigner): BusMessage {
+  let out: BusMessage | undefined;
+  publishHeartbeat(
+    {
+      publish: (topic, payload) =>
+        out = { bus: "state", topic, payload: encoder.encode(payload), form: "frames" },
+    },
+    signer,
+    { everyMs: 1000, workers: 2 },
+  );
+  return out!;
+}
+
 function gate(options: { maxKeys?: number; key?: ChangeKey | null } = {}) {
   const rejected: RejectReason[] = [];
+  const stream: string[] = [];
   const one = new StateBusGate({
     ...(options.key === null ? {} : { key: options.key ?? KEY }),
     maxSkewMs: 30_000,
     now: () => START,
     ...(options.maxKeys ? { maxKeys: options.maxKeys } : {}),
     onReject: (reason) => rejected.push(reason),
+    stream: {
+      change: (pub, n) => stream.push(`change ${pub} ${n}`),
+      heartbeat: (pub, n, every, workers) =>
+        stream.push(`heartbeat ${pub} ${n} ${every} ${workers}`),
+    },
   });
-  return { gate: one, rejected };
+  return { gate: one, rejected, stream };
 }
 
 Deno.test("genuine events pass; unsigned, badly signed and single-frame ones do not", () => {
@@ -141,4 +161,39 @@ Deno.test("a gateway's gate counts every refusal and logs a flood once per reaso
     "state bus: dropped a change event ({reason}) on topic {topic}",
     { reason: "unsigned", topic: "plant" },
   ]]);
+});
+
+Deno.test("heartbeats go to the stream only; admitted changes tell it their publisher and number", () => {
+  const { gate: g, rejected, stream } = gate();
+  let now = START;
+  const signer = new ChangeSigner(KEY, () => now++);
+  const first = heartbeat(signer);
+  assert.equal(g.admit(first), false, "no listener sees a heartbeat");
+  const [open] = messages([set("valve", "OPEN")], signer);
+  assert.equal(g.admit(open!), true);
+  assert.equal(g.admit(open!), false, "replayed: not counted again");
+  assert.equal(g.admit(heartbeat(signer)), false);
+  assert.deepEqual(stream, [
+    `heartbeat ${signer.pub} 0 1000 2`,
+    `change ${signer.pub} 1`,
+    `heartbeat ${signer.pub} 1 1000 2`,
+  ]);
+  assert.deepEqual(rejected, ["replayed"]);
+});
+
+Deno.test("a replayed, forged or malformed heartbeat is refused and never reaches the stream", () => {
+  const { gate: g, rejected, stream } = gate();
+  const signer = new ChangeSigner(KEY, () => START);
+  const genuine = heartbeat(signer);
+  assert.equal(g.admit(genuine), false);
+  assert.equal(g.admit(genuine), false);
+  const wrongKey = new ChangeSigner(new ChangeKey(encoder.encode("x".repeat(32))), () => START);
+  assert.equal(g.admit(heartbeat(wrongKey)), false);
+  const odd = signer.sign("", JSON.stringify({ op: "heartbeat", pub: "p", n: -1, seq: 1 }));
+  assert.equal(
+    g.admit({ bus: "state", topic: "", payload: encoder.encode(odd), form: "frames" }),
+    false,
+  );
+  assert.deepEqual(rejected, ["replayed", "bad_signature", "malformed"]);
+  assert.deepEqual(stream, [`heartbeat ${signer.pub} 0 1000 2`]);
 });

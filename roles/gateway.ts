@@ -28,6 +28,8 @@ import { TopicHistory } from "../gateway/shared/history.ts";
 import { RedisLink } from "../gateway/shared/redis.ts";
 import { redisStateCache } from "../gateway/shared/redis_state_cache.ts";
 import { ServiceDirectory } from "../mdp/directory.ts";
+import { StateCoherence } from "../gateway/state_coherence.ts";
+import { stateCacheMetrics } from "../gateway/state_cache_metrics.ts";
 import { EXTENSION } from "../mdp/negotiation.ts";
 import { StateCache } from "../gateway/state_read_cache.ts";
 import { loggedStateBusGate } from "../gateway/state_bus_gate.ts";
@@ -200,11 +202,33 @@ export async function startGateway(
       ...(redis ? { link: redis } : {}),
     })
     : undefined;
+  // The read cache needs the state bus's change events (so a key to verify them): without them it stays off.
+  const coherence = new StateCoherence({
+    workers: () => directory.workers(STATE_SERVICE),
+    onLost: (reason) => {
+      stateCache?.flush();
+      countFlush?.(reason);
+    },
+  });
+  const stateCache =
+    config.state_cache_ttl_ms > 0 && config.buses[STATE_BUS] !== undefined && busKey
+      ? new StateCache({
+        ttlMs: config.state_cache_ttl_ms,
+        ...(config.state_cache_coherent_ttl_ms > 0
+          ? { coherentTtlMs: config.state_cache_coherent_ttl_ms, coherent: () => coherence.check() }
+          : {}),
+        ...(redis ? { shared: redisStateCache(redis, config.state_cache_ttl_ms) } : {}),
+      })
+      : undefined;
+  const countFlush = stateCache ? stateCacheMetrics(registry, stateCache, coherence) : undefined;
+  // Silent publishers and unseen workers show on a timer, not only when a read misses.
+  const coherenceTimer = stateCache ? setInterval(() => coherence.check(), 250) : undefined;
   // Only the state service speaks for state: its change events are checked before anything reads them.
   const stateGate = config.buses[STATE_BUS] !== undefined
     ? loggedStateBusGate({
       ...(busKey ? { key: new ChangeKey(busKey.key) } : {}),
       maxSkewMs: config.state_bus_max_skew_ms,
+      ...(stateCache ? { stream: coherence } : {}),
       count: (reason) => metrics.busRejected?.(STATE_BUS, reason),
       log,
     })
@@ -223,13 +247,6 @@ export async function startGateway(
     ...(busCurve ? { curve: busCurve } : {}),
   });
   const outlet = new BusOutlet(config.publish_buses, busCurve);
-  // The read cache needs the state bus's change events (so a key to verify them): without them it stays off.
-  const stateCache = config.state_cache_ttl_ms > 0 && stateGate?.hasKey
-    ? new StateCache({
-      ttlMs: config.state_cache_ttl_ms,
-      ...(redis ? { shared: redisStateCache(redis, config.state_cache_ttl_ms) } : {}),
-    })
-    : undefined;
   const stopCacheFeed = stateCache
     ? hub.listen(STATE_BUS, "", ({ message }) => {
       try {
@@ -344,6 +361,7 @@ export async function startGateway(
     server = serveOrExplain(app, "gateway", config.host, config.port, tls);
   } catch (error) {
     directory.stop();
+    clearInterval(coherenceTimer);
     await hub.close();
     await outlet.close();
     await redis?.close();
@@ -376,9 +394,9 @@ export async function startGateway(
       for (const session of [...sessions]) session.close(CLOSE.GOING_AWAY, "gateway shutting down");
       await server.shutdown();
       directory.stop();
+      clearInterval(coherenceTimer);
       stopCacheFeed?.();
       await hub.close();
-      await outlet.close();
       await outlet.close();
       await redis?.close();
       await client.close();

@@ -11,7 +11,13 @@ import { type StateConfig, stateConfig } from "../config/components.ts";
 import { metricsAccess } from "../config/metrics_token.ts";
 import { busClientCurve } from "../config/curve.ts";
 import { Publisher } from "../bus/publisher.ts";
-import { ChangeKey, ChangeSigner, type ChangeSink, publishChanges } from "../state/changes.ts";
+import {
+  ChangeKey,
+  ChangeSigner,
+  type ChangeSink,
+  publishChanges,
+  startHeartbeats,
+} from "../state/changes.ts";
 import { stateBusKey } from "../config/state_bus.ts";
 import type { StateBackend } from "../state/backend.ts";
 import { openStateDatabase } from "../state/db.ts";
@@ -134,6 +140,12 @@ export async function startState(
     access,
   );
   // Started last, so a failure above leaves no timer running.
+  const stopHeartbeats = sink && signer
+    ? startHeartbeats(sink, signer, {
+      everyMs: config.bus_heartbeat_ms,
+      workers: config.concurrency,
+    })
+    : undefined;
   const purge = startKeyPurge(store, {
     intervalMs: purgeIntervalMs(windowMs),
     onPurged: (count) => metrics.keysPurged(count),
@@ -149,11 +161,13 @@ export async function startState(
     idempotency_window_s: config.idempotency_window_s,
     history_per_key: config.history_per_key,
     change_signatures: busKey ? `on (key from ${busKey.source})` : "off",
+    change_heartbeat_ms: stopHeartbeats ? config.bus_heartbeat_ms : "off",
     health: health.port ? `http://${config.health_host}:${health.port}/healthz` : "off",
   });
   return {
     store,
     async close() {
+      stopHeartbeats?.();
       await health.close();
       await worker.close();
       await purge.stop();

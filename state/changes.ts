@@ -1,7 +1,7 @@
 /**
  * How committed changes leave the state service: published on the state bus
  * with envelope = scope name and a JSON payload
- * `{op, scope, key, value, revision, timestamp, seq, sig}`.
+ * `{op, scope, key, value, revision, timestamp, pub, n, seq, sig}`.
  *
  * `seq` and `sig` make the event the state service's word (docs/security.md,
  * "Only the state service speaks for state"): `sig` is HMAC-SHA256 with the
@@ -13,9 +13,17 @@
  * is the publisher's clock in microseconds, strictly increasing, so a
  * verifier can refuse a replayed event (gateway/state_bus_gate.ts).
  *
+ * `pub` names this publisher (random per process) and `n` counts its events
+ * without gaps (1, 2, …); a heartbeat on topic `""` (no scope has an empty
+ * name) says every `every` ms how many it has sent, and how many broker
+ * connections (`workers`) its worker holds:
+ * `{op:"heartbeat", pub, n, every, workers, seq, sig}`. A verifier that sees every
+ * `n` of every live publisher knows it missed no change, so a gateway can keep
+ * its read cache until a change arrives (gateway/state_coherence.ts).
+ *
  * @module
  */
-import { createHash, type Hash, timingSafeEqual } from "node:crypto";
+import { createHash, type Hash, randomBytes, timingSafeEqual } from "node:crypto";
 import { Buffer } from "node:buffer";
 import type { Change } from "./store.ts";
 
@@ -58,16 +66,32 @@ const SIG_OPEN_BYTES = new TextEncoder().encode(SIG_OPEN);
 const QUOTE = 0x22;
 const CLOSE = 0x7d;
 
+/** The topic of heartbeats: never a scope's (a scope's name is not empty). */
+export const HEARTBEAT_TOPIC = "";
+
 /** Signs change events; one per publisher (its `seq` only grows). */
 export class ChangeSigner {
+  /** This publisher's name in `pub`. */
+  readonly pub: string = randomBytes(12).toString("base64url");
   #key: ChangeKey;
   #clock: () => number;
   #seq = 0;
+  #sent = 0;
 
   /** `clock`: milliseconds (Date.now); `seq` is derived from it. */
   constructor(key: ChangeKey, clock: () => number = Date.now) {
     this.#key = key;
     this.#clock = clock;
+  }
+
+  /** The `n` of the next change event (1 for the first). */
+  nextN(): number {
+    return ++this.#sent;
+  }
+
+  /** Change events numbered so far (the `n` a heartbeat carries). */
+  get sent(): number {
+    return this.#sent;
   }
 
   /**
@@ -135,7 +159,47 @@ export function publishChanges(sink: ChangeSink, changes: Change[], signer?: Cha
       continue;
     }
     // The store's number when it gives one (shared by several workers), else this publisher's.
-    const body = JSON.stringify({ ...event, seq: change.seq ?? signer.nextSeq() });
+    const body = JSON.stringify({
+      ...event,
+      pub: signer.pub,
+      n: signer.nextN(),
+      seq: change.seq ?? signer.nextSeq(),
+    });
     sink.publish(change.scope, signer.sign(change.scope, body));
   }
+}
+
+/** What a heartbeat says besides the count: when the next comes, and the worker's broker connections. */
+export interface HeartbeatInfo {
+  everyMs: number;
+  workers: number;
+}
+
+/** Publishes one heartbeat: how many change events `signer` has numbered, and `info`. */
+export function publishHeartbeat(
+  sink: ChangeSink,
+  signer: ChangeSigner,
+  info: HeartbeatInfo,
+): void {
+  const body = JSON.stringify({
+    op: "heartbeat",
+    pub: signer.pub,
+    n: signer.sent,
+    every: info.everyMs,
+    workers: info.workers,
+    seq: signer.nextSeq(),
+  });
+  sink.publish(HEARTBEAT_TOPIC, signer.sign(HEARTBEAT_TOPIC, body));
+}
+
+/** Publishes a heartbeat now and every `info.everyMs`; returns the stop. */
+export function startHeartbeats(
+  sink: ChangeSink,
+  signer: ChangeSigner,
+  info: HeartbeatInfo,
+): () => void {
+  const beat = () => publishHeartbeat(sink, signer, info);
+  beat();
+  const timer = setInterval(beat, info.everyMs);
+  return () => clearInterval(timer);
 }

@@ -1,7 +1,14 @@
 /** Signed change events (state/changes.ts): what the state service signs, what verifies. */
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
-import { ChangeKey, ChangeSigner, publishChanges, verifyChange } from "./changes.ts";
+import {
+  ChangeKey,
+  ChangeSigner,
+  HEARTBEAT_TOPIC,
+  publishChanges,
+  publishHeartbeat,
+  verifyChange,
+} from "./changes.ts";
 import type { Change } from "./store.ts";
 
 const encoder = new TextEncoder();
@@ -31,16 +38,15 @@ Deno.test("ChangeKey computes HMAC-SHA256 (short keys and keys longer than a blo
   }
 });
 
-Deno.test("a signed event keeps the JSON fields, adds seq and a final sig over topic and payload", () => {
+Deno.test("a signed event keeps the JSON fields, adds pub, n, seq and a final sig over topic and payload", () => {
   const key = new ChangeKey(KEY);
-  const [[topic, payload]] = published([change], new ChangeSigner(key, () => 1_000)) as [
-    [string, string],
-  ];
+  const signer = new ChangeSigner(key, () => 1_000);
+  const [[topic, payload]] = published([change], signer) as [[string, string]];
   assert.equal(topic, "plant");
   const event = JSON.parse(payload);
   assert.deepEqual(
     { ...event, sig: undefined },
-    { ...change, seq: 1_000_000, sig: undefined },
+    { ...change, pub: signer.pub, n: 1, seq: 1_000_000, sig: undefined },
   );
   assert.match(payload, /,"sig":"[A-Za-z0-9_-]{43}"}$/);
   const body = payload.slice(0, payload.lastIndexOf(',"sig"')) + "}";
@@ -114,4 +120,37 @@ Deno.test("verifyChange: unsigned, wrong key, truncated, non-base64url signature
   ];
   const forged = otherPayload.slice(0, -1) + payload.slice(payload.lastIndexOf(',"sig"'));
   assert.equal(verifyChange(key, topic, encoder.encode(forged)), "bad_signature");
+});
+
+Deno.test("n counts a publisher's events without gaps; heartbeats carry the count, signed on topic ''", () => {
+  const key = new ChangeKey(KEY);
+  const signer = new ChangeSigner(key, () => 2_000);
+  const other = new ChangeSigner(key, () => 2_000);
+  assert.notEqual(signer.pub, other.pub, "each publisher has its own name");
+  const out: [string, string][] = [];
+  const sink = { publish: (topic: string, payload: string) => out.push([topic, payload]) };
+  publishHeartbeat(sink, signer, { everyMs: 1000, workers: 4 });
+  publishChanges(sink, [change, { ...change, key: "pump" }], signer);
+  publishChanges(sink, [{ ...change, revision: 4 }], signer);
+  publishHeartbeat(sink, signer, { everyMs: 1000, workers: 4 });
+  const events = out.map(([, payload]) => JSON.parse(payload));
+  assert.deepEqual(events.map((e) => [e.op, e.n]), [
+    ["heartbeat", 0],
+    ["set", 1],
+    ["set", 2],
+    ["set", 3],
+    ["heartbeat", 3],
+  ]);
+  const [beatTopic, beat] = out.at(-1)!;
+  assert.equal(beatTopic, HEARTBEAT_TOPIC);
+  assert.deepEqual({ ...JSON.parse(beat), seq: undefined, sig: undefined }, {
+    op: "heartbeat",
+    pub: signer.pub,
+    n: 3,
+    every: 1000,
+    workers: 4,
+    seq: undefined,
+    sig: undefined,
+  });
+  assert.equal(verifyChange(key, beatTopic, encoder.encode(beat)), null);
 });

@@ -72,8 +72,13 @@ export interface ReadCache {
     scope: string,
     keys: string[],
   ): (StateEntry | null | undefined)[] | Promise<(StateEntry | null | undefined)[]>;
-  /** Stores what a read returned; a promise when a shared cache takes it too. */
-  put(scope: string, key: string, entry: StateEntry | null): Promise<void> | void;
+  /**
+   * Where the cache is before a read is sent, to pass to `put` with its
+   * answer: the cache keeps nothing that changed in between.
+   */
+  mark(): number;
+  /** Stores what a read (or write) returned; a promise when a shared cache takes it too. */
+  put(scope: string, key: string, entry: StateEntry | null, since?: number): Promise<void> | void;
   forget(scope: string, key: string): Promise<void> | void;
   forgetScope(scope: string): Promise<void> | void;
 }
@@ -282,11 +287,12 @@ export class StateClient {
     missing: string[],
     found: Record<string, StateEntry | null>,
   ): Promise<Record<string, StateEntry | null>> {
+    const since = this.#cache?.mark();
     const fetched = (await this.#op("state-get-many", { service: scope, keys: missing }))
       .entries as Record<string, StateEntry | null>;
     for (const key of missing) {
       const entry = fetched[key] ?? null;
-      this.#cache?.put(scope, key, entry);
+      this.#cache?.put(scope, key, entry, since);
       found[key] = entry;
     }
     return found;

@@ -20,6 +20,7 @@ import { startEcho } from "../roles/echo.ts";
 import { startGateway } from "../roles/gateway.ts";
 import { connectableEndpoint, type Running } from "../roles/running.ts";
 import { startState } from "../roles/state.ts";
+import type { ChangeSink } from "../state/changes.ts";
 import { sharedPoller } from "../transport/fd_poller.ts";
 import { randomToken } from "../auth/secrets.ts";
 
@@ -47,12 +48,18 @@ const random = (name: string) => ({
   backend: "tcp://127.0.0.1:*",
 });
 
-/** Starts everything; `broker`, `gateway` and `state` override configuration keys. */
+/**
+ * Starts everything; `broker`, `gateway` and `state` override configuration
+ * keys; `stateChanges` makes what the state service publishes its change
+ * events and heartbeats to (given the state bus frontend), instead of its own
+ * publisher.
+ */
 export async function startSystem(
   overrides: {
     broker?: Partial<BrokerConfig>;
     gateway?: Partial<GatewayConfig>;
     state?: Partial<StateConfig>;
+    stateChanges?: (frontend: string) => ChangeSink;
   } = {},
 ): Promise<System> {
   const env = {};
@@ -101,7 +108,8 @@ export async function startSystem(
     state_bus_secret: stateBusSecret,
     ...overrides.state,
   };
-  let state: Running | undefined = await startState(stateSettings, undefined, registry);
+  const changes = overrides.stateChanges?.(frontends.state!);
+  let state: Running | undefined = await startState(stateSettings, changes, registry);
   let echo: Running | undefined = startEcho({
     ...loadConfig(echoConfig, { args: [], env }),
     broker_endpoint: endpoint,
@@ -136,7 +144,7 @@ export async function startSystem(
     },
     async startState() {
       // A fresh registry: the first state service's metrics are still registered.
-      state ??= await startState(stateSettings, undefined, new Registry());
+      state ??= await startState(stateSettings, changes, new Registry());
     },
     async stopEcho() {
       await echo?.close();
