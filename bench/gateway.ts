@@ -7,13 +7,14 @@
  *   components in child processes), and a bare Hono handler returning a
  *   constant; load from `wrk` (Debian package `wrk`), 2 threads, 64
  *   connections. The headline rows run with authentication on (a bearer JWT,
- *   an API key) and read `keys` keys chosen at random by a wrk script, so
- *   the read cache (default TTL) misses as it would; the hit rate is measured
- *   from the gateway's own count of requests to the state service. Rows with
- *   one key (every cached read a hit), auth off and no cache show what each
- *   costs. A second bare row answers with the gateway's response headers: Deno
- *   serves a response whose only header is its content type on a faster path,
- *   and the gateway's security headers take it off that path.
+ *   an API key) and read `keys` keys chosen at random by a wrk script: with
+ *   the read cache at its defaults, warmed by reading every key once before
+ *   the run (so the rows measure cached reads), and without a cache. The hit
+ *   rate is measured from the broker's count of requests to the state
+ *   service. Rows with one key, auth off and no cache show what each costs. A
+ *   second bare row answers with the gateway's response headers: Deno serves
+ *   a response whose only header is its content type on a faster path, and
+ *   the gateway's security headers take it off that path.
  * - WebSocket fan-out: one publisher on the `event` bus at a fixed rate; the
  *   gateway and a bare Deno WebSocket server (bench/procs/bare_hono.ts)
  *   subscribe to the same bus and send every message to 1, 100 and 1,000
@@ -147,7 +148,7 @@ await runBench({
     const eventBackend = `tcp://127.0.0.1:${freePort()}`;
     const stateFrontend = `tcp://127.0.0.1:${freePort()}`;
     const stateBackend = `tcp://127.0.0.1:${freePort()}`;
-    const ports = { ws: freePort(), cached: freePort(), auth: freePort() };
+    const ports = { ws: freePort(), cached: freePort(), auth: freePort(), authNoCache: freePort() };
     // State service and gateways share the key of the state bus's change events.
     const stateBusSecret = randomToken();
     Deno.env.set("PLANTD_STATE_STATE_BUS_SECRET", stateBusSecret);
@@ -192,13 +193,22 @@ await runBench({
       "--buses",
       JSON.stringify({ state: stateBackend }),
     ]);
-    // Authentication on, as production runs: a bearer token or an API key.
-    const authStore = await AuthStore.open(`${dir}/auth-${ports.auth}.db`);
-    const { key: apiKey } = await authStore.createApiKey("bench", ["viewer"], "bench");
-    await authStore.close();
+    // Authentication on, as production runs: a bearer token or an API key; with and without the cache.
+    const apiKeys: Record<number, string> = {};
+    for (const port of [ports.auth, ports.authNoCache]) {
+      const authStore = await AuthStore.open(`${dir}/auth-${port}.db`);
+      apiKeys[port] = (await authStore.createApiKey("bench", ["viewer"], "bench")).key;
+      await authStore.close();
+    }
     const authGateway = gateway(ports.auth, [
       "--buses",
       JSON.stringify({ state: stateBackend }),
+    ], { PLANTD_GATEWAY_JWT_SECRET: JWT_SECRET });
+    const authNoCacheGateway = gateway(ports.authNoCache, [
+      "--buses",
+      JSON.stringify({ state: stateBackend }),
+      "--state-cache-ttl-ms",
+      "0",
     ], { PLANTD_GATEWAY_JWT_SECRET: JWT_SECRET });
     const issuer = new TokenIssuer({ secret: JWT_SECRET, issuer: "plantd", audience: "plantd" });
     const { token } = await issuer.issue(
@@ -230,17 +240,31 @@ await runBench({
     await Promise.all(Array.from({ length: 64 }, async () => {
       while (next < settings.keys) await put(`k${next++}`);
     }));
-    await until(
-      async () => {
-        const response = await fetch(`${base(ports.auth)}/api/state/bench/key`, {
-          headers: { authorization: `Bearer ${token}` },
-        });
-        await response.body?.cancel();
-        return response.ok;
-      },
-      30_000,
-      "gateway with authentication",
-    );
+    for (const port of [ports.auth, ports.authNoCache]) {
+      await until(
+        async () => {
+          const response = await fetch(`${base(port)}/api/state/bench/key`, {
+            headers: { authorization: `Bearer ${token}` },
+          });
+          await response.body?.cancel();
+          return response.ok;
+        },
+        30_000,
+        "gateway with authentication",
+      );
+    }
+    /** Reads every key once through `port` (64 at a time): a cached row then measures the cache. */
+    const warm = async (port: number, auth: string | undefined) => {
+      const init = auth ? { headers: { authorization: auth } } : {};
+      let next = 0;
+      await Promise.all(Array.from({ length: 64 }, async () => {
+        while (next < settings.keys) {
+          const response = await fetch(`${base(port)}/api/state/bench/k${next++}`, init);
+          await response.body?.cancel();
+          if (!response.ok) throw new Error(`warming ${port}: ${response.status}`);
+        }
+      }));
+    };
     const bare = await spawnReady({
       name: "bare",
       script: "bench/procs/bare_hono.ts",
@@ -268,39 +292,71 @@ await runBench({
     // -----------------------------------------------------------------------
     // HTTP rows
     const spread = `${num(settings.keys)} keys read at random`;
-    const http = [
+    const warmed = "cache warm (every key read once before the run)";
+    const bearer = `Bearer ${token}`;
+    const apiKey = (port: number) => `Bearer ${apiKeys[port]}`;
+    const http: {
+      key: string;
+      label: string;
+      port: number;
+      path?: string;
+      /** The Authorization header's value. */
+      auth?: string;
+      spread: boolean;
+      warm?: boolean;
+      pid: number;
+    }[] = [
       {
         key: "http/bearer/spread",
-        label: `gateway GET /api/state/:scope/:key, ${spread}, read cache (defaults), auth on ` +
-          `(bearer JWT HS256); ${LIMITS_LABEL}`,
+        label: `gateway GET /api/state/:scope/:key, ${spread}, read cache (defaults), ${warmed}, ` +
+          `auth on (bearer JWT HS256); ${LIMITS_LABEL}`,
         port: ports.auth,
-        headers: ["-H", `Authorization: Bearer ${token}`],
+        auth: bearer,
         spread: true,
+        warm: true,
         pid: authGateway.pid,
       },
       {
         key: "http/apikey/spread",
         label: `same, auth on (API key); ${LIMITS_LABEL}`,
         port: ports.auth,
-        headers: ["-H", `Authorization: Bearer ${apiKey}`],
+        auth: apiKey(ports.auth),
         spread: true,
+        warm: true,
         pid: authGateway.pid,
       },
       {
+        key: "http/bearer/nocache/spread",
+        label: `gateway GET, ${spread}, no cache (state_cache_ttl_ms 0), auth on (bearer JWT ` +
+          `HS256); ${LIMITS_LABEL}`,
+        port: ports.authNoCache,
+        auth: bearer,
+        spread: true,
+        pid: authNoCacheGateway.pid,
+      },
+      {
+        key: "http/apikey/nocache/spread",
+        label: `same, no cache, auth on (API key); ${LIMITS_LABEL}`,
+        port: ports.authNoCache,
+        auth: apiKey(ports.authNoCache),
+        spread: true,
+        pid: authNoCacheGateway.pid,
+      },
+      {
         key: "http/bearer/one",
-        label: `same, auth on (bearer), one key (every cached read a hit); ${LIMITS_LABEL}`,
+        label: `gateway GET, one key, read cache (defaults), auth on (bearer); ${LIMITS_LABEL}`,
         port: ports.auth,
-        headers: ["-H", `Authorization: Bearer ${token}`],
+        auth: bearer,
         spread: false,
         pid: authGateway.pid,
       },
       {
         key: "http/off/spread",
-        label: `gateway GET, ${spread}, read cache (defaults), auth off (loopback dev default); ` +
-          LIMITS_LABEL,
+        label: `gateway GET, ${spread}, read cache (defaults), ${warmed}, auth off (loopback ` +
+          `dev default); ${LIMITS_LABEL}`,
         port: ports.cached,
-        headers: [],
         spread: true,
+        warm: true,
         pid: cachedGateway.pid,
       },
       {
@@ -308,7 +364,6 @@ await runBench({
         label: `gateway GET, ${spread}, no cache (state_cache_ttl_ms 0), auth off; ` +
           LIMITS_LABEL,
         port: ports.ws,
-        headers: [],
         spread: true,
         pid: wsGateway.pid,
       },
@@ -316,7 +371,6 @@ await runBench({
         key: "http/bare",
         label: "bare Hono constant (ceiling)",
         port: barePort,
-        headers: [],
         spread: false,
         pid: bare.child.pid,
       },
@@ -326,7 +380,6 @@ await runBench({
           "4 security headers; reference, not a ceiling)",
         port: barePort,
         path: "/api",
-        headers: [],
         spread: false,
         pid: bare.child.pid,
       },
@@ -472,12 +525,16 @@ await runBench({
         : row.port === barePort
         ? (row.path ?? "/")
         : "/api/state/bench/key";
+      if (row.warm) await warm(row.port, row.auth);
       const misses = row.port === barePort ? NaN : await stateRequests();
       const cpuBefore = await cpuSeconds(row.pid);
       const result = await wrk(
         `${base(row.port)}${path}`,
         settings.http_seconds,
-        [...row.headers, ...(row.spread ? ["-s", script] : [])],
+        [
+          ...(row.auth ? ["-H", `Authorization: ${row.auth}`] : []),
+          ...(row.spread ? ["-s", script] : []),
+        ],
       );
       result["server CPU us/req"] = (await cpuSeconds(row.pid) - cpuBefore) * 1e6 /
         result.requests!;
@@ -502,10 +559,10 @@ await runBench({
     });
     for (
       const [key, what] of [
-        ["http/bearer/spread", "auth on, bearer token, keys at random"],
-        ["http/apikey/spread", "auth on, API key, keys at random"],
+        ["http/bearer/spread", "auth on, bearer token, keys at random, cache warm"],
+        ["http/apikey/spread", "auth on, API key, keys at random, cache warm"],
         ["http/bearer/one", "auth on, bearer token, one key"],
-        ["http/off/spread", "auth off, keys at random"],
+        ["http/off/spread", "auth off, keys at random, cache warm"],
       ]
     ) {
       checks.push({
@@ -538,9 +595,10 @@ await runBench({
   const wsRows = bench.rows.filter((r) => r.key.startsWith("ws/")).map((r) => r.key);
   return {
     description: "Broker (with the `event` and `state` buses, high-water marks at their " +
-      "defaults), state service and three gateways (one with `--state-cache-ttl-ms 0` that " +
+      "defaults), state service and four gateways (one with `--state-cache-ttl-ms 0` that " +
       "also serves the WebSockets, one with the read cache at its defaults, one with " +
-      "authentication on) are the real components in child processes; the bare Hono app and " +
+      "authentication on, one with authentication on and `--state-cache-ttl-ms 0`) are the " +
+      "real components in child processes; the bare Hono app and " +
       "the bare WebSocket server run in another child. Every gateway runs with the request " +
       "limits raised (see the labels): wrk sends from one address. The bearer token carries " +
       "`state:data:read`; the API key has the `viewer` role. Server CPU: the serving process's " +
