@@ -12,9 +12,11 @@
  * replayed either.
  *
  * Heartbeats (topic `""`, state/changes.ts) pass the same checks, replays
- * per publisher, and go to `stream` only: no listener sees them. So does each
- * admitted change's publisher and number, so the read cache can tell that it
- * missed none (gateway/state_coherence.ts).
+ * per publisher, and go to `stream` only: no listener sees them. So does the
+ * publisher and number of each signed change, admitted or refused as a
+ * replay, so the read cache can tell that it missed none
+ * (gateway/state_coherence.ts). A replayed heartbeat is not passed on: it
+ * would keep a silent publisher alive.
  *
  * @module
  */
@@ -135,11 +137,14 @@ export class StateBusGate {
     if (!parsed.success) return "malformed";
     const change = parsed.data;
     const id = change.key === null ? change.scope : `${change.scope}\0${change.key}`;
-    if (!this.#fresh(id, change.seq)) return "replayed";
+    const fresh = this.#fresh(id, change.seq);
+    // Counted even when refused: a genuine event overtaken by a newer one of its key (two
+    // workers' events travel on two connections) is no loss; a replay's old number only
+    // looks like a gap, which costs cache hits, never a stale read.
     if (change.pub !== undefined && change.n !== undefined) {
       this.#stream?.change(change.pub, change.n);
     }
-    return null;
+    return fresh ? null : "replayed";
   }
 
   /** Whether `seq` is above the last accepted for `id` (and the floor); if so it becomes the last. */
