@@ -263,6 +263,31 @@ Deno.test("a cached read is answered from the cache, without a call and without 
   }, { stateCache: new StateCache({ ttlMs: 60_000 }) });
 });
 
+Deno.test("every cached read gets a whole reply of its own: body, ETag and security headers; a new revision its own", async () => {
+  await withApp(async ({ request }) => {
+    assert.equal((await request("PUT", "/api/state/plant/k", json({ value: "v" }))).status, 200);
+    const read = async () => {
+      const answer = await request("GET", "/api/state/plant/k");
+      return { headers: Object.fromEntries(answer.headers), body: await answer.json() };
+    };
+    const first = await read();
+    assert.equal(first.body.value, "v");
+    assert.equal(first.headers.etag, '"1"');
+    assert.equal(first.headers["x-content-type-options"], "nosniff");
+    assert.equal(
+      first.headers["content-security-policy"],
+      "default-src 'none'; frame-ancestors 'none'",
+    );
+    // The reply is built once per entry: a second and third read must not find it used up.
+    assert.deepEqual(await read(), first);
+    assert.deepEqual(await read(), first);
+    assert.equal((await request("PUT", "/api/state/plant/k", json({ value: "w" }))).status, 200);
+    const changed = await read();
+    assert.equal(changed.body.value, "w");
+    assert.equal(changed.headers.etag, '"2"');
+  }, { stateCache: new StateCache({ ttlMs: 60_000 }) });
+});
+
 Deno.test("storage failures of the state service: full is 507; unavailable, read-only, busy and I/O are 503 with Retry-After, naming the class", async () => {
   let error = "STORAGE_FULL";
   await withApp(async ({ request }) => {
