@@ -12,7 +12,8 @@
  * - The Guard runs on a libSQL AuthStore in a temporary directory; with
  *   `auth`, tokens are HS256 with tests/_auth.ts's secret (`tokenWith`), and
  *   the state operations check the gateway's call credentials as
- *   roles/state.ts makes them.
+ *   roles/state.ts makes them; with `revocations`, users' session epochs
+ *   and revoked sessions are checked too.
  */
 import { Registry } from "prom-client";
 import type { OpenAPIHono } from "@hono/zod-openapi";
@@ -21,6 +22,7 @@ import { AuthStore } from "../auth/store.ts";
 import type { TokenSettings } from "../auth/tokens.ts";
 import { createApp } from "../gateway/app.ts";
 import { Guard } from "../gateway/auth/guard.ts";
+import { Revocations } from "../gateway/auth/revocations.ts";
 import { BusHub } from "../gateway/bus_hub.ts";
 import { BusOutlet } from "../gateway/bus_outlet.ts";
 import { gatewayMetrics } from "../gateway/gateway_metrics.ts";
@@ -61,6 +63,8 @@ export type Answer = (call: Call) => ReplyFrames | Promise<ReplyFrames> | undefi
 export interface AppOptions {
   /** Authentication on (HS256, {@link TOKEN_SETTINGS}). */
   auth?: boolean;
+  /** Revocation on (gateway/auth/revocations.ts, on the fixture's auth store; no polling). */
+  revocations?: boolean;
   /** What org.plantd.Broker lists. @default one org.plantd.State worker */
   services?: ServiceInfo[];
   /** The client's `connected`. @default true */
@@ -149,6 +153,10 @@ export async function withApp(
   const registry = new Registry();
   const metrics = gatewayMetrics(registry);
   const store = await AuthStore.open(`file:${dir}/auth.db`);
+  // Changes reach it through changed() (the admin routes call it), never a poll.
+  const revocations = options.revocations
+    ? await Revocations.start({ store, pollMs: 3_600_000 })
+    : undefined;
   const hub = new BusHub(options.buses ?? {});
   const outlet = new BusOutlet(options.publishBuses ?? {});
   const app = createApp({
@@ -160,7 +168,7 @@ export async function withApp(
     checks: () => [],
     ...(options.stateCache ? { stateCache: options.stateCache } : {}),
     ...(options.metricsStore ? { metricsStore: options.metricsStore } : {}),
-    guard: new Guard(store, settings, metrics),
+    guard: new Guard(store, settings, metrics, revocations ? { revocations } : {}),
     counters: memoryCounters(),
     sessions: memorySessions(),
     outlet,
@@ -200,6 +208,7 @@ export async function withApp(
   } finally {
     await hub.close();
     await outlet.close();
+    await revocations?.close();
     await store.close();
     await state.close();
     await Deno.remove(dir, { recursive: true });

@@ -8,7 +8,6 @@
 import type { Context, Next } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { getCookie } from "hono/cookie";
-import { getConnInfo } from "hono/deno";
 import {
   alarmsOperationPermission,
   brokerOperationPermission,
@@ -39,12 +38,10 @@ declare module "hono" {
 
 /** The client's address: the peer, or with a trusted proxy in front, the hop before it. */
 export function clientIp(c: Context, trustedProxies: readonly string[]): string {
-  let peer = "unknown";
-  try {
-    peer = getConnInfo(c).remote.address ?? "unknown";
-  } catch {
-    // not served by Deno.serve (app.request in tests)
-  }
+  // What hono/deno's getConnInfo reads (Deno.serve's handler info), without the
+  // two objects it wraps it in for every request.
+  const info = c.env as { remoteAddr?: Partial<Deno.NetAddr> } | undefined;
+  const peer = info?.remoteAddr?.hostname ?? "unknown"; // none: app.request in tests
   if (trustedProxies.length === 0 || !trustedProxies.includes(peer)) return peer;
   const hops = (c.req.header("x-forwarded-for") ?? "").split(",").map((h) => h.trim())
     .filter(Boolean);
@@ -72,12 +69,31 @@ export function bearerToken(header: string): string | undefined {
   return BEARER.exec(header)?.[1];
 }
 
+/**
+ * The last Authorization header read and its credential: a client sends the
+ * same header with every request, and handing back the same credential
+ * string (whose hash V8 keeps) spares scanning and hashing a long token
+ * again to find it among the verified ones. A pure function's memo: every
+ * check still runs on the credential.
+ */
+let lastHeader = "";
+let lastCredential = "";
+
+/** The credential of an Authorization header ("" when it is not a bearer one). */
+function headerCredential(header: string): string {
+  if (header !== lastHeader) {
+    lastCredential = bearerToken(header) ?? "";
+    lastHeader = header;
+  }
+  return lastCredential;
+}
+
 /** The credential of a request and where it came from. */
 export function credentialOf(
   c: Context,
 ): { credential: string; source: CredentialSource } | undefined {
   const header = c.req.header("authorization");
-  if (header) return { credential: bearerToken(header) ?? "", source: "header" };
+  if (header) return { credential: headerCredential(header), source: "header" };
   const apiKey = c.req.header("x-api-key");
   if (apiKey) return { credential: apiKey, source: "header" };
   const cookie = getCookie(c, ACCESS_COOKIE);
@@ -262,11 +278,25 @@ export function requestPipeline(options: PipelineOptions): RequestPipeline {
     throw new ApiError("FORBIDDEN", `Cross-site request refused: ${reason}`);
   };
 
+  /**
+   * The counter key of a principal id, made once per id: a key built per
+   * request is a new string to hash at every hit.
+   */
+  const tokenKeys = new Map<string, string>();
+  const tokenKey = (id: string): string => {
+    let key = tokenKeys.get(id);
+    if (key === undefined) {
+      if (tokenKeys.size >= 10_000) tokenKeys.clear();
+      tokenKeys.set(id, key = `id:${id}`);
+    }
+    return key;
+  };
+
   /** After the credential: the limit per credential, then the telemetry permission. */
   const authenticated = (c: Context, path: string): Promise<void> | void => {
     const id = c.get("principal").id;
     if (options.rateLimitPerToken > 0 && id !== "anonymous") {
-      const waiting = count("token", `id:${id}`, options.rateLimitPerToken);
+      const waiting = count("token", tokenKey(id), options.rateLimitPerToken);
       if (waiting) return waiting.then(() => telemetry(c, path));
     }
     telemetry(c, path);
@@ -334,44 +364,54 @@ export function requestPipeline(options: PipelineOptions): RequestPipeline {
     return next();
   };
 
+  /** Step 4: security headers and the request's metrics. */
+  const finish = (
+    c: Context,
+    path: string,
+    api: boolean,
+    started: number,
+    refused: boolean,
+  ): Response | Promise<Response> => {
+    // A route that answered nothing is a bug: a 500, not Hono's empty default response.
+    if (!c.finalized) {
+      return refuse(c, path, api, started, new Error(`No response for ${c.req.method} ${path}`));
+    }
+    const res = c.res;
+    headers.apply(res, api);
+    // The label of a request refused here: the paths the middlewares had.
+    const label = refused ? (api ? "/api/*" : path) : routeLabel(c);
+    metrics.request(c.req.method, label, res.status, (performance.now() - started) / 1000);
+    return res;
+  };
+  /** An error of steps 1-3 rendered by the app's handler (the route's own are rendered where thrown). */
+  const refuse = (
+    c: Context,
+    path: string,
+    api: boolean,
+    started: number,
+    error: unknown,
+  ): Promise<Response> | Response => {
+    if (!(error instanceof Error)) throw error;
+    c.error = error;
+    const rendered = options.onError(error, c);
+    if (rendered instanceof Promise) {
+      return rendered.then((res) => {
+        c.res = res;
+        return finish(c, path, api, started, true);
+      });
+    }
+    c.res = rendered;
+    return finish(c, path, api, started, true);
+  };
+
   // Synchronous unless a step has to wait: with the fusing router
-  // (gateway/fusing_router.ts) a cached read is answered without a promise.
+  // (gateway/fusing_router.ts) a cached read is answered without a promise,
+  // and without a closure made for it.
   return (c, next) => {
     const started = performance.now();
     const path = c.req.path;
     // The docs page under /api/docs is a document: it gets the page headers.
     const api = (path === "/api" || path.startsWith("/api/")) && !path.startsWith(API_DOCS_PATH);
-    let refused = false;
-    /** Step 4. */
-    const finish = (): Response | Promise<Response> => {
-      // A route that answered nothing is a bug: a 500, not Hono's empty default response.
-      if (!c.finalized) return refuse(new Error(`No response for ${c.req.method} ${path}`));
-      const res = c.res;
-      headers.apply(res, api);
-      // The label of a request refused here: the paths the middlewares had.
-      const label = refused
-        ? (api ? "/api/*" : path)
-        : c.req.routePath === "/*"
-        ? "unmatched"
-        : c.req.routePath;
-      metrics.request(c.req.method, label, res.status, (performance.now() - started) / 1000);
-      return res;
-    };
-    // Errors of the route itself were rendered where they were thrown.
-    const refuse = (error: unknown): Promise<Response> | Response => {
-      if (!(error instanceof Error)) throw error;
-      refused = true;
-      c.error = error;
-      const rendered = options.onError(error, c);
-      if (rendered instanceof Promise) {
-        return rendered.then((res) => {
-          c.res = res;
-          return finish();
-        });
-      }
-      c.res = rendered;
-      return finish();
-    };
     let done: Promise<unknown> | unknown;
     try {
       c.set("clientIp", clientIp(c, trustedProxies));
@@ -379,8 +419,24 @@ export function requestPipeline(options: PipelineOptions): RequestPipeline {
       const waiting = guarded ? admit(c, path) : undefined;
       done = waiting ? waiting.then(() => route(c, api, next)) : route(c, api, next);
     } catch (error) {
-      return refuse(error);
+      return refuse(c, path, api, started, error);
     }
-    return done instanceof Promise ? done.then(finish, refuse) : finish();
+    if (done instanceof Promise) {
+      return done.then(
+        () => finish(c, path, api, started, false),
+        (error) => refuse(c, path, api, started, error),
+      );
+    }
+    return finish(c, path, api, started, false);
   };
+}
+
+/**
+ * The metrics label of a routed request: its route's path, "unmatched" for
+ * the catch-all. Hono's `routePath` builds the list of every matched route
+ * to pick one.
+ */
+function routeLabel(c: Context): string {
+  const path = c.req.routePath;
+  return path === "/*" ? "unmatched" : path;
 }

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { STATE_SERVICE } from "../../state/operations.ts";
 import { errorOf, json, service, withApp } from "../../tests/_app.ts";
+import { bearer, tokenWith } from "../../tests/_auth.ts";
 import { StateCache } from "../state_read_cache.ts";
 
 /** The operations (with their JSON) the routes sent to the state service. */
@@ -261,6 +262,79 @@ Deno.test("a cached read is answered from the cache, without a call and without 
     assert.equal((await answer.json()).value, "v");
     assert.equal(calls.length, before, "no call to the state service");
   }, { stateCache: new StateCache({ ttlMs: 60_000 }) });
+});
+
+Deno.test("every cached read gets a whole reply of its own: body, ETag and security headers; a new revision its own", async () => {
+  await withApp(async ({ request }) => {
+    assert.equal((await request("PUT", "/api/state/plant/k", json({ value: "v" }))).status, 200);
+    const read = async () => {
+      const answer = await request("GET", "/api/state/plant/k");
+      return { headers: Object.fromEntries(answer.headers), body: await answer.json() };
+    };
+    const first = await read();
+    assert.equal(first.body.value, "v");
+    assert.equal(first.headers.etag, '"1"');
+    assert.equal(first.headers["x-content-type-options"], "nosniff");
+    assert.equal(
+      first.headers["content-security-policy"],
+      "default-src 'none'; frame-ancestors 'none'",
+    );
+    // The reply is built once per entry: a second and third read must not find it used up.
+    assert.deepEqual(await read(), first);
+    assert.deepEqual(await read(), first);
+    assert.equal((await request("PUT", "/api/state/plant/k", json({ value: "w" }))).status, 200);
+    const changed = await read();
+    assert.equal(changed.body.value, "w");
+    assert.equal(changed.headers.etag, '"2"');
+  }, { stateCache: new StateCache({ ttlMs: 60_000 }) });
+});
+
+Deno.test("a cached read is refused at once when its user's token or API key is revoked, after being served", async () => {
+  await withApp(async ({ request, store }) => {
+    const admin = bearer(await tokenWith(["*"], { sub: "user:root" }));
+    const as = (headers: Record<string, string>, init: RequestInit = {}) => ({
+      ...init,
+      headers: { ...headers, ...(init.headers as Record<string, string> | undefined) },
+    });
+    assert.equal(
+      (await request("PUT", "/api/state/plant/k", as(admin, json({ value: "v" })))).status,
+      200,
+    );
+    await store.createUser("ada", "correct horse battery", ["viewer"]);
+    await store.createUser("boss", "correct horse battery", ["admin"]);
+    const login = await request(
+      "POST",
+      "/api/auth/login",
+      json({ username: "ada", password: "correct horse battery" }),
+    );
+    assert.equal(login.status, 200);
+    const ada = bearer((await login.json()).access_token);
+    const { key } = await store.createApiKey("robot", ["viewer"], "user:boss");
+    const robot = bearer(key);
+    const read = async (who: Record<string, string>) => {
+      const answer = await request("GET", "/api/state/plant/k", as(who));
+      await answer.body?.cancel();
+      return answer.status;
+    };
+    const disable = async (username: string) => {
+      const patched = await request(
+        "PATCH",
+        `/api/auth/users/${username}`,
+        as(admin, json({ disabled: true })),
+      );
+      assert.equal(patched.status, 200);
+    };
+    // Served twice: the credential and the reader's client are remembered by now.
+    for (const who of [ada, robot]) {
+      assert.equal(await read(who), 200);
+      assert.equal(await read(who), 200);
+    }
+    await disable("ada");
+    assert.equal(await read(ada), 401, "a disabled user's token");
+    assert.equal(await read(robot), 200, "another owner's key is not affected");
+    await disable("boss");
+    assert.equal(await read(robot), 401, "the API key of a disabled user");
+  }, { auth: true, revocations: true, stateCache: new StateCache({ ttlMs: 60_000 }) });
 });
 
 Deno.test("storage failures of the state service: full is 507; unavailable, read-only, busy and I/O are 503 with Retry-After, naming the class", async () => {
