@@ -490,6 +490,12 @@ export const gatewayConfig = {
      * for writes that bypass the state service. 0: as state_cache_ttl_ms.
      */
     state_cache_coherent_ttl_ms: z.number().int().min(0).default(60_000),
+    /**
+     * Cached state entries whose whole HTTP reply is kept ready to copy (a few
+     * KB each outside the JS heap); beyond it the oldest are rebuilt on their
+     * next read.
+     */
+    state_cache_max_replies: z.number().int().min(0).default(10_000),
     max_body_bytes: z.number().int().min(1024).default(4 * 1024 * 1024),
     /** Origins besides the gateway's own that may write and open WebSockets ("*": WebSockets only). */
     allowed_origins: z.array(z.string().min(1)).default(() => []),

@@ -99,6 +99,8 @@ export interface GatewayAppOptions {
   requestTimeoutMs: number;
   /** Largest request body. */
   maxBodyBytes: number;
+  /** Cached state entries whose whole HTTP reply is kept ready (gateway/routes/state.ts). */
+  stateCacheMaxReplies?: number;
   /** Origins allowed to open WebSockets; "*" allows any. Same-host origins are always allowed. */
   allowedOrigins: string[];
   ws: WsLimits;
@@ -186,7 +188,7 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
   );
 
   const stateClient = new StateClient(call, directory, deps.stateCache);
-  stateRoutes(app, stateClient, guard, headers);
+  stateRoutes(app, stateClient, guard, headers, options.stateCacheMaxReplies);
   layoutRoutes(app, stateClient, guard);
   servicesRoutes(app, call, directory, guard);
   dlqRoutes(app, call, guard);

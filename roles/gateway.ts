@@ -330,6 +330,7 @@ export async function startGateway(
     options: {
       requestTimeoutMs: config.request_timeout_ms,
       maxBodyBytes: config.max_body_bytes,
+      stateCacheMaxReplies: config.state_cache_max_replies,
       allowedOrigins: config.allowed_origins,
       ws: {
         maxBufferedBytes: config.ws_max_buffered_bytes,

@@ -16,6 +16,7 @@ import type { Guard } from "../auth/guard.ts";
 import type { Principal } from "../../auth/tokens.ts";
 import { authorize } from "../auth/http.ts";
 import { ApiError } from "../errors.ts";
+import { ReplyTemplates } from "../reply_templates.ts";
 import { IDEMPOTENCY_HEADER, idempotencyKeyHeader, REPLAYED_HEADER } from "../idempotency.ts";
 import type { SecureHeaders } from "../secure_headers.ts";
 import type { StateClient, StateEntry } from "../../state/client.ts";
@@ -299,6 +300,8 @@ export function stateRoutes(
   client: StateClient,
   guard: Guard,
   headers: SecureHeaders,
+  /** Cached entries whose whole reply is kept ready. @default 10000 */
+  maxReplies = 10_000,
 ): void {
   /**
    * Each operation's permissions that hold for every scope: a caller holding
@@ -438,16 +441,7 @@ export function stateRoutes(
     );
   });
 
-  /**
-   * A cached entry's reply, built once as a template that each read clones.
-   * The headers cost a cached read more than anything else: a Response built
-   * with them has Deno check each one and convert the lot into a native
-   * response, where a clone copies the checked list and is served from it,
-   * much cheaper per read (measured with wrk as bench/gateway.ts does). The
-   * template is never served nor read, so its body stays a string every
-   * clone shares.
-   */
-  const replies = new WeakMap<StateEntry, { scope: string; key: string; template: Response }>();
+  const replies = new ReplyTemplates<StateEntry>(maxReplies);
   const entryResponse = (
     scope: string,
     key: string,
@@ -457,8 +451,7 @@ export function stateRoutes(
     if (!entry) {
       throw new ApiError("KEY_NOT_FOUND", `Key '${key}' does not exist in scope '${scope}'`);
     }
-    let reply = replies.get(entry);
-    if (reply === undefined || reply.scope !== scope || reply.key !== key) {
+    const reply = replies.reply(entry, scope, key, () => {
       // Named fields: the same order whichever way the entry reached the cache.
       const body = JSON.stringify({
         scope,
@@ -468,14 +461,9 @@ export function stateRoutes(
         updated_at: entry.updated_at,
       });
       const own = { "content-type": "application/json", etag: `"${entry.revision}"` };
-      reply = {
-        scope,
-        key,
-        template: new Response(body, { status: 200, headers: headers.apiHeaders(own) }),
-      };
-      replies.set(entry, reply);
-    }
-    return headers.mark(reply.template.clone());
+      return new Response(body, { status: 200, headers: headers.apiHeaders(own) });
+    });
+    return headers.mark(reply);
   };
 
   app.openapi(putKey, async (c) => {
