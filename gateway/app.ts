@@ -188,7 +188,8 @@ export function createApp(deps: GatewayDeps, sessions: Set<WsSession> = new Set(
   );
 
   const stateClient = new StateClient(call, directory, deps.stateCache);
-  stateRoutes(app, stateClient, guard, headers, options.stateCacheMaxReplies);
+  // Without a read cache every read brings a new entry: no reply is worth keeping.
+  stateRoutes(app, stateClient, guard, headers, deps.stateCache ? options.stateCacheMaxReplies : 0);
   layoutRoutes(app, stateClient, guard);
   servicesRoutes(app, call, directory, guard);
   dlqRoutes(app, call, guard);

@@ -9,7 +9,8 @@
  *
  * A template holds a few KB outside the JS heap, so at most `max` are kept,
  * the oldest dropped first (rebuilt on their next read); the template of an
- * entry the cache has replaced goes the same way.
+ * entry the cache has replaced goes the same way. With `max` 0 (a gateway
+ * without a read cache) every reply is built for its read.
  *
  * @module
  */
@@ -32,6 +33,8 @@ export class ReplyTemplates<T extends object> {
 
   /** A fresh copy of the reply to `of` for `scope` and `key`, built with `build` when none is kept. */
   reply(of: T, scope: string, key: string, build: () => Response): Response {
+    // Nothing kept (no read cache: every read's entry is new): a template would only cost more.
+    if (this.#max === 0) return build();
     let template = this.#templates.get(of);
     if (template === undefined || template.scope !== scope || template.key !== key) {
       template = { scope, key, response: build() };

@@ -25,3 +25,19 @@ Deno.test("ReplyTemplates builds a reply once per object and key, hands out whol
   assert.equal(await templates.reply(a, "s", "other", build("a3")).text(), "a3", "rebuilt");
   assert.equal(built, 1);
 });
+
+Deno.test("ReplyTemplates with max 0 builds each reply for its read and keeps none", async () => {
+  const templates = new ReplyTemplates<object>(0);
+  let built = 0;
+  const one = {};
+  const build = () => {
+    built++;
+    return new Response("x");
+  };
+  for (let i = 0; i < 2; i++) assert.equal(await templates.reply(one, "s", "k", build).text(), "x");
+  assert.equal(built, 2);
+  assert.equal(templates.size, 0);
+  // The built reply itself: no template to copy from.
+  const built1 = new Response("y");
+  assert.equal(templates.reply(one, "s", "k", () => built1), built1);
+});

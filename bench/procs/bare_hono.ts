@@ -1,7 +1,8 @@
 /**
  * Benchmark child: the ceiling of the gateway benchmark. A bare Hono app on
- * Deno.serve with a constant answer on GET / (and on GET /api the same with
- * the gateway's API response headers), and a bare WebSocket server:
+ * Deno.serve with a constant answer on GET / and GET /api/state/:scope/:key
+ * (and on GET /api the same with the gateway's API response headers), and a
+ * bare WebSocket server:
  * GET /ws upgrades, and every message of topic prefix `fan` read from the
  * bus backend given (a plain bus Subscriber at its defaults) goes to every
  * open socket as one text frame shaped as the gateway's (docs/websocket.md),
@@ -19,6 +20,9 @@ const [portText, backend] = Deno.args;
 const sockets = new Set<WebSocket>();
 const app = new Hono();
 app.get("/", (c) => c.text("ok"));
+// The same constant on the gateway's state paths, so a row can drive it with the same wrk
+// script (a random key per request) as the gateway's random-key rows.
+app.get("/api/state/:scope/:key", (c) => c.text("ok"));
 // The same constant with what every cached state read of the gateway carries:
 // a JSON body and the gateway's API headers (content type, ETag and the
 // security set of gateway/secure_headers.ts), so a row shows what those cost.
