@@ -22,20 +22,24 @@ import { ConfigError } from "./load.ts";
 const z85Key = z.string().regex(Z85_KEY_PATTERN, "expected a CURVE key: 40 characters of Z85");
 const path = z.string().min(1);
 
-/** A list of keys: a YAML/JSON list, or one string separated by commas or whitespace. */
+/**
+ * A list of keys: a YAML/JSON list, or one string separated by commas or
+ * whitespace. `[` is a Z85 character: text that starts with it and is no
+ * JSON list is a separated list whose first key starts with `[`.
+ */
 export const curveKeyList = z.preprocess(
   (value) =>
-    typeof value === "string"
-      ? value.trim().startsWith("[") ? safeJson(value) : value.split(/[\s,]+/).filter(Boolean)
-      : value,
+    typeof value === "string" ? jsonList(value) ?? value.split(/[\s,]+/).filter(Boolean) : value,
   z.array(z85Key),
 );
 
-function safeJson(text: string): unknown {
+function jsonList(text: string): unknown[] | undefined {
+  if (!text.trim().startsWith("[")) return undefined;
   try {
-    return JSON.parse(text);
+    const parsed = JSON.parse(text);
+    return Array.isArray(parsed) ? parsed : undefined;
   } catch {
-    return text;
+    return undefined;
   }
 }
 

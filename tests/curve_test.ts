@@ -397,6 +397,16 @@ Deno.test("CURVE config: keys inline or in files, allow-lists from lists or text
     },
   });
   assert.deepEqual(loaded.curve_allowed_keys, [client.publicKey, other.publicKey]);
+  // '[' is Z85: a separated list whose first key starts with it is no JSON list.
+  const bracketed = "[" + "0".repeat(39);
+  const listed = loadConfig(brokerConfig, {
+    args: [],
+    env: {
+      PLANTD_BROKER_CURVE_SECRET_KEY: server.secretKey,
+      PLANTD_BROKER_CURVE_ALLOWED_KEYS: `${bracketed}, ${client.publicKey}`,
+    },
+  });
+  assert.deepEqual(listed.curve_allowed_keys, [bracketed, client.publicKey]);
   assert.throws(
     () => loadConfig(brokerConfig, { args: [], env: { PLANTD_BROKER_CURVE_SECRET_KEY: "short" } }),
     /curve_secret_key/,
