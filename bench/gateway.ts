@@ -391,6 +391,17 @@ await runBench({
         spread: false,
         pid: bare.child.pid,
       },
+      {
+        key: "http/bare/auth-header",
+        label: "bare Hono constant reading the Authorization header (the bearer row's) and " +
+          "answering a copy of a reply built once with the gateway's response headers, as the " +
+          "gateway serves a cached entry (reference: what Deno and Hono cost before any gateway code)",
+        port: barePort,
+        path: "/api/with-auth-header",
+        auth: bearer,
+        spread: false,
+        pid: bare.child.pid,
+      },
     ];
     const httpUnits = parts.has("http") ? http : [];
     for (const row of httpUnits) {
