@@ -152,6 +152,16 @@ export class StateCache {
     }, () => keys.map((key) => this.get(scope, key)));
   }
 
+  /** {@link lookupMany} of one key. */
+  lookup(
+    scope: string,
+    key: string,
+  ): StateEntry | null | undefined | Promise<StateEntry | null | undefined> {
+    if (!this.#shared?.available) return this.get(scope, key);
+    const found = this.lookupMany(scope, [key]);
+    return found instanceof Promise ? found.then((entries) => entries[0]) : found[0];
+  }
+
   /** Runs `write` on the shared cache; its failure only costs cache hits. */
   #toShared(write: (shared: SharedStateCache) => Promise<void>): Promise<void> | void {
     const shared = this.#shared;

@@ -39,3 +39,31 @@ Deno.test("a read answered after its key was deleted does not bring the old valu
   assert.equal(cache.get("plant", "valve"), undefined, "the cache does not keep it");
   assert.equal(calls, 1);
 });
+
+Deno.test("readOne answers a cached key at once (no promise), fetches and caches a missing one", async () => {
+  const cache = new StateCache({ ttlMs: 60_000 });
+  const asked: string[][] = [];
+  const client = new StateClient(
+    (_service, body) => {
+      const request = JSON.parse(body[1]!);
+      asked.push(request.keys);
+      const entries = Object.fromEntries(
+        request.keys.map((
+          k: string,
+        ) => [k, k === "gone" ? null : { value: `v-${k}`, revision: 1, updated_at: 0 }]),
+      );
+      return Promise.resolve([
+        encoder.encode(JSON.stringify({ success: true, data: { entries } })),
+      ]);
+    },
+    { require: () => Promise.resolve() },
+    cache,
+  );
+  const first = client.readOne("plant", "valve", (entry) => entry?.value);
+  assert.ok(first instanceof Promise, "a miss is read from the service");
+  assert.equal(await first, "v-valve");
+  const second = client.readOne("plant", "valve", (entry) => entry?.value);
+  assert.equal(second, "v-valve", "a hit is answered at once");
+  assert.equal(await client.readOne("plant", "gone", (entry) => entry), null);
+  assert.deepEqual(asked, [["valve"], ["gone"]]);
+});

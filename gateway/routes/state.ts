@@ -434,20 +434,15 @@ export function stateRoutes(
       throw new ApiError("BAD_REQUEST", `${issue?.path.join(".")}: ${issue?.message ?? "invalid"}`);
     }
     // A cached read answers without a promise: an async step is a measurable share of its cost.
-    return allowed(c, "state-get", scope).read(
+    return allowed(c, "state-get", scope).readOne(
       scope,
-      [key],
-      (entries) => entryResponse(scope, key, entries),
+      key,
+      (entry) => entryResponse(scope, key, entry),
     );
   });
 
   const replies = new ReplyTemplates<StateEntry>(maxReplies);
-  const entryResponse = (
-    scope: string,
-    key: string,
-    entries: Record<string, StateEntry | null>,
-  ): Response => {
-    const entry = entries[key];
+  const entryResponse = (scope: string, key: string, entry: StateEntry | null): Response => {
     if (!entry) {
       throw new ApiError("KEY_NOT_FOUND", `Key '${key}' does not exist in scope '${scope}'`);
     }
