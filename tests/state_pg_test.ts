@@ -236,8 +236,8 @@ Deno.test("change events of two state workers on PostgreSQL reach a bus subscrib
     const second = spawnPgState(db.url, system.brokerEndpoint, port, [
       "--bus-endpoint",
       system.frontends.state!,
-      "--state-bus-secret",
-      system.stateBusSecret,
+      // One argument: a random secret may start with '-', which a flag's next argument may not.
+      `--state-bus-secret=${system.stateBusSecret}`,
       "--concurrency",
       "8",
     ]);
