@@ -6,6 +6,7 @@
  *
  * @module
  */
+import type { Registry } from "prom-client";
 import type { Frames } from "../transport/frames.ts";
 import { ZMQ_DEALER } from "../transport/libzmq.ts";
 import { NativeSocket } from "../transport/native_socket.ts";
@@ -276,4 +277,17 @@ export function spawnWatched(command: Deno.Command): WatchedChild {
       return status;
     },
   };
+}
+
+/** The sum of a metric's series whose labels include `labels` (0 when it has none yet). */
+export async function metricSum(
+  registry: Registry,
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<number> {
+  const metric = registry.getSingleMetric(name);
+  if (!metric) return 0;
+  const { values } = await metric.get();
+  return values.filter((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l))
+    .reduce((sum, v) => sum + v.value, 0);
 }

@@ -12,7 +12,7 @@ import { metricsConfig } from "../config/components.ts";
 import { loadConfig } from "../config/load.ts";
 import { startMetrics } from "../roles/metrics.ts";
 import { call } from "./_auth.ts";
-import { waitFor } from "./_helpers.ts";
+import { metricSum, waitFor } from "./_helpers.ts";
 import { withDatabase } from "./_postgres.ts";
 import { startSystem } from "./_system.ts";
 
@@ -52,13 +52,8 @@ async function history(store: { database_url?: string; db: string }): Promise<vo
   }, registry);
   const frames = new Publisher(system.frontends.event!, { form: "frames", sendHighWaterMark: 0 });
   const single = new Publisher(system.frontends.event!, { sendHighWaterMark: 0 });
-  const counter = async (name: string, labels: Record<string, string> = {}) => {
-    const metric = registry.getSingleMetric(name);
-    if (!metric) return 0;
-    const { values } = await metric.get();
-    return values.filter((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l))
-      .reduce((sum, v) => sum + v.value, 0);
-  };
+  const counter = (name: string, labels: Record<string, string> = {}) =>
+    metricSum(registry, name, labels);
   const events = async (query: string) => {
     const reply = await call(system.url, "GET", `/api/events?${query}`);
     assert.equal(reply.status, 200, JSON.stringify(reply.body));

@@ -19,7 +19,7 @@ import type { BucketRow, MetricsReader, MetricsWriter } from "../metrics/store.t
 import { type RunningMetrics, startMetrics } from "../roles/metrics.ts";
 import { connectableEndpoint } from "../roles/running.ts";
 import { sharedPoller } from "../transport/fd_poller.ts";
-import { freePort, waitFor } from "./_helpers.ts";
+import { freePort, metricSum, waitFor } from "./_helpers.ts";
 import { type TestDatabase, timescaleOnServer, withDatabase } from "./_postgres.ts";
 
 const T0 = Date.UTC(2024, 0, 1);
@@ -64,13 +64,8 @@ async function withIngester(
     form: "frames",
     sendHighWaterMark: 0,
   });
-  const counter = async (name: string, labels: Record<string, string> = {}) => {
-    const metric = registry.getSingleMetric(name);
-    if (!metric) return 0;
-    const { values } = await metric.get();
-    return values.filter((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l))
-      .reduce((sum, v) => sum + v.value, 0);
-  };
+  const counter = (name: string, labels: Record<string, string> = {}) =>
+    metricSum(registry, name, labels);
   // Subscriptions reach the bus asynchronously: publish until one message got through.
   const warmUp = async (valid = true) => {
     const probe = valid ? '{"device":"warmup","channel":"w","value":0}' : "probe";

@@ -11,16 +11,13 @@ import { text } from "../mdp/protocol.ts";
 import { MdpWorker } from "../mdp/worker.ts";
 import { STATE_SERVICE } from "../state/operations.ts";
 import { HEARTBEAT_TOPIC } from "../state/changes.ts";
-import { waitFor } from "./_helpers.ts";
+import { metricSum, waitFor } from "./_helpers.ts";
 import { startSystem, type System } from "./_system.ts";
 
 const JSON_TYPE = { "content-type": "application/json" };
 
-async function metric(system: System, name: string, labels: Record<string, string> = {}) {
-  const values = (await system.registry.getSingleMetric(name)?.get())?.values ?? [];
-  const one = values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l));
-  return one?.value ?? 0;
-}
+const metric = (system: System, name: string, labels: Record<string, string> = {}) =>
+  metricSum(system.registry, name, labels);
 
 const coherent = (system: System) => metric(system, "gateway_state_cache_coherent");
 

@@ -10,7 +10,7 @@ import { Subscriber } from "../bus/subscriber.ts";
 import { MdpClient } from "../mdp/client.ts";
 import { text } from "../mdp/protocol.ts";
 import { STATE_SERVICE } from "../state/operations.ts";
-import { freePort, waitFor, type WatchedChild, withBroker } from "./_helpers.ts";
+import { freePort, metricSum, waitFor, type WatchedChild, withBroker } from "./_helpers.ts";
 import { spawnPgState } from "./_state_pg.ts";
 import { withDatabase } from "./_postgres.ts";
 import { startSystem } from "./_system.ts";
@@ -335,10 +335,8 @@ Deno.test("change events of two state workers on PostgreSQL reach a bus subscrib
       assert.ok(here > 0 && there > 0, `writes served: ${here} here, ${there} there`);
       // The gateway heard both workers and missed none of their events: an overtaken event,
       // refused by the watch, still counts in its publisher's numbers (no flush for a gap).
-      const gauge = async (name: string, labels: Record<string, string> = {}) =>
-        ((await system.registry.getSingleMetric(name)?.get())?.values ?? []).find((v) =>
-          Object.entries(labels).every(([k, l]) => v.labels[k] === l)
-        )?.value ?? 0;
+      const gauge = (name: string, labels: Record<string, string> = {}) =>
+        metricSum(system.registry, name, labels);
       await waitFor(async () => await gauge("gateway_state_cache_coherent") === 1, {
         what: "the gateway's read cache coherent with both workers",
       });
