@@ -82,7 +82,6 @@ export class StateCache {
   #floor = 0;
   hits = 0;
   misses = 0;
-  flushes = 0;
 
   constructor(options: StateCacheOptions = {}) {
     this.#ttlMs = options.ttlMs ?? 2000;
@@ -105,7 +104,6 @@ export class StateCache {
     this.#entries.clear();
     this.#invalidated.clear();
     this.#floor = ++this.#tick;
-    this.flushes++;
   }
 
   /** Records that `id` (a key's, or a scope's prefix) changed now. */

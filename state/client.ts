@@ -245,34 +245,18 @@ export class StateClient {
 
   /** The entries of `keys` (null: no such key). */
   async getMany(scope: string, keys: string[]): Promise<Record<string, StateEntry | null>> {
-    return await this.read(scope, keys, (entries) => entries);
-  }
-
-  /**
-   * `answer` applied to the entries of `keys` (null: no such key): at once,
-   * without a promise, when the in-process cache has them all, so the hot
-   * path of a cached read stays synchronous (gateway/fusing_router.ts serves
-   * such an answer without a promise too); else once they are read. The one
-   * place that tells the two apart: callers never branch on a promise.
-   */
-  read<T>(
-    scope: string,
-    keys: string[],
-    answer: (entries: Record<string, StateEntry | null>) => T,
-  ): T | Promise<T> {
     // In process: at once; from a shared (Redis) cache: a promise.
-    const cached = this.#cache?.lookupMany(scope, keys);
-    if (cached instanceof Promise) {
-      return cached.then((found) => this.#complete(scope, keys, found)).then(answer);
-    }
-    const found = this.#complete(scope, keys, cached);
-    return found instanceof Promise ? found.then(answer) : answer(found);
+    return await this.#complete(scope, keys, await this.#cache?.lookupMany(scope, keys));
   }
 
   /**
-   * {@link read} of one key, `answer` given its entry. The hot route's:
-   * collecting one entry in a record named by its key gives V8 a new object
-   * shape per key read, which slows every read once many keys are.
+   * `answer` applied to the entry of `key` (null: no such key): at once,
+   * without a promise, when the in-process cache has it, so the hot path of
+   * a cached read stays synchronous (gateway/fusing_router.ts serves such an
+   * answer without a promise too); else once it is read. The one place that
+   * tells the two apart: callers never branch on a promise. One key, no
+   * record of entries: a record named by its key gives V8 a new object shape
+   * per key read, which slows every read once many keys are.
    */
   readOne<T>(scope: string, key: string, answer: (entry: StateEntry | null) => T): T | Promise<T> {
     const cached = this.#cache?.lookup(scope, key);
