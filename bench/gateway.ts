@@ -225,21 +225,27 @@ await runBench({
       30_000,
       "cached gateway",
     );
-    const put = async (key: string) => {
-      const response = await fetch(`${base(ports.ws)}/api/state/bench/${key}`, {
+    /** One request, its body dropped; throws `what: status` unless it succeeds. */
+    const send = async (url: string, init: RequestInit, what: string) => {
+      const response = await fetch(url, init);
+      await response.body?.cancel();
+      if (!response.ok) throw new Error(`${what}: ${response.status}`);
+    };
+    /** `op` on each key the spread rows read, 64 at a time. */
+    const eachKey = async (op: (key: string) => Promise<void>) => {
+      let next = 0;
+      await Promise.all(Array.from({ length: 64 }, async () => {
+        while (next < settings.keys) await op(`k${next++}`);
+      }));
+    };
+    const put = (key: string) =>
+      send(`${base(ports.ws)}/api/state/bench/${key}`, {
         method: "PUT",
         headers: { "content-type": "text/plain" },
         body: `value-of-${key}`,
-      });
-      await response.body?.cancel();
-      if (!response.ok) throw new Error(`PUT ${key}: ${response.status}`);
-    };
+      }, `PUT ${key}`);
     await until(() => put("key").then(() => true), 30_000, "gateway with state");
-    // The keys the spread rows read, 64 writes at a time.
-    let next = 0;
-    await Promise.all(Array.from({ length: 64 }, async () => {
-      while (next < settings.keys) await put(`k${next++}`);
-    }));
+    await eachKey(put);
     for (const port of [ports.auth, ports.authNoCache]) {
       await until(
         async () => {
@@ -253,17 +259,12 @@ await runBench({
         "gateway with authentication",
       );
     }
-    /** Reads every key once through `port` (64 at a time): a cached row then measures the cache. */
-    const warm = async (port: number, auth: string | undefined) => {
+    /** Reads every key once through `port`: a cached row then measures the cache. */
+    const warm = (port: number, auth: string | undefined) => {
       const init = auth ? { headers: { authorization: auth } } : {};
-      let next = 0;
-      await Promise.all(Array.from({ length: 64 }, async () => {
-        while (next < settings.keys) {
-          const response = await fetch(`${base(port)}/api/state/bench/k${next++}`, init);
-          await response.body?.cancel();
-          if (!response.ok) throw new Error(`warming ${port}: ${response.status}`);
-        }
-      }));
+      return eachKey((key) =>
+        send(`${base(port)}/api/state/bench/${key}`, init, `warming ${port}`)
+      );
     };
     const bare = await spawnReady({
       name: "bare",
