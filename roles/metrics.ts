@@ -88,31 +88,11 @@ export function startMetrics(
     retentionIntervalMs: config.retention_interval_ms,
   }, {
     ...metrics,
-    rejected: (reason, detail) => {
-      metrics.rejected?.(reason, detail);
-      limited(
-        `rejected:${reason}`,
-        (suppressed) =>
-          log.warn("rejected a point: {reason}", {
-            reason,
-            detail,
-            suppressed_since_last: suppressed,
-          }),
-      );
-    },
-    dropped: (reason, count, detail) => {
-      metrics.dropped?.(reason, count, detail);
-      limited(
-        `dropped:${reason}`,
-        (suppressed) =>
-          log.error("dropped {count} points: {reason}", {
-            count,
-            reason,
-            detail,
-            suppressed_since_last: suppressed,
-          }),
-      );
-    },
+    ...lossLogging(log, limited, metrics, {
+      keyPrefix: "",
+      rejected: "rejected a point: {reason}",
+      dropped: "dropped {count} points: {reason}",
+    }),
     connected: (writer) => {
       metrics.databaseUp(true);
       log.info("metrics database open ({kind})", { kind: writer.kind, database });
@@ -228,31 +208,11 @@ function startEventRecorder(
     maxPayloadBytes: config.event_max_payload_bytes,
   }, {
     ...metrics,
-    rejected: (reason, detail) => {
-      metrics.rejected?.(reason, detail);
-      limited(
-        `event-rejected:${reason}`,
-        (suppressed) =>
-          log.warn("did not record an event: {reason}", {
-            reason,
-            detail,
-            suppressed_since_last: suppressed,
-          }),
-      );
-    },
-    dropped: (reason, count, detail) => {
-      metrics.dropped?.(reason, count, detail);
-      limited(
-        `event-dropped:${reason}`,
-        (suppressed) =>
-          log.error("dropped {count} events: {reason}", {
-            count,
-            reason,
-            detail,
-            suppressed_since_last: suppressed,
-          }),
-      );
-    },
+    ...lossLogging(log, limited, metrics, {
+      keyPrefix: "event-",
+      rejected: "did not record an event: {reason}",
+      dropped: "dropped {count} events: {reason}",
+    }),
     writeFailed: (error, retryMs, events) => {
       metrics.writeFailed?.(error, retryMs, events);
       limited(
@@ -279,6 +239,45 @@ function startEventRecorder(
  * The retention callbacks of the points' and the events' writers: counted by
  * `metrics`, each deletion logged on `log` with what it deleted, failures as `what`.
  */
+/**
+ * Rejected and dropped points or events: counted by `metrics` and logged
+ * (warning, error) at most once per window per reason, with the number held
+ * back. `messages` word them; `keyPrefix` keeps each kind's window apart.
+ */
+function lossLogging<R extends string, D extends string>(
+  log: Logger,
+  limited: ReturnType<typeof logLimiter>,
+  metrics: {
+    rejected?(reason: R, detail: string): void;
+    dropped?(reason: D, count: number, detail?: string): void;
+  },
+  messages: { keyPrefix: string; rejected: string; dropped: string },
+) {
+  return {
+    rejected: (reason: R, detail: string) => {
+      metrics.rejected?.(reason, detail);
+      limited(
+        `${messages.keyPrefix}rejected:${reason}`,
+        (suppressed) =>
+          log.warn(messages.rejected, { reason, detail, suppressed_since_last: suppressed }),
+      );
+    },
+    dropped: (reason: D, count: number, detail?: string) => {
+      metrics.dropped?.(reason, count, detail);
+      limited(
+        `${messages.keyPrefix}dropped:${reason}`,
+        (suppressed) =>
+          log.error(messages.dropped, {
+            count,
+            reason,
+            detail,
+            suppressed_since_last: suppressed,
+          }),
+      );
+    },
+  };
+}
+
 function retentionLogging(
   log: Logger,
   metrics: { retention?(deleted: number, cutoffMs: number): void },
