@@ -4,36 +4,17 @@
  * PostgreSQL is in tests/events_history_test.ts).
  */
 import assert from "node:assert/strict";
-import type { BusMessage } from "../bus/envelope.ts";
 import { waitFor } from "../tests/_helpers.ts";
 import { EventRecorder } from "./event_recorder.ts";
-import type { DropReason, MessageSource } from "./ingester.ts";
+import type { DropReason } from "./ingester.ts";
+import { QueueSource } from "../tests/_queue_source.ts";
 import { LibsqlMetricsReader, type LibsqlMetricsWriter, openLibsqlWriter } from "./libsql.ts";
 
 const encoder = new TextEncoder();
 
-class QueueSource implements MessageSource {
-  #queue: BusMessage[] = [];
-  #wake?: () => void;
-  #closed = false;
-
+class EventSource extends QueueSource {
   push(topic: string, payload: string): void {
-    this.#queue.push({ bus: "event", topic, payload: encoder.encode(payload), form: "frames" });
-    this.#wake?.();
-  }
-
-  async receiveBatch(max = 1024): Promise<BusMessage[]> {
-    while (this.#queue.length === 0) {
-      if (this.#closed) throw new Error("closed");
-      await new Promise<void>((resolve) => this.#wake = resolve);
-    }
-    return this.#queue.splice(0, max);
-  }
-
-  close(): Promise<void> {
-    this.#closed = true;
-    this.#wake?.();
-    return Promise.resolve();
+    this.add({ bus: "event", topic, payload: encoder.encode(payload), form: "frames" });
   }
 }
 
@@ -54,7 +35,7 @@ async function withStore(
 
 Deno.test("events wait for the database in a bounded buffer; beyond it they are dropped and counted", async () => {
   await withStore(async (store, reader) => {
-    const source = new QueueSource();
+    const source = new EventSource();
     let writer: LibsqlMetricsWriter | undefined;
     const dropped: Array<[DropReason, number]> = [];
     let received = 0;
@@ -95,7 +76,7 @@ Deno.test("events never written by shutdown are counted; old events go by retent
         payload: "",
       },
     ]);
-    const source = new QueueSource();
+    const source = new EventSource();
     const dropped: Array<[DropReason, number]> = [];
     let deleted = -1;
     const recorder = new EventRecorder([source], () => undefined, {
@@ -113,7 +94,7 @@ Deno.test("events never written by shutdown are counted; old events go by retent
     await recorder.close(50);
     assert.deepEqual(dropped, [["shutdown", 2]]);
 
-    const second = new EventRecorder([new QueueSource()], () => store, { retentionDays: 1 }, {
+    const second = new EventRecorder([new EventSource()], () => store, { retentionDays: 1 }, {
       retention: (n) => deleted = n,
     });
     try {

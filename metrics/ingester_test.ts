@@ -5,42 +5,22 @@
  */
 import assert from "node:assert/strict";
 import type { BusMessage } from "../bus/envelope.ts";
-import { type DropReason, type MessageSource, MetricsIngester } from "./ingester.ts";
+import { type DropReason, MetricsIngester } from "./ingester.ts";
+import { QueueSource } from "../tests/_queue_source.ts";
 import type { Point } from "./point.ts";
 import type { MetricsWriter } from "./store.ts";
 import { waitFor } from "../tests/_helpers.ts";
 
 const encoder = new TextEncoder();
 
-class FakeSource implements MessageSource {
-  #queue: BusMessage[] = [];
-  #wake?: () => void;
-  #closed = false;
-
+class FakeSource extends QueueSource {
   push(...payloads: string[]): void {
-    for (const payload of payloads) {
-      this.#queue.push({
-        bus: "metric",
-        topic: "",
-        payload: encoder.encode(payload),
-        form: "single",
-      });
-    }
-    this.#wake?.();
-  }
-
-  async receiveBatch(max = 1024): Promise<BusMessage[]> {
-    while (this.#queue.length === 0) {
-      if (this.#closed) throw new Error("closed");
-      await new Promise<void>((resolve) => this.#wake = resolve);
-    }
-    return this.#queue.splice(0, max);
-  }
-
-  close(): Promise<void> {
-    this.#closed = true;
-    this.#wake?.();
-    return Promise.resolve();
+    this.add(...payloads.map((payload): BusMessage => ({
+      bus: "metric",
+      topic: "",
+      payload: encoder.encode(payload),
+      form: "single",
+    })));
   }
 }
 
