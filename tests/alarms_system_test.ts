@@ -13,6 +13,7 @@ import { alarmsConfig } from "../config/components.ts";
 import { loadConfig } from "../config/load.ts";
 import { startAlarms } from "../roles/alarms.ts";
 import { waitFor } from "./_helpers.ts";
+import { plant } from "./_cli.ts";
 import { startSystem, type System } from "./_system.ts";
 
 function alarmsFor(system: System) {
@@ -155,29 +156,8 @@ Deno.test("alarms: raise on a crossing point, acknowledge, clear; survives a res
   }
 });
 
-/** `plant args…` against the gateway at `url`: exit code and output. */
-async function plant(url: string, ...args: string[]) {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      new URL("../cli/main.ts", import.meta.url).pathname,
-      "--gateway",
-      url,
-      ...args,
-    ],
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
-}
+/** `plant args…` against the gateway at `url`. */
+const plantAt = (url: string, ...args: string[]) => plant(["--gateway", url, ...args]);
 
 Deno.test("plant alarms: rules, list and acknowledge from the command line", async () => {
   const system = await startSystem({ gateway: { request_timeout_ms: 10_000 } });
@@ -185,7 +165,7 @@ Deno.test("plant alarms: rules, list and acknowledge from the command line", asy
   const metrics = new Publisher(system.frontends.metric!, { sendHighWaterMark: 0 });
   try {
     await waitFor(() => alarms.service.ready, { timeoutMs: 20_000, what: "rules loaded" });
-    const set = await plant(
+    const set = await plantAt(
       system.url,
       "alarms",
       "rule-set",
@@ -193,7 +173,7 @@ Deno.test("plant alarms: rules, list and acknowledge from the command line", asy
       '{"device":"tank","channel":"level","kind":"below","threshold":10,"severity":"warning"}',
     );
     assert.equal(set.code, 0, set.stderr);
-    const rules = await plant(system.url, "--json", "alarms", "rules");
+    const rules = await plantAt(system.url, "--json", "alarms", "rules");
     assert.equal(JSON.parse(rules.stdout).rules[0].id, "low-level");
 
     await waitFor(() => {
@@ -203,23 +183,23 @@ Deno.test("plant alarms: rules, list and acknowledge from the command line", asy
       );
       return alarms.service.engine.counts().active === 1;
     }, { timeoutMs: 20_000, intervalMs: 100, what: "the alarm raised" });
-    const listed = await plant(system.url, "--json", "alarms", "ls", "active");
+    const listed = await plantAt(system.url, "--json", "alarms", "ls", "active");
     assert.equal(listed.code, 0, listed.stderr);
     const [alarm] = JSON.parse(listed.stdout).alarms;
     assert.equal(alarm.rule, "low-level");
 
-    const ack = await plant(system.url, "alarms", "ack", alarm.id);
+    const ack = await plantAt(system.url, "alarms", "ack", alarm.id);
     assert.equal(ack.code, 0, ack.stderr);
     assert.match(ack.stdout, /acknowledged .* by anonymous/);
     assert.equal(alarms.service.engine.get(alarm.id)?.state, "acknowledged");
 
-    const bad = await plant(system.url, "alarms", "rule-set", "x", '{"device":"tank"}');
+    const bad = await plantAt(system.url, "alarms", "rule-set", "x", '{"device":"tank"}');
     assert.notEqual(bad.code, 0);
     assert.match(bad.stderr, /channel|kind|threshold/);
-    const usage = await plant(system.url, "alarms", "ls", "weird");
+    const usage = await plantAt(system.url, "alarms", "ls", "weird");
     assert.equal(usage.code, 2, usage.stderr);
 
-    const removed = await plant(system.url, "alarms", "rule-rm", "low-level");
+    const removed = await plantAt(system.url, "alarms", "rule-rm", "low-level");
     assert.equal(removed.code, 0, removed.stderr);
     assert.equal(alarms.service.engine.get(alarm.id)?.state, "cleared");
   } finally {

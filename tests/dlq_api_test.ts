@@ -12,30 +12,8 @@ import { MdpWorker } from "../mdp/worker.ts";
 import { brokerOp } from "./_durable.ts";
 import { bearer, tokenWith, withSecuredSystem } from "./_auth.ts";
 import { waitFor } from "./_helpers.ts";
+import { plant } from "./_cli.ts";
 import { openWs } from "./_ws.ts";
-
-const CLI = new URL("../cli/main.ts", import.meta.url).pathname;
-
-/** `plant args…` in a clean environment; its exit code and output. */
-async function plant(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const env = Object.fromEntries(
-    Object.entries(Deno.env.toObject()).filter(([name]) => !name.startsWith("PLANTD_CLI_")),
-  );
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, ...args],
-    env: { ...env, NO_COLOR: "1" },
-    clearEnv: true,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
-}
 
 Deno.test("dead letters through REST with dlq:read and dlq:write, a WebSocket event on arrival, and plant dlq both ways", async () => {
   const dir = await Deno.makeTempDir();

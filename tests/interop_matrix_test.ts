@@ -25,6 +25,7 @@ import { MdpWorker, type WorkerEvent } from "../mdp/worker.ts";
 import { startGateway } from "../roles/gateway.ts";
 import { ECHO_SERVICE, startEchoWorker } from "../workers/echo.ts";
 import { waitFor } from "./_helpers.ts";
+import { plant } from "./_cli.ts";
 import {
   hex,
   PythonBroker,
@@ -265,44 +266,6 @@ for (const rfc of ["7", "18"] as const) {
 }
 
 // ------------------------------------------------------------ the CLI
-
-const ROOT = new URL("..", import.meta.url).pathname;
-const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** `plant args…` in a subprocess with no PLANTD_CLI_* from outside; bounded by a kill. */
-async function plant(args: string[]): Promise<Run> {
-  const env = Object.fromEntries(
-    Object.entries(Deno.env.toObject()).filter(([name]) => !name.startsWith("PLANTD_CLI_")),
-  );
-  const abort = new AbortController();
-  const guard = setTimeout(() => abort.abort(), 30_000);
-  try {
-    const output = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", MAIN, ...args],
-      cwd: ROOT,
-      env: { ...env, NO_COLOR: "1" },
-      clearEnv: true,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      signal: abort.signal,
-    }).output();
-    const decoder = new TextDecoder();
-    return {
-      code: output.code,
-      stdout: decoder.decode(output.stdout),
-      stderr: decoder.decode(output.stderr),
-    };
-  } finally {
-    clearTimeout(guard);
-  }
-}
 
 for (const kind of KINDS) {
   const dialect = DIALECT_OF[kind.rfc];
