@@ -9,8 +9,6 @@ import assert from "node:assert/strict";
 import { decodeJwt } from "jose";
 import { Publisher } from "../bus/publisher.ts";
 import { ALARMS_SCOPE, RULES_SCOPE } from "../alarms/rules.ts";
-import { type AlarmsConfig, alarmsConfig } from "../config/components.ts";
-import { loadConfig } from "../config/load.ts";
 import { MdpClient } from "../mdp/client.ts";
 import { text } from "../mdp/protocol.ts";
 import { startAlarms, stateRequests } from "../roles/alarms.ts";
@@ -18,23 +16,9 @@ import { StateClient } from "../state/client.ts";
 import { STATE_SERVICE } from "../state/operations.ts";
 import { logger } from "../telemetry/log.ts";
 import { bearer, call, SECRET, tokenWith, withSecuredSystem } from "./_auth.ts";
+import { alarmsSettings } from "./_alarms.ts";
 import { freePort, waitFor } from "./_helpers.ts";
 import type { System } from "./_system.ts";
-
-function settingsFor(system: System, overrides: Partial<AlarmsConfig>): AlarmsConfig {
-  return {
-    ...loadConfig(alarmsConfig, { args: [], env: {} }),
-    log_level: "error",
-    broker_endpoint: system.brokerEndpoint,
-    metric_bus_endpoint: system.backends.metric!,
-    event_bus_endpoint: system.frontends.event!,
-    health_port: 0,
-    heartbeat_interval_ms: 200,
-    heartbeat_liveness: 10,
-    rules_reload_ms: 200,
-    ...overrides,
-  };
-}
 
 /** A state client of the broker writing each request's JSON with `json`. */
 function stateClientFor(system: System, json: ReturnType<typeof stateRequests>) {
@@ -50,7 +34,7 @@ function stateClientFor(system: System, json: ReturnType<typeof stateRequests>) 
 
 Deno.test("alarms with the gateway's secret: rules and alarms through a state service that checks tokens", async () => {
   await withSecuredSystem(async (system) => {
-    const alarms = startAlarms(settingsFor(system, { jwt_secret: SECRET }));
+    const alarms = startAlarms(alarmsSettings(system, { jwt_secret: SECRET }));
     const metrics = new Publisher(system.frontends.metric!, { sendHighWaterMark: 0 });
     try {
       await waitFor(() => alarms.service.ready, { timeoutMs: 20_000, what: "rules loaded" });
@@ -98,7 +82,7 @@ Deno.test("alarms with the gateway's secret: rules and alarms through a state se
 Deno.test("alarms without a signing key: refused by the state service, reported in the log and on /health, still running", async () => {
   await withSecuredSystem(async (system) => {
     const port = freePort();
-    const alarms = startAlarms(settingsFor(system, { health_port: port }));
+    const alarms = startAlarms(alarmsSettings(system, { health_port: port }));
     try {
       await waitFor(() => alarms.service.stateError !== undefined, {
         timeoutMs: 20_000,
@@ -125,7 +109,7 @@ Deno.test("the alarms' credentials name only its own scopes: another scope and d
       system,
       (_operation, request) => JSON.stringify({ ...request, token: admin }),
     );
-    const config = settingsFor(system, { jwt_secret: SECRET });
+    const config = alarmsSettings(system, { jwt_secret: SECRET });
     const json = stateRequests(config, logger("alarms"))!;
     const own = stateClientFor(system, json);
     try {

@@ -9,25 +9,14 @@
 import assert from "node:assert/strict";
 import { Publisher } from "../bus/publisher.ts";
 import { Subscriber } from "../bus/subscriber.ts";
-import { alarmsConfig } from "../config/components.ts";
-import { loadConfig } from "../config/load.ts";
 import { startAlarms } from "../roles/alarms.ts";
+import { alarmsSettings } from "./_alarms.ts";
 import { waitFor } from "./_helpers.ts";
 import { plant } from "./_cli.ts";
 import { startSystem, type System } from "./_system.ts";
 
 function alarmsFor(system: System) {
-  return startAlarms({
-    ...loadConfig(alarmsConfig, { args: [], env: {} }),
-    log_level: "error",
-    broker_endpoint: system.brokerEndpoint,
-    metric_bus_endpoint: system.backends.metric!,
-    event_bus_endpoint: system.frontends.event!,
-    health_port: 0,
-    heartbeat_interval_ms: 200,
-    heartbeat_liveness: 10,
-    rules_reload_ms: 200,
-  });
+  return startAlarms(alarmsSettings(system));
 }
 
 const api = async (system: System, method: string, path: string, body?: unknown) => {
