@@ -4,6 +4,7 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
 import { Registry } from "prom-client";
 import {
   type BrokerConfig,
@@ -159,4 +160,14 @@ export async function startSystem(
       await Deno.remove(dir, { recursive: true });
     },
   };
+}
+
+/** PUT `path` on the system's gateway, with `body` as JSON if given; fails the test unless it succeeds. */
+export async function put(system: System, path: string, body?: string): Promise<void> {
+  const response = await fetch(`${system.url}${path}`, {
+    method: "PUT",
+    ...(body ? { body, headers: { "content-type": "application/json" } } : {}),
+  });
+  await response.body?.cancel();
+  assert.ok(response.ok, `PUT ${path}: ${response.status}`);
 }

@@ -9,26 +9,15 @@
 import assert from "node:assert/strict";
 import { ARTIFACTS, launchChromium } from "./_browser.ts";
 import { Publisher } from "../bus/publisher.ts";
-import { alarmsConfig } from "../config/components.ts";
-import { loadConfig } from "../config/load.ts";
 import { startAlarms } from "../roles/alarms.ts";
+import { alarmsSettings } from "./_alarms.ts";
 import { waitFor } from "./_helpers.ts";
 import { startSystem } from "./_system.ts";
 
 Deno.test("dashboard alarms: set a rule, see the alarm raised, acknowledge it, see it cleared", async () => {
   // Chromium and other test files share 2 cores: a longer request timeout for the page.
   const system = await startSystem({ gateway: { request_timeout_ms: 15_000 } });
-  const alarms = startAlarms({
-    ...loadConfig(alarmsConfig, { args: [], env: {} }),
-    log_level: "error",
-    broker_endpoint: system.brokerEndpoint,
-    metric_bus_endpoint: system.backends.metric!,
-    event_bus_endpoint: system.frontends.event!,
-    health_port: 0,
-    heartbeat_interval_ms: 200,
-    heartbeat_liveness: 10,
-    rules_reload_ms: 500,
-  });
+  const alarms = startAlarms(alarmsSettings(system, { rules_reload_ms: 500 }));
   const metrics = new Publisher(system.frontends.metric!, { sendHighWaterMark: 0 });
   const browser = await launchChromium();
   const point = (value: number) =>

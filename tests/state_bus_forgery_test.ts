@@ -9,19 +9,8 @@ import assert from "node:assert/strict";
 import { Publisher } from "../bus/publisher.ts";
 import { ChangeKey, ChangeSigner } from "../state/changes.ts";
 import { waitFor } from "./_helpers.ts";
-import { startSystem, type System } from "./_system.ts";
+import { put, startSystem, type System } from "./_system.ts";
 import { WsClient } from "./_ws.ts";
-
-const JSON_TYPE = { "content-type": "application/json" };
-
-async function put(system: System, path: string, body?: string): Promise<void> {
-  const response = await fetch(`${system.url}${path}`, {
-    method: "PUT",
-    ...(body ? { body, headers: JSON_TYPE } : {}),
-  });
-  await response.body?.cancel();
-  assert.ok(response.ok, `PUT ${path}: ${response.status}`);
-}
 
 /** gateway_bus_rejected_total{bus="state",reason}. */
 async function rejected(system: System, reason: string): Promise<number> {

@@ -12,9 +12,7 @@ import { MdpWorker } from "../mdp/worker.ts";
 import { STATE_SERVICE } from "../state/operations.ts";
 import { HEARTBEAT_TOPIC } from "../state/changes.ts";
 import { metricSum, waitFor } from "./_helpers.ts";
-import { startSystem, type System } from "./_system.ts";
-
-const JSON_TYPE = { "content-type": "application/json" };
+import { put, startSystem, type System } from "./_system.ts";
 
 const metric = (system: System, name: string, labels: Record<string, string> = {}) =>
   metricSum(system.registry, name, labels);
@@ -25,15 +23,6 @@ async function get(system: System, path: string): Promise<string> {
   const response = await fetch(`${system.url}${path}`);
   assert.equal(response.status, 200, `GET ${path}`);
   return (await response.json()).value;
-}
-
-async function put(system: System, path: string, body?: string): Promise<void> {
-  const response = await fetch(`${system.url}${path}`, {
-    method: "PUT",
-    ...(body ? { body, headers: JSON_TYPE } : {}),
-  });
-  await response.body?.cancel();
-  assert.ok(response.ok, `PUT ${path}: ${response.status}`);
 }
 
 /** The state service's changes through a publisher that drops the next change event on demand. */
